@@ -1,0 +1,31 @@
+# Two entry points: `make demo` and `make test`. Both create .venv on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test serve bench-media bench-load clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/gateway demo $(DEMO_ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+serve: $(STAMP)
+	$(BIN)/gateway serve
+
+bench-media: $(STAMP)
+	$(BIN)/gateway bench media
+
+bench-load: $(STAMP)
+	$(BIN)/gateway bench load
+
+clean:
+	rm -rf $(VENV) .pytest_cache gateway.db recordings

@@ -1,0 +1,182 @@
+"""The contract between a call session and a realtime model bridge.
+
+A bridge connects one call to one speech model (OpenAI Realtime, Gemini Live, an
+OpenAI-compatible server, or the embedded local agent). The session is the only owner of
+the call: it creates the bridge, awaits :meth:`ModelBridge.start`, then iterates
+:meth:`ModelBridge.events` inside its own task group and calls the other methods from its
+own tasks. A bridge does its socket reads (or, for the local agent, its CPU work in worker
+threads) inside :meth:`events`; message building and parsing should be pure helpers that
+tests can drive without a socket.
+
+Audio in and out is raw bytes in the bridge's declared formats; the session transcodes the
+carrier's audio to ``input_format`` and the bridge's ``output_format`` back to the carrier's
+(passing G.711 straight through when the formats are equal).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+from gateway.formats import AudioFormat
+
+__all__ = [
+    "AgentConfig",
+    "TurnMode",
+    "AudioOut",
+    "Transcript",
+    "ResponseDone",
+    "SpeechStarted",
+    "Interrupted",
+    "BridgeError",
+    "BridgeEvent",
+    "ModelBridge",
+    "BridgeFailed",
+]
+
+TurnMode = Literal["gateway", "server_vad", "semantic_vad"]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """What one call asks of its model (from the agent record or the inline call body).
+
+    Attributes:
+        system_prompt: instructions for the model.
+        voice: voice name (backend-specific; the local agent has one voice).
+        language: BCP-47 tag, e.g. ``en-US``.
+        greeting: what the agent says first when ``first_speaker`` is ``agent``.
+        model: backend selector, e.g. ``local``, ``openai:gpt-realtime``, ``gemini:…``.
+        temperature: sampling temperature, 0–1.
+        first_speaker: ``agent`` speaks the greeting first; ``user`` waits for the caller.
+        interruptible: whether caller speech barges in on agent audio.
+        turn_mode: who decides end of turn: ``gateway`` (our VAD), or the model's own VAD.
+        tools: function declarations (JSON schema dicts) forwarded to the model.
+        secrets: per-call credentials resolved from settings or secret references; never
+            logged nor returned by the API.
+    """
+
+    system_prompt: str = "You are a helpful phone agent. Keep answers short."
+    voice: str = "joe"
+    language: str = "en-US"
+    greeting: str = "Hello, thanks for calling. How can I help you today?"
+    model: str = "local"
+    temperature: float = 0.0
+    first_speaker: Literal["agent", "user"] = "agent"
+    interruptible: bool = False
+    turn_mode: TurnMode = "gateway"
+    tools: tuple[dict[str, Any], ...] = ()
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AudioOut:
+    """A chunk of agent audio (bytes in the bridge's ``output_format``) for item ``item_id``."""
+
+    item_id: str
+    audio: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """A finished transcript turn: ``role`` ``user`` (what the caller said) or ``agent``."""
+
+    role: Literal["user", "agent"]
+    text: str
+    item_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseDone:
+    """The model finished (or cancelled) a response; no more audio for it will come."""
+
+    response_id: str = ""
+    status: str = "completed"
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    """The model's own VAD heard the caller start speaking (server-side turn detection)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Interrupted:
+    """The model stopped its reply because the caller spoke (e.g. Gemini ``interrupted``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeError:
+    """An error from the model. ``fatal`` errors end the call with this code and message."""
+
+    code: str
+    message: str
+    fatal: bool = False
+
+
+BridgeEvent = Union[AudioOut, Transcript, ResponseDone, SpeechStarted, Interrupted, BridgeError]
+
+
+class BridgeFailed(Exception):
+    """The bridge cannot go on (connection refused, key rejected, setup error).
+
+    Attributes:
+        code: short stable label stored in the call record (``model_auth``, ``model_connect``…).
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ModelBridge(abc.ABC):
+    """One call's connection to a realtime speech model.
+
+    Attributes:
+        input_format: what :meth:`send_audio` takes (set by :meth:`start` at the latest).
+        output_format: what :class:`AudioOut` carries (set by :meth:`start` at the latest).
+        name: backend name for logs and records.
+    """
+
+    name: str = "model"
+    input_format: AudioFormat
+    output_format: AudioFormat
+
+    @abc.abstractmethod
+    async def start(self, config: AgentConfig, carrier_format: AudioFormat) -> None:
+        """Connect and configure the model; speak the greeting if ``first_speaker`` is agent.
+
+        ``carrier_format`` lets a bridge pass G.711 straight through when the model takes it.
+
+        Raises:
+            BridgeFailed: connection refused, key rejected, or setup rejected.
+        """
+
+    @abc.abstractmethod
+    async def send_audio(self, audio: bytes) -> None:
+        """Send caller audio (bytes in ``input_format``, any length)."""
+
+    async def speech_started(self) -> None:
+        """The gateway's VAD heard the caller start a turn (``gateway`` turn mode)."""
+
+    async def end_of_turn(self) -> None:
+        """The gateway's VAD decided the caller's turn ended (``gateway`` turn mode)."""
+
+    @abc.abstractmethod
+    async def interrupt(self, item_id: str | None, heard_ms: int) -> None:
+        """Barge-in: cancel the reply in progress and cut the model's memory of it.
+
+        Args:
+            item_id: the latest agent audio item the caller was hearing, or ``None``.
+            heard_ms: whole ms of that item the caller actually heard (from mark acks),
+                never more than the bridge sent; 0 means nothing was heard.
+        """
+
+    @abc.abstractmethod
+    def events(self) -> AsyncIterator[BridgeEvent]:
+        """Yield model events until the bridge is closed. Run inside the session's tasks."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Close the model connection; idempotent."""

@@ -1,0 +1,27 @@
+"""Shared test fixtures: paths to the real recordings in ``../shared/audio``."""
+
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_AUDIO = ROOT.parent / "shared" / "audio"
+
+
+def load_wav(path: Path | str) -> tuple[np.ndarray, int]:
+    """Read a mono PCM16 WAV: (int16 samples, sample rate in Hz)."""
+    with wave.open(str(path), "rb") as w:
+        assert w.getnchannels() == 1 and w.getsampwidth() == 2, path
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").copy(), w.getframerate()
+
+
+@pytest.fixture(scope="session")
+def shared_audio() -> Path:
+    """``../shared/audio``; tests that need it skip loudly only if it is truly absent."""
+    if not SHARED_AUDIO.is_dir():
+        pytest.skip(f"real recordings not found at {SHARED_AUDIO}")
+    return SHARED_AUDIO
