@@ -1,0 +1,253 @@
+"""Playout ledger: paces agent audio to the carrier and knows what the caller has heard.
+
+Agent audio arrives in bursts (a model streams faster than real time). The ledger cuts it into
+fixed frames (``frame_ms``, 20 ms for most carriers), releases them on an accumulating clock so
+the carrier holds between ``lead_ms`` and ``lead_ms`` + one frame of audio ahead of real time (small enough that a
+``clear`` is heard at once, large enough to ride out network jitter), and puts a mark after
+every ``mark_every`` frames and at the end of each item.
+
+What the caller heard comes from the carrier's mark acknowledgements: a mark is echoed when the
+audio before it has played. Between acknowledgements the ledger interpolates by clock, never
+past the next unacknowledged mark. A ``clear`` starts a new *generation*: acknowledgements of
+marks from an older generation mean "cleared", not "played" (Twilio echoes every pending mark on
+``clear``), so they are ignored.
+
+Pure and synchronous: time comes in as ``now_ms`` (any monotonic ms clock), nothing sleeps.
+
+Sources: https://www.twilio.com/docs/voice/media-streams/websocket-messages (mark, clear).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+__all__ = ["PlayoutLedger", "OutFrame", "Heard"]
+
+
+@dataclass(frozen=True, slots=True)
+class OutFrame:
+    """One frame to send: ``payload`` bytes in the carrier format, then ``mark`` if not None."""
+
+    payload: bytes
+    mark: str | None
+    item_id: str
+    play_at_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """How much of one agent audio item the caller heard (whole ms) out of what was queued."""
+
+    item_id: str
+    heard_ms: int
+    queued_ms: int
+
+
+@dataclass(slots=True)
+class _Item:
+    item_id: str
+    queued_ms: float = 0.0  # audio handed to the ledger for this item
+    acked_ms: float = 0.0  # position of the last acknowledged mark
+    ack_at_ms: float | None = None  # clock time of that acknowledgement
+    first_play_ms: float | None = None  # clock time its first frame was due to play
+
+
+class PlayoutLedger:
+    """Frame pacing and heard-ms accounting for one call's outbound audio.
+
+    Args:
+        frame_bytes: bytes per outbound frame in the carrier format (160 for 20 ms PCMU at 8 kHz).
+        frame_ms: duration of one frame (ms).
+        silence_byte: the byte that encodes silence (``0xFF`` for μ-law, ``0xD5`` for A-law,
+            ``0x00`` for L16); used to pad the last partial frame of an item.
+        lead_ms: audio the carrier is kept holding ahead of real time (ms); it holds at most
+            ``lead_ms + frame_ms``.
+        mark_every: put a mark after this many frames (and always at an item's end).
+        has_marks: False for carriers without marks: heard time is then estimated by clock.
+    """
+
+    def __init__(
+        self,
+        *,
+        frame_bytes: int,
+        frame_ms: int = 20,
+        silence_byte: int = 0xFF,
+        lead_ms: float = 80.0,
+        mark_every: int = 5,
+        has_marks: bool = True,
+    ) -> None:
+        if frame_bytes <= 0 or frame_ms <= 0:
+            raise ValueError("frame_bytes and frame_ms must be positive")
+        self.frame_bytes = frame_bytes
+        self.frame_ms = frame_ms
+        self.lead_ms = lead_ms
+        self.mark_every = max(1, mark_every)
+        self.has_marks = has_marks
+        self._silence = bytes([silence_byte]) * frame_bytes
+        self._queue: deque[tuple[bytes, str, float, bool]] = deque()  # payload, item, end_ms, last
+        self._partial = bytearray()
+        self._partial_item = ""
+        self._items: dict[str, _Item] = {}
+        self._order: list[str] = []
+        self._generation = 0
+        self._seq = 0
+        self._since_mark = 0
+        self._play_until_ms: float | None = None  # when the carrier finishes what we sent
+        self._pending: deque[tuple[str, str, float, float]] = deque()  # mark, item, pos, play end
+        self.frames_sent = 0
+
+    # ----------------------------------------------------------------- input
+    def enqueue(self, item_id: str, payload: bytes) -> None:
+        """Queue agent audio (carrier-format bytes, any length) for item ``item_id``."""
+        if item_id != self._partial_item and self._partial:
+            self.end_item(self._partial_item)
+        item = self._items.get(item_id)
+        if item is None:
+            item = self._items[item_id] = _Item(item_id)
+            self._order.append(item_id)
+        self._partial_item = item_id
+        buf = self._partial
+        buf += payload
+        n_full = len(buf) // self.frame_bytes
+        fb = self.frame_bytes
+        for i in range(n_full):
+            item.queued_ms += self.frame_ms
+            self._queue.append((bytes(buf[i * fb : (i + 1) * fb]), item_id, item.queued_ms, False))
+        del buf[: n_full * fb]
+
+    def end_item(self, item_id: str) -> None:
+        """The item is complete: pad its last partial frame and mark its end."""
+        item = self._items.get(item_id)
+        if item is None:
+            return
+        if self._partial and self._partial_item == item_id:
+            frac = len(self._partial) / self.frame_bytes
+            item.queued_ms += frac * self.frame_ms
+            payload = bytes(self._partial) + self._silence[len(self._partial) :]
+            self._queue.append((payload, item_id, item.queued_ms, True))
+            self._partial.clear()
+        elif self._queue and self._queue[-1][1] == item_id:
+            p, i, e, _ = self._queue[-1]
+            self._queue[-1] = (p, i, e, True)
+
+    # ----------------------------------------------------------------- output
+    def due(self, now_ms: float) -> list[OutFrame]:
+        """Frames to send now: the carrier is topped up while it holds ``<= lead_ms`` of audio."""
+        out: list[OutFrame] = []
+        if self._play_until_ms is None or self._play_until_ms < now_ms:
+            self._play_until_ms = now_ms
+        while self._queue and self._play_until_ms - now_ms <= self.lead_ms:
+            payload, item_id, end_ms, last = self._queue.popleft()
+            start = self._play_until_ms
+            self._play_until_ms = start + self.frame_ms
+            self._since_mark += 1
+            mark = None
+            if self.has_marks and (last or self._since_mark >= self.mark_every or not self._queue):
+                self._seq += 1
+                mark = f"g{self._generation}.{self._seq}"
+                self._pending.append((mark, item_id, end_ms, self._play_until_ms))
+                self._since_mark = 0
+            elif not self.has_marks:
+                self._pending.append(("", item_id, end_ms, self._play_until_ms))
+                self._settle_clock(now_ms)
+            self.frames_sent += 1
+            item = self._items[item_id]
+            if item.first_play_ms is None:
+                item.first_play_ms = start
+            out.append(OutFrame(payload, mark, item_id, start))
+        return out
+
+    def next_due_ms(self) -> float | None:
+        """Clock time at which :meth:`due` will release the next frame (None: nothing queued)."""
+        if not self._queue:
+            return None
+        if self._play_until_ms is None:
+            return 0.0
+        return self._play_until_ms - self.lead_ms
+
+    def acknowledge(self, name: str, now_ms: float) -> bool:
+        """Record the carrier's acknowledgement of mark ``name``; False if stale or unknown."""
+        if not name.startswith(f"g{self._generation}."):
+            return False  # an older generation: echoed by a clear, not played
+        while self._pending:
+            mark, item_id, pos, _ = self._pending.popleft()
+            item = self._items.get(item_id)
+            if item is not None:
+                item.acked_ms = max(item.acked_ms, pos)
+                item.ack_at_ms = now_ms
+            if mark == name:
+                return True
+        return False
+
+    # ----------------------------------------------------------------- state
+    def playing(self, now_ms: float) -> bool:
+        """True while agent audio is queued here or still playing at the carrier."""
+        if self._queue or self._partial:
+            return True
+        return self._play_until_ms is not None and self._play_until_ms > now_ms
+
+    def buffered_ms(self, now_ms: float) -> float:
+        """Audio sent to the carrier that has not yet played, by clock (ms)."""
+        if self._play_until_ms is None:
+            return 0.0
+        return max(0.0, self._play_until_ms - now_ms)
+
+    def heard(self, now_ms: float, item_id: str | None = None) -> Heard | None:
+        """What the caller heard of ``item_id`` (default: the latest item that was sent).
+
+        With marks: the last acknowledged position, advanced by clock since that
+        acknowledgement (or since the item's first frame was due to play), but never past the
+        item's next unacknowledged mark. Without marks: frames whose scheduled play time ended.
+        """
+        if item_id is None:
+            item_id = self.latest_sent_item()
+            if item_id is None:
+                return None
+        item = self._items.get(item_id)
+        if item is None:
+            return None
+        heard = item.acked_ms
+        nxt = next((p for p in self._pending if p[1] == item_id), None)
+        if self.has_marks:
+            ref = item.ack_at_ms if item.ack_at_ms is not None else item.first_play_ms
+            if nxt is not None and ref is not None:
+                heard = min(nxt[2], heard + max(0.0, now_ms - ref))
+        else:
+            for _, iid, pos, play_end in self._pending:
+                if iid == item_id and play_end <= now_ms:
+                    heard = max(heard, pos)
+        heard = min(heard, item.queued_ms)
+        return Heard(item_id, int(heard), int(round(item.queued_ms)))
+
+    def _settle_clock(self, now_ms: float) -> None:
+        """Without marks: fold frames whose play time has passed into the items' heard ms."""
+        while self._pending and self._pending[0][3] <= now_ms and len(self._pending) > 1:
+            _, iid, pos, _ = self._pending.popleft()
+            item = self._items.get(iid)
+            if item is not None:
+                item.acked_ms = max(item.acked_ms, pos)
+
+    def latest_sent_item(self) -> str | None:
+        """The item whose audio the carrier received most recently."""
+        if self._pending:
+            return self._pending[-1][1]
+        for iid in reversed(self._order):
+            if self._items[iid].acked_ms > 0:
+                return iid
+        return None
+
+    def clear(self, now_ms: float) -> Heard | None:
+        """Barge-in: drop everything queued, start a new generation, return what was heard.
+
+        The caller must send the carrier's ``clear`` frame as well: the carrier holds up to
+        ``lead_ms`` of audio.
+        """
+        heard = self.heard(now_ms)
+        self._queue.clear()
+        self._partial.clear()
+        self._pending.clear()
+        self._generation += 1
+        self._since_mark = 0
+        self._play_until_ms = now_ms
+        return heard

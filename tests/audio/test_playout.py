@@ -1,0 +1,118 @@
+"""Playout ledger: pacing on an accumulating clock, marks, heard-ms, clear generations."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.audio.playout import PlayoutLedger
+
+FRAME = 160  # 20 ms of 8 kHz μ-law
+
+
+def ledger(**kw) -> PlayoutLedger:
+    return PlayoutLedger(frame_bytes=FRAME, frame_ms=20, lead_ms=kw.pop("lead_ms", 60), mark_every=kw.pop("mark_every", 5), **kw)
+
+
+def test_frames_are_cut_and_paced_with_a_bounded_lead():
+    lg = ledger()
+    lg.enqueue("a", bytes(FRAME * 10))
+    first = lg.due(0.0)
+    # 60 ms lead: the carrier is topped up while it holds <= 60 ms, so at most 80 ms.
+    assert [f.play_at_ms for f in first] == [0.0, 20.0, 40.0, 60.0]
+    assert lg.due(10.0) == []  # holds 70 ms
+    assert lg.next_due_ms() == pytest.approx(20.0)  # played-until 80 minus the 60 ms lead
+    assert [f.play_at_ms for f in lg.due(20.0)] == [80.0]
+    assert lg.due(20.0) == []
+
+
+def test_pacing_accumulates_instead_of_drifting():
+    """Late wake-ups must not shift the schedule: play times stay on the 20 ms grid."""
+    lg = ledger(lead_ms=20)
+    lg.enqueue("a", bytes(FRAME * 50))
+    times, now = [], 0.0
+    while lg.next_due_ms() is not None:
+        for f in lg.due(now):
+            times.append(f.play_at_ms)
+        now += 19.0 if len(times) % 2 else 21.0  # jittery wake-ups
+    diffs = {round(b - a, 6) for a, b in zip(times, times[1:])}
+    assert diffs == {20.0}
+    assert len(times) == 50
+
+
+def test_partial_frame_is_padded_with_silence_at_item_end():
+    lg = ledger(silence_byte=0xFF)
+    lg.enqueue("a", b"\x00" * (FRAME + 40))
+    lg.end_item("a")
+    frames = lg.due(0.0)
+    assert len(frames) == 2
+    assert frames[1].payload == b"\x00" * 40 + b"\xff" * (FRAME - 40)
+    assert frames[1].mark is not None  # an item's end is always marked
+
+
+def test_marks_every_n_frames_and_heard_follows_acknowledgements():
+    lg = ledger(mark_every=2, lead_ms=1000)
+    lg.enqueue("a", bytes(FRAME * 6))
+    frames = lg.due(0.0)
+    marks = [f.mark for f in frames if f.mark]
+    assert len(marks) == 3  # after frames 2, 4 and 6
+    # Nothing acknowledged, clock at 0: nothing heard.
+    assert lg.heard(0.0).heard_ms == 0
+    assert lg.acknowledge(marks[0], now_ms=45.0)
+    h = lg.heard(45.0)
+    assert (h.item_id, h.heard_ms, h.queued_ms) == ("a", 40, 120)
+    # Between acks the clock interpolates, capped at the next unacknowledged mark (80 ms).
+    assert lg.heard(55.0).heard_ms == 50
+    assert lg.heard(500.0).heard_ms == 80
+
+
+def test_clear_starts_a_new_generation_and_stale_acks_are_ignored():
+    lg = ledger(mark_every=1, lead_ms=100)
+    lg.enqueue("a", bytes(FRAME * 10))
+    frames = lg.due(0.0)
+    assert lg.acknowledge(frames[0].mark, now_ms=21.0)
+    heard = lg.clear(now_ms=25.0)
+    assert heard.item_id == "a" and 20 <= heard.heard_ms <= 40
+    # Twilio echoes every pending mark on clear: those must not count as played.
+    for f in frames[1:]:
+        assert not lg.acknowledge(f.mark, now_ms=26.0)
+    assert not lg.playing(26.0)
+    lg.enqueue("b", bytes(FRAME))
+    lg.end_item("b")
+    (f,) = lg.due(30.0)
+    assert f.mark.startswith("g1.") and f.play_at_ms == 30.0
+    assert lg.acknowledge(f.mark, now_ms=51.0)
+    assert lg.heard(51.0).item_id == "b"
+
+
+def test_heard_never_exceeds_what_was_queued():
+    lg = ledger(mark_every=1, lead_ms=1000)
+    lg.enqueue("a", bytes(FRAME * 2 + 10))
+    lg.end_item("a")
+    frames = lg.due(0.0)
+    for f in frames:
+        lg.acknowledge(f.mark, now_ms=100.0)
+    h = lg.heard(10_000.0)
+    assert h.heard_ms == h.queued_ms == 41  # 40 ms + 10/160 of a frame, whole ms
+
+
+def test_without_marks_heard_is_estimated_by_clock():
+    lg = ledger(has_marks=False, lead_ms=1000)
+    lg.enqueue("a", bytes(FRAME * 5))
+    frames = lg.due(0.0)
+    assert all(f.mark is None for f in frames)
+    assert lg.heard(45.0).heard_ms == 40
+    assert lg.heard(1000.0).heard_ms == 100
+
+
+def test_latest_item_is_the_one_being_played():
+    lg = ledger(mark_every=1, lead_ms=1000)
+    lg.enqueue("a", bytes(FRAME))
+    lg.enqueue("b", bytes(FRAME * 2))
+    frames = lg.due(0.0)
+    assert [f.item_id for f in frames] == ["a", "b", "b"]
+    assert lg.latest_sent_item() == "b"
+
+
+def test_invalid_sizes_are_refused():
+    with pytest.raises(ValueError):
+        PlayoutLedger(frame_bytes=0)
