@@ -1,0 +1,333 @@
+"""Telnyx media streaming adapter (WebSocket, bidirectional ``rtp`` mode).
+
+Source: https://developers.telnyx.com/docs/voice/programmable-voice/media-streaming
+(also the AsyncAPI page https://developers.telnyx.com/api-reference/websockets/stream-call-media-over-websocket).
+
+Wire protocol (JSON text frames; Twilio-like, snake_case):
+
+* In: ``connected``; ``start`` (top-level ``stream_id``; ``start.call_control_id``,
+  ``start.call_session_id``, ``start.from``, ``start.to``, ``start.client_state``,
+  ``start.media_format{encoding, sample_rate, channels}``); ``media`` (``media.track``,
+  ``media.chunk``, ``media.timestamp``, ``media.payload`` = base64 RTP payload without headers;
+  top-level ``sequence_number``; numbers are strings); ``dtmf`` (``dtmf.digit``); ``mark``
+  (``mark.name``); ``error`` (``payload{code, title, detail}``, codes 100002–100005); ``stop``.
+* Out: ``{"event":"media","media":{"payload":…}}`` (20 ms to 30 s per message),
+  ``{"event":"mark","mark":{"name":…}}``, ``{"event":"clear"}`` (``clear`` also returns every
+  queued mark). No stream id is sent back.
+
+**Order is not guaranteed** (Telnyx docs): :attr:`Media.sequence` carries ``media.chunk`` (else
+``sequence_number``) so the session can reorder.
+
+Encodings: ``media_format.encoding`` is ``PCMU`` / ``PCMA`` / ``L16`` (older pages show
+``audio/x-mulaw``: accepted too). G722 / OPUS / AMR-WB give ``ProtocolError("bad_field")``:
+the gateway has no codec for them. The inbound codec is the one the call leg negotiated
+(PCMA in Europe and India); the outbound codec is the one requested with
+``bidirectionalCodec`` / ``stream_bidirectional_codec`` — keep them equal.
+
+UNCERTAIN: Telnyx does not document the byte order of ``L16`` payloads. RTP L16 is big-endian
+(RFC 3551 §4.5.11) and pipecat's Telnyx serializer (PR #3419) byte-swaps, so by default this
+adapter converts L16 between big-endian on the wire and the project's little-endian
+(``TelnyxAdapter(l16_big_endian=False)`` turns that off).
+
+Lifecycle: ``AWAITING_START --start--> STREAMING --stop--> STOPPED`` as for Twilio: media before
+``start`` is ``before_start``; a second ``start`` or anything after ``stop`` is
+``unexpected_event``; ``error`` becomes ``ProtocolError("carrier_error", "<code> <title>")``.
+"""
+
+from __future__ import annotations
+
+import array
+import enum
+
+import orjson
+import pybase64
+
+from gateway.carriers.events import (
+    MAX_FRAME_BYTES,
+    CarrierEvent,
+    Connected,
+    Dtmf,
+    Frame,
+    MarkAck,
+    Media,
+    ProtocolError,
+    Started,
+    Stopped,
+    Unhandled,
+)
+from gateway.formats import AudioFormat, Encoding
+
+__all__ = ["TelnyxAdapter", "TelnyxState", "DOC_URL"]
+
+DOC_URL = "https://developers.telnyx.com/docs/voice/programmable-voice/media-streaming"
+
+_ENCODINGS = {
+    "pcmu": Encoding.PCMU,
+    "audio/x-mulaw": Encoding.PCMU,
+    "pcma": Encoding.PCMA,
+    "audio/x-alaw": Encoding.PCMA,
+    "l16": Encoding.L16,
+    "audio/l16": Encoding.L16,
+}
+_DTMF_DIGITS = frozenset("0123456789*#ABCD")
+_MEDIA_HEAD = '{"event":"media","media":{"payload":"'
+_CLEAR = '{"event":"clear"}'
+
+
+class TelnyxState(enum.Enum):
+    """Where the stream is in its lifecycle."""
+
+    AWAITING_START = "awaiting_start"
+    STREAMING = "streaming"
+    STOPPED = "stopped"
+
+
+_TRANSITIONS: dict[tuple[TelnyxState, str], TelnyxState] = {
+    (TelnyxState.AWAITING_START, "connected"): TelnyxState.AWAITING_START,
+    (TelnyxState.AWAITING_START, "start"): TelnyxState.STREAMING,
+    (TelnyxState.AWAITING_START, "error"): TelnyxState.AWAITING_START,
+    (TelnyxState.AWAITING_START, "stop"): TelnyxState.STOPPED,
+    (TelnyxState.STREAMING, "connected"): TelnyxState.STREAMING,
+    (TelnyxState.STREAMING, "media"): TelnyxState.STREAMING,
+    (TelnyxState.STREAMING, "dtmf"): TelnyxState.STREAMING,
+    (TelnyxState.STREAMING, "mark"): TelnyxState.STREAMING,
+    (TelnyxState.STREAMING, "error"): TelnyxState.STREAMING,
+    (TelnyxState.STREAMING, "stop"): TelnyxState.STOPPED,
+    (TelnyxState.STOPPED, "error"): TelnyxState.STOPPED,
+}
+
+
+def _field_error(path: str, value: object) -> ProtocolError:
+    return ProtocolError("missing_field" if value is None else "bad_field", path)
+
+
+def _opt_int(value: object) -> int | None:
+    if value is None:
+        return None
+    if type(value) is int:
+        return value
+    if type(value) is str:
+        return int(value)
+    raise ValueError("not an integer")
+
+
+def _swap16(data: bytes) -> bytes:
+    """Swap the bytes of every 16-bit sample (big-endian ↔ little-endian). Raises ValueError if odd."""
+    samples = array.array("h")
+    samples.frombytes(data)
+    samples.byteswap()
+    return samples.tobytes()
+
+
+class TelnyxAdapter:
+    """Sans-I/O adapter for one Telnyx media stream (one instance per call).
+
+    Args:
+        l16_big_endian: L16 payloads are big-endian on the wire (see module doc); converted.
+
+    Attributes:
+        name: ``"telnyx"``.
+        audio_format: from ``start.media_format`` (``None`` before start).
+        frame_ms: 20 (the smallest chunk Telnyx accepts back in rtp mode).
+        stream_id: top-level ``stream_id`` of ``start``.
+        state: the :class:`TelnyxState`.
+    """
+
+    name = "telnyx"
+    frame_ms = 20
+
+    def __init__(self, *, l16_big_endian: bool = True) -> None:
+        self.audio_format: AudioFormat | None = None
+        self.stream_id = ""
+        self.state = TelnyxState.AWAITING_START
+        self._l16_big_endian = l16_big_endian
+        self._swap = False  # True once start says L16 and the wire is big-endian
+
+    # ------------------------------------------------------------------ inbound
+
+    def receive(self, frame: Frame) -> list[CarrierEvent]:
+        """Parse one WebSocket message into events. Never raises (see module doc for errors).
+
+        A bug in this parser surfaces as ``ProtocolError("internal", <exception type>)``.
+        """
+        try:
+            return [self._receive(frame)]
+        except Exception as exc:  # a parser bug must not end the call
+            return [ProtocolError("internal", f"{type(exc).__name__} while parsing")]
+
+    def _receive(self, frame: Frame) -> CarrierEvent:
+        if type(frame) is not str:
+            if isinstance(frame, (bytes, bytearray, memoryview)):
+                return ProtocolError("unexpected_binary", f"{len(frame)} bytes")
+            return ProtocolError("bad_field", f"frame of type {type(frame).__name__}")
+        if len(frame) > MAX_FRAME_BYTES:
+            return ProtocolError("oversize", f"{len(frame)} chars > {MAX_FRAME_BYTES}")
+        try:
+            msg = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            return ProtocolError("malformed_json", f"{len(frame)} chars")
+        if type(msg) is not dict:
+            return ProtocolError("malformed_json", "not a JSON object")
+        event = msg.get("event")
+        if type(event) is not str:
+            return _field_error("event", event)
+        if event == "media" and self.state is TelnyxState.STREAMING:
+            return self._on_media(msg)
+        handler = _HANDLERS.get(event)
+        if handler is None:
+            return Unhandled(event[:64])
+        next_state = _TRANSITIONS.get((self.state, event))
+        if next_state is None:
+            if self.state is TelnyxState.AWAITING_START:
+                return ProtocolError("before_start", event)
+            return ProtocolError("unexpected_event", f"{event} in state {self.state.value}")
+        result = handler(self, msg)
+        if not isinstance(result, ProtocolError):
+            self.state = next_state
+        return result
+
+    def _on_connected(self, msg: dict) -> CarrierEvent:
+        return Connected()  # {"event":"connected","version":"1.0.0"}: nothing to keep
+
+    def _on_start(self, msg: dict) -> CarrierEvent:
+        start = msg.get("start")
+        if type(start) is not dict:
+            return _field_error("start", start)
+        stream_id = msg.get("stream_id", start.get("stream_id"))
+        if type(stream_id) is not str or not stream_id:
+            return _field_error("stream_id", stream_id)
+        call_id = start.get("call_control_id")
+        if type(call_id) is not str or not call_id:
+            return _field_error("start.call_control_id", call_id)
+        fmt = start.get("media_format")
+        if type(fmt) is not dict:
+            return _field_error("start.media_format", fmt)
+        encoding = _ENCODINGS.get(str(fmt.get("encoding", "")).lower())
+        if encoding is None:
+            return _field_error("start.media_format.encoding", fmt.get("encoding"))
+        try:
+            rate = _opt_int(fmt.get("sample_rate", 8000))
+        except ValueError:
+            rate = None
+        if rate is None or rate <= 0:
+            return ProtocolError("bad_field", "start.media_format.sample_rate")
+        if fmt.get("channels", 1) not in (1, "1"):
+            return ProtocolError("bad_field", "start.media_format.channels")
+
+        texts = {}
+        for key in ("from", "to", "call_session_id", "user_id"):
+            value = start.get(key, "")
+            if type(value) is not str:
+                return ProtocolError("bad_field", f"start.{key}")
+            texts[key] = value
+        params: dict[str, str] = {}
+        # Twilio-style custom parameters (TeXML <Parameter>) where Telnyx sends them: UNCERTAIN.
+        extra = start.get("custom_parameters", start.get("customParameters"))
+        if type(extra) is dict:
+            params.update({k: v for k, v in extra.items() if type(v) is str})
+        client_state = start.get("client_state")
+        if type(client_state) is str:
+            params["client_state"] = client_state  # base64, as given to dial/answer
+        if texts["call_session_id"]:
+            params.setdefault("call_session_id", texts["call_session_id"])
+
+        self.stream_id = stream_id
+        self.audio_format = AudioFormat(encoding, rate)
+        self._swap = encoding is Encoding.L16 and self._l16_big_endian
+        return Started(
+            stream_id=stream_id,
+            call_id=call_id,
+            audio_format=self.audio_format,
+            account_id=texts["user_id"],
+            from_number=texts["from"],
+            to_number=texts["to"],
+            custom_parameters=params,
+        )
+
+    def _on_media(self, msg: dict) -> CarrierEvent:
+        media = msg.get("media")
+        if type(media) is not dict:
+            return _field_error("media", media)
+        payload = media.get("payload")
+        if type(payload) is not str:
+            return _field_error("media.payload", payload)
+        try:
+            audio = pybase64.b64decode(payload, validate=True)
+        except ValueError:
+            return ProtocolError("bad_base64", f"media.payload ({len(payload)} chars)")
+        if self._swap:
+            if len(audio) & 1:
+                return ProtocolError("bad_field", f"media.payload: odd L16 length {len(audio)}")
+            audio = _swap16(audio)
+        try:
+            timestamp = _opt_int(media.get("timestamp"))
+        except ValueError:
+            return ProtocolError("bad_field", "media.timestamp")
+        try:
+            chunk = _opt_int(media.get("chunk"))
+            sequence = chunk if chunk is not None else _opt_int(msg.get("sequence_number"))
+        except ValueError:
+            return ProtocolError("bad_field", "media.chunk")
+        track = media.get("track", "inbound")
+        return Media(audio, timestamp, sequence, track if type(track) is str else "inbound")
+
+    def _on_dtmf(self, msg: dict) -> CarrierEvent:
+        dtmf = msg.get("dtmf")
+        if type(dtmf) is not dict:
+            return _field_error("dtmf", dtmf)
+        digit = dtmf.get("digit")
+        if type(digit) is not str or digit not in _DTMF_DIGITS:
+            return _field_error("dtmf.digit", digit)
+        return Dtmf(digit)
+
+    def _on_mark(self, msg: dict) -> CarrierEvent:
+        mark = msg.get("mark")
+        if type(mark) is not dict:
+            return _field_error("mark", mark)
+        name = mark.get("name")
+        if type(name) is not str:
+            return _field_error("mark.name", name)
+        return MarkAck(name)
+
+    def _on_error(self, msg: dict) -> CarrierEvent:
+        payload = msg.get("payload")
+        if type(payload) is not dict:
+            return ProtocolError("carrier_error", "no payload")
+        code = payload.get("code")
+        title = payload.get("title")
+        code_text = str(code) if type(code) in (int, str) else "?"
+        title_text = title[:64] if type(title) is str else ""
+        return ProtocolError("carrier_error", f"{code_text[:16]} {title_text}".strip())
+
+    def _on_stop(self, msg: dict) -> CarrierEvent:
+        return Stopped()
+
+    # ----------------------------------------------------------------- outbound
+
+    def media(self, payload: bytes) -> str:
+        """``{"event":"media","media":{"payload":<base64>}}`` — 20 ms to 30 s of ``audio_format``.
+
+        L16 is byte-swapped to big-endian when the adapter was made with ``l16_big_endian``.
+        """
+        if self._swap:
+            payload = _swap16(payload)
+        return _MEDIA_HEAD + pybase64.b64encode_as_string(payload) + '"}}'
+
+    def mark(self, name: str) -> str:
+        """``{"event":"mark","mark":{"name":name}}``; Telnyx echoes it when the audio before it played."""
+        return orjson.dumps({"event": "mark", "mark": {"name": name}}).decode()
+
+    def clear(self) -> str:
+        """``{"event":"clear"}``: stops playback, empties the queue and returns queued marks."""
+        return _CLEAR
+
+
+_HANDLERS = {
+    "connected": TelnyxAdapter._on_connected,
+    "start": TelnyxAdapter._on_start,
+    "media": TelnyxAdapter._on_media,
+    "dtmf": TelnyxAdapter._on_dtmf,
+    "mark": TelnyxAdapter._on_mark,
+    "error": TelnyxAdapter._on_error,
+    "stop": TelnyxAdapter._on_stop,
+}

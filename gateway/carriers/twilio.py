@@ -1,0 +1,295 @@
+"""Twilio Media Streams adapter (bidirectional streams, TwiML ``<Connect><Stream>``).
+
+Source: https://www.twilio.com/docs/voice/media-streams/websocket-messages
+
+Wire protocol (all frames are JSON text):
+
+* In: ``connected`` → :class:`Connected`; ``start`` → :class:`Started` (``start.streamSid``,
+  ``start.callSid``, ``start.accountSid``, ``start.tracks``, ``start.mediaFormat{encoding:
+  "audio/x-mulaw", sampleRate: 8000, channels: 1}``, ``start.customParameters``); ``media`` →
+  :class:`Media` (``media.payload`` base64 μ-law; ``media.timestamp`` = ms since stream start and
+  ``media.chunk`` are **strings**); ``dtmf`` (``dtmf.digit``) → :class:`Dtmf`; ``mark``
+  (``mark.name``) → :class:`MarkAck`; ``stop`` → :class:`Stopped`.
+* Out: ``{"event":"media","streamSid":…,"media":{"payload":…}}`` (any size, no file header),
+  ``{"event":"mark","streamSid":…,"mark":{"name":…}}``, ``{"event":"clear","streamSid":…}``.
+
+Twilio echoes a ``mark`` once the audio queued before it has played, at once if nothing is
+queued, and for every pending mark when it receives ``clear``: an echoed mark means "played or
+cleared", so the session keeps its own generation counter.
+
+Lifecycle: ``AWAITING_START --start--> STREAMING --stop--> STOPPED``. ``media``/``dtmf``/``mark``
+before ``start`` give ``ProtocolError("before_start")``; a second ``start`` or anything after
+``stop`` gives ``ProtocolError("unexpected_event")``.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import orjson
+import pybase64
+
+from gateway.carriers.events import (
+    MAX_FRAME_BYTES,
+    CarrierEvent,
+    Connected,
+    Dtmf,
+    Frame,
+    MarkAck,
+    Media,
+    ProtocolError,
+    Started,
+    Stopped,
+    Unhandled,
+)
+from gateway.formats import AudioFormat, Encoding
+
+__all__ = ["TwilioAdapter", "TwilioState", "DOC_URL"]
+
+DOC_URL = "https://www.twilio.com/docs/voice/media-streams/websocket-messages"
+
+#: Keys Twilio may use for ``start.mediaFormat.encoding`` (it documents only ``audio/x-mulaw``).
+_ENCODINGS = {"audio/x-mulaw": Encoding.PCMU, "audio/x-alaw": Encoding.PCMA}
+_DTMF_DIGITS = frozenset("0123456789*#ABCD")
+
+
+class TwilioState(enum.Enum):
+    """Where the stream is in its lifecycle."""
+
+    AWAITING_START = "awaiting_start"
+    STREAMING = "streaming"
+    STOPPED = "stopped"
+
+
+#: Transition table: (state, event) → next state. Pairs not listed are refused (see module doc).
+_TRANSITIONS: dict[tuple[TwilioState, str], TwilioState] = {
+    (TwilioState.AWAITING_START, "connected"): TwilioState.AWAITING_START,
+    (TwilioState.AWAITING_START, "start"): TwilioState.STREAMING,
+    (TwilioState.AWAITING_START, "stop"): TwilioState.STOPPED,
+    (TwilioState.STREAMING, "connected"): TwilioState.STREAMING,
+    (TwilioState.STREAMING, "media"): TwilioState.STREAMING,
+    (TwilioState.STREAMING, "dtmf"): TwilioState.STREAMING,
+    (TwilioState.STREAMING, "mark"): TwilioState.STREAMING,
+    (TwilioState.STREAMING, "stop"): TwilioState.STOPPED,
+}
+
+
+def _field_error(path: str, value: object) -> ProtocolError:
+    """``missing_field`` if ``value`` is absent (None), else ``bad_field``; names only the path."""
+    return ProtocolError("missing_field" if value is None else "bad_field", path)
+
+
+def _opt_int(value: object) -> int | None:
+    """Twilio's numeric strings (``"5"``) as int; None if absent. Raises ValueError if not a number."""
+    if value is None:
+        return None
+    if type(value) is int:
+        return value
+    if type(value) is str:
+        return int(value)
+    raise ValueError("not an integer")
+
+
+class TwilioAdapter:
+    """Sans-I/O adapter for one Twilio Media Stream (one instance per call).
+
+    Attributes:
+        name: ``"twilio"``.
+        audio_format: PCMU at 8,000 Hz once ``start`` arrived, else ``None``.
+        frame_ms: 20 (Twilio sends 20 ms / 160-byte chunks; it accepts any size back).
+        stream_sid: ``start.streamSid`` (``""`` before start).
+        state: the :class:`TwilioState`.
+    """
+
+    name = "twilio"
+    frame_ms = 20
+
+    def __init__(self) -> None:
+        self.audio_format: AudioFormat | None = None
+        self.stream_sid = ""
+        self.state = TwilioState.AWAITING_START
+        self._media_head: str | None = None  # '{"event":"media","streamSid":"MZ…","media":{"payload":"'
+        self._clear: str | None = None
+
+    # ------------------------------------------------------------------ inbound
+
+    def receive(self, frame: Frame) -> list[CarrierEvent]:
+        """Parse one WebSocket message into events. Never raises (see module doc for errors).
+
+        A bug in this parser surfaces as ``ProtocolError("internal", <exception type>)``.
+        """
+        try:
+            return [self._receive(frame)]
+        except Exception as exc:  # a parser bug must not end the call: report it, go on
+            return [ProtocolError("internal", f"{type(exc).__name__} while parsing")]
+
+    def _receive(self, frame: Frame) -> CarrierEvent:
+        if type(frame) is not str:
+            if isinstance(frame, (bytes, bytearray, memoryview)):
+                return ProtocolError("unexpected_binary", f"{len(frame)} bytes")
+            return ProtocolError("bad_field", f"frame of type {type(frame).__name__}")
+        if len(frame) > MAX_FRAME_BYTES:
+            return ProtocolError("oversize", f"{len(frame)} chars > {MAX_FRAME_BYTES}")
+        try:
+            msg = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            return ProtocolError("malformed_json", f"{len(frame)} chars")
+        if type(msg) is not dict:
+            return ProtocolError("malformed_json", "not a JSON object")
+        event = msg.get("event")
+        if type(event) is not str:
+            return _field_error("event", event)
+        # Hot path first: media while streaming.
+        if event == "media" and self.state is TwilioState.STREAMING:
+            return self._on_media(msg)
+        handler = _HANDLERS.get(event)
+        if handler is None:
+            return Unhandled(event[:64])
+        next_state = _TRANSITIONS.get((self.state, event))
+        if next_state is None:
+            if self.state is TwilioState.AWAITING_START:
+                return ProtocolError("before_start", event)
+            return ProtocolError("unexpected_event", f"{event} in state {self.state.value}")
+        result = handler(self, msg)
+        if not isinstance(result, ProtocolError):
+            self.state = next_state
+        return result
+
+    def _on_connected(self, msg: dict) -> CarrierEvent:
+        protocol = msg.get("protocol")
+        return Connected(protocol if type(protocol) is str else "")
+
+    def _on_start(self, msg: dict) -> CarrierEvent:
+        start = msg.get("start")
+        if type(start) is not dict:
+            return _field_error("start", start)
+        stream_sid = start.get("streamSid", msg.get("streamSid"))
+        if type(stream_sid) is not str or not stream_sid:
+            return _field_error("start.streamSid", stream_sid)
+        call_sid = start.get("callSid")
+        if type(call_sid) is not str or not call_sid:
+            return _field_error("start.callSid", call_sid)
+        account_sid = start.get("accountSid", "")
+        if type(account_sid) is not str:
+            return ProtocolError("bad_field", "start.accountSid")
+
+        fmt = start.get("mediaFormat")
+        if fmt is None:  # Twilio always sends it; its documented value is the default
+            audio_format = AudioFormat(Encoding.PCMU, 8000)
+        elif type(fmt) is not dict:
+            return ProtocolError("bad_field", "start.mediaFormat")
+        else:
+            encoding = _ENCODINGS.get(str(fmt.get("encoding", "audio/x-mulaw")).lower())
+            if encoding is None:
+                return ProtocolError("bad_field", "start.mediaFormat.encoding")
+            rate = fmt.get("sampleRate", 8000)
+            if type(rate) is not int or rate <= 0:
+                return ProtocolError("bad_field", "start.mediaFormat.sampleRate")
+            if fmt.get("channels", 1) != 1:
+                return ProtocolError("bad_field", "start.mediaFormat.channels")
+            audio_format = AudioFormat(encoding, rate)
+
+        tracks = start.get("tracks", ["inbound"])
+        if type(tracks) is not list or not all(type(t) is str for t in tracks):
+            return ProtocolError("bad_field", "start.tracks")
+        params = start.get("customParameters") or {}
+        if type(params) is not dict or not all(type(v) is str for v in params.values()):
+            return ProtocolError("bad_field", "start.customParameters")
+
+        self.stream_sid = stream_sid
+        self.audio_format = audio_format
+        sid_json = orjson.dumps(stream_sid).decode()
+        self._media_head = '{"event":"media","streamSid":' + sid_json + ',"media":{"payload":"'
+        self._clear = '{"event":"clear","streamSid":' + sid_json + "}"
+        return Started(
+            stream_id=stream_sid,
+            call_id=call_sid,
+            audio_format=audio_format,
+            account_id=account_sid,
+            tracks=tuple(tracks),
+            custom_parameters=dict(params),
+        )
+
+    def _on_media(self, msg: dict) -> CarrierEvent:
+        media = msg.get("media")
+        if type(media) is not dict:
+            return _field_error("media", media)
+        payload = media.get("payload")
+        if type(payload) is not str:
+            return _field_error("media.payload", payload)
+        try:
+            audio = pybase64.b64decode(payload, validate=True)
+        except ValueError:
+            return ProtocolError("bad_base64", f"media.payload ({len(payload)} chars)")
+        try:
+            timestamp = _opt_int(media.get("timestamp"))
+        except ValueError:
+            return ProtocolError("bad_field", "media.timestamp")
+        try:
+            chunk = _opt_int(media.get("chunk"))
+            sequence = chunk if chunk is not None else _opt_int(msg.get("sequenceNumber"))
+        except ValueError:
+            return ProtocolError("bad_field", "media.chunk")
+        track = media.get("track", "inbound")
+        return Media(audio, timestamp, sequence, track if type(track) is str else "inbound")
+
+    def _on_dtmf(self, msg: dict) -> CarrierEvent:
+        dtmf = msg.get("dtmf")
+        if type(dtmf) is not dict:
+            return _field_error("dtmf", dtmf)
+        digit = dtmf.get("digit")
+        if type(digit) is not str or digit not in _DTMF_DIGITS:
+            return _field_error("dtmf.digit", digit)
+        return Dtmf(digit)
+
+    def _on_mark(self, msg: dict) -> CarrierEvent:
+        mark = msg.get("mark")
+        if type(mark) is not dict:
+            return _field_error("mark", mark)
+        name = mark.get("name")
+        if type(name) is not str:
+            return _field_error("mark.name", name)
+        return MarkAck(name)
+
+    def _on_stop(self, msg: dict) -> CarrierEvent:
+        return Stopped()
+
+    # ----------------------------------------------------------------- outbound
+
+    def _require_started(self) -> None:
+        if self._media_head is None:
+            raise RuntimeError("twilio: no streamSid yet; send frames only after Started")
+
+    def media(self, payload: bytes) -> str:
+        """``{"event":"media","streamSid":…,"media":{"payload":<base64 payload>}}``.
+
+        Args:
+            payload: μ-law bytes at 8,000 Hz, any length, no file header.
+
+        Raises:
+            RuntimeError: before :class:`Started` (no streamSid to address).
+        """
+        head = self._media_head
+        if head is None:
+            self._require_started()
+        return head + pybase64.b64encode_as_string(payload) + '"}}'
+
+    def mark(self, name: str) -> str:
+        """``{"event":"mark","streamSid":…,"mark":{"name":name}}``. Raises RuntimeError before start."""
+        self._require_started()
+        return orjson.dumps({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}}).decode()
+
+    def clear(self) -> str:
+        """``{"event":"clear","streamSid":…}``. Raises RuntimeError before start."""
+        self._require_started()
+        return self._clear  # type: ignore[return-value]
+
+
+_HANDLERS = {
+    "connected": TwilioAdapter._on_connected,
+    "start": TwilioAdapter._on_start,
+    "media": TwilioAdapter._on_media,
+    "dtmf": TwilioAdapter._on_dtmf,
+    "mark": TwilioAdapter._on_mark,
+    "stop": TwilioAdapter._on_stop,
+}
