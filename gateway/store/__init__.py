@@ -1,0 +1,57 @@
+"""Persistence: API keys, agents, calls, transcripts and events; call recordings.
+
+``Store(database_url)`` is the one entry point (SQLite by default, PostgreSQL for several
+nodes); :class:`CallRecorder` writes a call's two-channel WAV as the call goes.
+"""
+
+from gateway.store.errors import (
+    BadToken,
+    CallNotConnectable,
+    StoreError,
+    StreamTokenError,
+    TokenExpired,
+    UnknownAgent,
+    UnknownCall,
+)
+from gateway.store.models import (
+    TERMINAL_STATUSES,
+    TRANSITIONS,
+    CallStatus,
+    IllegalTransition,
+    check_transition,
+)
+from gateway.store.recording import CallRecorder
+from gateway.store.records import (
+    AgentRecord,
+    ApiKeyRecord,
+    CallConfig,
+    CallRecord,
+    EventRecord,
+    TurnRecord,
+)
+from gateway.store.repo import CONNECTION_TYPES, Store, hash_secret
+
+__all__ = [
+    "Store",
+    "CallConfig",
+    "CallRecorder",
+    "CallStatus",
+    "TRANSITIONS",
+    "TERMINAL_STATUSES",
+    "check_transition",
+    "CONNECTION_TYPES",
+    "hash_secret",
+    "ApiKeyRecord",
+    "AgentRecord",
+    "CallRecord",
+    "TurnRecord",
+    "EventRecord",
+    "StoreError",
+    "IllegalTransition",
+    "UnknownAgent",
+    "UnknownCall",
+    "StreamTokenError",
+    "BadToken",
+    "TokenExpired",
+    "CallNotConnectable",
+]

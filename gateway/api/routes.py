@@ -1,0 +1,420 @@
+"""The REST API's routes: agents, calls (stream URL + carrier instructions), call records.
+
+:func:`build_api` returns Starlette routes to put in the app's route list (no prefix).
+Handlers run store methods in worker threads (``asyncio.to_thread``).
+
+Stream URLs: ``<ws base>/stream/<connectionType>/<callId>/<token>``. The token is in the
+path because Twilio drops query strings from ``<Stream url>``. The base is
+``Settings.public_url`` when set (``https`` → ``wss``, ``http`` → ``ws``, any path prefix
+kept); otherwise the request's own scheme and ``Host`` header (plus the ASGI
+``root_path``). ``X-Forwarded-Proto`` / ``X-Forwarded-Host`` are **not** read here: behind a
+proxy, set ``GATEWAY_PUBLIC_URL`` (or run uvicorn with ``--proxy-headers`` and trusted
+``--forwarded-allow-ips``, which rewrites the request scheme before it reaches us).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from gateway.api.auth import requires_api_key
+from gateway.api.errors import ApiError, validation_error_response
+from gateway.api.openapi import build_openapi
+from gateway.api.schemas import (
+    AgentCreate,
+    AgentOut,
+    CallConfigOut,
+    CallCreate,
+    CallCreated,
+    CallErrorOut,
+    CallOut,
+    EventOut,
+    InlineCallCreate,
+    Instructions,
+    RecordingOut,
+    TurnOut,
+)
+from gateway.config import Settings
+from gateway.store import (
+    TERMINAL_STATUSES,
+    AgentRecord,
+    CallConfig,
+    CallRecord,
+    Store,
+    UnknownAgent,
+)
+
+__all__ = [
+    "build_api",
+    "stream_url",
+    "ws_base_url",
+    "InstructionDocument",
+    "LiveView",
+    "OnCallCreated",
+    "MAX_BODY_BYTES",
+]
+
+log = logging.getLogger("gateway.api")
+
+#: Largest request body accepted (bytes); larger answers 413.
+MAX_BODY_BYTES = 1024 * 1024
+
+#: ``instruction_document(carrier, stream_url, *, parameters=None)`` →
+#: ``(content_type, body)`` or ``None`` (see ``gateway.carriers.instructions``).
+InstructionDocument = Callable[..., "tuple[str, str] | None"]
+#: ``live_view(call_id)`` → ``None`` (not live here) or a dict with optional keys
+#: ``transcript`` (turn dicts: role, text, at_ms, interrupted, heard_ms), ``events``
+#: (kind, at_ms, data) and ``duration_ms``. May be sync or async.
+LiveView = Callable[[str], "Mapping[str, Any] | None | Awaitable[Mapping[str, Any] | None]"]
+#: Called with each created call's record; may be sync or async.
+OnCallCreated = Callable[[CallRecord], "None | Awaitable[None]"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+# -- URLs ----------------------------------------------------------------------------------------
+
+
+def _http_base_url(settings: Settings, request: Request) -> str:
+    if settings.public_url:
+        public = settings.public_url.strip()
+        if "://" not in public:  # "voice.example.com": assume TLS
+            public = "https://" + public
+        parts = urlsplit(public)
+        scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+        return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+    root = request.scope.get("root_path", "").rstrip("/")
+    return f"{request.url.scheme}://{request.url.netloc}{root}"
+
+
+def ws_base_url(settings: Settings, request: Request) -> str:
+    """``wss://host[/prefix]`` (or ``ws://`` for plain HTTP) that carriers connect to."""
+    base = _http_base_url(settings, request)
+    parts = urlsplit(base)
+    scheme = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme)
+    return urlunsplit((scheme, parts.netloc, parts.path, "", ""))
+
+
+def stream_url(base: str, connection_type: str, call_id: str, token: str) -> str:
+    """The per-call stream URL; ``token`` is URL-safe base64, so it needs no escaping."""
+    return f"{base}/stream/{connection_type}/{call_id}/{token}"
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise ApiError(413, "payload_too_large", f"request body over {MAX_BODY_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ApiError(413, "payload_too_large", f"request body over {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _parse(request: Request, model: type[M]) -> M:
+    raw = await _read_body(request)
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise _ValidationFailed(exc) from None
+
+
+class _ValidationFailed(Exception):
+    def __init__(self, exc: ValidationError) -> None:
+        super().__init__(str(exc))
+        self.exc = exc
+
+
+async def _maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+def _json(model: BaseModel, status: int = 200, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        model.model_dump(mode="json", by_alias=True), status_code=status, headers=dict(headers or {})
+    )
+
+
+def _agent_out(rec: AgentRecord) -> AgentOut:
+    return AgentOut(
+        id=rec.id,
+        name=rec.name,
+        system_prompt=rec.system_prompt,
+        voice=rec.voice,
+        language=rec.language,
+        greeting=rec.greeting,
+        model=rec.model,
+        temperature=rec.temperature,
+        first_speaker=rec.first_speaker,
+        interruptible=rec.interruptible,
+        turn_mode=rec.turn_mode,
+        max_duration=rec.max_duration_s,
+        inactivity_timeout=rec.inactivity_timeout_s,
+        inactivity_action=rec.inactivity_action,
+        recording_enabled=rec.recording_enabled,
+        tools=[dict(t) for t in rec.tools],
+        created_at=rec.created_at,
+    )
+
+
+def _config_out(cfg: CallConfig) -> CallConfigOut:
+    return CallConfigOut(
+        system_prompt=cfg.system_prompt,
+        voice=cfg.voice,
+        language=cfg.language,
+        greeting=cfg.greeting,
+        model=cfg.model,
+        temperature=cfg.temperature,
+        first_speaker=cfg.first_speaker,
+        interruptible=cfg.interruptible,
+        turn_mode=cfg.turn_mode,
+        max_duration=cfg.max_duration_s,
+        inactivity_timeout=cfg.inactivity_timeout_s,
+        inactivity_action=cfg.inactivity_action,
+        recording_enabled=cfg.recording_enabled,
+        tools=[dict(t) for t in cfg.tools],
+    )
+
+
+def _turn_out(t: Mapping[str, Any]) -> TurnOut:
+    return TurnOut(
+        role=t["role"],
+        text=str(t.get("text", "")),
+        at_ms=int(t.get("at_ms", 0)),
+        interrupted=bool(t.get("interrupted", False)),
+        heard_ms=t.get("heard_ms"),
+    )
+
+
+def _event_out(e: Mapping[str, Any]) -> EventOut:
+    return EventOut(kind=str(e["kind"]), at_ms=int(e.get("at_ms", 0)), data=dict(e.get("data") or {}))
+
+
+def _lazy_instruction_document() -> InstructionDocument | None:
+    try:
+        from gateway.carriers.instructions import instruction_document
+    except ImportError:
+        log.warning("gateway.carriers.instructions is unavailable; calls get no instructions")
+        return None
+    return instruction_document  # type: ignore[no-any-return]
+
+
+# -- the API ---------------------------------------------------------------------------------------
+
+
+def build_api(
+    store: Store,
+    settings: Settings,
+    *,
+    on_call_created: OnCallCreated | None = None,
+    live_view: LiveView | None = None,
+    instruction_document: InstructionDocument | None = None,
+) -> list[BaseRoute]:
+    """The REST API's routes, to include in the app's routes (no prefix).
+
+    Args:
+        store: persistence (its tables must exist: call ``store.create_all()`` first).
+        settings: uses ``public_url`` (stream URL base) and ``stream_token_ttl_s``.
+        on_call_created: called with each new call's record after it is stored.
+        live_view: overlays the running call's transcript and events on ``GET /calls/{id}``
+            for calls that are not final yet.
+        instruction_document: carrier instruction builder; default
+            ``gateway.carriers.instructions.instruction_document`` imported on first use
+            (``instructions`` is ``null`` if that module is missing).
+
+    Returns:
+        Routes for ``/health``, ``/openapi.json``, ``/agents``, ``/agents/{agent_id}``,
+        ``/calls/create``, ``/calls/inline``, ``/calls/{call_id}``,
+        ``/calls/{call_id}/recording``. Pair with
+        :data:`gateway.api.errors.exception_handlers` for JSON 404/405 on unknown paths.
+    """
+    guard = requires_api_key(store.verify_api_key)
+    openapi_doc = build_openapi()
+    builder: InstructionDocument | None = instruction_document
+    builder_resolved = instruction_document is not None
+
+    def get_instructions() -> InstructionDocument | None:
+        nonlocal builder, builder_resolved
+        if not builder_resolved:
+            builder = _lazy_instruction_document()
+            builder_resolved = True
+        return builder
+
+    def handles_errors(endpoint: Callable[[Request], Awaitable[Response]]):  # type: ignore[no-untyped-def]
+        async def wrapped(request: Request) -> Response:
+            try:
+                return await endpoint(request)
+            except ApiError as exc:
+                return exc.response()
+            except _ValidationFailed as exc:
+                return validation_error_response(exc.exc)
+
+        wrapped.__name__ = endpoint.__name__
+        wrapped.__doc__ = endpoint.__doc__
+        return guard(wrapped)
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_doc)
+
+    async def create_agent(request: Request) -> Response:
+        body = await _parse(request, AgentCreate)
+        rec = await asyncio.to_thread(store.create_agent, name=body.name, **body.policy())
+        log.info("agent %s created", rec.id)
+        return _json(_agent_out(rec), 201, {"Location": f"/agents/{rec.id}"})
+
+    async def get_agent(request: Request) -> Response:
+        agent_id = request.path_params["agent_id"]
+        rec = await asyncio.to_thread(store.get_agent, agent_id)
+        if rec is None:
+            raise ApiError(404, "not_found", f"agent {agent_id!r} not found")
+        return _json(_agent_out(rec))
+
+    async def _issue(
+        request: Request, config: CallConfig, connection_type: str, agent_id: str | None
+    ) -> Response:
+        try:
+            call, token = await asyncio.to_thread(
+                store.create_call,
+                config,
+                connection_type,
+                agent_id=agent_id,
+                ttl_s=settings.stream_token_ttl_s,
+            )
+        except UnknownAgent:
+            raise ApiError(404, "not_found", f"agent {agent_id!r} not found") from None
+        url = stream_url(ws_base_url(settings, request), connection_type, call.id, token)
+        instructions = None
+        make_document = get_instructions()
+        if make_document is not None:
+            doc = make_document(connection_type, url, parameters=None)
+            if doc is not None:
+                instructions = Instructions(content_type=doc[0], body=doc[1])
+        log.info("call %s created (%s, agent %s)", call.id, connection_type, agent_id or "inline")
+        if on_call_created is not None:
+            await _maybe_await(on_call_created(call))
+        out = CallCreated(
+            call_id=call.id,
+            stream_url=url,
+            stream_url_expires_at=call.stream_token_expires_at,
+            connection_type=connection_type,  # type: ignore[arg-type]
+            instructions=instructions,
+        )
+        return _json(out, 201, {"Location": f"/calls/{call.id}"})
+
+    async def create_call(request: Request) -> Response:
+        body = await _parse(request, CallCreate)
+        agent = await asyncio.to_thread(store.get_agent, body.agent_id)
+        if agent is None:
+            raise ApiError(404, "not_found", f"agent {body.agent_id!r} not found")
+        return await _issue(request, agent.call_config(), body.connection_type, agent.id)
+
+    async def create_inline_call(request: Request) -> Response:
+        body = await _parse(request, InlineCallCreate)
+        return await _issue(request, CallConfig(**body.policy()), body.connection_type, None)
+
+    async def get_call(request: Request) -> Response:
+        call_id = request.path_params["call_id"]
+        rec = await asyncio.to_thread(store.get_call, call_id)
+        if rec is None:
+            raise ApiError(404, "not_found", f"call {call_id!r} not found")
+        transcript = [
+            TurnOut(role=t.role, text=t.text, at_ms=t.at_ms, interrupted=t.interrupted,
+                    heard_ms=t.heard_ms)  # fmt: skip
+            for t in rec.turns
+        ]
+        events = [EventOut(kind=e.kind, at_ms=e.at_ms, data=e.data) for e in rec.events]
+        duration_ms = rec.duration_ms
+        live = False
+        if live_view is not None and rec.status not in TERMINAL_STATUSES:
+            view = await _maybe_await(live_view(call_id))
+            if view is not None:
+                live = True
+                transcript = [_turn_out(t) for t in view.get("transcript", ())]
+                events = [_event_out(e) for e in view.get("events", ())]
+                duration_ms = view.get("duration_ms", duration_ms)
+        recording = None
+        if rec.recording_path:
+            recording = RecordingOut(
+                path=rec.recording_path,
+                url=f"{_http_base_url(settings, request)}/calls/{rec.id}/recording",
+            )
+        error = None
+        if rec.error_code or rec.error_message:
+            error = CallErrorOut(code=rec.error_code or "error", message=rec.error_message or "")
+        out = CallOut(
+            id=rec.id,
+            agent_id=rec.agent_id,
+            status=rec.status.value,  # type: ignore[arg-type]
+            live=live,
+            direction=rec.direction,
+            connection_type=rec.connection_type,
+            created_at=rec.created_at,
+            started_at=rec.started_at,
+            ended_at=rec.ended_at,
+            end_reason=rec.end_reason,
+            error=error,
+            duration_ms=duration_ms,
+            from_=rec.from_number,  # type: ignore[call-arg]  # alias "from"
+            to=rec.to_number,
+            carrier_call_id=rec.carrier_call_id,
+            stream_id=rec.stream_id,
+            config=_config_out(rec.call_config()),
+            transcript=transcript,
+            events=events,
+            recording=recording,
+            metrics=rec.metrics,
+        )
+        return _json(out)
+
+    async def get_recording(request: Request) -> Response:
+        call_id = request.path_params["call_id"]
+        rec = await asyncio.to_thread(store.get_call, call_id)
+        if rec is None:
+            raise ApiError(404, "not_found", f"call {call_id!r} not found")
+        path = Path(rec.recording_path) if rec.recording_path else None
+        if path is None or not await asyncio.to_thread(path.is_file):
+            raise ApiError(404, "not_found", f"call {call_id!r} has no recording")
+        return FileResponse(path, media_type="audio/wav", filename=f"{rec.id}.wav")
+
+    return [
+        Route("/health", health, methods=["GET"], name="health"),
+        Route("/openapi.json", openapi, methods=["GET"], name="openapi"),
+        Route("/agents", handles_errors(create_agent), methods=["POST"], name="create_agent"),
+        Route("/agents/{agent_id}", handles_errors(get_agent), methods=["GET"], name="get_agent"),
+        Route("/calls/create", handles_errors(create_call), methods=["POST"], name="create_call"),
+        Route(
+            "/calls/inline",
+            handles_errors(create_inline_call),
+            methods=["POST"],
+            name="create_inline_call",
+        ),
+        Route("/calls/{call_id}", handles_errors(get_call), methods=["GET"], name="get_call"),
+        Route(
+            "/calls/{call_id}/recording",
+            handles_errors(get_recording),
+            methods=["GET"],
+            name="get_call_recording",
+        ),
+    ]
+

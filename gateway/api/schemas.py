@@ -1,0 +1,319 @@
+"""Pydantic v2 models of the REST API's request and response bodies (camelCase on the wire).
+
+Request bodies are strict (``"0.5"`` is not a number, ``"true"`` is not a boolean) and
+forbid unknown fields, so a typo is a 422 naming the field rather than a silently ignored
+setting. Python attribute names are snake_case; :func:`pydantic.alias_generators.to_camel`
+gives the wire names (``system_prompt`` ↔ ``systemPrompt``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+from gateway.llm.tools import ToolConfigError, parse_tools
+
+__all__ = [
+    "ConnectionType",
+    "ToolSpec",
+    "AgentCreate",
+    "CallCreate",
+    "InlineCallCreate",
+    "AgentOut",
+    "Instructions",
+    "CallCreated",
+    "TurnOut",
+    "EventOut",
+    "CallErrorOut",
+    "RecordingOut",
+    "CallConfigOut",
+    "CallOut",
+    "FieldError",
+    "ErrorBody",
+    "ErrorResponse",
+    "HealthOut",
+]
+
+ConnectionType = Literal["twilio", "telnyx", "plivo", "vonage", "exotel", "raw"]
+FirstSpeaker = Literal["agent", "user"]
+TurnModeT = Literal["gateway", "server_vad", "semantic_vad"]
+InactivityAction = Literal["hangup", "prompt"]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", strict=True
+    )
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class ToolSpec(_Request):
+    """A function the model may call; the gateway POSTs its arguments to ``url``.
+
+    Same shape as :mod:`gateway.llm.tools` declarations (``timeout_s`` may also be spelled
+    ``timeoutS``); checked with :func:`gateway.llm.tools.parse_tools`.
+    """
+
+    type: Literal["function"] = "function"
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Function name.")
+    description: str = Field("", max_length=1024)
+    parameters: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object", "properties": {}},
+        description="JSON Schema of the function's arguments.",
+    )
+    url: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="Where the arguments are POSTed: https://, or http:// to loopback only.",
+    )
+    timeout_s: float = Field(10.0, gt=0, le=30, alias="timeoutS", description="Request time limit (s).")
+    secret: str | None = Field(
+        None,
+        max_length=200,
+        description="Name of a per-call secret sent as Authorization: Bearer <value>.",
+    )
+
+    def declaration(self) -> dict[str, Any]:
+        """The declaration dict stored with the agent (``gateway.llm.tools`` shape)."""
+        out = self.model_dump(by_alias=False)
+        if out["secret"] is None:
+            del out["secret"]
+        return out
+
+
+class _AgentFields(_Request):
+    """Fields shared by agents and inline calls; they map onto ``AgentConfig`` + call policy."""
+
+    system_prompt: str = Field(min_length=1, max_length=50_000, description="Instructions for the model.")
+    voice: str = Field(min_length=1, max_length=100, description="Voice name (backend-specific).")
+    language: str = Field(
+        pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$",
+        max_length=35,
+        description="BCP-47 language tag, e.g. en-US.",
+    )
+    greeting: str = Field(max_length=2_000, description="What the agent says first (firstSpeaker agent).")
+    model: str = Field(
+        "local",
+        min_length=1,
+        max_length=200,
+        description="Backend selector: local, openai:<model>, gemini:<model>.",
+    )
+    temperature: float = Field(0.0, ge=0.0, le=1.0, description="Sampling temperature, 0–1.")
+    first_speaker: FirstSpeaker = Field("agent", description="Who speaks first.")
+    interruptible: bool = Field(False, description="Whether caller speech barges in on the agent.")
+    turn_mode: TurnModeT = Field(
+        "gateway", description="Who detects end of turn: the gateway's VAD or the model's."
+    )
+    max_duration: int = Field(3000, ge=60, le=7200, description="Maximum call length (s).")
+    inactivity_timeout: int = Field(
+        30, ge=10, le=300, description="Silence from both sides before inactivityAction (s)."
+    )
+    inactivity_action: InactivityAction = Field("hangup", description="What inactivity does.")
+    recording_enabled: bool = Field(True, description="Record the call (two-channel WAV).")
+    tools: list[ToolSpec] = Field(default_factory=list, max_length=64)
+
+    @field_validator("tools")
+    @classmethod
+    def _tools_usable(cls, tools: list[ToolSpec]) -> list[ToolSpec]:
+        decls = [{k: v for k, v in t.declaration().items() if k != "secret"} for t in tools]
+        try:
+            parse_tools(decls)
+        except ToolConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return tools
+
+    def policy(self) -> dict[str, Any]:
+        """The fields as keyword arguments of ``CallConfig`` / ``Store.create_agent``."""
+        return {
+            "system_prompt": self.system_prompt,
+            "voice": self.voice,
+            "language": self.language,
+            "greeting": self.greeting,
+            "model": self.model,
+            "temperature": self.temperature,
+            "first_speaker": self.first_speaker,
+            "interruptible": self.interruptible,
+            "turn_mode": self.turn_mode,
+            "max_duration_s": self.max_duration,
+            "inactivity_timeout_s": self.inactivity_timeout,
+            "inactivity_action": self.inactivity_action,
+            "recording_enabled": self.recording_enabled,
+            "tools": tuple(t.declaration() for t in self.tools),
+        }
+
+
+class AgentCreate(_AgentFields):
+    """Body of ``POST /agents``."""
+
+    name: str = Field(min_length=1, max_length=200)
+
+
+class CallCreate(_Request):
+    """Body of ``POST /calls/create``: a call running a stored agent."""
+
+    agent_id: str = Field(min_length=1, max_length=64)
+    connection_type: ConnectionType = "twilio"
+
+
+class InlineCallCreate(_AgentFields):
+    """Body of ``POST /calls/inline``: a call with its configuration in the request."""
+
+    connection_type: ConnectionType = "twilio"
+
+
+class AgentOut(_Response):
+    """An agent."""
+
+    id: str
+    name: str
+    system_prompt: str
+    voice: str
+    language: str
+    greeting: str
+    model: str
+    temperature: float
+    first_speaker: FirstSpeaker
+    interruptible: bool
+    turn_mode: TurnModeT
+    max_duration: int = Field(description="Maximum call length (s).")
+    inactivity_timeout: int = Field(description="Seconds of silence before inactivityAction.")
+    inactivity_action: InactivityAction
+    recording_enabled: bool
+    tools: list[dict[str, Any]]
+    created_at: datetime
+
+
+class Instructions(_Response):
+    """The document to give the carrier so it streams the call to this gateway."""
+
+    content_type: str = Field(description="e.g. application/xml (TwiML), application/json (NCCO).")
+    body: str
+
+
+class CallCreated(_Response):
+    """Response of ``POST /calls/create`` and ``POST /calls/inline``."""
+
+    call_id: str
+    stream_url: str = Field(
+        description="wss://<host>/stream/<connectionType>/<callId>/<token>; the token is in the "
+        "path because some carriers drop query strings. Valid once, until streamUrlExpiresAt."
+    )
+    stream_url_expires_at: datetime
+    connection_type: ConnectionType
+    instructions: Instructions | None = Field(
+        description="Carrier instruction document (TwiML for twilio), or null when the carrier "
+        "has none (raw)."
+    )
+
+
+class TurnOut(_Response):
+    """A transcript turn."""
+
+    role: Literal["user", "agent"]
+    text: str
+    at_ms: int = Field(description="ms since the call started.")
+    interrupted: bool
+    heard_ms: int | None = Field(None, description="For interrupted agent turns: ms the caller heard.")
+
+
+class EventOut(_Response):
+    """A call timeline event."""
+
+    kind: str
+    at_ms: int = Field(description="ms since the call started.")
+    data: dict[str, Any]
+
+
+class CallErrorOut(_Response):
+    """Why a call failed."""
+
+    code: str
+    message: str
+
+
+class RecordingOut(_Response):
+    """Where a call's two-channel WAV is (left caller, right agent)."""
+
+    path: str
+    url: str = Field(description="GET it with the X-API-Key header.")
+
+
+class CallConfigOut(_Response):
+    """The configuration a call ran with (snapshot taken when it was created)."""
+
+    system_prompt: str
+    voice: str
+    language: str
+    greeting: str
+    model: str
+    temperature: float
+    first_speaker: FirstSpeaker
+    interruptible: bool
+    turn_mode: TurnModeT
+    max_duration: int
+    inactivity_timeout: int
+    inactivity_action: InactivityAction
+    recording_enabled: bool
+    tools: list[dict[str, Any]]
+
+
+class CallOut(_Response):
+    """A call record (``GET /calls/{callId}``)."""
+
+    id: str
+    agent_id: str | None
+    status: Literal["queued", "ringing", "in_progress", "completed", "failed", "no_answer", "expired"]
+    live: bool = Field(description="True when transcript and events come from the running call.")
+    direction: str
+    connection_type: str
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    end_reason: str | None
+    error: CallErrorOut | None
+    duration_ms: int | None
+    from_: str | None = Field(alias="from")
+    to: str | None
+    carrier_call_id: str | None
+    stream_id: str | None
+    config: CallConfigOut
+    transcript: list[TurnOut]
+    events: list[EventOut]
+    recording: RecordingOut | None
+    metrics: dict[str, Any] | None
+
+
+class FieldError(_Response):
+    """One invalid field: its dotted path in the body (``tools.0.name``) and what is wrong."""
+
+    field: str
+    message: str
+
+
+class ErrorBody(_Response):
+    """An error: a stable ``code`` and a human-readable ``message``."""
+
+    code: str = Field(
+        description="unauthorized, not_found, validation_error, invalid_json, payload_too_large, "
+        "method_not_allowed, internal_error"
+    )
+    message: str
+    fields: list[FieldError] | None = Field(None, description="Present for validation_error.")
+
+
+class ErrorResponse(_Response):
+    """Every error response: ``{"error": {...}}``."""
+
+    error: ErrorBody
+
+
+class HealthOut(_Response):
+    """``GET /health``."""
+
+    status: Literal["ok"]

@@ -1,0 +1,274 @@
+"""SQLAlchemy 2 declarative models and the call status state machine.
+
+The schema is portable between SQLite (the default) and PostgreSQL: plain ``VARCHAR`` /
+``TEXT`` / ``INTEGER`` / ``BOOLEAN`` / ``FLOAT`` columns, :class:`sqlalchemy.JSON` for
+structured values, enum-like columns stored as strings (no native enum types), and
+timestamps as timezone-aware UTC (``TIMESTAMP WITH TIME ZONE`` on PostgreSQL; on SQLite,
+which has no time zones, UTC is stored and re-attached on load by :class:`UTCDateTime`).
+
+Tables: ``api_keys``, ``agents``, ``calls``, ``transcript_turns``, ``call_events``.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from gateway.store.errors import StoreError
+
+__all__ = [
+    "Base",
+    "UTCDateTime",
+    "CallStatus",
+    "TRANSITIONS",
+    "TERMINAL_STATUSES",
+    "IllegalTransition",
+    "check_transition",
+    "ApiKey",
+    "Agent",
+    "Call",
+    "TranscriptTurn",
+    "CallEvent",
+]
+
+
+def utcnow() -> datetime:
+    """The current time as an aware UTC datetime."""
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend.
+
+    Binding a naive datetime raises :class:`ValueError` (it is ambiguous); aware values are
+    converted to UTC. Loaded values are always aware UTC (SQLite returns naive values, which
+    were stored as UTC).
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: store aware UTC timestamps only")
+        value = value.astimezone(timezone.utc)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class CallStatus(enum.StrEnum):
+    """Where a call is in its life. See :data:`TRANSITIONS` for the legal moves."""
+
+    QUEUED = "queued"  # created; stream URL issued, nobody connected yet
+    RINGING = "ringing"  # optional: an outbound call is being placed by the dialer
+    IN_PROGRESS = "in_progress"  # the carrier's media stream started
+    COMPLETED = "completed"  # ended normally (either side hung up, max duration, …)
+    FAILED = "failed"  # ended by an error (model, carrier, protocol, placement)
+    NO_ANSWER = "no_answer"  # an outbound call nobody picked up (or voicemail, busy)
+    EXPIRED = "expired"  # the stream URL's token expired before anyone connected
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether no transition leads out of this status."""
+        return not TRANSITIONS[self]
+
+
+#: The call lifecycle: for each status, the statuses it may move to. Terminal statuses map
+#: to the empty set.
+TRANSITIONS: dict[CallStatus, frozenset[CallStatus]] = {
+    CallStatus.QUEUED: frozenset(
+        {
+            CallStatus.RINGING,
+            CallStatus.IN_PROGRESS,
+            CallStatus.FAILED,
+            CallStatus.NO_ANSWER,
+            CallStatus.EXPIRED,
+        }
+    ),
+    CallStatus.RINGING: frozenset(
+        {CallStatus.IN_PROGRESS, CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.EXPIRED}
+    ),
+    CallStatus.IN_PROGRESS: frozenset({CallStatus.COMPLETED, CallStatus.FAILED}),
+    CallStatus.COMPLETED: frozenset(),
+    CallStatus.FAILED: frozenset(),
+    CallStatus.NO_ANSWER: frozenset(),
+    CallStatus.EXPIRED: frozenset(),
+}
+
+TERMINAL_STATUSES: frozenset[CallStatus] = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
+
+
+class IllegalTransition(StoreError):
+    """A call status change the lifecycle table does not allow (a bug in the caller).
+
+    Attributes:
+        call_id: the call, when known.
+        old: the status the call was in.
+        new: the status asked for.
+    """
+
+    code = "illegal_transition"
+
+    def __init__(self, old: CallStatus, new: CallStatus, call_id: str = "") -> None:
+        where = f"call {call_id}: " if call_id else ""
+        allowed = ", ".join(sorted(TRANSITIONS[old])) or "nothing (terminal)"
+        super().__init__(f"{where}illegal status transition {old} -> {new}; {old} allows {allowed}")
+        self.call_id = call_id
+        self.old = old
+        self.new = new
+
+
+def check_transition(old: CallStatus | str, new: CallStatus | str, *, call_id: str = "") -> None:
+    """Raise :class:`IllegalTransition` unless ``old -> new`` is in :data:`TRANSITIONS`.
+
+    Raises:
+        IllegalTransition: the move is not allowed.
+        ValueError: a status name is unknown.
+    """
+    old_s, new_s = CallStatus(old), CallStatus(new)
+    if new_s not in TRANSITIONS[old_s]:
+        raise IllegalTransition(old_s, new_s, call_id)
+
+
+def sources_of(new: CallStatus) -> frozenset[CallStatus]:
+    """Statuses from which ``new`` may be reached."""
+    return frozenset(s for s, nxt in TRANSITIONS.items() if new in nxt)
+
+
+class Base(DeclarativeBase):
+    """Declarative base for the gateway's tables."""
+
+
+class ApiKey(Base):
+    """A REST API key. Only the SHA-256 hex digest of the key is stored, never the key."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    #: The first characters of the key (``gw_ab12…``), to tell keys apart in listings.
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class Agent(Base):
+    """A reusable agent definition; calls snapshot it into ``calls.config`` when created."""
+
+    __tablename__ = "agents"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    system_prompt: Mapped[str] = mapped_column(Text)
+    voice: Mapped[str] = mapped_column(String(100))
+    language: Mapped[str] = mapped_column(String(35))
+    greeting: Mapped[str] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(String(200), default="local")
+    temperature: Mapped[float] = mapped_column(Float, default=0.0)
+    first_speaker: Mapped[str] = mapped_column(String(10), default="agent")
+    interruptible: Mapped[bool] = mapped_column(Boolean, default=False)
+    turn_mode: Mapped[str] = mapped_column(String(20), default="gateway")
+    max_duration_s: Mapped[int] = mapped_column(Integer, default=3000)
+    inactivity_timeout_s: Mapped[int] = mapped_column(Integer, default=30)
+    inactivity_action: Mapped[str] = mapped_column(String(10), default="hangup")
+    recording_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    tools: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Call(Base):
+    """One call: its config snapshot, stream token (hashed), lifecycle and outcome."""
+
+    __tablename__ = "calls"
+    __table_args__ = (
+        Index("ix_calls_status_expires", "status", "stream_token_expires_at"),
+        Index("ix_calls_created_at", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    agent_id: Mapped[str | None] = mapped_column(
+        String(40), ForeignKey("agents.id", ondelete="SET NULL"), default=None, index=True
+    )
+    #: Snapshot of the :class:`~gateway.store.records.CallConfig` the call runs with
+    #: (``CallConfig.to_json()``); never holds secrets.
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: The carrier name (``twilio``, ``telnyx``, ``plivo``, ``vonage``, ``exotel``, ``raw``).
+    connection_type: Mapped[str] = mapped_column(String(20))
+    direction: Mapped[str] = mapped_column(String(10), default="inbound")
+    status: Mapped[str] = mapped_column(String(20), default=CallStatus.QUEUED.value)
+    stream_token_hash: Mapped[str] = mapped_column(String(64))
+    stream_token_expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    end_reason: Mapped[str | None] = mapped_column(String(64), default=None)
+    error_code: Mapped[str | None] = mapped_column(String(64), default=None)
+    error_message: Mapped[str | None] = mapped_column(Text, default=None)
+    duration_ms: Mapped[int | None] = mapped_column(Integer, default=None)
+    recording_path: Mapped[str | None] = mapped_column(Text, default=None)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    carrier_call_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    stream_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    from_number: Mapped[str | None] = mapped_column(String(64), default=None)
+    to_number: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
+class TranscriptTurn(Base):
+    """One finished transcript turn of a call, ordered by ``seq``."""
+
+    __tablename__ = "transcript_turns"
+
+    call_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: ``user`` (the caller) or ``agent``.
+    role: Mapped[str] = mapped_column(String(10))
+    text: Mapped[str] = mapped_column(Text)
+    #: Milliseconds since the call started.
+    at_ms: Mapped[int] = mapped_column(Integer)
+    #: The caller barged in on this (agent) turn.
+    interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: For interrupted agent turns: ms of the turn's audio the caller actually heard.
+    heard_ms: Mapped[int | None] = mapped_column(Integer, default=None)
+
+
+class CallEvent(Base):
+    """One timeline event of a call (barge-in, DTMF, model error, …), ordered by ``seq``."""
+
+    __tablename__ = "call_events"
+
+    call_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at_ms: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -1,0 +1,216 @@
+"""Plain, immutable records the store returns, and the per-call configuration snapshot.
+
+The store never hands out ORM objects: every method returns these frozen dataclasses, so
+callers on other threads (or after the session closed) can read them freely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any, Literal, Mapping
+
+from gateway.llm.base import AgentConfig, TurnMode
+from gateway.store.models import CallStatus
+
+__all__ = [
+    "CallConfig",
+    "ApiKeyRecord",
+    "AgentRecord",
+    "TurnRecord",
+    "EventRecord",
+    "CallRecord",
+]
+
+_AGENT_DEFAULTS = AgentConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class CallConfig:
+    """Everything a call runs with: the model's :class:`AgentConfig` plus call policy.
+
+    Stored as JSON in ``calls.config`` when the call is created (a snapshot: editing the
+    agent later does not change calls already created). Holds no secrets.
+
+    Attributes:
+        system_prompt, voice, language, greeting, model, temperature, first_speaker,
+        interruptible, turn_mode, tools: as in :class:`gateway.llm.base.AgentConfig`.
+        max_duration_s: the call is hung up after this many seconds (60–7,200).
+        inactivity_timeout_s: seconds of silence from both sides before ``inactivity_action``.
+        inactivity_action: ``hangup`` ends the call; ``prompt`` asks the caller if they are
+            still there.
+        recording_enabled: record the call to a two-channel WAV.
+    """
+
+    system_prompt: str = _AGENT_DEFAULTS.system_prompt
+    voice: str = _AGENT_DEFAULTS.voice
+    language: str = _AGENT_DEFAULTS.language
+    greeting: str = _AGENT_DEFAULTS.greeting
+    model: str = "local"
+    temperature: float = 0.0
+    first_speaker: Literal["agent", "user"] = "agent"
+    interruptible: bool = False
+    turn_mode: TurnMode = "gateway"
+    tools: tuple[dict[str, Any], ...] = ()
+    max_duration_s: int = 3000
+    inactivity_timeout_s: int = 30
+    inactivity_action: Literal["hangup", "prompt"] = "hangup"
+    recording_enabled: bool = True
+
+    def agent_config(self, *, secrets: Mapping[str, str] | None = None) -> AgentConfig:
+        """The model-facing part, with per-call ``secrets`` (never stored) attached."""
+        return AgentConfig(
+            system_prompt=self.system_prompt,
+            voice=self.voice,
+            language=self.language,
+            greeting=self.greeting,
+            model=self.model,
+            temperature=self.temperature,
+            first_speaker=self.first_speaker,
+            interruptible=self.interruptible,
+            turn_mode=self.turn_mode,
+            tools=tuple(self.tools),
+            secrets=dict(secrets or {}),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict with snake_case keys (``tools`` as a list)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["tools"] = [dict(t) for t in self.tools]
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CallConfig:
+        """Rebuild from :meth:`to_json` output; missing keys take defaults, unknown are ignored."""
+        names = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        if "tools" in kwargs:
+            kwargs["tools"] = tuple(dict(t) for t in kwargs["tools"] or ())
+        return cls(**kwargs)
+
+    @classmethod
+    def from_agent_config(cls, config: AgentConfig, **policy: Any) -> CallConfig:
+        """Wrap an :class:`AgentConfig` (dropping its secrets) with call policy ``policy``."""
+        return cls(
+            system_prompt=config.system_prompt,
+            voice=config.voice,
+            language=config.language,
+            greeting=config.greeting,
+            model=config.model,
+            temperature=config.temperature,
+            first_speaker=config.first_speaker,
+            interruptible=config.interruptible,
+            turn_mode=config.turn_mode,
+            tools=tuple(config.tools),
+            **policy,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    """An API key's metadata (the key itself is shown once, at creation, and never stored)."""
+
+    id: str
+    name: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRecord:
+    """A stored agent."""
+
+    id: str
+    name: str
+    system_prompt: str
+    voice: str
+    language: str
+    greeting: str
+    model: str
+    temperature: float
+    first_speaker: Literal["agent", "user"]
+    interruptible: bool
+    turn_mode: TurnMode
+    max_duration_s: int
+    inactivity_timeout_s: int
+    inactivity_action: Literal["hangup", "prompt"]
+    recording_enabled: bool
+    tools: tuple[dict[str, Any], ...]
+    created_at: datetime
+
+    def call_config(self) -> CallConfig:
+        """The configuration a call created from this agent runs with."""
+        return CallConfig(
+            system_prompt=self.system_prompt,
+            voice=self.voice,
+            language=self.language,
+            greeting=self.greeting,
+            model=self.model,
+            temperature=self.temperature,
+            first_speaker=self.first_speaker,
+            interruptible=self.interruptible,
+            turn_mode=self.turn_mode,
+            tools=tuple(self.tools),
+            max_duration_s=self.max_duration_s,
+            inactivity_timeout_s=self.inactivity_timeout_s,
+            inactivity_action=self.inactivity_action,
+            recording_enabled=self.recording_enabled,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRecord:
+    """A transcript turn: ``role`` ``user`` (caller) or ``agent``; ``at_ms`` since call start."""
+
+    seq: int
+    role: Literal["user", "agent"]
+    text: str
+    at_ms: int
+    interrupted: bool = False
+    heard_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """A timeline event; ``at_ms`` since call start, ``data`` free-form JSON."""
+
+    seq: int
+    at_ms: int
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """A call, with its transcript turns and events when loaded by ``Store.get_call``.
+
+    ``turns`` and ``events`` are empty for records returned by other methods.
+    """
+
+    id: str
+    agent_id: str | None
+    config: dict[str, Any]
+    connection_type: str
+    direction: str
+    status: CallStatus
+    stream_token_expires_at: datetime
+    created_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    end_reason: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    duration_ms: int | None = None
+    recording_path: str | None = None
+    metrics: dict[str, Any] | None = None
+    carrier_call_id: str | None = None
+    stream_id: str | None = None
+    from_number: str | None = None
+    to_number: str | None = None
+    turns: tuple[TurnRecord, ...] = ()
+    events: tuple[EventRecord, ...] = ()
+
+    def call_config(self) -> CallConfig:
+        """The call's configuration snapshot as a :class:`CallConfig`."""
+        return CallConfig.from_json(self.config)

@@ -1,0 +1,72 @@
+"""Fixtures: a Store on a temporary SQLite file and a tiny Starlette app of the API routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from gateway.api import build_api, exception_handlers
+from gateway.config import Settings
+from gateway.store import Store
+
+BASE_URL = "https://gw.example.com"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        _env_file=None,
+        database_url=f"sqlite:///{tmp_path / 'gw.db'}",
+        public_url="",
+        recordings_dir=tmp_path / "recordings",
+    )
+
+
+@pytest.fixture
+def store(settings: Settings) -> Store:
+    s = Store(settings.database_url)
+    s.create_all()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def api_key(store: Store) -> str:
+    return store.create_api_key("tests")[0]
+
+
+def fake_instructions(carrier: str, stream_url: str, *, parameters: Any = None) -> tuple[str, str] | None:
+    """Stands in for gateway.carriers.instructions.instruction_document."""
+    if carrier == "raw":
+        return None
+    return "application/xml", f'<Response><Connect><Stream url="{stream_url}"/></Connect></Response>'
+
+
+@pytest.fixture
+def make_client(store: Store, settings: Settings) -> Callable[..., httpx.AsyncClient]:
+    def make(*, settings_: Settings | None = None, base_url: str = BASE_URL, **kw: Any) -> httpx.AsyncClient:
+        kw.setdefault("instruction_document", fake_instructions)
+        app = Starlette(
+            routes=build_api(store, settings_ or settings, **kw), exception_handlers=exception_handlers
+        )
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url)
+
+    return make
+
+
+@pytest.fixture
+async def client(make_client: Callable[..., httpx.AsyncClient], api_key: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with make_client() as c:
+        c.headers["X-API-Key"] = api_key
+        yield c
+
+
+@pytest.fixture
+async def anon(make_client: Callable[..., httpx.AsyncClient]) -> AsyncIterator[httpx.AsyncClient]:
+    async with make_client() as c:
+        yield c

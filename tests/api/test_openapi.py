@@ -1,0 +1,95 @@
+"""The OpenAPI 3.1 document: structure, references, security, and agreement with the routes."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from starlette.routing import Route
+
+from gateway.api import build_api, build_openapi
+from gateway.config import Settings
+from gateway.store import Store
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        out = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return out + [r for v in node.values() for r in _refs(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in _refs(v)]
+    return []
+
+
+def _resolve(doc: dict, ref: str) -> Any:
+    assert ref.startswith("#/"), ref
+    node: Any = doc
+    for part in ref[2:].split("/"):
+        node = node[part]
+    return node
+
+
+def test_document_shape() -> None:
+    doc = build_openapi()
+    assert doc["openapi"] == "3.1.0"
+    assert doc["info"]["title"] and doc["info"]["version"]
+    assert doc["components"]["securitySchemes"]["ApiKeyAuth"] == {
+        "type": "apiKey", "in": "header", "name": "X-API-Key",
+    }  # fmt: skip
+    assert doc["security"] == [{"ApiKeyAuth": []}]
+    assert doc["paths"]["/health"]["get"]["security"] == []
+    assert doc["paths"]["/openapi.json"]["get"]["security"] == []
+
+
+def test_every_ref_resolves() -> None:
+    doc = build_openapi()
+    refs = _refs(doc)
+    assert refs
+    for ref in refs:
+        assert _resolve(doc, ref) is not None
+
+
+def test_request_bodies_use_wire_names() -> None:
+    doc = build_openapi()
+    schemas = doc["components"]["schemas"]
+    body_ref = doc["paths"]["/agents"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    agent = _resolve(doc, body_ref)
+    props = agent["properties"]
+    assert set(agent["required"]) == {"name", "systemPrompt", "voice", "language", "greeting"}
+    assert props["temperature"]["minimum"] == 0 and props["temperature"]["maximum"] == 1
+    assert props["maxDuration"]["minimum"] == 60 and props["maxDuration"]["maximum"] == 7200
+    assert props["inactivityTimeout"]["minimum"] == 10 and props["inactivityTimeout"]["maximum"] == 300
+    assert props["firstSpeaker"]["enum"] == ["agent", "user"]
+    assert agent["additionalProperties"] is False
+    inline = schemas["InlineCallCreate"]["properties"]
+    assert set(inline["connectionType"]["enum"]) == {"twilio", "telnyx", "plivo", "vonage", "exotel", "raw"}
+    created = schemas["CallCreated"]["properties"]
+    assert {"callId", "streamUrl", "streamUrlExpiresAt", "connectionType", "instructions"} <= set(created)
+    assert "from" in schemas["CallOut"]["properties"]
+    assert "fields" in schemas["ErrorBody"]["properties"]
+
+
+def test_every_route_is_documented(tmp_path: Any) -> None:
+    store = Store("sqlite://")
+    routes = build_api(store, Settings(_env_file=None), instruction_document=lambda *a, **k: None)
+    doc = build_openapi()
+    documented = {
+        (re.sub(r"\{(\w+)\}", "{}", path), method.upper())
+        for path, ops in doc["paths"].items()
+        for method in ops
+    }
+    served = {
+        (re.sub(r"\{(\w+)\}", "{}", r.path), m)
+        for r in routes
+        if isinstance(r, Route)
+        for m in (r.methods or ())
+        if m != "HEAD"
+    }
+    assert served == documented
+    for path, ops in doc["paths"].items():
+        for op in ops.values():
+            assert op["operationId"] and op["responses"]
+            params = {p["name"] for p in op.get("parameters", [])}
+            assert params == set(re.findall(r"\{(\w+)\}", path))
+            if op.get("security") != []:
+                assert "401" in op["responses"]

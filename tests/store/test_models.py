@@ -1,0 +1,79 @@
+"""Call status lifecycle table and the UTC timestamp type."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.schema import CreateTable
+
+from gateway.store import TERMINAL_STATUSES, TRANSITIONS, CallStatus, IllegalTransition, check_transition
+from gateway.store.models import Base, UTCDateTime
+
+S = CallStatus
+
+LEGAL = [
+    (S.QUEUED, S.RINGING),
+    (S.QUEUED, S.IN_PROGRESS),
+    (S.QUEUED, S.FAILED),
+    (S.QUEUED, S.NO_ANSWER),
+    (S.QUEUED, S.EXPIRED),
+    (S.RINGING, S.IN_PROGRESS),
+    (S.RINGING, S.NO_ANSWER),
+    (S.RINGING, S.FAILED),
+    (S.RINGING, S.EXPIRED),
+    (S.IN_PROGRESS, S.COMPLETED),
+    (S.IN_PROGRESS, S.FAILED),
+]
+
+
+def test_transition_table_is_exactly_the_legal_moves() -> None:
+    table = {(a, b) for a, nxt in TRANSITIONS.items() for b in nxt}
+    assert table == set(LEGAL)
+    assert set(TRANSITIONS) == set(CallStatus)
+
+
+@pytest.mark.parametrize(("old", "new"), LEGAL)
+def test_legal(old: CallStatus, new: CallStatus) -> None:
+    check_transition(old, new)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [(a, b) for a in CallStatus for b in CallStatus if (a, b) not in LEGAL],
+)
+def test_illegal_raises(old: CallStatus, new: CallStatus) -> None:
+    with pytest.raises(IllegalTransition) as info:
+        check_transition(old, new, call_id="call_x")
+    assert info.value.old is old and info.value.new is new
+    assert f"{old} -> {new}" in str(info.value) and "call_x" in str(info.value)
+
+
+def test_terminal_statuses() -> None:
+    assert TERMINAL_STATUSES == {S.COMPLETED, S.FAILED, S.NO_ANSWER, S.EXPIRED}
+    assert all(s.is_terminal for s in TERMINAL_STATUSES)
+    assert not S.QUEUED.is_terminal and not S.IN_PROGRESS.is_terminal
+
+
+def test_unknown_status_name() -> None:
+    with pytest.raises(ValueError):
+        check_transition("queued", "ringing_twice")
+
+
+def test_utc_datetime_type() -> None:
+    t = UTCDateTime()
+    lite, pg = sqlite.dialect(), postgresql.dialect()
+    plus2 = datetime(2025, 1, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))
+    assert t.process_bind_param(plus2, lite) == datetime(2025, 1, 1, 12, 0)
+    assert t.process_bind_param(plus2, pg) == datetime(2025, 1, 1, 12, 0, tzinfo=timezone.utc)
+    with pytest.raises(ValueError):
+        t.process_bind_param(datetime(2025, 1, 1), lite)
+    assert t.process_result_value(datetime(2025, 1, 1), lite).tzinfo is timezone.utc
+
+
+def test_schema_compiles_for_postgresql() -> None:
+    dialect = postgresql.dialect()
+    ddl = "\n".join(str(CreateTable(t).compile(dialect=dialect)) for t in Base.metadata.sorted_tables)
+    assert "TIMESTAMP WITH TIME ZONE" in ddl and "JSON" in ddl
+    assert set(Base.metadata.tables) == {"api_keys", "agents", "calls", "transcript_turns", "call_events"}
