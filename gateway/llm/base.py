@@ -163,6 +163,14 @@ class ModelBridge(abc.ABC):
     async def end_of_turn(self) -> None:
         """The gateway's VAD decided the caller's turn ended (``gateway`` turn mode)."""
 
+    async def say(self, text: str) -> None:
+        """Speak ``text`` now as the agent (e.g. an inactivity prompt).
+
+        Raises:
+            NotImplementedError: the backend cannot be told what to say.
+        """
+        raise NotImplementedError(f"{self.name} cannot speak an arbitrary line")
+
     @abc.abstractmethod
     async def interrupt(self, item_id: str | None, heard_ms: int) -> None:
         """Barge-in: cancel the reply in progress and cut the model's memory of it.

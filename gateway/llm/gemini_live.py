@@ -1,0 +1,695 @@
+"""Gemini Live bridge (``BidiGenerateContent`` over WebSocket) with seamless resumption.
+
+Two layers, as in :mod:`gateway.llm.openai_realtime`:
+
+* :class:`LiveProtocol` — sans-I/O: builds client messages (``setup``, ``clientContent``,
+  ``realtimeInput.audio|activityStart|activityEnd``, ``toolResponse``) as dicts and parses
+  server messages (``setupComplete``, ``serverContent``, ``toolCall``, ``goAway``,
+  ``sessionResumptionUpdate``) into typed :mod:`gateway.llm.base` events. It keeps the latest
+  resumption handle and, since Gemini has no truncate, its own record of what the caller
+  heard: a turn's agent transcript released after a barge-in is cut to the share of its
+  audio heard. Transcripts are released in conversation order once their turn ended.
+* :class:`GeminiLiveBridge` — the asyncio layer over ``websockets``. On ``goAway`` or an
+  abnormal close it reconnects with the latest handle **without dropping the call**: caller
+  input sent since that handle was issued is replayed, input arriving during the gap is
+  buffered and sent after ``setupComplete``, and the greeting is never sent again.
+
+Endpoint (ai.google.dev/api/live): ``wss://generativelanguage.googleapis.com/ws/
+google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent``; the key goes in
+the ``x-goog-api-key`` header as the ``google-genai`` SDK sends it (the ``?key=`` query form the
+docs also show would put the key into URLs that end up in logs). Audio: input L16 16 kHz
+(``audio/pcm;rate=16000``), output L16 24 kHz. A rejected key shows up as a close frame
+(1007/1008 "API key not valid") after ``setup``, or as HTTP 401/403 on the handshake.
+
+Replay follows the SDK's documented advice for ``last_consumed_client_message_index``
+("buffer messages sent since last SessionResumptionTokenUpdate"); the exact index
+(``transparent`` resumption) is Vertex-only, so input in flight while a handle is issued may
+be missing from the resumed state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+import orjson
+import pybase64
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+from gateway.formats import L16_16K, L16_24K, AudioFormat
+from gateway.llm.base import (
+    AgentConfig,
+    AudioOut,
+    BridgeError,
+    BridgeEvent,
+    BridgeFailed,
+    Interrupted,
+    ModelBridge,
+    ResponseDone,
+    Transcript,
+)
+from gateway.llm.openai_realtime import WIRE_LOG, cut_heard_text, redact
+from gateway.llm.tools import (
+    ToolCall,
+    ToolConfigError,
+    ToolRunner,
+    ToolSpec,
+    gemini_function_declaration,
+    parse_tools,
+)
+
+__all__ = ["LiveProtocol", "GeminiLiveBridge", "GEMINI_LIVE_URL", "GEMINI_VOICES"]
+
+log = logging.getLogger(__name__)
+
+GEMINI_LIVE_URL = (
+    "wss://generativelanguage.googleapis.com/ws/"
+    "google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+)
+GEMINI_VOICES = (
+    "Puck", "Charon", "Kore", "Fenrir", "Aoede", "Leda", "Orus", "Zephyr", "Achernar", "Achird",
+    "Algenib", "Algieba", "Alnilam", "Autonoe", "Callirrhoe", "Despina", "Enceladus", "Erinome",
+    "Gacrux", "Iapetus", "Laomedeia", "Pulcherrima", "Rasalgethi", "Sadachbia", "Sadaltager",
+    "Schedar", "Sulafat", "Umbriel", "Vindemiatrix", "Zubenelgenubi",
+)  # fmt: skip
+DEFAULT_VOICE = "Puck"
+_INPUT_MIME = "audio/pcm;rate=16000"
+_AUTH_HINTS = ("api key", "api_key", "permission", "unauthenticated", "unauthorized", "credential")
+
+
+def _failed(events: list[BridgeEvent]) -> bool:
+    return bool(events) and isinstance(events[-1], BridgeError) and events[-1].fatal
+
+
+@dataclass(slots=True)
+class _Turn:
+    """One model turn: audio delivered, transcript, what the caller heard."""
+
+    turn_id: str
+    audio_bytes: int = 0
+    parts: list[str] = field(default_factory=list)
+    heard_ms: int | None = None
+    final: bool = False
+
+
+@dataclass(slots=True)
+class _Entry:
+    role: Literal["user", "agent"]
+    key: str
+    parts: list[str] = field(default_factory=list)  # user text
+    ready: bool = False
+
+
+class LiveProtocol:
+    """Sans-I/O Gemini Live client state (no sockets, no asyncio).
+
+    Args:
+        config: the call's agent configuration.
+        model: model name, with or without the ``models/`` prefix.
+        tools: declared tools.
+    """
+
+    def __init__(self, config: AgentConfig, model: str, tools: Sequence[ToolSpec] = ()) -> None:
+        self.config = config
+        self.model = model if model.startswith("models/") else f"models/{model}"
+        self.handle: str | None = None
+        self.setup_complete = False
+        self.go_away = False
+        self.in_activity = False  # gateway turn mode: between activityStart and activityEnd
+        self.unhandled = 0
+        self._tools = list(tools)
+        self._ids = itertools.count(1)
+        self._turn: _Turn | None = None
+        self._turns: dict[str, _Turn] = {}
+        self._queue: deque[_Entry] = deque()
+        self._user: _Entry | None = None
+        self._tool_requests: list[ToolCall] = []
+        self._handle_updated = False
+
+    # ----------------------------------------------------------------- client messages
+
+    def voice(self) -> str:
+        """The agent's voice if Gemini has it (case-insensitive), else ``Puck``."""
+        wanted = self.config.voice.strip().lower()
+        return {v.lower(): v for v in GEMINI_VOICES}.get(wanted, DEFAULT_VOICE)
+
+    def setup_message(self) -> dict[str, Any]:
+        """The ``setup`` message; carries the latest resumption handle when there is one."""
+        cfg = self.config
+        generation: dict[str, Any] = {
+            "responseModalities": ["AUDIO"],
+            "speechConfig": {"voiceConfig": {"prebuiltVoiceConfig": {"voiceName": self.voice()}}},
+        }
+        if cfg.temperature > 0:
+            generation["temperature"] = float(cfg.temperature)
+        if cfg.turn_mode == "gateway":
+            realtime: dict[str, Any] = {"automaticActivityDetection": {"disabled": True}}
+        else:
+            realtime = {"automaticActivityDetection": {"disabled": False}}
+        realtime["activityHandling"] = (
+            "START_OF_ACTIVITY_INTERRUPTS" if cfg.interruptible else "NO_INTERRUPTION"
+        )
+        setup: dict[str, Any] = {
+            "model": self.model,
+            "generationConfig": generation,
+            "systemInstruction": {"parts": [{"text": cfg.system_prompt}]},
+            "realtimeInputConfig": realtime,
+            "sessionResumption": {"handle": self.handle} if self.handle else {},
+            "contextWindowCompression": {"slidingWindow": {}},
+            "inputAudioTranscription": {},
+            "outputAudioTranscription": {},
+        }
+        if self._tools:
+            setup["tools"] = [
+                {"functionDeclarations": [gemini_function_declaration(t) for t in self._tools]}
+            ]
+        return {"setup": setup}
+
+    def greeting_message(self) -> dict[str, Any] | None:
+        """The ``clientContent`` turn asking for the greeting (``None`` without a greeting)."""
+        text = self.config.greeting.strip()
+        if not text:
+            return None
+        prompt = f'Greet the caller now by saying exactly: "{text}"'
+        return {
+            "clientContent": {
+                "turns": [{"role": "user", "parts": [{"text": prompt}]}],
+                "turnComplete": True,
+            }
+        }
+
+    @staticmethod
+    def say_message(text: str) -> dict[str, Any]:
+        """A ``clientContent`` turn asking the model to say ``text`` now."""
+        prompt = f'Say exactly this to the caller now: "{text.strip()}"'
+        return {
+            "clientContent": {
+                "turns": [{"role": "user", "parts": [{"text": prompt}]}],
+                "turnComplete": True,
+            }
+        }
+
+    @staticmethod
+    def audio_message(audio: bytes) -> dict[str, Any]:
+        """``realtimeInput.audio`` for L16 16 kHz caller audio."""
+        data = pybase64.b64encode(audio).decode("ascii")
+        return {"realtimeInput": {"audio": {"data": data, "mimeType": _INPUT_MIME}}}
+
+    def activity_start(self) -> dict[str, Any] | None:
+        """``realtimeInput.activityStart`` (gateway turn mode: the caller started a turn);
+        ``None`` if an activity is already open."""
+        if self.in_activity:
+            return None
+        self.in_activity = True
+        return {"realtimeInput": {"activityStart": {}}}
+
+    def activity_end(self) -> dict[str, Any] | None:
+        """``realtimeInput.activityEnd`` (``None`` if no activity is open)."""
+        if not self.in_activity:
+            return None
+        self.in_activity = False
+        return {"realtimeInput": {"activityEnd": {}}}
+
+    @staticmethod
+    def tool_response(call: ToolCall, output: str) -> dict[str, Any]:
+        """``toolResponse`` for ``call``; ``output`` (JSON text or plain text) goes in
+        ``response.output`` (or ``response.error`` for an ``{"error": …}`` output)."""
+        try:
+            value: Any = orjson.loads(output)
+        except orjson.JSONDecodeError:
+            value = output
+        if isinstance(value, dict) and set(value) == {"error"}:
+            response = {"error": value["error"]}
+        else:
+            response = {"output": value}
+        return {
+            "toolResponse": {
+                "functionResponses": [{"id": call.call_id, "name": call.name, "response": response}]
+            }
+        }
+
+    def interrupt(self, item_id: str | None, heard_ms: int) -> None:
+        """Record that the caller heard only ``heard_ms`` of turn ``item_id`` (or the current
+        one); the rest of that turn's audio is dropped and its transcript cut."""
+        turn = self._turns.get(item_id or "") or self._turn
+        if turn is None:
+            return
+        received = int(L16_24K.ms_for_bytes(turn.audio_bytes))
+        heard = max(0, min(int(heard_ms), received))
+        if turn.heard_ms is None or heard < turn.heard_ms:
+            turn.heard_ms = heard
+
+    def take_tool_calls(self) -> list[ToolCall]:
+        """Function calls the model asked for since the last call."""
+        out, self._tool_requests = self._tool_requests, []
+        return out
+
+    def take_handle_update(self) -> bool:
+        """Whether a new resumption handle arrived since the last call."""
+        updated, self._handle_updated = self._handle_updated, False
+        return updated
+
+    # ------------------------------------------------------------------ server messages
+
+    def receive(self, data: str | bytes) -> list[BridgeEvent]:
+        """Parse one server message (text or binary JSON) into typed events."""
+        try:
+            msg = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            self.unhandled += 1
+            log.warning("gemini sent a non-JSON frame")
+            return []
+        if not isinstance(msg, dict):
+            self.unhandled += 1
+            return []
+        out: list[BridgeEvent] = []
+        known = False
+        if "setupComplete" in msg:
+            known = True
+            self.setup_complete = True
+        if isinstance(msg.get("serverContent"), dict):
+            known = True
+            out += self._on_content(msg["serverContent"])
+        if isinstance(msg.get("toolCall"), dict):
+            known = True
+            for fc in msg["toolCall"].get("functionCalls") or []:
+                call_id, name = str(fc.get("id") or ""), str(fc.get("name") or "")
+                self._tool_requests.append(ToolCall(call_id, name, fc.get("args") or {}))
+        if "goAway" in msg:
+            known = True
+            self.go_away = True
+            log.info("gemini goAway (time left %s)", (msg["goAway"] or {}).get("timeLeft"))
+        if isinstance(msg.get("sessionResumptionUpdate"), dict):
+            known = True
+            upd = msg["sessionResumptionUpdate"]
+            if upd.get("resumable") and upd.get("newHandle"):
+                self.handle = str(upd["newHandle"])
+                self._handle_updated = True
+        if not known and not {"usageMetadata", "toolCallCancellation"} & set(msg):
+            self.unhandled += 1
+            log.debug("unhandled gemini message %s", sorted(msg))
+        return out
+
+    def _new_turn(self) -> _Turn:
+        turn = _Turn(f"gemini-turn-{next(self._ids)}")
+        self._turns[turn.turn_id] = turn
+        self._turn = turn
+        self._user = None  # later caller speech is a new user entry
+        self._queue.append(_Entry("agent", turn.turn_id))
+        return turn
+
+    def _on_content(self, content: dict[str, Any]) -> list[BridgeEvent]:
+        out: list[BridgeEvent] = []
+        inp = content.get("inputTranscription") or {}
+        if inp.get("text"):
+            if self._user is None:
+                self._user = _Entry("user", f"user-{next(self._ids)}")
+                self._queue.append(self._user)
+            self._user.parts.append(str(inp["text"]))
+        if inp.get("finished") and self._user is not None:
+            self._user.ready = True
+        model_turn = content.get("modelTurn") or {}
+        for part in model_turn.get("parts") or []:
+            blob = part.get("inlineData") or {}
+            if not blob.get("data") or not str(blob.get("mimeType", "")).startswith("audio/pcm"):
+                continue
+            turn = self._turn or self._new_turn()
+            if turn.heard_ms is not None:
+                continue  # cut by a barge-in: the caller must not hear the rest
+            audio = pybase64.b64decode(blob["data"])
+            turn.audio_bytes += len(audio)
+            out.append(AudioOut(turn.turn_id, audio))
+        outp = content.get("outputTranscription") or {}
+        if outp.get("text"):
+            (self._turn or self._new_turn()).parts.append(str(outp["text"]))
+        if content.get("interrupted"):
+            # The turn's transcript goes first, so a session cutting it on Interrupted has it.
+            out += self._end_turn("cancelled")
+            return out + self._pump() + [Interrupted()]
+        if content.get("turnComplete"):
+            out += self._end_turn("completed")
+        return out + self._pump()
+
+    def _end_turn(self, status: str) -> list[BridgeEvent]:
+        turn, self._turn = self._turn, None
+        if turn is None:
+            return []
+        turn.final = True
+        # The caller's words before this turn are complete once the model answered them.
+        for entry in self._queue:
+            if entry.key == turn.turn_id:
+                break
+            if entry.role == "user":
+                entry.ready = True
+        return [ResponseDone(turn.turn_id, status)]
+
+    def abort_turn(self) -> list[BridgeEvent]:
+        """End the turn in progress (the connection it came on is gone)."""
+        return self._end_turn("incomplete")
+
+    # ------------------------------------------------------------------ transcripts
+
+    def _ready(self, entry: _Entry) -> bool:
+        if entry.role == "user":
+            return entry.ready
+        return self._turns[entry.key].final
+
+    def _release(self, entry: _Entry) -> list[Transcript]:
+        if entry.role == "user":
+            if entry is self._user:
+                self._user = None
+            text = "".join(entry.parts).strip()
+            return [Transcript("user", " ".join(text.split()))] if text else []
+        turn = self._turns[entry.key]
+        text = " ".join("".join(turn.parts).split())
+        if turn.heard_ms is not None:
+            text = cut_heard_text(text, turn.heard_ms, L16_24K.ms_for_bytes(turn.audio_bytes))
+        return [Transcript("agent", text, turn.turn_id)] if text else []
+
+    def _pump(self) -> list[BridgeEvent]:
+        out: list[BridgeEvent] = []
+        while self._queue and self._ready(self._queue[0]):
+            out.extend(self._release(self._queue.popleft()))
+        return out
+
+    def flush_transcripts(self) -> list[Transcript]:
+        """Release every transcript still held (end of call), in conversation order."""
+        out: list[Transcript] = []
+        while self._queue:
+            out.extend(self._release(self._queue.popleft()))
+        return out
+
+
+class GeminiLiveBridge(ModelBridge):
+    """A call's connection to Gemini Live.
+
+    Args:
+        model: model name, e.g. ``gemini-2.5-flash-native-audio-preview-09-2025``.
+        api_key: Gemini API key (never logged nor shown in ``repr``).
+        url: the ``BidiGenerateContent`` WebSocket endpoint (tests point it at loopback).
+        tool_client: HTTP client for tool calls (tests).
+        connect_timeout_s: handshake time limit; setup_timeout_s: wait for ``setupComplete``.
+        max_reconnects: attempts per resumption before the call fails.
+        replay_limit_bytes: cap on caller input kept for replay (oldest dropped first).
+        backoff_s: delays between reconnect attempts.
+    """
+
+    name = "gemini"
+
+    def __init__(
+        self,
+        model: str,
+        api_key: str,
+        *,
+        url: str = GEMINI_LIVE_URL,
+        tool_client: httpx.AsyncClient | None = None,
+        connect_timeout_s: float = 10.0,
+        setup_timeout_s: float = 10.0,
+        max_reconnects: int = 4,
+        replay_limit_bytes: int = 8 * 1024 * 1024,
+        backoff_s: Sequence[float] = (0.0, 0.25, 1.0, 2.0),
+    ) -> None:
+        self._model = model
+        self.__key = api_key
+        self._url = url
+        self._tool_client = tool_client
+        self._connect_timeout_s = connect_timeout_s
+        self._setup_timeout_s = setup_timeout_s
+        self._max_reconnects = max_reconnects
+        self._replay_limit = replay_limit_bytes
+        self._backoff = tuple(backoff_s) or (0.0,)
+        self.input_format = L16_16K
+        self.output_format = L16_24K
+        self._proto: LiveProtocol | None = None
+        self._runner: ToolRunner | None = None
+        self._ws: ClientConnection | None = None
+        self._live = False  # input goes straight to the socket (False while resuming)
+        self._since_handle: deque[str] = deque()  # input sent since the latest handle
+        self._since_bytes = 0
+        self._unsent: list[str] = []  # input that arrived while resuming
+        self._send_lock = asyncio.Lock()
+        self._early: deque[BridgeEvent] = deque()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self.reconnects = 0
+
+    def __repr__(self) -> str:
+        return f"GeminiLiveBridge(model={self._model!r})"
+
+    @property
+    def protocol(self) -> LiveProtocol:
+        """The protocol state (after :meth:`start`)."""
+        if self._proto is None:
+            raise RuntimeError("bridge not started")
+        return self._proto
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self.__key)
+
+    async def _open(self) -> tuple[ClientConnection, list[BridgeEvent]]:
+        """Connect, send ``setup`` (with the latest handle) and wait for ``setupComplete``."""
+        assert self._proto is not None
+        try:
+            ws = await connect(
+                self._url,
+                additional_headers={"x-goog-api-key": self.__key},
+                open_timeout=self._connect_timeout_s,
+                max_size=2**24,
+                compression=None,
+                ping_interval=20,
+                ping_timeout=20,
+                logger=WIRE_LOG,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            code = "model_auth" if status in (401, 403) else "model_connect"
+            raise BridgeFailed(code, f"gemini refused the connection (HTTP {status})") from None
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            message = f"cannot connect to gemini: {type(exc).__name__}"
+            raise BridgeFailed("model_connect", message) from None
+        proto = self._proto
+        proto.setup_complete = False
+        proto.go_away = False
+        early: list[BridgeEvent] = []
+        try:
+            await ws.send(orjson.dumps(proto.setup_message()).decode())
+            async with asyncio.timeout(self._setup_timeout_s):
+                while not proto.setup_complete:
+                    early += proto.receive(await ws.recv())
+        except TimeoutError:
+            await ws.close()
+            raise BridgeFailed("model_setup", "gemini did not complete the setup") from None
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd else 1006
+            reason = self._redact(exc.rcvd.reason if exc.rcvd else "")
+            label = "model_auth" if any(h in reason.lower() for h in _AUTH_HINTS) else "model_setup"
+            message = f"gemini closed during setup ({code} {reason})".strip()
+            raise BridgeFailed(label, message) from None
+        return ws, early
+
+    async def start(self, config: AgentConfig, carrier_format: AudioFormat) -> None:
+        try:
+            tools = parse_tools(config.tools, config.secrets)
+        except ToolConfigError as exc:
+            raise BridgeFailed("tool_config", str(exc)) from None
+        self._proto = LiveProtocol(config, self._model, tools)
+        self._runner = ToolRunner(tools, client=self._tool_client)
+        try:
+            self._ws, early = await self._open()
+            self._early.extend(early)
+            self._live = True
+            greeting = self._proto.greeting_message() if config.first_speaker == "agent" else None
+            if greeting is not None:  # sent once per call, never replayed on resumption
+                await self._ws.send(orjson.dumps(greeting).decode())
+        except BaseException:
+            await self.close()
+            raise
+        log.info("gemini live session ready (%s)", self._model)
+
+    async def _send_input(self, msg: dict[str, Any], *, replay: bool = True) -> None:
+        """Send caller input, keeping it for replay (unless ``replay`` is False); buffer it
+        while resuming."""
+        text = orjson.dumps(msg).decode()
+        async with self._send_lock:
+            if self._live and self._ws is not None:
+                try:
+                    await self._ws.send(text)
+                except ConnectionClosed:
+                    self._live = False
+                    self._unsent.append(text)
+                    return
+                if not replay:
+                    return
+                self._since_handle.append(text)
+                self._since_bytes += len(text)
+                while self._since_bytes > self._replay_limit and self._since_handle:
+                    self._since_bytes -= len(self._since_handle.popleft())
+            else:
+                self._unsent.append(text)
+
+    async def send_audio(self, audio: bytes) -> None:
+        if self._proto is None or self._closing or not audio:
+            return
+        await self._send_input(self._proto.audio_message(audio))
+
+    async def speech_started(self) -> None:
+        if self._proto is None or self._closing or self._proto.config.turn_mode != "gateway":
+            return
+        msg = self._proto.activity_start()
+        if msg is not None:
+            await self._send_input(msg)
+
+    async def end_of_turn(self) -> None:
+        if self._proto is None or self._closing or self._proto.config.turn_mode != "gateway":
+            return
+        msg = self._proto.activity_end()
+        if msg is not None:
+            await self._send_input(msg)
+
+    async def interrupt(self, item_id: str | None, heard_ms: int) -> None:
+        if self._proto is not None:
+            self._proto.interrupt(item_id, heard_ms)
+
+    async def say(self, text: str) -> None:
+        if self._proto is None or self._closing or not text.strip():
+            return
+        await self._send_input(self._proto.say_message(text), replay=False)
+
+    def _start_tools(self) -> None:
+        assert self._proto is not None
+        for call in self._proto.take_tool_calls():
+            task = asyncio.create_task(self._run_tool(call), name=f"tool-{call.name}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run_tool(self, call: ToolCall) -> None:
+        assert self._runner is not None and self._proto is not None
+        output = await self._runner.call(call)
+        if not self._closing:
+            await self._send_input(self._proto.tool_response(call, output))
+
+    async def _resume(self) -> list[BridgeEvent]:
+        """Reconnect with the latest handle and replay caller input the new session lacks.
+
+        Raises:
+            BridgeFailed: every attempt failed, or the key was rejected.
+        """
+        assert self._proto is not None
+        self._live = False
+        out = self._proto.abort_turn()
+        if self._proto.handle is None:
+            # Nothing to resume: a fresh session would answer the whole call's input again.
+            raise BridgeFailed(
+                "model_disconnected", "gemini connection lost before any resumption handle"
+            )
+        old = self._ws
+        if old is not None:
+            try:
+                async with asyncio.timeout(1):
+                    await old.close()
+            except (TimeoutError, OSError):
+                pass
+        last: BridgeFailed | None = None
+        for attempt in range(self._max_reconnects):
+            await asyncio.sleep(self._backoff[min(attempt, len(self._backoff) - 1)])
+            if self._closing:
+                return out
+            try:
+                ws, early = await self._open()
+            except BridgeFailed as exc:
+                last = exc
+                if exc.code == "model_auth":
+                    raise
+                if exc.code == "model_setup" and self._proto.handle:
+                    # The handle may have expired: go on in a fresh session rather than hang up.
+                    log.warning("gemini refused the resumption handle; starting a fresh session")
+                    self._proto.handle = None
+                continue
+            out += early
+            async with self._send_lock:
+                try:
+                    for text in self._since_handle:
+                        await ws.send(text)
+                    for text in self._unsent:
+                        await ws.send(text)
+                except ConnectionClosed:
+                    self._ws = ws
+                    return out  # events() sees the closure and resumes again
+                for text in self._unsent:
+                    self._since_handle.append(text)
+                    self._since_bytes += len(text)
+                self._unsent.clear()
+                self._ws = ws
+                self._live = True
+            self.reconnects += 1
+            log.info("gemini session resumed (attempt %d)", attempt + 1)
+            return out
+        raise last or BridgeFailed("model_disconnected", "gemini connection lost")
+
+    async def events(self) -> AsyncIterator[BridgeEvent]:
+        if self._proto is None or self._ws is None:
+            raise RuntimeError("bridge not started")
+        proto = self._proto
+        while self._early:
+            yield self._early.popleft()
+        while not self._closing:
+            ws = self._ws
+            try:
+                raw = await ws.recv()
+            except ConnectionClosed as exc:
+                if self._closing:
+                    break
+                code = exc.rcvd.code if exc.rcvd else 1006
+                log.info("gemini connection closed (%s); resuming", code)
+                resumed = await self._try_resume()
+                for ev in resumed:
+                    yield ev
+                if _failed(resumed):
+                    break
+                continue
+            for ev in proto.receive(raw):
+                yield ev
+            if proto.take_handle_update():
+                self._since_handle.clear()  # the new handle's state includes all of it
+                self._since_bytes = 0
+            self._start_tools()
+            if proto.go_away and not self._closing:
+                resumed = await self._try_resume()
+                for ev in resumed:
+                    yield ev
+                if _failed(resumed):
+                    break
+        for transcript in proto.flush_transcripts():
+            yield transcript
+
+    async def _try_resume(self) -> list[BridgeEvent]:
+        try:
+            return await self._resume()
+        except BridgeFailed as exc:
+            if self._closing:
+                return []
+            fatal_code = "model_auth" if exc.code == "model_auth" else "model_disconnected"
+            return [BridgeError(fatal_code, self._redact(str(exc)), fatal=True)]
+
+    async def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._live = False
+        for task in list(self._tasks):
+            task.cancel()
+        if self._runner is not None:
+            await self._runner.aclose()
+        if self._ws is not None:
+            try:
+                async with asyncio.timeout(2):
+                    await self._ws.close()
+            except (TimeoutError, OSError):
+                pass

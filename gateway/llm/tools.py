@@ -1,0 +1,274 @@
+"""Function tools for realtime models: declarations, and calls forwarded to HTTPS endpoints.
+
+An agent declares tools in :attr:`gateway.llm.base.AgentConfig.tools`, one dict each::
+
+    {"name": "book_slot",                      # required, [A-Za-z0-9_-]{1,64}
+     "description": "Book an appointment slot",
+     "parameters": {"type": "object", "properties": {...}},   # JSON schema
+     "url": "https://tools.example.com/book",  # required: where the arguments are POSTed
+     "timeout_s": 8,                           # optional, default 10, at most 30
+     "secret": "booking_token"}                # optional: name of a key in AgentConfig.secrets,
+                                               # sent as ``Authorization: Bearer <value>``
+
+The OpenAI shapes ``{"type": "function", "name": …}`` and ``{"type": "function", "function":
+{…}, "url": …}`` are accepted too. When the model calls a tool, :class:`ToolRunner` POSTs the
+call's arguments (a JSON object) to ``url`` with headers ``X-Tool-Name`` and ``X-Tool-Call-Id``
+and returns the response body (JSON re-serialised compactly, or text) as the output the model
+reads. Any failure (timeout, connection error, HTTP status ≥ 400, bad arguments) becomes an
+``{"error": …}`` JSON output, so the model can tell the caller; a tool never ends the call.
+
+Only ``https://`` URLs are allowed, except ``http://`` to loopback hosts (local tool servers).
+Tool secrets never appear in ``repr``, logs or outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+__all__ = [
+    "ToolSpec",
+    "ToolCall",
+    "ToolConfigError",
+    "ToolRunner",
+    "parse_tools",
+    "openai_tool",
+    "gemini_function_declaration",
+    "parse_arguments",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 10.0
+MAX_TIMEOUT_S = 30.0
+MAX_OUTPUT_CHARS = 16_000
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+class ToolConfigError(ValueError):
+    """A tool declaration is malformed (missing name or URL, bad scheme, unknown secret)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """One declared tool.
+
+    Attributes:
+        name: function name the model calls.
+        description: what the tool does (shown to the model).
+        parameters: JSON schema of the arguments object.
+        url: endpoint the arguments are POSTed to.
+        timeout_s: whole-request time limit (s).
+        bearer: resolved secret sent as a bearer token, or ``""``; never in ``repr``.
+    """
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    url: str
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    bearer: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call requested by the model.
+
+    Attributes:
+        call_id: the model's id for this call (OpenAI ``call_id``, Gemini ``id``).
+        name: function name.
+        arguments: the arguments as the model produced them (JSON text or an object).
+    """
+
+    call_id: str
+    name: str
+    arguments: str | dict[str, Any]
+
+
+def _check_url(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme == "https" and host:
+        return url
+    if parts.scheme == "http" and host in _LOOPBACK:
+        return url
+    raise ToolConfigError(f"tool {name!r}: url must be https:// (http:// only to loopback)")
+
+
+def parse_tools(
+    tools: Iterable[Mapping[str, Any]], secrets: Mapping[str, str] | None = None
+) -> list[ToolSpec]:
+    """Normalise tool declarations into :class:`ToolSpec` objects.
+
+    Args:
+        tools: declarations as described in the module docstring.
+        secrets: the call's secrets, for ``secret`` references.
+
+    Returns:
+        One spec per declaration, in order.
+
+    Raises:
+        ToolConfigError: a declaration lacks a valid name or URL, or names an unknown secret.
+    """
+    secrets = secrets or {}
+    specs: list[ToolSpec] = []
+    seen: set[str] = set()
+    for raw in tools:
+        decl: Mapping[str, Any] = raw
+        if isinstance(raw.get("function"), Mapping):  # chat-completions shape
+            decl = {**raw["function"], **{k: v for k, v in raw.items() if k != "function"}}
+        name = str(decl.get("name", ""))
+        if not _NAME.match(name):
+            raise ToolConfigError(f"tool name {name!r} must match [A-Za-z0-9_-]{{1,64}}")
+        if name in seen:
+            raise ToolConfigError(f"tool {name!r} is declared twice")
+        seen.add(name)
+        url = decl.get("url")
+        if not isinstance(url, str) or not url:
+            raise ToolConfigError(f"tool {name!r} has no url to forward calls to")
+        params = decl.get("parameters") or {"type": "object", "properties": {}}
+        if not isinstance(params, Mapping):
+            raise ToolConfigError(f"tool {name!r}: parameters must be a JSON schema object")
+        try:
+            timeout = float(decl.get("timeout_s", DEFAULT_TIMEOUT_S))
+        except (TypeError, ValueError):
+            raise ToolConfigError(f"tool {name!r}: timeout_s must be a number") from None
+        timeout = min(max(timeout, 0.1), MAX_TIMEOUT_S)
+        bearer = ""
+        ref = decl.get("secret")
+        if ref:
+            if ref not in secrets:
+                raise ToolConfigError(f"tool {name!r}: secret {ref!r} is not among the secrets")
+            bearer = secrets[ref]
+        specs.append(
+            ToolSpec(
+                name=name,
+                description=str(decl.get("description", "")),
+                parameters=dict(params),
+                url=_check_url(url, name),
+                timeout_s=timeout,
+                bearer=bearer,
+            )
+        )
+    return specs
+
+
+def openai_tool(spec: ToolSpec) -> dict[str, Any]:
+    """The OpenAI Realtime ``session.tools[]`` entry for ``spec`` (type ``function``)."""
+    return {
+        "type": "function",
+        "name": spec.name,
+        "description": spec.description,
+        "parameters": spec.parameters,
+    }
+
+
+def gemini_function_declaration(spec: ToolSpec) -> dict[str, Any]:
+    """The Gemini ``functionDeclarations[]`` entry (JSON schema in ``parametersJsonSchema``)."""
+    return {
+        "name": spec.name,
+        "description": spec.description,
+        "parametersJsonSchema": spec.parameters,
+    }
+
+
+def parse_arguments(arguments: str | Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments object of a call.
+
+    Raises:
+        ValueError: the arguments are not a JSON object.
+    """
+    if isinstance(arguments, Mapping):
+        return dict(arguments)
+    value = json.loads(arguments or "{}")
+    if not isinstance(value, dict):
+        raise ValueError("arguments are not a JSON object")
+    return value
+
+
+def _error(message: str) -> str:
+    return json.dumps({"error": message}, separators=(",", ":"))
+
+
+class ToolRunner:
+    """Forwards function calls to their HTTPS endpoints (one runner per call).
+
+    Args:
+        specs: the call's tools.
+        client: an ``httpx.AsyncClient`` to use (tests); one is created otherwise and closed
+            by :meth:`aclose`.
+        max_output_chars: longer outputs are cut (the model's context is precious).
+    """
+
+    def __init__(
+        self,
+        specs: Iterable[ToolSpec],
+        *,
+        client: httpx.AsyncClient | None = None,
+        max_output_chars: int = MAX_OUTPUT_CHARS,
+    ) -> None:
+        self._specs = {s.name: s for s in specs}
+        self._own_client = client is None
+        self._client = client
+        self._max = max_output_chars
+
+    def __repr__(self) -> str:
+        return f"ToolRunner(tools={sorted(self._specs)!r})"
+
+    @property
+    def specs(self) -> list[ToolSpec]:
+        """The declared tools, in declaration order."""
+        return list(self._specs.values())
+
+    async def call(self, call: ToolCall) -> str:
+        """POST ``call``'s arguments to its tool's URL; return the output text for the model.
+
+        Never raises for tool failures: they come back as ``{"error": …}`` JSON.
+        """
+        spec = self._specs.get(call.name)
+        if spec is None:
+            return _error(f"unknown tool {call.name!r}")
+        try:
+            args = parse_arguments(call.arguments)
+        except ValueError:
+            return _error("arguments are not a JSON object")
+        headers = {"X-Tool-Name": spec.name, "X-Tool-Call-Id": call.call_id}
+        if spec.bearer:
+            headers["Authorization"] = f"Bearer {spec.bearer}"
+        if self._client is None:
+            self._client = httpx.AsyncClient(follow_redirects=False)
+        try:
+            resp = await self._client.post(
+                spec.url, json=args, headers=headers, timeout=spec.timeout_s
+            )
+        except httpx.TimeoutException:
+            log.warning("tool %s timed out after %.1f s", spec.name, spec.timeout_s)
+            return _error(f"tool {spec.name} timed out")
+        except httpx.HTTPError as exc:
+            log.warning("tool %s failed: %s", spec.name, type(exc).__name__)
+            return _error(f"tool {spec.name} is unreachable")
+        if resp.status_code >= 400:
+            log.warning("tool %s answered HTTP %d", spec.name, resp.status_code)
+            return _error(f"tool {spec.name} failed with HTTP {resp.status_code}")
+        text = resp.text
+        try:
+            text = json.dumps(resp.json(), separators=(",", ":"), ensure_ascii=False)
+        except ValueError:
+            pass
+        if len(text) > self._max:
+            text = text[: self._max]
+        return text or "{}"
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this runner created it; idempotent."""
+        if self._own_client and self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()

@@ -1,0 +1,97 @@
+"""Bridge selection by ``AgentConfig.model`` and key handling (gateway.llm.registry)."""
+
+from __future__ import annotations
+
+import sys
+from types import SimpleNamespace
+
+import pytest
+from pydantic import SecretStr
+
+from gateway.config import Settings
+from gateway.llm.base import AgentConfig, BridgeFailed
+from gateway.llm.gemini_live import GeminiLiveBridge
+from gateway.llm.openai_realtime import OpenAIRealtimeBridge
+from gateway.llm.registry import make_bridge
+
+KEY = "sk-settings-key-0123456789"
+
+
+def settings(**extra) -> Settings:
+    base = Settings(_env_file=None, openai_api_key=SecretStr(KEY), gemini_api_key=SecretStr("AIza-settings-0123"))
+    for k, v in extra.items():
+        object.__setattr__(base, k, v)  # fields Settings does not declare yet (read via getattr)
+    return base
+
+
+def backend(bridge: OpenAIRealtimeBridge):
+    return bridge._backend
+
+
+def test_openai_uses_settings_key_and_url():
+    b = make_bridge(AgentConfig(model="openai:gpt-realtime-mini"), settings())
+    assert isinstance(b, OpenAIRealtimeBridge) and b.name == "openai"
+    assert backend(b).url == "wss://api.openai.com/v1/realtime?model=gpt-realtime-mini"
+    assert KEY not in repr(b)
+    assert backend(make_bridge(AgentConfig(model="openai:"), settings())).model == "gpt-realtime"
+
+
+def test_per_call_secret_wins_over_settings():
+    cfg = AgentConfig(model="openai:gpt-realtime", secrets={"openai_api_key": "sk-call-key-0000"})
+    b = make_bridge(cfg, settings())
+    assert b._OpenAIRealtimeBridge__key == "sk-call-key-0000"  # type: ignore[attr-defined]
+    assert "sk-call-key" not in repr(b) and "sk-call-key" not in repr(cfg)
+
+
+def test_azure_xai_and_compat():
+    s = settings(azure_openai_api_key=SecretStr("az"), azure_openai_endpoint="https://res.openai.azure.com", xai_api_key="xk")
+    az = make_bridge(AgentConfig(model="azure:my-dep"), s)
+    assert backend(az).url == "wss://res.openai.azure.com/openai/v1/realtime?model=my-dep" and backend(az).auth == "api-key"
+    xai = make_bridge(AgentConfig(model="xai:grok-voice"), s)
+    assert backend(xai).name == "xai" and backend(xai).url.startswith("wss://api.x.ai/v1/realtime")
+    inline = make_bridge(AgentConfig(model="compat:qwen-omni@ws://10.1.2.3:8000/v1"), s)
+    assert backend(inline).url == "ws://10.1.2.3:8000/v1/realtime?model=qwen-omni"
+    from_settings = make_bridge(
+        AgentConfig(model="compat:m"),
+        settings(compat_realtime_url="wss://rt.example/v1/realtime", compat_supports_truncate=False),
+    )
+    assert backend(from_settings).url == "wss://rt.example/v1/realtime?model=m"
+    assert backend(from_settings).supports_truncate is False
+
+
+def test_gemini():
+    b = make_bridge(AgentConfig(model="gemini:gemini-2.5-flash-native-audio-preview-09-2025"), settings())
+    assert isinstance(b, GeminiLiveBridge) and "AIza" not in repr(b)
+
+
+@pytest.mark.parametrize(("model", "extra"), [
+    ("xai:grok", {}),  # no xAI key anywhere
+    ("azure:dep", {"azure_openai_api_key": "k"}),  # no endpoint
+    ("compat:m", {}),  # no URL
+    ("nonsense:x", {}),
+])  # fmt: skip
+def test_configuration_errors(model, extra):
+    with pytest.raises(BridgeFailed) as info:
+        make_bridge(AgentConfig(model=model), settings(**extra))
+    assert info.value.code == "model_config"
+
+
+def test_missing_openai_key_is_model_config(monkeypatch):
+    monkeypatch.delenv("GATEWAY_OPENAI_API_KEY", raising=False)
+    with pytest.raises(BridgeFailed) as info:
+        make_bridge(AgentConfig(model="openai:gpt-realtime"), Settings(_env_file=None))
+    assert info.value.code == "model_config"
+
+
+def test_local_is_imported_lazily(monkeypatch):
+    made = {}
+
+    class FakeLocal:
+        def __init__(self, *, engines, responder):
+            made.update(engines=engines, responder=responder)
+
+    monkeypatch.setitem(sys.modules, "gateway.llm.local.agent", SimpleNamespace(LocalAgentBridge=FakeLocal))
+    engines = object()
+    bridge = make_bridge(AgentConfig(model="local"), settings(), local_engines=engines)
+    assert isinstance(bridge, FakeLocal) and made["engines"] is engines
+    assert type(made["responder"]).__name__ == "EchoResponder"
