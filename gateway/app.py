@@ -1,0 +1,302 @@
+"""The ASGI application: REST API, per-call media-stream WebSockets, shared services.
+
+``create_app(settings)`` builds a Starlette app. Its lifespan opens the store, loads the VAD
+model (and the local agent's speech engines, in the background), and keeps the registry of
+live calls.
+
+Stream URL: ``/stream/{carrier}/{call_id}/{token}``. The token is in the path because Twilio
+drops query strings. Before a socket is served: the carrier must be known and match the call's
+connection type, the call must exist, the token must match and not have expired, and the call
+must not already be streaming. A refused socket is accepted and then closed at once with an
+application close code, so a client sees why:
+
+====  =======================================================
+4400  unknown carrier in the path, or not the call's carrier
+4401  wrong token
+4404  unknown call
+4409  the call is already streaming, or has ended
+4410  the stream token expired
+====  =======================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from gateway.carriers import events as ev
+from gateway.carriers.registry import CARRIERS, make_adapter
+from gateway.config import Settings
+from gateway.llm.base import AgentConfig, ModelBridge
+from gateway.llm.local.engines import LocalEngines
+from gateway.session import CallHooks, CallOutcome, CallPolicy, CallSession
+from gateway.store import (
+    BadToken,
+    CallConfig,
+    CallNotConnectable,
+    CallRecorder,
+    IllegalTransition,
+    Store,
+    TokenExpired,
+    UnknownCall,
+)
+from gateway.vadrun import VadFactory
+
+__all__ = ["create_app", "Services", "CLOSE_CODES"]
+
+log = logging.getLogger("gateway.app")
+
+CLOSE_CODES = {
+    "bad_carrier": 4400,
+    "bad_token": 4401,
+    "unknown_call": 4404,
+    "not_connectable": 4409,
+    "token_expired": 4410,
+}
+
+
+class StarletteTransport:
+    """A Starlette WebSocket as the session's :class:`~gateway.session.Transport`."""
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+        self.closed = False
+
+    async def receive(self) -> ev.Frame | None:
+        if self.closed:
+            return None
+        try:
+            msg = await self.ws.receive()
+        except (WebSocketDisconnect, RuntimeError):
+            self.closed = True
+            return None
+        if msg["type"] == "websocket.disconnect":
+            self.closed = True
+            return None
+        text = msg.get("text")
+        return text if text is not None else (msg.get("bytes") or b"")
+
+    async def send(self, frame: ev.Frame) -> None:
+        if self.closed:
+            return
+        try:
+            if isinstance(frame, str):
+                await self.ws.send_text(frame)
+            else:
+                await self.ws.send_bytes(frame)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            self.closed = True  # the receive side sees the close and ends the call
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        if self.ws.application_state == WebSocketState.CONNECTED and not self.closed:
+            self.closed = True
+            with contextlib.suppress(Exception):
+                await self.ws.close(code, reason)
+
+
+@dataclass
+class Services:
+    """Process-wide services shared by every call (built in the lifespan)."""
+
+    settings: Settings
+    store: Store
+    vad: VadFactory
+    engines: LocalEngines
+    live: dict[str, CallSession] = field(default_factory=dict)
+    warm: asyncio.Task | None = None
+
+    def bridge_for(self, config: AgentConfig) -> ModelBridge:
+        """The model bridge a call's config selects (``local`` by default)."""
+        if config.model == "local":
+            from gateway.llm.local.agent import LocalAgentBridge
+
+            return LocalAgentBridge(engines=self.engines, responder=self.responder(config))
+        from gateway.llm.registry import make_bridge
+
+        return make_bridge(config, self.settings)
+
+    def responder(self, config: AgentConfig):
+        """The local agent's responder: a chat-completions endpoint if set, else echo."""
+        from gateway.llm.local.responder import ChatCompletionsResponder, EchoResponder
+
+        s = self.settings
+        if s.llm_base_url:
+            return ChatCompletionsResponder(
+                s.llm_base_url,
+                model=s.llm_model,
+                api_key=s.llm_api_key.get_secret_value(),
+                temperature=config.temperature,
+            )
+        return EchoResponder()
+
+    def live_view(self, call_id: str) -> dict | None:
+        """Transcript and events of a call in progress (for ``GET /calls/{id}``)."""
+        session = self.live.get(call_id)
+        if session is None:
+            return None
+        return {"transcript": list(session.transcript), "events": list(session.events)}
+
+
+async def _refuse(ws: WebSocket, key: str, reason: str) -> None:
+    await ws.accept()
+    await ws.close(CLOSE_CODES[key], reason)
+
+
+async def stream_endpoint(ws: WebSocket) -> None:
+    """Serve one carrier media stream: check the URL, then run the call to its end."""
+    services: Services = ws.app.state.services
+    carrier = ws.path_params["carrier"]
+    call_id = ws.path_params["call_id"]
+    token = ws.path_params["token"]
+    store = services.store
+    if carrier not in CARRIERS:
+        return await _refuse(ws, "bad_carrier", f"unknown carrier {carrier!r}")
+    try:
+        call = await asyncio.to_thread(store.check_stream_token, call_id, token)
+    except UnknownCall:
+        return await _refuse(ws, "unknown_call", "unknown call")
+    except BadToken:
+        return await _refuse(ws, "bad_token", "invalid stream token")
+    except TokenExpired:
+        return await _refuse(ws, "token_expired", "stream token expired")
+    except CallNotConnectable:
+        return await _refuse(ws, "not_connectable", "call already streaming or ended")
+    if call.connection_type != carrier:
+        return await _refuse(ws, "bad_carrier", f"this call streams over {call.connection_type}")
+    if call_id in services.live:
+        return await _refuse(ws, "not_connectable", "call already streaming")
+    try:
+        await asyncio.to_thread(store.mark_call_started, call_id)
+    except IllegalTransition:
+        return await _refuse(ws, "not_connectable", "call already streaming or ended")
+    await ws.accept()
+    config = CallConfig.from_json(call.config) if isinstance(call.config, dict) else call.config
+    session = _build_session(services, call_id, carrier, ws, config)
+    services.live[call_id] = session
+    try:
+        await session.run()
+    finally:
+        services.live.pop(call_id, None)
+
+
+def _build_session(services: Services, call_id: str, carrier: str, ws: WebSocket, config: CallConfig) -> CallSession:
+    settings = services.settings
+    store = services.store
+
+    def open_recorder(sample_rate: int) -> CallRecorder:
+        settings.recordings_dir.mkdir(parents=True, exist_ok=True)
+        return CallRecorder(settings.recordings_dir / f"{call_id}.wav", sample_rate=sample_rate)
+
+    async def on_started(started: ev.Started) -> None:
+        await asyncio.to_thread(
+            store.update_call_details,
+            call_id,
+            carrier_call_id=started.call_id,
+            stream_id=started.stream_id,
+            from_=started.from_number,
+            to=started.to_number,
+        )
+
+    async def on_finished(outcome: CallOutcome) -> None:
+        try:
+            await asyncio.to_thread(
+                store.finalise_call,
+                call_id,
+                status=outcome.status,
+                end_reason=outcome.end_reason,
+                duration_ms=outcome.duration_ms,
+                transcript=outcome.transcript,
+                events=outcome.events,
+                error_code=outcome.error_code,
+                error_message=outcome.error_message,
+                recording_path=outcome.recording_path,
+                metrics=outcome.metrics,
+            )
+        except Exception:  # noqa: BLE001 - logged; the socket is already closed
+            log.exception("could not finalise call %s", call_id)
+
+    return CallSession(
+        call_id=call_id,
+        adapter=make_adapter(carrier),
+        transport=StarletteTransport(ws),
+        bridge_factory=services.bridge_for,
+        config=config.agent_config(),
+        policy=CallPolicy(
+            max_duration_s=config.max_duration_s,
+            inactivity_timeout_s=config.inactivity_timeout_s,
+            inactivity_action=config.inactivity_action,
+            recording_enabled=config.recording_enabled,
+        ),
+        vad=services.vad.create(),
+        hooks=CallHooks(on_started=on_started, open_recorder=open_recorder, on_finished=on_finished),
+    )
+
+
+async def _expire_calls(store: Store, every_s: float = 30.0) -> None:
+    """Mark calls whose stream token expired before anyone connected as ``expired``."""
+    while True:
+        try:
+            n = await asyncio.to_thread(store.expire_stale_calls)
+            if n:
+                log.info("expired %d calls nobody connected to", n)
+        except Exception:  # noqa: BLE001 - keep the sweeper alive
+            log.warning("expiring stale calls failed", exc_info=True)
+        await asyncio.sleep(every_s)
+
+
+def create_app(settings: Settings | None = None, *, store: Store | None = None,
+               engines: LocalEngines | None = None, warm_up: bool = True) -> Starlette:
+    """Build the gateway's ASGI app.
+
+    Args:
+        settings: configuration (default: from ``GATEWAY_*`` environment variables).
+        store: an open store (default: one on ``settings.database_url``).
+        engines: the local agent's speech engines (default: created, loaded in background).
+        warm_up: load the local agent's models at start-up rather than on the first call.
+    """
+    from gateway.api import build_api, exception_handlers
+
+    settings = settings or Settings()
+    store = store or Store(settings.database_url)
+    services = Services(
+        settings=settings,
+        store=store,
+        vad=VadFactory(
+            settings.vad,
+            threshold=settings.vad_threshold,
+            webrtc_mode=settings.webrtc_mode,
+            min_speech_ms=settings.vad_min_speech_ms,
+            min_silence_ms=settings.vad_min_silence_ms,
+        ),
+        engines=engines or LocalEngines(),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await asyncio.to_thread(store.create_all)
+        if warm_up:
+            services.warm = asyncio.create_task(asyncio.to_thread(services.engines.warm_up))
+        expiry = asyncio.create_task(_expire_calls(store))
+        try:
+            yield
+        finally:
+            expiry.cancel()
+            for session in list(services.live.values()):
+                with contextlib.suppress(Exception):
+                    await session.transport.close(1001, "gateway shutting down")
+            if services.warm is not None:
+                with contextlib.suppress(Exception):
+                    await services.warm
+
+    routes = build_api(store, settings, live_view=services.live_view)
+    routes.append(WebSocketRoute("/stream/{carrier}/{call_id}/{token}", stream_endpoint))
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers)
+    app.state.services = services
+    return app

@@ -1,0 +1,348 @@
+"""A simulated phone caller that speaks a carrier's media-stream protocol over a real WebSocket.
+
+It behaves as the carrier does: it streams the caller's audio as continuous 20 ms frames in
+real time (silence between lines), plays the gateway's audio out of a playback buffer at real
+time, echoes each mark when the audio queued before it has played, and on ``clear`` empties
+the buffer and echoes every pending mark at once (as Twilio does). What it "heard" is kept,
+time-aligned, so it can be saved as a WAV and measured.
+
+A call follows a script of steps: :class:`Say`, :class:`Pause`, :class:`WaitForAgent`,
+:class:`BargeIn`, :class:`PressDigit`. Timings are measured on the caller's side, where a
+person would notice them: turn latency (end of the caller's speech → first agent audio frame
+received) and barge-in reaction (onset of the caller's interrupting speech → ``clear``
+received).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Union
+
+import numpy as np
+import websockets
+from websockets.asyncio.client import connect
+
+from gateway.codecs.transcode import decode, encode
+from gateway.simulator.dialects import CallerDialect
+
+__all__ = ["Say", "Pause", "WaitForAgent", "BargeIn", "PressDigit", "Step", "CallerReport", "SimulatedCaller", "speech_bounds"]
+
+_FRAME_MS = 20
+
+
+@dataclass(frozen=True)
+class Say:
+    """Speak ``pcm`` (int16 at the dialect's rate), then continue."""
+
+    pcm: np.ndarray
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Stay silent for ``ms`` milliseconds."""
+
+    ms: int
+
+
+@dataclass(frozen=True)
+class WaitForAgent:
+    """Wait until the agent has spoken and then been quiet for ``quiet_ms`` (or time out)."""
+
+    timeout_s: float = 30.0
+    quiet_ms: int = 1500
+
+
+@dataclass(frozen=True)
+class BargeIn:
+    """Wait until agent audio is playing for ``after_ms``, then speak ``pcm`` over it."""
+
+    pcm: np.ndarray
+    after_ms: int = 800
+    timeout_s: float = 30.0
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class PressDigit:
+    """Send one DTMF digit."""
+
+    digit: str
+
+
+Step = Union[Say, Pause, WaitForAgent, BargeIn, PressDigit]
+
+
+def speech_bounds(pcm: np.ndarray, sample_rate: int, *, threshold_db: float = -40.0) -> tuple[int, int]:
+    """First and last sample of ``pcm`` whose 10 ms energy is within ``threshold_db`` of the peak.
+
+    Used to time a line's onset and end (recordings carry leading and trailing silence).
+    """
+    win = max(1, sample_rate // 100)
+    n = pcm.size // win
+    if n == 0:
+        return 0, pcm.size
+    frames = pcm[: n * win].astype(np.float64).reshape(n, win)
+    energy = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-9)
+    active = np.flatnonzero(energy > energy.max() + threshold_db)
+    if active.size == 0:
+        return 0, pcm.size
+    return int(active[0] * win), int((active[-1] + 1) * win)
+
+
+@dataclass
+class CallerReport:
+    """What a simulated call measured. Times in ms from the caller's first frame."""
+
+    heard: np.ndarray
+    sample_rate: int
+    turn_latency_ms: list[float] = field(default_factory=list)
+    barge_in_reaction_ms: list[float] = field(default_factory=list)
+    lateness_ms: list[float] = field(default_factory=list)
+    clears: int = 0
+    marks_acked: int = 0
+    frames_received: int = 0
+    frames_sent: int = 0
+    agent_audio_ms: float = 0.0
+    close_code: int | None = None
+    close_reason: str = ""
+    log: list[tuple[float, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "turnLatencyMs": [round(x, 1) for x in self.turn_latency_ms],
+            "bargeInReactionMs": [round(x, 1) for x in self.barge_in_reaction_ms],
+            "clears": self.clears,
+            "marksAcked": self.marks_acked,
+            "framesReceived": self.frames_received,
+            "framesSent": self.frames_sent,
+            "agentAudioMs": round(self.agent_audio_ms, 1),
+            "closeCode": self.close_code,
+            "closeReason": self.close_reason,
+        }
+
+
+class SimulatedCaller:
+    """One simulated call against a gateway stream URL.
+
+    Args:
+        url: the stream URL (``ws://…/stream/twilio/{callId}/{token}``).
+        dialect: the carrier protocol to speak.
+        parameters: custom parameters sent in the start message.
+        hangup_quiet_ms: after the script, stay on the line this long before hanging up.
+    """
+
+    def __init__(self, url: str, dialect: CallerDialect, *, parameters: dict[str, str] | None = None,
+                 hangup_quiet_ms: int = 300) -> None:
+        self.url = url
+        self.dialect = dialect
+        self.parameters = parameters or {}
+        self.hangup_quiet_ms = hangup_quiet_ms
+        fmt = dialect.audio_format
+        self._frame_bytes = fmt.bytes_for_ms(_FRAME_MS)
+        self._frame_samples = fmt.sample_rate * _FRAME_MS // 1000
+        self._mouth: deque[np.ndarray] = deque()
+        self._playback: deque[tuple[str, bytes | str, float]] = deque()  # kind, data, arrival ms
+        self._playback_bytes = 0
+        self._heard: list[np.ndarray] = []
+        self._t0 = 0.0
+        self._tick = 0
+        self._agent_playing_since: float | None = None
+        self._last_agent_audio_ms: float | None = None
+        self._speech_end_ms: float | None = None
+        self._onset_ms: float | None = None
+        self._last_play_end: float | None = None
+        self._ws = None
+        self._closed = asyncio.Event()
+        self.report = CallerReport(np.zeros(0, np.int16), fmt.sample_rate)
+
+    def _now_ms(self) -> float:
+        return (time.monotonic() - self._t0) * 1000.0
+
+    def _note(self, what: str) -> None:
+        self.report.log.append((round(self._now_ms(), 1), what))
+
+    async def run(self, script: list[Step]) -> CallerReport:
+        """Connect, play the script in real time, hang up, and return the measurements."""
+        try:
+            async with connect(self.url, max_size=2**20, open_timeout=10) as ws:
+                self._ws = ws
+                self._t0 = time.monotonic()
+                for frame in self.dialect.opening(self.parameters):
+                    await ws.send(frame)
+                async with asyncio.TaskGroup() as tg:
+                    ticker = tg.create_task(self._ticker())
+                    receiver = tg.create_task(self._receiver())
+                    await self._play(script)
+                    stop = self.dialect.stop()
+                    if stop is not None and not self._closed.is_set():
+                        await ws.send(stop)
+                    ticker.cancel()
+                    receiver.cancel()
+        except* websockets.ConnectionClosed as group:
+            self._record_close(group.exceptions[0].rcvd)
+        except* websockets.InvalidStatus as group:
+            self.report.close_code = group.exceptions[0].response.status_code
+            self.report.close_reason = "rejected at handshake"
+        if self._ws is not None and self.report.close_code is None and self._ws.close_code is not None:
+            self.report.close_code = self._ws.close_code
+            self.report.close_reason = self._ws.close_reason or ""
+        self.report.heard = np.concatenate(self._heard) if self._heard else np.zeros(0, np.int16)
+        return self.report
+
+    def _record_close(self, rcvd) -> None:
+        if rcvd is not None:
+            self.report.close_code = rcvd.code
+            self.report.close_reason = rcvd.reason
+
+    # ------------------------------------------------------------------ the script
+    async def _play(self, script: list[Step]) -> None:
+        for step in script:
+            if self._closed.is_set():
+                return
+            if isinstance(step, Say):
+                await self._say(step.pcm, step.label)
+            elif isinstance(step, Pause):
+                await asyncio.sleep(step.ms / 1000)
+            elif isinstance(step, WaitForAgent):
+                await self._wait_for_agent(step)
+            elif isinstance(step, BargeIn):
+                await self._wait_until(lambda: self._agent_playing_since is not None, step.timeout_s)
+                if self._agent_playing_since is None:
+                    self._note("barge-in skipped: agent never spoke")
+                    continue
+                wait = step.after_ms - (self._now_ms() - self._agent_playing_since)
+                if wait > 0:
+                    await asyncio.sleep(wait / 1000)
+                await self._say(step.pcm, step.label or "barge-in", barge_in=True)
+            elif isinstance(step, PressDigit):
+                await self._ws.send(self.dialect.dtmf(step.digit))
+        await asyncio.sleep(self.hangup_quiet_ms / 1000)
+
+    async def _say(self, pcm: np.ndarray, label: str, *, barge_in: bool = False) -> None:
+        rate = self.dialect.audio_format.sample_rate
+        onset, end = speech_bounds(pcm, rate)
+        n = self._frame_samples
+        padded = np.concatenate([pcm, np.zeros((-pcm.size) % n, np.int16)])
+        start_ms = self._now_ms() + (len(self._mouth)) * _FRAME_MS
+        frames = padded.reshape(-1, n)
+        self._mouth.extend(frames)
+        onset_ms = start_ms + onset * 1000 / rate
+        end_ms = start_ms + end * 1000 / rate
+        self._note(f"say {label}")
+        if barge_in:
+            self._onset_ms = onset_ms
+        await self._wait_until(lambda: not self._mouth, len(frames) * _FRAME_MS / 1000 + 10)
+        self._speech_end_ms = end_ms
+        self._agent_playing_since = None
+
+    async def _wait_for_agent(self, step: WaitForAgent) -> None:
+        def quiet_after_speaking() -> bool:
+            last = self._last_agent_audio_ms
+            return last is not None and not self._playback and self._now_ms() - last >= step.quiet_ms
+
+        await self._wait_until(quiet_after_speaking, step.timeout_s)
+        self._last_agent_audio_ms = None
+
+    async def _wait_until(self, cond, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not cond() and time.monotonic() < deadline and not self._closed.is_set():
+            await asyncio.sleep(0.01)
+
+    # ------------------------------------------------------------------ real-time engine
+    async def _ticker(self) -> None:
+        """Every 20 ms: send one mouth frame, play one ear frame (accumulating clock)."""
+        fmt = self.dialect.audio_format
+        silence = np.zeros(self._frame_samples, np.int16)
+        while True:
+            pcm = self._mouth.popleft() if self._mouth else silence
+            await self._ws.send(self.dialect.media(encode(pcm, fmt.encoding)))
+            self.report.frames_sent += 1
+            await self._play_out()
+            self._tick += 1
+            delay = self._t0 + self._tick * _FRAME_MS / 1000 - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    async def _play_out(self) -> None:
+        """Play 20 ms from the playback buffer, echoing marks whose audio has played."""
+        need = self._frame_bytes
+        out = bytearray()
+        while self._playback and (need > 0 or self._playback[0][0] == "mark"):
+            kind, data, arrival = self._playback[0]
+            if kind == "mark":
+                self._playback.popleft()
+                await self._ack(str(data))
+                continue
+            take = data[:need]
+            out += take
+            need -= len(take)
+            if len(take) == len(data):
+                self._playback.popleft()
+            else:
+                self._playback[0] = (kind, data[len(take):], arrival)
+            self._playback_bytes -= len(take)
+        fmt = self.dialect.audio_format
+        if out:
+            self._last_agent_audio_ms = self._now_ms()
+            self.report.agent_audio_ms += fmt.ms_for_bytes(len(out))
+            if self._agent_playing_since is None:
+                self._agent_playing_since = self._now_ms()
+        else:
+            self._agent_playing_since = None
+        out += bytes(need) if fmt.encoding.value == "l16" else b"\xff" * need
+        self._heard.append(decode(bytes(out), fmt.encoding))
+
+    async def _ack(self, name: str) -> None:
+        frame = self.dialect.mark_played(name)
+        if frame is not None:
+            await self._ws.send(frame)
+            self.report.marks_acked += 1
+
+    async def _receiver(self) -> None:
+        fmt = self.dialect.audio_format
+        try:
+            async for frame in self._ws:
+                now = self._now_ms()
+                for msg in self.dialect.parse(frame):
+                    if msg.kind == "media":
+                        self.report.frames_received += 1
+                        if self._speech_end_ms is not None:
+                            self.report.turn_latency_ms.append(now - self._speech_end_ms)
+                            self._speech_end_ms = None
+                        # Lateness: a frame that arrives after the audio before it ran out.
+                        if self._playback_bytes == 0 and self._last_play_end is not None:
+                            gap = now - self._last_play_end
+                            if 0 < gap < 500:
+                                self.report.lateness_ms.append(gap)
+                        elif self._playback_bytes > 0:
+                            self.report.lateness_ms.append(0.0)
+                        self._playback.append(("media", msg.audio, now))
+                        self._playback_bytes += len(msg.audio)
+                        queued_ms = fmt.ms_for_bytes(self._playback_bytes)
+                        self._last_play_end = now + queued_ms
+                    elif msg.kind == "mark":
+                        self._playback.append(("mark", msg.name, now))
+                        if self._playback_bytes == 0 and len(self._playback) == 1:
+                            self._playback.popleft()
+                            await self._ack(msg.name)
+                    elif msg.kind == "clear":
+                        self.report.clears += 1
+                        if self._onset_ms is not None:
+                            self.report.barge_in_reaction_ms.append(now - self._onset_ms)
+                            self._onset_ms = None
+                        pending = [d for k, d, _ in self._playback if k == "mark"]
+                        self._playback.clear()
+                        self._playback_bytes = 0
+                        self._last_play_end = None
+                        for name in pending:
+                            await self._ack(str(name))
+                        self._note("clear")
+        finally:
+            self._closed.set()
+            if self._ws.close_code is not None:
+                self.report.close_code = self._ws.close_code
+                self.report.close_reason = self._ws.close_reason or ""

@@ -1,0 +1,175 @@
+"""Running each call's voice detector: directly, or batched across calls.
+
+:class:`VoiceDetector` (in :mod:`gateway.audio.vad`) is pure. This module is the thin async
+layer the session awaits. With Silero, a :class:`SileroBatcher` gathers every call's pending
+32 ms chunks and scores them in one ONNX run per tick: the first chunk to arrive opens a tick,
+which closes after ``max_wait_ms`` (or at once when ``max_batch`` calls are waiting), so no
+call's decision is delayed by more than one tick. WebRTC VAD is cheap and stateless per frame,
+so it runs directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from gateway.audio.silero import SileroModel, score_blocks
+from gateway.audio.vad import SileroScorer, SpeechEnd, SpeechStart, VadGate, VoiceDetector, WebRtcScorer
+
+__all__ = ["VadStart", "VadEnd", "VadRunner", "DirectVad", "BatchedVad", "SileroBatcher", "VadFactory"]
+
+
+@dataclass(frozen=True, slots=True)
+class VadStart:
+    """Caller speech confirmed; it began ``confirm_delay_ms`` before this event (onset)."""
+
+    onset_sample: int
+    confirm_delay_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class VadEnd:
+    """Caller speech ended (after ``min_silence_ms`` of silence)."""
+
+    offset_sample: int
+
+
+class VadRunner(Protocol):
+    """One call's VAD as the session sees it: 16 kHz int16 PCM in, events out."""
+
+    async def process(self, pcm: np.ndarray) -> list[VadStart | VadEnd]: ...
+
+
+def _convert(events, fed: int, rate: int) -> list[VadStart | VadEnd]:
+    out: list[VadStart | VadEnd] = []
+    for e in events:
+        if isinstance(e, SpeechStart):
+            out.append(VadStart(e.sample, (fed - e.sample) * 1000.0 / rate))
+        elif isinstance(e, SpeechEnd):
+            out.append(VadEnd(e.sample))
+    return out
+
+
+class DirectVad:
+    """Scores each frame as it arrives (WebRTC VAD, or Silero for a single call)."""
+
+    def __init__(self, detector: VoiceDetector) -> None:
+        self.detector = detector
+        self._fed = 0
+
+    async def process(self, pcm: np.ndarray) -> list[VadStart | VadEnd]:
+        self._fed += pcm.size
+        return _convert(self.detector.process(pcm), self._fed, self.detector.sample_rate)
+
+
+class SileroBatcher:
+    """Scores many calls' Silero chunks in one ONNX run per tick (one per event loop).
+
+    Args:
+        model: the shared Silero model.
+        max_wait_ms: longest a chunk waits for others before its tick runs (ms).
+        max_batch: run at once when this many calls are waiting.
+    """
+
+    def __init__(self, model: SileroModel, *, max_wait_ms: float = 4.0, max_batch: int = 256) -> None:
+        self.model = model
+        self.max_wait_ms = max_wait_ms
+        self.max_batch = max_batch
+        self._waiting: list[tuple[VoiceDetector, np.ndarray, asyncio.Future]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self.runs = 0
+        self.chunks_scored = 0
+
+    async def score(self, detector: VoiceDetector, chunks: np.ndarray) -> np.ndarray:
+        """Probabilities for ``chunks`` (int16 ``[k, 512]``) of ``detector``'s Silero stream."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+        self._waiting.append((detector, chunks, fut))
+        if len(self._waiting) >= self.max_batch:
+            self._run()
+        elif self._timer is None:
+            self._timer = loop.call_later(self.max_wait_ms / 1000.0, self._run)
+        return await fut
+
+    def _run(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        waiting, self._waiting = self._waiting, []
+        if not waiting:
+            return
+        live = [(d, c, f) for d, c, f in waiting if not f.cancelled()]
+        try:
+            probs = score_blocks([d.scorer.stream for d, _, _ in live], [c for _, c, _ in live])
+        except Exception as exc:  # noqa: BLE001 - hand the error to every waiter
+            for _, _, f in live:
+                f.set_exception(exc)
+            return
+        self.runs += 1
+        for (_, c, f), p in zip(live, probs):
+            self.chunks_scored += len(c)
+            f.set_result(p)
+
+
+class BatchedVad:
+    """One call's Silero detector, scored through a shared :class:`SileroBatcher`."""
+
+    def __init__(self, detector: VoiceDetector, batcher: SileroBatcher) -> None:
+        self.detector = detector
+        self.batcher = batcher
+        self._fed = 0
+
+    async def process(self, pcm: np.ndarray) -> list[VadStart | VadEnd]:
+        self._fed += pcm.size
+        self.detector.feed(pcm)
+        chunks = self.detector.take_chunks()
+        if len(chunks) == 0:
+            return _convert(self.detector.apply_scores([]), self._fed, self.detector.sample_rate)
+        probs = await self.batcher.score(self.detector, chunks)
+        return _convert(self.detector.apply_scores(probs), self._fed, self.detector.sample_rate)
+
+
+class VadFactory:
+    """Makes each call's VAD runner from settings; owns the shared Silero model and batcher.
+
+    Args:
+        kind: ``silero`` or ``webrtc``.
+        threshold: Silero speech probability threshold.
+        webrtc_mode: webrtcvad aggressiveness 0–3.
+        min_speech_ms: speech shorter than this is not a turn (ms).
+        min_silence_ms: silence that ends a turn (ms).
+        batched: score Silero across calls in one run per tick.
+    """
+
+    sample_rate = 16000
+
+    def __init__(self, kind: str = "silero", *, threshold: float = 0.5, webrtc_mode: int = 2,
+                 min_speech_ms: float = 160, min_silence_ms: float = 600, batched: bool = True) -> None:
+        if kind not in ("silero", "webrtc"):
+            raise ValueError(f"unknown VAD {kind!r}: choose silero or webrtc")
+        self.kind = kind
+        self.threshold = threshold
+        self.webrtc_mode = webrtc_mode
+        self.min_speech_ms = min_speech_ms
+        self.min_silence_ms = min_silence_ms
+        self.model = SileroModel() if kind == "silero" else None
+        self.batcher = SileroBatcher(self.model) if (self.model is not None and batched) else None
+
+    def create(self) -> VadRunner:
+        """A fresh VAD runner for one call (16 kHz input)."""
+        rate = self.sample_rate
+        if self.model is not None:
+            scorer = SileroScorer(self.model, rate)
+            gate = VadGate(rate, threshold=self.threshold, min_speech_ms=self.min_speech_ms,
+                           min_silence_ms=self.min_silence_ms)
+        else:
+            scorer = WebRtcScorer(rate, mode=self.webrtc_mode, frame_ms=20)
+            gate = VadGate(rate, threshold=0.5, min_speech_ms=self.min_speech_ms,
+                           min_silence_ms=self.min_silence_ms)
+        detector = VoiceDetector(scorer, gate)
+        if self.batcher is not None:
+            return BatchedVad(detector, self.batcher)
+        return DirectVad(detector)
