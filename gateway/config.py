@@ -48,5 +48,25 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr = SecretStr("")
     openai_realtime_url: str = "wss://api.openai.com/v1/realtime"
     gemini_api_key: SecretStr = SecretStr("")
+    #: Gemini Live WebSocket endpoint (BidiGenerateContent).
+    gemini_live_url: str = (
+        "wss://generativelanguage.googleapis.com/ws/"
+        "google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+    )
+    azure_openai_api_key: SecretStr = SecretStr("")
+    #: e.g. ``https://my-resource.openai.azure.com``; the deployment comes from ``azure:<name>``.
+    azure_openai_endpoint: str = ""
+    xai_api_key: SecretStr = SecretStr("")
+    xai_realtime_url: str = "wss://api.x.ai/v1/realtime"
+    #: Any OpenAI-Realtime-compatible server for ``compat:<model>`` (e.g. ``ws://127.0.0.1:8000/v1/realtime``).
+    compat_realtime_url: str = ""
+    compat_api_key: SecretStr = SecretStr("")
+    compat_supports_truncate: bool = True
+    compat_supports_cancel: bool = True
+    #: The compatible server accepts G.711 (``audio/pcmu`` / ``audio/pcma``) directly.
+    compat_g711: bool = False
+    #: Hosted realtime sessions end after 60 min; the call ends cleanly this margin before.
+    model_session_limit_s: float = Field(3600.0, gt=0)
+    model_session_margin_s: float = Field(30.0, ge=0)
     max_calls: int = Field(1000, ge=1)
     log_level: str = "INFO"

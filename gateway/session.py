@@ -180,7 +180,7 @@ class CallSession:
     def _ms(self) -> float:
         return (self.clock.now() - self._t0) * 1000.0
 
-    def _event(self, kind: str, **data: Any) -> None:
+    def _event(self, kind: str, /, **data: Any) -> None:
         self.events.append({"kind": kind, "at_ms": int(self._ms()), "data": data})
 
     async def _send(self, frame: ev.Frame) -> None:

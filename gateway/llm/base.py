@@ -90,7 +90,10 @@ class Transcript:
 
 @dataclass(frozen=True, slots=True)
 class ResponseDone:
-    """The model finished (or cancelled) a response; no more audio for it will come."""
+    """No more audio will come for ``response_id``: an audio item id (as in :class:`AudioOut`)
+    or a whole response's id. Bridges send one per audio item (the session ends that item's
+    playout, padding its last frame), and may send one more for the response itself.
+    """
 
     response_id: str = ""
     status: str = "completed"

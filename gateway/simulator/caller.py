@@ -107,6 +107,9 @@ class CallerReport:
     frames_received: int = 0
     frames_sent: int = 0
     agent_audio_ms: float = 0.0
+    media_arrivals_ms: list[float] = field(default_factory=list)
+    clear_at_ms: list[float] = field(default_factory=list)
+    played_before_clear_ms: list[float] = field(default_factory=list)
     close_code: int | None = None
     close_reason: str = ""
     log: list[tuple[float, str]] = field(default_factory=list)
@@ -155,6 +158,7 @@ class SimulatedCaller:
         self._speech_end_ms: float | None = None
         self._onset_ms: float | None = None
         self._last_play_end: float | None = None
+        self._item_played_ms = 0.0  # agent audio played since the last clear
         self._ws = None
         self._closed = asyncio.Event()
         self.report = CallerReport(np.zeros(0, np.int16), fmt.sample_rate)
@@ -287,6 +291,7 @@ class SimulatedCaller:
             self._playback_bytes -= len(take)
         fmt = self.dialect.audio_format
         if out:
+            self._item_played_ms += fmt.ms_for_bytes(len(out))
             self._last_agent_audio_ms = self._now_ms()
             self.report.agent_audio_ms += fmt.ms_for_bytes(len(out))
             if self._agent_playing_since is None:
@@ -310,6 +315,7 @@ class SimulatedCaller:
                 for msg in self.dialect.parse(frame):
                     if msg.kind == "media":
                         self.report.frames_received += 1
+                        self.report.media_arrivals_ms.append(now)
                         if self._speech_end_ms is not None:
                             self.report.turn_latency_ms.append(now - self._speech_end_ms)
                             self._speech_end_ms = None
@@ -331,9 +337,12 @@ class SimulatedCaller:
                             await self._ack(msg.name)
                     elif msg.kind == "clear":
                         self.report.clears += 1
+                        self.report.clear_at_ms.append(now)
+                        self.report.played_before_clear_ms.append(self._item_played_ms)
                         if self._onset_ms is not None:
                             self.report.barge_in_reaction_ms.append(now - self._onset_ms)
                             self._onset_ms = None
+                        self._item_played_ms = 0.0
                         pending = [d for k, d, _ in self._playback if k == "mark"]
                         self._playback.clear()
                         self._playback_bytes = 0

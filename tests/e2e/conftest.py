@@ -1,0 +1,101 @@
+"""End-to-end harness: the real gateway served by uvicorn on loopback, a real SQLite store.
+
+``gateway`` is a factory fixture: ``gw = await gateway(**settings_overrides)`` starts a server
+and returns a :class:`Gateway` with its base URLs and an API key. The local agent's speech
+engines load once per test session and are shared (they are thread-safe).
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.config import Settings
+from gateway.llm.local.engines import LocalEngines
+from gateway.simulator.demo import serve_in_background
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Gateway:
+    """A running gateway: ``http`` base URL, API ``key``, the ``app`` and its services."""
+
+    http: str
+    key: str
+    app: object
+    settings: Settings
+
+    @property
+    def services(self):
+        return self.app.state.services
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.http, headers={"X-API-Key": self.key}, timeout=30)
+
+    async def create_inline_call(self, **body) -> dict:
+        payload = {
+            "systemPrompt": "You are a test agent.",
+            "voice": "joe",
+            "language": "en-US",
+            "greeting": "Hello, thanks for calling. How can I help you today?",
+        }
+        payload.update(body)
+        async with self.client() as c:
+            r = await c.post("/calls/inline", json=payload)
+            assert r.status_code == 201, r.text
+            return r.json()
+
+    async def call_record(self, call_id: str, *, final: bool = True) -> dict:
+        """``GET /calls/{id}``; with ``final``, waits (up to 10 s) until the record is final."""
+        import asyncio
+
+        async with self.client() as c:
+            for _ in range(200):
+                r = await c.get(f"/calls/{call_id}")
+                assert r.status_code == 200, r.text
+                rec = r.json()
+                if not final or rec["status"] in ("completed", "failed", "expired", "no_answer"):
+                    return rec
+                await asyncio.sleep(0.05)
+        raise AssertionError(f"call {call_id} never finalised: {rec}")
+
+
+@pytest.fixture(scope="session")
+def local_engines() -> LocalEngines:
+    engines = LocalEngines(max_decoders=2)
+    engines.warm_up()
+    return engines
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path, local_engines: LocalEngines):
+    started = []
+
+    async def start(**overrides) -> Gateway:
+        port = free_port()
+        settings = Settings(
+            host="127.0.0.1",
+            port=port,
+            public_url=f"http://127.0.0.1:{port}",
+            database_url=f"sqlite:///{tmp_path}/gw-{port}.db",
+            recordings_dir=tmp_path / "recordings",
+            **overrides,
+        )
+        server, task, app = await serve_in_background(settings, engines=local_engines, warm_up=False)
+        started.append((server, task))
+        key, _ = app.state.services.store.create_api_key("test")
+        return Gateway(f"http://127.0.0.1:{port}", key, app, settings)
+
+    yield start
+    for server, task in started:
+        server.should_exit = True
+        await task

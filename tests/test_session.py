@@ -1,0 +1,304 @@
+"""CallSession on a virtual clock: timers, failures, barge-in ordering. No real sleeping.
+
+The carrier is an in-memory transport fed with Twilio's documented messages; the model is a
+scripted fake bridge; VAD events are injected. Time moves only when every task is waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+
+from gateway.carriers.twilio import TwilioAdapter
+from gateway.formats import L16_16K, PCMU_8K, AudioFormat
+from gateway.llm import base as llm
+from gateway.session import CallHooks, CallPolicy, CallSession
+from gateway.simulator.dialects import TwilioCaller
+from gateway.vadrun import VadEnd, VadStart
+
+
+class VirtualClock:
+    """A clock whose sleeps resolve in deadline order once the event loop is idle."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self._sleepers: list = []
+        self._seq = itertools.count()
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.t + max(0.0, seconds), next(self._seq), fut))
+        await fut
+
+    async def drive(self, limit_s: float = 10_000.0) -> None:
+        while self.t < limit_s:
+            for _ in range(20):
+                await asyncio.sleep(0)
+            while self._sleepers and self._sleepers[0][2].done():
+                heapq.heappop(self._sleepers)
+            if not self._sleepers:
+                continue
+            deadline, _, fut = heapq.heappop(self._sleepers)
+            self.t = max(self.t, deadline)
+            fut.set_result(None)
+
+
+class MemoryTransport:
+    """The carrier side in memory: frames in through a queue, frames out to a list."""
+
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue = asyncio.Queue()
+        self.sent: list = []
+        self.closed: tuple[int, str] | None = None
+
+    async def receive(self):
+        return await self.inbox.get()
+
+    async def send(self, frame) -> None:
+        self.sent.append(frame)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self.closed = (code, reason)
+
+    def events_sent(self) -> list[str]:
+        return [orjson.loads(f)["event"] for f in self.sent if isinstance(f, str)]
+
+
+class ScriptedVad:
+    """A VAD runner whose events the test injects: ``pending`` now, or ``script`` per frame."""
+
+    def __init__(self) -> None:
+        self.pending: list = []
+        self.script: list[list] = []
+
+    async def process(self, pcm):
+        if self.script:
+            return self.script.pop(0)
+        out, self.pending = self.pending, []
+        return out
+
+
+class FakeBridge(llm.ModelBridge):
+    """A model that records what the session asks of it and emits what the test pushes."""
+
+    name = "fake"
+
+    def __init__(self, *, fail_start: llm.BridgeFailed | None = None, say_ok: bool = True) -> None:
+        self.input_format = L16_16K
+        self.output_format = PCMU_8K
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.calls: list[tuple] = []
+        self.fail_start = fail_start
+        self.say_ok = say_ok
+
+    async def start(self, config, carrier_format: AudioFormat) -> None:
+        self.calls.append(("start", carrier_format))
+        if self.fail_start:
+            raise self.fail_start
+
+    async def send_audio(self, audio: bytes) -> None:
+        self.calls.append(("audio", len(audio)))
+
+    async def speech_started(self) -> None:
+        self.calls.append(("speech_started",))
+
+    async def end_of_turn(self) -> None:
+        self.calls.append(("end_of_turn",))
+
+    async def say(self, text: str) -> None:
+        if not self.say_ok:
+            raise NotImplementedError
+        self.calls.append(("say", text))
+
+    async def interrupt(self, item_id, heard_ms) -> None:
+        self.calls.append(("interrupt", item_id, heard_ms))
+
+    async def events(self) -> AsyncIterator[llm.BridgeEvent]:
+        while True:
+            event = await self.queue.get()
+            if event is None:
+                return
+            yield event
+
+    async def close(self) -> None:
+        self.calls.append(("close",))
+
+
+def make_session(bridge: FakeBridge, policy: CallPolicy, *, interruptible: bool = True):
+    clock = VirtualClock()
+    transport = MemoryTransport()
+    vad = ScriptedVad()
+    finished = []
+
+    async def on_finished(outcome):
+        finished.append(outcome)
+
+    session = CallSession(
+        call_id="call_test",
+        adapter=TwilioAdapter(),
+        transport=transport,
+        bridge_factory=lambda cfg: bridge,
+        config=llm.AgentConfig(interruptible=interruptible),
+        policy=policy,
+        vad=vad,
+        hooks=CallHooks(on_finished=on_finished),
+        clock=clock,
+    )
+    dialect = TwilioCaller()
+    for frame in dialect.opening({"k": "v"}):
+        transport.inbox.put_nowait(frame)
+    return session, clock, transport, vad, dialect, finished
+
+
+async def run(session, clock) -> object:
+    driver = asyncio.create_task(clock.drive())
+    try:
+        return await asyncio.wait_for(session.run(), 10)
+    finally:
+        driver.cancel()
+
+
+QUIET = CallPolicy(max_duration_s=3000, inactivity_timeout_s=10_000)
+
+
+async def test_max_duration_ends_the_call_and_finalises_it():
+    bridge = FakeBridge()
+    session, clock, transport, *_, finished = make_session(bridge, CallPolicy(max_duration_s=60, inactivity_timeout_s=1000))
+    outcome = await run(session, clock)
+    assert (outcome.status, outcome.end_reason) == ("completed", "max_duration")
+    assert 60 <= clock.t < 61
+    assert finished == [outcome] and transport.closed[0] == 1000
+    assert ("close",) in bridge.calls
+
+
+async def test_inactivity_hangs_up():
+    session, clock, *_ = make_session(FakeBridge(), CallPolicy(inactivity_timeout_s=10))
+    outcome = await run(session, clock)
+    assert outcome.end_reason == "inactivity" and 10 <= clock.t < 11
+
+
+async def test_inactivity_prompt_asks_once_then_hangs_up():
+    bridge = FakeBridge()
+    session, clock, *_ = make_session(bridge, CallPolicy(inactivity_timeout_s=10, inactivity_action="prompt"))
+    outcome = await run(session, clock)
+    assert ("say", "Are you still there?") in bridge.calls
+    assert outcome.end_reason == "inactivity" and 20 <= clock.t < 21
+    assert [e["kind"] for e in outcome.events].count("inactivity_prompt") == 1
+
+
+async def test_inactivity_prompt_falls_back_to_hangup_when_the_model_cannot_say():
+    session, clock, *_ = make_session(FakeBridge(say_ok=False), CallPolicy(inactivity_timeout_s=10, inactivity_action="prompt"))
+    outcome = await run(session, clock)
+    assert outcome.end_reason == "inactivity" and 10 <= clock.t < 11
+
+
+async def test_bridge_failing_at_start_fails_the_call_with_its_code():
+    bridge = FakeBridge(fail_start=llm.BridgeFailed("model_auth", "key rejected"))
+    session, clock, transport, *_ = make_session(bridge, QUIET)
+    outcome = await run(session, clock)
+    assert (outcome.status, outcome.error_code) == ("failed", "model_auth")
+    assert transport.closed[0] == 1011
+    assert not any(f for f in transport.sent if isinstance(f, str) and '"media"' in f)  # silence
+
+
+async def test_fatal_model_error_and_model_close_fail_the_call():
+    bridge = FakeBridge()
+    session, clock, *_ = make_session(bridge, QUIET)
+    bridge.queue.put_nowait(llm.BridgeError("rate_limited", "slow down", fatal=False))
+    bridge.queue.put_nowait(llm.BridgeError("server_error", "boom", fatal=True))
+    outcome = await run(session, clock)
+    assert (outcome.status, outcome.end_reason, outcome.error_code) == ("failed", "model_error", "server_error")
+    assert [e["data"]["code"] for e in outcome.events if e["kind"] == "model_error"] == ["rate_limited", "server_error"]
+
+    bridge = FakeBridge()
+    session, clock, *_ = make_session(bridge, QUIET)
+    bridge.queue.put_nowait(None)
+    outcome = await run(session, clock)
+    assert (outcome.status, outcome.error_code) == ("failed", "model_closed")
+
+
+async def test_stop_and_dtmf_and_turns():
+    bridge = FakeBridge()
+    session, clock, transport, vad, dialect, _ = make_session(bridge, QUIET)
+    vad.script = [[], [VadStart(0, 160.0)], [VadEnd(100)]]
+    for _ in range(3):
+        transport.inbox.put_nowait(dialect.media(b"\xff" * 160))
+    transport.inbox.put_nowait(dialect.dtmf("5"))
+    transport.inbox.put_nowait(dialect.stop())
+    outcome = await run(session, clock)
+    assert (outcome.status, outcome.end_reason) == ("completed", "carrier_stop")
+    assert ("speech_started",) in bridge.calls and ("end_of_turn",) in bridge.calls
+    # 20 ms at 16 kHz each; the first is short by the resampler's group delay (aligned stream).
+    assert [c[1] for c in bridge.calls if c[0] == "audio"][1:] == [640, 640]
+    assert any(e["kind"] == "dtmf" and e["data"]["digit"] == "5" for e in outcome.events)
+
+
+async def test_barge_in_sends_clear_before_interrupting_the_model_and_drops_stale_audio():
+    bridge = FakeBridge()
+    session, clock, transport, vad, dialect, _ = make_session(bridge, QUIET)
+    bridge.queue.put_nowait(llm.Transcript("agent", "one two three four five six seven eight nine ten", "item_1"))
+    bridge.queue.put_nowait(llm.AudioOut("item_1", b"\x00" * 8000))  # 1 s of μ-law
+
+    async def caller():
+        # Let 400 ms play, acknowledging each mark when the audio before it has played.
+        acked = set()
+        while clock.t < 0.4:
+            await asyncio.sleep(0)
+            played_frames = 0
+            for f in transport.sent:
+                msg = orjson.loads(f)
+                if msg["event"] == "media":
+                    played_frames += 1
+                elif msg["event"] == "mark" and msg["mark"]["name"] not in acked:
+                    if played_frames * 0.02 <= clock.t:
+                        acked.add(msg["mark"]["name"])
+                        transport.inbox.put_nowait(dialect.mark_played(msg["mark"]["name"]))
+            await clock.sleep(0.02)
+        vad.pending = [VadStart(0, 200.0)]
+        transport.inbox.put_nowait(dialect.media(b"\xff" * 160))
+        await clock.sleep(0.01)
+        bridge.queue.put_nowait(llm.AudioOut("item_1", b"\x00" * 1600))  # late audio of the cut item
+        await clock.sleep(1.0)
+        transport.inbox.put_nowait(dialect.stop())
+
+    asyncio.get_running_loop().create_task(caller())
+    outcome = await run(session, clock)
+    events = transport.events_sent()
+    clear_at = events.index("clear")
+    assert "media" in events[:clear_at] and "media" not in events[clear_at:]  # stopped at once
+    interrupt = next(c for c in bridge.calls if c[0] == "interrupt")
+    # Marks every 100 ms: 400 ms acknowledged, then interpolated by clock up to the next mark.
+    assert interrupt[1] == "item_1" and 400 <= interrupt[2] <= 460
+    barge = next(e for e in outcome.events if e["kind"] == "barge_in")
+    assert barge["data"]["heardMs"] == interrupt[2]
+    turn = next(t for t in outcome.transcript if t["role"] == "agent")
+    assert turn["interrupted"] and turn["heard_ms"] == interrupt[2]
+    assert len(turn["text"].split()) == int(10 * interrupt[2] / 1000)  # cut to what was heard
+    assert outcome.metrics["bargeIns"] == 1
+
+
+async def test_not_interruptible_calls_keep_playing():
+    bridge = FakeBridge()
+    session, clock, transport, vad, dialect, _ = make_session(bridge, QUIET, interruptible=False)
+    bridge.queue.put_nowait(llm.AudioOut("item_1", b"\x00" * 8000))
+
+    async def caller():
+        await clock.sleep(0.2)
+        vad.pending = [VadStart(0, 200.0)]
+        transport.inbox.put_nowait(dialect.media(b"\xff" * 160))
+        await clock.sleep(1.5)
+        transport.inbox.put_nowait(dialect.stop())
+
+    asyncio.get_running_loop().create_task(caller())
+    outcome = await run(session, clock)
+    assert "clear" not in transport.events_sent()
+    assert not any(c[0] == "interrupt" for c in bridge.calls)
+    assert transport.events_sent().count("media") == 50  # all of the 1 s reply, 20 ms frames
