@@ -77,7 +77,11 @@ def call(
     wait_greeting: bool = typer.Option(True, help="Wait for the agent's greeting before speaking."),
 ) -> None:
     """Place one simulated carrier call against a stream URL and report what happened."""
+    from gateway.simulator.dialects import DIALECTS
     from gateway.simulator.run import caller_line, run_call
+
+    if carrier not in DIALECTS:
+        raise typer.BadParameter(f"choose one of {', '.join(sorted(DIALECTS))}", param_hint="--carrier")
 
     _logging("WARNING")
     line = caller_line(wav, say)

@@ -103,6 +103,7 @@ class _Stats:
     frames_out: int = 0
     marks_acked: int = 0
     barge_ins: int = 0
+    other_track_frames: int = 0
     protocol_errors: Counter = field(default_factory=Counter)
     unhandled: Counter = field(default_factory=Counter)
     turn_latency_ms: list[float] = field(default_factory=list)
@@ -278,6 +279,7 @@ class CallSession:
                 "framesOut": s.frames_out,
                 "marksAcked": s.marks_acked,
                 "bargeIns": s.barge_ins,
+                "otherTrackFrames": s.other_track_frames,
                 "protocolErrors": dict(s.protocol_errors),
                 "unhandledEvents": dict(s.unhandled),
                 "turnLatencyMs": [round(x, 1) for x in s.turn_latency_ms],
@@ -312,7 +314,10 @@ class CallSession:
                 raise _CallEnded("carrier_closed")
             for event in self.adapter.receive(frame):
                 if isinstance(event, ev.Media):
-                    await self._on_media(event.payload)
+                    if event.track.startswith("inbound"):  # never feed our own outbound track back
+                        await self._on_media(event.payload)
+                    else:
+                        self.stats.other_track_frames += 1
                 elif isinstance(event, ev.MarkAck):
                     if self.ledger is not None and self.ledger.acknowledge(event.name, self._ms()):
                         self.stats.marks_acked += 1

@@ -302,3 +302,16 @@ async def test_not_interruptible_calls_keep_playing():
     assert "clear" not in transport.events_sent()
     assert not any(c[0] == "interrupt" for c in bridge.calls)
     assert transport.events_sent().count("media") == 50  # all of the 1 s reply, 20 ms frames
+
+
+async def test_outbound_track_media_is_not_fed_to_the_model():
+    bridge = FakeBridge()
+    session, clock, transport, vad, dialect, _ = make_session(bridge, QUIET)
+    frame = orjson.loads(dialect.media(b"\xff" * 160))
+    frame["media"]["track"] = "outbound"
+    transport.inbox.put_nowait(orjson.dumps(frame).decode())
+    transport.inbox.put_nowait(dialect.media(b"\xff" * 160))
+    transport.inbox.put_nowait(dialect.stop())
+    outcome = await run(session, clock)
+    assert len([c for c in bridge.calls if c[0] == "audio"]) == 1
+    assert outcome.metrics["otherTrackFrames"] == 1 and outcome.metrics["framesIn"] == 1
