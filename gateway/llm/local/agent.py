@@ -1,8 +1,9 @@
 """The embedded local agent: offline recognition → responder → offline synthesis.
 
 The gateway's own VAD drives turns (``gateway`` turn mode): :meth:`speech_started` opens an
-utterance (with pre-roll, since the VAD confirms speech a little after its onset) and
-:meth:`end_of_turn` hands it to pocketsphinx. The reply text comes from a
+utterance (with pre-roll, since the VAD confirms speech a little after its onset) whose audio
+pocketsphinx decodes in worker threads *while the caller speaks*, and :meth:`end_of_turn`
+finishes it, so recognition adds only its final passes (about 0.15 s) to the turn latency. The reply text comes from a
 :class:`~gateway.llm.local.responder.Responder` and is spoken by Piper sentence by sentence, so
 the first audio leaves after the first sentence is synthesised, not the whole reply.
 
@@ -15,7 +16,9 @@ Formats: input L16 16 kHz, output L16 at the voice's rate (22,050 Hz).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import logging
 import re
 from collections import deque
 from collections.abc import AsyncIterator
@@ -31,17 +34,64 @@ from gateway.llm.base import (
     ResponseDone,
     Transcript,
 )
-from gateway.llm.local.engines import LocalEngines
+from gateway.llm.local.engines import LocalEngines, SpeechRecognizer
 from gateway.llm.local.responder import Message, Responder
 
-__all__ = ["LocalAgentBridge", "cut_to_heard"]
+__all__ = ["LocalAgentBridge", "cut_to_heard", "split_sentences"]
+
+log = logging.getLogger(__name__)
 
 _PREROLL_MS = 600
-_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
+_FEED_BYTES = 16000 * 2 * 320 // 1000  # hand the decoder 320 ms of audio at a time
+
+
+class _StreamingTurn:
+    """One caller turn decoded as it arrives: a chain of worker-thread steps, in order."""
+
+    def __init__(self, asr: SpeechRecognizer, band: str) -> None:
+        self._begin = asyncio.create_task(asyncio.to_thread(asr.begin, band))
+        self._last: asyncio.Task = self._begin
+        self.result: asyncio.Task[str] | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        prev = self._last
+
+        async def step() -> None:
+            await prev
+            await asyncio.to_thread(self._begin.result().feed, chunk)
+
+        self._last = asyncio.create_task(step())
+
+    def finish(self) -> asyncio.Task[str]:
+        """The recognised text (``""`` if decoding failed); the decoder is always released."""
+        if self.result is None:
+            prev = self._last
+
+            async def step() -> str:
+                with contextlib.suppress(Exception):
+                    await prev
+                try:
+                    utterance = await self._begin
+                except Exception:  # noqa: BLE001 - no decoder: nothing to recognise
+                    log.warning("speech recognition could not start", exc_info=True)
+                    return ""
+                try:
+                    return await asyncio.to_thread(utterance.finish)
+                except Exception:  # noqa: BLE001
+                    log.warning("speech recognition failed", exc_info=True)
+                    return ""
+
+            self.result = asyncio.create_task(step())
+        return self.result
+_SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
 
 
 def split_sentences(text: str) -> list[str]:
-    """Split reply text at sentence ends (``.``, ``!``, ``?``, ``;`` followed by space)."""
+    """Split reply text at sentence and clause ends (``.!?;:`` then space).
+
+    Each piece is synthesised and sent on its own, so the first audio leaves after the first
+    piece is synthesised rather than the whole reply.
+    """
     return [s for s in (p.strip() for p in _SENTENCE_END.split(text)) if s]
 
 
@@ -88,9 +138,12 @@ class LocalAgentBridge(ModelBridge):
         self.input_format = L16_16K
         self.output_format = AudioFormat(Encoding.L16, engines.tts.sample_rate)
         self._jobs: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
-        self._preroll: deque[np.ndarray] = deque()
+        self._preroll: deque[bytes] = deque()
         self._preroll_samples = 0
-        self._utterance: list[np.ndarray] | None = None
+        self._turn: _StreamingTurn | None = None
+        self._pending = bytearray()
+        self._turns: set[_StreamingTurn] = set()
+        self._band = "wide"
         self._generation = 0
         self._history: list[Message] = []
         self._spoken: dict[str, tuple[int, list[tuple[str, int]]]] = {}  # item -> (idx, played)
@@ -98,33 +151,40 @@ class LocalAgentBridge(ModelBridge):
         self._closed = False
 
     async def start(self, config: AgentConfig, carrier_format: AudioFormat) -> None:
+        self._band = "narrow" if carrier_format.sample_rate <= 8000 else "wide"
         self._history = [{"role": "system", "content": config.system_prompt}]
         if config.first_speaker == "agent" and config.greeting.strip():
             self._jobs.put_nowait(("say", config.greeting.strip()))
 
     async def send_audio(self, audio: bytes) -> None:
-        pcm = np.frombuffer(audio, dtype="<i2")
-        if self._utterance is not None:
-            self._utterance.append(pcm)
+        if self._turn is not None:
+            self._pending += audio
+            if len(self._pending) >= _FEED_BYTES:
+                self._turn.feed(bytes(self._pending))
+                self._pending.clear()
             return
-        self._preroll.append(pcm)
-        self._preroll_samples += pcm.size
+        self._preroll.append(audio)
+        self._preroll_samples += len(audio) // 2
         limit = L16_16K.sample_rate * _PREROLL_MS // 1000
-        while self._preroll and self._preroll_samples - self._preroll[0].size >= limit:
-            self._preroll_samples -= self._preroll.popleft().size
+        while self._preroll and self._preroll_samples - len(self._preroll[0]) // 2 >= limit:
+            self._preroll_samples -= len(self._preroll.popleft()) // 2
 
     async def speech_started(self) -> None:
-        if self._utterance is None:
-            self._utterance = list(self._preroll)
+        if self._turn is None:
+            self._turn = _StreamingTurn(self._engines.asr, self._band)
+            self._turns.add(self._turn)
+            self._pending = bytearray(b"".join(self._preroll))
             self._preroll.clear()
             self._preroll_samples = 0
 
     async def end_of_turn(self) -> None:
-        if self._utterance is None:
+        turn, self._turn = self._turn, None
+        if turn is None:
             return
-        pcm = np.concatenate(self._utterance) if self._utterance else np.zeros(0, np.int16)
-        self._utterance = None
-        self._jobs.put_nowait(("turn", pcm.astype(np.int16, copy=False)))
+        if self._pending:
+            turn.feed(bytes(self._pending))
+            self._pending.clear()
+        self._jobs.put_nowait(("turn", turn))
 
     async def say(self, text: str) -> None:
         self._jobs.put_nowait(("say", text))
@@ -148,7 +208,8 @@ class LocalAgentBridge(ModelBridge):
             if kind == "close":
                 return
             if kind == "turn":
-                text = await asyncio.to_thread(self._engines.asr.transcribe, payload)
+                text = await payload.finish()
+                self._turns.discard(payload)
                 yield Transcript("user", text)
                 self._history.append({"role": "user", "content": text})
                 generation = self._generation
@@ -187,4 +248,7 @@ class LocalAgentBridge(ModelBridge):
         if not self._closed:
             self._closed = True
             self._jobs.put_nowait(("close", None))
+            for turn in list(self._turns):  # give every decoder back to the pool
+                await turn.finish()
+            self._turns.clear()
             await self._responder.aclose()
