@@ -166,7 +166,7 @@ class CallSession:
         self._from_model: Transcoder | None = None
         self._audio_ready = asyncio.Event()
         self._agent_turns: dict[str, int] = {}
-        self._cancelled_items: set[str] = set()
+        self._cancelled_items: dict[str, int] = {}  # item cut by barge-in -> ms the caller heard
         self._caller_samples = 0
         self._caller_origin: int | None = None
         self._last_activity = self._t0
@@ -389,7 +389,7 @@ class CallSession:
         item_id = heard.item_id if heard else None
         heard_ms = heard.heard_ms if heard else 0
         if item_id is not None:
-            self._cancelled_items.add(item_id)
+            self._cancelled_items[item_id] = heard_ms
             self._mark_turn_heard(item_id, heard_ms, heard.queued_ms if heard else 0)
         self._event("barge_in", source=source, itemId=item_id, heardMs=heard_ms)
         self.log.info("barge-in (%s): caller heard %d ms of %s", source, heard_ms, item_id)
@@ -441,6 +441,11 @@ class CallSession:
 
     def _add_turn(self, event: llm.Transcript) -> None:
         turn = {"role": event.role, "text": event.text, "at_ms": int(self._ms()), "interrupted": False}
+        if event.role == "agent" and event.item_id in self._cancelled_items:
+            # The model finalised this transcript after the barge-in; bridges send such late
+            # transcripts already cut to what was heard, so flag it without cutting again.
+            turn["interrupted"] = True
+            turn["heard_ms"] = self._cancelled_items[event.item_id]
         if event.role == "agent" and event.item_id:
             self._agent_turns[event.item_id] = len(self.transcript)
         self.transcript.append(turn)

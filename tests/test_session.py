@@ -315,3 +315,25 @@ async def test_outbound_track_media_is_not_fed_to_the_model():
     outcome = await run(session, clock)
     assert len([c for c in bridge.calls if c[0] == "audio"]) == 1
     assert outcome.metrics["otherTrackFrames"] == 1 and outcome.metrics["framesIn"] == 1
+
+
+async def test_an_agent_transcript_arriving_after_the_barge_in_is_flagged():
+    bridge = FakeBridge()
+    session, clock, transport, vad, dialect, _ = make_session(bridge, QUIET)
+    bridge.queue.put_nowait(llm.AudioOut("item_9", b"\x00" * 4000))
+
+    async def caller():
+        await clock.sleep(0.2)
+        vad.pending = [VadStart(0, 200.0)]
+        transport.inbox.put_nowait(dialect.media(b"\xff" * 160))
+        await clock.sleep(0.05)
+        bridge.queue.put_nowait(llm.Transcript("agent", "the words heard…", "item_9"))
+        await clock.sleep(0.5)
+        transport.inbox.put_nowait(dialect.stop())
+
+    asyncio.get_running_loop().create_task(caller())
+    outcome = await run(session, clock)
+    interrupt = next(c for c in bridge.calls if c[0] == "interrupt")
+    (turn,) = [t for t in outcome.transcript if t["role"] == "agent"]
+    assert turn["interrupted"] is True and turn["heard_ms"] == interrupt[2]
+    assert turn["text"] == "the words heard…"  # already cut by the bridge: not cut twice
