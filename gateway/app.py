@@ -13,6 +13,7 @@ application close code, so a client sees why:
 ====  =======================================================
 4400  unknown carrier in the path, or not the call's carrier
 4401  wrong token
+4403  missing or invalid carrier signature (Twilio, when ``GATEWAY_TWILIO_AUTH_TOKEN`` is set)
 4404  unknown call
 4409  the call is already streaming, or has ended
 4410  the stream token expired
@@ -56,6 +57,7 @@ log = logging.getLogger("gateway.app")
 CLOSE_CODES = {
     "bad_carrier": 4400,
     "bad_token": 4401,
+    "bad_signature": 4403,
     "unknown_call": 4404,
     "not_connectable": 4409,
     "token_expired": 4410,
@@ -149,6 +151,32 @@ async def _refuse(ws: WebSocket, key: str, reason: str) -> None:
     await ws.close(CLOSE_CODES[key], reason)
 
 
+def public_stream_url(ws: WebSocket, settings: Settings) -> str:
+    """The ``ws(s)://`` URL the carrier was given for this socket (what carriers sign)."""
+    base = settings.public_url.rstrip("/")
+    if base:
+        base = "wss://" + base[len("https://"):] if base.startswith("https://") else (
+            "ws://" + base[len("http://"):] if base.startswith("http://") else base)
+    else:
+        base = f"{ws.url.scheme}://{ws.url.netloc}"
+    return base + ws.url.path
+
+
+def twilio_signature_ok(ws: WebSocket, settings: Settings) -> bool:
+    """Check Twilio's ``X-Twilio-Signature`` on the upgrade request (no token set: True).
+
+    Source: https://www.twilio.com/docs/usage/security#validating-requests (Media Streams
+    sign the WebSocket request's URL with the account's auth token, no parameters).
+    """
+    token = settings.twilio_auth_token.get_secret_value()
+    if not token:
+        return True
+    from twilio.request_validator import RequestValidator
+
+    signature = ws.headers.get("x-twilio-signature", "")
+    return bool(signature) and RequestValidator(token).validate(public_stream_url(ws, settings), {}, signature)
+
+
 async def stream_endpoint(ws: WebSocket) -> None:
     """Serve one carrier media stream: check the URL, then run the call to its end."""
     services: Services = ws.app.state.services
@@ -158,6 +186,8 @@ async def stream_endpoint(ws: WebSocket) -> None:
     store = services.store
     if carrier not in CARRIERS:
         return await _refuse(ws, "bad_carrier", f"unknown carrier {carrier!r}")
+    if carrier == "twilio" and not twilio_signature_ok(ws, services.settings):
+        return await _refuse(ws, "bad_signature", "missing or invalid X-Twilio-Signature")
     try:
         call = await asyncio.to_thread(store.check_stream_token, call_id, token)
     except UnknownCall:

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     llm_base_url: str = ""
     llm_api_key: SecretStr = SecretStr("")
     llm_model: str = "llama3.2"
+    #: Twilio account auth token. When set, Twilio media streams must carry a valid
+    #: ``X-Twilio-Signature`` (HMAC-SHA1 of the ``wss://`` stream URL) or are refused (4403).
+    twilio_auth_token: SecretStr = SecretStr("")
     openai_api_key: SecretStr = SecretStr("")
     openai_realtime_url: str = "wss://api.openai.com/v1/realtime"
     gemini_api_key: SecretStr = SecretStr("")

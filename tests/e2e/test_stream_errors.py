@@ -149,3 +149,26 @@ async def test_socket_closed_before_start_finalises_the_call_as_failed(gw):
     rec = await gw.call_record(call["callId"])
     assert rec["status"] == "failed"
     assert rec["error"]["code"] == "no_start"
+
+
+async def test_twilio_signature_is_checked_when_an_auth_token_is_set(gateway):
+    from twilio.request_validator import RequestValidator
+
+    gw = await gateway(twilio_auth_token="auth-token-123")
+    call = await gw.create_inline_call(firstSpeaker="user")
+    assert (await close_code_of(call["streamUrl"]))[0] == 4403  # unsigned
+    forged = RequestValidator("another-token").compute_signature(call["streamUrl"], {})
+    async with connect(call["streamUrl"], additional_headers={"X-Twilio-Signature": forged}) as ws:
+        await ws.wait_closed()
+        assert ws.close_code == 4403
+    rec = await gw.call_record(call["callId"], final=False)
+    assert rec["status"] == "queued"  # refused sockets do not burn the call
+    good = RequestValidator("auth-token-123").compute_signature(call["streamUrl"], {})
+    d = TwilioCaller()
+    async with connect(call["streamUrl"], additional_headers={"X-Twilio-Signature": good}) as ws:
+        for frame in d.opening({}):
+            await ws.send(frame)
+        await ws.send(d.stop())
+        await ws.wait_closed()
+        assert ws.close_code == 1000
+    assert (await gw.call_record(call["callId"]))["status"] == "completed"
