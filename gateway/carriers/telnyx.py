@@ -16,7 +16,7 @@ Wire protocol (JSON text frames; Twilio-like, snake_case):
   queued mark). No stream id is sent back.
 
 **Order is not guaranteed** (Telnyx docs): :attr:`Media.sequence` carries ``media.chunk`` (else
-``sequence_number``) so the session can reorder.
+``sequence_number``), and the adapter puts media back in order (:class:`MediaReorderer`).
 
 Encodings: ``media_format.encoding`` is ``PCMU`` / ``PCMA`` / ``L16`` (older pages show
 ``audio/x-mulaw``: accepted too). G722 / OPUS / AMR-WB give ``ProtocolError("bad_field")``:
@@ -55,6 +55,7 @@ from gateway.carriers.events import (
     Stopped,
     Unhandled,
 )
+from gateway.carriers.reorder import MediaReorderer
 from gateway.formats import AudioFormat, Encoding
 
 __all__ = ["TelnyxAdapter", "TelnyxState", "DOC_URL"]
@@ -142,6 +143,7 @@ class TelnyxAdapter:
         self.state = TelnyxState.AWAITING_START
         self._l16_big_endian = l16_big_endian
         self._swap = False  # True once start says L16 and the wire is big-endian
+        self._reorder = MediaReorderer()
 
     # ------------------------------------------------------------------ inbound
 
@@ -151,9 +153,14 @@ class TelnyxAdapter:
         A bug in this parser surfaces as ``ProtocolError("internal", <exception type>)``.
         """
         try:
-            return [self._receive(frame)]
+            event = self._receive(frame)
         except Exception as exc:  # a parser bug must not end the call
             return [ProtocolError("internal", f"{type(exc).__name__} while parsing")]
+        if isinstance(event, Media):
+            return self._reorder.push(event)
+        if isinstance(event, Stopped):
+            return [*self._reorder.flush(), event]
+        return [event]
 
     def _receive(self, frame: Frame) -> CarrierEvent:
         if type(frame) is not str:
