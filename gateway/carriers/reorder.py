@@ -23,11 +23,11 @@ class MediaReorderer:
     Args:
         window: most frames held while waiting for a missing one (3 frames = 60 ms of added
             delay at most, and only while a frame is missing).
-        first: the first sequence number (media ``chunk`` counts from 1), so a stream whose
-            very first frames arrive out of order is still put right.
+        first: the first sequence number if known; default: the first frame to arrive (the
+            documented Telnyx example's first media is chunk 2, so no start is assumed).
     """
 
-    def __init__(self, *, window: int = 3, first: int = 1) -> None:
+    def __init__(self, *, window: int = 3, first: int | None = None) -> None:
         self.window = window
         self._next: int | None = first
         self._held: dict[int, Media] = {}
