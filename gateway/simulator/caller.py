@@ -242,6 +242,8 @@ class SimulatedCaller:
         await self._wait_until(lambda: not self._mouth, len(frames) * _FRAME_MS / 1000 + 10)
         self._speech_end_ms = end_ms
         self._agent_playing_since = None
+        if barge_in:  # the interrupted reply does not count as the agent having answered
+            self._last_agent_audio_ms = None
 
     async def _wait_for_agent(self, step: WaitForAgent) -> None:
         def quiet_after_speaking() -> bool:

@@ -425,6 +425,11 @@ class FakeLiveServer(_Recorder):
         user_transcripts: input transcriptions of successive caller turns.
         chunk_ms / pace_s: audio per ``inlineData`` part and pause between parts.
         handle_after_turn: issue a ``sessionResumptionUpdate`` after every ``turnComplete``.
+        handle_with_input: defer those updates (and issue one after an ``interrupted`` turn
+            too) until right after the next caller input message is processed, as a server
+            that cuts its resumable state between two input messages: no caller input is then
+            in flight when the handle is taken, so a resumption can be checked byte for byte
+            while a caller streams audio without pause (the end-to-end tests do).
     """
 
     def __init__(
@@ -438,8 +443,11 @@ class FakeLiveServer(_Recorder):
         handle_after_turn: bool = True,
         tool_calls: list[tuple[str, dict[str, Any]]] | None = None,
         reject_status: int | None = None,
+        handle_with_input: bool = False,
     ) -> None:
         super().__init__()
+        self.handle_with_input = handle_with_input
+        self._handle_due = False
         self.api_key = api_key
         self.reject_status = reject_status
         self.replies = list(replies or [])
@@ -558,6 +566,8 @@ class FakeLiveServer(_Recorder):
             if "activityStart" in ri and self._speaking and not self._speaking.done():
                 self._speaking.cancel()
                 await self.push({"serverContent": {"interrupted": True}})
+                if self.handle_after_turn and self.handle_with_input:
+                    self._handle_due = True
             if "activityEnd" in ri:
                 if self.user_transcripts:
                     await self.push({"serverContent": {"inputTranscription": {"text": self.user_transcripts.pop(0)}}})
@@ -566,6 +576,9 @@ class FakeLiveServer(_Recorder):
                     await self.push({"toolCall": {"functionCalls": [{"id": f"fc-{next(self._ids)}", "name": name, "args": args}]}})
                 else:
                     self._start_turn()
+            if self._handle_due:
+                self._handle_due = False
+                await self.issue_handle()
 
     def _start_turn(self) -> None:
         recording = self.replies.pop(0) if self.replies else "speech/cards-001"
@@ -592,7 +605,9 @@ class FakeLiveServer(_Recorder):
             await asyncio.sleep(self.pace_s)
         await self.push({"serverContent": {"generationComplete": True}})
         await self.push({"serverContent": {"turnComplete": True}})
-        if self.handle_after_turn:
+        if self.handle_after_turn and self.handle_with_input:
+            self._handle_due = True
+        elif self.handle_after_turn:
             await self.issue_handle()
 
 

@@ -10,10 +10,10 @@ import pytest
 from gateway.formats import PCMU_8K
 from gateway.llm.base import AgentConfig, BridgeFailed, ResponseDone
 from gateway.llm.openai_realtime import OpenAIRealtimeBridge, openai_backend
+from gateway.llm.tool_runner import ToolRunner
 from gateway.llm.tools import (
     ToolCall,
     ToolConfigError,
-    ToolRunner,
     gemini_function_declaration,
     openai_tool,
     parse_tools,
