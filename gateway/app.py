@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -257,7 +258,7 @@ def _build_session(services: Services, call_id: str, carrier: str, ws: WebSocket
         adapter=make_adapter(carrier),
         transport=StarletteTransport(ws),
         bridge_factory=services.bridge_for,
-        config=config.agent_config(),
+        config=config.agent_config(secrets=config.resolve_secrets(os.environ)),
         policy=CallPolicy(
             max_duration_s=config.max_duration_s,
             inactivity_timeout_s=config.inactivity_timeout_s,

@@ -171,6 +171,7 @@ def _agent_out(rec: AgentRecord) -> AgentOut:
         inactivity_action=rec.inactivity_action,
         recording_enabled=rec.recording_enabled,
         tools=[dict(t) for t in rec.tools],
+        secret_refs=dict(rec.secret_refs),
         created_at=rec.created_at,
     )
 
@@ -191,6 +192,7 @@ def _config_out(cfg: CallConfig) -> CallConfigOut:
         inactivity_action=cfg.inactivity_action,
         recording_enabled=cfg.recording_enabled,
         tools=[dict(t) for t in cfg.tools],
+        secret_refs=dict(cfg.secret_refs),
     )
 
 

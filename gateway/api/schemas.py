@@ -8,6 +8,9 @@ gives the wire names (``system_prompt`` ↔ ``systemPrompt``).
 
 from __future__ import annotations
 
+import os
+import re
+
 from datetime import datetime
 from typing import Any, Literal
 
@@ -41,6 +44,12 @@ ConnectionType = Literal["twilio", "telnyx", "plivo", "vonage", "exotel", "raw"]
 FirstSpeaker = Literal["agent", "user"]
 TurnModeT = Literal["gateway", "server_vad", "semantic_vad"]
 InactivityAction = Literal["hangup", "prompt"]
+
+
+#: A credential's name, as the model registry and tool declarations look it up.
+SECRET_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+#: Environment variables a secret reference may name (nothing else of the process is reachable).
+SECRET_VAR = re.compile(r"GATEWAY_SECRET_[A-Z0-9_]{1,100}")
 
 
 class _Request(BaseModel):
@@ -117,6 +126,27 @@ class _AgentFields(_Request):
     inactivity_action: InactivityAction = Field("hangup", description="What inactivity does.")
     recording_enabled: bool = Field(True, description="Record the call (two-channel WAV).")
     tools: list[ToolSpec] = Field(default_factory=list, max_length=64)
+    secret_refs: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=32,
+        description=(
+            "Credentials by reference: credential name (e.g. openai_api_key, or a tool's "
+            "secret) → the name of an environment variable of the gateway that holds it, which "
+            "must start with GATEWAY_SECRET_. Only the reference is stored or returned."
+        ),
+    )
+
+    @field_validator("secret_refs")
+    @classmethod
+    def _refs_resolvable(cls, refs: dict[str, str]) -> dict[str, str]:
+        for name, var in refs.items():
+            if not SECRET_NAME.fullmatch(name):
+                raise ValueError(f"{name!r}: credential names are lower_snake_case, at most 64 characters")
+            if not SECRET_VAR.fullmatch(var):
+                raise ValueError(f"{name}: {var!r} must name an environment variable starting with GATEWAY_SECRET_")
+            if not os.environ.get(var):
+                raise ValueError(f"{name}: environment variable {var} is not set on the gateway")
+        return refs
 
     @field_validator("tools")
     @classmethod
@@ -145,6 +175,7 @@ class _AgentFields(_Request):
             "inactivity_action": self.inactivity_action,
             "recording_enabled": self.recording_enabled,
             "tools": tuple(t.declaration() for t in self.tools),
+            "secret_refs": dict(self.secret_refs),
         }
 
 
@@ -186,6 +217,7 @@ class AgentOut(_Response):
     inactivity_action: InactivityAction
     recording_enabled: bool
     tools: list[dict[str, Any]]
+    secret_refs: dict[str, str] = Field(default_factory=dict, description="Credential references (never values).")
     created_at: datetime
 
 
@@ -261,6 +293,7 @@ class CallConfigOut(_Response):
     inactivity_action: InactivityAction
     recording_enabled: bool
     tools: list[dict[str, Any]]
+    secret_refs: dict[str, str] = Field(default_factory=dict, description="Credential references (never values).")
 
 
 class CallOut(_Response):

@@ -200,6 +200,8 @@ class Agent(Base):
     inactivity_action: Mapped[str] = mapped_column(String(10), default="hangup")
     recording_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     tools: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    #: credential name -> environment variable name (references only, never secret values)
+    secret_refs: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

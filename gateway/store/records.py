@@ -56,6 +56,12 @@ class CallConfig:
     inactivity_timeout_s: int = 30
     inactivity_action: Literal["hangup", "prompt"] = "hangup"
     recording_enabled: bool = True
+    #: Credential name → environment variable holding it (references only, never values).
+    secret_refs: Mapping[str, str] = field(default_factory=dict)
+
+    def resolve_secrets(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """The referenced credentials' values from ``environ``; unset references are left out."""
+        return {name: environ[var] for name, var in self.secret_refs.items() if environ.get(var)}
 
     def agent_config(self, *, secrets: Mapping[str, str] | None = None) -> AgentConfig:
         """The model-facing part, with per-call ``secrets`` (never stored) attached."""
@@ -77,6 +83,7 @@ class CallConfig:
         """A JSON-ready dict with snake_case keys (``tools`` as a list)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["tools"] = [dict(t) for t in self.tools]
+        out["secret_refs"] = dict(self.secret_refs)
         return out
 
     @classmethod
@@ -86,6 +93,8 @@ class CallConfig:
         kwargs = {k: v for k, v in data.items() if k in names}
         if "tools" in kwargs:
             kwargs["tools"] = tuple(dict(t) for t in kwargs["tools"] or ())
+        if "secret_refs" in kwargs:
+            kwargs["secret_refs"] = dict(kwargs["secret_refs"] or {})
         return cls(**kwargs)
 
     @classmethod
@@ -138,6 +147,7 @@ class AgentRecord:
     recording_enabled: bool
     tools: tuple[dict[str, Any], ...]
     created_at: datetime
+    secret_refs: Mapping[str, str] = field(default_factory=dict)
 
     def call_config(self) -> CallConfig:
         """The configuration a call created from this agent runs with."""
@@ -156,6 +166,7 @@ class AgentRecord:
             inactivity_timeout_s=self.inactivity_timeout_s,
             inactivity_action=self.inactivity_action,
             recording_enabled=self.recording_enabled,
+            secret_refs=dict(self.secret_refs),
         )
 
 

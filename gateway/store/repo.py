@@ -139,6 +139,7 @@ def _agent_record(row: Agent) -> AgentRecord:
         recording_enabled=row.recording_enabled,
         tools=tuple(dict(t) for t in row.tools or ()),
         created_at=row.created_at,
+        secret_refs=dict(row.secret_refs or {}),
     )
 
 
@@ -325,6 +326,7 @@ class Store:
         inactivity_action: str = "hangup",
         recording_enabled: bool = True,
         tools: Iterable[Mapping[str, Any]] = (),
+        secret_refs: Mapping[str, str] | None = None,
     ) -> AgentRecord:
         """Store a new agent (values are validated by the API layer, not here)."""
         row = Agent(
@@ -344,6 +346,7 @@ class Store:
             inactivity_action=inactivity_action,
             recording_enabled=recording_enabled,
             tools=[dict(t) for t in tools],
+            secret_refs=dict(secret_refs or {}),
             created_at=self.now(),
         )
         with self._session() as s, s.begin():

@@ -80,6 +80,7 @@ async def test_create_and_get_agent(client: httpx.AsyncClient) -> None:
         **AGENT, "id": None, "createdAt": None, "model": "local", "temperature": 0.0,
         "firstSpeaker": "agent", "interruptible": False, "turnMode": "gateway", "maxDuration": 3000,
         "inactivityTimeout": 30, "inactivityAction": "hangup", "recordingEnabled": True, "tools": [],
+        "secretRefs": {},
     }  # fmt: skip
     assert _iso(body["createdAt"]).tzinfo is not None
     r2 = await client.get(f"/agents/{body['id']}")
