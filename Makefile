@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test serve bench-media bench-load clean
+.PHONY: demo test serve bench-media bench-load bench-report clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,9 @@ bench-media: $(STAMP)
 
 bench-load: $(STAMP)
 	$(BIN)/gateway bench load
+
+bench-report: $(STAMP)
+	$(BIN)/gateway bench report
 
 clean:
 	rm -rf $(VENV) .pytest_cache gateway.db recordings

@@ -115,11 +115,61 @@ def bench_media(
     seconds: float = typer.Option(3.0, help="Seconds of call audio per call and row."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document on the last line."),
     plot: Optional[Path] = typer.Option(Path("bench-out/media.png"), help="PNG plot path."),
+    vads: str = typer.Option("webrtc,silero,silero8k", help="VADs to measure (silero8k: Silero at 8 kHz, a what-if)."),
+    carriers: str = typer.Option("twilio,telnyx,plivo,vonage,exotel,raw", help="Carriers for the per-carrier rows."),
+    carrier_calls: int = typer.Option(100, help="Simultaneous calls in the per-carrier rows."),
 ) -> None:
     """CPU cost of the media path per 20 ms frame, per carrier, no sockets."""
     from benchmarks.media import main as bench_main
 
-    bench_main(calls=[int(c) for c in calls.split(",") if c], seconds=seconds, json_out=json_out, plot=plot)
+    bench_main(calls=[int(c) for c in calls.split(",") if c], seconds=seconds, json_out=json_out, plot=plot,
+               vads=[v for v in vads.split(",") if v], carriers=[c for c in carriers.split(",") if c],
+               carrier_calls=carrier_calls)  # fmt: skip
+
+
+@bench_app.command("load")
+def bench_load(
+    calls: int = typer.Option(50, help="Simultaneous calls (one step; see --ramp)."),
+    carriers: str = typer.Option("twilio,telnyx,plivo,vonage,exotel,raw", help="Carrier dialects, mixed round-robin."),
+    url: Optional[str] = typer.Option(None, help="A running gateway (loopback only); default: start one here."),
+    api_key: Optional[str] = typer.Option(None, help="REST API key of --url."),
+    model: Optional[str] = typer.Option(None, help="Calls' model backend; default: a fake realtime model started here."),
+    gateway_pid: Optional[int] = typer.Option(None, help="pid of --url's gateway, to read its CPU and RSS."),
+    vad: str = typer.Option("silero", help="VAD of the gateway started here: silero or webrtc."),
+    g711: bool = typer.Option(True, help="Gateway started here passes G.711 through to the model (as OpenAI)."),
+    ramp: bool = typer.Option(False, help="Grow the load to find the most calls that hold the targets."),
+    ramp_start: int = typer.Option(25, help="First ramp step."),
+    ramp_max: int = typer.Option(800, help="Largest ramp step."),
+    time_budget: float = typer.Option(600.0, help="Ramp time limit (s)."),
+    arrival: Optional[float] = typer.Option(None, help="Spread caller arrivals over this many seconds."),
+    pin: bool = typer.Option(True, help="Pin the gateway to core 0, driver and model to the others."),
+    script: str = typer.Option("full", help="Caller script: full (pauses, barge-in) or short (smoke test)."),
+    settle: bool = typer.Option(True, help="Wait for the started gateway's start-up work to settle first."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document on the last line."),
+    plot: Optional[Path] = typer.Option(Path("bench-out/load.png"), help="PNG plot path."),
+    out_dir: Optional[Path] = typer.Option(Path("bench-out"), help="Where load.json and load.md go."),
+) -> None:
+    """Simulated carrier calls over real WebSockets: gateway CPU and memory per call, pacing, latencies."""
+    from benchmarks.load import main as load_main
+
+    _logging("WARNING")
+    load_main(calls, carriers=[c for c in carriers.split(",") if c], url=url, api_key=api_key, model=model,
+              gateway_pid=gateway_pid, vad=vad, g711=g711, ramp=ramp, ramp_start=ramp_start, ramp_max=ramp_max,
+              time_budget_s=time_budget, arrival_s=arrival, pin=pin, script=script, settle=settle,
+              json_out=json_out, plot=plot, out_dir=out_dir)  # fmt: skip
+
+
+@bench_app.command("report")
+def bench_report(
+    ramp: bool = typer.Option(True, help="Include a load ramp (the longest part)."),
+    time_budget: float = typer.Option(420.0, help="Ramp time limit (s)."),
+    readme: Path = typer.Option(Path("benchmarks/README.md"), help="README whose figures block is rewritten."),
+) -> None:
+    """Run both benchmarks at their default sizes (and a ramp) and rewrite benchmarks/README.md's figures."""
+    from benchmarks.report import main as report_main
+
+    _logging("WARNING")
+    report_main(ramp=ramp, time_budget_s=time_budget, readme=readme)
 
 
 def main() -> None:

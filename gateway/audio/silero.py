@@ -267,18 +267,17 @@ class SileroStream:
 def _run_group(streams: Sequence[SileroStream], chunks: Sequence[np.ndarray]) -> np.ndarray:
     """One ONNX run over streams sharing a model and a rate; ``chunks`` already float32."""
     first = streams[0]
-    ctx, n = first.context_samples, first.chunk_samples
-    batch = np.empty((len(streams), ctx + n), dtype=np.float32)
-    state = np.empty((2, len(streams), STATE_SIZE), dtype=np.float32)
-    for i, (s, c) in enumerate(zip(streams, chunks)):
-        batch[i, :ctx] = s._context
-        batch[i, ctx:] = c
-        state[:, i, :] = s._state
+    ctx = first.context_samples
+    # Stacked in a few numpy calls rather than row by row (this runs for every call, every tick).
+    batch = np.concatenate((np.stack([s._context for s in streams]), np.stack(chunks)), axis=1)
+    state = np.stack([s._state for s in streams], axis=1)
     probs, new_state = first.model.infer(batch, state, first.sample_rate)
-    # Only after a successful run: a failed run leaves every stream as it was.
+    # Only after a successful run: a failed run leaves every stream as it was. The new state
+    # rows and context tails are views into this run's arrays, which nothing writes to again.
+    tails = batch[:, -ctx:]
     for i, s in enumerate(streams):
-        s._state = new_state[:, i, :].copy()
-        s._context = batch[i, -ctx:].copy()
+        s._state = new_state[:, i, :]
+        s._context = tails[i]
         s.chunks_scored += 1
     return probs
 

@@ -468,4 +468,11 @@ class VoiceDetector:
             raise RuntimeError(f"{self._out} chunks taken but not yet applied")
         self.feed(pcm)
         chunks = self.take_chunks()
-        return self.apply_scores([self.scorer.score(c) for c in chunks])
+        self._out = 0
+        n, push, score = self.frame_samples, self.gate.push, self.scorer.score
+        events = []
+        for chunk in chunks:  # as apply_scores, without building arrays for one or two frames
+            event = push(float(score(chunk)), n)
+            if event is not None:
+                events.append(event)
+        return events

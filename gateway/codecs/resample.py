@@ -174,9 +174,10 @@ class Resampler:
     pass samples through (copied) with no delay.
 
     Cost: one dot product of :attr:`taps` samples per output sample, vectorised per call (no
-    Python loop over samples; at most ``up`` or ``down`` small numpy calls). Measured per 20 ms
-    int16 chunk on one core: 8→16 kHz 17 µs, 16→8 kHz 20 µs, 8→24 kHz 22 µs, 24→8 kHz 25 µs,
-    16↔24 kHz 35 µs, 48→8 kHz 41 µs, 22.05→8 kHz 63 µs.
+    Python loop over samples; one matrix product over strided views of a float64 work buffer
+    the stream keeps, ``up`` of them at most). Measured per 20 ms int16 chunk on one core of a
+    shared 2-core VM (``benchmarks``): 8→16 kHz 16 µs, 16→8 kHz 14 µs, 8→24 kHz 18 µs,
+    24→8 kHz 17 µs, 16→24 kHz 26 µs, 24→16 kHz 23 µs, 48→8 kHz 36 µs, 22.05→8 kHz ~70 µs.
 
     Args:
         in_rate: Input sample rate, Hz.
@@ -211,6 +212,8 @@ class Resampler:
             )
         elif not isinstance(in_rate, numbers.Integral) or in_rate <= 0:
             raise ValueError(f"rates must be positive integers in Hz, got {in_rate!r}")
+        # bank.T, contiguous: the upsampling path's one matrix product takes it as is.
+        self._bank_t = None if self._design is None else np.ascontiguousarray(self._design.bank.T)
         self.reset()
 
     @property
@@ -226,11 +229,20 @@ class Resampler:
     def reset(self) -> None:
         """Forgets all history, as at the start of a stream (e.g. on barge-in)."""
         d = self._design
-        self._history = np.zeros(0 if d is None else d.taps - 1)
+        keep = 0 if d is None else d.taps - 1
+        # One float64 work buffer per stream, reused by every call: the first ``keep`` entries
+        # hold the history (the last ``taps - 1`` input samples), the chunk is written after it.
+        self._keep = keep
+        self._buf = np.zeros(keep + 160)  # grows to the largest chunk seen
         self._phase = 0 if d is None else d.offset  # next output's upsampled-grid position
         self._n_in = 0  # input samples since reset
         self._n_out = 0  # output samples since reset
         self._dtype: np.dtype | None = None
+
+    @property
+    def _history(self) -> np.ndarray:
+        """The last ``taps - 1`` input samples (float64; zeros before any input)."""
+        return self._buf[: self._keep]
 
     def process(self, x: np.ndarray) -> np.ndarray:
         """Resamples the next chunk of the stream.
@@ -248,15 +260,18 @@ class Resampler:
             TypeError: Unsupported dtype, or a dtype other than the one this stream started with.
             ValueError: ``x`` is not 1-D.
         """
-        x = np.asarray(x)
+        if type(x) is not np.ndarray:
+            x = np.asarray(x)
         if x.ndim != 1:
             raise ValueError(f"expected 1-D samples, got shape {x.shape}")
-        if x.dtype not in _DTYPES:
-            raise TypeError(f"expected int16, float32 or float64 samples, got {x.dtype}")
-        if self._dtype is None:
-            self._dtype = x.dtype
-        elif x.dtype != self._dtype:
-            raise TypeError(f"stream started as {self._dtype}, got {x.dtype}; call reset()")
+        dtype = x.dtype
+        if dtype is not self._dtype:
+            if dtype not in _DTYPES:
+                raise TypeError(f"expected int16, float32 or float64 samples, got {dtype}")
+            if self._dtype is None:
+                self._dtype = dtype
+            elif dtype != self._dtype:
+                raise TypeError(f"stream started as {self._dtype}, got {dtype}; call reset()")
         d = self._design
         n = x.shape[0]
         if d is None:
@@ -265,41 +280,49 @@ class Resampler:
             return x.copy()
         count = max(0, -(-(n * d.up - self._phase) // d.down))
         if n == 0:
-            return np.zeros(0, dtype=x.dtype)
-        buf = np.concatenate((self._history, x), dtype=np.float64)
+            return np.zeros(0, dtype=dtype)
+        keep = self._keep
+        total = keep + n
+        if total > self._buf.shape[0]:
+            grown = np.zeros(total)
+            grown[:keep] = self._buf[:keep]
+            self._buf = grown
+        buf = self._buf[:total]
+        buf[keep:] = x  # converts to float64 in place
         y = self._compute(buf, count, d) if count else np.zeros(0)
-        self._history = buf[n:].copy()
+        self._buf[:keep] = buf[n:]  # the new history (numpy copes with the overlap)
         self._phase += count * d.down - n * d.up
         self._n_in += n
         self._n_out += count
-        if x.dtype == np.int16:
+        if dtype == np.int16:
             np.rint(y, out=y)
-            np.clip(y, -32768.0, 32767.0, out=y)
-        return y.astype(x.dtype)
+            np.minimum(y, 32767.0, out=y)
+            np.maximum(y, -32768.0, out=y)
+            return y.astype(np.int16)
+        return y.astype(dtype)
 
     def _compute(self, buf: np.ndarray, count: int, d: FilterDesign) -> np.ndarray:
-        """Outputs ``0 .. count-1`` of this call from ``buf`` = history + chunk (float64)."""
+        """Outputs ``0 .. count-1`` of this call from ``buf`` = history + chunk (float64).
+
+        Every path is one or a few matrix products over strided views of ``buf`` (no copies):
+        output ``t`` on the upsampled grid is ``bank[t % up] @ buf[t // up : t // up + taps]``.
+        """
         up, down, taps, bank, t0 = d.up, d.down, d.taps, d.bank, self._phase
-        n_win = buf.shape[0] - taps + 1  # windows buf[i : i + taps], i = t // up
-        if down == 1:  # pure upsampling: every phase at every window, then interleave
-            grid = np.empty((n_win, up))
-            for p in range(up):
-                grid[:, p] = np.correlate(buf, bank[p], "valid")
-            return grid.ravel()[t0 : t0 + count]
-        if up == 1:  # pure downsampling: split the filter into `down` decimated sub-filters
-            y = np.zeros(count)
-            for s in range(down):
-                h = bank[0, s::down]
-                y += np.correlate(buf[t0 + s :: down][: count + h.shape[0] - 1], h, "valid")
-            return y
         item = buf.itemsize
+        n_win = buf.shape[0] - taps + 1  # windows buf[i : i + taps], i = t // up
+        if down == 1:  # pure upsampling: every phase at every window, one product, interleave
+            windows = np.ndarray((n_win, taps), np.float64, buf, 0, (item, item))
+            return np.dot(windows, self._bank_t).reshape(-1)[t0 : t0 + count]
+        if up == 1:  # pure downsampling: windows step `down` inputs, one phase
+            win = np.ndarray((count, taps), np.float64, buf, t0 * item, (down * item, item))
+            return np.dot(win, bank[0])
         if up <= 8:  # outputs r, r+up, ... share a phase and step `down` inputs: strided matmul
             y = np.empty(count)
             for r in range(min(up, count)):
                 i0, p = divmod(t0 + r * down, up)
                 rows = (count - r + up - 1) // up
                 win = np.ndarray((rows, taps), np.float64, buf, i0 * item, (down * item, item))
-                y[r::up] = win @ bank[p]
+                y[r::up] = np.dot(win, bank[p])
             return y
         # General case (e.g. 22.05 kHz pairs): gather each output's window and phase row.
         windows = as_strided(buf, (n_win, taps), (item, item))

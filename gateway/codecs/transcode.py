@@ -86,6 +86,9 @@ class Transcoder:
         self.passthrough = src == dst
         self.aligned = aligned
         self._resampler = Resampler(src.sample_rate, dst.sample_rate)
+        self._decode = _DECODERS[src.encoding]  # bound once: process() runs per 20 ms frame
+        self._encode = _ENCODERS[dst.encoding]
+        self._src_l16 = src.encoding is Encoding.L16
         self._carry = b""  # an odd trailing L16 byte awaiting its partner
         self._skip = self._resampler.delay * dst.encoding.bytes_per_sample if aligned else 0
 
@@ -107,15 +110,14 @@ class Transcoder:
         """
         if self.passthrough:
             return data if isinstance(data, bytes) else bytes(data)
-        if self.src.encoding is Encoding.L16:
+        if self._src_l16:
             if self._carry:
                 data = self._carry + bytes(data)
             if len(data) % 2:
                 self._carry, data = bytes(data[-1:]), data[:-1]
             else:
                 self._carry = b""
-        pcm = decode(data, self.src.encoding)
-        out = encode(self._resampler.process(pcm), self.dst.encoding)
+        out = self._encode(self._resampler.process(self._decode(data)))
         if self._skip:
             dropped = min(self._skip, len(out))
             self._skip -= dropped

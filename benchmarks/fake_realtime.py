@@ -1,0 +1,318 @@
+"""A cheap stand-in for a realtime speech model: the OpenAI Realtime (GA) wire protocol on loopback.
+
+``gateway bench load`` points its calls at this server (``model = compat:bench@ws://127.0.0.1:PORT/v1``)
+so that what is measured is the gateway's own cost, not a speech model's. It speaks just enough
+of the protocol for :mod:`gateway.llm.openai_realtime`: ``session.update`` → ``session.updated``;
+``input_audio_buffer.append`` (counted, never decoded); ``input_audio_buffer.commit`` →
+``committed``, the user item and a transcript; ``conversation.item.create`` → ``added``;
+``response.create`` → a reply of **pre-recorded speech** from ``../shared/audio/speech`` streamed
+as ``response.output_audio.delta`` chunks (``chunk_ms`` of audio each, ``speed`` × real time,
+as hosted models stream faster than real time), with transcript deltas, ``output_item.done``
+and ``response.done``; ``response.cancel`` stops the reply (``response.done`` cancelled);
+``conversation.item.truncate`` / ``delete`` are acknowledged.
+
+Audio goes out in the session's ``audio.output.format``: ``audio/pcmu`` / ``audio/pcma``
+(8 kHz G.711, when the gateway passes G.711 through) or ``audio/pcm`` at its ``rate``.
+
+For the latency figures it records, per call, the monotonic time (``time.monotonic()``, the
+same clock in every process on the machine) at which the first audio delta of each response
+was sent. A call is named by the first ``[tag]`` in its session instructions.
+``GET /stats`` returns ``{"responses": {tag: [{"id", "first_delta", "cancelled"}, ...]},
+"connections": n, "appends": n}`` as JSON.
+
+Run alone: ``python -m benchmarks.fake_realtime --port 8765``. Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import itertools
+import json
+import logging
+import re
+import time
+import wave
+import zlib
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Response
+
+__all__ = ["FakeRealtimeModel", "Voice", "main"]
+
+SHARED_AUDIO = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
+#: What the model "says": a short greeting, one long reply (long enough to be interrupted),
+#: then short replies.
+GREETINGS = ("cards-001", "cards-003", "cards-004")
+LONG_REPLIES = ("librivox-0890", "librivox-0920", "librivox-0870")
+SHORT_REPLIES = ("cards-002", "goforward", "librivox-0880", "cards-005")
+_TAG = re.compile(r"\[([A-Za-z0-9_.:-]+)\]")
+log = logging.getLogger("benchmarks.fake_realtime")
+
+
+def _pick(tag: str, n: int) -> str:
+    """Response ``n`` of call ``tag``: greeting, a long reply, then short ones (stable per tag)."""
+    h = zlib.crc32(tag.encode())
+    if n == 0:
+        return GREETINGS[h % len(GREETINGS)]
+    if n == 1:
+        return LONG_REPLIES[h % len(LONG_REPLIES)]
+    return SHORT_REPLIES[(h + n) % len(SHORT_REPLIES)]
+
+
+def _load(name: str) -> tuple[np.ndarray, int, str]:
+    path = SHARED_AUDIO / "speech" / f"{name}.wav"
+    text_path = path.with_suffix(".txt")
+    if not path.exists():  # no shared audio: a 2 s tone burst, so the server still works
+        t = np.arange(32000) / 16000
+        return (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16), 16000, name
+    with wave.open(str(path), "rb") as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").copy()
+        rate = w.getframerate()
+    text = text_path.read_text().strip() if text_path.exists() else name
+    return pcm, rate, text
+
+
+class Voice:
+    """Pre-recorded replies, encoded once per output format and cut into ``chunk_ms`` deltas."""
+
+    def __init__(self, chunk_ms: int = 100) -> None:
+        from gateway.codecs.transcode import encode
+        from gateway.simulator.run import to_rate
+
+        self.chunk_ms = chunk_ms
+        self._raw = {name: _load(name) for name in (*GREETINGS, *LONG_REPLIES, *SHORT_REPLIES)}
+        self._encode = encode
+        self._to_rate = to_rate
+        self._cache: dict[tuple[str, str, int], tuple[list[str], str, int]] = {}
+
+    def chunks(self, name: str, fmt: dict[str, Any]) -> tuple[list[str], str, int]:
+        """(base64 deltas, transcript, ms of audio) of recording ``name`` in wire format ``fmt``."""
+        kind = fmt.get("type", "audio/pcm")
+        rate = 8000 if kind in ("audio/pcmu", "audio/pcma") else int(fmt.get("rate", 24000))
+        key = (name, kind, rate)
+        if key not in self._cache:
+            pcm, src_rate, text = self._raw[name]
+            pcm = self._to_rate(pcm, src_rate, rate)
+            enc = {"audio/pcmu": "pcmu", "audio/pcma": "pcma"}.get(kind, "l16")
+            data = self._encode(pcm, enc)
+            step = (rate * self.chunk_ms // 1000) * (2 if enc == "l16" else 1)
+            deltas = [base64.b64encode(data[i : i + step]).decode() for i in range(0, len(data), step)]
+            self._cache[key] = (deltas, text, int(pcm.size * 1000 / rate))
+        return self._cache[key]
+
+
+@dataclass
+class _Conn:
+    ws: ServerConnection
+    tag: str = ""
+    fmt: dict[str, Any] = field(default_factory=lambda: {"type": "audio/pcm", "rate": 24000})
+    appended: int = 0
+    responses: int = 0
+    active: asyncio.Task | None = None
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class FakeRealtimeModel:
+    """The server. ``async with FakeRealtimeModel(port=0) as m: m.base_url`` (``ws://…/v1``).
+
+    Args:
+        host: loopback address to bind.
+        port: TCP port (0: any free one).
+        chunk_ms: audio per ``response.output_audio.delta``.
+        speed: how much faster than real time replies stream (hosted models burst).
+    """
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, chunk_ms: int = 100, speed: float = 2.0) -> None:
+        if not host.startswith("127.") and host not in ("localhost", "::1"):
+            raise ValueError("the fake model serves loopback only")
+        self.host, self.port = host, port
+        self.speed = speed
+        self.voice = Voice(chunk_ms)
+        self.responses: dict[str, list[dict[str, Any]]] = {}
+        self.connections = 0
+        self.appends = 0
+        self._ids = itertools.count(1)
+        self._server: Any = None
+
+    @property
+    def base_url(self) -> str:
+        return f"ws://{self.host}:{self.port}/v1"
+
+    def stats(self) -> dict[str, Any]:
+        return {"responses": self.responses, "connections": self.connections, "appends": self.appends}
+
+    async def __aenter__(self) -> FakeRealtimeModel:
+        self._server = await serve(self._handler, self.host, self.port, process_request=self._http,
+                                   max_size=2**22, compression=None, ping_interval=None,
+                                   logger=log)  # fmt: skip
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def serve_forever(self) -> None:
+        async with self:
+            print(json.dumps({"ready": True, "port": self.port}), flush=True)
+            await asyncio.Future()
+
+    def _http(self, connection: ServerConnection, request: Any) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == "/stats":
+            body = orjson.dumps(self.stats())
+            return Response(200, "OK", Headers([("Content-Type", "application/json"),
+                                                ("Content-Length", str(len(body)))]), body)  # fmt: skip
+        if not path.endswith("/realtime"):
+            return connection.respond(HTTPStatus.NOT_FOUND, "no such endpoint\n")
+        return None
+
+    # ------------------------------------------------------------------ protocol
+
+    async def _send(self, c: _Conn, event: dict[str, Any]) -> None:
+        event["event_id"] = f"event_{next(self._ids)}"
+        try:
+            await c.ws.send(orjson.dumps(event).decode())
+        except ConnectionClosed:
+            pass
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        c = _Conn(ws)
+        self.connections += 1
+        await self._send(c, {"type": "session.created", "session": {"type": "realtime", "id": f"sess_{next(self._ids)}"}})
+        try:
+            async for raw in ws:
+                if isinstance(raw, str) and raw.startswith('{"type":"input_audio_buffer.append"'):
+                    c.appended += len(raw)  # hot path: never decoded
+                    self.appends += 1
+                    continue
+                await self._on(c, orjson.loads(raw))
+        except ConnectionClosed:
+            pass
+        finally:
+            if c.active is not None:
+                c.active.cancel()
+
+    async def _on(self, c: _Conn, msg: dict[str, Any]) -> None:
+        t = msg.get("type")
+        if t == "session.update":
+            session = msg.get("session") or {}
+            m = _TAG.search(str(session.get("instructions") or ""))
+            c.tag = m.group(1) if m else f"conn{self.connections}"
+            fmt = ((session.get("audio") or {}).get("output") or {}).get("format")
+            if fmt:
+                c.fmt = fmt
+            await self._send(c, {"type": "session.updated", "session": session})
+        elif t == "input_audio_buffer.append":
+            c.appended += 1
+            self.appends += 1
+        elif t == "input_audio_buffer.commit":
+            item_id = f"item_user_{next(self._ids)}"
+            await self._send(c, {"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": None})
+            await self._send(c, {"type": "conversation.item.added", "previous_item_id": None, "item": {
+                "id": item_id, "type": "message", "role": "user", "status": "completed",
+                "content": [{"type": "input_audio", "transcript": None}]}})  # fmt: skip
+            await self._send(c, {"type": "conversation.item.input_audio_transcription.completed",
+                                 "item_id": item_id, "content_index": 0, "transcript": "caller turn"})  # fmt: skip
+        elif t == "conversation.item.create":
+            item = dict(msg.get("item") or {})
+            item.setdefault("id", f"item_{next(self._ids)}")
+            await self._send(c, {"type": "conversation.item.added", "previous_item_id": None, "item": item})
+        elif t == "response.create":
+            if c.active is not None and not c.active.done():
+                await self._send(c, {"type": "error", "error": {"type": "invalid_request_error",
+                                     "code": "conversation_already_has_active_response",
+                                     "message": "Conversation already has an active response in progress",
+                                     "event_id": msg.get("event_id")}})  # fmt: skip
+                return
+            c.cancel = asyncio.Event()
+            c.active = asyncio.create_task(self._respond(c))
+        elif t == "response.cancel":
+            if c.active is None or c.active.done():
+                await self._send(c, {"type": "error", "error": {"type": "invalid_request_error",
+                                     "code": "response_cancel_not_active",
+                                     "message": "Cancellation failed: no active response found",
+                                     "event_id": msg.get("event_id")}})  # fmt: skip
+            else:
+                c.cancel.set()
+        elif t == "conversation.item.truncate":
+            await self._send(c, {"type": "conversation.item.truncated", "item_id": msg.get("item_id"),
+                                 "content_index": 0, "audio_end_ms": msg.get("audio_end_ms")})  # fmt: skip
+        elif t == "conversation.item.delete":
+            await self._send(c, {"type": "conversation.item.deleted", "item_id": msg.get("item_id")})
+
+    async def _respond(self, c: _Conn) -> None:
+        n = c.responses
+        c.responses += 1
+        name = _pick(c.tag, n)
+        deltas, text, _ = self.voice.chunks(name, c.fmt)
+        rid, item_id = f"resp_{next(self._ids)}", f"item_{next(self._ids)}"
+        record: dict[str, Any] = {"id": rid, "first_delta": None, "cancelled": False, "recording": name}
+        self.responses.setdefault(c.tag, []).append(record)
+        base = {"response_id": rid, "item_id": item_id, "output_index": 0, "content_index": 0}
+        item = {"id": item_id, "type": "message", "role": "assistant", "status": "in_progress", "content": []}
+        await self._send(c, {"type": "response.created", "response": {"id": rid, "status": "in_progress", "output": []}})
+        await self._send(c, {"type": "response.output_item.added", "response_id": rid, "output_index": 0, "item": item})
+        words = text.split()
+        loop = asyncio.get_running_loop()
+        pace = self.voice.chunk_ms / 1000 / self.speed if self.speed > 0 else 0.0
+        t0 = loop.time()
+        status = "completed"
+        sent_words = 0
+        for i, delta in enumerate(deltas):
+            if c.cancel.is_set():
+                status = "cancelled"
+                break
+            if i == 0:
+                record["first_delta"] = time.monotonic()
+            await self._send(c, {"type": "response.output_audio.delta", **base, "delta": delta})
+            upto = len(words) * (i + 1) // len(deltas)
+            if upto > sent_words:
+                await self._send(c, {"type": "response.output_audio_transcript.delta", **base,
+                                     "delta": " ".join(words[sent_words:upto]) + " "})  # fmt: skip
+                sent_words = upto
+            if pace:
+                delay = t0 + (i + 1) * pace - loop.time()
+                try:
+                    await asyncio.wait_for(c.cancel.wait(), max(0.0, delay))
+                except TimeoutError:
+                    pass
+        record["cancelled"] = status == "cancelled"
+        spoken = " ".join(words[:sent_words]) if status == "cancelled" else text
+        if status == "completed":
+            await self._send(c, {"type": "response.output_audio.done", **base})
+            await self._send(c, {"type": "response.output_audio_transcript.done", **base, "transcript": text})
+        done_item = {**item, "status": "completed" if status == "completed" else "incomplete",
+                     "content": [{"type": "output_audio", "transcript": spoken}]}  # fmt: skip
+        await self._send(c, {"type": "response.output_item.done", "response_id": rid, "output_index": 0, "item": done_item})
+        await self._send(c, {"type": "response.done", "response": {"id": rid, "status": status, "output": [done_item]}})
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m benchmarks.fake_realtime --port P``: serve until killed; prints one ready line."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--chunk-ms", type=int, default=100)
+    ap.add_argument("--speed", type=float, default=2.0)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    model = FakeRealtimeModel(host=args.host, port=args.port, chunk_ms=args.chunk_ms, speed=args.speed)
+    try:
+        asyncio.run(model.serve_forever())
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

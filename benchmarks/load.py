@@ -1,0 +1,565 @@
+"""``gateway bench load``: many simulated carrier calls against a running gateway, over real WebSockets.
+
+Without ``--url`` it starts everything on this machine, on loopback:
+
+* the gateway as a **separate process** (``python -m gateway.cli serve``) with ``GATEWAY_*``
+  settings: a free port, SQLite and recordings in a temporary directory (calls are created
+  with recording off), WARNING logs, Silero VAD (``--vad``), and ``GATEWAY_COMPAT_G711=true``
+  so μ-law carriers pass G.711 straight through to the model as with OpenAI;
+* a fake realtime model (:mod:`benchmarks.fake_realtime`), a separate process speaking the
+  OpenAI Realtime wire protocol and answering with pre-recorded speech, so the load measures
+  the gateway's own cost rather than a speech model's (calls use
+  ``model = compat:bench@ws://127.0.0.1:<port>/v1``);
+* the driver (this process, :mod:`gateway.simulator.load`): ``--calls`` simulated callers, the
+  carriers of ``--carriers`` mixed, each speaking real recordings with pauses and one barge-in.
+
+On a machine with two or more cores the gateway is pinned to core 0 and the driver and fake
+model to the others (``--no-pin`` to turn off), so "calls per gateway core" is what one core
+holds while the load generator has its own.
+
+With ``--url`` and ``--api-key`` it drives any gateway (loopback addresses only); ``--model``
+picks the calls' backend (``local``, ``openai:…``, …; default: the fake model started here),
+and ``--gateway-pid`` lets it read that gateway's CPU and memory from ``/proc``.
+
+``--ramp`` runs steps of growing size (doubling from ``--ramp-start``, then bisecting) and
+reports the largest number of calls that held p99 pacing lateness under 20 ms with no frame
+lost and no failed call.
+
+Output: a table (or with ``--json`` one JSON document on the last line), a PNG plot and a
+Markdown table (``bench-out/load.{png,md,json}``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import httpx
+
+from gateway.simulator.load import Lines, check_loopback, run_step, summarise
+
+__all__ = ["main", "run", "LocalGateway", "FakeModelProcess", "table", "plot_png", "TARGETS"]
+
+CARRIERS = ("twilio", "telnyx", "plivo", "vonage", "exotel", "raw")
+#: Issue #4 targets. Reported next to the measurements, never asserted.
+TARGETS = {
+    "calls_per_core": 400,
+    "lateness_p99_ms": 20.0,
+    "rss_per_call_mb": 2.0,
+    "barge_in_p95_ms": 200.0,
+    "model_to_carrier_p99_ms": 5.0,
+}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _affinity(cpus: set[int] | None):
+    if not cpus or not hasattr(os, "sched_setaffinity"):
+        return None
+
+    def pin() -> None:
+        os.sched_setaffinity(0, cpus)
+
+    return pin
+
+
+class FakeModelProcess:
+    """:mod:`benchmarks.fake_realtime` in its own process on a free loopback port."""
+
+    def __init__(self, *, cpus: set[int] | None = None, speed: float = 2.0, chunk_ms: int = 100) -> None:
+        self.cpus, self.speed, self.chunk_ms = cpus, speed, chunk_ms
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.fake_realtime", "--port", "0", "--speed", str(self.speed),
+             "--chunk-ms", str(self.chunk_ms)],
+            stdout=subprocess.PIPE, text=True, cwd=str(ROOT), preexec_fn=_affinity(self.cpus),
+            env={**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            with contextlib.suppress(ValueError):
+                msg = json.loads(line)
+                if msg.get("ready"):
+                    self.port = int(msg["port"])
+                    return
+        self.stop()
+        raise RuntimeError("the fake realtime model did not start")
+
+    @property
+    def model(self) -> str:
+        return f"compat:bench@ws://127.0.0.1:{self.port}/v1"
+
+    async def stats(self) -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=10) as http:
+            r = await http.get(f"http://127.0.0.1:{self.port}/stats")
+            r.raise_for_status()
+            return r.json()
+
+    def stop(self) -> None:
+        _terminate(self.proc)
+
+
+def _terminate(proc: subprocess.Popen | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+class LocalGateway:
+    """``gateway serve`` as a separate process, on a free loopback port, state in a temp dir."""
+
+    def __init__(self, workdir: Path, *, vad: str = "silero", g711: bool = True, cpus: set[int] | None = None,
+                 env: dict[str, str] | None = None, command: Sequence[str] = ("-m", "gateway.cli", "serve")) -> None:
+        self.workdir = workdir
+        self.command = list(command)
+        self.vad, self.g711, self.cpus = vad, g711, cpus
+        self.extra_env = env or {}
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self.api_key = ""
+        self.log_path = workdir / "gateway.log"
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        from gateway.store import Store
+
+        db = f"sqlite:///{self.workdir / 'gateway.db'}"
+        store = Store(db)
+        store.create_all()
+        self.api_key, _ = store.create_api_key("bench")
+        with contextlib.suppress(Exception):
+            store.close()
+        env = {
+            **os.environ,
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_PORT": str(self.port),
+            "GATEWAY_PUBLIC_URL": self.url,
+            "GATEWAY_DATABASE_URL": db,
+            "GATEWAY_RECORDINGS_DIR": str(self.workdir / "recordings"),
+            "GATEWAY_LOG_LEVEL": "WARNING",
+            "GATEWAY_VAD": self.vad,
+            "GATEWAY_COMPAT_G711": "true" if self.g711 else "false",
+            "OPENBLAS_NUM_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+            **self.extra_env,
+        }
+        log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, *self.command], cwd=str(self.workdir), env=env,
+                                     stdout=log, stderr=subprocess.STDOUT, preexec_fn=_affinity(self.cpus))  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the gateway exited ({self.proc.returncode}); see {self.log_path}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"the gateway did not answer /health in {timeout_s:.0f} s; see {self.log_path}")
+
+    def wait_quiet(self, *, max_s: float = 90.0, idle_cores: float = 0.05) -> float:
+        """Wait until start-up work (the local agent's model warm-up) has settled; returns seconds waited."""
+        from gateway.simulator.load import ProcStat
+
+        assert self.proc is not None
+        stat, t0 = ProcStat(self.proc.pid), time.monotonic()
+        last = stat.cpu_s()
+        while time.monotonic() - t0 < max_s:
+            time.sleep(1.0)
+            now = stat.cpu_s()
+            if now - last < idle_cores:
+                break
+            last = now
+        return time.monotonic() - t0
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def stop(self) -> None:
+        _terminate(self.proc)
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+class _Progress:
+    """A rich progress bar (stderr) for the calls of the current step."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._p = None
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                               console=Console(stderr=True))  # fmt: skip
+            self._p.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._p is not None:
+            self._p.__exit__(*exc)
+
+    def step(self, label: str, calls: int):
+        if self._p is None:
+            return lambda event, n: None
+        for t in self._tasks.values():
+            self._p.remove_task(t)
+        self._tasks = {e: self._p.add_task(f"{label}: {e}", total=calls) for e in ("created", "connected", "finished")}
+
+        def advance(event: str, n: int) -> None:
+            self._p.update(self._tasks[event], advance=n)
+
+        return advance
+
+    def note(self, text: str) -> None:
+        if self._p is not None:
+            self._p.console.print(text)
+        else:
+            print(text, file=sys.stderr)
+
+
+async def _step(n: int, *, index: int, url: str, api_key: str, carriers: Sequence[str], model: str, lines: Lines,
+                pid: int | None, arrival_s: float, fake: FakeModelProcess | None, progress: _Progress,
+                carrier_compression: bool, script: str = "full") -> dict[str, Any]:  # fmt: skip
+    step = await run_step(
+        script=script,
+        url=url, api_key=api_key, calls=n, carriers=carriers, model=model, tag_prefix=f"s{index}",
+        arrival_s=arrival_s, lines=lines, gateway_pid=pid, model_stats=fake.stats if fake else None,
+        on_progress=progress.step(f"step {index + 1}: {n} calls", n), carrier_compression=carrier_compression,
+        seed=index,
+    )  # fmt: skip
+    row = summarise(step, calls=n, carriers=carriers, cores=os.cpu_count())
+    progress.note(_line(row))
+    return row
+
+
+def _line(row: dict[str, Any]) -> str:
+    lat = row["lateness_ms"]
+    return (f"{row['calls']} calls: {'ok' if row['ok'] else 'NOT ok'}; lateness p99 {lat['p99']} ms; "
+            f"lost {row['frames_lost_out']}+{row['frames_lost_in']}; errors {row['errors']}; "
+            f"gateway {row.get('gateway_cores_used', '?')} cores → {row.get('calls_per_core', '?')} calls/core; "
+            f"driver lag p99 {row['driver_lag_ms']['p99']} ms")  # fmt: skip
+
+
+async def run(
+    *,
+    calls: int = 50,
+    carriers: Sequence[str] = CARRIERS,
+    url: str | None = None,
+    api_key: str | None = None,
+    model: str | None = None,
+    gateway_pid: int | None = None,
+    vad: str = "silero",
+    g711: bool = True,
+    ramp: bool = False,
+    ramp_start: int = 25,
+    ramp_max: int = 800,
+    ramp_bisect: int = 2,
+    time_budget_s: float = 600.0,
+    arrival_s: float | None = None,
+    pin: bool = True,
+    carrier_compression: bool = False,
+    progress: bool = True,
+    fake_speed: float = 2.0,
+    script: str = "full",
+    settle: bool = True,
+) -> dict[str, Any]:
+    """Run one step of ``calls`` calls (or a ramp) and return the JSON-ready result."""
+    t_start = time.monotonic()
+    lines = Lines.load()
+    ncpu = os.cpu_count() or 1
+    pinned = pin and url is None and ncpu >= 2 and hasattr(os, "sched_setaffinity")
+    gw_cpus = {0} if pinned else None
+    drv_cpus = set(range(1, ncpu)) if pinned else None
+    old_affinity = os.sched_getaffinity(0) if pinned else None
+    fake: FakeModelProcess | None = None
+    gateway: LocalGateway | None = None
+    rows: list[dict[str, Any]] = []
+    info: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gw-bench-load-")))
+        if model is None:
+            fake = FakeModelProcess(cpus=drv_cpus, speed=fake_speed)
+            fake.start()
+            stack.callback(fake.stop)
+            model = fake.model
+        if url is None:
+            gateway = LocalGateway(tmp, vad=vad, g711=g711, cpus=gw_cpus)
+            gateway.start()
+            stack.callback(gateway.stop)
+            if settle:
+                info["gateway_startup_quiet_s"] = round(gateway.wait_quiet(), 1)
+            url, api_key, gateway_pid = gateway.url, gateway.api_key, gateway.pid
+        check_loopback(url)
+        if not api_key:
+            raise ValueError("--api-key is required with --url")
+        if pinned:
+            os.sched_setaffinity(0, drv_cpus)
+            stack.callback(os.sched_setaffinity, 0, old_affinity)
+        with _Progress(progress) as bar:
+            if not ramp:
+                rows.append(await _step(calls, index=0, url=url, api_key=api_key, carriers=carriers, model=model,
+                                        lines=lines, pid=gateway_pid, arrival_s=arrival_s if arrival_s is not None else 5.0,
+                                        fake=fake, progress=bar, carrier_compression=carrier_compression,
+                                        script=script))  # fmt: skip
+            else:
+                rows = await _ramp(
+                    start=ramp_start, maximum=ramp_max, bisect=ramp_bisect, budget_s=time_budget_s - (time.monotonic() - t_start),
+                    url=url, api_key=api_key, carriers=carriers, model=model, lines=lines, pid=gateway_pid,
+                    arrival_s=arrival_s, fake=fake, bar=bar, carrier_compression=carrier_compression,
+                )  # fmt: skip
+        if gateway is not None and gateway.proc is not None and gateway.proc.poll() is not None:
+            info["gateway_exit"] = gateway.proc.returncode
+    from benchmarks.media import machine
+
+    passed = [r["calls"] for r in rows if r["ok"]]
+    return {
+        "benchmark": "load",
+        "rows": rows,
+        "max_calls_ok": max(passed) if passed else None,
+        "targets": TARGETS,
+        "config": {
+            "url": "local (started here)" if gateway is not None else url,
+            "model": "fake realtime model (benchmarks.fake_realtime)" if fake is not None else model,
+            "vad": vad if gateway is not None else "as configured",
+            "g711_passthrough": g711 if gateway is not None else None,
+            "carriers": list(carriers),
+            "pinned": {"gateway": sorted(gw_cpus), "driver_and_model": sorted(drv_cpus)} if pinned else None,
+            "carrier_compression": carrier_compression,
+            "ramp": ramp,
+            "script": script,
+            **info,
+        },
+        "machine": machine(),
+        "elapsed_s": round(time.monotonic() - t_start, 1),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+async def _ramp(*, start: int, maximum: int, bisect: int, budget_s: float, url: str, api_key: str,
+                carriers: Sequence[str], model: str, lines: Lines, pid: int | None, arrival_s: float | None,
+                fake: FakeModelProcess | None, bar: _Progress, carrier_compression: bool) -> list[dict[str, Any]]:  # fmt: skip
+    """Double from ``start`` until a step fails (or ``maximum``), then bisect ``bisect`` times."""
+    t0 = time.monotonic()
+    rows: list[dict[str, Any]] = []
+    good, bad = 0, None
+    n = start
+    index = 0
+    last_s = 0.0
+
+    def good_step(row: dict[str, Any]) -> bool:
+        return row["ok"]
+
+    while n <= maximum:
+        remaining = budget_s - (time.monotonic() - t0)
+        if rows and remaining < last_s * 1.5:
+            bar.note(f"time budget: stopping before {n} calls")
+            break
+        s0 = time.monotonic()
+        row = await _step(n, index=index, url=url, api_key=api_key, carriers=carriers, model=model, lines=lines,
+                          pid=pid, arrival_s=arrival_s if arrival_s is not None else max(5.0, n / 40), fake=fake,
+                          progress=bar, carrier_compression=carrier_compression)  # fmt: skip
+        last_s = time.monotonic() - s0
+        rows.append(row)
+        index += 1
+        if good_step(row):
+            good = n
+            n *= 2
+        else:
+            bad = n
+            break
+    for _ in range(bisect):
+        if bad is None or bad - good <= max(2, good // 10):
+            break
+        mid = (good + bad) // 2
+        remaining = budget_s - (time.monotonic() - t0)
+        if remaining < last_s * 1.5:
+            break
+        s0 = time.monotonic()
+        row = await _step(mid, index=index, url=url, api_key=api_key, carriers=carriers, model=model, lines=lines,
+                          pid=pid, arrival_s=arrival_s if arrival_s is not None else max(5.0, mid / 40), fake=fake,
+                          progress=bar, carrier_compression=carrier_compression)  # fmt: skip
+        last_s = time.monotonic() - s0
+        rows.append(row)
+        index += 1
+        if good_step(row):
+            good = mid
+        else:
+            bad = mid
+    return rows
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _p(d: dict[str, Any], key: str) -> str:
+    v = d.get(key)
+    return "—" if v is None else f"{v:.1f}"
+
+
+def table(result: dict[str, Any]) -> str:
+    """The steps as a Markdown table."""
+    head = ("| calls | ok | gateway cores | calls / core | CPU ms / call-s | RSS MB / call | lateness p50 / p99 / max ms "
+            "| frames lost (out+in) | turn latency p50 / p95 / p99 ms | barge-in p50 / p95 / p99 ms "
+            "| model→carrier p50 / p95 / p99 ms | errors | driver lag p99 ms |")
+    lines = [head, "|" + "---:|" * 13]
+    for r in result["rows"]:
+        lat, turn, barge, m2c = r["lateness_ms"], r["turn_latency_ms"], r["barge_in_ms"], r["model_to_carrier_ms"]
+        ok = ("yes" if not r["driver_bound"] else "yes*") if r["ok"] else "no"
+        lines.append(
+            f"| {r['calls']} | {ok} | {r.get('gateway_cores_used', '—')} | {r.get('calls_per_core', '—')} | "
+            f"{r.get('cpu_ms_per_call_second', '—')} | {r.get('rss_per_call_mb', '—')} | "
+            f"{_p(lat, 'p50')} / {_p(lat, 'p99')} / {_p(lat, 'max')} | {r['frames_lost_out']}+{r['frames_lost_in']} | "
+            f"{_p(turn, 'p50')} / {_p(turn, 'p95')} / {_p(turn, 'p99')} | "
+            f"{_p(barge, 'p50')} / {_p(barge, 'p95')} / {_p(barge, 'p99')} | "
+            f"{_p(m2c, 'p50')} / {_p(m2c, 'p95')} / {_p(m2c, 'p99')} | {r['errors']} | {_p(r['driver_lag_ms'], 'p99')} |"
+        )
+    if any(r["driver_bound"] for r in result["rows"]):
+        lines.append("")
+        lines.append("\\* the driver's own event loop lagged (p99 > 20 ms): caller-side timings include driver delay.")
+    return "\n".join(lines)
+
+
+def plot_png(result: dict[str, Any], path: Path) -> Path | None:
+    """Three panels against calls: gateway CPU per call, p99 lateness, latencies."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot (pip install matplotlib)", file=sys.stderr)
+        return None
+    rows = sorted(result["rows"], key=lambda r: r["calls"])
+    if not rows:
+        return None
+    xs = [r["calls"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    ax = axes[0]
+    ax.plot(xs, [r.get("calls_per_core") or 0 for r in rows], marker="o", label="calls per gateway core")
+    ax.axhline(TARGETS["calls_per_core"], color="red", linestyle="--", linewidth=1, label="target 400")
+    ax.set_xlabel("simultaneous calls")
+    ax.set_ylabel("calls per core")
+    ax.set_title("Gateway CPU")
+    ax2 = ax.twinx()
+    ax2.plot(xs, [r.get("rss_per_call_mb") or 0 for r in rows], marker="s", color="gray", label="RSS MB / call")
+    ax2.set_ylabel("RSS MB per call")
+    ax.legend(loc="upper left", fontsize=8)
+    ax2.legend(loc="upper right", fontsize=8)
+    ax = axes[1]
+    for key, style in (("p50", "-"), ("p99", "-o"), ("max", ":")):
+        ax.plot(xs, [r["lateness_ms"][key] or 0 for r in rows], style, label=f"lateness {key}")
+    ax.axhline(TARGETS["lateness_p99_ms"], color="red", linestyle="--", linewidth=1, label="p99 target 20 ms")
+    ax.set_xlabel("simultaneous calls")
+    ax.set_ylabel("ms")
+    ax.set_title("Outbound pacing lateness at the caller")
+    ax.legend(fontsize=8)
+    ax = axes[2]
+    for key, label in (("turn_latency_ms", "turn latency p95"), ("barge_in_ms", "barge-in p95"),
+                       ("model_to_carrier_ms", "model→carrier p95")):  # fmt: skip
+        ax.plot(xs, [r[key]["p95"] if r[key]["p95"] else float("nan") for r in rows], marker="o", label=label)
+    ax.axhline(TARGETS["barge_in_p95_ms"], color="red", linestyle="--", linewidth=1, label="barge-in target 200 ms")
+    ax.set_xlabel("simultaneous calls")
+    ax.set_ylabel("ms")
+    ax.set_yscale("log")
+    ax.set_title("Heard by the caller")
+    ax.legend(fontsize=8)
+    for a in axes:
+        a.grid(True, alpha=0.3)
+    m = result["machine"]
+    fig.suptitle(f"gateway bench load — {result['config']['model']} — {m['cpu']} ({m['cores']} cores)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(
+    calls: int = 50,
+    *,
+    carriers: Sequence[str] = CARRIERS,
+    url: str | None = None,
+    api_key: str | None = None,
+    model: str | None = None,
+    gateway_pid: int | None = None,
+    vad: str = "silero",
+    g711: bool = True,
+    ramp: bool = False,
+    ramp_start: int = 25,
+    ramp_max: int = 800,
+    time_budget_s: float = 600.0,
+    arrival_s: float | None = None,
+    pin: bool = True,
+    carrier_compression: bool = False,
+    json_out: bool = False,
+    plot: Path | None = Path("bench-out/load.png"),
+    out_dir: Path | None = Path("bench-out"),
+    script: str = "full",
+    settle: bool = True,
+) -> dict[str, Any]:
+    """Run the load benchmark, print the table (or one JSON line last), write PNG, Markdown and JSON."""
+    result = asyncio.run(run(
+        calls=calls, carriers=carriers, url=url, api_key=api_key, model=model, gateway_pid=gateway_pid, vad=vad,
+        g711=g711, ramp=ramp, ramp_start=ramp_start, ramp_max=ramp_max, time_budget_s=time_budget_s,
+        arrival_s=arrival_s, pin=pin, carrier_compression=carrier_compression, progress=sys.stderr.isatty(),
+        script=script, settle=settle,
+    ))  # fmt: skip
+    if plot is not None:
+        written = plot_png(result, Path(plot))
+        result["plot"] = str(written) if written else None
+    md = table(result)
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "load.md").write_text(md + "\n")
+        (out_dir / "load.json").write_text(json.dumps(result, indent=1))
+    if json_out:
+        print(md, file=sys.stderr)
+        print(json.dumps(result))
+    else:
+        print(md)
+        if ramp:
+            print(f"\nlargest step that held p99 lateness < 20 ms, no lost frame, no failed call: "
+                  f"{result.get('max_calls_ok')} calls")
+        if result.get("plot"):
+            print(f"plot: {result['plot']}")
+    return result
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 50)

@@ -1,0 +1,63 @@
+"""``gateway bench media`` at tiny sizes: it runs, covers every carrier, emits the JSON fields.
+
+No timing is asserted (a shared, noisy machine): only that the numbers exist and are sane.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import media
+
+ROOT = Path(__file__).resolve().parents[2]
+REQUIRED = ("calls", "vad", "us_per_in_frame", "us_per_out_frame", "cpu_ms_per_call_second")
+
+
+@pytest.fixture(scope="module")
+def audio():
+    return media.load_audio()
+
+
+@pytest.mark.parametrize("carrier", media.CARRIERS)
+def test_every_carrier_runs_the_whole_path(carrier, audio):
+    row = media.measure(2, "webrtc", carrier=carrier, seconds=0.2, audio=audio)
+    assert row["calls"] == 2 and row["vad"] == "webrtc" and row["carrier"] == carrier
+    for key in REQUIRED[2:]:
+        assert row[key] > 0
+    assert row["frames"] == 2 * 10
+    assert row["out_frames"] > 0  # the ledger released frames and the adapter framed them
+
+
+def test_silero_rows_score_in_batches(audio):
+    from gateway.audio.silero import SileroModel
+
+    row = media.measure(6, "silero", seconds=0.4, windows=2, audio=audio, model=SileroModel())
+    assert row["silero_runs"] > 0
+    assert row["mean_batch"] > 1  # several calls' chunks in one ONNX run
+    assert row["stages_us"]["vad_score"] > 0
+
+
+def test_cli_prints_json_last_and_writes_a_plot(tmp_path):
+    png = tmp_path / "media.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "bench", "media", "--calls", "1,3", "--seconds", "0.2", "--json",
+         "--plot", str(png), "--carriers", "twilio,vonage", "--carrier-calls", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    rows = doc["rows"]
+    assert {(r["calls"], r["vad"]) for r in rows if r["carrier"] == "twilio"} >= {
+        (n, v) for n in (1, 3) for v in ("webrtc", "silero")
+    }
+    assert {r["carrier"] for r in rows} == {"twilio", "vonage"}
+    for r in rows:
+        for key in REQUIRED:
+            assert key in r
+        assert r["cpu_ms_per_call_second"] > 0
+    assert png.exists() and png.stat().st_size > 1000
