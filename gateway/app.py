@@ -265,7 +265,7 @@ def _build_session(services: Services, call_id: str, carrier: str, ws: WebSocket
             inactivity_action=config.inactivity_action,
             recording_enabled=config.recording_enabled,
         ),
-        vad=services.vad.create(),
+        vad=lambda carrier_rate: services.vad.create(VadFactory.rate_for(carrier_rate)),
         hooks=CallHooks(on_started=on_started, open_recorder=open_recorder, on_finished=on_finished),
     )
 
@@ -305,6 +305,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
             webrtc_mode=settings.webrtc_mode,
             min_speech_ms=settings.vad_min_speech_ms,
             min_silence_ms=settings.vad_min_silence_ms,
+            barge_in_min_speech_ms=settings.barge_in_min_speech_ms,
         ),
         engines=engines or LocalEngines(),
     )

@@ -38,8 +38,9 @@ class Settings(BaseSettings):
     vad_min_speech_ms: int = Field(160, ge=20, le=2000)
     #: Silence that ends the caller's turn (ms).
     vad_min_silence_ms: int = Field(600, ge=60, le=5000)
-    #: Caller speech over agent audio that triggers barge-in (ms).
-    barge_in_min_speech_ms: int = Field(160, ge=20, le=2000)
+    #: Caller speech over agent audio that triggers barge-in (ms): shorter than a turn's
+    #: ``vad_min_speech_ms`` so the agent stops quickly, long enough to ignore clicks and coughs.
+    barge_in_min_speech_ms: int = Field(96, ge=20, le=2000)
     #: OpenAI-compatible chat-completions endpoint for the local agent's responder (e.g.
     #: ``http://127.0.0.1:11434/v1`` for Ollama). Empty: the echo responder (a diagnostic).
     llm_base_url: str = ""

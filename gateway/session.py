@@ -32,7 +32,7 @@ from gateway.audio.playout import PlayoutLedger
 from gateway.carriers import events as ev
 from gateway.clock import Clock, MonotonicClock
 from gateway.codecs.transcode import Transcoder, decode
-from gateway.formats import L16_16K, AudioFormat, Encoding
+from gateway.formats import AudioFormat, Encoding
 from gateway.llm import base as llm
 from gateway.vadrun import VadEnd, VadRunner, VadStart
 
@@ -120,7 +120,8 @@ class CallSession:
         bridge_factory: makes the model bridge for this call.
         config: what the model is asked to do.
         policy: limits and switches.
-        vad: the VAD runner (direct or batched across calls) for this call.
+        vad: makes this call's VAD runner (direct or batched across calls) for the carrier's
+            sample rate (Hz); the runner says which rate it takes (8 or 16 kHz).
         hooks: store and recorder callbacks.
         clock: time source (tests inject a fake one).
         lead_ms: agent audio kept buffered at the carrier ahead of real time (ms).
@@ -136,7 +137,7 @@ class CallSession:
         bridge_factory: Callable[[llm.AgentConfig], llm.ModelBridge],
         config: llm.AgentConfig,
         policy: CallPolicy,
-        vad: VadRunner,
+        vad: Callable[[int], VadRunner],
         hooks: CallHooks | None = None,
         clock: Clock | None = None,
         lead_ms: float = 80.0,
@@ -151,7 +152,10 @@ class CallSession:
         self.clock = clock or MonotonicClock()
         self.log = logging.LoggerAdapter(logging.getLogger("gateway.call"), {"call_id": call_id})
         self._bridge_factory = bridge_factory
-        self._vad = vad
+        self._vad_factory = vad
+        self._vad: VadRunner | None = None
+        self._vad_at_carrier_rate = False
+        self._vad_barge_mode = False
         self._lead_ms = lead_ms
         self._mark_every = mark_every
         self.bridge: llm.ModelBridge | None = None
@@ -239,12 +243,17 @@ class CallSession:
             mark_every=self._mark_every,
             has_marks=self.adapter.mark("probe") is not None,
         )
-        self._to_vad = Transcoder(fmt, L16_16K, aligned=True)
+        self._vad = self._vad_factory(fmt.sample_rate)
+        self._vad_at_carrier_rate = self._vad.sample_rate == fmt.sample_rate
+        if not self._vad_at_carrier_rate:
+            self._to_vad = Transcoder(fmt, AudioFormat(Encoding.L16, self._vad.sample_rate), aligned=True)
         if self.policy.recording_enabled and self.hooks.open_recorder is not None:
             self._recorder = self.hooks.open_recorder(fmt.sample_rate)
         self.bridge = self._bridge_factory(self.config)
         await self.bridge.start(self.config, fmt)
-        if self.bridge.input_format not in (fmt, L16_16K):
+        if self.bridge.input_format != fmt and (
+            self._vad_at_carrier_rate or self.bridge.input_format != self._to_vad.dst  # type: ignore[union-attr]
+        ):
             self._to_model = Transcoder(fmt, self.bridge.input_format, aligned=True)
         self._from_model = Transcoder(self.bridge.output_format, fmt)
 
@@ -331,25 +340,34 @@ class CallSession:
                     self._count(event)
 
     async def _on_media(self, payload: bytes) -> None:
+        """One caller frame: record it, feed the model and the VAD, act on VAD events."""
         fmt = self._fmt
-        assert fmt is not None and self._to_vad is not None and self.bridge is not None
+        bridge, vad, ledger = self.bridge, self._vad, self.ledger
+        assert fmt is not None and bridge is not None and vad is not None and ledger is not None
         self.stats.frames_in += 1
         if self._caller_origin is None:
             self._caller_origin = int(self._ms() * fmt.sample_rate / 1000)
-        if self._recorder is not None:
+        pcm = None
+        if self._vad_at_carrier_rate or self._recorder is not None:
             pcm = decode(payload, fmt.encoding)
-            self._recorder.caller(pcm, self._caller_origin + self._caller_samples)
+            if self._recorder is not None:
+                self._recorder.caller(pcm, self._caller_origin + self._caller_samples)
         self._caller_samples += fmt.samples_for_bytes(len(payload))
-        pcm16k_bytes = self._to_vad.process(payload)
-        pcm16k = np.frombuffer(pcm16k_bytes, dtype="<i2")
-        if self.bridge.input_format == fmt:
-            await self.bridge.send_audio(payload)
-        elif self.bridge.input_format == L16_16K:
-            await self.bridge.send_audio(pcm16k_bytes)
+        converted = None
+        if not self._vad_at_carrier_rate:
+            converted = self._to_vad.process(payload)  # type: ignore[union-attr]
+            pcm = np.frombuffer(converted, dtype="<i2")
+        if bridge.input_format == fmt:
+            await bridge.send_audio(payload)  # G.711 straight through
+        elif self._to_model is None:
+            await bridge.send_audio(converted)  # type: ignore[arg-type] - the VAD's 16 kHz L16
         else:
-            assert self._to_model is not None
-            await self.bridge.send_audio(self._to_model.process(payload))
-        for vad_event in await self._vad.process(pcm16k):
+            await bridge.send_audio(self._to_model.process(payload))
+        barge_mode = self.config.interruptible and ledger.playing(self._ms())
+        if barge_mode != self._vad_barge_mode:
+            vad.agent_speaking(barge_mode)
+            self._vad_barge_mode = barge_mode
+        for vad_event in await vad.process(pcm):
             if isinstance(vad_event, VadStart):
                 await self._on_speech_start(vad_event)
             elif isinstance(vad_event, VadEnd):

@@ -38,9 +38,15 @@ class VadEnd:
 
 
 class VadRunner(Protocol):
-    """One call's VAD as the session sees it: 16 kHz int16 PCM in, events out."""
+    """One call's VAD as the session sees it: int16 PCM at ``sample_rate`` in, events out."""
+
+    sample_rate: int
 
     async def process(self, pcm: np.ndarray) -> list[VadStart | VadEnd]: ...
+
+    def agent_speaking(self, speaking: bool) -> None:
+        """Use the shorter barge-in confirmation while agent audio plays (or stop using it)."""
+        ...
 
 
 def _convert(events, fed: int, rate: int) -> list[VadStart | VadEnd]:
@@ -53,12 +59,26 @@ def _convert(events, fed: int, rate: int) -> list[VadStart | VadEnd]:
     return out
 
 
-class DirectVad:
-    """Scores each frame as it arrives (WebRTC VAD, or Silero for a single call)."""
+class _Runner:
+    """What both runners share: the detector, the sample count, the two confirmation times."""
 
-    def __init__(self, detector: VoiceDetector) -> None:
+    def __init__(self, detector: VoiceDetector, *, barge_in_min_speech_ms: float | None = None) -> None:
         self.detector = detector
+        self.sample_rate = detector.sample_rate
         self._fed = 0
+        gate = detector.gate
+        self._turn_min = gate.min_speech_samples
+        self._barge_min = (
+            self._turn_min if barge_in_min_speech_ms is None
+            else int(round(barge_in_min_speech_ms * self.sample_rate / 1000))
+        )
+
+    def agent_speaking(self, speaking: bool) -> None:
+        self.detector.gate.min_speech_samples = self._barge_min if speaking else self._turn_min
+
+
+class DirectVad(_Runner):
+    """Scores each frame as it arrives (WebRTC VAD, or Silero for a single call)."""
 
     async def process(self, pcm: np.ndarray) -> list[VadStart | VadEnd]:
         self._fed += pcm.size
@@ -78,49 +98,51 @@ class SileroBatcher:
         self.model = model
         self.max_wait_ms = max_wait_ms
         self.max_batch = max_batch
-        self._waiting: list[tuple[VoiceDetector, np.ndarray, asyncio.Future]] = []
+        self._detectors: list[VoiceDetector] = []
+        self._chunks: list[np.ndarray] = []
+        self._tick: asyncio.Future | None = None  # one future and one timer per tick, not per call
         self._timer: asyncio.TimerHandle | None = None
         self.runs = 0
         self.chunks_scored = 0
 
     async def score(self, detector: VoiceDetector, chunks: np.ndarray) -> np.ndarray:
-        """Probabilities for ``chunks`` (int16 ``[k, 512]``) of ``detector``'s Silero stream."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future = loop.create_future()
-        self._waiting.append((detector, chunks, fut))
-        if len(self._waiting) >= self.max_batch:
-            self._run()
-        elif self._timer is None:
+        """Probabilities for ``chunks`` (int16 ``[k, n]``) of ``detector``'s Silero stream."""
+        if self._tick is None:
+            loop = asyncio.get_running_loop()
+            self._tick = loop.create_future()
             self._timer = loop.call_later(self.max_wait_ms / 1000.0, self._run)
-        return await fut
+        tick = self._tick
+        index = len(self._detectors)
+        self._detectors.append(detector)
+        self._chunks.append(chunks)
+        if index + 1 >= self.max_batch:
+            self._run()
+        return (await tick)[index]
 
     def _run(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        waiting, self._waiting = self._waiting, []
-        if not waiting:
+        tick, detectors, chunks = self._tick, self._detectors, self._chunks
+        self._tick, self._detectors, self._chunks = None, [], []
+        if tick is None or not detectors:
             return
-        live = [(d, c, f) for d, c, f in waiting if not f.cancelled()]
         try:
-            probs = score_blocks([d.scorer.stream for d, _, _ in live], [c for _, c, _ in live])
+            probs = score_blocks([d.scorer.stream for d in detectors], chunks)
         except Exception as exc:  # noqa: BLE001 - hand the error to every waiter
-            for _, _, f in live:
-                f.set_exception(exc)
+            tick.set_exception(exc)
             return
         self.runs += 1
-        for (_, c, f), p in zip(live, probs):
-            self.chunks_scored += len(c)
-            f.set_result(p)
+        self.chunks_scored += sum(len(c) for c in chunks)
+        tick.set_result(probs)
 
 
-class BatchedVad:
+class BatchedVad(_Runner):
     """One call's Silero detector, scored through a shared :class:`SileroBatcher`."""
 
-    def __init__(self, detector: VoiceDetector, batcher: SileroBatcher) -> None:
-        self.detector = detector
+    def __init__(self, detector: VoiceDetector, batcher: SileroBatcher, **kw) -> None:
+        super().__init__(detector, **kw)
         self.batcher = batcher
-        self._fed = 0
 
     async def process(self, pcm: np.ndarray) -> list[VadStart | VadEnd]:
         self._fed += pcm.size
@@ -144,10 +166,9 @@ class VadFactory:
         batched: score Silero across calls in one run per tick.
     """
 
-    sample_rate = 16000
-
     def __init__(self, kind: str = "silero", *, threshold: float = 0.5, webrtc_mode: int = 2,
-                 min_speech_ms: float = 160, min_silence_ms: float = 600, batched: bool = True) -> None:
+                 min_speech_ms: float = 160, min_silence_ms: float = 600,
+                 barge_in_min_speech_ms: float | None = None, batched: bool = True) -> None:
         if kind not in ("silero", "webrtc"):
             raise ValueError(f"unknown VAD {kind!r}: choose silero or webrtc")
         self.kind = kind
@@ -155,12 +176,26 @@ class VadFactory:
         self.webrtc_mode = webrtc_mode
         self.min_speech_ms = min_speech_ms
         self.min_silence_ms = min_silence_ms
+        self.barge_in_min_speech_ms = barge_in_min_speech_ms
         self.model = SileroModel() if kind == "silero" else None
         self.batcher = SileroBatcher(self.model) if (self.model is not None and batched) else None
 
-    def create(self) -> VadRunner:
-        """A fresh VAD runner for one call (16 kHz input)."""
-        rate = self.sample_rate
+    @staticmethod
+    def rate_for(carrier_rate: int) -> int:
+        """The VAD's rate for a carrier: 8 kHz calls are scored at 8 kHz (no resample; Silero and
+        webrtcvad both take 8 kHz), everything else at 16 kHz."""
+        return 8000 if carrier_rate == 8000 else 16000
+
+    def create(self, sample_rate: int = 16000) -> VadRunner:
+        """A fresh VAD runner for one call, taking int16 PCM at ``sample_rate`` (8 or 16 kHz).
+
+        Raises:
+            ValueError: another rate.
+        """
+        if sample_rate not in (8000, 16000):
+            raise ValueError(f"VAD runs at 8000 or 16000 Hz, not {sample_rate}")
+        rate = sample_rate
+        kw = {"barge_in_min_speech_ms": self.barge_in_min_speech_ms}
         if self.model is not None:
             scorer = SileroScorer(self.model, rate)
             gate = VadGate(rate, threshold=self.threshold, min_speech_ms=self.min_speech_ms,
@@ -171,5 +206,5 @@ class VadFactory:
                            min_silence_ms=self.min_silence_ms)
         detector = VoiceDetector(scorer, gate)
         if self.batcher is not None:
-            return BatchedVad(detector, self.batcher)
-        return DirectVad(detector)
+            return BatchedVad(detector, self.batcher, **kw)
+        return DirectVad(detector, **kw)

@@ -75,9 +75,15 @@ class MemoryTransport:
 class ScriptedVad:
     """A VAD runner whose events the test injects: ``pending`` now, or ``script`` per frame."""
 
+    sample_rate = 8000
+
     def __init__(self) -> None:
         self.pending: list = []
         self.script: list[list] = []
+        self.barge_mode: list[bool] = []
+
+    def agent_speaking(self, speaking: bool) -> None:
+        self.barge_mode.append(speaking)
 
     async def process(self, pcm):
         if self.script:
@@ -148,7 +154,7 @@ def make_session(bridge: FakeBridge, policy: CallPolicy, *, interruptible: bool 
         bridge_factory=lambda cfg: bridge,
         config=llm.AgentConfig(interruptible=interruptible),
         policy=policy,
-        vad=vad,
+        vad=lambda carrier_rate: vad,
         hooks=CallHooks(on_finished=on_finished),
         clock=clock,
     )
@@ -283,6 +289,7 @@ async def test_barge_in_sends_clear_before_interrupting_the_model_and_drops_stal
     assert turn["interrupted"] and turn["heard_ms"] == interrupt[2]
     assert len(turn["text"].split()) == int(10 * interrupt[2] / 1000)  # cut to what was heard
     assert outcome.metrics["bargeIns"] == 1
+    assert vad.barge_mode[0] is True  # the shorter barge-in confirmation while the agent spoke
 
 
 async def test_not_interruptible_calls_keep_playing():
