@@ -47,6 +47,7 @@ def serve(
         host=settings.host,
         port=settings.port,
         ws_max_size=1 << 20,
+        ws=settings.ws_impl,
         log_level=settings.log_level.lower(),
         ws_ping_interval=None,
     )

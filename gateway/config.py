@@ -73,4 +73,6 @@ class Settings(BaseSettings):
     model_session_limit_s: float = Field(3600.0, gt=0)
     model_session_margin_s: float = Field(30.0, ge=0)
     max_calls: int = Field(1000, ge=1)
+    #: uvicorn's WebSocket implementation: ``websockets-sansio`` (default), ``websockets``, ``wsproto``.
+    ws_impl: Literal["websockets-sansio", "websockets", "wsproto"] = "websockets-sansio"
     log_level: str = "INFO"

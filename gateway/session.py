@@ -126,6 +126,10 @@ class CallSession:
         clock: time source (tests inject a fake one).
         lead_ms: agent audio kept buffered at the carrier ahead of real time (ms).
         mark_every: frames between marks.
+        send_every_ms: while agent audio plays, the pacer wakes this often (ms) and tops the
+            carrier up (two 20 ms frames per wake at 40 ms: half the wake-ups of one per frame;
+            the carrier then holds between ``lead_ms - 20`` and ``lead_ms + 20`` ms). New audio
+            after a pause still leaves at once.
     """
 
     def __init__(
@@ -142,6 +146,7 @@ class CallSession:
         clock: Clock | None = None,
         lead_ms: float = 80.0,
         mark_every: int = 5,
+        send_every_ms: float = 40.0,
     ) -> None:
         self.call_id = call_id
         self.adapter = adapter
@@ -158,6 +163,7 @@ class CallSession:
         self._vad_barge_mode = False
         self._lead_ms = lead_ms
         self._mark_every = mark_every
+        self._slack_ms = max(0.0, send_every_ms - 20.0)
         self.bridge: llm.ModelBridge | None = None
         self.ledger: PlayoutLedger | None = None
         self.stats = _Stats()
@@ -493,7 +499,7 @@ class CallSession:
                 if ledger.next_due_ms() is None:
                     await self._audio_ready.wait()
             else:
-                await self.clock.sleep(max(0.0, nxt - self._ms()) / 1000.0)
+                await self.clock.sleep(max(0.0, nxt + self._slack_ms - self._ms()) / 1000.0)
 
     async def _timer_loop(self) -> None:
         policy = self.policy

@@ -33,7 +33,7 @@ async def serve_in_background(settings: Settings, **app_kwargs) -> tuple[uvicorn
     """Start the gateway in this event loop; returns once it accepts connections."""
     app = create_app(settings, **app_kwargs)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                            ws_max_size=1 << 20, ws_ping_interval=None, lifespan="on")
+                            ws_max_size=1 << 20, ws_ping_interval=None, ws=settings.ws_impl, lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
