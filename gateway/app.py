@@ -306,6 +306,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
             min_speech_ms=settings.vad_min_speech_ms,
             min_silence_ms=settings.vad_min_silence_ms,
             barge_in_min_speech_ms=settings.barge_in_min_speech_ms,
+            energy_floor_dbfs=settings.vad_energy_floor_dbfs,
         ),
         engines=engines or LocalEngines(),
     )

@@ -130,6 +130,8 @@ class CallSession:
             carrier up (two 20 ms frames per wake at 40 ms: half the wake-ups of one per frame;
             the carrier then holds between ``lead_ms - 20`` and ``lead_ms + 20`` ms). New audio
             after a pause still leaves at once.
+        model_chunk_ms: caller audio goes to the model in messages of this much audio (ms),
+            flushed at once before every turn event (speech start, end of turn, barge-in).
     """
 
     def __init__(
@@ -147,6 +149,7 @@ class CallSession:
         lead_ms: float = 80.0,
         mark_every: int = 5,
         send_every_ms: float = 40.0,
+        model_chunk_ms: float = 40.0,
     ) -> None:
         self.call_id = call_id
         self.adapter = adapter
@@ -164,6 +167,9 @@ class CallSession:
         self._lead_ms = lead_ms
         self._mark_every = mark_every
         self._slack_ms = max(0.0, send_every_ms - 20.0)
+        self._model_chunk_ms = model_chunk_ms
+        self._model_buf = bytearray()
+        self._model_chunk_bytes = 0
         self.bridge: llm.ModelBridge | None = None
         self.ledger: PlayoutLedger | None = None
         self.stats = _Stats()
@@ -262,6 +268,7 @@ class CallSession:
         ):
             self._to_model = Transcoder(fmt, self.bridge.input_format, aligned=True)
         self._from_model = Transcoder(self.bridge.output_format, fmt)
+        self._model_chunk_bytes = max(1, self.bridge.input_format.bytes_for_ms(self._model_chunk_ms))
 
     async def _finish(self, ended: _CallEnded) -> CallOutcome:
         self._event("ended", reason=ended.reason)
@@ -364,11 +371,13 @@ class CallSession:
             converted = self._to_vad.process(payload)  # type: ignore[union-attr]
             pcm = np.frombuffer(converted, dtype="<i2")
         if bridge.input_format == fmt:
-            await bridge.send_audio(payload)  # G.711 straight through
+            self._model_buf += payload  # G.711 straight through
         elif self._to_model is None:
-            await bridge.send_audio(converted)  # type: ignore[arg-type] - the VAD's 16 kHz L16
+            self._model_buf += converted  # type: ignore[operator] - the VAD's 16 kHz L16
         else:
-            await bridge.send_audio(self._to_model.process(payload))
+            self._model_buf += self._to_model.process(payload)
+        if len(self._model_buf) >= self._model_chunk_bytes:
+            await self._flush_model_audio()
         barge_mode = self.config.interruptible and ledger.playing(self._ms())
         if barge_mode != self._vad_barge_mode:
             vad.agent_speaking(barge_mode)
@@ -379,6 +388,12 @@ class CallSession:
             elif isinstance(vad_event, VadEnd):
                 await self._on_speech_end()
 
+    async def _flush_model_audio(self) -> None:
+        if self._model_buf and self.bridge is not None:
+            chunk = bytes(self._model_buf)
+            self._model_buf.clear()
+            await self.bridge.send_audio(chunk)
+
     async def _on_speech_start(self, event: VadStart) -> None:
         now_ms = self._ms()
         self._last_activity = self.clock.now()
@@ -387,6 +402,7 @@ class CallSession:
         self._speech_end_at = None
         self._event("caller_speech_start", onsetMs=int(onset_ms))
         assert self.ledger is not None and self.bridge is not None
+        await self._flush_model_audio()
         if self.config.interruptible and self.ledger.playing(now_ms):
             await self._barge_in("vad", onset_ms)
         if self.config.turn_mode == "gateway":
@@ -397,6 +413,7 @@ class CallSession:
         self._last_activity = self.clock.now()
         self._speech_end_at = self._ms()
         self._event("caller_speech_end")
+        await self._flush_model_audio()
         if self.config.turn_mode == "gateway":
             await self.bridge.end_of_turn()
 

@@ -60,9 +60,18 @@ def _convert(events, fed: int, rate: int) -> list[VadStart | VadEnd]:
 
 
 class _Runner:
-    """What both runners share: the detector, the sample count, the two confirmation times."""
+    """Shared by both runners: sample count, the two confirmation times, the energy gate.
 
-    def __init__(self, detector: VoiceDetector, *, barge_in_min_speech_ms: float | None = None) -> None:
+    The energy gate (Silero only): chunks whose mean power is below ``energy_floor_dbfs`` are
+    still scored until ``settle_chunks`` of them in a row have been (the model's state settles
+    into silence, as it would by scoring all of them); after that they count as silence
+    without running the model, until a louder chunk comes. Callers are silent for much of a
+    call (pauses, listening to the agent), so this saves most of the model's work, while speech
+    onsets are decided from the same state as without the gate.
+    """
+
+    def __init__(self, detector: VoiceDetector, *, barge_in_min_speech_ms: float | None = None,
+                 energy_floor_dbfs: float | None = None, settle_chunks: int = 8) -> None:
         self.detector = detector
         self.sample_rate = detector.sample_rate
         self._fed = 0
@@ -72,17 +81,55 @@ class _Runner:
             self._turn_min if barge_in_min_speech_ms is None
             else int(round(barge_in_min_speech_ms * self.sample_rate / 1000))
         )
+        self._floor_power = None if energy_floor_dbfs is None else (32768.0 * 10 ** (energy_floor_dbfs / 20)) ** 2
+        self._settle = settle_chunks
+        self._quiet_run = 0
+        self.chunks_skipped = 0
 
     def agent_speaking(self, speaking: bool) -> None:
         self.detector.gate.min_speech_samples = self._barge_min if speaking else self._turn_min
+
+    async def _score(self, chunks: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    async def process(self, pcm: np.ndarray) -> list[VadStart | VadEnd]:
+        self._fed += pcm.size
+        det = self.detector
+        det.feed(pcm)
+        chunks = det.take_chunks()
+        if len(chunks) == 0:
+            probs = np.zeros(0, np.float32)
+        elif self._floor_power is None:
+            probs = await self._score(chunks)
+        else:
+            probs = await self._gated(chunks)
+        return _convert(det.apply_scores(probs), self._fed, self.sample_rate)
+
+    async def _gated(self, chunks: np.ndarray) -> np.ndarray:
+        """Score the chunks the gate lets through (in order); the others are silence (0)."""
+        power = np.mean(np.square(chunks, dtype=np.float32), axis=1)
+        probs = np.zeros(len(chunks), np.float32)
+        scored: list[int] = []
+        for i, p in enumerate(power):
+            if p >= self._floor_power:
+                self._quiet_run = 0
+            else:
+                self._quiet_run += 1
+                if self._quiet_run > self._settle:
+                    self.chunks_skipped += 1
+                    continue
+            scored.append(i)
+        if scored:
+            probs[scored] = await self._score(chunks[scored])
+        return probs
 
 
 class DirectVad(_Runner):
     """Scores each frame as it arrives (WebRTC VAD, or Silero for a single call)."""
 
-    async def process(self, pcm: np.ndarray) -> list[VadStart | VadEnd]:
-        self._fed += pcm.size
-        return _convert(self.detector.process(pcm), self._fed, self.detector.sample_rate)
+    async def _score(self, chunks: np.ndarray) -> np.ndarray:
+        score = self.detector.scorer.score
+        return np.array([score(c) for c in chunks], np.float32)
 
 
 class SileroBatcher:
@@ -144,14 +191,8 @@ class BatchedVad(_Runner):
         super().__init__(detector, **kw)
         self.batcher = batcher
 
-    async def process(self, pcm: np.ndarray) -> list[VadStart | VadEnd]:
-        self._fed += pcm.size
-        self.detector.feed(pcm)
-        chunks = self.detector.take_chunks()
-        if len(chunks) == 0:
-            return _convert(self.detector.apply_scores([]), self._fed, self.detector.sample_rate)
-        probs = await self.batcher.score(self.detector, chunks)
-        return _convert(self.detector.apply_scores(probs), self._fed, self.detector.sample_rate)
+    async def _score(self, chunks: np.ndarray) -> np.ndarray:
+        return await self.batcher.score(self.detector, chunks)
 
 
 class VadFactory:
@@ -163,12 +204,16 @@ class VadFactory:
         webrtc_mode: webrtcvad aggressiveness 0–3.
         min_speech_ms: speech shorter than this is not a turn (ms).
         min_silence_ms: silence that ends a turn (ms).
+        barge_in_min_speech_ms: the shorter confirmation while agent audio plays (ms).
+        energy_floor_dbfs: Silero chunks below this mean power are silence without running
+            the model (``None``: score every chunk).
         batched: score Silero across calls in one run per tick.
     """
 
     def __init__(self, kind: str = "silero", *, threshold: float = 0.5, webrtc_mode: int = 2,
                  min_speech_ms: float = 160, min_silence_ms: float = 600,
-                 barge_in_min_speech_ms: float | None = None, batched: bool = True) -> None:
+                 barge_in_min_speech_ms: float | None = None, energy_floor_dbfs: float | None = -60.0,
+                 batched: bool = True) -> None:
         if kind not in ("silero", "webrtc"):
             raise ValueError(f"unknown VAD {kind!r}: choose silero or webrtc")
         self.kind = kind
@@ -177,6 +222,7 @@ class VadFactory:
         self.min_speech_ms = min_speech_ms
         self.min_silence_ms = min_silence_ms
         self.barge_in_min_speech_ms = barge_in_min_speech_ms
+        self.energy_floor_dbfs = energy_floor_dbfs
         self.model = SileroModel() if kind == "silero" else None
         self.batcher = SileroBatcher(self.model) if (self.model is not None and batched) else None
 
@@ -195,9 +241,10 @@ class VadFactory:
         if sample_rate not in (8000, 16000):
             raise ValueError(f"VAD runs at 8000 or 16000 Hz, not {sample_rate}")
         rate = sample_rate
-        kw = {"barge_in_min_speech_ms": self.barge_in_min_speech_ms}
+        kw: dict = {"barge_in_min_speech_ms": self.barge_in_min_speech_ms}
         if self.model is not None:
             scorer = SileroScorer(self.model, rate)
+            kw["energy_floor_dbfs"] = self.energy_floor_dbfs
             gate = VadGate(rate, threshold=self.threshold, min_speech_ms=self.min_speech_ms,
                            min_silence_ms=self.min_silence_ms)
         else:

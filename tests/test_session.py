@@ -242,8 +242,11 @@ async def test_stop_and_dtmf_and_turns():
     outcome = await run(session, clock)
     assert (outcome.status, outcome.end_reason) == ("completed", "carrier_stop")
     assert ("speech_started",) in bridge.calls and ("end_of_turn",) in bridge.calls
-    # 20 ms at 16 kHz each; the first is short by the resampler's group delay (aligned stream).
-    assert [c[1] for c in bridge.calls if c[0] == "audio"][1:] == [640, 640]
+    # Caller audio reaches the model in 40 ms messages (16 kHz L16: 1,280 bytes), and what is
+    # buffered is flushed before each turn event: the first 20 ms (short by the resampler's
+    # group delay) and the second frame before speech_started, the third before end_of_turn.
+    calls = [c for c in bridge.calls if c[0] in ("audio", "speech_started", "end_of_turn")]
+    assert calls == [("audio", 534 + 640), ("speech_started",), ("audio", 640), ("end_of_turn",)]
     assert any(e["kind"] == "dtmf" and e["data"]["digit"] == "5" for e in outcome.events)
 
 
@@ -317,11 +320,14 @@ async def test_outbound_track_media_is_not_fed_to_the_model():
     frame = orjson.loads(dialect.media(b"\xff" * 160))
     frame["media"]["track"] = "outbound"
     transport.inbox.put_nowait(orjson.dumps(frame).decode())
-    transport.inbox.put_nowait(dialect.media(b"\xff" * 160))
+    for _ in range(3):
+        transport.inbox.put_nowait(dialect.media(b"\xff" * 160))
     transport.inbox.put_nowait(dialect.stop())
     outcome = await run(session, clock)
-    assert len([c for c in bridge.calls if c[0] == "audio"]) == 1
-    assert outcome.metrics["otherTrackFrames"] == 1 and outcome.metrics["framesIn"] == 1
+    # Only the inbound frames reach the model: one message once 40 ms were buffered (the first
+    # frame is short by the resampler's group delay).
+    assert [c for c in bridge.calls if c[0] == "audio"] == [("audio", 534 + 640 + 640)]
+    assert outcome.metrics["otherTrackFrames"] == 1 and outcome.metrics["framesIn"] == 3
 
 
 async def test_an_agent_transcript_arriving_after_the_barge_in_is_flagged():

@@ -58,3 +58,20 @@ def test_vad_rates_and_kinds_are_checked():
     with pytest.raises(ValueError):
         VadFactory("energy")
     assert VadFactory("webrtc").create(8000).sample_rate == 8000
+
+
+@pytest.mark.parametrize("rate", [8000, 16000])
+async def test_energy_gate_skips_silence_without_changing_speech_decisions(shared_audio, rate):
+    gated, ungated = VadFactory("silero", batched=False), VadFactory("silero", batched=False, energy_floor_dbfs=None)
+    for name in ["goforward.wav", "cards-003.wav", "librivox-0880.wav"]:
+        pcm = padded(shared_audio, name, rate)
+        g_runner = gated.create(rate)
+        g = await events_of(g_runner, pcm, rate // 50)
+        u = await events_of(ungated.create(rate), pcm, rate // 50)
+        assert g_runner.chunks_skipped > 0  # the padding's silence was never scored
+        assert [type(e) for e in g] == [type(e) for e in u]
+        chunk = 512 if rate == 16000 else 256
+        for a, b in zip(g, u):
+            sa = a.onset_sample if isinstance(a, VadStart) else a.offset_sample
+            sb = b.onset_sample if isinstance(b, VadStart) else b.offset_sample
+            assert abs(sa - sb) <= chunk
