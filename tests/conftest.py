@@ -25,3 +25,13 @@ def shared_audio() -> Path:
     if not SHARED_AUDIO.is_dir():
         pytest.skip(f"real recordings not found at {SHARED_AUDIO}")
     return SHARED_AUDIO
+
+
+@pytest.fixture(scope="session")
+def local_engines():
+    """The local agent's speech engines (pocketsphinx, Piper), loaded and calibrated once."""
+    from gateway.llm.local.engines import LocalEngines
+
+    engines = LocalEngines(max_decoders=2)
+    engines.warm_up()
+    return engines

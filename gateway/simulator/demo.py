@@ -104,6 +104,8 @@ def _print(console: Console, record: dict, report: dict) -> None:
     console.print(f"The caller heard (recognised from its own ear): {report.get('heardText', '')!r}")
     console.print(f"Frames: {metrics.get('framesIn', 0)} in, {metrics.get('framesOut', 0)} out; "
                   f"marks acknowledged: {metrics.get('marksAcked', 0)}")
-    if record.get("recording"):
-        console.print(f"Recording (caller left, agent right): {record['recording']}")
+    rec = record.get("recording") or {}
+    if rec:
+        console.print(f"Recording (caller left, agent right): {rec.get('path')}  (GET {rec.get('url')})")
+    console.print(f"Call record: GET /calls/{record.get('id', '')} (stored in ./gateway.db)")
     console.print(f"What the caller heard: {report.get('heardWav')}")

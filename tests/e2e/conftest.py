@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 from gateway.config import Settings
-from gateway.llm.local.engines import LocalEngines
 from gateway.simulator.demo import serve_in_background
 
 
@@ -69,15 +68,8 @@ class Gateway:
         raise AssertionError(f"call {call_id} never finalised: {rec}")
 
 
-@pytest.fixture(scope="session")
-def local_engines() -> LocalEngines:
-    engines = LocalEngines(max_decoders=2)
-    engines.warm_up()
-    return engines
-
-
 @pytest.fixture
-async def gateway(tmp_path: Path, local_engines: LocalEngines):
+async def gateway(tmp_path: Path, local_engines):
     started = []
 
     async def start(**overrides) -> Gateway:

@@ -1,0 +1,117 @@
+"""The local agent: responders over a real loopback HTTP server, sentence splitting, and the
+conversation history cut to what the caller heard on barge-in."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from gateway.formats import PCMU_8K
+from gateway.llm.base import AgentConfig, AudioOut, ResponseDone, Transcript
+from gateway.llm.local.agent import LocalAgentBridge, cut_to_heard, split_sentences
+from gateway.llm.local.responder import ChatCompletionsResponder, EchoResponder
+
+
+@pytest.fixture
+async def chat_server():
+    """An OpenAI-compatible /v1/chat/completions on loopback; records requests."""
+    seen: list[dict] = []
+    mode = {"status": 200}
+
+    async def completions(request: Request):
+        seen.append({"body": await request.json(), "auth": request.headers.get("authorization")})
+        if mode["status"] != 200:
+            return JSONResponse({"error": {"message": "overloaded"}}, status_code=mode["status"])
+        return JSONResponse({"choices": [{"message": {"role": "assistant", "content": " Sure, ten of clubs. "}}]})
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])]),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    yield f"http://127.0.0.1:{port}/v1", seen, mode
+    server.should_exit = True
+    await task
+
+
+async def test_chat_completions_responder_sends_history_and_returns_the_reply(chat_server):
+    url, seen, _ = chat_server
+    r = ChatCompletionsResponder(url, model="llama3.2", api_key="local-key", temperature=0.3)
+    history = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "ten of clubs"}]
+    assert await r.reply(history) == "Sure, ten of clubs."
+    assert seen[0]["body"] == {"model": "llama3.2", "messages": history, "temperature": 0.3}
+    assert seen[0]["auth"] == "Bearer local-key"
+    await r.aclose()
+
+
+async def test_chat_completions_failure_gives_the_apology_not_an_exception(chat_server, caplog):
+    url, _, mode = chat_server
+    mode["status"] = 503
+    r = ChatCompletionsResponder(url, model="m", api_key="secret-key-123")
+    assert await r.reply([{"role": "user", "content": "hi"}]) == "Sorry, I am having trouble answering right now."
+    assert "secret-key-123" not in caplog.text
+    r2 = ChatCompletionsResponder("http://127.0.0.1:9/v1", model="m", timeout_s=2)
+    assert (await r2.reply([{"role": "user", "content": "hi"}])).startswith("Sorry")
+    await r.aclose(), await r2.aclose()
+
+
+async def test_echo_responder_is_a_named_diagnostic():
+    r = EchoResponder()
+    assert "diagnostic" in r.name
+    assert await r.reply([{"role": "user", "content": "go forward"}]) == "I heard you say: go forward."
+    assert (await r.reply([{"role": "user", "content": " "}])).startswith("Sorry")
+
+
+def test_sentences_split_at_clause_ends_and_heard_text_is_cut():
+    assert split_sentences("I heard you say: go forward. Anything else?  Bye") == [
+        "I heard you say:", "go forward.", "Anything else?", "Bye"]
+    spoken = [("One two three four.", 1000), ("Five six.", 500)]
+    assert cut_to_heard(spoken, 0) == ""
+    assert cut_to_heard(spoken, 500) == "One two"
+    assert cut_to_heard(spoken, 1000) == "One two three four."
+    assert cut_to_heard(spoken, 1250) == "One two three four. Five"
+    assert cut_to_heard(spoken, 10_000) == "One two three four. Five six."
+
+
+class _Scripted:
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.histories: list[list[dict]] = []
+
+    async def reply(self, history):
+        self.histories.append([dict(m) for m in history])
+        return "Thanks."
+
+    async def aclose(self):
+        return None
+
+
+async def test_barge_in_cuts_the_agents_memory_to_what_was_heard(local_engines):
+    responder = _Scripted()
+    bridge = LocalAgentBridge(engines=local_engines, responder=responder)
+    await bridge.start(AgentConfig(greeting="One two three four five six seven eight. Nine ten."), PCMU_8K)
+    events = bridge.events()
+    first = await anext(events)
+    assert isinstance(first, Transcript) and first.role == "agent"
+    audio = await anext(events)
+    assert isinstance(audio, AudioOut) and audio.item_id == first.item_id
+    ms = len(audio.audio) // 2 * 1000 // bridge.output_format.sample_rate
+    await bridge.interrupt(first.item_id, ms // 2)  # the caller heard half the first sentence
+    done = await anext(events)
+    assert isinstance(done, ResponseDone) and done.status == "cancelled"
+    await bridge.say("Sure.")  # the next reply sees the cut history
+    history = bridge._history
+    assert history[1]["role"] == "assistant"
+    assert history[1]["content"] in ("One two three four", "One two three", "One two three four five")
+    await bridge.close()
