@@ -181,6 +181,7 @@ class CallSession:
         self._to_model: Transcoder | None = None
         self._from_model: Transcoder | None = None
         self._audio_ready = asyncio.Event()
+        self._send_lock = asyncio.Lock()  # frames, marks and clear leave in the ledger's order
         self._agent_turns: dict[str, int] = {}
         self._cancelled_items: dict[str, int] = {}  # item cut by barge-in -> ms the caller heard
         self._caller_samples = 0
@@ -420,9 +421,10 @@ class CallSession:
     async def _barge_in(self, source: str, onset_ms: float | None = None) -> None:
         """Stop agent audio at once: carrier clear, drop the queue, cut the model's reply."""
         assert self.ledger is not None and self.bridge is not None and self._from_model is not None
-        await self._send(self.adapter.clear())
-        now_ms = self._ms()
-        heard = self.ledger.clear(now_ms)
+        async with self._send_lock:  # after any frames already taken from the queue
+            await self._send(self.adapter.clear())
+            now_ms = self._ms()
+            heard = self.ledger.clear(now_ms)
         self._from_model.reset()
         self.stats.barge_ins += 1
         if onset_ms is not None:
@@ -453,7 +455,8 @@ class CallSession:
         assert self.bridge is not None
         async for event in self.bridge.events():
             if isinstance(event, llm.AudioOut):
-                self._on_agent_audio(event)
+                if self._on_agent_audio(event):
+                    await self._pump()  # the first frames leave now, from this task
             elif isinstance(event, llm.Transcript):
                 self._add_turn(event)
             elif isinstance(event, llm.ResponseDone):
@@ -470,15 +473,17 @@ class CallSession:
                 self.log.warning("model error %s: %s", event.code, event.message[:200])
         raise _CallEnded("model_closed", "failed", "model_closed", "the model connection ended")
 
-    def _on_agent_audio(self, event: llm.AudioOut) -> None:
+    def _on_agent_audio(self, event: llm.AudioOut) -> bool:
+        """Queue agent audio for playout; False if it was dropped (cut by a barge-in)."""
         if event.item_id in self._cancelled_items or not event.audio:
-            return
+            return False
         assert self.ledger is not None and self._from_model is not None
         if self._speech_end_at is not None:
             self.stats.turn_latency_ms.append(self._ms() - self._speech_end_at)
             self._speech_end_at = None
         self.ledger.enqueue(event.item_id, self._from_model.process(event.audio))
         self._audio_ready.set()
+        return True
 
     def _add_turn(self, event: llm.Transcript) -> None:
         turn = {"role": event.role, "text": event.text, "at_ms": int(self._ms()), "interrupted": False}
@@ -493,10 +498,11 @@ class CallSession:
         self._last_activity = self.clock.now()
 
     # ------------------------------------------------------------------ pacing and timers
-    async def _pacer_loop(self) -> None:
-        assert self.ledger is not None
+    async def _pump(self) -> None:
+        """Send every frame now due (media, then its mark), in the ledger's order."""
         ledger = self.ledger
-        while True:
+        assert ledger is not None
+        async with self._send_lock:
             now_ms = self._ms()
             for frame in ledger.due(now_ms):
                 await self._send(self.adapter.media(frame.payload))
@@ -506,10 +512,17 @@ class CallSession:
                     if mark is not None:
                         await self._send(mark)
                 if self._recorder is not None and self._fmt is not None:
-                    at = int((frame.play_at_ms) * self._fmt.sample_rate / 1000)
+                    at = int(frame.play_at_ms * self._fmt.sample_rate / 1000)
                     self._recorder.agent(decode(frame.payload, self._fmt.encoding), at)
             if ledger.playing(now_ms):
                 self._last_activity = self.clock.now()
+
+    async def _pacer_loop(self) -> None:
+        """Keep the carrier topped up on the clock while agent audio plays."""
+        assert self.ledger is not None
+        ledger = self.ledger
+        while True:
+            await self._pump()
             nxt = ledger.next_due_ms()
             if nxt is None:
                 self._audio_ready.clear()
