@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
-from starlette.routing import WebSocketRoute
+from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from gateway.carriers import events as ev
@@ -38,6 +38,7 @@ from gateway.carriers.registry import CARRIERS, make_adapter
 from gateway.config import Settings
 from gateway.llm.base import AgentConfig, ModelBridge
 from gateway.llm.local.engines import LocalEngines
+from gateway.metrics import GatewayMetrics
 from gateway.session import CallHooks, CallOutcome, CallPolicy, CallSession
 from gateway.store import (
     BadToken,
@@ -114,6 +115,10 @@ class Services:
     engines: LocalEngines
     live: dict[str, CallSession] = field(default_factory=dict)
     warm: asyncio.Task | None = None
+    metrics: GatewayMetrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = GatewayMetrics(lambda: len(self.live))
 
     def bridge_for(self, config: AgentConfig) -> ModelBridge:
         """The model bridge a call's config selects (``local`` by default)."""
@@ -236,6 +241,7 @@ def _build_session(services: Services, call_id: str, carrier: str, ws: WebSocket
         )
 
     async def on_finished(outcome: CallOutcome) -> None:
+        services.metrics.call_finished(carrier, outcome)
         try:
             await asyncio.to_thread(
                 store.finalise_call,
@@ -330,6 +336,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
 
     routes = build_api(store, settings, live_view=services.live_view)
     routes.append(WebSocketRoute("/stream/{carrier}/{call_id}/{token}", stream_endpoint))
+    routes.append(Route("/metrics", services.metrics.endpoint, methods=["GET"]))
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers)
     app.state.services = services
     return app

@@ -172,3 +172,22 @@ async def test_twilio_signature_is_checked_when_an_auth_token_is_set(gateway):
         await ws.wait_closed()
         assert ws.close_code == 1000
     assert (await gw.call_record(call["callId"]))["status"] == "completed"
+
+
+async def test_metrics_count_finished_calls_and_protocol_errors(gw):
+    import httpx
+
+    call = await gw.create_inline_call(firstSpeaker="user")
+    d = TwilioCaller()
+    async with connect(call["streamUrl"]) as ws:
+        for frame in d.opening({}):
+            await ws.send(frame)
+        await ws.send("{not json")
+        await ws.send(d.stop())
+        await ws.wait_closed()
+    await gw.call_record(call["callId"])
+    async with httpx.AsyncClient(base_url=gw.http) as c:  # no API key: scraped like /health
+        text = (await c.get("/metrics")).text
+    assert 'gateway_calls_total{carrier="twilio",end_reason="carrier_stop",status="completed"} 1.0' in text
+    assert 'gateway_protocol_errors_total{carrier="twilio",kind="malformed_json"} 1.0' in text
+    assert "gateway_calls_live 0.0" in text

@@ -1,0 +1,63 @@
+"""Prometheus metrics for the gateway, updated once per call (nothing on the per-frame path).
+
+``GET /metrics`` serves them in the Prometheus text format. Each app has its own registry (no
+module-level state), so several apps in one process (tests) do not mix their figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.requests import Request
+from starlette.responses import Response
+
+__all__ = ["GatewayMetrics"]
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+
+
+class GatewayMetrics:
+    """The gateway's counters, gauges and histograms on a registry of its own.
+
+    Args:
+        live_calls: returns the number of calls streaming now (read at scrape time).
+    """
+
+    def __init__(self, live_calls: Callable[[], int]) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        Gauge("gateway_calls_live", "Calls streaming now.", registry=r).set_function(live_calls)
+        self.calls = Counter("gateway_calls_total", "Calls that ended, by carrier, status and reason.",
+                             ["carrier", "status", "end_reason"], registry=r)
+        self.frames = Counter("gateway_media_frames_total", "Media frames, by carrier and direction.",
+                              ["carrier", "direction"], registry=r)
+        self.protocol_errors = Counter("gateway_protocol_errors_total",
+                                       "Carrier messages counted and skipped, by kind.", ["carrier", "kind"], registry=r)
+        self.barge_ins = Counter("gateway_barge_ins_total", "Barge-ins (agent audio cleared).", ["carrier"], registry=r)
+        self.call_seconds = Counter("gateway_call_seconds_total", "Call time streamed (s).", ["carrier"], registry=r)
+        self.turn_latency = Histogram("gateway_turn_latency_seconds",
+                                      "Caller's end of turn (VAD) to the first agent audio queued (s).",
+                                      ["carrier"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.barge_in_reaction = Histogram("gateway_barge_in_reaction_seconds",
+                                           "Caller speech onset to the carrier clear being sent (s).",
+                                           ["carrier"], buckets=_LATENCY_BUCKETS, registry=r)
+
+    def call_finished(self, carrier: str, outcome) -> None:
+        """Count one finished call (a :class:`gateway.session.CallOutcome`)."""
+        m = outcome.metrics
+        self.calls.labels(carrier, outcome.status, outcome.end_reason).inc()
+        self.call_seconds.labels(carrier).inc(outcome.duration_ms / 1000.0)
+        self.frames.labels(carrier, "in").inc(m.get("framesIn", 0))
+        self.frames.labels(carrier, "out").inc(m.get("framesOut", 0))
+        self.barge_ins.labels(carrier).inc(m.get("bargeIns", 0))
+        for kind, n in m.get("protocolErrors", {}).items():
+            self.protocol_errors.labels(carrier, kind).inc(n)
+        for ms in m.get("turnLatencyMs", []):
+            self.turn_latency.labels(carrier).observe(ms / 1000.0)
+        for ms in m.get("bargeInReactionMs", []):
+            self.barge_in_reaction.labels(carrier).observe(ms / 1000.0)
+
+    async def endpoint(self, request: Request) -> Response:
+        """``GET /metrics``: the Prometheus text exposition format."""
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
