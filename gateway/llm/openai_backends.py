@@ -98,11 +98,16 @@ def azure_backend(deployment: str, *, endpoint: str) -> RealtimeBackend:
 
     Args:
         deployment: the deployment name.
-        endpoint: ``https://<resource>.openai.azure.com`` (or a full ``…/realtime`` URL).
+        endpoint: ``https://<resource>.openai.azure.com``, the v1 API base URL Azure shows
+            for OpenAI clients (``…/openai/v1/``), or a full ``…/realtime`` URL.
     """
-    base = endpoint.rstrip("/")
-    if not base.endswith("/realtime"):
-        base += "/openai/v1/realtime"
+    parts = urlsplit(endpoint.strip())
+    path = parts.path.rstrip("/")
+    if path.endswith("/openai/v1"):
+        path += "/realtime"
+    elif not path.endswith("/realtime"):
+        path += "/openai/v1/realtime"
+    base = urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
     return RealtimeBackend("azure", _with_query(base, model=deployment), deployment, auth="api-key")
 
 

@@ -131,6 +131,16 @@ class FakeRealtimeServer(_Recorder):
         chunk_ms: audio per delta; pace_s: pause between deltas (0: as fast as possible).
         beta_names: send beta event names (``response.audio.delta`` …).
         truncate: support ``conversation.item.truncate`` / ``delete`` (else "unknown event").
+        server_vad: emulate the server's turn detection when the session asks for it
+            (``turn_detection`` of type ``server_vad`` / ``semantic_vad``, under
+            ``audio.input`` or, xAI's shape, at the session's top level): an energy detector
+            over the appended audio sends ``input_audio_buffer.speech_started`` after
+            ``vad_start_ms`` of speech (and cancels the response in progress when
+            ``interrupt_response``), then after the turn's ``silence_duration_ms`` (default
+            500) of silence ``speech_stopped``, commits the turn and, with ``create_response``,
+            starts the next reply, as OpenAI does. Off: the detector never runs.
+        vad_threshold_dbfs / vad_start_ms: the detector's 20 ms frame energy threshold and the
+            speech it needs before ``speech_started``.
     """
 
     def __init__(
@@ -145,8 +155,22 @@ class FakeRealtimeServer(_Recorder):
         pace_s: float = 0.0,
         beta_names: bool = False,
         truncate: bool = True,
+        server_vad: bool = False,
+        vad_threshold_dbfs: float = -40.0,
+        vad_start_ms: int = 60,
     ) -> None:
         super().__init__()
+        self.server_vad = server_vad
+        self.vad_threshold_dbfs = vad_threshold_dbfs
+        self.vad_start_ms = vad_start_ms
+        #: (event type, ms into the input audio) of every VAD event the server sent.
+        self.vad_events: list[tuple[str, int]] = []
+        self._vad_rest = b""  # input audio not yet a whole 20 ms frame
+        self._vad_pos_ms = 0  # input audio the detector has seen (ms)
+        self._vad_run_ms = 0  # current run of speech (not speaking) or silence (speaking)
+        self._vad_onset_ms = 0
+        self._vad_speaking = False
+        self._vad_item = ""
         self.api_key = api_key
         self.auth = auth
         self.path = path
@@ -274,35 +298,20 @@ class FakeRealtimeServer(_Recorder):
             data = base64.b64decode(msg["audio"])
             self._buffer += data
             self.input_audio += data
+            if self.server_vad and self.turn_detection() is not None:
+                await self._vad_feed(data)
         elif t == "input_audio_buffer.commit":
             _, per_ms = encode(np.zeros(0, np.int16), self._in_format())
             if len(self._buffer) < 100 * per_ms:
                 await self.error("buffer too small", "input_audio_buffer_commit_empty", event_id=eid)
                 return
-            seconds = len(self._buffer) / per_ms / 1000
-            self._buffer.clear()
-            item_id = f"item_user_{next(self._ids)}"
-            await self.push({"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": None})
-            await self.push({
-                "type": "conversation.item.added", "previous_item_id": None,
-                "item": {"id": item_id, "type": "message", "role": "user", "object": "realtime.item",
-                         "status": "completed", "content": [{"type": "input_audio", "transcript": None}]},
-            })  # fmt: skip
-            text = self.user_transcripts.pop(0) if self.user_transcripts else ""
-            await self.push({
-                "type": "conversation.item.input_audio_transcription.completed",
-                "item_id": item_id, "content_index": 0, "transcript": text,
-                "usage": {"type": "duration", "seconds": round(seconds, 3)},
-            })  # fmt: skip
+            await self._commit()
         elif t == "response.create":
             if self._active is not None and not self._active.done():
                 await self.error("Conversation already has an active response in progress",
                                  "conversation_already_has_active_response", event_id=eid)  # fmt: skip
                 return
-            reply = self.replies.pop(0) if self.replies else Reply([Say("speech/cards-001")])
-            self.responses_started += 1
-            self._cancel = asyncio.Event()
-            self._active = asyncio.create_task(self._respond(reply))
+            self._start_response()
         elif t == "response.cancel":
             if self._active is None or self._active.done():
                 await self.error("Cancellation failed: no active response found",
@@ -310,7 +319,36 @@ class FakeRealtimeServer(_Recorder):
             else:
                 self._cancel.set()
                 await self._active
-        elif t in ("conversation.item.truncate", "conversation.item.delete") and not self.truncate:
+        else:
+            await self._on_item_event(t, msg, eid)
+
+    async def _commit(self, item_id: str | None = None) -> None:
+        """Commit the input buffer as a user item: committed, item added, its transcript."""
+        _, per_ms = encode(np.zeros(0, np.int16), self._in_format())
+        seconds = len(self._buffer) / per_ms / 1000
+        self._buffer.clear()
+        item_id = item_id or f"item_user_{next(self._ids)}"
+        await self.push({"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": None})
+        await self.push({
+            "type": "conversation.item.added", "previous_item_id": None,
+            "item": {"id": item_id, "type": "message", "role": "user", "object": "realtime.item",
+                     "status": "completed", "content": [{"type": "input_audio", "transcript": None}]},
+        })  # fmt: skip
+        text = self.user_transcripts.pop(0) if self.user_transcripts else ""
+        await self.push({
+            "type": "conversation.item.input_audio_transcription.completed",
+            "item_id": item_id, "content_index": 0, "transcript": text,
+            "usage": {"type": "duration", "seconds": round(seconds, 3)},
+        })  # fmt: skip
+
+    def _start_response(self) -> None:
+        reply = self.replies.pop(0) if self.replies else Reply([Say("speech/cards-001")])
+        self.responses_started += 1
+        self._cancel = asyncio.Event()
+        self._active = asyncio.create_task(self._respond(reply))
+
+    async def _on_item_event(self, t: Any, msg: dict[str, Any], eid: Any) -> None:
+        if t in ("conversation.item.truncate", "conversation.item.delete") and not self.truncate:
             await self.error(f"Unknown event type: {t}", "unknown_event", event_id=eid)
         elif t == "conversation.item.truncate":
             item, end = msg["item_id"], msg["audio_end_ms"]
@@ -329,6 +367,61 @@ class FakeRealtimeServer(_Recorder):
             if item.get("type") == "function_call_output":
                 self.function_outputs.append(item)
             await self.push({"type": "conversation.item.added", "item": item, "previous_item_id": None})
+
+    # server-side turn detection -------------------------------------------------------
+
+    def turn_detection(self) -> dict[str, Any] | None:
+        """The session's ``turn_detection`` (GA: under ``audio.input``; xAI: top level)."""
+        td = ((self.session.get("audio") or {}).get("input") or {}).get("turn_detection")
+        if td is None:
+            td = self.session.get("turn_detection")
+        return td if isinstance(td, dict) and td.get("type") in ("server_vad", "semantic_vad") else None
+
+    async def _vad_feed(self, data: bytes) -> None:
+        """Run the energy detector over newly appended audio, 20 ms at a time."""
+        fmt = self._in_format()
+        td = self.turn_detection() or {}
+        _, per_ms = encode(np.zeros(0, np.int16), fmt)
+        frame = 20 * per_ms
+        buf = self._vad_rest + data
+        whole = len(buf) - len(buf) % frame
+        self._vad_rest = buf[whole:]
+        for i in range(0, whole, frame):
+            chunk = buf[i : i + frame]
+            if fmt.get("type") in ("audio/pcmu", "audio/pcma"):
+                from gateway.codecs import g711
+
+                pcm = (g711.ulaw_decode if fmt["type"] == "audio/pcmu" else g711.alaw_decode)(chunk)
+            else:
+                pcm = np.frombuffer(chunk, "<i2")
+            power = float(np.mean(pcm.astype(np.float64) ** 2)) / 32768.0**2
+            loud = 10 * np.log10(power + 1e-12) > self.vad_threshold_dbfs
+            self._vad_pos_ms += 20
+            if not self._vad_speaking:
+                self._vad_run_ms = self._vad_run_ms + 20 if loud else 0
+                if self._vad_run_ms >= self.vad_start_ms:
+                    await self._vad_start(self._vad_pos_ms - self._vad_run_ms, td)
+            else:
+                self._vad_run_ms = 0 if loud else self._vad_run_ms + 20
+                if self._vad_run_ms >= int(td.get("silence_duration_ms") or 500):
+                    await self._vad_stop(self._vad_pos_ms - self._vad_run_ms, td)
+
+    async def _vad_start(self, onset_ms: int, td: dict[str, Any]) -> None:
+        self._vad_speaking, self._vad_run_ms, self._vad_onset_ms = True, 0, onset_ms
+        self._vad_item = f"item_user_{next(self._ids)}"
+        self.vad_events.append(("speech_started", onset_ms))
+        await self.push({"type": "input_audio_buffer.speech_started", "audio_start_ms": onset_ms, "item_id": self._vad_item})
+        if td.get("interrupt_response", True) and self._active is not None and not self._active.done():
+            self._cancel.set()  # the server stops its own reply; the client truncates
+            await self._active
+
+    async def _vad_stop(self, end_ms: int, td: dict[str, Any]) -> None:
+        self._vad_speaking, self._vad_run_ms = False, 0
+        self.vad_events.append(("speech_stopped", end_ms))
+        await self.push({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": end_ms, "item_id": self._vad_item})
+        await self._commit(self._vad_item)
+        if td.get("create_response", True) and (self._active is None or self._active.done()):
+            self._start_response()
 
     def _in_format(self) -> dict[str, Any]:
         return ((self.session.get("audio") or {}).get("input") or {}).get("format") or {"type": "audio/pcm", "rate": 24000}
