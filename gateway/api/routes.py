@@ -18,6 +18,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -42,6 +43,7 @@ from gateway.api.schemas import (
     InlineCallCreate,
     Instructions,
     RecordingOut,
+    STORE_NAMES,
     TurnOut,
 )
 from gateway.config import Settings
@@ -153,47 +155,24 @@ def _json(model: BaseModel, status: int = 200, headers: Mapping[str, str] | None
     )
 
 
+#: Store field name → API field name (the inverse of :data:`STORE_NAMES`).
+_API_NAMES = {store: api for api, store in STORE_NAMES.items()}
+
+
+def _config_fields(src: CallConfig | AgentRecord) -> dict[str, Any]:
+    """Every :class:`CallConfig` field of ``src`` under its API name, containers as JSON."""
+    out = {_API_NAMES.get(f.name, f.name): getattr(src, f.name) for f in fields(CallConfig)}
+    out["tools"] = [dict(t) for t in src.tools]
+    out["secret_refs"] = dict(src.secret_refs)
+    return out
+
+
 def _agent_out(rec: AgentRecord) -> AgentOut:
-    return AgentOut(
-        id=rec.id,
-        name=rec.name,
-        system_prompt=rec.system_prompt,
-        voice=rec.voice,
-        language=rec.language,
-        greeting=rec.greeting,
-        model=rec.model,
-        temperature=rec.temperature,
-        first_speaker=rec.first_speaker,
-        interruptible=rec.interruptible,
-        turn_mode=rec.turn_mode,
-        max_duration=rec.max_duration_s,
-        inactivity_timeout=rec.inactivity_timeout_s,
-        inactivity_action=rec.inactivity_action,
-        recording_enabled=rec.recording_enabled,
-        tools=[dict(t) for t in rec.tools],
-        secret_refs=dict(rec.secret_refs),
-        created_at=rec.created_at,
-    )
+    return AgentOut(id=rec.id, name=rec.name, created_at=rec.created_at, **_config_fields(rec))
 
 
 def _config_out(cfg: CallConfig) -> CallConfigOut:
-    return CallConfigOut(
-        system_prompt=cfg.system_prompt,
-        voice=cfg.voice,
-        language=cfg.language,
-        greeting=cfg.greeting,
-        model=cfg.model,
-        temperature=cfg.temperature,
-        first_speaker=cfg.first_speaker,
-        interruptible=cfg.interruptible,
-        turn_mode=cfg.turn_mode,
-        max_duration=cfg.max_duration_s,
-        inactivity_timeout=cfg.inactivity_timeout_s,
-        inactivity_action=cfg.inactivity_action,
-        recording_enabled=cfg.recording_enabled,
-        tools=[dict(t) for t in cfg.tools],
-        secret_refs=dict(cfg.secret_refs),
-    )
+    return CallConfigOut(**_config_fields(cfg))
 
 
 def _turn_out(t: Mapping[str, Any]) -> TurnOut:

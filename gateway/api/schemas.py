@@ -46,6 +46,11 @@ TurnModeT = Literal["gateway", "server_vad", "semantic_vad"]
 InactivityAction = Literal["hangup", "prompt"]
 
 
+#: API field name → the name of the same setting in the store (``CallConfig``, ``AgentRecord``,
+#: ``Store.create_agent``), where the two differ: the API leaves out the unit suffix. Every
+#: other configuration field has one name in both.
+STORE_NAMES: dict[str, str] = {"max_duration": "max_duration_s", "inactivity_timeout": "inactivity_timeout_s"}
+
 #: A credential's name, as the model registry and tool declarations look it up.
 SECRET_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 #: Environment variables a secret reference may name (nothing else of the process is reachable).
@@ -159,24 +164,12 @@ class _AgentFields(_Request):
         return tools
 
     def policy(self) -> dict[str, Any]:
-        """The fields as keyword arguments of ``CallConfig`` / ``Store.create_agent``."""
-        return {
-            "system_prompt": self.system_prompt,
-            "voice": self.voice,
-            "language": self.language,
-            "greeting": self.greeting,
-            "model": self.model,
-            "temperature": self.temperature,
-            "first_speaker": self.first_speaker,
-            "interruptible": self.interruptible,
-            "turn_mode": self.turn_mode,
-            "max_duration_s": self.max_duration,
-            "inactivity_timeout_s": self.inactivity_timeout,
-            "inactivity_action": self.inactivity_action,
-            "recording_enabled": self.recording_enabled,
-            "tools": tuple(t.declaration() for t in self.tools),
-            "secret_refs": dict(self.secret_refs),
-        }
+        """The fields as keyword arguments of ``CallConfig`` / ``Store.create_agent``
+        (renamed by :data:`STORE_NAMES`; ``tools`` as declaration dicts)."""
+        out = {STORE_NAMES.get(name, name): getattr(self, name) for name in _AgentFields.model_fields}
+        out["tools"] = tuple(t.declaration() for t in self.tools)
+        out["secret_refs"] = dict(self.secret_refs)
+        return out
 
 
 class AgentCreate(_AgentFields):

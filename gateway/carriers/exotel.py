@@ -29,23 +29,26 @@ Lifecycle as for Twilio: ``AWAITING_START --start--> STREAMING --stop--> STOPPED
 
 from __future__ import annotations
 
-import enum
-
 import orjson
 import pybase64
 
+from gateway.carriers._wire import (
+    JsonEventStream,
+    StreamState,
+    decode_payload,
+    dtmf_event,
+    field_error,
+    mark_ack,
+    media_position,
+    opt_int,
+)
 from gateway.carriers.events import (
-    MAX_FRAME_BYTES,
     CarrierEvent,
     Connected,
-    Dtmf,
-    Frame,
-    MarkAck,
     Media,
     ProtocolError,
     Started,
     Stopped,
-    Unhandled,
 )
 from gateway.formats import AudioFormat, Encoding
 
@@ -72,18 +75,11 @@ _ENCODINGS = {
     "pcmu": Encoding.PCMU,
 }
 _RATES = frozenset({8000, 16000, 24000})
-_DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
+#: The stream's lifecycle states (the carriers' shared :class:`StreamState`, under its old name).
+ExotelState = StreamState
 
-class ExotelState(enum.Enum):
-    """Where the stream is in its lifecycle."""
-
-    AWAITING_START = "awaiting_start"
-    STREAMING = "streaming"
-    STOPPED = "stopped"
-
-
-_TRANSITIONS: dict[tuple[ExotelState, str], ExotelState] = {
+_TRANSITIONS: dict[tuple[StreamState, str], StreamState] = {
     (ExotelState.AWAITING_START, "connected"): ExotelState.AWAITING_START,
     (ExotelState.AWAITING_START, "start"): ExotelState.STREAMING,
     (ExotelState.AWAITING_START, "stop"): ExotelState.STOPPED,
@@ -93,20 +89,6 @@ _TRANSITIONS: dict[tuple[ExotelState, str], ExotelState] = {
     (ExotelState.STREAMING, "mark"): ExotelState.STREAMING,
     (ExotelState.STREAMING, "stop"): ExotelState.STOPPED,
 }
-
-
-def _field_error(path: str, value: object) -> ProtocolError:
-    return ProtocolError("missing_field" if value is None else "bad_field", path)
-
-
-def _opt_int(value: object) -> int | None:
-    if value is None:
-        return None
-    if type(value) is int:
-        return value
-    if type(value) is str:
-        return int(value)
-    raise ValueError("not an integer")
 
 
 def chunk_ms(audio_format: AudioFormat) -> int:
@@ -119,7 +101,7 @@ def chunk_ms(audio_format: AudioFormat) -> int:
         ms += 20
 
 
-class ExotelAdapter:
+class ExotelAdapter(JsonEventStream):
     """Sans-I/O adapter for one Exotel Voicebot stream (one instance per call).
 
     Attributes:
@@ -131,57 +113,20 @@ class ExotelAdapter:
     """
 
     name = "exotel"
+    _transitions = _TRANSITIONS
 
     def __init__(self) -> None:
+        super().__init__()
         self.audio_format: AudioFormat | None = None
         self.frame_ms = chunk_ms(AudioFormat(Encoding.L16, 8000))
         self.stream_sid = ""
-        self.state = ExotelState.AWAITING_START
         self._media_head: str | None = None
         self._clear: str | None = None
 
     # ------------------------------------------------------------------ inbound
 
-    def receive(self, frame: Frame) -> list[CarrierEvent]:
-        """Parse one WebSocket message into events. Never raises (see module doc for errors).
-
-        A bug in this parser surfaces as ``ProtocolError("internal", <exception type>)``.
-        """
-        try:
-            return [self._receive(frame)]
-        except Exception as exc:  # a parser bug must not end the call
-            return [ProtocolError("internal", f"{type(exc).__name__} while parsing")]
-
-    def _receive(self, frame: Frame) -> CarrierEvent:
-        if type(frame) is not str:
-            if isinstance(frame, (bytes, bytearray, memoryview)):
-                return ProtocolError("unexpected_binary", f"{len(frame)} bytes")
-            return ProtocolError("bad_field", f"frame of type {type(frame).__name__}")
-        if len(frame) > MAX_FRAME_BYTES:
-            return ProtocolError("oversize", f"{len(frame)} chars > {MAX_FRAME_BYTES}")
-        try:
-            msg = orjson.loads(frame)
-        except orjson.JSONDecodeError:
-            return ProtocolError("malformed_json", f"{len(frame)} chars")
-        if type(msg) is not dict:
-            return ProtocolError("malformed_json", "not a JSON object")
-        event = msg.get("event")
-        if type(event) is not str:
-            return _field_error("event", event)
-        if event == "media" and self.state is ExotelState.STREAMING:
-            return self._on_media(msg)
-        handler = _HANDLERS.get(event)
-        if handler is None:
-            return Unhandled(event[:64])
-        next_state = _TRANSITIONS.get((self.state, event))
-        if next_state is None:
-            if self.state is ExotelState.AWAITING_START:
-                return ProtocolError("before_start", event)
-            return ProtocolError("unexpected_event", f"{event} in state {self.state.value}")
-        result = handler(self, msg)
-        if not isinstance(result, ProtocolError):
-            self.state = next_state
-        return result
+    # receive() comes from JsonEventStream: JSON checks, the table above, then these handlers
+    # (the _wire value helpers raise Refused on a bad field; receive returns its error).
 
     def _on_connected(self, msg: dict) -> CarrierEvent:
         return Connected()
@@ -189,13 +134,13 @@ class ExotelAdapter:
     def _on_start(self, msg: dict) -> CarrierEvent:
         start = msg.get("start")
         if type(start) is not dict:
-            return _field_error("start", start)
+            return field_error("start", start)
         stream_sid = msg.get("stream_sid", start.get("stream_sid"))
         if type(stream_sid) is not str or not stream_sid:
-            return _field_error("stream_sid", stream_sid)
+            return field_error("stream_sid", stream_sid)
         call_sid = start.get("call_sid")
         if type(call_sid) is not str or not call_sid:
-            return _field_error("start.call_sid", call_sid)
+            return field_error("start.call_sid", call_sid)
 
         fmt = start.get("media_format")
         if fmt is None:
@@ -207,7 +152,7 @@ class ExotelAdapter:
             if encoding is None:
                 return ProtocolError("bad_field", "start.media_format.encoding")
             try:
-                rate = _opt_int(fmt.get("sample_rate", 8000))
+                rate = opt_int(fmt.get("sample_rate", 8000))
             except ValueError:
                 rate = None
             if rate not in _RATES:
@@ -245,46 +190,27 @@ class ExotelAdapter:
     def _on_media(self, msg: dict) -> CarrierEvent:
         media = msg.get("media")
         if type(media) is not dict:
-            return _field_error("media", media)
-        payload = media.get("payload")
-        if type(payload) is not str:
-            return _field_error("media.payload", payload)
-        try:
-            audio = pybase64.b64decode(payload, validate=True)
-        except ValueError:
-            return ProtocolError("bad_base64", f"media.payload ({len(payload)} chars)")
+            return field_error("media", media)
+        audio = decode_payload(media, "media.payload")
         if len(audio) & 1 and self.audio_format is not None and self.audio_format.encoding is Encoding.L16:
             return ProtocolError("bad_field", f"media.payload: odd L16 length {len(audio)}")
-        try:
-            timestamp = _opt_int(media.get("timestamp"))
-        except ValueError:
-            return ProtocolError("bad_field", "media.timestamp")
-        try:
-            chunk = _opt_int(media.get("chunk"))
-            sequence = chunk if chunk is not None else _opt_int(msg.get("sequence_number"))
-        except ValueError:
-            return ProtocolError("bad_field", "media.chunk")
+        timestamp, sequence = media_position(media, msg, "sequence_number")
         return Media(audio, timestamp, sequence)
 
     def _on_dtmf(self, msg: dict) -> CarrierEvent:
         dtmf = msg.get("dtmf")
         if type(dtmf) is not dict:
-            return _field_error("dtmf", dtmf)
+            return field_error("dtmf", dtmf)
         digit = dtmf.get("digit")
         if type(digit) is int and 0 <= digit <= 9:  # tolerate a number
             digit = str(digit)
-        if type(digit) is not str or digit not in _DTMF_DIGITS:
-            return _field_error("dtmf.digit", digit)
-        return Dtmf(digit)
+        return dtmf_event(digit, "dtmf.digit")
 
     def _on_mark(self, msg: dict) -> CarrierEvent:
         mark = msg.get("mark")
         if type(mark) is not dict:
-            return _field_error("mark", mark)
-        name = mark.get("name")
-        if type(name) is not str:
-            return _field_error("mark.name", name)
-        return MarkAck(name)
+            return field_error("mark", mark)
+        return mark_ack(mark.get("name"), "mark.name")
 
     def _on_stop(self, msg: dict) -> CarrierEvent:
         stop = msg.get("stop")
@@ -326,12 +252,12 @@ class ExotelAdapter:
         self._require_started()
         return self._clear  # type: ignore[return-value]
 
-
-_HANDLERS = {
-    "connected": ExotelAdapter._on_connected,
-    "start": ExotelAdapter._on_start,
-    "media": ExotelAdapter._on_media,
-    "dtmf": ExotelAdapter._on_dtmf,
-    "mark": ExotelAdapter._on_mark,
-    "stop": ExotelAdapter._on_stop,
-}
+    #: event → handler (JsonEventStream runs it when _TRANSITIONS allows the event).
+    _handlers = {
+        "connected": _on_connected,
+        "start": _on_start,
+        "media": _on_media,
+        "dtmf": _on_dtmf,
+        "mark": _on_mark,
+        "stop": _on_stop,
+    }

@@ -32,23 +32,27 @@ acknowledgements before ``start`` are ``before_start``; a second ``start`` is ``
 
 from __future__ import annotations
 
-import enum
-
 import orjson
 import pybase64
 
+from gateway.carriers._wire import (
+    DTMF_DIGITS,
+    JsonEventStream,
+    StreamState,
+    decode_payload,
+    dtmf_event,
+    field_error,
+    mark_ack,
+    media_position,
+    opt_int,
+)
 from gateway.carriers.events import (
-    MAX_FRAME_BYTES,
     CarrierEvent,
     Cleared,
-    Dtmf,
-    Frame,
-    MarkAck,
     Media,
     ProtocolError,
     Started,
     Stopped,
-    Unhandled,
 )
 from gateway.formats import AudioFormat, Encoding
 
@@ -65,18 +69,11 @@ _ENCODINGS = {
 }
 _CONTENT_TYPES = {Encoding.L16: "audio/x-l16", Encoding.PCMU: "audio/x-mulaw"}
 _RATES = {Encoding.L16: frozenset({8000, 16000}), Encoding.PCMU: frozenset({8000})}
-_DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
+#: The stream's lifecycle states (the carriers' shared :class:`StreamState`, under its old name).
+PlivoState = StreamState
 
-class PlivoState(enum.Enum):
-    """Where the stream is in its lifecycle."""
-
-    AWAITING_START = "awaiting_start"
-    STREAMING = "streaming"
-    STOPPED = "stopped"
-
-
-_TRANSITIONS: dict[tuple[PlivoState, str], PlivoState] = {
+_TRANSITIONS: dict[tuple[StreamState, str], StreamState] = {
     (PlivoState.AWAITING_START, "start"): PlivoState.STREAMING,
     (PlivoState.AWAITING_START, "stop"): PlivoState.STOPPED,
     (PlivoState.STREAMING, "media"): PlivoState.STREAMING,
@@ -86,20 +83,6 @@ _TRANSITIONS: dict[tuple[PlivoState, str], PlivoState] = {
     (PlivoState.STREAMING, "clearedAudio"): PlivoState.STREAMING,
     (PlivoState.STREAMING, "stop"): PlivoState.STOPPED,
 }
-
-
-def _field_error(path: str, value: object) -> ProtocolError:
-    return ProtocolError("missing_field" if value is None else "bad_field", path)
-
-
-def _opt_int(value: object) -> int | None:
-    if value is None:
-        return None
-    if type(value) is int:
-        return value
-    if type(value) is str:
-        return int(value)
-    raise ValueError("not an integer")
 
 
 def parse_extra_headers(text: str) -> dict[str, str]:
@@ -128,7 +111,7 @@ def parse_extra_headers(text: str) -> dict[str, str]:
     return out
 
 
-class PlivoAdapter:
+class PlivoAdapter(JsonEventStream):
     """Sans-I/O adapter for one Plivo audio stream (one instance per call).
 
     Attributes:
@@ -141,68 +124,31 @@ class PlivoAdapter:
 
     name = "plivo"
     frame_ms = 20
+    _transitions = _TRANSITIONS
 
     def __init__(self) -> None:
+        super().__init__()
         self.audio_format: AudioFormat | None = None
         self.stream_id = ""
-        self.state = PlivoState.AWAITING_START
         self._play_head: str | None = None  # '{"event":"playAudio","media":{…,"payload":"'
         self._clear: str | None = None
         self._first_ts: int | None = None
 
     # ------------------------------------------------------------------ inbound
 
-    def receive(self, frame: Frame) -> list[CarrierEvent]:
-        """Parse one WebSocket message into events. Never raises (see module doc for errors).
-
-        A bug in this parser surfaces as ``ProtocolError("internal", <exception type>)``.
-        """
-        try:
-            return [self._receive(frame)]
-        except Exception as exc:  # a parser bug must not end the call
-            return [ProtocolError("internal", f"{type(exc).__name__} while parsing")]
-
-    def _receive(self, frame: Frame) -> CarrierEvent:
-        if type(frame) is not str:
-            if isinstance(frame, (bytes, bytearray, memoryview)):
-                return ProtocolError("unexpected_binary", f"{len(frame)} bytes")
-            return ProtocolError("bad_field", f"frame of type {type(frame).__name__}")
-        if len(frame) > MAX_FRAME_BYTES:
-            return ProtocolError("oversize", f"{len(frame)} chars > {MAX_FRAME_BYTES}")
-        try:
-            msg = orjson.loads(frame)
-        except orjson.JSONDecodeError:
-            return ProtocolError("malformed_json", f"{len(frame)} chars")
-        if type(msg) is not dict:
-            return ProtocolError("malformed_json", "not a JSON object")
-        event = msg.get("event")
-        if type(event) is not str:
-            return _field_error("event", event)
-        if event == "media" and self.state is PlivoState.STREAMING:
-            return self._on_media(msg)
-        handler = _HANDLERS.get(event)
-        if handler is None:
-            return Unhandled(event[:64])
-        next_state = _TRANSITIONS.get((self.state, event))
-        if next_state is None:
-            if self.state is PlivoState.AWAITING_START:
-                return ProtocolError("before_start", event)
-            return ProtocolError("unexpected_event", f"{event} in state {self.state.value}")
-        result = handler(self, msg)
-        if not isinstance(result, ProtocolError):
-            self.state = next_state
-        return result
+    # receive() comes from JsonEventStream: JSON checks, the table above, then these handlers
+    # (the _wire value helpers raise Refused on a bad field; receive returns its error).
 
     def _on_start(self, msg: dict) -> CarrierEvent:
         start = msg.get("start")
         if type(start) is not dict:
-            return _field_error("start", start)
+            return field_error("start", start)
         stream_id = start.get("streamId", msg.get("streamId"))
         if type(stream_id) is not str or not stream_id:
-            return _field_error("start.streamId", stream_id)
+            return field_error("start.streamId", stream_id)
         call_id = start.get("callId")
         if type(call_id) is not str or not call_id:
-            return _field_error("start.callId", call_id)
+            return field_error("start.callId", call_id)
         account_id = start.get("accountId", "")
         if type(account_id) is not str:
             return ProtocolError("bad_field", "start.accountId")
@@ -217,7 +163,7 @@ class PlivoAdapter:
             if encoding is None:
                 return ProtocolError("bad_field", "start.mediaFormat.encoding")
             try:
-                rate = _opt_int(fmt.get("sampleRate", 8000))
+                rate = opt_int(fmt.get("sampleRate", 8000))
             except ValueError:
                 rate = None
             if rate not in _RATES[encoding]:
@@ -261,44 +207,25 @@ class PlivoAdapter:
     def _on_media(self, msg: dict) -> CarrierEvent:
         media = msg.get("media")
         if type(media) is not dict:
-            return _field_error("media", media)
-        payload = media.get("payload")
-        if type(payload) is not str:
-            return _field_error("media.payload", payload)
-        try:
-            audio = pybase64.b64decode(payload, validate=True)
-        except ValueError:
-            return ProtocolError("bad_base64", f"media.payload ({len(payload)} chars)")
+            return field_error("media", media)
+        audio = decode_payload(media, "media.payload")
         if len(audio) & 1 and self.audio_format is not None and self.audio_format.encoding is Encoding.L16:
             return ProtocolError("bad_field", f"media.payload: odd L16 length {len(audio)}")
-        try:
-            ts = _opt_int(media.get("timestamp"))
-        except ValueError:
-            return ProtocolError("bad_field", "media.timestamp")
-        if ts is not None:
+        ts, sequence = media_position(media, msg, "sequenceNumber")
+        if ts is not None:  # wall-clock ms: made relative to the first media message
             if self._first_ts is None:
                 self._first_ts = ts
             ts -= self._first_ts
-        try:
-            chunk = _opt_int(media.get("chunk"))
-            sequence = chunk if chunk is not None else _opt_int(msg.get("sequenceNumber"))
-        except ValueError:
-            return ProtocolError("bad_field", "media.chunk")
         track = media.get("track", "inbound")
         return Media(audio, ts, sequence, track if type(track) is str else "inbound")
 
     def _on_dtmf(self, msg: dict) -> CarrierEvent:
         dtmf = msg.get("dtmf")
         digit = dtmf.get("digit") if type(dtmf) is dict else msg.get("digit")
-        if type(digit) is not str or digit not in _DTMF_DIGITS:
-            return _field_error("dtmf.digit", digit)
-        return Dtmf(digit)
+        return dtmf_event(digit, "dtmf.digit")
 
     def _on_played(self, msg: dict) -> CarrierEvent:
-        name = msg.get("name")
-        if type(name) is not str:
-            return _field_error("name", name)
-        return MarkAck(name)
+        return mark_ack(msg.get("name"), "name")
 
     def _on_cleared(self, msg: dict) -> CarrierEvent:
         return Cleared()
@@ -344,17 +271,17 @@ class PlivoAdapter:
         Raises:
             ValueError: ``digits`` is empty or holds a character that is not a DTMF key.
         """
-        if not digits or any(d not in _DTMF_DIGITS for d in digits):
+        if not digits or any(d not in DTMF_DIGITS for d in digits):
             raise ValueError("plivo: DTMF digits must be 0-9, *, #, A-D")
         return orjson.dumps({"event": "sendDTMF", "dtmf": digits}).decode()
 
-
-_HANDLERS = {
-    "start": PlivoAdapter._on_start,
-    "media": PlivoAdapter._on_media,
-    "dtmf": PlivoAdapter._on_dtmf,
-    "playedStream": PlivoAdapter._on_played,
-    "played": PlivoAdapter._on_played,
-    "clearedAudio": PlivoAdapter._on_cleared,
-    "stop": PlivoAdapter._on_stop,
-}
+    #: event → handler (JsonEventStream runs it when _TRANSITIONS allows the event).
+    _handlers = {
+        "start": _on_start,
+        "media": _on_media,
+        "dtmf": _on_dtmf,
+        "playedStream": _on_played,
+        "played": _on_played,
+        "clearedAudio": _on_cleared,
+        "stop": _on_stop,
+    }

@@ -49,22 +49,24 @@ violation, close code 1008). Unknown ``event`` values are ignored (reported as
 
 from __future__ import annotations
 
-import enum
-
 import orjson
 
+from gateway.carriers._wire import (
+    JsonEventStream,
+    StreamState,
+    dtmf_event,
+    internal_error,
+    mark_ack,
+)
 from gateway.carriers.events import (
     MAX_FRAME_BYTES,
     CarrierEvent,
     Cleared,
-    Dtmf,
     Frame,
-    MarkAck,
     Media,
     ProtocolError,
     Started,
     Stopped,
-    Unhandled,
 )
 from gateway.formats import AudioFormat, Encoding
 
@@ -74,19 +76,12 @@ __all__ = ["RawAdapter", "RawState", "L16_RATES"]
 L16_RATES = frozenset({8000, 16000, 24000, 48000})
 
 _ENCODINGS = {"l16": Encoding.L16, "pcmu": Encoding.PCMU, "pcma": Encoding.PCMA}
-_DTMF_DIGITS = frozenset("0123456789*#ABCD")
 _CLEAR = '{"event":"clear"}'
 
+#: The stream's lifecycle states (the carriers' shared :class:`StreamState`, under its old name).
+RawState = StreamState
 
-class RawState(enum.Enum):
-    """Where the stream is in its lifecycle."""
-
-    AWAITING_START = "awaiting_start"
-    STREAMING = "streaming"
-    STOPPED = "stopped"
-
-
-_TRANSITIONS: dict[tuple[RawState, str], RawState] = {
+_TRANSITIONS: dict[tuple[StreamState, str], StreamState] = {
     (RawState.AWAITING_START, "start"): RawState.STREAMING,
     (RawState.AWAITING_START, "stop"): RawState.STOPPED,
     (RawState.STREAMING, "mark"): RawState.STREAMING,
@@ -96,11 +91,7 @@ _TRANSITIONS: dict[tuple[RawState, str], RawState] = {
 }
 
 
-def _field_error(path: str, value: object) -> ProtocolError:
-    return ProtocolError("missing_field" if value is None else "bad_field", path)
-
-
-class RawAdapter:
+class RawAdapter(JsonEventStream):
     """Sans-I/O adapter for the raw protocol described in the module docstring.
 
     Attributes:
@@ -112,10 +103,11 @@ class RawAdapter:
 
     name = "raw"
     frame_ms = 20
+    _transitions = _TRANSITIONS
 
     def __init__(self) -> None:
+        super().__init__()
         self.audio_format: AudioFormat | None = None
-        self.state = RawState.AWAITING_START
         self._sample_bytes = 2
 
     # ------------------------------------------------------------------ inbound
@@ -134,11 +126,9 @@ class RawAdapter:
                 return [self._binary_error(n)]
             if isinstance(frame, (bytearray, memoryview)):
                 return self.receive(bytes(frame))
-            if type(frame) is not str:
-                return [ProtocolError("bad_field", f"frame of type {type(frame).__name__}")]
-            return [self._text(frame)]
+            return super().receive(frame)  # text: JSON checks, the table, the handlers
         except Exception as exc:  # a parser bug must not end the call
-            return [ProtocolError("internal", f"{type(exc).__name__} while parsing")]
+            return [internal_error(exc)]
 
     def _binary_error(self, n: int) -> ProtocolError:
         if n > MAX_FRAME_BYTES:
@@ -148,31 +138,6 @@ class RawAdapter:
         if self.state is RawState.STOPPED:
             return ProtocolError("unexpected_event", f"audio ({n} bytes) after stop")
         return ProtocolError("bad_field", f"audio: {n} bytes is not a whole number of samples")
-
-    def _text(self, frame: str) -> CarrierEvent:
-        if len(frame) > MAX_FRAME_BYTES:
-            return ProtocolError("oversize", f"{len(frame)} chars > {MAX_FRAME_BYTES}")
-        try:
-            msg = orjson.loads(frame)
-        except orjson.JSONDecodeError:
-            return ProtocolError("malformed_json", f"{len(frame)} chars")
-        if type(msg) is not dict:
-            return ProtocolError("malformed_json", "not a JSON object")
-        event = msg.get("event")
-        if type(event) is not str:
-            return _field_error("event", event)
-        handler = _HANDLERS.get(event)
-        if handler is None:
-            return Unhandled(event[:64])
-        next_state = _TRANSITIONS.get((self.state, event))
-        if next_state is None:
-            if self.state is RawState.AWAITING_START:
-                return ProtocolError("before_start", event)
-            return ProtocolError("unexpected_event", f"{event} in state {self.state.value}")
-        result = handler(self, msg)
-        if not isinstance(result, ProtocolError):
-            self.state = next_state
-        return result
 
     def _on_start(self, msg: dict) -> CarrierEvent:
         raw_encoding = msg.get("encoding", "l16")
@@ -201,16 +166,10 @@ class RawAdapter:
         return Started(stream_id="", call_id=call_id, audio_format=self.audio_format, custom_parameters=params)
 
     def _on_mark(self, msg: dict) -> CarrierEvent:
-        name = msg.get("name")
-        if type(name) is not str:
-            return _field_error("name", name)
-        return MarkAck(name)
+        return mark_ack(msg.get("name"), "name")
 
     def _on_dtmf(self, msg: dict) -> CarrierEvent:
-        digit = msg.get("digit")
-        if type(digit) is not str or digit not in _DTMF_DIGITS:
-            return _field_error("digit", digit)
-        return Dtmf(digit)
+        return dtmf_event(msg.get("digit"), "digit")
 
     def _on_cleared(self, msg: dict) -> CarrierEvent:
         return Cleared()
@@ -242,11 +201,11 @@ class RawAdapter:
         """``{"event":"clear"}``: the client drops its buffer and acknowledges pending marks."""
         return _CLEAR
 
-
-_HANDLERS = {
-    "start": RawAdapter._on_start,
-    "mark": RawAdapter._on_mark,
-    "dtmf": RawAdapter._on_dtmf,
-    "cleared": RawAdapter._on_cleared,
-    "stop": RawAdapter._on_stop,
-}
+    #: event → handler (JsonEventStream runs it when _TRANSITIONS allows the event).
+    _handlers = {
+        "start": _on_start,
+        "mark": _on_mark,
+        "dtmf": _on_dtmf,
+        "cleared": _on_cleared,
+        "stop": _on_stop,
+    }

@@ -39,6 +39,9 @@ class MediaReorderer:
             return [media]
         if self._next is None:
             self._next = seq
+        if seq == self._next and not self._held:  # in order, nothing waiting: the usual case
+            self._next = seq + 1
+            return [media]
         if seq < self._next or seq in self._held:
             return [ProtocolError("late_media", f"chunk {seq} arrived after its place")]
         self._held[seq] = media

@@ -24,23 +24,25 @@ before ``start`` give ``ProtocolError("before_start")``; a second ``start`` or a
 
 from __future__ import annotations
 
-import enum
-
 import orjson
 import pybase64
 
+from gateway.carriers._wire import (
+    JsonEventStream,
+    StreamState,
+    decode_payload,
+    dtmf_event,
+    field_error,
+    mark_ack,
+    media_position,
+)
 from gateway.carriers.events import (
-    MAX_FRAME_BYTES,
     CarrierEvent,
     Connected,
-    Dtmf,
-    Frame,
-    MarkAck,
     Media,
     ProtocolError,
     Started,
     Stopped,
-    Unhandled,
 )
 from gateway.formats import AudioFormat, Encoding
 
@@ -50,19 +52,12 @@ DOC_URL = "https://www.twilio.com/docs/voice/media-streams/websocket-messages"
 
 #: Keys Twilio may use for ``start.mediaFormat.encoding`` (it documents only ``audio/x-mulaw``).
 _ENCODINGS = {"audio/x-mulaw": Encoding.PCMU, "audio/x-alaw": Encoding.PCMA}
-_DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
-
-class TwilioState(enum.Enum):
-    """Where the stream is in its lifecycle."""
-
-    AWAITING_START = "awaiting_start"
-    STREAMING = "streaming"
-    STOPPED = "stopped"
-
+#: The stream's lifecycle states (the carriers' shared :class:`StreamState`, under its old name).
+TwilioState = StreamState
 
 #: Transition table: (state, event) → next state. Pairs not listed are refused (see module doc).
-_TRANSITIONS: dict[tuple[TwilioState, str], TwilioState] = {
+_TRANSITIONS: dict[tuple[StreamState, str], StreamState] = {
     (TwilioState.AWAITING_START, "connected"): TwilioState.AWAITING_START,
     (TwilioState.AWAITING_START, "start"): TwilioState.STREAMING,
     (TwilioState.AWAITING_START, "stop"): TwilioState.STOPPED,
@@ -74,23 +69,7 @@ _TRANSITIONS: dict[tuple[TwilioState, str], TwilioState] = {
 }
 
 
-def _field_error(path: str, value: object) -> ProtocolError:
-    """``missing_field`` if ``value`` is absent (None), else ``bad_field``; names only the path."""
-    return ProtocolError("missing_field" if value is None else "bad_field", path)
-
-
-def _opt_int(value: object) -> int | None:
-    """Twilio's numeric strings (``"5"``) as int; None if absent. Raises ValueError if not a number."""
-    if value is None:
-        return None
-    if type(value) is int:
-        return value
-    if type(value) is str:
-        return int(value)
-    raise ValueError("not an integer")
-
-
-class TwilioAdapter:
+class TwilioAdapter(JsonEventStream):
     """Sans-I/O adapter for one Twilio Media Stream (one instance per call).
 
     Attributes:
@@ -103,57 +82,18 @@ class TwilioAdapter:
 
     name = "twilio"
     frame_ms = 20
+    _transitions = _TRANSITIONS
 
     def __init__(self) -> None:
+        super().__init__()
         self.audio_format: AudioFormat | None = None
         self.stream_sid = ""
-        self.state = TwilioState.AWAITING_START
         self._media_head: str | None = None  # '{"event":"media","streamSid":"MZ…","media":{"payload":"'
         self._clear: str | None = None
 
     # ------------------------------------------------------------------ inbound
-
-    def receive(self, frame: Frame) -> list[CarrierEvent]:
-        """Parse one WebSocket message into events. Never raises (see module doc for errors).
-
-        A bug in this parser surfaces as ``ProtocolError("internal", <exception type>)``.
-        """
-        try:
-            return [self._receive(frame)]
-        except Exception as exc:  # a parser bug must not end the call: report it, go on
-            return [ProtocolError("internal", f"{type(exc).__name__} while parsing")]
-
-    def _receive(self, frame: Frame) -> CarrierEvent:
-        if type(frame) is not str:
-            if isinstance(frame, (bytes, bytearray, memoryview)):
-                return ProtocolError("unexpected_binary", f"{len(frame)} bytes")
-            return ProtocolError("bad_field", f"frame of type {type(frame).__name__}")
-        if len(frame) > MAX_FRAME_BYTES:
-            return ProtocolError("oversize", f"{len(frame)} chars > {MAX_FRAME_BYTES}")
-        try:
-            msg = orjson.loads(frame)
-        except orjson.JSONDecodeError:
-            return ProtocolError("malformed_json", f"{len(frame)} chars")
-        if type(msg) is not dict:
-            return ProtocolError("malformed_json", "not a JSON object")
-        event = msg.get("event")
-        if type(event) is not str:
-            return _field_error("event", event)
-        # Hot path first: media while streaming.
-        if event == "media" and self.state is TwilioState.STREAMING:
-            return self._on_media(msg)
-        handler = _HANDLERS.get(event)
-        if handler is None:
-            return Unhandled(event[:64])
-        next_state = _TRANSITIONS.get((self.state, event))
-        if next_state is None:
-            if self.state is TwilioState.AWAITING_START:
-                return ProtocolError("before_start", event)
-            return ProtocolError("unexpected_event", f"{event} in state {self.state.value}")
-        result = handler(self, msg)
-        if not isinstance(result, ProtocolError):
-            self.state = next_state
-        return result
+    # receive() comes from JsonEventStream: JSON checks, the table above, then these handlers
+    # (the _wire value helpers raise Refused on a bad field; receive returns its error).
 
     def _on_connected(self, msg: dict) -> CarrierEvent:
         protocol = msg.get("protocol")
@@ -162,13 +102,13 @@ class TwilioAdapter:
     def _on_start(self, msg: dict) -> CarrierEvent:
         start = msg.get("start")
         if type(start) is not dict:
-            return _field_error("start", start)
+            return field_error("start", start)
         stream_sid = start.get("streamSid", msg.get("streamSid"))
         if type(stream_sid) is not str or not stream_sid:
-            return _field_error("start.streamSid", stream_sid)
+            return field_error("start.streamSid", stream_sid)
         call_sid = start.get("callSid")
         if type(call_sid) is not str or not call_sid:
-            return _field_error("start.callSid", call_sid)
+            return field_error("start.callSid", call_sid)
         account_sid = start.get("accountSid", "")
         if type(account_sid) is not str:
             return ProtocolError("bad_field", "start.accountSid")
@@ -213,43 +153,23 @@ class TwilioAdapter:
     def _on_media(self, msg: dict) -> CarrierEvent:
         media = msg.get("media")
         if type(media) is not dict:
-            return _field_error("media", media)
-        payload = media.get("payload")
-        if type(payload) is not str:
-            return _field_error("media.payload", payload)
-        try:
-            audio = pybase64.b64decode(payload, validate=True)
-        except ValueError:
-            return ProtocolError("bad_base64", f"media.payload ({len(payload)} chars)")
-        try:
-            timestamp = _opt_int(media.get("timestamp"))
-        except ValueError:
-            return ProtocolError("bad_field", "media.timestamp")
-        try:
-            chunk = _opt_int(media.get("chunk"))
-            sequence = chunk if chunk is not None else _opt_int(msg.get("sequenceNumber"))
-        except ValueError:
-            return ProtocolError("bad_field", "media.chunk")
+            return field_error("media", media)
+        audio = decode_payload(media, "media.payload")
+        timestamp, sequence = media_position(media, msg, "sequenceNumber")
         track = media.get("track", "inbound")
         return Media(audio, timestamp, sequence, track if type(track) is str else "inbound")
 
     def _on_dtmf(self, msg: dict) -> CarrierEvent:
         dtmf = msg.get("dtmf")
         if type(dtmf) is not dict:
-            return _field_error("dtmf", dtmf)
-        digit = dtmf.get("digit")
-        if type(digit) is not str or digit not in _DTMF_DIGITS:
-            return _field_error("dtmf.digit", digit)
-        return Dtmf(digit)
+            return field_error("dtmf", dtmf)
+        return dtmf_event(dtmf.get("digit"), "dtmf.digit")
 
     def _on_mark(self, msg: dict) -> CarrierEvent:
         mark = msg.get("mark")
         if type(mark) is not dict:
-            return _field_error("mark", mark)
-        name = mark.get("name")
-        if type(name) is not str:
-            return _field_error("mark.name", name)
-        return MarkAck(name)
+            return field_error("mark", mark)
+        return mark_ack(mark.get("name"), "mark.name")
 
     def _on_stop(self, msg: dict) -> CarrierEvent:
         return Stopped()
@@ -284,12 +204,12 @@ class TwilioAdapter:
         self._require_started()
         return self._clear  # type: ignore[return-value]
 
-
-_HANDLERS = {
-    "connected": TwilioAdapter._on_connected,
-    "start": TwilioAdapter._on_start,
-    "media": TwilioAdapter._on_media,
-    "dtmf": TwilioAdapter._on_dtmf,
-    "mark": TwilioAdapter._on_mark,
-    "stop": TwilioAdapter._on_stop,
-}
+    #: event → handler (JsonEventStream runs it when _TRANSITIONS allows the event).
+    _handlers = {
+        "connected": _on_connected,
+        "start": _on_start,
+        "media": _on_media,
+        "dtmf": _on_dtmf,
+        "mark": _on_mark,
+        "stop": _on_stop,
+    }

@@ -33,14 +33,21 @@ import enum
 
 import orjson
 
+from gateway.carriers._wire import (
+    Refused,
+    dtmf_event,
+    field_error,
+    frame_type_error,
+    internal_error,
+    mark_ack,
+    parse_text,
+)
 from gateway.carriers.events import (
     MAX_FRAME_BYTES,
     CarrierEvent,
     Cleared,
     Connected,
-    Dtmf,
     Frame,
-    MarkAck,
     Media,
     ProtocolError,
     Started,
@@ -53,7 +60,6 @@ __all__ = ["VonageAdapter", "VonageState", "DOC_URL", "parse_content_type"]
 DOC_URL = "https://developer.vonage.com/en/voice/voice-api/concepts/websockets"
 
 _RATES = frozenset({8000, 16000, 24000})
-_DTMF_DIGITS = frozenset("0123456789*#ABCD")
 _CLEAR = '{"action":"clear"}'
 
 
@@ -109,10 +115,12 @@ class VonageAdapter:
             if isinstance(frame, (bytearray, memoryview)):
                 return [self._binary(bytes(frame))]
             if type(frame) is not str:
-                return [ProtocolError("bad_field", f"frame of type {type(frame).__name__}")]
+                return [frame_type_error(frame)]
             return self._text(frame)
+        except Refused as exc:  # a bad text frame
+            return [exc.error]
         except Exception as exc:  # a parser bug must not end the call
-            return [ProtocolError("internal", f"{type(exc).__name__} while parsing")]
+            return [internal_error(exc)]
 
     def _binary(self, frame: bytes) -> CarrierEvent:
         if len(frame) > MAX_FRAME_BYTES:
@@ -124,17 +132,10 @@ class VonageAdapter:
         return Media(frame)  # not exactly 20 ms: accepted, the length says how long
 
     def _text(self, frame: str) -> list[CarrierEvent]:
-        if len(frame) > MAX_FRAME_BYTES:
-            return [ProtocolError("oversize", f"{len(frame)} chars > {MAX_FRAME_BYTES}")]
-        try:
-            msg = orjson.loads(frame)
-        except orjson.JSONDecodeError:
-            return [ProtocolError("malformed_json", f"{len(frame)} chars")]
-        if type(msg) is not dict:
-            return [ProtocolError("malformed_json", "not a JSON object")]
+        msg = parse_text(frame)
         event = msg.get("event")
         if type(event) is not str:
-            return [ProtocolError("missing_field" if event is None else "bad_field", "event")]
+            return [field_error("event", event)]
         if event == "websocket:connected":
             if self.state is not VonageState.AWAITING_CONNECTED:
                 return [ProtocolError("unexpected_event", "websocket:connected again")]
@@ -152,7 +153,7 @@ class VonageAdapter:
     def _on_connected(self, msg: dict) -> list[CarrierEvent]:
         content_type = msg.get("content-type")
         if type(content_type) is not str:
-            return [ProtocolError("missing_field" if content_type is None else "bad_field", "content-type")]
+            return [field_error("content-type", content_type)]
         rate = parse_content_type(content_type)
         if rate not in _RATES:
             return [ProtocolError("bad_field", "content-type")]
@@ -174,18 +175,13 @@ class VonageAdapter:
             digit = dtmf.get("digit") if type(dtmf) is dict else dtmf
         if type(digit) is int and 0 <= digit <= 9:
             digit = str(digit)
-        if type(digit) is not str or digit not in _DTMF_DIGITS:
-            return ProtocolError("missing_field" if digit is None else "bad_field", "digit")
-        return Dtmf(digit)
+        return dtmf_event(digit, "digit")
 
     def _on_notify(self, msg: dict) -> CarrierEvent:
         payload = msg.get("payload")
         if type(payload) is not dict:
-            return ProtocolError("missing_field" if payload is None else "bad_field", "payload")
-        name = payload.get("name")
-        if type(name) is not str:
-            return ProtocolError("missing_field" if name is None else "bad_field", "payload.name")
-        return MarkAck(name)
+            return field_error("payload", payload)
+        return mark_ack(payload.get("name"), "payload.name")
 
     # ----------------------------------------------------------------- outbound
 

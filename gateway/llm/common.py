@@ -1,13 +1,17 @@
-"""Helpers every realtime bridge shares: secret redaction, the wire logger, heard transcripts.
+"""Helpers every realtime bridge shares: secret redaction, the wire logger, heard transcripts,
+the call's tools.
 
-Pure: no sockets, no asyncio.
+Pure: no sockets, no asyncio (their shared socket code is :mod:`gateway.llm.ws_client`).
 """
 
 from __future__ import annotations
 
 import logging
 
-__all__ = ["WIRE_LOG", "redact", "cut_heard_text"]
+from gateway.llm.base import AgentConfig, BridgeFailed
+from gateway.llm.tools import ToolConfigError, ToolSpec, parse_tools
+
+__all__ = ["WIRE_LOG", "redact", "cut_heard_text", "agent_tools"]
 
 _SECRET_HEADERS = frozenset({"authorization", "api-key", "x-goog-api-key", "proxy-authorization"})
 
@@ -65,3 +69,15 @@ def cut_heard_text(text: str, heard_ms: int, total_ms: float) -> str:
     if n >= len(words):
         return text
     return (" ".join(words[:n]) + "…") if n else ""
+
+
+def agent_tools(config: AgentConfig) -> list[ToolSpec]:
+    """The call's tool declarations, checked and resolved against its secrets.
+
+    Raises:
+        BridgeFailed: ``tool_config``, naming what is wrong with a declaration.
+    """
+    try:
+        return parse_tools(config.tools, config.secrets)
+    except ToolConfigError as exc:
+        raise BridgeFailed("tool_config", str(exc)) from None

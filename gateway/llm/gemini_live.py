@@ -29,15 +29,16 @@ from typing import Any
 
 import httpx
 import orjson
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from gateway.formats import L16_16K, L16_24K, AudioFormat
 from gateway.llm.base import AgentConfig, BridgeError, BridgeEvent, BridgeFailed, ModelBridge
-from gateway.llm.common import WIRE_LOG, redact
+from gateway.llm.common import agent_tools, redact
 from gateway.llm.gemini_protocol import GEMINI_VOICES, LiveProtocol
 from gateway.llm.tool_runner import ToolRunner
-from gateway.llm.tools import ToolCall, ToolConfigError, parse_tools
+from gateway.llm.tools import ToolCall
+from gateway.llm.ws_client import close_code, close_quietly, open_socket
 
 __all__ = ["LiveProtocol", "GeminiLiveBridge", "GEMINI_LIVE_URL", "GEMINI_VOICES"]
 
@@ -104,7 +105,6 @@ class GeminiLiveBridge(ModelBridge):
         self._unsent: list[str] = []  # input that arrived while resuming
         self._send_lock = asyncio.Lock()
         self._early: deque[BridgeEvent] = deque()
-        self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self.reconnects = 0
 
@@ -124,24 +124,12 @@ class GeminiLiveBridge(ModelBridge):
     async def _open(self) -> tuple[ClientConnection, list[BridgeEvent]]:
         """Connect, send ``setup`` (with the latest handle) and wait for ``setupComplete``."""
         assert self._proto is not None
-        try:
-            ws = await connect(
-                self._url,
-                additional_headers={"x-goog-api-key": self.__key},
-                open_timeout=self._connect_timeout_s,
-                max_size=2**24,
-                compression=None,
-                ping_interval=20,
-                ping_timeout=20,
-                logger=WIRE_LOG,
-            )
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            code = "model_auth" if status in (401, 403) else "model_connect"
-            raise BridgeFailed(code, f"gemini refused the connection (HTTP {status})") from None
-        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-            message = f"cannot connect to gemini: {type(exc).__name__}"
-            raise BridgeFailed("model_connect", message) from None
+        ws = await open_socket(
+            self._url,
+            {"x-goog-api-key": self.__key},
+            peer="gemini",
+            open_timeout_s=self._connect_timeout_s,
+        )
         proto = self._proto
         proto.setup_complete = False
         proto.go_away = False
@@ -155,18 +143,14 @@ class GeminiLiveBridge(ModelBridge):
             await ws.close()
             raise BridgeFailed("model_setup", "gemini did not complete the setup") from None
         except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd else 1006
             reason = self._redact(exc.rcvd.reason if exc.rcvd else "")
             label = "model_auth" if any(h in reason.lower() for h in _AUTH_HINTS) else "model_setup"
-            message = f"gemini closed during setup ({code} {reason})".strip()
+            message = f"gemini closed during setup ({close_code(exc)} {reason})".strip()
             raise BridgeFailed(label, message) from None
         return ws, early
 
     async def start(self, config: AgentConfig, carrier_format: AudioFormat) -> None:
-        try:
-            tools = parse_tools(config.tools, config.secrets)
-        except ToolConfigError as exc:
-            raise BridgeFailed("tool_config", str(exc)) from None
+        tools = agent_tools(config)
         self._proto = LiveProtocol(config, self._model, tools)
         self._runner = ToolRunner(tools, client=self._tool_client)
         try:
@@ -231,15 +215,12 @@ class GeminiLiveBridge(ModelBridge):
         await self._send_input(self._proto.say_message(text), replay=False)
 
     def _start_tools(self) -> None:
-        assert self._proto is not None
+        assert self._proto is not None and self._runner is not None
         for call in self._proto.take_tool_calls():
-            task = asyncio.create_task(self._run_tool(call), name=f"tool-{call.name}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._runner.submit(call, self._tool_output)
 
-    async def _run_tool(self, call: ToolCall) -> None:
-        assert self._runner is not None and self._proto is not None
-        output = await self._runner.call(call)
+    async def _tool_output(self, call: ToolCall, output: str) -> None:
+        assert self._proto is not None
         if not self._closing:
             await self._send_input(self._proto.tool_response(call, output))
 
@@ -257,13 +238,7 @@ class GeminiLiveBridge(ModelBridge):
             raise BridgeFailed(
                 "model_disconnected", "gemini connection lost before any resumption handle"
             )
-        old = self._ws
-        if old is not None:
-            try:
-                async with asyncio.timeout(1):
-                    await old.close()
-            except (TimeoutError, OSError):
-                pass
+        await close_quietly(self._ws, timeout_s=1)
         last: BridgeFailed | None = None
         for attempt in range(self._max_reconnects):
             await asyncio.sleep(self._backoff[min(attempt, len(self._backoff) - 1)])
@@ -314,8 +289,7 @@ class GeminiLiveBridge(ModelBridge):
             except ConnectionClosed as exc:
                 if self._closing:
                     break
-                code = exc.rcvd.code if exc.rcvd else 1006
-                log.info("gemini connection closed (%s); resuming", code)
+                log.info("gemini connection closed (%s); resuming", close_code(exc))
                 resumed = await self._try_resume()
                 for ev in resumed:
                     yield ev
@@ -351,13 +325,6 @@ class GeminiLiveBridge(ModelBridge):
             return
         self._closing = True
         self._live = False
-        for task in list(self._tasks):
-            task.cancel()
         if self._runner is not None:
-            await self._runner.aclose()
-        if self._ws is not None:
-            try:
-                async with asyncio.timeout(2):
-                    await self._ws.close()
-            except (TimeoutError, OSError):
-                pass
+            await self._runner.aclose()  # cancels tool calls still running
+        await close_quietly(self._ws, timeout_s=2)

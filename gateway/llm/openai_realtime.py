@@ -23,12 +23,12 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 import orjson
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from gateway.formats import AudioFormat
 from gateway.llm.base import AgentConfig, BridgeError, BridgeEvent, BridgeFailed, ModelBridge
-from gateway.llm.common import WIRE_LOG, cut_heard_text, redact
+from gateway.llm.common import WIRE_LOG, agent_tools, cut_heard_text, redact
 from gateway.llm.openai_backends import (
     OPENAI_VOICES,
     XAI_VOICES,
@@ -41,7 +41,8 @@ from gateway.llm.openai_backends import (
 )
 from gateway.llm.openai_protocol import AUTH_HINTS, RealtimeProtocol
 from gateway.llm.tool_runner import ToolRunner
-from gateway.llm.tools import ToolCall, ToolConfigError, parse_tools
+from gateway.llm.tools import ToolCall
+from gateway.llm.ws_client import close_code, close_quietly, open_socket
 
 __all__ = [
     "RealtimeBackend",
@@ -105,7 +106,6 @@ class OpenAIRealtimeBridge(ModelBridge):
         self._runner: ToolRunner | None = None
         self._early: deque[BridgeEvent] = deque()
         self._send_lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[None]] = set()
         self._deadline = float("inf")
         self._closing = False
 
@@ -125,36 +125,16 @@ class OpenAIRealtimeBridge(ModelBridge):
 
     async def _connect(self) -> ClientConnection:
         b = self._backend
-        try:
-            return await connect(
-                b.url,
-                additional_headers=b.auth_headers(self.__key),
-                open_timeout=self._connect_timeout_s,
-                max_size=2**24,
-                compression=None,
-                ping_interval=20,
-                ping_timeout=20,
-                logger=WIRE_LOG,
-            )
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            if status in (401, 403):
-                raise BridgeFailed(
-                    "model_auth", f"{b.name} rejected the credentials (HTTP {status})"
-                ) from None
-            raise BridgeFailed(
-                "model_connect", f"{b.name} refused the connection (HTTP {status})"
-            ) from None
-        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-            raise BridgeFailed(
-                "model_connect", f"cannot connect to {b.name}: {type(exc).__name__}"
-            ) from None
+        return await open_socket(
+            b.url,
+            b.auth_headers(self.__key),
+            peer=b.name,
+            open_timeout_s=self._connect_timeout_s,
+            auth_text=f"{b.name} rejected the credentials",
+        )
 
     async def start(self, config: AgentConfig, carrier_format: AudioFormat) -> None:
-        try:
-            tools = parse_tools(config.tools, config.secrets)
-        except ToolConfigError as exc:
-            raise BridgeFailed("tool_config", str(exc)) from None
+        tools = agent_tools(config)
         wire, fmt = choose_formats(self._backend, carrier_format)
         self.input_format = self.output_format = fmt
         self._proto = RealtimeProtocol(
@@ -193,9 +173,8 @@ class OpenAIRealtimeBridge(ModelBridge):
                     ) from None
                 return
             except ConnectionClosed as exc:
-                code = exc.rcvd.code if exc.rcvd else 1006
                 raise BridgeFailed(
-                    "model_setup", f"{self.name} closed during setup ({code})"
+                    "model_setup", f"{self.name} closed during setup ({close_code(exc)})"
                 ) from None
             for ev in self._proto.receive(raw):
                 if isinstance(ev, BridgeError) and ev.fatal:
@@ -240,15 +219,12 @@ class OpenAIRealtimeBridge(ModelBridge):
         await self._flush()
 
     def _start_tools(self) -> None:
-        assert self._proto is not None
+        assert self._proto is not None and self._runner is not None
         for call in self._proto.take_tool_calls():
-            task = asyncio.create_task(self._run_tool(call), name=f"tool-{call.name}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._runner.submit(call, self._tool_output)
 
-    async def _run_tool(self, call: ToolCall) -> None:
-        assert self._runner is not None and self._proto is not None
-        output = await self._runner.call(call)
+    async def _tool_output(self, call: ToolCall, output: str) -> None:
+        assert self._proto is not None
         if self._closing:
             return
         self._proto.tool_output(call.call_id, output)
@@ -277,9 +253,10 @@ class OpenAIRealtimeBridge(ModelBridge):
             except ConnectionClosed as exc:
                 if self._closing:
                     break
-                code = exc.rcvd.code if exc.rcvd else 1006
                 yield BridgeError(
-                    "model_disconnected", f"{self.name} connection dropped ({code})", fatal=True
+                    "model_disconnected",
+                    f"{self.name} connection dropped ({close_code(exc)})",
+                    fatal=True,
                 )
                 break
             for ev in proto.receive(raw):
@@ -295,13 +272,6 @@ class OpenAIRealtimeBridge(ModelBridge):
         if self._closing:
             return
         self._closing = True
-        for task in list(self._tasks):
-            task.cancel()
         if self._runner is not None:
-            await self._runner.aclose()
-        if self._ws is not None:
-            try:
-                async with asyncio.timeout(2):
-                    await self._ws.close()
-            except (TimeoutError, OSError):
-                pass
+            await self._runner.aclose()  # cancels tool calls still running
+        await close_quietly(self._ws, timeout_s=2)

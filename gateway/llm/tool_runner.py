@@ -3,14 +3,17 @@
 The declarations (:class:`~gateway.llm.tools.ToolSpec`) and their wire shapes are pure, in
 :mod:`gateway.llm.tools`; this module is the I/O: one :class:`ToolRunner` per call POSTs each
 call's arguments with ``httpx`` and turns the answer, or any failure, into the output text the
-model reads. A tool never ends the call.
+model reads. A tool never ends the call. :meth:`ToolRunner.submit` runs a call in the
+background, so the model bridge keeps reading its socket; :meth:`ToolRunner.aclose` cancels
+calls still running when the call ends.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import httpx
 
@@ -46,6 +49,7 @@ class ToolRunner:
         self._own_client = client is None
         self._client = client
         self._max = max_output_chars
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"ToolRunner(tools={sorted(self._specs)!r})"
@@ -94,8 +98,23 @@ class ToolRunner:
             text = text[: self._max]
         return text or "{}"
 
+    def submit(self, call: ToolCall, then: Callable[[ToolCall, str], Awaitable[None]]) -> None:
+        """Run ``call`` in a background task (``tool-<name>``), then ``await then(call, output)``.
+
+        :meth:`aclose` cancels the calls still running.
+        """
+        task = asyncio.create_task(self._call_then(call, then), name=f"tool-{call.name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _call_then(self, call: ToolCall, then: Callable[[ToolCall, str], Awaitable[None]]) -> None:
+        await then(call, await self.call(call))
+
     async def aclose(self) -> None:
-        """Close the HTTP client if this runner created it; idempotent."""
+        """Cancel submitted calls still running and close the HTTP client if this runner created
+        it; idempotent."""
+        for task in list(self._tasks):
+            task.cancel()
         if self._own_client and self._client is not None:
             client, self._client = self._client, None
             await client.aclose()

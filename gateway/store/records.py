@@ -6,6 +6,7 @@ callers on other threads (or after the session closed) can read them freely.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal, Mapping
@@ -23,6 +24,27 @@ __all__ = [
 ]
 
 _AGENT_DEFAULTS = AgentConfig()
+
+#: The model-facing fields: every :class:`AgentConfig` field but the per-call ``secrets``.
+#: :class:`CallConfig` holds each under the same name.
+_MODEL_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(AgentConfig) if f.name != "secrets")
+
+
+def _copy_fields(src: object, names: Iterable[str]) -> dict[str, Any]:
+    """``{name: src.<name>}`` for each of ``names``, as keyword arguments for another record.
+
+    The containers are copied as every such copy needs: ``tools`` as a tuple (of the same
+    dicts), ``secret_refs`` as a new dict.
+
+    Raises:
+        AttributeError: ``src`` lacks one of ``names`` (the records drifted apart).
+    """
+    out = {name: getattr(src, name) for name in names}
+    if "tools" in out:
+        out["tools"] = tuple(out["tools"])
+    if "secret_refs" in out:
+        out["secret_refs"] = dict(out["secret_refs"])
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,19 +87,7 @@ class CallConfig:
 
     def agent_config(self, *, secrets: Mapping[str, str] | None = None) -> AgentConfig:
         """The model-facing part, with per-call ``secrets`` (never stored) attached."""
-        return AgentConfig(
-            system_prompt=self.system_prompt,
-            voice=self.voice,
-            language=self.language,
-            greeting=self.greeting,
-            model=self.model,
-            temperature=self.temperature,
-            first_speaker=self.first_speaker,
-            interruptible=self.interruptible,
-            turn_mode=self.turn_mode,
-            tools=tuple(self.tools),
-            secrets=dict(secrets or {}),
-        )
+        return AgentConfig(**_copy_fields(self, _MODEL_FIELDS), secrets=dict(secrets or {}))
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict with snake_case keys (``tools`` as a list)."""
@@ -100,19 +110,11 @@ class CallConfig:
     @classmethod
     def from_agent_config(cls, config: AgentConfig, **policy: Any) -> CallConfig:
         """Wrap an :class:`AgentConfig` (dropping its secrets) with call policy ``policy``."""
-        return cls(
-            system_prompt=config.system_prompt,
-            voice=config.voice,
-            language=config.language,
-            greeting=config.greeting,
-            model=config.model,
-            temperature=config.temperature,
-            first_speaker=config.first_speaker,
-            interruptible=config.interruptible,
-            turn_mode=config.turn_mode,
-            tools=tuple(config.tools),
-            **policy,
-        )
+        return cls(**_copy_fields(config, _MODEL_FIELDS), **policy)
+
+
+#: Every :class:`CallConfig` field; :class:`AgentRecord` holds each under the same name.
+_CONFIG_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(CallConfig))
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,23 +153,7 @@ class AgentRecord:
 
     def call_config(self) -> CallConfig:
         """The configuration a call created from this agent runs with."""
-        return CallConfig(
-            system_prompt=self.system_prompt,
-            voice=self.voice,
-            language=self.language,
-            greeting=self.greeting,
-            model=self.model,
-            temperature=self.temperature,
-            first_speaker=self.first_speaker,
-            interruptible=self.interruptible,
-            turn_mode=self.turn_mode,
-            tools=tuple(self.tools),
-            max_duration_s=self.max_duration_s,
-            inactivity_timeout_s=self.inactivity_timeout_s,
-            inactivity_action=self.inactivity_action,
-            recording_enabled=self.recording_enabled,
-            secret_refs=dict(self.secret_refs),
-        )
+        return CallConfig(**_copy_fields(self, _CONFIG_FIELDS))
 
 
 @dataclass(frozen=True, slots=True)

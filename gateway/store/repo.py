@@ -20,9 +20,10 @@ import hmac
 import logging
 import secrets
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import fields
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import create_engine, event, select, update
 from sqlalchemy.engine import CursorResult, Engine, make_url
@@ -58,6 +59,9 @@ from gateway.store.records import (
     EventRecord,
     TurnRecord,
 )
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 __all__ = ["Store", "hash_secret", "new_id", "CONNECTION_TYPES"]
 
@@ -113,32 +117,34 @@ def _rowcount(result: Any) -> int:
     return int(cast(CursorResult[Any], result).rowcount or 0)
 
 
+_R = TypeVar("_R", bound="DataclassInstance")
+
+
+def _record(record_type: type[_R], row: Base, **converted: Any) -> _R:
+    """A ``record_type`` (frozen dataclass) from ``row``'s columns of the same names.
+
+    Args:
+        record_type: one of the :mod:`gateway.store.records` records.
+        row: the ORM row; each field not in ``converted`` is read from its same-named column.
+        converted: fields that need more than a read (containers copied, enums parsed, rows
+            of other tables).
+
+    Raises:
+        AttributeError: the row has no column for a field (the record and table drifted apart).
+    """
+    names = [f.name for f in fields(record_type) if f.name not in converted]
+    return record_type(**{name: getattr(row, name) for name in names}, **converted)
+
+
 def _api_key_record(row: ApiKey) -> ApiKeyRecord:
-    return ApiKeyRecord(
-        id=row.id, name=row.name, prefix=row.prefix, created_at=row.created_at,
-        revoked_at=row.revoked_at,
-    )  # fmt: skip
+    return _record(ApiKeyRecord, row)
 
 
 def _agent_record(row: Agent) -> AgentRecord:
-    return AgentRecord(
-        id=row.id,
-        name=row.name,
-        system_prompt=row.system_prompt,
-        voice=row.voice,
-        language=row.language,
-        greeting=row.greeting,
-        model=row.model,
-        temperature=row.temperature,
-        first_speaker=row.first_speaker,  # type: ignore[arg-type]
-        interruptible=row.interruptible,
-        turn_mode=row.turn_mode,  # type: ignore[arg-type]
-        max_duration_s=row.max_duration_s,
-        inactivity_timeout_s=row.inactivity_timeout_s,
-        inactivity_action=row.inactivity_action,  # type: ignore[arg-type]
-        recording_enabled=row.recording_enabled,
+    return _record(
+        AgentRecord,
+        row,
         tools=tuple(dict(t) for t in row.tools or ()),
-        created_at=row.created_at,
         secret_refs=dict(row.secret_refs or {}),
     )
 
@@ -146,39 +152,27 @@ def _agent_record(row: Agent) -> AgentRecord:
 def _call_record(
     row: Call, turns: Iterable[TranscriptTurn] = (), events: Iterable[CallEvent] = ()
 ) -> CallRecord:
-    return CallRecord(
-        id=row.id,
-        agent_id=row.agent_id,
+    return _record(
+        CallRecord,
+        row,
         config=dict(row.config or {}),
-        connection_type=row.connection_type,
-        direction=row.direction,
         status=CallStatus(row.status),
-        stream_token_expires_at=row.stream_token_expires_at,
-        created_at=row.created_at,
-        started_at=row.started_at,
-        ended_at=row.ended_at,
-        end_reason=row.end_reason,
-        error_code=row.error_code,
-        error_message=row.error_message,
-        duration_ms=row.duration_ms,
-        recording_path=row.recording_path,
         metrics=dict(row.metrics) if row.metrics is not None else None,
-        carrier_call_id=row.carrier_call_id,
-        stream_id=row.stream_id,
-        from_number=row.from_number,
-        to_number=row.to_number,
-        turns=tuple(
-            TurnRecord(
-                seq=t.seq, role=t.role, text=t.text, at_ms=t.at_ms,  # type: ignore[arg-type]
-                interrupted=t.interrupted, heard_ms=t.heard_ms,
-            )  # fmt: skip
-            for t in turns
-        ),
-        events=tuple(
-            EventRecord(seq=e.seq, at_ms=e.at_ms, kind=e.kind, data=dict(e.data or {}))
-            for e in events
-        ),
+        turns=tuple(_record(TurnRecord, t) for t in turns),
+        events=tuple(_record(EventRecord, e, data=dict(e.data or {})) for e in events),
     )
+
+
+def _details(
+    carrier_call_id: str | None, stream_id: str | None, from_: str | None, to: str | None
+) -> dict[str, str | None]:
+    """The carrier's ids and numbers as ``calls`` column values; empty strings become None."""
+    return {
+        "carrier_call_id": carrier_call_id or None,
+        "stream_id": stream_id or None,
+        "from_number": from_ or None,
+        "to_number": to or None,
+    }
 
 
 def _turn_rows(call_id: str, transcript: Iterable[Mapping[str, Any]]) -> list[TranscriptTurn]:
@@ -502,13 +496,7 @@ class Store:
         Raises:
             UnknownCall, IllegalTransition.
         """
-        values = {
-            "started_at": self.now(),
-            "carrier_call_id": carrier_call_id or None,
-            "stream_id": stream_id or None,
-            "from_number": from_ or None,
-            "to_number": to or None,
-        }
+        values = {"started_at": self.now(), **_details(carrier_call_id, stream_id, from_, to)}
         with self._session() as s, s.begin():
             self._transition(s, call_id, CallStatus.IN_PROGRESS, values)  # True or raises
             row = s.get(Call, call_id, populate_existing=True)
@@ -532,9 +520,8 @@ class Store:
         Raises:
             UnknownCall: no such call.
         """
-        fields = {"carrier_call_id": carrier_call_id, "stream_id": stream_id,
-                  "from_number": from_, "to_number": to}  # fmt: skip
-        values = {k: v for k, v in fields.items() if v}
+        details = _details(carrier_call_id, stream_id, from_, to)
+        values = {k: v for k, v in details.items() if v is not None}
         with self._session() as s, s.begin():
             if not values:
                 if s.scalar(select(Call.id).where(Call.id == call_id)) is None:

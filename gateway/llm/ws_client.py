@@ -1,0 +1,82 @@
+"""WebSocket client plumbing the realtime socket bridges share (OpenAI Realtime, Gemini Live).
+
+The asyncio half of :mod:`gateway.llm.common` (which stays pure): how a bridge opens its model
+socket and names a refused handshake, the close code of a dropped socket, and a bounded close.
+Everything about one model's messages, setup and reconnect policy stays in its bridge module.
+
+Sources: ``websockets`` asyncio client (https://websockets.readthedocs.io/en/stable/reference/
+asyncio/client.html): ``connect`` options, ``InvalidStatus`` for a non-101 answer,
+``ConnectionClosed.rcvd`` (``None`` when no close frame arrived: RFC 6455 §7.1.5 code 1006).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+from gateway.llm.base import BridgeFailed
+from gateway.llm.common import WIRE_LOG
+
+__all__ = ["open_socket", "close_code", "close_quietly"]
+
+
+async def open_socket(
+    url: str,
+    headers: dict[str, str],
+    *,
+    peer: str,
+    open_timeout_s: float,
+    auth_text: str | None = None,
+) -> ClientConnection:
+    """Open a model socket: 16 MiB messages, no compression, 20 s pings, the redacting logger.
+
+    Args:
+        url: the ``wss://`` endpoint.
+        headers: handshake headers (credentials; :data:`WIRE_LOG` blanks them in debug logs).
+        peer: the model's name for error messages (``openai``, ``gemini`` …).
+        open_timeout_s: handshake time limit (s).
+        auth_text: message for HTTP 401/403, before `` (HTTP <status>)``; default
+            ``"<peer> refused the connection"``.
+
+    Raises:
+        BridgeFailed: ``model_auth`` (HTTP 401/403), ``model_connect`` (any other refusal,
+            unreachable host, timeout, bad URL); messages name the peer and status, never a key.
+    """
+    try:
+        return await connect(
+            url,
+            additional_headers=headers,
+            open_timeout=open_timeout_s,
+            max_size=2**24,
+            compression=None,
+            ping_interval=20,
+            ping_timeout=20,
+            logger=WIRE_LOG,
+        )
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        refused = f"{peer} refused the connection"
+        if status in (401, 403):
+            raise BridgeFailed("model_auth", f"{auth_text or refused} (HTTP {status})") from None
+        raise BridgeFailed("model_connect", f"{refused} (HTTP {status})") from None
+    except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+        raise BridgeFailed("model_connect", f"cannot connect to {peer}: {type(exc).__name__}") from None
+
+
+def close_code(exc: ConnectionClosed) -> int:
+    """The close code the peer sent, or 1006 (abnormal closure) if no close frame arrived."""
+    return exc.rcvd.code if exc.rcvd else 1006
+
+
+async def close_quietly(ws: ClientConnection | None, *, timeout_s: float) -> None:
+    """Close ``ws`` (if any), waiting at most ``timeout_s`` for the closing handshake; never raises
+    for a peer that is slow or already gone."""
+    if ws is None:
+        return
+    try:
+        async with asyncio.timeout(timeout_s):
+            await ws.close()
+    except (TimeoutError, OSError):
+        pass
