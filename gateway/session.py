@@ -254,7 +254,7 @@ class CallSession:
             silence_byte=_SILENCE_BYTE[fmt.encoding],
             lead_ms=self._lead_ms,
             mark_every=self._mark_every,
-            has_marks=self.adapter.mark("probe") is not None,
+            has_marks=self.adapter.has_marks,
         )
         self._vad = self._vad_factory(fmt.sample_rate)
         self._vad_at_carrier_rate = self._vad.sample_rate == fmt.sample_rate

@@ -218,6 +218,10 @@ class JsonEventStream:
         state: the :class:`StreamState`.
     """
 
+    #: Every JSON carrier here acknowledges marks (Twilio, Telnyx, Exotel ``mark``; Plivo
+    #: ``playedStream`` for a ``checkpoint``; raw ``mark``).
+    has_marks = True
+
     _handlers: ClassVar[Mapping[str, Handler]]
     _transitions: ClassVar[Mapping[tuple[StreamState, str], StreamState]]
 

@@ -136,11 +136,14 @@ class CarrierAdapter(Protocol):
         name: carrier name as used in stream URLs (``twilio``, ``raw``, …).
         audio_format: the negotiated format, ``None`` until :class:`Started` was returned.
         frame_ms: duration of the outbound media frames the session should produce (ms).
+        has_marks: whether :meth:`mark` returns frames the carrier acknowledges; without
+            marks the session estimates what the caller heard by clock.
     """
 
     name: str
     audio_format: AudioFormat | None
     frame_ms: int
+    has_marks: bool
 
     def receive(self, frame: Frame) -> list[CarrierEvent]:
         """Parse one inbound WebSocket message into zero or more events. Never raises."""

@@ -93,6 +93,7 @@ class VonageAdapter:
     """
 
     name = "vonage"
+    has_marks = True  # ``notify`` is echoed as ``websocket:notify`` when playback reaches it
     frame_ms = 20
 
     def __init__(self) -> None:
