@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.codecs.resample import Resampler
+from gateway.codecs.resample import resample
 from gateway.simulator.caller import BargeIn, Say, SimulatedCaller, Step, WaitForAgent
 from gateway.simulator.dialects import make_dialect
 
@@ -43,9 +43,7 @@ def to_rate(pcm: np.ndarray, rate: int, target: int) -> np.ndarray:
     """Resample int16 ``pcm`` from ``rate`` to ``target`` Hz (whole signal, delay trimmed)."""
     if rate == target:
         return pcm
-    r = Resampler(rate, target)
-    out = np.concatenate([r.process(pcm), r.flush()])
-    return out[r.delay:][: int(round(pcm.size * target / rate))]
+    return resample(pcm, rate, target)[: int(round(pcm.size * target / rate))]
 
 
 def caller_line(wav: Path | None, say: str) -> tuple[np.ndarray, int]:
