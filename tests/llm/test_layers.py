@@ -19,6 +19,8 @@ PURE = [
     "gateway.llm.common",
     "gateway.llm.openai_backends",
     "gateway.llm.openai_protocol",
+    "gateway.llm.openai_commands",
+    "gateway.llm.openai_events",
     "gateway.llm.gemini_protocol",
     "gateway.llm.tools",
 ]
