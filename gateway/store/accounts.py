@@ -1,0 +1,129 @@
+"""API keys and agents: the :class:`Store` methods that manage them.
+
+API keys are returned in plaintext once, at creation; only their SHA-256 hex digests are
+stored.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import select, update
+
+from gateway.store.base import StoreBase
+from gateway.store.helpers import (
+    API_KEY_PREFIX,
+    _agent_record,
+    _api_key_record,
+    _rowcount,
+    hash_secret,
+    new_id,
+)
+from gateway.store.models import Agent, ApiKey
+from gateway.store.records import AgentRecord, ApiKeyRecord
+
+__all__ = ["ApiKeysMixin", "AgentsMixin"]
+
+
+class ApiKeysMixin(StoreBase):
+    """Create, verify, revoke and list API keys."""
+
+    def create_api_key(self, name: str) -> tuple[str, ApiKeyRecord]:
+        """Create an API key.
+
+        Returns:
+            ``(key, record)``: the plaintext key (``gw_`` + 43 URL-safe characters), shown
+            this once and never stored, and its record.
+        """
+        key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        row = ApiKey(
+            id=new_id("key"), name=name, key_hash=hash_secret(key), prefix=key[:8],
+            created_at=self.now(),
+        )  # fmt: skip
+        with self._session() as s, s.begin():
+            s.add(row)
+        return key, _api_key_record(row)
+
+    def verify_api_key(self, key: str | None) -> bool:
+        """Whether ``key`` is a live (not revoked) API key. Never raises for bad input."""
+        if not key or not isinstance(key, str) or len(key) > 512:
+            return False
+        digest = hash_secret(key)
+        with self._session() as s:
+            row = s.scalars(select(ApiKey).where(ApiKey.key_hash == digest)).one_or_none()
+            if row is None or row.revoked_at is not None:
+                return False
+            return hmac.compare_digest(row.key_hash, digest)
+
+    def revoke_api_key(self, key_id: str) -> bool:
+        """Revoke a key by id. Returns ``False`` if no live key has that id."""
+        with self._session() as s, s.begin():
+            res = s.execute(
+                update(ApiKey)
+                .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+                .values(revoked_at=self.now())
+            )
+            return _rowcount(res) == 1
+
+    def list_api_keys(self) -> list[ApiKeyRecord]:
+        """All keys (live and revoked), oldest first."""
+        with self._session() as s:
+            rows = s.scalars(select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)).all()
+            return [_api_key_record(r) for r in rows]
+
+class AgentsMixin(StoreBase):
+    """Create and read agents."""
+
+    def create_agent(
+        self,
+        *,
+        name: str,
+        system_prompt: str,
+        voice: str,
+        language: str,
+        greeting: str,
+        model: str = "local",
+        temperature: float = 0.0,
+        first_speaker: str = "agent",
+        interruptible: bool = False,
+        turn_mode: str = "gateway",
+        max_duration_s: int = 3000,
+        inactivity_timeout_s: int = 30,
+        inactivity_action: str = "hangup",
+        recording_enabled: bool = True,
+        tools: Iterable[Mapping[str, Any]] = (),
+        secret_refs: Mapping[str, str] | None = None,
+    ) -> AgentRecord:
+        """Store a new agent (values are validated by the API layer, not here)."""
+        row = Agent(
+            id=new_id("agt"),
+            name=name,
+            system_prompt=system_prompt,
+            voice=voice,
+            language=language,
+            greeting=greeting,
+            model=model,
+            temperature=float(temperature),
+            first_speaker=first_speaker,
+            interruptible=interruptible,
+            turn_mode=turn_mode,
+            max_duration_s=int(max_duration_s),
+            inactivity_timeout_s=int(inactivity_timeout_s),
+            inactivity_action=inactivity_action,
+            recording_enabled=recording_enabled,
+            tools=[dict(t) for t in tools],
+            secret_refs=dict(secret_refs or {}),
+            created_at=self.now(),
+        )
+        with self._session() as s, s.begin():
+            s.add(row)
+        return _agent_record(row)
+
+    def get_agent(self, agent_id: str) -> AgentRecord | None:
+        """The agent with this id, or ``None``."""
+        with self._session() as s:
+            row = s.get(Agent, agent_id)
+            return None if row is None else _agent_record(row)
