@@ -96,6 +96,8 @@ class PlayoutLedger:
         self._play_until_ms: float | None = None  # when the carrier finishes what we sent
         self._pending: deque[tuple[str, str, float, float]] = deque()  # mark, item, pos, play end
         self.frames_sent = 0
+        self.stale_acks = 0  # acknowledgements of marks a clear dropped
+        self.unknown_acks = 0  # acknowledgements of marks that were not pending
 
     # ----------------------------------------------------------------- input
     def enqueue(self, item_id: str, payload: bytes) -> None:
@@ -167,18 +169,35 @@ class PlayoutLedger:
         return self._play_until_ms - self.lead_ms
 
     def acknowledge(self, name: str, now_ms: float) -> bool:
-        """Record the carrier's acknowledgement of mark ``name``; False if stale or unknown."""
+        """Record the carrier's acknowledgement of mark ``name``.
+
+        Audio plays in order, so an acknowledged mark also settles every earlier pending mark
+        (their own acknowledgements were lost). A mark of an older generation (echoed by a
+        ``clear``, not played) is counted in :attr:`stale_acks`; a name that is not pending (never
+        sent, already acknowledged, or out of order) is counted in :attr:`unknown_acks`. Neither
+        changes what the caller heard.
+
+        Returns:
+            True if ``name`` was a pending mark of the current generation.
+        """
         if not name.startswith(f"g{self._generation}."):
-            return False  # an older generation: echoed by a clear, not played
-        while self._pending:
-            mark, item_id, pos, _ = self._pending.popleft()
+            gen = name[1:].partition(".")[0]
+            if name.startswith("g") and gen.isascii() and gen.isdecimal() and int(gen) < self._generation:
+                self.stale_acks += 1
+            else:
+                self.unknown_acks += 1
+            return False
+        idx = next((i for i, p in enumerate(self._pending) if p[0] == name), None)
+        if idx is None:
+            self.unknown_acks += 1
+            return False
+        for _ in range(idx + 1):
+            _, item_id, pos, _ = self._pending.popleft()
             item = self._items.get(item_id)
             if item is not None:
                 item.acked_ms = max(item.acked_ms, pos)
                 item.ack_at_ms = now_ms
-            if mark == name:
-                return True
-        return False
+        return True
 
     # ----------------------------------------------------------------- state
     def playing(self, now_ms: float) -> bool:

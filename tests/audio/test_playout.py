@@ -75,6 +75,7 @@ def test_clear_starts_a_new_generation_and_stale_acks_are_ignored():
     # Twilio echoes every pending mark on clear: those must not count as played.
     for f in frames[1:]:
         assert not lg.acknowledge(f.mark, now_ms=26.0)
+    assert lg.stale_acks == len(frames) - 1 and lg.unknown_acks == 0
     assert not lg.playing(26.0)
     lg.enqueue("b", bytes(FRAME))
     lg.end_item("b")
@@ -116,3 +117,23 @@ def test_latest_item_is_the_one_being_played():
 def test_invalid_sizes_are_refused():
     with pytest.raises(ValueError):
         PlayoutLedger(frame_bytes=0)
+
+
+def test_unknown_or_out_of_order_acks_change_nothing():
+    """An ack naming no pending mark must not advance what was heard (it used to pop them all)."""
+    lg = ledger(mark_every=1, lead_ms=10_000)
+    lg.enqueue("a", bytes(FRAME * 50))  # 1 s
+    lg.end_item("a")
+    frames = lg.due(0.0)
+    assert lg.acknowledge(frames[0].mark, now_ms=10.0)  # 20 ms played
+    before = lg.heard(10.0)
+    for name in ("g0.bogus", "g0.", "g0.999", "", "x", frames[0].mark):  # the last: already acked
+        assert not lg.acknowledge(name, now_ms=10.0)
+    assert lg.unknown_acks == 6 and lg.stale_acks == 0
+    assert lg.heard(10.0) == before
+    assert before.heard_ms == 20  # not 1000
+    # A later mark settles the earlier ones (their acks were lost): audio plays in order.
+    assert lg.acknowledge(frames[9].mark, now_ms=200.0)
+    assert lg.heard(200.0).heard_ms == 200
+    assert not lg.acknowledge(frames[5].mark, now_ms=201.0)  # out of order: already settled
+    assert lg.heard(201.0).heard_ms == 201  # by clock from the last ack, unchanged by the stale one
