@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -33,6 +32,7 @@ from gateway.carriers import events as ev
 from gateway.clock import Clock, MonotonicClock
 from gateway.codecs.transcode import Transcoder, decode
 from gateway.formats import AudioFormat, Encoding
+from gateway.journal import CallJournal
 from gateway.llm import base as llm
 from gateway.vadrun import VadEnd, VadRunner, VadStart
 
@@ -40,7 +40,7 @@ __all__ = ["CallSession", "CallPolicy", "Transport", "CallOutcome", "CallHooks"]
 
 _SILENCE_BYTE = {Encoding.PCMU: 0xFF, Encoding.PCMA: 0xD5, Encoding.L16: 0x00}
 _START_TIMEOUT_S = 15.0
-_MAX_LOGGED_ERRORS = 20
+_MAX_SAMPLES = 1000  # latency samples kept per call and metric
 
 
 class Transport(Protocol):
@@ -104,8 +104,6 @@ class _Stats:
     marks_acked: int = 0
     barge_ins: int = 0
     other_track_frames: int = 0
-    protocol_errors: Counter = field(default_factory=Counter)
-    unhandled: Counter = field(default_factory=Counter)
     turn_latency_ms: list[float] = field(default_factory=list)
     barge_in_ms: list[float] = field(default_factory=list)
 
@@ -174,7 +172,7 @@ class CallSession:
         self.ledger: PlayoutLedger | None = None
         self.stats = _Stats()
         self.transcript: list[dict[str, Any]] = []
-        self.events: list[dict[str, Any]] = []
+        self.journal = CallJournal(self.log)
         self._t0 = self.clock.now()
         self._fmt: AudioFormat | None = None
         self._to_vad: Transcoder | None = None
@@ -198,8 +196,13 @@ class CallSession:
     def _ms(self) -> float:
         return (self.clock.now() - self._t0) * 1000.0
 
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The call's events so far (bounded: see :class:`~gateway.journal.CallJournal`)."""
+        return self.journal.events
+
     def _event(self, kind: str, /, **data: Any) -> None:
-        self.events.append({"kind": kind, "at_ms": int(self._ms()), "data": data})
+        self.journal.event(kind, self._ms(), data)
 
     async def _send(self, frame: ev.Frame) -> None:
         await self.transport.send(frame)
@@ -272,7 +275,8 @@ class CallSession:
         self._model_chunk_bytes = max(1, self.bridge.input_format.bytes_for_ms(self._model_chunk_ms))
 
     async def _finish(self, ended: _CallEnded) -> CallOutcome:
-        self._event("ended", reason=ended.reason)
+        self.journal.event("ended", self._ms(), {"reason": ended.reason}, final=True)
+        self.journal.flush_log(self._ms())
         if self.bridge is not None:
             try:
                 await self.bridge.close()
@@ -303,8 +307,11 @@ class CallSession:
                 "marksAcked": s.marks_acked,
                 "bargeIns": s.barge_ins,
                 "otherTrackFrames": s.other_track_frames,
-                "protocolErrors": dict(s.protocol_errors),
-                "unhandledEvents": dict(s.unhandled),
+                "protocolErrors": dict(self.journal.protocol_errors),
+                "unhandledEvents": dict(self.journal.unhandled),
+                "eventsDropped": dict(self.journal.dropped),
+                "marksUnknown": self.ledger.unknown_acks if self.ledger is not None else 0,
+                "marksStale": self.ledger.stale_acks if self.ledger is not None else 0,
                 "turnLatencyMs": [round(x, 1) for x in s.turn_latency_ms],
                 "bargeInReactionMs": [round(x, 1) for x in s.barge_in_ms],
             },
@@ -321,14 +328,9 @@ class CallSession:
     # ------------------------------------------------------------------ carrier side
     def _count(self, event: ev.CarrierEvent) -> None:
         if isinstance(event, ev.ProtocolError):
-            self.stats.protocol_errors[event.kind] += 1
-            if sum(self.stats.protocol_errors.values()) <= _MAX_LOGGED_ERRORS:
-                self.log.warning("protocol error %s: %s", event.kind, event.detail)
-                self._event("protocol_error", kind=event.kind, detail=event.detail)
+            self.journal.protocol_error(event.kind, event.detail, self._ms())
         elif isinstance(event, ev.Unhandled):
-            self.stats.unhandled[event.event] += 1
-            if self.stats.unhandled[event.event] == 1:
-                self.log.info("unhandled carrier event %r", event.event)
+            self.journal.unhandled_event(event.event)
 
     async def _carrier_loop(self) -> None:
         while True:
@@ -427,7 +429,7 @@ class CallSession:
             heard = self.ledger.clear(now_ms)
         self._from_model.reset()
         self.stats.barge_ins += 1
-        if onset_ms is not None:
+        if onset_ms is not None and len(self.stats.barge_in_ms) < _MAX_SAMPLES:
             self.stats.barge_in_ms.append(now_ms - onset_ms)
         item_id = heard.item_id if heard else None
         heard_ms = heard.heard_ms if heard else 0
@@ -478,7 +480,7 @@ class CallSession:
         if event.item_id in self._cancelled_items or not event.audio:
             return False
         assert self.ledger is not None and self._from_model is not None
-        if self._speech_end_at is not None:
+        if self._speech_end_at is not None and len(self.stats.turn_latency_ms) < _MAX_SAMPLES:
             self.stats.turn_latency_ms.append(self._ms() - self._speech_end_at)
             self._speech_end_at = None
         self.ledger.enqueue(event.item_id, self._from_model.process(event.audio))
