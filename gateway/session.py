@@ -242,6 +242,8 @@ class CallSession:
                 if isinstance(event, ev.Stopped):
                     raise _CallEnded("stop_before_start", "failed", "no_start", "stop before start")
                 self._count(event)
+                if isinstance(event, ev.ProtocolError) and event.fatal:  # a refused start: no format
+                    raise _CallEnded("bad_start", "failed", "bad_start", f"{event.kind}: {event.detail}")
 
     async def _setup(self, started: ev.Started) -> None:
         self._started = started

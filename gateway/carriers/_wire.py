@@ -9,9 +9,15 @@ frames) stays in that carrier's module. What lives here is what the adapters sha
   Plivo, Exotel; the raw protocol for its text frames).
 * :func:`parse_text`: the size and JSON checks of one text frame (also used by Vonage).
 * Field helpers that turn bad input into the :class:`ProtocolError` kinds documented in
-  :mod:`gateway.carriers.events`: :func:`field_error`, :func:`opt_int`, :func:`decode_payload`,
-  :func:`media_position`, :func:`dtmf_event`, :func:`mark_ack`, :func:`frame_type_error`,
-  :func:`internal_error`.
+  :mod:`gateway.carriers.events`: :func:`field_error`, :func:`opt_int`, :func:`decimal_int`,
+  :func:`decode_payload`, :func:`media_position`, :func:`dtmf_event`, :func:`mark_ack`,
+  :func:`frame_type_error`, :func:`internal_error`.
+* Bounds on what a message may hold, so no generic conversion (``str()``, ``orjson.dumps``,
+  ``int()``) can fail on a peer's input: :func:`check_depth` (at most :data:`MAX_DEPTH` levels
+  of nesting in any message a handler reads), :func:`decimal_int` (ASCII digits only, at most
+  18), :func:`text_values` (custom parameters as strings), :func:`lookup` (a string key or
+  nothing) and :func:`stream_format` (only the encodings and sample rates a carrier documents).
+* :func:`refuse_start`: a refused ``start`` is a fatal :class:`ProtocolError` (see there).
 
 Nothing here raises to the session. Helpers that build an event return it (a ``ProtocolError``
 when the input is bad). Helpers that extract a value (:func:`parse_text`,
@@ -40,6 +46,7 @@ from gateway.carriers.events import (
     ProtocolError,
     Unhandled,
 )
+from gateway.formats import AudioFormat, Encoding
 
 __all__ = [
     "DTMF_DIGITS",
@@ -49,6 +56,13 @@ __all__ = [
     "parse_text",
     "field_error",
     "opt_int",
+    "decimal_int",
+    "check_depth",
+    "text_values",
+    "lookup",
+    "stream_format",
+    "refuse_start",
+    "MAX_DEPTH",
     "decode_payload",
     "media_position",
     "dtmf_event",
@@ -59,6 +73,16 @@ __all__ = [
 
 #: The keys of a DTMF keypad, as carriers spell them.
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
+
+#: Deepest nesting (objects and arrays) accepted in a message a handler reads. The carriers
+#: document at most 3 levels (``start.mediaFormat.sampleRate``); custom parameters may hold
+#: small JSON values. orjson itself parses up to 1,024 levels but cannot serialise more than
+#: 254, and ``str()`` of ~1,000 nested lists overflows Python's recursion limit.
+MAX_DEPTH = 16
+
+#: Most digits :func:`decimal_int` accepts: every value < 10**18 fits an int64 (Unix ms
+#: timestamps have 13 digits).
+_MAX_DIGITS = 18
 
 
 class StreamState(enum.Enum):
@@ -95,19 +119,106 @@ def field_error(path: str, value: object) -> ProtocolError:
     return ProtocolError("missing_field" if value is None else "bad_field", path)
 
 
+def decimal_int(value: object) -> int | None:
+    """A JSON integer, or a string of 1–18 ASCII digits (``"5"``), as int; None otherwise.
+
+    ``str.isdigit`` and ``int()`` accept far more than carriers send (``"²"``, ``"٥"``,
+    ``" 7"``, ``"1_0"``, 4,300-digit strings): only ``0``–``9`` are read here. Booleans and
+    floats are not integers.
+    """
+    if type(value) is str:  # the usual case on the media path: test it first
+        if 0 < len(value) <= _MAX_DIGITS and value.isascii() and value.isdecimal():
+            return int(value)
+        return None
+    if type(value) is int:
+        return value
+    return None
+
+
 def opt_int(value: object) -> int | None:
     """A JSON number or numeric string (``"5"``, as Twilio sends) as int; None if absent.
 
     Raises:
-        ValueError: ``value`` is neither an int nor a numeric string.
+        ValueError: ``value`` is neither an int nor a string :func:`decimal_int` accepts.
     """
     if value is None:
         return None
-    if type(value) is str:  # the usual case on the media path: test it first
-        return int(value)
-    if type(value) is int:
-        return value
-    raise ValueError("not an integer")
+    number = decimal_int(value)
+    if number is None:
+        raise ValueError("not an integer")
+    return number
+
+
+def check_depth(msg: dict, limit: int = MAX_DEPTH) -> None:
+    """Refuse a message nested more than ``limit`` levels deep (the message itself is level 1).
+
+    Raises:
+        Refused: ``ProtocolError("too_deep", …)``.
+    """
+    stack: list[tuple[Any, int]] = [(msg, 1)]
+    while stack:
+        node, depth = stack.pop()
+        for child in node.values() if type(node) is dict else node:
+            if type(child) is dict or type(child) is list:
+                if depth >= limit:
+                    raise Refused(ProtocolError("too_deep", f"nested more than {limit} levels"))
+                stack.append((child, depth + 1))
+
+
+def text_values(params: dict) -> dict[str, str]:
+    """Custom parameters as strings: strings kept, any other JSON value as its compact JSON.
+
+    The message must have passed :func:`check_depth` (orjson cannot serialise > 254 levels).
+    """
+    return {k: v if type(v) is str else orjson.dumps(v).decode() for k, v in params.items()}
+
+
+def lookup(table: Mapping[str, Any], value: object) -> Any:
+    """``table[value.lower()]`` if ``value`` is a string the table has, else None (no ``str()``)."""
+    return table.get(value.lower()) if type(value) is str else None
+
+
+def stream_format(
+    fmt: dict,
+    encodings: Mapping[str, Encoding],
+    rates: Mapping[Encoding, frozenset[int]],
+    path: str,
+    *,
+    encoding_key: str,
+    rate_key: str,
+    default_encoding: str | None,
+) -> AudioFormat:
+    """The audio format a ``start`` message's format object names, if the carrier documents it.
+
+    Args:
+        fmt: the format object (``start.mediaFormat`` …).
+        encodings: the carrier's encoding names (lower case) → :class:`Encoding`.
+        rates: the sample rates (Hz) the carrier documents for each encoding; a rate not
+            listed is refused, so no odd rate ever reaches a resampler design.
+        path: the object's dotted path, for errors (``"start.mediaFormat"``).
+        encoding_key: its encoding field (``"encoding"``).
+        rate_key: its sample-rate field (``"sampleRate"``): an int or a decimal string;
+            8,000 if absent.
+        default_encoding: the encoding if the field is absent; None: the field is required.
+
+    Raises:
+        Refused: ``missing_field`` / ``bad_field`` at ``<path>.<encoding_key>`` or
+            ``<path>.<rate_key>``.
+    """
+    raw_encoding = fmt.get(encoding_key, default_encoding)
+    encoding = lookup(encodings, raw_encoding)
+    if encoding is None or encoding not in rates:
+        raise Refused(field_error(f"{path}.{encoding_key}", raw_encoding))
+    raw_rate = fmt.get(rate_key, 8000)
+    rate = decimal_int(raw_rate)
+    if rate not in rates[encoding]:
+        raise Refused(field_error(f"{path}.{rate_key}", raw_rate))
+    return AudioFormat(encoding, rate)  # type: ignore[arg-type]
+
+
+def refuse_start(error: ProtocolError) -> ProtocolError:
+    """``error`` marked fatal: it refused the stream's ``start``, so the call cannot go on."""
+    return ProtocolError(error.kind, error.detail, fatal=True)
 
 
 def decode_payload(container: dict, path: str) -> bytes:
@@ -210,7 +321,9 @@ class JsonEventStream:
       ``ProtocolError("unexpected_event", "<event> in state <state>")``.
 
     The state moves only when the handler returns something other than a ``ProtocolError``
-    (a handler may also raise :class:`Refused`: its error is the frame's event).
+    (a handler may also raise :class:`Refused`: its error is the frame's event). Before any
+    handler runs, the message passes :func:`check_depth`. A refused ``start`` (the
+    ``AWAITING_START → STREAMING`` transition) is returned marked ``fatal``.
     A carrier with ``media`` messages overrides ``_on_media``: ``media`` while streaming (a
     self-loop in every such table) goes straight to it, the per-frame hot path.
 
@@ -265,7 +378,14 @@ class JsonEventStream:
             if self.state is _AWAITING_START:
                 return ProtocolError("before_start", event)
             return ProtocolError("unexpected_event", f"{event} in state {self.state.value}")
-        result = handler(self, msg)
-        if not isinstance(result, ProtocolError):
-            self.state = next_state
+        try:
+            check_depth(msg)
+            result = handler(self, msg)
+        except Refused as exc:
+            result = exc.error
+        if isinstance(result, ProtocolError):
+            if self.state is _AWAITING_START and next_state is _STREAMING:
+                return refuse_start(result)  # a refused start: nothing to stream with
+            return result
+        self.state = next_state
         return result

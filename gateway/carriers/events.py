@@ -111,12 +111,19 @@ class ProtocolError:
     """A message the adapter could not parse: counted, logged (without payload), skipped.
 
     ``kind`` is a short stable label for metrics: ``malformed_json``, ``bad_base64``,
-    ``oversize``, ``missing_field``, ``bad_field``, ``unexpected_binary``, ``unexpected_text``,
-    ``before_start``, ``carrier_error``.
+    ``oversize``, ``too_deep``, ``missing_field``, ``bad_field``, ``unexpected_binary``,
+    ``unexpected_text``, ``before_start``, ``unexpected_event``, ``carrier_error``,
+    ``internal`` (a bug in a parser).
+
+    ``fatal`` is True when the stream cannot go on: the carrier's ``start`` (Vonage
+    ``websocket:connected``) was refused, e.g. for a sample rate the carrier does not
+    document, so there is no usable audio format. The session ends such a call (``bad_start``)
+    instead of waiting for another start.
     """
 
     kind: str
     detail: str
+    fatal: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,8 @@ from gateway.carriers._wire import (
     field_error,
     mark_ack,
     media_position,
-    opt_int,
+    stream_format,
+    text_values,
 )
 from gateway.carriers.events import (
     CarrierEvent,
@@ -74,7 +75,8 @@ _ENCODINGS = {
     "ulaw": Encoding.PCMU,
     "pcmu": Encoding.PCMU,
 }
-_RATES = frozenset({8000, 16000, 24000})
+#: L16 at 8 kHz (default) or 16 / 24 kHz (``?sample-rate=`` on the stream URL); μ-law is 8 kHz.
+_RATES = {Encoding.L16: frozenset({8000, 16000, 24000}), Encoding.PCMU: frozenset({8000})}
 
 #: The stream's lifecycle states (the carriers' shared :class:`StreamState`, under its old name).
 ExotelState = StreamState
@@ -147,17 +149,9 @@ class ExotelAdapter(JsonEventStream):
             audio_format = AudioFormat(Encoding.L16, 8000)
         elif type(fmt) is not dict:
             return ProtocolError("bad_field", "start.media_format")
-        else:
-            encoding = _ENCODINGS.get(str(fmt.get("encoding", "audio/x-raw")).lower())
-            if encoding is None:
-                return ProtocolError("bad_field", "start.media_format.encoding")
-            try:
-                rate = opt_int(fmt.get("sample_rate", 8000))
-            except ValueError:
-                rate = None
-            if rate not in _RATES:
-                return ProtocolError("bad_field", "start.media_format.sample_rate")
-            audio_format = AudioFormat(encoding, rate)  # type: ignore[arg-type]
+        else:  # only the documented formats (raises Refused otherwise)
+            audio_format = stream_format(fmt, _ENCODINGS, _RATES, "start.media_format", encoding_key="encoding",
+                                         rate_key="sample_rate", default_encoding="audio/x-raw")  # fmt: skip
 
         texts = {}
         for key in ("account_sid", "from", "to"):
@@ -169,7 +163,7 @@ class ExotelAdapter(JsonEventStream):
         if type(params) is not dict:
             return ProtocolError("bad_field", "start.custom_parameters")
         # Values should be strings (they come from the stream URL's query); keep numbers as text.
-        custom = {k: v if type(v) is str else orjson.dumps(v).decode() for k, v in params.items()}
+        custom = text_values(params)
 
         self.stream_sid = stream_sid
         self.audio_format = audio_format

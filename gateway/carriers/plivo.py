@@ -38,13 +38,16 @@ import pybase64
 from gateway.carriers._wire import (
     DTMF_DIGITS,
     JsonEventStream,
+    Refused,
     StreamState,
     decode_payload,
     dtmf_event,
     field_error,
     mark_ack,
+    check_depth,
     media_position,
-    opt_int,
+    stream_format,
+    text_values,
 )
 from gateway.carriers.events import (
     CarrierEvent,
@@ -68,6 +71,8 @@ _ENCODINGS = {
     "pcmu": Encoding.PCMU,
 }
 _CONTENT_TYPES = {Encoding.L16: "audio/x-l16", Encoding.PCMU: "audio/x-mulaw"}
+#: Documented contentTypes: audio/x-l16;rate=8000 (default), audio/x-l16;rate=16000,
+#: audio/x-mulaw;rate=8000.
 _RATES = {Encoding.L16: frozenset({8000, 16000}), Encoding.PCMU: frozenset({8000})}
 
 #: The stream's lifecycle states (the carriers' shared :class:`StreamState`, under its old name).
@@ -89,7 +94,8 @@ def parse_extra_headers(text: str) -> dict[str, str]:
     """Plivo's ``extra_headers`` string as a dict.
 
     Accepts ``"a=1;b=2"`` (Plivo's example), ``"a=1,b=2"`` (the XML attribute's own syntax) and a
-    JSON object string (``"{}"``). Pieces without ``=`` are skipped.
+    JSON object string (``"{}"``; not an object, or nested more than ``MAX_DEPTH`` levels:
+    ``{}``). Pieces without ``=`` are skipped.
     """
     text = text.strip()
     if not text:
@@ -101,7 +107,11 @@ def parse_extra_headers(text: str) -> dict[str, str]:
             return {}
         if type(obj) is not dict:
             return {}
-        return {k: v if type(v) is str else orjson.dumps(v).decode() for k, v in obj.items()}
+        try:
+            check_depth(obj)
+        except Refused:
+            return {}
+        return text_values(obj)
     out: dict[str, str] = {}
     for part in text.replace(",", ";").split(";"):
         key, sep, value = part.partition("=")
@@ -158,24 +168,16 @@ class PlivoAdapter(JsonEventStream):
             audio_format = AudioFormat(Encoding.L16, 8000)
         elif type(fmt) is not dict:
             return ProtocolError("bad_field", "start.mediaFormat")
-        else:
-            encoding = _ENCODINGS.get(str(fmt.get("encoding", "audio/x-l16")).lower())
-            if encoding is None:
-                return ProtocolError("bad_field", "start.mediaFormat.encoding")
-            try:
-                rate = opt_int(fmt.get("sampleRate", 8000))
-            except ValueError:
-                rate = None
-            if rate not in _RATES[encoding]:
-                return ProtocolError("bad_field", "start.mediaFormat.sampleRate")
-            audio_format = AudioFormat(encoding, rate)  # type: ignore[arg-type]
+        else:  # only the documented contentTypes (raises Refused otherwise)
+            audio_format = stream_format(fmt, _ENCODINGS, _RATES, "start.mediaFormat", encoding_key="encoding",
+                                         rate_key="sampleRate", default_encoding="audio/x-l16")  # fmt: skip
 
         tracks = start.get("tracks", ["inbound"])
         if type(tracks) is not list or not all(type(t) is str for t in tracks):
             return ProtocolError("bad_field", "start.tracks")
         extra = msg.get("extra_headers", "")
         if type(extra) is dict:
-            params = {k: v if type(v) is str else orjson.dumps(v).decode() for k, v in extra.items()}
+            params = text_values(extra)
         elif type(extra) is str:
             params = parse_extra_headers(extra)
         else:

@@ -20,7 +20,10 @@ Wire protocol (JSON text frames; Twilio-like, snake_case):
 
 Encodings: ``media_format.encoding`` is ``PCMU`` / ``PCMA`` / ``L16`` (older pages show
 ``audio/x-mulaw``: accepted too). G722 / OPUS / AMR-WB give ``ProtocolError("bad_field")``:
-the gateway has no codec for them. The inbound codec is the one the call leg negotiated
+the gateway has no codec for them. Rates: 8,000 Hz for PCMU / PCMA; 8,000, 16,000, 22,050,
+24,000 or 48,000 Hz for L16 (the ``stream_bidirectional_sampling_rate`` values of
+https://developers.telnyx.com/api-reference/call-commands/streaming-start); anything else
+is a fatal ``ProtocolError("bad_field", "start.media_format.sample_rate")``. The inbound codec is the one the call leg negotiated
 (PCMA in Europe and India); the outbound codec is the one requested with
 ``bidirectionalCodec`` / ``stream_bidirectional_codec`` — keep them equal.
 
@@ -49,7 +52,7 @@ from gateway.carriers._wire import (
     field_error,
     mark_ack,
     media_position,
-    opt_int,
+    stream_format,
 )
 from gateway.carriers.events import (
     CarrierEvent,
@@ -74,6 +77,14 @@ _ENCODINGS = {
     "audio/x-alaw": Encoding.PCMA,
     "l16": Encoding.L16,
     "audio/l16": Encoding.L16,
+}
+#: Sample rates per encoding: G.711 is 8 kHz; L16 takes the rates Telnyx lists for
+#: ``stream_bidirectional_sampling_rate`` (streaming_start reference: 8000, 16000, 22050,
+#: 24000, 48000).
+_RATES = {
+    Encoding.PCMU: frozenset({8000}),
+    Encoding.PCMA: frozenset({8000}),
+    Encoding.L16: frozenset({8000, 16000, 22050, 24000, 48000}),
 }
 _MEDIA_HEAD = '{"event":"media","media":{"payload":"'
 _CLEAR = '{"event":"clear"}'
@@ -163,15 +174,8 @@ class TelnyxAdapter(JsonEventStream):
         fmt = start.get("media_format")
         if type(fmt) is not dict:
             return field_error("start.media_format", fmt)
-        encoding = _ENCODINGS.get(str(fmt.get("encoding", "")).lower())
-        if encoding is None:
-            return field_error("start.media_format.encoding", fmt.get("encoding"))
-        try:
-            rate = opt_int(fmt.get("sample_rate", 8000))
-        except ValueError:
-            rate = None
-        if rate is None or rate <= 0:
-            return ProtocolError("bad_field", "start.media_format.sample_rate")
+        audio_format = stream_format(fmt, _ENCODINGS, _RATES, "start.media_format", encoding_key="encoding",
+                                     rate_key="sample_rate", default_encoding=None)  # fmt: skip
         if fmt.get("channels", 1) not in (1, "1"):
             return ProtocolError("bad_field", "start.media_format.channels")
 
@@ -193,8 +197,8 @@ class TelnyxAdapter(JsonEventStream):
             params.setdefault("call_session_id", texts["call_session_id"])
 
         self.stream_id = stream_id
-        self.audio_format = AudioFormat(encoding, rate)
-        self._swap = encoding is Encoding.L16 and self._l16_big_endian
+        self.audio_format = audio_format
+        self._swap = audio_format.encoding is Encoding.L16 and self._l16_big_endian
         return Started(
             stream_id=stream_id,
             call_id=call_id,

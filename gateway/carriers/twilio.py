@@ -17,6 +17,9 @@ Twilio echoes a ``mark`` once the audio queued before it has played, at once if 
 queued, and for every pending mark when it receives ``clear``: an echoed mark means "played or
 cleared", so the session keeps its own generation counter.
 
+Formats: ``audio/x-mulaw`` (and ``audio/x-alaw``, not documented) at 8,000 Hz only; any other
+``sampleRate`` is a fatal ``ProtocolError("bad_field", "start.mediaFormat.sampleRate")``.
+
 Lifecycle: ``AWAITING_START --start--> STREAMING --stop--> STOPPED``. ``media``/``dtmf``/``mark``
 before ``start`` give ``ProtocolError("before_start")``; a second ``start`` or anything after
 ``stop`` gives ``ProtocolError("unexpected_event")``.
@@ -35,6 +38,7 @@ from gateway.carriers._wire import (
     field_error,
     mark_ack,
     media_position,
+    stream_format,
 )
 from gateway.carriers.events import (
     CarrierEvent,
@@ -52,6 +56,8 @@ DOC_URL = "https://www.twilio.com/docs/voice/media-streams/websocket-messages"
 
 #: Keys Twilio may use for ``start.mediaFormat.encoding`` (it documents only ``audio/x-mulaw``).
 _ENCODINGS = {"audio/x-mulaw": Encoding.PCMU, "audio/x-alaw": Encoding.PCMA}
+#: Sample rates per encoding: Twilio documents ``sampleRate: 8000`` only (G.711 is 8 kHz).
+_RATES = {Encoding.PCMU: frozenset({8000}), Encoding.PCMA: frozenset({8000})}
 
 #: The stream's lifecycle states (the carriers' shared :class:`StreamState`, under its old name).
 TwilioState = StreamState
@@ -118,16 +124,11 @@ class TwilioAdapter(JsonEventStream):
             audio_format = AudioFormat(Encoding.PCMU, 8000)
         elif type(fmt) is not dict:
             return ProtocolError("bad_field", "start.mediaFormat")
-        else:
-            encoding = _ENCODINGS.get(str(fmt.get("encoding", "audio/x-mulaw")).lower())
-            if encoding is None:
-                return ProtocolError("bad_field", "start.mediaFormat.encoding")
-            rate = fmt.get("sampleRate", 8000)
-            if type(rate) is not int or rate <= 0:
-                return ProtocolError("bad_field", "start.mediaFormat.sampleRate")
+        else:  # only what Twilio documents: 8 kHz G.711 (raises Refused otherwise)
+            audio_format = stream_format(fmt, _ENCODINGS, _RATES, "start.mediaFormat", encoding_key="encoding",
+                                         rate_key="sampleRate", default_encoding="audio/x-mulaw")  # fmt: skip
             if fmt.get("channels", 1) != 1:
                 return ProtocolError("bad_field", "start.mediaFormat.channels")
-            audio_format = AudioFormat(encoding, rate)
 
         tracks = start.get("tracks", ["inbound"])
         if type(tracks) is not list or not all(type(t) is str for t in tracks):

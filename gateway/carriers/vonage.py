@@ -25,6 +25,8 @@ Rates: 8,000 and 16,000 Hz are documented for the socket, 24,000 in newer NCCO p
 
 Lifecycle: ``AWAITING_CONNECTED --websocket:connected--> STREAMING``; audio or events before the
 first text frame are ``before_start``; a second ``websocket:connected`` is ``unexpected_event``.
+A refused ``websocket:connected`` (no content-type, a rate not listed above) is a fatal
+``ProtocolError``: the stream has no usable format.
 """
 
 from __future__ import annotations
@@ -35,12 +37,16 @@ import orjson
 
 from gateway.carriers._wire import (
     Refused,
+    check_depth,
+    decimal_int,
     dtmf_event,
     field_error,
     frame_type_error,
     internal_error,
     mark_ack,
     parse_text,
+    refuse_start,
+    text_values,
 )
 from gateway.carriers.events import (
     MAX_FRAME_BYTES,
@@ -71,14 +77,17 @@ class VonageState(enum.Enum):
 
 
 def parse_content_type(value: str) -> int | None:
-    """Sample rate of ``audio/l16;rate=16000`` (case and spaces ignored); None if not L16."""
+    """Sample rate of ``audio/l16;rate=16000`` (case and spaces ignored); None if not L16.
+
+    The rate must be ASCII digits (``rate=１６０００`` or ``rate=²`` is None, not an error).
+    """
     kind, _, params = value.replace(" ", "").lower().partition(";")
     if kind != "audio/l16":
         return None
     for param in params.split(";"):
         key, _, rate = param.partition("=")
         if key == "rate":
-            return int(rate) if rate.isdigit() else None
+            return decimal_int(rate)
     return None
 
 
@@ -140,11 +149,16 @@ class VonageAdapter:
         if event == "websocket:connected":
             if self.state is not VonageState.AWAITING_CONNECTED:
                 return [ProtocolError("unexpected_event", "websocket:connected again")]
-            return self._on_connected(msg)
+            try:
+                check_depth(msg)
+                return self._on_connected(msg)
+            except Refused as exc:
+                return [refuse_start(exc.error)]
         if event not in _KNOWN:
             return [Unhandled(event[:64])]
         if self.state is not VonageState.STREAMING:
             return [ProtocolError("before_start", event)]
+        check_depth(msg)
         if event == "websocket:dtmf":
             return [self._on_dtmf(msg)]
         if event == "websocket:notify":
@@ -154,15 +168,11 @@ class VonageAdapter:
     def _on_connected(self, msg: dict) -> list[CarrierEvent]:
         content_type = msg.get("content-type")
         if type(content_type) is not str:
-            return [field_error("content-type", content_type)]
+            raise Refused(field_error("content-type", content_type))
         rate = parse_content_type(content_type)
         if rate not in _RATES:
-            return [ProtocolError("bad_field", "content-type")]
-        params = {
-            k: v if type(v) is str else orjson.dumps(v).decode()
-            for k, v in msg.items()
-            if k not in ("event", "content-type")
-        }
+            raise Refused(ProtocolError("bad_field", "content-type"))
+        params = text_values({k: v for k, v in msg.items() if k not in ("event", "content-type")})
         self.audio_format = AudioFormat(Encoding.L16, rate)  # type: ignore[arg-type]
         self._frame_bytes = self.audio_format.bytes_for_ms(self.frame_ms)
         self.state = VonageState.STREAMING

@@ -187,7 +187,7 @@ def test_media_without_payload(name: str) -> None:
 
 @pytest.mark.parametrize("name", TEXT_AUDIO)
 def test_start_without_its_object(name: str) -> None:
-    assert one(fresh(name), '{"event": "start"}') == ProtocolError("missing_field", "start")
+    assert one(fresh(name), '{"event": "start"}') == ProtocolError("missing_field", "start", fatal=True)
 
 
 @pytest.mark.parametrize("name", ["twilio", "telnyx", "exotel"])

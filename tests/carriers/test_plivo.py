@@ -107,7 +107,9 @@ def test_media_formats(media_format: dict | None, expected) -> None:
 def test_mulaw_at_16k_is_refused() -> None:
     start = golden("plivo")["inbound"]["start"]
     start["start"]["mediaFormat"]["sampleRate"] = 16000
-    assert PlivoAdapter().receive(text(start)) == [ProtocolError("bad_field", "start.mediaFormat.sampleRate")]
+    assert PlivoAdapter().receive(text(start)) == [
+        ProtocolError("bad_field", "start.mediaFormat.sampleRate", fatal=True)
+    ]
 
 
 @pytest.mark.parametrize(

@@ -64,7 +64,8 @@ def test_call_id_is_echoed() -> None:
 )
 def test_invalid_start_names_the_field(start: dict, expected: ProtocolError) -> None:
     adapter = RawAdapter()
-    assert adapter.receive(json.dumps(start)) == [expected]
+    # A refused start is fatal: the session ends the call (bad_start) rather than wait on.
+    assert adapter.receive(json.dumps(start)) == [ProtocolError(expected.kind, expected.detail, fatal=True)]
     assert adapter.state is RawState.AWAITING_START and adapter.audio_format is None
 
 

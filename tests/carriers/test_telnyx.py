@@ -108,7 +108,9 @@ def test_pcma_call_leg() -> None:
 def test_unsupported_codec_is_a_bad_field() -> None:
     start = golden("telnyx")["inbound"]["start"]
     start["start"]["media_format"]["encoding"] = "OPUS"
-    assert TelnyxAdapter().receive(text(start)) == [ProtocolError("bad_field", "start.media_format.encoding")]
+    assert TelnyxAdapter().receive(text(start)) == [
+        ProtocolError("bad_field", "start.media_format.encoding", fatal=True)
+    ]
 
 
 def test_l16_is_big_endian_on_the_wire() -> None:

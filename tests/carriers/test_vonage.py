@@ -96,7 +96,7 @@ def test_content_type_rates(content_type: str, expected) -> None:
 def test_bad_content_type(content_type: str) -> None:
     adapter = VonageAdapter()
     assert adapter.receive(text({"event": "websocket:connected", "content-type": content_type})) == [
-        ProtocolError("bad_field", "content-type")
+        ProtocolError("bad_field", "content-type", fatal=True)
     ]
     assert adapter.state is VonageState.AWAITING_CONNECTED
 
