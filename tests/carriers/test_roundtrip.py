@@ -1,6 +1,7 @@
 """Round trips: a media frame we build, parsed the way the carrier (client side) parses it,
 gives back the same bytes; echoed into the carrier's inbound media message, our own parser
-gives the same bytes again."""
+gives the same bytes again. Marks: our mark has the documented outbound shape, and each
+carrier's documented acknowledgement of it comes back as the name we sent."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import json
 
 import pytest
 
-from gateway.carriers.events import Media, Started
+from gateway.carriers.events import MarkAck, Media, Started
 from gateway.carriers.registry import make_adapter
 
-from ._golden import golden, text, with_payload
+from ._golden import golden, key_order, text, with_payload
 
 ULAW_20MS = bytes(range(96, 256))
 PCM_200MS_8K = bytes(range(256)) * 12 + bytes(128)  # 3,200 bytes
@@ -73,19 +74,52 @@ def test_raw_binary_round_trip(start: str) -> None:
     assert adapter.receive(frame) == [Media(audio)]
 
 
-def test_mark_round_trips_through_an_echo() -> None:
-    """What each carrier echoes for our mark comes back as the same MarkAck name."""
-    name = "gen2:41"
-    tw = _started("twilio", golden("twilio")["inbound"]["start"])
-    echo = json.loads(tw.mark(name)) | {"sequenceNumber": "9"}
-    assert tw.receive(text(echo))[0].name == name
-    tx = _started("telnyx", golden("telnyx")["inbound"]["start"])
-    assert tx.receive(text(json.loads(tx.mark(name))))[0].name == name
-    ex = _started("exotel", golden("exotel")["inbound"]["start"])
-    assert ex.receive(text(json.loads(ex.mark(name))))[0].name == name
-    pl = _started("plivo", golden("plivo")["inbound"]["start"])
-    checkpoint = json.loads(pl.mark(name))
-    played = {"event": "playedStream", "streamId": checkpoint["streamId"], "name": checkpoint["name"]}
-    assert pl.receive(text(played))[0].name == name
-    raw = _started("raw", '{"event":"start","sampleRate":16000}')
-    assert raw.receive(raw.mark(name))[0].name == name
+#: Mark acknowledgements in each carrier's *documented* shape. carrier → (start message,
+#: documented outbound mark, path of the name in it, documented acknowledgements with the path of
+#: the name in each). Golden files: tests/carriers/golden/*.json (checked against
+#: ../shared/PROTOCOLS.md); the raw protocol's shapes are its module docstring's.
+_RAW_START = {"event": "start", "sampleRate": 16000}
+MARK_DOCS = {
+    "twilio": (_doc("twilio", "start"), golden("twilio")["outbound"]["mark"], ("mark", "name"),
+               [(_doc("twilio", "mark"), ("mark", "name"))]),
+    "telnyx": (_doc("telnyx", "start"), golden("telnyx")["outbound"]["mark"], ("mark", "name"),
+               [(_doc("telnyx", "mark"), ("mark", "name"))]),
+    "exotel": (_doc("exotel", "start"), golden("exotel")["outbound"]["mark"], ("mark", "name"),
+               [(_doc("exotel", "mark"), ("mark", "name"))]),
+    "plivo": (_doc("plivo", "start"), golden("plivo")["outbound"]["checkpoint"], ("name",),
+              [(_doc("plivo", "playedStream"), ("name",)), (_doc("plivo", "played"), ("name",))]),
+    "vonage": (_doc("vonage", "connected_minimal"), golden("vonage")["outbound"]["action_notify"], ("payload", "name"),
+               [(_doc("vonage", "notify"), ("payload", "name"))]),
+    "raw": (_RAW_START, {"event": "mark", "name": "m"}, ("name",), [({"event": "mark", "name": "m"}, ("name",))]),
+}  # fmt: skip
+
+
+def _at(message: dict, path: tuple[str, ...]) -> object:
+    for key in path:
+        message = message[key]
+    return message
+
+
+def _put(message: dict, path: tuple[str, ...], value: object) -> dict:
+    out = json.loads(json.dumps(message))
+    node = out
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(MARK_DOCS))
+def test_documented_mark_acknowledgement_gives_back_the_name_we_sent(name: str) -> None:
+    """Our mark has the carrier's documented outbound shape, and the carrier's documented
+    acknowledgement (an example from its docs, not our own output) carrying the name we put in
+    that mark comes back as MarkAck of that name."""
+    start, doc_mark, name_path, acks = MARK_DOCS[name]
+    sent = "gen2:41"
+    adapter = _started(name, start)
+    ours = json.loads(adapter.mark(sent))
+    assert key_order(ours) == key_order(doc_mark)
+    assert _at(ours, name_path) == sent
+    for ack, ack_path in acks:
+        assert adapter.receive(text(ack)) == [MarkAck(_at(ack, ack_path))]  # the docs' example as is
+        assert adapter.receive(text(_put(ack, ack_path, sent))) == [MarkAck(sent)]
