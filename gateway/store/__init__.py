@@ -20,7 +20,8 @@ from gateway.store.models import (
     IllegalTransition,
     check_transition,
 )
-from gateway.store.recording import CallRecorder
+from gateway.store.recording import CallRecorder, WavCheck, repair_wav
+from gateway.store.recovery import NODE_LOST, RecoveredCall, recover_lost_calls
 from gateway.store.records import (
     AgentRecord,
     ApiKeyRecord,
@@ -35,6 +36,11 @@ __all__ = [
     "Store",
     "CallConfig",
     "CallRecorder",
+    "WavCheck",
+    "repair_wav",
+    "NODE_LOST",
+    "RecoveredCall",
+    "recover_lost_calls",
     "CallStatus",
     "TRANSITIONS",
     "TERMINAL_STATUSES",

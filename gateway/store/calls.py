@@ -191,16 +191,31 @@ class CallsMixin(StoreBase):
         stream_id: str | None = None,
         from_: str | None = None,
         to: str | None = None,
+        node_id: str | None = None,
+        recording_path: str | Path | None = None,
     ) -> CallRecord:
         """Claim the call for a connected media stream: ``queued``/``ringing`` → ``in_progress``.
 
         Sets ``started_at`` to now. Exactly one caller wins; the others get
         :class:`IllegalTransition` and should close their socket.
 
+        Args:
+            node_id: the gateway node serving the stream (``GATEWAY_NODE_ID``): if it dies
+                mid-call, its next start-up finalises the call (:meth:`lost_calls`).
+            recording_path: where the call's WAV will be written, if it is recorded (the
+                recording is ``recording`` until :meth:`finalise_call`; after a crash the
+                start-up recovery links this file).
+
         Raises:
             UnknownCall, IllegalTransition.
         """
-        values = {"started_at": self.now(), **_details(carrier_call_id, stream_id, from_, to)}
+        values: dict[str, Any] = {
+            "started_at": self.now(),
+            **_details(carrier_call_id, stream_id, from_, to),
+            "node_id": node_id,
+        }
+        if recording_path is not None:
+            values.update(recording_path=str(recording_path), recording_status="recording")
         with self._session() as s, s.begin():
             self._transition(s, call_id, CallStatus.IN_PROGRESS, values)  # True or raises
             row = s.get(Call, call_id, populate_existing=True)
@@ -251,6 +266,8 @@ class CallsMixin(StoreBase):
         error_code: str | None = None,
         error_message: str | None = None,
         recording_path: str | Path | None = None,
+        recording_status: str | None = None,
+        recording_error: str | None = None,
         metrics: Mapping[str, Any] | None = None,
     ) -> bool:
         """Record how a call ended, with its transcript and events, in one transaction.
@@ -265,7 +282,11 @@ class CallsMixin(StoreBase):
                 "heard_ms"?}`` in order.
             events: dicts ``{"kind", "at_ms", "data"?}`` in order.
             error_code, error_message: for ``failed`` calls.
-            recording_path: where the WAV was written, if recorded.
+            recording_path: where the WAV was written, if recorded (and valid).
+            recording_status: ``completed`` or ``failed``; default: ``failed`` if
+                ``recording_error`` is given, else ``completed`` if ``recording_path`` is,
+                else none (not recorded).
+            recording_error: why the recording failed (the call went on without it).
             metrics: free-form JSON (latencies, frame counts …).
 
         Returns:
@@ -275,9 +296,14 @@ class CallsMixin(StoreBase):
         Raises:
             UnknownCall: no such call.
             IllegalTransition: e.g. ``queued`` → ``completed``.
-            ValueError: ``status`` is not terminal, or a malformed turn or event.
+            ValueError: ``status`` is not terminal, a malformed turn or event, or an unknown
+                ``recording_status``.
         """
         new = CallStatus(status)
+        if recording_status is None:
+            recording_status = "failed" if recording_error else ("completed" if recording_path else None)
+        if recording_status not in (None, "completed", "failed"):
+            raise ValueError(f"recording_status must be completed or failed, got {recording_status!r}")
         if new not in TERMINAL_STATUSES:
             raise ValueError(f"finalise_call needs a terminal status, got {new}")
         turn_rows = _turn_rows(call_id, transcript)
@@ -289,6 +315,8 @@ class CallsMixin(StoreBase):
             "error_message": error_message,
             "duration_ms": max(0, int(duration_ms)),
             "recording_path": str(recording_path) if recording_path is not None else None,
+            "recording_status": recording_status,
+            "recording_error": recording_error,
             "metrics": dict(metrics) if metrics is not None else None,
         }
         with self._session() as s, s.begin():
@@ -316,6 +344,21 @@ class CallsMixin(StoreBase):
                 .execution_options(synchronize_session=False)
             )
             return _rowcount(res)
+
+    def lost_calls(self, node_id: str) -> list[CallRecord]:
+        """Calls ``node_id`` claimed (:meth:`mark_call_started`) that are still ``in_progress``.
+
+        Called once at a node's start-up, before it serves streams: any such call belonged to
+        a previous process of this node that died (kill -9, crash, power loss) and will never
+        be finalised by it. Oldest first.
+        """
+        with self._session() as s:
+            rows = s.scalars(
+                select(Call)
+                .where(Call.node_id == node_id, Call.status == CallStatus.IN_PROGRESS.value)
+                .order_by(Call.started_at)
+            ).all()
+            return [_call_record(row) for row in rows]
 
     def get_call(self, call_id: str) -> CallRecord | None:
         """The call with its transcript turns and events (in ``seq`` order), or ``None``."""

@@ -212,6 +212,7 @@ class Call(Base):
     __table_args__ = (
         Index("ix_calls_status_expires", "status", "stream_token_expires_at"),
         Index("ix_calls_created_at", "created_at"),
+        Index("ix_calls_node_status", "node_id", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -235,6 +236,14 @@ class Call(Base):
     error_message: Mapped[str | None] = mapped_column(Text, default=None)
     duration_ms: Mapped[int | None] = mapped_column(Integer, default=None)
     recording_path: Mapped[str | None] = mapped_column(Text, default=None)
+    #: ``recording`` (stream started, WAV being written), ``completed`` or ``failed``; NULL:
+    #: not recorded (or a row from before this column, read as ``completed`` if it has a path).
+    recording_status: Mapped[str | None] = mapped_column(String(16), default=None)
+    #: Why the recording failed (``OSError`` text, e.g. ``[Errno 28] No space left on device``).
+    recording_error: Mapped[str | None] = mapped_column(Text, default=None)
+    #: The gateway node (``GATEWAY_NODE_ID``) that claimed the call's media stream: the node
+    #: that finalises it as ``node_lost`` at its next start-up if it died mid-call.
+    node_id: Mapped[str | None] = mapped_column(String(200), default=None)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     carrier_call_id: Mapped[str | None] = mapped_column(String(200), default=None)
     stream_id: Mapped[str | None] = mapped_column(String(200), default=None)

@@ -13,17 +13,23 @@ position already written out is dropped and counted in :attr:`CallRecorder.dropp
 
 Synchronous and CPU-only: call it from the session's task (it does small file writes) or
 hand it to a thread.
+
+:func:`repair_wav` makes such a file whole after the process died between a data write and
+the header patch (the RIFF and ``data`` sizes are rewritten from the file's length).
 """
 
 from __future__ import annotations
 
+import os
+import struct
 import wave
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-__all__ = ["CallRecorder", "CALLER", "AGENT"]
+__all__ = ["CallRecorder", "CALLER", "AGENT", "WavCheck", "repair_wav"]
 
 #: Channel index of the caller (left) and the agent (right).
 CALLER = 0
@@ -99,13 +105,20 @@ class CallRecorder:
         return self._end * 1000 // self.sample_rate
 
     def close(self) -> None:
-        """Write out everything and finalise the header. Idempotent."""
+        """Write out everything and finalise the header. Idempotent.
+
+        Raises:
+            OSError: the last writes or the header patch failed (disk full …); the file is
+                closed anyway, and holds what was written before (see :func:`repair_wav`).
+        """
         if self.closed:
             return
         self.closed = True
         try:
-            self._advance(self._end)
-            self._wav.close()
+            try:
+                self._advance(self._end)
+            finally:
+                self._wav.close()  # also after a failed write: patches the header it can
         finally:
             self._fh.close()
 
@@ -189,3 +202,96 @@ def _as_int16(pcm: np.ndarray | bytes | bytearray | memoryview) -> np.ndarray:
     if arr.ndim != 1:
         raise ValueError(f"expected mono (1-D) samples, got shape {arr.shape}")
     return arr
+
+
+@dataclass(frozen=True, slots=True)
+class WavCheck:
+    """What :func:`repair_wav` found.
+
+    Attributes:
+        valid: the file is now a PCM WAV that :mod:`wave` reads.
+        repaired: its RIFF / ``data`` sizes were rewritten (or a torn last frame cut off).
+        frames: sample frames in the file; ``sample_rate`` in Hz; ``duration_ms`` whole ms.
+        error: why it is not valid (``None`` when valid).
+    """
+
+    valid: bool
+    repaired: bool = False
+    frames: int = 0
+    sample_rate: int = 0
+    duration_ms: int = 0
+    error: str | None = None
+
+
+_HEADER = struct.Struct("<4sI4s")  # "RIFF", size, "WAVE"
+_CHUNK = struct.Struct("<4sI")  # chunk id, size
+_MAX_HEADER_BYTES = 4096  # chunks before "data" (fmt, fact, LIST …) must fit in this
+
+
+def repair_wav(path: str | Path) -> WavCheck:
+    """Check a PCM WAV and, if a crash left its sizes stale, rewrite them from its length.
+
+    A :class:`CallRecorder` killed between writing audio and patching the header leaves a
+    file whose RIFF and ``data`` chunk sizes are smaller (or, torn mid-write, larger) than
+    what is on disk. The ``data`` chunk is taken to be the file's last chunk, as the
+    recorder (and :mod:`wave`) writes it: its size becomes the bytes after its header,
+    rounded down to whole frames (a torn last frame is cut off), and the RIFF size follows.
+
+    Source: the RIFF WAVE layout (Microsoft/IBM *Multimedia Programming Interface and Data
+    Specifications 1.0*, 1991): ``RIFF <size> WAVE``, then chunks ``<id> <size> <bytes>``.
+
+    Returns:
+        A :class:`WavCheck`; ``valid=False`` with ``error`` for a file too short or not a
+        PCM WAV (nothing is written then).
+
+    Raises:
+        OSError: the file cannot be read or written (missing, permissions …).
+    """
+    path = Path(path)
+    with open(path, "r+b") as fh:
+        head = fh.read(_MAX_HEADER_BYTES)
+        found = _find_data(head)
+        if isinstance(found, str):
+            return WavCheck(False, error=found)
+        data_at, declared, block_align = found
+        size = os.fstat(fh.fileno()).st_size
+        actual = (size - data_at) // block_align * block_align
+        repaired = False
+        if actual != declared or data_at + actual != size:
+            fh.truncate(data_at + actual)
+            fh.seek(4)
+            fh.write(struct.pack("<I", data_at + actual - 8))
+            fh.seek(data_at - 4)
+            fh.write(struct.pack("<I", actual))
+            repaired = True
+    try:
+        with wave.open(str(path), "rb") as w:
+            frames, rate = w.getnframes(), w.getframerate()
+    except (wave.Error, EOFError) as exc:
+        return WavCheck(False, repaired, error=f"unreadable after repair: {exc}")
+    return WavCheck(True, repaired, frames, rate, frames * 1000 // rate if rate else 0)
+
+
+def _find_data(head: bytes) -> tuple[int, int, int] | str:
+    """``(offset of the data bytes, declared data size, bytes per frame)``, or why not."""
+    if len(head) < _HEADER.size:
+        return f"too short for a WAV header ({len(head)} bytes)"
+    riff, _, wave_id = _HEADER.unpack_from(head)
+    if riff != b"RIFF" or wave_id != b"WAVE":
+        return "not a RIFF WAVE file"
+    pos, block_align = _HEADER.size, 0
+    while pos + _CHUNK.size <= len(head):
+        cid, csize = _CHUNK.unpack_from(head, pos)
+        body = pos + _CHUNK.size
+        if cid == b"fmt ":
+            if csize < 16 or body + 16 > len(head):
+                return "truncated fmt chunk"
+            tag, channels, _, _, block_align, bits = struct.unpack_from("<HHIIHH", head, body)
+            if tag not in (1, 0xFFFE) or not channels or block_align != channels * ((bits + 7) // 8):
+                return f"not integer PCM (format {tag:#x}, {channels} channels, {bits} bits)"
+        elif cid == b"data":
+            if not block_align:
+                return "data chunk before fmt chunk"
+            return body, csize, block_align
+        pos = body + csize + (csize & 1)
+    return "no data chunk"

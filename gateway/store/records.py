@@ -183,6 +183,11 @@ class CallRecord:
     """A call, with its transcript turns and events when loaded by ``Store.get_call``.
 
     ``turns`` and ``events`` are empty for records returned by other methods.
+
+    Recording: ``recording_status`` is ``recording`` while the stream runs, then ``completed``
+    (``recording_path`` is a valid WAV) or ``failed`` (``recording_error`` says why; the call
+    went on without it); ``None`` when the call was not recorded. ``node_id`` is the gateway
+    node that served the media stream.
     """
 
     id: str
@@ -200,6 +205,9 @@ class CallRecord:
     error_message: str | None = None
     duration_ms: int | None = None
     recording_path: str | None = None
+    recording_status: str | None = None
+    recording_error: str | None = None
+    node_id: str | None = None
     metrics: dict[str, Any] | None = None
     carrier_call_id: str | None = None
     stream_id: str | None = None
@@ -211,3 +219,10 @@ class CallRecord:
     def call_config(self) -> CallConfig:
         """The call's configuration snapshot as a :class:`CallConfig`."""
         return CallConfig.from_json(self.config)
+
+    @property
+    def recording_state(self) -> str | None:
+        """``recording_status``, reading a row that predates it (path, no status) as ``completed``."""
+        if self.recording_status:
+            return self.recording_status
+        return "completed" if self.recording_path else None
