@@ -31,6 +31,7 @@ __all__ = [
     "SpeechStarted",
     "Interrupted",
     "BridgeError",
+    "SessionRenewed",
     "BridgeEvent",
     "ModelBridge",
     "BridgeFailed",
@@ -118,7 +119,27 @@ class BridgeError:
     fatal: bool = False
 
 
-BridgeEvent = Union[AudioOut, Transcript, ResponseDone, SpeechStarted, Interrupted, BridgeError]
+@dataclass(frozen=True, slots=True)
+class SessionRenewed:
+    """The bridge moved the call to a new model session without dropping it (not an error).
+
+    Attributes:
+        reason: ``rollover`` (planned, before the server's session limit) or ``reconnect``
+            (after an unexpected disconnect).
+        attempts: connection attempts it took (1 = first try).
+        gap_ms: ms from the decision to switch until the new session took caller audio.
+        carried: conversation items (turns, tool calls) carried into the new session.
+    """
+
+    reason: Literal["rollover", "reconnect"]
+    attempts: int = 1
+    gap_ms: int = 0
+    carried: int = 0
+
+
+BridgeEvent = Union[
+    AudioOut, Transcript, ResponseDone, SpeechStarted, Interrupted, BridgeError, SessionRenewed
+]
 
 
 class BridgeFailed(Exception):

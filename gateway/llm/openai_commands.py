@@ -11,7 +11,8 @@ and tool outputs. The state it shares with the server-event half is created by
 from __future__ import annotations
 
 import itertools
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any
 
 import pybase64
@@ -19,7 +20,8 @@ import pybase64
 from gateway.formats import AudioFormat
 from gateway.llm.base import AgentConfig
 from gateway.llm.openai_backends import RealtimeBackend
-from gateway.llm.openai_events import _Item
+from gateway.llm.openai_events import _Entry, _Item
+from gateway.llm.openai_history import CONTINUING_NOTE
 from gateway.llm.tools import ToolCall, ToolSpec, openai_tool
 
 __all__ = ["RealtimeCommands"]
@@ -52,6 +54,11 @@ class RealtimeCommands:
     _create_pending: bool
     _say_wanted: str
     _uncommitted_bytes: int
+    caller_speaking: bool
+    _queue: deque[_Entry]
+    _keep_turn_audio: Callable[[bytes], None]
+    _turn_committed: Callable[[], None]
+    recut_carried: Callable[[str, int], bool]
 
     def _send(self, type_: str, **fields: Any) -> dict[str, Any]:
         event_id = f"gw_{next(self._ids)}"
@@ -87,13 +94,20 @@ class RealtimeCommands:
             "interrupt_response": bool(self.config.interruptible),
         }
 
-    def session_update(self) -> dict[str, Any]:
-        """Queue the ``session.update`` that configures the whole session."""
+    def session_update(self, *, continuing: bool = False) -> dict[str, Any]:
+        """Queue the ``session.update`` that configures the whole session.
+
+        Args:
+            continuing: the session takes over a call in progress (its instructions say so).
+        """
         fmt = self._wire_format
+        instructions = self.config.system_prompt
+        if continuing:
+            instructions = f"{instructions}\n\n{CONTINUING_NOTE}".strip()
         session: dict[str, Any]
         if self.backend.session_style == "xai":
             session = {
-                "instructions": self.config.system_prompt,
+                "instructions": instructions,
                 "voice": self.voice(),
                 "turn_detection": self._turn_detection(),
                 "audio": {"input": {"format": fmt}, "output": {"format": fmt}},
@@ -108,7 +122,7 @@ class RealtimeCommands:
                 audio_in["transcription"] = transcription
             session = {
                 "type": "realtime",
-                "instructions": self.config.system_prompt,
+                "instructions": instructions,
                 "output_modalities": ["audio"],
                 "audio": {"input": audio_in, "output": {"format": fmt, "voice": self.voice()}},
             }
@@ -153,7 +167,13 @@ class RealtimeCommands:
         if not audio:
             return
         self._uncommitted_bytes += len(audio)
+        self._keep_turn_audio(audio)
         self._send("input_audio_buffer.append", audio=pybase64.b64encode(audio).decode("ascii"))
+
+    def speech_started(self) -> None:
+        """Gateway turn mode: the gateway's VAD heard the caller start a turn."""
+        if self.config.turn_mode == "gateway":
+            self.caller_speaking = True
 
     def end_of_turn(self) -> None:
         """Gateway turn mode: commit the caller's audio and ask for a response.
@@ -163,9 +183,11 @@ class RealtimeCommands:
         """
         if self.config.turn_mode != "gateway":
             return
+        self.caller_speaking = False
         if self.audio_format.ms_for_bytes(self._uncommitted_bytes) < _MIN_COMMIT_MS:
             return
         self._uncommitted_bytes = 0
+        self._turn_committed()
         self._send("input_audio_buffer.commit")
         self._response_wanted = True
         self._maybe_respond()
@@ -212,6 +234,11 @@ class RealtimeCommands:
             self._send("response.cancel")
         if self.response_id is not None:
             self._muted.add(self.response_id)
+        if item_id is not None and item_id not in self._items and self.recut_carried(item_id, heard_ms):
+            for later in self._audio_order:  # everything this session said came after it
+                self._muted.add(self._items[later].response_id)
+                self._cut(self._items[later], 0)
+            return
         target = item_id if item_id in self._items else self.latest_audio_item()
         if target is None:
             return
@@ -254,5 +281,6 @@ class RealtimeCommands:
             item={"type": "function_call_output", "call_id": call_id, "output": output},
         )
         self._calls_running.discard(call_id)
+        self._queue.append(_Entry("output", call_id, output, ToolCall(call_id, "", "")))
         self._outputs_waiting = True
         self._maybe_respond()

@@ -31,6 +31,7 @@ from gateway.llm.base import (
 )
 from gateway.llm.common import cut_heard_text
 from gateway.llm.openai_backends import RealtimeBackend
+from gateway.llm.openai_history import Turn
 from gateway.llm.tools import ToolCall
 
 __all__ = ["RealtimeEvents", "ALIASES", "AUTH_HINTS"]
@@ -55,7 +56,7 @@ _IGNORED = frozenset({
     "conversation.item.deleted", "conversation.item.retrieved",
     "conversation.item.input_audio_transcription.delta",
     "conversation.item.input_audio_transcription.segment",
-    "input_audio_buffer.speech_stopped", "input_audio_buffer.cleared",
+    "input_audio_buffer.cleared",
     "input_audio_buffer.timeout_triggered", "output_audio_buffer.started",
     "output_audio_buffer.stopped", "output_audio_buffer.cleared",
     "response.output_item.done", "response.content_part.added", "response.content_part.done",
@@ -96,11 +97,12 @@ class _Item:
 
 @dataclass(slots=True)
 class _Entry:
-    """A transcript slot in conversation order."""
+    """A slot of the conversation, in order: a transcript, a function call or its output."""
 
-    role: Literal["user", "agent"]
+    role: Literal["user", "agent", "call", "output"]
     item_id: str
-    text: str | None = None  # user: set when transcription completes
+    text: str | None = None  # user: set when transcription completes; output: the output
+    call: ToolCall | None = None  # call / output
 
 
 class RealtimeEvents:
@@ -111,9 +113,12 @@ class RealtimeEvents:
     audio_format: AudioFormat
     supports_truncate: bool
     supports_cancel: bool
+    config: Any
     session_ready: bool
     response_id: str | None
     unhandled: int
+    caller_speaking: bool
+    history: list[Turn]
     _sent: OrderedDict[str, str]
     _items: dict[str, _Item]
     _audio_order: list[str]
@@ -125,6 +130,7 @@ class RealtimeEvents:
     _calls_running: set[str]
     _create_pending: bool
     _handlers: dict[str, Callable[[dict[str, Any]], list[BridgeEvent]]]
+    _turn_committed: Callable[[], None]
     # Uses RealtimeCommands._maybe_respond (a response waits for the running one to end).
 
     def receive(self, data: str | bytes) -> list[BridgeEvent]:
@@ -158,7 +164,12 @@ class RealtimeEvents:
         return []
 
     def _on_speech_started(self, ev: dict[str, Any]) -> list[BridgeEvent]:
+        self.caller_speaking = True
         return [SpeechStarted()]
+
+    def _on_speech_stopped(self, ev: dict[str, Any]) -> list[BridgeEvent]:
+        self.caller_speaking = False
+        return []
 
     def _add_user(self, item_id: str) -> list[BridgeEvent]:
         if not item_id or item_id in self._user_items:
@@ -166,12 +177,14 @@ class RealtimeEvents:
         self._user_items.add(item_id)
         # A transcript still missing when the caller's next turn arrives is not waited for (a
         # late one is appended when it comes): it must not hold back the agent's transcripts.
-        self._queue = deque(e for e in self._queue if e.role == "agent" or e.text is not None)
+        self._queue = deque(e for e in self._queue if e.role != "user" or e.text is not None)
         if self.backend.transcription_model or self.backend.session_style == "xai":
             self._queue.append(_Entry("user", item_id))
         return self._pump()
 
     def _on_committed(self, ev: dict[str, Any]) -> list[BridgeEvent]:
+        if self.config.turn_mode != "gateway":  # the server cut the turn (ours: end_of_turn)
+            self._turn_committed()
         return self._add_user(str(ev.get("item_id") or ""))
 
     def _on_item_added(self, ev: dict[str, Any]) -> list[BridgeEvent]:
@@ -246,7 +259,9 @@ class RealtimeEvents:
             return
         self._calls_seen.add(call_id)
         self._calls_running.add(call_id)
-        self._tool_requests.append(ToolCall(call_id, name, arguments))
+        call = ToolCall(call_id, name, arguments)
+        self._tool_requests.append(call)
+        self._queue.append(_Entry("call", call_id, call=call))
 
     def _on_call_arguments(self, ev: dict[str, Any]) -> list[BridgeEvent]:
         self._request_call(str(ev["call_id"]), str(ev["name"]), str(ev.get("arguments") or ""))
@@ -317,11 +332,14 @@ class RealtimeEvents:
         text = item.transcript if item.transcript is not None else "".join(item.parts)
         if item.heard_ms is None:
             return text.strip()
-        return cut_heard_text(text, item.heard_ms, self.audio_format.ms_for_bytes(item.audio_bytes))
+        # Whole ms on both sides: heard_ms is clamped to the whole ms received (item_ms).
+        return cut_heard_text(text, item.heard_ms, int(self.audio_format.ms_for_bytes(item.audio_bytes)))
 
     def _ready(self, entry: _Entry) -> bool:
         if entry.role == "user":
             return entry.text is not None
+        if entry.role != "agent":
+            return True
         return self._items[entry.item_id].final
 
     def _pump(self) -> list[BridgeEvent]:
@@ -331,10 +349,18 @@ class RealtimeEvents:
         return out
 
     def _release(self, entry: _Entry) -> list[BridgeEvent]:
+        """Release one slot: its transcript (if any), and its turn into :attr:`history`."""
         if entry.role == "user":
             text = (entry.text or "").strip()
+            if text:
+                self.history.append(Turn("user", text))
             return [Transcript("user", text, entry.item_id)] if text else []
-        text = self._agent_text(self._items[entry.item_id])
+        if entry.role != "agent":
+            self.history.append(Turn(entry.role, entry.text or "", call=entry.call))
+            return []
+        item = self._items[entry.item_id]
+        self.history.append(Turn("agent", source_id=item.item_id, item=item))
+        text = self._agent_text(item)
         return [Transcript("agent", text, entry.item_id)] if text else []
 
     def flush_transcripts(self) -> list[Transcript]:

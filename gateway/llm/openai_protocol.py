@@ -57,14 +57,18 @@ from gateway.llm.openai_events import (  # noqa: F401
     _Item,
     log,
 )
+from gateway.llm.openai_history import RealtimeHandover, Turn
 from gateway.llm.tools import ToolCall, ToolSpec
 
 __all__ = ["RealtimeProtocol", "ALIASES", "AUTH_HINTS"]
 
 
 
-class RealtimeProtocol(RealtimeCommands, RealtimeEvents):
+class RealtimeProtocol(RealtimeCommands, RealtimeEvents, RealtimeHandover):
     """Sans-I/O OpenAI Realtime client state machine (no sockets, no asyncio).
+
+    One instance per model session; a call that outlives its session (or its socket) moves to
+    a new instance with :meth:`~RealtimeHandover.carry_from` (:mod:`gateway.llm.openai_history`).
 
     Args:
         backend: the server and its switches.
@@ -72,6 +76,7 @@ class RealtimeProtocol(RealtimeCommands, RealtimeEvents):
         wire_format: the ``audio.*.format`` object sent in ``session.update``.
         audio_format: the same as an :class:`AudioFormat` (for ms accounting).
         tools: declared tools.
+        replay_limit_bytes: caller audio kept per turn for a replay into the next session.
     """
 
     def __init__(
@@ -82,6 +87,7 @@ class RealtimeProtocol(RealtimeCommands, RealtimeEvents):
         wire_format: dict[str, Any],
         audio_format: AudioFormat,
         tools: Sequence[ToolSpec] = (),
+        replay_limit_bytes: int = 1 << 20,
     ) -> None:
         self.backend = backend
         self.config = config
@@ -109,9 +115,19 @@ class RealtimeProtocol(RealtimeCommands, RealtimeEvents):
         self._create_pending = False  # a response.create not yet answered by response.created
         self._say_wanted = ""  # instructions of a say() waiting for the running response
         self._uncommitted_bytes = 0
+        # Carry-over (RealtimeHandover): the conversation so far, caller speech, turn audio.
+        self.history: list[Turn] = []
+        self.caller_speaking = False
+        self.replay_limit_bytes = replay_limit_bytes
+        self._carried: dict[str, Turn] = {}
+        self._turn_audio: deque[bytes] = deque()
+        self._turn_audio_bytes = 0
+        self._last_turn_audio: list[bytes] = []
+        self._user_missing = False
         self._handlers: dict[str, Callable[[dict[str, Any]], list[BridgeEvent]]] = {
             "session.updated": self._on_session_updated,
             "input_audio_buffer.speech_started": self._on_speech_started,
+            "input_audio_buffer.speech_stopped": self._on_speech_stopped,
             "input_audio_buffer.committed": self._on_committed,
             "conversation.item.added": self._on_item_added,
             "conversation.item.input_audio_transcription.completed": self._on_user_transcript,

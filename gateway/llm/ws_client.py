@@ -12,6 +12,9 @@ asyncio/client.html): ``connect`` options, ``InvalidStatus`` for a non-101 answe
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
@@ -19,7 +22,10 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from gateway.llm.base import BridgeFailed
 from gateway.llm.common import WIRE_LOG
 
-__all__ = ["open_socket", "close_code", "close_quietly"]
+__all__ = ["open_socket", "close_code", "close_quietly", "open_with_retries"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 async def open_socket(
@@ -80,3 +86,49 @@ async def close_quietly(ws: ClientConnection | None, *, timeout_s: float) -> Non
             await ws.close()
     except (TimeoutError, OSError):
         pass
+
+
+async def open_with_retries(
+    open_once: Callable[[], Awaitable[T]],
+    *,
+    attempts: int,
+    backoff_s: Sequence[float],
+    stop: Callable[[], bool],
+    peer: str,
+) -> tuple[T | None, int]:
+    """Open a model session again after a drop (or for a new one), with bounded retries.
+
+    Attempt ``i`` (from 0) waits ``backoff_s[i]`` first (the last delay repeats); each attempt's
+    own waits are ``open_once``'s (its handshake and setup timeouts).
+
+    Args:
+        open_once: one attempt (connect and set up), raising :class:`BridgeFailed` on failure.
+        attempts: at most this many attempts (at least 1).
+        backoff_s: delays (s) before each attempt.
+        stop: checked before each attempt: true (the bridge is closing) ends the loop.
+        peer: the model's name for log lines.
+
+    Returns:
+        ``(what open_once returned, attempts used)``; ``(None, n)`` if ``stop()`` turned true.
+
+    Raises:
+        BridgeFailed: ``model_auth`` at once (a refused key does not get better), else the last
+            failure once every attempt failed.
+    """
+    delays = tuple(backoff_s) or (0.0,)
+    last: BridgeFailed | None = None
+    for attempt in range(max(1, attempts)):
+        delay = delays[min(attempt, len(delays) - 1)]
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if stop():
+            return None, attempt
+        try:
+            return await open_once(), attempt + 1
+        except BridgeFailed as exc:
+            if exc.code == "model_auth":
+                raise
+            last = exc
+            log.warning("%s: attempt %d to open a session failed: %s", peer, attempt + 1, exc)
+    assert last is not None
+    raise last

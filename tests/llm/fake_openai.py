@@ -41,6 +41,18 @@ class Reply:
     hold_open: bool = False  # stay in progress after the audio until cancelled
 
 
+@dataclass
+class SessionLog:
+    """One connection (one model session): what the client sent on it."""
+
+    received: list[dict[str, Any]] = field(default_factory=list)
+    input_audio: bytearray = field(default_factory=bytearray)
+    closed: bool = False
+
+    def of_type(self, type_: str) -> list[dict[str, Any]]:
+        return [m for m in self.received if m.get("type") == type_]
+
+
 _BETA = {
     "response.output_audio.delta": "response.audio.delta",
     "response.output_audio.done": "response.audio.done",
@@ -71,6 +83,11 @@ class FakeRealtimeServer(_Recorder):
             starts the next reply, as OpenAI does. Off: the detector never runs.
         vad_threshold_dbfs / vad_start_ms: the detector's 20 ms frame energy threshold and the
             speech it needs before ``speech_started``.
+        session_limit_s: end each session this long after it opened as OpenAI does at 60 min
+            (``error`` ``session_expired``, then close 1000); ``None``: never.
+
+    Every connection is one session: :attr:`sessions` logs each one's messages and audio;
+    :attr:`refuse_status` (e.g. 503) makes later handshakes fail with that HTTP status.
     """
 
     def __init__(
@@ -88,8 +105,13 @@ class FakeRealtimeServer(_Recorder):
         server_vad: bool = False,
         vad_threshold_dbfs: float = -40.0,
         vad_start_ms: int = 60,
+        session_limit_s: float | None = None,
     ) -> None:
         super().__init__()
+        self.session_limit_s = session_limit_s
+        self.sessions: list[SessionLog] = []
+        self.refuse_status: int | None = None
+        self.expired = 0  # sessions the server ended at its limit
         self.server_vad = server_vad
         self.vad_threshold_dbfs = vad_threshold_dbfs
         self.vad_start_ms = vad_start_ms
@@ -152,6 +174,8 @@ class FakeRealtimeServer(_Recorder):
             ok = headers.get("authorization") == f"Bearer {self.api_key}"
         if not ok:
             return connection.respond(HTTPStatus.UNAUTHORIZED, "Incorrect API key provided\n")
+        if self.refuse_status is not None:
+            return connection.respond(HTTPStatus(self.refuse_status), "unavailable\n")
         return None
 
     # server → client -------------------------------------------------------------------
@@ -177,17 +201,46 @@ class FakeRealtimeServer(_Recorder):
 
     async def _handler(self, conn: ServerConnection) -> None:
         self._conn = conn
+        log = SessionLog()
+        self.sessions.append(log)
+        self._buffer.clear()  # a new session: its own input buffer and turn detection
+        self._vad_rest, self._vad_run_ms, self._vad_speaking = b"", 0, False
         await self.push({
             "type": "session.created",
             "session": {"type": "realtime", "object": "realtime.session", "id": "sess_fake",
                         "model": "gpt-realtime", "output_modalities": ["audio"]},
         })  # fmt: skip
+        expiry = None
+        if self.session_limit_s is not None:
+            expiry = asyncio.get_running_loop().call_later(
+                self.session_limit_s, lambda: asyncio.ensure_future(self._expire(conn))
+            )
         try:
-            await self._receive(conn)
+            async for raw in conn:
+                msg = json.loads(raw)
+                self.received.append(msg)
+                log.received.append(msg)
+                if msg.get("type") == "input_audio_buffer.append":
+                    log.input_audio += base64.b64decode(msg["audio"])
+                await self._on(msg)
+                await self._notify()
         except ConnectionClosed:
             pass
         finally:
-            self._cancel_tasks()
+            log.closed = True
+            if expiry is not None:
+                expiry.cancel()
+            if self._conn is conn:
+                self._cancel_tasks()
+            await self._notify()
+
+    async def _expire(self, conn: ServerConnection) -> None:
+        """The session limit: ``session_expired``, then a normal close (as OpenAI ends it)."""
+        if conn is not self._conn:
+            return
+        self.expired += 1
+        await self.error("Your session hit the maximum duration of 60 minutes.", "session_expired")
+        await conn.close(1000, "session expired")
 
     async def _on(self, msg: dict[str, Any]) -> None:
         t = msg.get("type")

@@ -21,6 +21,7 @@ PURE = [
     "gateway.llm.openai_protocol",
     "gateway.llm.openai_commands",
     "gateway.llm.openai_events",
+    "gateway.llm.openai_history",
     "gateway.llm.gemini_protocol",
     "gateway.llm.tools",
 ]

@@ -16,7 +16,15 @@ import openai
 import pytest
 
 from gateway.formats import L16_8K, L16_16K, L16_24K, PCMU_8K
-from gateway.llm.base import AgentConfig, AudioOut, BridgeError, BridgeFailed, ResponseDone, Transcript
+from gateway.llm.base import (
+    AgentConfig,
+    AudioOut,
+    BridgeError,
+    BridgeFailed,
+    ResponseDone,
+    SessionRenewed,
+    Transcript,
+)
 from gateway.llm.openai_realtime import OpenAIRealtimeBridge, azure_backend, compat_backend, openai_backend, xai_backend
 from tests.llm.conformance import check_openai_client_event, check_openai_server_event
 from tests.llm.fake_servers import Collector, FakeRealtimeServer, Reply, Say, speech, transcript_of
@@ -220,37 +228,57 @@ async def test_server_error_events_become_bridge_errors():
             await srv.error("The server had an error", "server_error", type_="server_error")
             await c.wait_for(lambda: c.of(BridgeError))
             assert not c.of(BridgeError)[0].fatal
+            # A session the server ends early (session_expired) is renewed, not the call ended.
             await srv.error("Your session hit the maximum duration of 60 minutes.", "session_expired")
-            await c.wait_for(lambda: len(c.of(BridgeError)) == 2)
-            assert c.of(BridgeError)[1] == BridgeError("model_session_limit", c.of(BridgeError)[1].message, True)
+            await c.wait_for(lambda: c.of(SessionRenewed))
+            assert c.of(SessionRenewed)[0].reason == "rollover" and len(srv.sessions) == 2
+            assert len(c.of(BridgeError)) == 1 and not c.finished
 
 
-async def test_dropped_connection_is_fatal_model_disconnected():
-    async with FakeRealtimeServer() as srv:
-        bridge = OpenAIRealtimeBridge(openai_backend("gpt-realtime", url=srv.url), "test")
-        await bridge.start(AgentConfig(first_speaker="user"), PCMU_8K)
-        async with Collector(bridge) as c:
-            srv.drop()
-            await c.wait_for(lambda: c.finished)
-        [err] = c.of(BridgeError)
-        assert err.code == "model_disconnected" and err.fatal
-
-
-async def test_call_ends_cleanly_before_the_60_minute_session_limit():
-    now = [1000.0]
+async def test_dropped_connection_that_cannot_be_reopened_is_fatal_model_disconnected():
     async with FakeRealtimeServer() as srv:
         bridge = OpenAIRealtimeBridge(
-            openai_backend("gpt-realtime", url=srv.url), "test", clock=lambda: now[0], poll_s=0.02
+            openai_backend("gpt-realtime", url=srv.url), "test", max_reconnects=3, backoff_s=(0.0, 0.01)
         )
         await bridge.start(AgentConfig(first_speaker="user"), PCMU_8K)
         async with Collector(bridge) as c:
-            now[0] += 3600 - 31  # 59:29 in: still fine
-            await asyncio.sleep(0.1)
-            assert not c.of(BridgeError)
-            now[0] += 2  # 59:31: within the 30 s margin
+            srv.refuse_status = 503
+            srv.drop()
             await c.wait_for(lambda: c.finished)
         [err] = c.of(BridgeError)
-        assert err.code == "model_session_limit" and err.fatal
+        assert err.code == "model_disconnected" and err.fatal and "503" in err.message
+        assert len(srv.handshakes) == 1 + 3  # the first session, then three bounded attempts
+        assert not c.of(SessionRenewed)
+
+
+async def test_session_rolls_over_between_turns_before_the_60_minute_limit():
+    now = [1000.0]
+    async with FakeRealtimeServer(replies=[Reply([Say("caller/hello", "Hello?")], hold_open=True)]) as srv:
+        bridge = OpenAIRealtimeBridge(
+            openai_backend("gpt-realtime", url=srv.url), "test", clock=lambda: now[0], poll_s=0.02
+        )
+        await bridge.start(AGENT, PCMU_8K)
+        async with Collector(bridge) as c:
+            await c.wait_for(lambda: c.items())  # the greeting streams, then holds its response
+            now[0] += 3600 - 30 - 300 + 1  # inside the 5-minute window: waits for a pause
+            await asyncio.sleep(0.1)
+            assert len(srv.sessions) == 1 and not c.of(SessionRenewed)
+            await bridge.interrupt(c.items()[0], 10**6)  # the response ends (cancelled)
+            await c.wait_for(lambda: c.of(SessionRenewed))
+            assert len(srv.sessions) == 2 and not c.of(BridgeError)
+            # The new session's clock starts again: no further switch.
+            now[0] += 3000
+            await asyncio.sleep(0.1)
+            assert len(srv.sessions) == 2
+        first, second = srv.sessions
+        assert first.closed and len(first.of_type("response.create")) == 1  # the greeting
+        assert not second.of_type("response.create")  # no second greeting
+        [update] = second.of_type("session.update")
+        assert "Do not greet the caller again" in update["session"]["instructions"]
+        [carried] = second.of_type("conversation.item.create")
+        assert carried["item"]["role"] == "assistant"
+        assert carried["item"]["content"] == [{"type": "output_text", "text": "Hello?"}]
+        conforms(srv)
 
 
 async def test_xai_call_at_8k_with_top_level_voice_and_local_barge_in():
