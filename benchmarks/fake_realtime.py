@@ -1,7 +1,7 @@
 """A cheap stand-in for a realtime speech model: the OpenAI Realtime (GA) wire protocol on loopback.
 
-``gateway bench load`` points its calls at this server (``model = compat:bench@ws://127.0.0.1:PORT/v1``)
-so that what is measured is the gateway's own cost, not a speech model's. It speaks just enough
+``gateway bench load`` points its calls at this server (``model = compat:bench``; the gateway
+is started with ``GATEWAY_COMPAT_REALTIME_URL=ws://127.0.0.1:PORT/v1``) so that what is measured is the gateway's own cost, not a speech model's. It speaks just enough
 of the protocol for :mod:`gateway.llm.openai_realtime`: ``session.update`` → ``session.updated``;
 ``input_audio_buffer.append`` (counted, never decoded); ``input_audio_buffer.commit`` →
 ``committed``, the user item and a transcript; ``conversation.item.create`` → ``added``;

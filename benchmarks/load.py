@@ -8,8 +8,8 @@ Without ``--url`` it starts everything on this machine, on loopback:
   so μ-law carriers pass G.711 straight through to the model as with OpenAI;
 * a fake realtime model (:mod:`benchmarks.fake_realtime`), a separate process speaking the
   OpenAI Realtime wire protocol and answering with pre-recorded speech, so the load measures
-  the gateway's own cost rather than a speech model's (calls use
-  ``model = compat:bench@ws://127.0.0.1:<port>/v1``);
+  the gateway's own cost rather than a speech model's (calls use ``model = compat:bench``; the
+  gateway started here gets ``GATEWAY_COMPAT_REALTIME_URL=ws://127.0.0.1:<port>/v1``);
 * the driver (this process, :mod:`gateway.simulator.load`): ``--calls`` simulated callers, the
   carriers of ``--carriers`` mixed, each speaking real recordings with pauses and one barge-in.
 
@@ -18,7 +18,8 @@ model to the others (``--no-pin`` to turn off), so "calls per gateway core" is w
 holds while the load generator has its own.
 
 With ``--url`` and ``--api-key`` it drives any gateway (loopback addresses only); ``--model``
-picks the calls' backend (``local``, ``openai:…``, …; default: the fake model started here),
+picks the calls' backend (``local``, ``openai:…``, ``compat:<model>@<endpoint>``, …; required,
+since that gateway's model endpoints come from its own settings),
 and ``--gateway-pid`` lets it read that gateway's CPU and memory from ``/proc``.
 
 ``--ramp`` runs steps of growing size (doubling from ``--ramp-start``, then bisecting) and
@@ -107,9 +108,14 @@ class FakeModelProcess:
         self.stop()
         raise RuntimeError("the fake realtime model did not start")
 
+    #: The calls' model selector: the gateway's default compat server, which
+    #: :attr:`gateway_env` points at this fake model (requests never carry a URL).
+    model = "compat:bench"
+
     @property
-    def model(self) -> str:
-        return f"compat:bench@ws://127.0.0.1:{self.port}/v1"
+    def gateway_env(self) -> dict[str, str]:
+        """Settings for a gateway started here so that ``compat:bench`` reaches this server."""
+        return {"GATEWAY_COMPAT_REALTIME_URL": f"ws://127.0.0.1:{self.port}/v1"}
 
     async def stats(self) -> dict[str, Any]:
         async with httpx.AsyncClient(timeout=10) as http:
@@ -312,13 +318,16 @@ async def run(
     info: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gw-bench-load-")))
+        if model is None and url is not None:
+            raise ValueError("--model is required with --url: a gateway's model endpoints are its own "
+                             "settings, so calls cannot point it at a fake model started here")
         if model is None:
             fake = FakeModelProcess(cpus=drv_cpus, speed=fake_speed)
             fake.start()
             stack.callback(fake.stop)
             model = fake.model
         if url is None:
-            gateway = LocalGateway(tmp, vad=vad, g711=g711, cpus=gw_cpus)
+            gateway = LocalGateway(tmp, vad=vad, g711=g711, cpus=gw_cpus, env=fake.gateway_env if fake else None)
             gateway.start()
             stack.callback(gateway.stop)
             if settle:

@@ -6,12 +6,49 @@ Example: ``GATEWAY_PUBLIC_URL=https://voice.example.com gateway serve``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "ModelEndpoint"]
+
+
+class ModelEndpoint(BaseModel):
+    """One operator-configured model endpoint (an entry of ``GATEWAY_MODEL_ENDPOINTS``).
+
+    Attributes:
+        backend: which protocol the server speaks (``openai``, ``azure``, ``xai``, ``compat``,
+            ``gemini``); a selector ``<backend>:<model>@<name>`` must name the same backend.
+        url: the WebSocket URL (``ws(s)://…``); for ``azure`` the resource endpoint
+            (``https://<resource>.openai.azure.com``).
+        api_key_env: name of the environment variable holding the endpoint's key (``""``: the
+            backend's key setting, e.g. ``GATEWAY_COMPAT_API_KEY``).
+        supports_truncate, supports_cancel, g711: ``compat`` server capabilities.
+        session_limit_s: model session length limit (s); ``None``: the backend's default.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["openai", "azure", "xai", "compat", "gemini"]
+    url: str = Field(min_length=1)
+    api_key_env: str = ""
+    supports_truncate: bool = True
+    supports_cancel: bool = True
+    g711: bool = False
+    session_limit_s: float | None = Field(None, gt=0)
+
+
+def _comma_list(value: Any) -> Any:
+    """``"a, b"`` → ``["a", "b"]``; a JSON list string is parsed; lists pass through."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
 
 
 class Settings(BaseSettings):
@@ -71,6 +108,16 @@ class Settings(BaseSettings):
     compat_supports_cancel: bool = True
     #: The compatible server accepts G.711 (``audio/pcmu`` / ``audio/pcma``) directly.
     compat_g711: bool = False
+    #: Named model endpoints (JSON object, name → :class:`ModelEndpoint`). A call picks one by
+    #: name (``compat:<model>@<name>``); requests never give a URL.
+    model_endpoints: dict[str, ModelEndpoint] = Field(default_factory=dict)
+    #: Non-public targets tool URLs may reach (comma-separated hosts, ``host:port``, addresses
+    #: or CIDRs; see :mod:`gateway.netpolicy`). Empty: public HTTPS hosts only.
+    outbound_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: Secrets each tenant's API keys may reference (JSON: tenant → list of ``GATEWAY_SECRET_*``
+    #: names, ``PREFIX*`` patterns or ``"*"``), on top of the built-in grant of
+    #: ``GATEWAY_SECRET_<TENANT>_*`` to each tenant (see :mod:`gateway.tenants`).
+    tenant_secrets: dict[str, list[str]] = Field(default_factory=dict)
     #: Hosted realtime sessions end after 60 min; the call ends cleanly this margin before.
     model_session_limit_s: float = Field(3600.0, gt=0)
     model_session_margin_s: float = Field(30.0, ge=0)
@@ -78,3 +125,24 @@ class Settings(BaseSettings):
     #: uvicorn's WebSocket implementation: ``websockets-sansio`` (default), ``websockets``, ``wsproto``.
     ws_impl: Literal["websockets-sansio", "websockets", "wsproto"] = "websockets-sansio"
     log_level: str = "INFO"
+
+    @field_validator("outbound_allow", mode="before")
+    @classmethod
+    def _allow_list(cls, value: Any) -> Any:
+        return _comma_list(value)
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _allow_entries(cls, value: list[str]) -> list[str]:
+        from gateway.netpolicy import OutboundPolicy
+
+        OutboundPolicy(tuple(value))  # raises ValueError naming a malformed entry
+        return value
+
+    @field_validator("tenant_secrets")
+    @classmethod
+    def _grants(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        from gateway.tenants import SecretGrants
+
+        SecretGrants({t: tuple(p) for t, p in value.items()})  # raises ValueError naming the bad grant
+        return value

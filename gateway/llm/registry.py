@@ -1,31 +1,39 @@
 """Choose and build a call's model bridge from ``AgentConfig.model``.
 
-Selectors:
+Selectors (``<backend>:<model>[@<endpoint name>]``, see :mod:`gateway.llm.endpoints`):
 
-==========================  ===========================================================
-``local``                   the embedded offline agent (:mod:`gateway.llm.local.agent`)
-``openai:<model>``          OpenAI Realtime (``gpt-realtime`` if the model is empty)
-``azure:<deployment>``      Azure OpenAI realtime (endpoint from settings or secrets)
-``xai:<model>``             xAI Voice Agent API
-``compat:<model>[@<url>]``  any OpenAI-Realtime-compatible server at ``<url>``
-                            (``ws://host:port/v1``), else ``compat_realtime_url``
-``gemini:<model>``          Gemini Live
-==========================  ===========================================================
+==============================  ========================================================
+``local``                       the embedded offline agent (:mod:`gateway.llm.local.agent`)
+``openai:<model>``              OpenAI Realtime (``gpt-realtime`` if the model is empty)
+``azure:<deployment>``          Azure OpenAI realtime (``azure_openai_endpoint``)
+``xai:<model>``                 xAI Voice Agent API
+``compat:<model>``              the OpenAI-Realtime-compatible server at ``compat_realtime_url``
+``gemini:<model>``              Gemini Live
+``<backend>:<model>@<name>``    the operator's endpoint ``<name>`` of ``model_endpoints``
+                                (``GATEWAY_MODEL_ENDPOINTS``), which must serve ``<backend>``
+==============================  ========================================================
 
-Credentials come from the call's ``config.secrets`` first, then from settings:
+Network destinations come only from settings: a URL in the selector, an unknown endpoint name
+or an endpoint of another backend is a ``model_config`` failure (and a 422 at the API).
+Request-side secrets may carry keys, never endpoints. Keys: the call's ``config.secrets``
+first (already limited to its tenant's grant), then the named endpoint's ``api_key_env``
+variable, then the backend's settings field:
 
 =============  ===================================  =====================================
 backend        secret / settings field              other settings (getattr, defaults)
 =============  ===================================  =====================================
 openai         ``openai_api_key``                   ``openai_realtime_url``
-azure          ``azure_openai_api_key``             ``azure_openai_endpoint`` (also a secret)
+azure          ``azure_openai_api_key``             ``azure_openai_endpoint``
 xai            ``xai_api_key``                      ``xai_realtime_url``
-compat         ``compat_api_key`` (optional)        ``compat_realtime_url`` (also a secret:
-                                                    ``compat_base_url``),
+compat         ``compat_api_key`` (optional)        ``compat_realtime_url``,
                                                     ``compat_supports_truncate``,
                                                     ``compat_supports_cancel``, ``compat_g711``
+                                                    (a named endpoint's own options win)
 gemini         ``gemini_api_key``                   ``gemini_live_url``
 =============  ===================================  =====================================
+
+Tool calls go through :func:`gateway.outbound.outbound_client` with the settings'
+``outbound_allow`` policy unless a ``tool_client`` is given.
 
 ``model_session_limit_s`` (default 3600) and ``model_session_margin_s`` (30) bound OpenAI, Azure
 and xAI sessions (``compat_session_limit_s``, default none, for compatible servers). Keys never
@@ -34,15 +42,18 @@ reach logs, exception messages or ``repr``.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
 from gateway.llm.base import AgentConfig, BridgeFailed, ModelBridge
+from gateway.llm.endpoints import BACKENDS, SelectorError, check_selector
+from gateway.netpolicy import OutboundPolicy
+from gateway.outbound import outbound_client
 
 __all__ = ["make_bridge", "BACKENDS"]
-
-BACKENDS = ("local", "openai", "azure", "xai", "compat", "gemini")
 
 
 def _plain(value: Any) -> str:
@@ -52,11 +63,47 @@ def _plain(value: Any) -> str:
     return str(get() if callable(get) else value).strip()
 
 
-def _secret(config: AgentConfig, settings: Any, name: str, *aliases: str) -> str:
-    for key in (name, *aliases):
-        if config.secrets.get(key):
-            return str(config.secrets[key]).strip()
-    return _plain(getattr(settings, name, ""))
+#: Backend → the names its key has among the call's secrets; the first is also the settings
+#: field (``openai_api_key`` ↔ ``GATEWAY_OPENAI_API_KEY``).
+_KEY_NAMES = {
+    "openai": ("openai_api_key",),
+    "azure": ("azure_openai_api_key", "azure_api_key"),
+    "xai": ("xai_api_key",),
+    "compat": ("compat_api_key",),
+    "gemini": ("gemini_api_key",),
+}
+
+
+def _endpoints(settings: Any) -> Mapping[str, Any]:
+    return getattr(settings, "model_endpoints", None) or {}
+
+
+def _ep(ep: Any, name: str, default: Any = "") -> Any:
+    """Field ``name`` of a named endpoint (a ``ModelEndpoint`` or a dict), else ``default``."""
+    if ep is None:
+        return default
+    value = ep.get(name, default) if isinstance(ep, Mapping) else getattr(ep, name, default)
+    return default if value is None else value
+
+
+def _option(ep: Any, settings: Any, name: str, default: Any) -> Any:
+    """A compat capability: the named endpoint's, else ``compat_<name>`` from settings."""
+    if ep is not None:
+        return _ep(ep, name, default)
+    return _setting(settings, f"compat_{name}", default)
+
+
+def _key(config: AgentConfig, settings: Any, backend: str, ep: Any) -> str:
+    """The backend's key: the call's (tenant-granted) secret, else the named endpoint's
+    ``api_key_env`` variable, else the backend's settings field."""
+    names = _KEY_NAMES[backend]
+    for name in names:
+        if config.secrets.get(name):
+            return str(config.secrets[name]).strip()
+    env = _ep(ep, "api_key_env", "")
+    if env:
+        return os.environ.get(env, "").strip()
+    return _plain(getattr(settings, names[0], ""))
 
 
 def _setting(settings: Any, name: str, default: Any) -> Any:
@@ -84,77 +131,76 @@ def make_bridge(
         settings: :class:`gateway.config.Settings` (read with ``getattr`` and defaults).
         local_engines: the app's shared :class:`~gateway.llm.local.engines.LocalEngines` for
             ``local`` (created here if not given, which loads the models per call).
-        tool_client: HTTP client for tool calls (tests).
+        tool_client: HTTP client for tool calls (tests); default: an
+            :func:`~gateway.outbound.outbound_client` with the settings' allow-list.
 
     Raises:
-        BridgeFailed: ``model_config`` for an unknown backend, a missing key or endpoint.
+        BridgeFailed: ``model_config`` for an unknown backend, a missing key or endpoint, a
+            URL in the selector, or an endpoint name the settings do not define (or that
+            serves another backend).
     """
-    backend, _, model = config.model.strip().partition(":")
-    backend = backend.strip().lower()
-    model = model.strip()
+    try:
+        sel = check_selector(config.model, _endpoints(settings))
+    except SelectorError as exc:
+        raise BridgeFailed("model_config", f"model {config.model!r}: {exc}") from None
+    backend, model = sel.backend, sel.model
+    ep = _endpoints(settings).get(sel.endpoint) if sel.endpoint else None
     if backend == "local":
         return _make_local(settings, local_engines)
+    if tool_client is None:
+        tool_client = outbound_client(OutboundPolicy.from_settings(settings))
     if backend == "gemini":
         from gateway.llm.gemini_live import GEMINI_LIVE_URL, GeminiLiveBridge
 
-        key = _secret(config, settings, "gemini_api_key")
-        _require(key, "gemini", "GATEWAY_GEMINI_API_KEY")
+        key = _require(_key(config, settings, "gemini", ep), "gemini", "GATEWAY_GEMINI_API_KEY")
         return GeminiLiveBridge(
             model or "gemini-2.5-flash-native-audio-preview-09-2025",
             key,
-            url=_setting(settings, "gemini_live_url", GEMINI_LIVE_URL),
+            url=_ep(ep, "url") or _setting(settings, "gemini_live_url", GEMINI_LIVE_URL),
             tool_client=tool_client,
         )
 
     from gateway.llm import openai_realtime as oai
 
     if backend == "openai":
-        key = _secret(config, settings, "openai_api_key")
-        _require(key, "openai", "GATEWAY_OPENAI_API_KEY")
-        url = _setting(settings, "openai_realtime_url", "wss://api.openai.com/v1/realtime")
+        key = _require(_key(config, settings, "openai", ep), "openai", "GATEWAY_OPENAI_API_KEY")
+        url = _ep(ep, "url") or _setting(settings, "openai_realtime_url", "wss://api.openai.com/v1/realtime")
         rt = oai.openai_backend(model or "gpt-realtime", url=url)
     elif backend == "azure":
-        key = _require(
-            _secret(config, settings, "azure_openai_api_key", "azure_api_key"),
-            "azure", "GATEWAY_AZURE_OPENAI_API_KEY",
-        )  # fmt: skip
-        endpoint = config.secrets.get("azure_openai_endpoint") or _setting(
-            settings, "azure_openai_endpoint", ""
-        )
+        key = _require(_key(config, settings, "azure", ep), "azure", "GATEWAY_AZURE_OPENAI_API_KEY")
+        endpoint = _ep(ep, "url") or _setting(settings, "azure_openai_endpoint", "")
         if not model or not endpoint:
             raise BridgeFailed(
                 "model_config", "azure needs azure:<deployment> and GATEWAY_AZURE_OPENAI_ENDPOINT"
             )
         rt = oai.azure_backend(model, endpoint=str(endpoint))
     elif backend == "xai":
-        key = _require(_secret(config, settings, "xai_api_key"), "xai", "GATEWAY_XAI_API_KEY")
-        url = _setting(settings, "xai_realtime_url", "wss://api.x.ai/v1/realtime")
+        key = _require(_key(config, settings, "xai", ep), "xai", "GATEWAY_XAI_API_KEY")
+        url = _ep(ep, "url") or _setting(settings, "xai_realtime_url", "wss://api.x.ai/v1/realtime")
         rt = oai.xai_backend(model, url=url)
     elif backend == "compat":
-        name, _, inline_url = model.partition("@")
-        base = (
-            inline_url.strip()
-            or config.secrets.get("compat_base_url", "")
-            or _setting(settings, "compat_realtime_url", "")
-        )
+        base = _ep(ep, "url") or _setting(settings, "compat_realtime_url", "")
         if not base:
             raise BridgeFailed(
                 "model_config",
-                "compat needs compat:<model>@<ws url> or GATEWAY_COMPAT_REALTIME_URL",
+                "compat needs GATEWAY_COMPAT_REALTIME_URL or compat:<model>@<endpoint name> "
+                "(GATEWAY_MODEL_ENDPOINTS)",
             )
-        key = _secret(config, settings, "compat_api_key")
         rt = oai.compat_backend(
-            name.strip(),
+            model,
             base_url=str(base),
-            supports_truncate=bool(_setting(settings, "compat_supports_truncate", True)),
-            supports_cancel=bool(_setting(settings, "compat_supports_cancel", True)),
-            g711=bool(_setting(settings, "compat_g711", False)),
+            supports_truncate=bool(_option(ep, settings, "supports_truncate", True)),
+            supports_cancel=bool(_option(ep, settings, "supports_cancel", True)),
+            g711=bool(_option(ep, settings, "g711", False)),
         )
+        key = _key(config, settings, "compat", ep)
     else:
         raise BridgeFailed("model_config", f"unknown model backend {backend!r} (one of {BACKENDS})")
     limit = float(_setting(settings, "model_session_limit_s", 3600.0))
     if rt.name == "compat":  # self-hosted servers have no 60-minute cap unless told so
         limit = float(_setting(settings, "compat_session_limit_s", float("inf")))
+    if _ep(ep, "session_limit_s", None):
+        limit = float(_ep(ep, "session_limit_s"))
     return oai.OpenAIRealtimeBridge(
         rt,
         key,

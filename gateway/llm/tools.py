@@ -18,8 +18,14 @@ and returns the response body (JSON re-serialised compactly, or text) as the out
 reads. Any failure (timeout, connection error, HTTP status ≥ 400, bad arguments) becomes an
 ``{"error": …}`` JSON output, so the model can tell the caller; a tool never ends the call.
 
-Only ``https://`` URLs are allowed, except ``http://`` to loopback hosts (local tool servers).
-Tool secrets never appear in ``repr``, logs or outputs.
+Tool URLs must not reach the gateway's own network: :class:`gateway.netpolicy.OutboundPolicy`
+refuses private, loopback, link-local and reserved targets unless the operator's allow-list
+(``GATEWAY_OUTBOUND_ALLOW``) names them, and requires ``https://`` (``http://`` only to an
+allow-listed target). :func:`parse_tools` applies the static part of that check when given a
+policy (agent creation: a 422); the runner's HTTP client
+(:func:`gateway.outbound.outbound_client`) re-checks every resolved address at call time.
+Without a policy :func:`parse_tools` checks only the URL's shape (``http(s)://host``). Tool
+secrets never appear in ``repr``, logs or outputs.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
+
+from gateway.netpolicy import OutboundPolicy, OutboundRefused
 
 __all__ = [
     "ToolSpec",
@@ -45,7 +53,6 @@ DEFAULT_TIMEOUT_S = 10.0
 MAX_TIMEOUT_S = 30.0
 MAX_OUTPUT_CHARS = 16_000
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
 class ToolConfigError(ValueError):
@@ -88,30 +95,43 @@ class ToolCall:
     arguments: str | dict[str, Any]
 
 
-def _check_url(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    if parts.scheme == "https" and host:
+def _check_url(url: str, name: str, policy: OutboundPolicy | None) -> str:
+    if policy is not None:
+        try:
+            policy.check_static(url)
+        except OutboundRefused as exc:
+            raise ToolConfigError(f"tool {name!r}: {exc}") from None
         return url
-    if parts.scheme == "http" and host in _LOOPBACK:
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("https", "http") and bool(parts.hostname)
+    except ValueError:
+        ok = False
+    if ok:
         return url
-    raise ToolConfigError(f"tool {name!r}: url must be https:// (http:// only to loopback)")
+    raise ToolConfigError(f"tool {name!r}: url must be https://")
 
 
 def parse_tools(
-    tools: Iterable[Mapping[str, Any]], secrets: Mapping[str, str] | None = None
+    tools: Iterable[Mapping[str, Any]],
+    secrets: Mapping[str, str] | None = None,
+    *,
+    policy: OutboundPolicy | None = None,
 ) -> list[ToolSpec]:
     """Normalise tool declarations into :class:`ToolSpec` objects.
 
     Args:
         tools: declarations as described in the module docstring.
         secrets: the call's secrets, for ``secret`` references.
+        policy: the operator's outbound policy; when given, each URL must pass
+            :meth:`~gateway.netpolicy.OutboundPolicy.check_static` (scheme, literal addresses).
 
     Returns:
         One spec per declaration, in order.
 
     Raises:
-        ToolConfigError: a declaration lacks a valid name or URL, or names an unknown secret.
+        ToolConfigError: a declaration lacks a valid name or URL, its URL is refused by
+            ``policy``, or it names an unknown secret.
     """
     secrets = secrets or {}
     specs: list[ToolSpec] = []
@@ -148,7 +168,7 @@ def parse_tools(
                 name=name,
                 description=str(decl.get("description", "")),
                 parameters=dict(params),
-                url=_check_url(url, name),
+                url=_check_url(url, name, policy),
                 timeout_s=timeout,
                 bearer=bearer,
             )

@@ -336,7 +336,7 @@ async def run_step(
         api_key: a REST API key of that gateway.
         calls: calls in this step.
         carriers: carrier dialects to mix, round-robin.
-        model: ``model`` of every call (``compat:bench@ws://…/v1``, ``local``, ``openai:…``).
+        model: ``model`` of every call (``compat:bench``, ``local``, ``openai:…``).
         tag_prefix: calls are tagged ``[<prefix>c<i>]`` in their system prompt.
         arrival_s: callers connect spread evenly over this many seconds.
         lines: the caller's recordings.

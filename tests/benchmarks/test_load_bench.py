@@ -74,8 +74,8 @@ async def test_fake_model_speaks_to_the_real_bridge():
     from gateway.llm.registry import make_bridge
 
     async with FakeRealtimeModel(speed=0) as model:
-        config = llm.AgentConfig(model=f"compat:bench@{model.base_url}", system_prompt="[t1] test", interruptible=True)
-        bridge = make_bridge(config, Settings(compat_g711=True))
+        config = llm.AgentConfig(model="compat:bench", system_prompt="[t1] test", interruptible=True)
+        bridge = make_bridge(config, Settings(compat_g711=True, compat_realtime_url=model.base_url))
         await bridge.start(config, PCMU_8K)
         assert bridge.output_format == PCMU_8K
         audio = 0

@@ -18,6 +18,7 @@ from gateway.llm.tools import (
     openai_tool,
     parse_tools,
 )
+from gateway.netpolicy import OutboundPolicy
 from tests.llm.conformance import check_openai_client_event, check_openai_server_event
 from tests.llm.fake_servers import Collector, FakeRealtimeServer, Reply, Say
 
@@ -48,19 +49,34 @@ def test_parse_accepts_openai_and_chat_completions_shapes():
 
 
 @pytest.mark.parametrize("bad", [
-    {"name": "x", "url": "http://tools.example.com/x"},  # plain http off loopback
+    {"name": "x", "url": "http://tools.example.com/x"},  # plain http to a host nobody allowed
     {"name": "x", "url": "ftp://tools.example.com/x"},
     {"name": "x"},  # nowhere to forward to
     {"name": "bad name", "url": "https://x/y"},
     {"name": "x", "url": "https://x/y", "secret": "missing"},
+    {"name": "x", "url": "https://169.254.169.254/latest/meta-data"},  # cloud metadata
+    {"name": "x", "url": "https://10.0.0.5/x"},
+    {"name": "x", "url": "https://[::ffff:192.168.1.1]/x"},  # IPv4-mapped private
+    {"name": "x", "url": "http://127.0.0.1:9000/x"},  # loopback port, not allow-listed
+    {"name": "x", "url": "https://localhost/x"},
 ])  # fmt: skip
 def test_parse_rejects_bad_declarations(bad):
     with pytest.raises(ToolConfigError):
-        parse_tools([bad], SECRETS)
+        parse_tools([bad], SECRETS, policy=OutboundPolicy())
 
 
-def test_http_to_loopback_is_allowed_for_local_tool_servers():
-    assert parse_tools([{"name": "x", "url": "http://127.0.0.1:9000/x"}])[0].url.startswith("http://127.0.0.1")
+def test_without_a_policy_only_the_url_shape_is_checked():
+    """At call start the bridge has no policy: the runner's client checks the target then."""
+    assert parse_tools([{"name": "x", "url": "http://10.0.0.5/x"}])[0].url == "http://10.0.0.5/x"
+    with pytest.raises(ToolConfigError):
+        parse_tools([{"name": "x", "url": "ftp://tools.example.com/x"}])
+
+
+def test_http_to_loopback_needs_the_operator_allow_list():
+    allow = OutboundPolicy(("127.0.0.1:9000",))
+    assert parse_tools([{"name": "x", "url": "http://127.0.0.1:9000/x"}], policy=allow)[0].url.startswith("http://127.0.0.1")
+    with pytest.raises(ToolConfigError):
+        parse_tools([{"name": "x", "url": "http://127.0.0.1:9001/x"}], policy=allow)  # another port
 
 
 async def test_call_posts_arguments_with_bearer_and_returns_json():
@@ -106,7 +122,7 @@ async def test_unknown_tool_and_bad_arguments_are_errors_not_exceptions():
 async def test_bad_tool_declaration_fails_the_start():
     bridge = OpenAIRealtimeBridge(openai_backend("gpt-realtime", url="ws://127.0.0.1:9/v1/realtime"), "k")
     with pytest.raises(BridgeFailed) as info:
-        await bridge.start(AgentConfig(tools=({"name": "x", "url": "http://evil.example/x"},)), PCMU_8K)
+        await bridge.start(AgentConfig(tools=({"name": "x", "url": "ftp://evil.example/x"},)), PCMU_8K)
     assert info.value.code == "tool_config"
 
 

@@ -49,8 +49,6 @@ def test_azure_xai_and_compat():
     assert backend(az).url == "wss://res.openai.azure.com/openai/v1/realtime?model=my-dep" and backend(az).auth == "api-key"
     xai = make_bridge(AgentConfig(model="xai:grok-voice"), s)
     assert backend(xai).name == "xai" and backend(xai).url.startswith("wss://api.x.ai/v1/realtime")
-    inline = make_bridge(AgentConfig(model="compat:qwen-omni@ws://10.1.2.3:8000/v1"), s)
-    assert backend(inline).url == "ws://10.1.2.3:8000/v1/realtime?model=qwen-omni"
     from_settings = make_bridge(
         AgentConfig(model="compat:m"),
         settings(compat_realtime_url="wss://rt.example/v1/realtime", compat_supports_truncate=False),
@@ -62,6 +60,49 @@ def test_azure_xai_and_compat():
 def test_gemini():
     b = make_bridge(AgentConfig(model="gemini:gemini-2.5-flash-native-audio-preview-09-2025"), settings())
     assert isinstance(b, GeminiLiveBridge) and "AIza" not in repr(b)
+
+
+def test_named_endpoint_from_settings_with_its_own_key_and_options(monkeypatch):
+    monkeypatch.setenv("GATEWAY_GPU1_KEY", "gpu1-key-0123")
+    s = Settings(_env_file=None, compat_api_key=SecretStr("compat-default-key"), model_endpoints={
+        "gpu1": {"backend": "compat", "url": "ws://10.1.2.3:8000/v1", "api_key_env": "GATEWAY_GPU1_KEY",
+                 "supports_cancel": False, "g711": True, "session_limit_s": 1800},
+        "eu": {"backend": "openai", "url": "wss://eu.proxy.example/v1/realtime"},
+    })  # fmt: skip
+    named = make_bridge(AgentConfig(model="compat:qwen-omni@gpu1"), s)
+    assert backend(named).url == "ws://10.1.2.3:8000/v1/realtime?model=qwen-omni"
+    assert backend(named).supports_cancel is False and backend(named).supports_truncate is True
+    assert named._OpenAIRealtimeBridge__key == "gpu1-key-0123"  # type: ignore[attr-defined]
+    default = make_bridge(AgentConfig(model="compat:m"), s.model_copy(update={"compat_realtime_url": "ws://h/v1"}))
+    assert default._OpenAIRealtimeBridge__key == "compat-default-key"  # type: ignore[attr-defined]
+    eu = make_bridge(AgentConfig(model="openai:gpt-realtime@eu"), s.model_copy(update={"openai_api_key": SecretStr(KEY)}))
+    assert backend(eu).url == "wss://eu.proxy.example/v1/realtime?model=gpt-realtime"
+
+
+@pytest.mark.parametrize("model", [
+    "compat:m@ws://attacker.example/v1",
+    "compat:m@wss://169.254.169.254/latest",
+    "compat:m@127.0.0.1:8000",
+    "compat:m@",
+    "compat:m@nosuch",  # a name the operator did not configure
+    "openai:gpt-realtime@gpu1",  # an endpoint of another backend
+])  # fmt: skip
+def test_request_cannot_choose_a_destination(model):
+    s = settings(compat_realtime_url="ws://operator.example/v1", model_endpoints={
+        "gpu1": {"backend": "compat", "url": "ws://10.1.2.3:8000/v1"}})  # fmt: skip
+    with pytest.raises(BridgeFailed) as info:
+        make_bridge(AgentConfig(model=model), s)
+    assert info.value.code == "model_config"
+
+
+def test_secrets_choose_keys_but_never_endpoints():
+    s = settings(compat_realtime_url="ws://operator.example/v1", azure_openai_api_key=SecretStr("az"),
+                 azure_openai_endpoint="https://res.openai.azure.com")  # fmt: skip
+    sneaky = {"compat_base_url": "ws://attacker.example/v1", "azure_openai_endpoint": "https://attacker.example"}
+    compat = make_bridge(AgentConfig(model="compat:m", secrets=sneaky), s)
+    assert backend(compat).url.startswith("ws://operator.example/v1")
+    az = make_bridge(AgentConfig(model="azure:dep", secrets=sneaky), s)
+    assert backend(az).url.startswith("wss://res.openai.azure.com/")
 
 
 @pytest.mark.parametrize(("model", "extra"), [
