@@ -1,4 +1,4 @@
-"""Command line: ``gateway serve | demo | call | keys | bench``."""
+"""Command line: ``gateway serve | demo | call | fuzz | keys | bench``."""
 
 from __future__ import annotations
 
@@ -104,6 +104,37 @@ def demo(
     _logging(os.environ.get("GATEWAY_LOG_LEVEL", "WARNING"))
     code = asyncio.run(run_demo(console, wav=wav, say=say, carrier=carrier, barge_in=barge_in))
     raise typer.Exit(code)
+
+
+@app.command()
+def fuzz(
+    frames: int = typer.Option(100_000, min=1, help="Fuzzed frames to send per dialect (across many calls)."),
+    dialects: str = typer.Option("twilio,telnyx,plivo,vonage,exotel,raw", help="Carrier dialects, one after another."),
+    concurrency: int = typer.Option(8, min=1, help="Calls streaming at once."),
+    seed: int = typer.Option(0, help="Seed of the fuzzed frames (a run is reproducible)."),
+    vad: str = typer.Option("webrtc", help="VAD of the gateway under test: webrtc or silero."),
+    workdir: Optional[Path] = typer.Option(None, help="Keep the database and gateway log here (default: a temp dir)."),
+) -> None:
+    """Fuzz carrier streams over real sockets against a gateway process; JSON report on the last line.
+
+    Exits 1 if any dialect saw a crash, an internal_error call, an internal parse error or an
+    unfinalised record.
+    """
+    import json
+
+    from gateway.simulator.fuzz import DIALECT_NAMES, run_fuzz
+
+    names = [d for d in dialects.split(",") if d]
+    unknown = sorted(set(names) - set(DIALECT_NAMES))
+    if unknown:
+        raise typer.BadParameter(f"unknown {', '.join(unknown)}; choose from {', '.join(DIALECT_NAMES)}",
+                                 param_hint="--dialects")  # fmt: skip
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+    report = asyncio.run(run_fuzz(frames=frames, dialects=names, concurrency=concurrency, seed=seed, vad=vad,
+                                  workdir=workdir, log=lambda line: print(line, file=sys.stderr, flush=True)))  # fmt: skip
+    print(json.dumps(report), flush=True)
+    raise typer.Exit(0 if report["ok"] else 1)
 
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: media-path cost and load.")
