@@ -33,9 +33,10 @@ from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from gateway.api.urls import public_url, stream_path
 from gateway.carriers import events as ev
 from gateway.carriers.registry import CARRIERS, make_adapter
-from gateway.config import Settings
+from gateway.config import Settings, check_public_url
 from gateway.llm.base import AgentConfig, ModelBridge
 from gateway.llm.local.engines import LocalEngines
 from gateway.metrics import GatewayMetrics
@@ -158,14 +159,13 @@ async def _refuse(ws: WebSocket, key: str, reason: str) -> None:
 
 
 def public_stream_url(ws: WebSocket, settings: Settings) -> str:
-    """The ``ws(s)://`` URL the carrier was given for this socket (what carriers sign)."""
-    base = settings.public_url.rstrip("/")
-    if base:
-        base = "wss://" + base[len("https://"):] if base.startswith("https://") else (
-            "ws://" + base[len("http://"):] if base.startswith("http://") else base)
-    else:
-        base = f"{ws.url.scheme}://{ws.url.netloc}"
-    return base + ws.url.path
+    """The ``ws(s)://`` URL the carrier was given for this socket (what carriers sign).
+
+    Built by :func:`gateway.api.urls.public_url` from the path's parameters, the same way the
+    REST API built the URL it handed out.
+    """
+    p = ws.path_params
+    return public_url(settings, ws, stream_path(p["carrier"], p["call_id"], p["token"]), websocket=True)
 
 
 def twilio_signature_ok(ws: WebSocket, settings: Settings) -> bool:
@@ -297,10 +297,14 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
         store: an open store (default: one on ``settings.database_url``).
         engines: the local agent's speech engines (default: created, loaded in background).
         warm_up: load the local agent's models at start-up rather than on the first call.
+
+    Raises:
+        ValueError: ``settings.public_url`` is not ``http(s)://host[:port][/prefix]``.
     """
     from gateway.api import build_api, exception_handlers
 
     settings = settings or Settings()
+    check_public_url(settings.public_url)  # a model_copy(update=…) of settings skips validators
     store = store or Store(settings.database_url)
     services = Services(
         settings=settings,

@@ -21,9 +21,19 @@ console = Console()
 
 
 def _settings(**overrides):
+    """Settings from the environment; a bad setting prints what is wrong and exits 2."""
+    from pydantic import ValidationError
+
     from gateway.config import Settings
 
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False, include_input=False):
+            name = "GATEWAY_" + "_".join(str(p) for p in err["loc"]).upper()
+            message = str((err.get("ctx") or {}).get("error") or err["msg"])
+            typer.echo(message if message.startswith(name) else f"invalid setting {name}: {message}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _logging(level: str) -> None:

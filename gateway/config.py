@@ -5,13 +5,15 @@ Example: ``GATEWAY_PUBLIC_URL=https://voice.example.com gateway serve``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Settings", "ModelEndpoint"]
+__all__ = ["Settings", "ModelEndpoint", "check_public_url"]
 
 
 class ModelEndpoint(BaseModel):
@@ -50,6 +52,47 @@ def _comma_list(value: Any) -> Any:
         return [part.strip() for part in text.split(",") if part.strip()]
     return value
 
+_AUTHORITY = re.compile(
+    r"(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?"
+)
+_PREFIX = re.compile(r"(?:/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*")
+
+
+def check_public_url(value: str) -> str:
+    """Validate and normalise ``GATEWAY_PUBLIC_URL``: ``http(s)://host[:port][/prefix]``.
+
+    Args:
+        value: the setting as given; ``""`` (unset) is kept.
+
+    Returns:
+        The URL with a lower-case scheme and host and no trailing ``/`` (``""`` stays ``""``).
+
+    Raises:
+        ValueError: no ``http://`` / ``https://`` scheme, no host, a user name or password,
+            a bad port, a query string or fragment, or characters a URL path cannot hold.
+            The message names the setting and shows the expected form.
+    """
+    raw = value.strip()
+    if not raw:
+        return ""
+    form = "expected http(s)://host[:port][/prefix], e.g. https://voice.example.com"
+    if "://" not in raw:
+        raise ValueError(f"GATEWAY_PUBLIC_URL {raw!r} has no scheme; {form}")
+    parts = urlsplit(raw)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ValueError(f"GATEWAY_PUBLIC_URL {raw!r}: scheme must be http or https; {form}")
+    if "?" in raw or "#" in raw:
+        raise ValueError(f"GATEWAY_PUBLIC_URL {raw!r} must not have a query string or fragment; {form}")
+    if "@" in parts.netloc:
+        raise ValueError(f"GATEWAY_PUBLIC_URL {raw!r} must not carry a user name or password; {form}")
+    authority = _AUTHORITY.fullmatch(parts.netloc)
+    if authority is None or (authority["port"] and not 0 < int(authority["port"]) < 65536):
+        raise ValueError(f"GATEWAY_PUBLIC_URL {raw!r}: bad host or port; {form}")
+    if not _PREFIX.fullmatch(parts.path):
+        raise ValueError(f"GATEWAY_PUBLIC_URL {raw!r}: the path prefix has characters a URL cannot hold; {form}")
+    return f"{scheme}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+
 
 class Settings(BaseSettings):
     """Gateway settings. Every field maps to ``GATEWAY_<FIELD>`` (case-insensitive)."""
@@ -58,8 +101,9 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
-    #: Base URL carriers reach this gateway at (``https://…``); stream URLs use its ``wss://``
-    #: form. Empty: derived from the request's own Host header.
+    #: Base URL carriers reach this gateway at: ``http(s)://host[:port][/prefix]`` (checked by
+    #: :func:`check_public_url` at start-up); stream URLs use its ``wss://`` (``ws://``) form.
+    #: Empty: derived from the request's own scheme and Host header.
     public_url: str = ""
     database_url: str = "sqlite:///gateway.db"
     recordings_dir: Path = Path("recordings")
@@ -125,6 +169,11 @@ class Settings(BaseSettings):
     #: uvicorn's WebSocket implementation: ``websockets-sansio`` (default), ``websockets``, ``wsproto``.
     ws_impl: Literal["websockets-sansio", "websockets", "wsproto"] = "websockets-sansio"
     log_level: str = "INFO"
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_form(cls, value: str) -> str:
+        return check_public_url(value)
 
     @field_validator("outbound_allow", mode="before")
     @classmethod

@@ -3,13 +3,9 @@
 :func:`build_api` returns Starlette routes to put in the app's route list (no prefix).
 Handlers run store methods in worker threads (``asyncio.to_thread``).
 
-Stream URLs: ``<ws base>/stream/<connectionType>/<callId>/<token>``. The token is in the
-path because Twilio drops query strings from ``<Stream url>``. The base is
-``Settings.public_url`` when set (``https`` → ``wss``, ``http`` → ``ws``, any path prefix
-kept); otherwise the request's own scheme and ``Host`` header (plus the ASGI
-``root_path``). ``X-Forwarded-Proto`` / ``X-Forwarded-Host`` are **not** read here: behind a
-proxy, set ``GATEWAY_PUBLIC_URL`` (or run uvicorn with ``--proxy-headers`` and trusted
-``--forwarded-allow-ips``, which rewrites the request scheme before it reaches us).
+Stream URLs: ``<ws base>/stream/<connectionType>/<callId>/<token>``, built by
+:func:`gateway.api.urls.public_url` (the same function the stream endpoint checks Twilio's
+signature against).
 """
 
 from __future__ import annotations
@@ -21,7 +17,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
@@ -46,6 +41,8 @@ from gateway.api.schemas import (
     STORE_NAMES,
     TurnOut,
 )
+from gateway.api.urls import public_url, stream_path
+from gateway.carriers.instructions import instruction_document as default_instruction_document
 from gateway.config import Settings
 from gateway.store import (
     TERMINAL_STATUSES,
@@ -58,8 +55,6 @@ from gateway.store import (
 
 __all__ = [
     "build_api",
-    "stream_url",
-    "ws_base_url",
     "InstructionDocument",
     "LiveView",
     "OnCallCreated",
@@ -82,34 +77,6 @@ LiveView = Callable[[str], "Mapping[str, Any] | None | Awaitable[Mapping[str, An
 OnCallCreated = Callable[[CallRecord], "None | Awaitable[None]"]
 
 M = TypeVar("M", bound=BaseModel)
-
-
-# -- URLs ----------------------------------------------------------------------------------------
-
-
-def _http_base_url(settings: Settings, request: Request) -> str:
-    if settings.public_url:
-        public = settings.public_url.strip()
-        if "://" not in public:  # "voice.example.com": assume TLS
-            public = "https://" + public
-        parts = urlsplit(public)
-        scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-        return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
-    root = request.scope.get("root_path", "").rstrip("/")
-    return f"{request.url.scheme}://{request.url.netloc}{root}"
-
-
-def ws_base_url(settings: Settings, request: Request) -> str:
-    """``wss://host[/prefix]`` (or ``ws://`` for plain HTTP) that carriers connect to."""
-    base = _http_base_url(settings, request)
-    parts = urlsplit(base)
-    scheme = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme)
-    return urlunsplit((scheme, parts.netloc, parts.path, "", ""))
-
-
-def stream_url(base: str, connection_type: str, call_id: str, token: str) -> str:
-    """The per-call stream URL; ``token`` is URL-safe base64, so it needs no escaping."""
-    return f"{base}/stream/{connection_type}/{call_id}/{token}"
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -189,15 +156,6 @@ def _event_out(e: Mapping[str, Any]) -> EventOut:
     return EventOut(kind=str(e["kind"]), at_ms=int(e.get("at_ms", 0)), data=dict(e.get("data") or {}))
 
 
-def _lazy_instruction_document() -> InstructionDocument | None:
-    try:
-        from gateway.carriers.instructions import instruction_document
-    except ImportError:
-        log.warning("gateway.carriers.instructions is unavailable; calls get no instructions")
-        return None
-    return instruction_document  # type: ignore[no-any-return]
-
-
 # -- the API ---------------------------------------------------------------------------------------
 
 
@@ -218,8 +176,7 @@ def build_api(
         live_view: overlays the running call's transcript and events on ``GET /calls/{id}``
             for calls that are not final yet.
         instruction_document: carrier instruction builder; default
-            ``gateway.carriers.instructions.instruction_document`` imported on first use
-            (``instructions`` is ``null`` if that module is missing).
+            :func:`gateway.carriers.instructions.instruction_document`.
 
     Returns:
         Routes for ``/health``, ``/openapi.json``, ``/agents``, ``/agents/{agent_id}``,
@@ -229,15 +186,7 @@ def build_api(
     """
     guard = requires_api_key(store.verify_api_key)
     openapi_doc = build_openapi()
-    builder: InstructionDocument | None = instruction_document
-    builder_resolved = instruction_document is not None
-
-    def get_instructions() -> InstructionDocument | None:
-        nonlocal builder, builder_resolved
-        if not builder_resolved:
-            builder = _lazy_instruction_document()
-            builder_resolved = True
-        return builder
+    make_document: InstructionDocument = instruction_document or default_instruction_document
 
     def handles_errors(endpoint: Callable[[Request], Awaitable[Response]]):  # type: ignore[no-untyped-def]
         async def wrapped(request: Request) -> Response:
@@ -284,13 +233,11 @@ def build_api(
             )
         except UnknownAgent:
             raise ApiError(404, "not_found", f"agent {agent_id!r} not found") from None
-        url = stream_url(ws_base_url(settings, request), connection_type, call.id, token)
+        url = public_url(settings, request, stream_path(connection_type, call.id, token), websocket=True)
         instructions = None
-        make_document = get_instructions()
-        if make_document is not None:
-            doc = make_document(connection_type, url, parameters=None)
-            if doc is not None:
-                instructions = Instructions(content_type=doc[0], body=doc[1])
+        doc = make_document(connection_type, url, parameters=None)
+        if doc is not None:
+            instructions = Instructions(content_type=doc[0], body=doc[1])
         log.info("call %s created (%s, agent %s)", call.id, connection_type, agent_id or "inline")
         if on_call_created is not None:
             await _maybe_await(on_call_created(call))
@@ -338,7 +285,7 @@ def build_api(
         if rec.recording_path:
             recording = RecordingOut(
                 path=rec.recording_path,
-                url=f"{_http_base_url(settings, request)}/calls/{rec.id}/recording",
+                url=public_url(settings, request, f"/calls/{rec.id}/recording"),
             )
         error = None
         if rec.error_code or rec.error_message:

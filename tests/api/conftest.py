@@ -1,7 +1,10 @@
-"""Fixtures: a Store on a temporary SQLite file and a tiny Starlette app of the API routes."""
+"""Fixtures: a Store on a temporary SQLite file, a tiny Starlette app of the API routes, and
+the whole gateway served on loopback (``served``)."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -70,3 +73,36 @@ async def client(make_client: Callable[..., httpx.AsyncClient], api_key: str) ->
 async def anon(make_client: Callable[..., httpx.AsyncClient]) -> AsyncIterator[httpx.AsyncClient]:
     async with make_client() as c:
         yield c
+
+
+@pytest.fixture
+async def served(tmp_path: Path, local_engines: Any) -> AsyncIterator[Callable[..., Any]]:
+    """Factory: ``app, port, key = await served(**settings)``, the whole gateway on loopback.
+
+    uvicorn serves :func:`gateway.app.create_app` on a free port of 127.0.0.1 with a SQLite
+    store in ``tmp_path``; ``public_url`` may use ``{port}``. Servers stop at teardown.
+    """
+    from gateway.simulator.demo import serve_in_background
+
+    running = []
+
+    async def start(**overrides: Any) -> tuple[Any, int, str]:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if "public_url" in overrides:
+            overrides["public_url"] = overrides["public_url"].format(port=port)
+        settings = Settings(
+            _env_file=None, host="127.0.0.1", port=port,
+            database_url=f"sqlite:///{tmp_path / f'gw-{port}.db'}", recordings_dir=tmp_path / "rec",
+            **overrides,
+        )  # fmt: skip
+        server, task, app = await serve_in_background(settings, engines=local_engines, warm_up=False)
+        running.append((server, task))
+        key, _ = app.state.services.store.create_api_key("test")
+        return app, port, key
+
+    yield start
+    for server, task in running:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)

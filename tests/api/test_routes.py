@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
+from gateway.carriers.instructions import instruction_document
 from gateway.store import CallRecorder, CallStatus, Store
 
 AGENT = {
@@ -182,14 +183,15 @@ async def test_stream_url_base(make_client: Any, api_key: str, settings: Any) ->
 
 @pytest.mark.parametrize("carrier", ["twilio", "telnyx", "plivo", "vonage", "exotel", "raw"])
 async def test_real_instruction_documents(make_client: Any, api_key: str, carrier: str) -> None:
-    pytest.importorskip("gateway.carriers.instructions")
-    # instruction_document=None: the API imports gateway.carriers.instructions itself
+    # instruction_document=None: the API's default, gateway.carriers.instructions
     async with make_client(instruction_document=None) as c:
         r = await c.post("/calls/inline", json={**INLINE, "connectionType": carrier},
                          headers={"X-API-Key": api_key})  # fmt: skip
     assert r.status_code == 201, r.text
     body = r.json()
     doc = body["instructions"]
+    expected = instruction_document(carrier, body["streamUrl"])
+    assert doc == (None if expected is None else {"contentType": expected[0], "body": expected[1]})
     if carrier in ("exotel", "raw"):
         assert doc is None
         return
