@@ -1,8 +1,12 @@
 """The ASGI application: REST API, per-call media-stream WebSockets, shared services.
 
-``create_app(settings)`` builds a Starlette app. Its lifespan opens the store, loads the VAD
-model (and the local agent's speech engines, in the background), and keeps the registry of
-live calls.
+``create_app(settings)`` builds a Starlette app. Its lifespan opens the store, finalises the
+calls a previous run of this node left in progress (``node_lost``, see
+:mod:`gateway.store.recovery`), loads the VAD model (and the local agent's speech engines, in
+the background), and keeps the registry of live calls. On shutdown (SIGTERM, served by
+:class:`gateway.serving.GatewayServer`) live calls end with reason ``shutdown`` and their
+sockets close with 1001 "going away"; the gateway waits up to ``GATEWAY_SHUTDOWN_TIMEOUT_S``
+for their records.
 
 Stream URL: ``/stream/{carrier}/{call_id}/{token}``. The token is in the path because Twilio
 drops query strings. Before a socket is served: the carrier must be known and match the call's
@@ -28,6 +32,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
@@ -50,6 +55,7 @@ from gateway.store import (
     Store,
     TokenExpired,
     UnknownCall,
+    recover_lost_calls,
 )
 from gateway.vadrun import VadFactory
 
@@ -145,6 +151,28 @@ class Services:
             )
         return EchoResponder()
 
+    async def end_live_calls(self, reason: str = "shutdown", *, timeout_s: float = 10.0) -> int:
+        """End every live call with ``reason`` and wait until their records are finalised.
+
+        Each session is asked to end (:meth:`CallSession.request_end`: reason ``shutdown``,
+        the carrier socket closed with 1001); a stream that becomes live during the wait is
+        asked too. Waits at most ``timeout_s`` seconds.
+
+        Returns:
+            How many calls were still live when the wait ended.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            for session in list(self.live.values()):
+                session.request_end(reason)
+            left = len(self.live)
+            if not left or loop.time() >= deadline:
+                if left:
+                    log.warning("%d calls still live after %.1f s of shutdown", left, timeout_s)
+                return left
+            await asyncio.sleep(0.02)
+
     def live_view(self, call_id: str) -> dict | None:
         """Transcript and events of a call in progress (for ``GET /calls/{id}``)."""
         session = self.live.get(call_id)
@@ -208,12 +236,17 @@ async def stream_endpoint(ws: WebSocket) -> None:
         return await _refuse(ws, "bad_carrier", f"this call streams over {call.connection_type}")
     if call_id in services.live:
         return await _refuse(ws, "not_connectable", "call already streaming")
+    # Claimed for this node (GATEWAY_NODE_ID) with its recording's path: if the process dies
+    # mid-call, its next start-up finalises the call and links the file.
+    config = CallConfig.from_json(call.config) if isinstance(call.config, dict) else call.config
+    wav = recording_path(services.settings, call_id) if config.recording_enabled else None
     try:
-        await asyncio.to_thread(store.mark_call_started, call_id)
+        await asyncio.to_thread(
+            store.mark_call_started, call_id, node_id=services.settings.node_id, recording_path=wav
+        )
     except IllegalTransition:
         return await _refuse(ws, "not_connectable", "call already streaming or ended")
     await ws.accept()
-    config = CallConfig.from_json(call.config) if isinstance(call.config, dict) else call.config
     session = _build_session(services, call_id, carrier, ws, config)
     services.live[call_id] = session
     try:
@@ -222,13 +255,21 @@ async def stream_endpoint(ws: WebSocket) -> None:
         services.live.pop(call_id, None)
 
 
+def recording_path(settings: Settings, call_id: str) -> Path:
+    """Where a call's two-channel WAV goes: ``<recordings_dir>/<call_id>.wav``, made absolute
+    (the start-up recovery of a restarted node finds it whatever its working directory)."""
+    return (settings.recordings_dir / f"{call_id}.wav").absolute()
+
+
 def _build_session(services: Services, call_id: str, carrier: str, ws: WebSocket, config: CallConfig) -> CallSession:
     settings = services.settings
     store = services.store
 
     def open_recorder(sample_rate: int) -> CallRecorder:
-        settings.recordings_dir.mkdir(parents=True, exist_ok=True)
-        return CallRecorder(settings.recordings_dir / f"{call_id}.wav", sample_rate=sample_rate)
+        """Raises OSError (a full disk, a bad directory): the session records without it."""
+        path = recording_path(settings, call_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return CallRecorder(path, sample_rate=sample_rate)
 
     async def on_started(started: ev.Started) -> None:
         await asyncio.to_thread(
@@ -254,6 +295,8 @@ def _build_session(services: Services, call_id: str, carrier: str, ws: WebSocket
                 error_code=outcome.error_code,
                 error_message=outcome.error_message,
                 recording_path=outcome.recording_path,
+                recording_status=outcome.recording_status,
+                recording_error=outcome.recording_error,
                 metrics=outcome.metrics,
             )
         except Exception:  # noqa: BLE001 - logged; the socket is already closed
@@ -324,16 +367,19 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await asyncio.to_thread(store.create_all)
-        if warm_up:
+        lost = await asyncio.to_thread(recover_lost_calls, store, settings.node_id)  # before any stream
+        if lost:
+            log.warning("finalised %d calls a previous run of node %s left in progress", len(lost), settings.node_id)
+        if warm_up and settings.warm_up:
             services.warm = asyncio.create_task(asyncio.to_thread(services.engines.warm_up))
         expiry = asyncio.create_task(_expire_calls(store))
         try:
             yield
         finally:
             expiry.cancel()
-            for session in list(services.live.values()):
-                with contextlib.suppress(Exception):
-                    await session.transport.close(1001, "gateway shutting down")
+            # uvicorn closes live sockets (1012) before this runs unless the server is a
+            # gateway.serving.GatewayServer, which ends the calls first; this catches the rest.
+            await services.end_live_calls("shutdown", timeout_s=settings.shutdown_timeout_s)
             if services.warm is not None:
                 with contextlib.suppress(Exception):
                     await services.warm

@@ -45,14 +45,19 @@ def serve(
     host: Optional[str] = typer.Option(None, help="Interface to listen on (GATEWAY_HOST)."),
     port: Optional[int] = typer.Option(None, help="TCP port (GATEWAY_PORT)."),
 ) -> None:
-    """Serve the REST API and the carrier media streams."""
+    """Serve the REST API and the carrier media streams.
+
+    SIGTERM / Ctrl-C: live calls end with reason ``shutdown`` (sockets closed with 1001) and
+    their records are written, waiting at most GATEWAY_SHUTDOWN_TIMEOUT_S; then the process exits.
+    """
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.serving import GatewayServer
 
     settings = _settings(host=host, port=port)
     _logging(settings.log_level)
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
@@ -61,6 +66,10 @@ def serve(
         log_level=settings.log_level.lower(),
         ws_ping_interval=None,
     )
+    server = GatewayServer(config, shutdown_timeout_s=settings.shutdown_timeout_s)
+    server.run()
+    if not server.started:
+        raise typer.Exit(3)  # as uvicorn.run: start-up failed (port in use, lifespan error …)
 
 
 @keys_app.command("create")

@@ -6,6 +6,7 @@ Example: ``GATEWAY_PUBLIC_URL=https://voice.example.com gateway serve``.
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -169,6 +170,18 @@ class Settings(BaseSettings):
     #: uvicorn's WebSocket implementation: ``websockets-sansio`` (default), ``websockets``, ``wsproto``.
     ws_impl: Literal["websockets-sansio", "websockets", "wsproto"] = "websockets-sansio"
     log_level: str = "INFO"
+    #: This gateway node's id, recorded on each call whose stream it serves. At start-up the
+    #: node finalises the calls its previous run left ``in_progress`` (``failed``,
+    #: ``node_lost``). Unique among nodes sharing a database, stable across restarts
+    #: (default: the host name; set it explicitly where host names change, e.g. a Kubernetes
+    #: Deployment: a StatefulSet pod name is stable).
+    node_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=200)
+    #: On SIGTERM, live calls are ended (reason ``shutdown``, close code 1001) and the gateway
+    #: waits this long (s) for their records before closing what is left.
+    shutdown_timeout_s: float = Field(10.0, ge=0, le=300)
+    #: Load the local agent's speech models at start-up (in the background) rather than at
+    #: the first ``local`` call. Off: cheaper start-up for gateways that use hosted models.
+    warm_up: bool = True
 
     @field_validator("public_url")
     @classmethod

@@ -34,6 +34,7 @@ from gateway.codecs.transcode import Transcoder, decode
 from gateway.formats import AudioFormat, Encoding
 from gateway.journal import CallJournal
 from gateway.llm import base as llm
+from gateway.recording_guard import BestEffortRecording
 from gateway.vadrun import VadEnd, VadRunner, VadStart
 
 __all__ = ["CallSession", "CallPolicy", "Transport", "CallOutcome", "CallHooks"]
@@ -79,6 +80,8 @@ class CallOutcome:
     error_code: str | None = None
     error_message: str | None = None
     recording_path: str | None = None
+    recording_status: str | None = None  # completed | failed; None: not recorded
+    recording_error: str | None = None  # why the recording failed (the call went on)
     started: ev.Started | None = None
 
 
@@ -188,9 +191,11 @@ class CallSession:
         self._prompted = False
         self._speech_end_at: float | None = None
         self._speech_onset_at: float | None = None
-        self._recorder: Any = None
+        self._recorder: BestEffortRecording | None = None
         self._closed = False
         self._started: ev.Started | None = None
+        self._end_request: _CallEnded | None = None
+        self._end_requested = asyncio.Event()
 
     # ------------------------------------------------------------------ helpers
     def _ms(self) -> float:
@@ -208,6 +213,23 @@ class CallSession:
         await self.transport.send(frame)
 
     # ------------------------------------------------------------------ lifecycle
+    def request_end(self, reason: str = "shutdown") -> None:
+        """Ask the call to end now, e.g. with ``shutdown`` when the gateway gets SIGTERM.
+
+        The call ends ``completed`` with ``reason`` (``failed``, ``no_start``, if its stream
+        had not started yet), its record is finalised as for any other ending, and the carrier
+        socket is closed with 1001 "going away" (RFC 6455 §7.4.1). Idempotent: the first
+        reason wins. Returns at once; :meth:`run` returns when the call has ended.
+        """
+        if self._end_request is None:
+            self._end_request = _CallEnded(reason)
+            self._end_requested.set()
+
+    async def _end_watch(self) -> None:
+        await self._end_requested.wait()
+        assert self._end_request is not None
+        raise self._end_request
+
     async def run(self) -> CallOutcome:
         """Run the call to its end and finalise its record. Never raises for call errors."""
         ended = _CallEnded("carrier_closed")
@@ -219,6 +241,7 @@ class CallSession:
                 tg.create_task(self._model_loop())
                 tg.create_task(self._pacer_loop())
                 tg.create_task(self._timer_loop())
+                tg.create_task(self._end_watch())
         except* _CallEnded as group:
             ended = group.exceptions[0]
         except* TimeoutError:
@@ -233,7 +256,7 @@ class CallSession:
 
     async def _await_start(self) -> ev.Started:
         while True:
-            frame = await self.transport.receive()
+            frame = await self._receive_before_start()
             if frame is None:
                 raise _CallEnded("carrier_closed_before_start", "failed", "no_start", "socket closed before start")
             for event in self.adapter.receive(frame):
@@ -244,6 +267,23 @@ class CallSession:
                 self._count(event)
                 if isinstance(event, ev.ProtocolError) and event.fatal:  # a refused start: no format
                     raise _CallEnded("bad_start", "failed", "bad_start", f"{event.kind}: {event.detail}")
+
+    async def _receive_before_start(self) -> ev.Frame | None:
+        """The next frame, unless :meth:`request_end` comes first (then the call ends)."""
+        if self._end_request is None:
+            receive = asyncio.ensure_future(self.transport.receive())
+            ended = asyncio.ensure_future(self._end_requested.wait())
+            try:
+                await asyncio.wait((receive, ended), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (receive, ended):
+                    task.cancel()
+            if receive.done() and not receive.cancelled():
+                return receive.result()
+        assert self._end_request is not None
+        reason = self._end_request.reason
+        self._end_request = _CallEnded(reason, "failed", "no_start", f"ended ({reason}) before the stream started")
+        raise self._end_request
 
     async def _setup(self, started: ev.Started) -> None:
         self._started = started
@@ -266,7 +306,10 @@ class CallSession:
         if not self._vad_at_carrier_rate:
             self._to_vad = Transcoder(fmt, AudioFormat(Encoding.L16, self._vad.sample_rate), aligned=True)
         if self.policy.recording_enabled and self.hooks.open_recorder is not None:
-            self._recorder = self.hooks.open_recorder(fmt.sample_rate)
+            self._recorder = BestEffortRecording(
+                self.hooks.open_recorder, fmt.sample_rate, logger=self.log,
+                on_failure=lambda stage, error: self._event("recording_failed", stage=stage, error=error),
+            )  # fmt: skip
         self.bridge = self._bridge_factory(self.config)
         await self.bridge.start(self.config, fmt)
         if self.bridge.input_format != fmt and (
@@ -284,14 +327,8 @@ class CallSession:
                 await self.bridge.close()
             except Exception:  # noqa: BLE001 - closing must not lose the record
                 self.log.warning("bridge close failed", exc_info=True)
-        recording = None
-        if self._recorder is not None:
-            try:
-                self._recorder.close()
-                recording = str(self._recorder.path)
-            except Exception:  # noqa: BLE001
-                self.log.warning("recorder close failed", exc_info=True)
-        code = 1000 if ended.status == "completed" else 1011
+        recording = self._recorder.close() if self._recorder is not None else None  # never raises
+        code = 1001 if ended is self._end_request else 1000 if ended.status == "completed" else 1011
         try:
             await self.transport.close(code, ended.reason[:100])
         except Exception:  # noqa: BLE001
@@ -319,7 +356,9 @@ class CallSession:
             },
             error_code=ended.code,
             error_message=ended.msg,
-            recording_path=recording,
+            recording_path=recording.path if recording else None,
+            recording_status=recording.status if recording else None,
+            recording_error=recording.error if recording else None,
             started=self._started,
         )
         self.log.info("call ended: %s (%s), %d ms", ended.reason, ended.status, outcome.duration_ms)

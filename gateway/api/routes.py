@@ -282,10 +282,13 @@ def build_api(
                 events = [_event_out(e) for e in view.get("events", ())]
                 duration_ms = view.get("duration_ms", duration_ms)
         recording = None
-        if rec.recording_path:
+        if rec.recording_state is not None:
+            done = rec.recording_state == "completed"
             recording = RecordingOut(
+                status=rec.recording_state,  # type: ignore[arg-type]
                 path=rec.recording_path,
-                url=public_url(settings, request, f"/calls/{rec.id}/recording"),
+                url=public_url(settings, request, f"/calls/{rec.id}/recording") if done else None,
+                error=rec.recording_error,
             )
         error = None
         if rec.error_code or rec.error_message:
@@ -321,8 +324,8 @@ def build_api(
         if rec is None:
             raise ApiError(404, "not_found", f"call {call_id!r} not found")
         path = Path(rec.recording_path) if rec.recording_path else None
-        if path is None or not await asyncio.to_thread(path.is_file):
-            raise ApiError(404, "not_found", f"call {call_id!r} has no recording")
+        if path is None or rec.recording_state != "completed" or not await asyncio.to_thread(path.is_file):
+            raise ApiError(404, "not_found", f"call {call_id!r} has no finished recording")
         return FileResponse(path, media_type="audio/wav", filename=f"{rec.id}.wav")
 
     return [

@@ -263,10 +263,19 @@ class CallErrorOut(_Response):
 
 
 class RecordingOut(_Response):
-    """Where a call's two-channel WAV is (left caller, right agent)."""
+    """A call's two-channel WAV (left caller, right agent) and how its recording went.
 
-    path: str
-    url: str = Field(description="GET it with the X-API-Key header.")
+    Recording is best effort: a full disk or an unwritable directory stops it (``failed``,
+    with the ``error``) and the call goes on.
+    """
+
+    status: Literal["recording", "completed", "failed"] = Field(
+        description="recording: the call is streaming; completed: path and url give the WAV; "
+        "failed: error says why (the call went on without it)."
+    )
+    path: str | None = Field(None, description="The WAV on the gateway's disk (recording, completed).")
+    url: str | None = Field(None, description="GET it with the X-API-Key header (completed only).")
+    error: str | None = Field(None, description="Why recording failed, e.g. 'write: [Errno 28] No space left on device'.")
 
 
 class CallConfigOut(_Response):

@@ -297,7 +297,8 @@ async def test_recording_download(client: httpx.AsyncClient, store: Store, setti
     store.mark_call_started(call_id)
     store.finalise_call(call_id, status="completed", end_reason="x", duration_ms=150, recording_path=path)
     body = (await client.get(f"/calls/{call_id}")).json()
-    assert body["recording"] == {"path": str(path), "url": f"https://gw.example.com/calls/{call_id}/recording"}
+    assert body["recording"] == {"status": "completed", "path": str(path), "error": None,
+                                 "url": f"https://gw.example.com/calls/{call_id}/recording"}
     r = await client.get(f"/calls/{call_id}/recording")
     assert r.status_code == 200 and r.headers["content-type"] == "audio/wav"
     out = path.parent / "downloaded.wav"

@@ -5,12 +5,15 @@ instead of 100,000: a gateway process on loopback, the fake realtime model, call
 through the REST API, fuzzed frames over real WebSockets. Every dialect must end with no crash,
 no ``internal_error`` call, no internal parse error and no unfinalised record. A second test
 pins what the fuzz relies on for odd sample rates: a ``start`` asking for one ends the call
-``bad_start`` at once, with the protocol error counted.
+``bad_start`` at once, with the protocol error counted. The last two check the checks: a
+gateway killed mid-run is a crash, and bad records are counted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -21,7 +24,7 @@ import websockets
 from websockets.asyncio.client import connect
 
 from gateway.simulator.dialects import TwilioCaller, VonageCaller
-from gateway.simulator.fuzz import DIALECT_NAMES, FuzzTarget, run_fuzz
+from gateway.simulator.fuzz import DIALECT_NAMES, DialectReport, FuzzTarget, _classify, fuzz_dialect, run_fuzz
 
 pytestmark = pytest.mark.slow
 
@@ -91,3 +94,28 @@ async def test_a_start_with_an_undocumented_rate_ends_the_call_bad_start(target:
     rec = await _record(target, call["callId"])
     assert rec["status"] == "failed" and rec["error"]["code"] == "bad_start", rec
     assert rec["metrics"]["protocolErrors"] == {"bad_field": 1}, rec["metrics"]
+
+
+async def test_the_runner_sees_a_gateway_that_dies_mid_run(target: FuzzTarget) -> None:
+    """The crash check itself: kill -9 the gateway process while calls stream."""
+    pid = target.gateway.pid
+
+    async def kill_soon() -> None:
+        await asyncio.sleep(1.0)
+        os.kill(pid, signal.SIGKILL)
+
+    killer = asyncio.create_task(kill_soon())
+    rep = await asyncio.wait_for(fuzz_dialect(target, "twilio", 10**7, concurrency=4, frames_per_call=(50, 200)), 60)
+    await killer
+    assert rep.crashes == 1 and rep.failures >= 1
+    assert 0 < rep.frames_sent < 10**7
+
+
+def test_bad_records_are_counted() -> None:
+    rep = DialectReport("twilio")
+    _classify(rep, {"status": "completed", "endReason": "carrier_stop", "metrics": {"protocolErrors": {"bad_field": 3}}}, "c1")
+    assert rep.failures == 0 and rep.protocol_errors == {"bad_field": 3}
+    _classify(rep, {"status": "failed", "error": {"code": "internal_error"}, "metrics": {}}, "c2")
+    _classify(rep, {"status": "in_progress", "metrics": {"protocolErrors": {"internal": 2}}}, "c3")
+    assert (rep.internal_error_calls, rep.unfinalised, rep.internal_parse_errors) == (1, 1, 2)
+    assert rep.failures == 4 and [e["callId"] for e in rep.examples] == ["c2", "c3"]
