@@ -166,6 +166,9 @@ class Settings(BaseSettings):
     #: Hosted realtime sessions end after 60 min; the call ends cleanly this margin before.
     model_session_limit_s: float = Field(3600.0, gt=0)
     model_session_margin_s: float = Field(30.0, ge=0)
+    #: Live calls (media streams being served) this process takes at once. At the limit new
+    #: streams are refused with close code 1013 (try again later) and ``POST /calls/create`` /
+    #: ``POST /calls/inline`` answer 503 with ``Retry-After``.
     max_calls: int = Field(1000, ge=1)
     #: uvicorn's WebSocket implementation: ``websockets-sansio`` (default), ``websockets``, ``wsproto``.
     ws_impl: Literal["websockets-sansio", "websockets", "wsproto"] = "websockets-sansio"
