@@ -175,10 +175,12 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     #: This gateway node's id, recorded on each call whose stream it serves. At start-up the
     #: node finalises the calls its previous run left ``in_progress`` (``failed``,
-    #: ``node_lost``). Unique among nodes sharing a database, stable across restarts
-    #: (default: the host name; set it explicitly where host names change, e.g. a Kubernetes
-    #: Deployment: a StatefulSet pod name is stable).
-    node_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=200)
+    #: ``node_lost``). Unique among processes sharing a database, stable across restarts
+    #: (default: ``<host name>:<port>``, so two processes on one host differ; set it where
+    #: host names change, e.g. a Kubernetes Deployment: a StatefulSet pod name is stable).
+    node_id: str = Field(
+        default_factory=lambda data: f"{socket.gethostname()}:{data.get('port', 8080)}", min_length=1, max_length=200
+    )
     #: On SIGTERM, live calls are ended (reason ``shutdown``, close code 1001) and the gateway
     #: waits this long (s) for their records before closing what is left.
     shutdown_timeout_s: float = Field(10.0, ge=0, le=300)

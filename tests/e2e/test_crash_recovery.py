@@ -33,6 +33,8 @@ async def test_a_killed_gateway_finalises_its_lost_call_at_restart(tmp_path) -> 
             never_connected = (await gw.create_call())["callId"]
             call = LiveCall(created["streamUrl"])
             on_disk = await wait_recorded(gw, call_id, seconds=2.0)
+            live = (await gw.record(call_id))["recording"]
+            assert (live["status"], live["url"]) == ("recording", None), live  # not downloadable yet
             gw.signal(signal.SIGKILL)
             assert await gw.wait(10) == -signal.SIGKILL
             report = await call.report()
