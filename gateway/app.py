@@ -57,6 +57,7 @@ from gateway.store import (
     UnknownCall,
     recover_lost_calls,
 )
+from gateway.tenants import DEFAULT_TENANT, SecretGrants
 from gateway.vadrun import VadFactory
 
 __all__ = ["create_app", "Services", "CLOSE_CODES"]
@@ -247,7 +248,7 @@ async def stream_endpoint(ws: WebSocket) -> None:
     except IllegalTransition:
         return await _refuse(ws, "not_connectable", "call already streaming or ended")
     await ws.accept()
-    session = _build_session(services, call_id, carrier, ws, config)
+    session = _build_session(services, call_id, carrier, ws, config, tenant=call.tenant)
     services.live[call_id] = session
     try:
         await session.run()
@@ -261,7 +262,8 @@ def recording_path(settings: Settings, call_id: str) -> Path:
     return (settings.recordings_dir / f"{call_id}.wav").absolute()
 
 
-def _build_session(services: Services, call_id: str, carrier: str, ws: WebSocket, config: CallConfig) -> CallSession:
+def _build_session(services: Services, call_id: str, carrier: str, ws: WebSocket, config: CallConfig,
+                   *, tenant: str = DEFAULT_TENANT) -> CallSession:
     settings = services.settings
     store = services.store
 
@@ -307,7 +309,10 @@ def _build_session(services: Services, call_id: str, carrier: str, ws: WebSocket
         adapter=make_adapter(carrier),
         transport=StarletteTransport(ws),
         bridge_factory=services.bridge_for,
-        config=config.agent_config(secrets=config.resolve_secrets(os.environ)),
+        # secrets resolve per call, only within the call's tenant's grant (gateway.tenants)
+        config=config.agent_config(
+            secrets=SecretGrants.from_settings(settings).resolve(tenant, config.secret_refs, os.environ)
+        ),
         policy=CallPolicy(
             max_duration_s=config.max_duration_s,
             inactivity_timeout_s=config.inactivity_timeout_s,

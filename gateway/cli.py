@@ -73,16 +73,28 @@ def serve(
 
 
 @keys_app.command("create")
-def keys_create(name: str = typer.Argument("default", help="A label for the key.")) -> None:
-    """Create an API key and print it once (only its SHA-256 is stored)."""
-    from gateway.store import Store
+def keys_create(
+    name: str = typer.Argument("default", help="A label for the key."),
+    tenant: str = typer.Option("default", help="Tenant the key acts for (lower-case letters and digits)."),
+) -> None:
+    """Create an API key and print it once (only its SHA-256 is stored).
 
+    The key sees only its tenant's agents and calls, and may reference only the secrets
+    granted to its tenant (GATEWAY_SECRET_<TENANT>_* and GATEWAY_TENANT_SECRETS).
+    """
+    from gateway.store import Store
+    from gateway.tenants import check_tenant_name
+
+    try:
+        check_tenant_name(tenant)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--tenant") from None
     settings = _settings()
     store = Store(settings.database_url)
     store.create_all()
-    key, record = store.create_api_key(name)
+    key, record = store.create_api_key(name, tenant=tenant)
     console.print(f"[bold]{key}[/bold]")
-    console.print(f"id {record.id}: store it now, it is not shown again.", style="dim")
+    console.print(f"id {record.id} (tenant {record.tenant}): store it now, it is not shown again.", style="dim")
 
 
 @app.command()
@@ -184,7 +196,7 @@ def bench_load(
     carriers: str = typer.Option("twilio,telnyx,plivo,vonage,exotel,raw", help="Carrier dialects, mixed round-robin."),
     url: Optional[str] = typer.Option(None, help="A running gateway (loopback only); default: start one here."),
     api_key: Optional[str] = typer.Option(None, help="REST API key of --url."),
-    model: Optional[str] = typer.Option(None, help="Calls' model backend; default: a fake realtime model started here."),
+    model: Optional[str] = typer.Option(None, help="Calls' model selector (required with --url); default: a fake realtime model started here."),
     gateway_pid: Optional[int] = typer.Option(None, help="pid of --url's gateway, to read its CPU and RSS."),
     vad: str = typer.Option("silero", help="VAD of the gateway started here: silero or webrtc."),
     g711: bool = typer.Option(True, help="Gateway started here passes G.711 through to the model (as OpenAI)."),

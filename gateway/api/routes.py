@@ -11,6 +11,7 @@ signature against).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -23,7 +24,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.api.auth import requires_api_key
+from gateway.api.auth import request_tenant, requires_api_key
+from gateway.api.context import RequestScope
 from gateway.api.errors import ApiError, validation_error_response
 from gateway.api.openapi import build_openapi
 from gateway.api.schemas import (
@@ -52,6 +54,7 @@ from gateway.store import (
     Store,
     UnknownAgent,
 )
+from gateway.tenants import DEFAULT_TENANT
 
 __all__ = [
     "build_api",
@@ -96,10 +99,10 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-async def _parse(request: Request, model: type[M]) -> M:
+async def _parse(request: Request, model: type[M], scope: RequestScope | None = None) -> M:
     raw = await _read_body(request)
     try:
-        return model.model_validate_json(raw)
+        return model.model_validate_json(raw, context=scope.context() if scope else None)
     except ValidationError as exc:
         raise _ValidationFailed(exc) from None
 
@@ -184,7 +187,12 @@ def build_api(
         ``/calls/{call_id}/recording``. Pair with
         :data:`gateway.api.errors.exception_handlers` for JSON 404/405 on unknown paths.
     """
-    guard = requires_api_key(store.verify_api_key)
+    guard = requires_api_key(store.authenticate_api_key)
+    base_scope = RequestScope.from_settings(settings, DEFAULT_TENANT)
+
+    def scope(request: Request) -> RequestScope:
+        """The validation scope of a request: its key's tenant, the operator's policies."""
+        return dataclasses.replace(base_scope, tenant=request_tenant(request))
     openapi_doc = build_openapi()
     make_document: InstructionDocument = instruction_document or default_instruction_document
 
@@ -208,14 +216,16 @@ def build_api(
         return JSONResponse(openapi_doc)
 
     async def create_agent(request: Request) -> Response:
-        body = await _parse(request, AgentCreate)
-        rec = await asyncio.to_thread(store.create_agent, name=body.name, **body.policy())
+        body = await _parse(request, AgentCreate, scope(request))
+        rec = await asyncio.to_thread(
+            store.create_agent, name=body.name, tenant=request_tenant(request), **body.policy()
+        )
         log.info("agent %s created", rec.id)
         return _json(_agent_out(rec), 201, {"Location": f"/agents/{rec.id}"})
 
     async def get_agent(request: Request) -> Response:
         agent_id = request.path_params["agent_id"]
-        rec = await asyncio.to_thread(store.get_agent, agent_id)
+        rec = await asyncio.to_thread(store.get_agent, agent_id, tenant=request_tenant(request))
         if rec is None:
             raise ApiError(404, "not_found", f"agent {agent_id!r} not found")
         return _json(_agent_out(rec))
@@ -230,6 +240,7 @@ def build_api(
                 connection_type,
                 agent_id=agent_id,
                 ttl_s=settings.stream_token_ttl_s,
+                tenant=request_tenant(request),
             )
         except UnknownAgent:
             raise ApiError(404, "not_found", f"agent {agent_id!r} not found") from None
@@ -252,19 +263,19 @@ def build_api(
 
     async def create_call(request: Request) -> Response:
         body = await _parse(request, CallCreate)
-        agent = await asyncio.to_thread(store.get_agent, body.agent_id)
+        agent = await asyncio.to_thread(store.get_agent, body.agent_id, tenant=request_tenant(request))
         if agent is None:
             raise ApiError(404, "not_found", f"agent {body.agent_id!r} not found")
         return await _issue(request, agent.call_config(), body.connection_type, agent.id)
 
     async def create_inline_call(request: Request) -> Response:
-        body = await _parse(request, InlineCallCreate)
+        body = await _parse(request, InlineCallCreate, scope(request))
         return await _issue(request, CallConfig(**body.policy()), body.connection_type, None)
 
     async def get_call(request: Request) -> Response:
         call_id = request.path_params["call_id"]
         rec = await asyncio.to_thread(store.get_call, call_id)
-        if rec is None:
+        if rec is None or rec.tenant != request_tenant(request):
             raise ApiError(404, "not_found", f"call {call_id!r} not found")
         transcript = [
             TurnOut(role=t.role, text=t.text, at_ms=t.at_ms, interrupted=t.interrupted,
@@ -321,7 +332,7 @@ def build_api(
     async def get_recording(request: Request) -> Response:
         call_id = request.path_params["call_id"]
         rec = await asyncio.to_thread(store.get_call, call_id)
-        if rec is None:
+        if rec is None or rec.tenant != request_tenant(request):
             raise ApiError(404, "not_found", f"call {call_id!r} not found")
         path = Path(rec.recording_path) if rec.recording_path else None
         if path is None or rec.recording_state != "completed" or not await asyncio.to_thread(path.is_file):

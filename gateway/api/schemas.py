@@ -8,16 +8,18 @@ gives the wire names (``system_prompt`` ↔ ``systemPrompt``).
 
 from __future__ import annotations
 
-import os
 import re
 
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
 
+from gateway.api.context import scope_of
+from gateway.llm.endpoints import SelectorError, check_selector
 from gateway.llm.tools import ToolConfigError, parse_tools
+from gateway.tenants import UNAVAILABLE
 
 __all__ = [
     "ConnectionType",
@@ -116,7 +118,9 @@ class _AgentFields(_Request):
         "local",
         min_length=1,
         max_length=200,
-        description="Backend selector: local, openai:<model>, gemini:<model>.",
+        description="Backend selector: local, openai:<model>, azure:<deployment>, xai:<model>, "
+        "compat:<model>, gemini:<model>; <selector>@<name> picks an endpoint the operator "
+        "configured (GATEWAY_MODEL_ENDPOINTS). A URL is refused.",
     )
     temperature: float = Field(0.0, ge=0.0, le=1.0, description="Sampling temperature, 0–1.")
     first_speaker: FirstSpeaker = Field("agent", description="Who speaks first.")
@@ -143,22 +147,34 @@ class _AgentFields(_Request):
 
     @field_validator("secret_refs")
     @classmethod
-    def _refs_resolvable(cls, refs: dict[str, str]) -> dict[str, str]:
+    def _refs_resolvable(cls, refs: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        """Each reference must be granted to the key's tenant and set; both failures get the
+        same message (:data:`gateway.tenants.UNAVAILABLE`), so no key learns what exists."""
+        scope = scope_of(info)
         for name, var in refs.items():
             if not SECRET_NAME.fullmatch(name):
                 raise ValueError(f"{name!r}: credential names are lower_snake_case, at most 64 characters")
             if not SECRET_VAR.fullmatch(var):
                 raise ValueError(f"{name}: {var!r} must name an environment variable starting with GATEWAY_SECRET_")
-            if not os.environ.get(var):
-                raise ValueError(f"{name}: environment variable {var} is not set on the gateway")
+            if not scope.grants.available(scope.tenant, var, scope.environ):
+                raise ValueError(f"{name}: {var} {UNAVAILABLE}")
         return refs
+
+    @field_validator("model")
+    @classmethod
+    def _model_selects_no_url(cls, model: str, info: ValidationInfo) -> str:
+        try:
+            check_selector(model, scope_of(info).endpoints)
+        except SelectorError as exc:
+            raise ValueError(str(exc)) from None
+        return model
 
     @field_validator("tools")
     @classmethod
-    def _tools_usable(cls, tools: list[ToolSpec]) -> list[ToolSpec]:
+    def _tools_usable(cls, tools: list[ToolSpec], info: ValidationInfo) -> list[ToolSpec]:
         decls = [{k: v for k, v in t.declaration().items() if k != "secret"} for t in tools]
         try:
-            parse_tools(decls)
+            parse_tools(decls, policy=scope_of(info).outbound)
         except ToolConfigError as exc:
             raise ValueError(str(exc)) from None
         return tools

@@ -301,6 +301,32 @@ def _classify(report: DialectReport, rec: dict[str, Any], call_id: str) -> None:
         report.examples.append({"callId": call_id, "problem": bad, "status": status, "error": error, "events": internal})
 
 
+async def _one_call(http: httpx.AsyncClient, report: DialectReport, dialect: str, rng: random.Random, budget: int,
+                    call_timeout_s: float) -> int:  # fmt: skip
+    """Create one call, stream up to ``budget`` fuzzed frames, classify its final record.
+
+    Returns:
+        Frames sent (``budget`` for a stalled call).
+
+    Raises:
+        httpx.HTTPError, RuntimeError: the REST API failed (the caller checks for a crash).
+    """
+    created = await _create_call(http, dialect, rng)
+    sent = 0
+    try:
+        sent = await asyncio.wait_for(_stream(created["streamUrl"], CallFuzzer(dialect, rng), budget), call_timeout_s)
+    except TimeoutError:
+        report.stalled += 1
+        sent = budget
+    except (OSError, websockets.InvalidHandshake, websockets.ConnectionClosed):
+        pass  # refused or dropped: the record says why
+    rec = await _final_record(http, created["callId"])
+    report.frames_sent += sent
+    report.calls += 1
+    _classify(report, rec, created["callId"])
+    return sent
+
+
 async def fuzz_dialect(target: FuzzTarget, dialect: str, frames: int, *, concurrency: int = 8, seed: int = 0,
                        frames_per_call: tuple[int, int] = (100, 2500), call_timeout_s: float = 120.0,
                        on_progress: Callable[[DialectReport], None] | None = None) -> DialectReport:  # fmt: skip
@@ -336,26 +362,13 @@ async def fuzz_dialect(target: FuzzTarget, dialect: str, frames: int, *, concurr
                 rng = random.Random(f"{seed}:{dialect}:{counter}")
                 budget = min(remaining, rng.randint(*frames_per_call))
                 remaining -= budget
-                sent = 0
                 try:
-                    created = await _create_call(http, dialect, rng)
-                    fuzzer = CallFuzzer(dialect, rng)
-                    try:
-                        sent = await asyncio.wait_for(_stream(created["streamUrl"], fuzzer, budget), call_timeout_s)
-                    except TimeoutError:
-                        report.stalled += 1
-                        sent = budget
-                    except (OSError, websockets.InvalidHandshake, websockets.ConnectionClosed):
-                        pass  # refused or dropped: the record says why
-                    rec = await _final_record(http, created["callId"])
+                    sent = await _one_call(http, report, dialect, rng, budget, call_timeout_s)
                 except (httpx.HTTPError, RuntimeError):
                     if crashed.is_set() or not target.alive():
                         return
                     raise
                 remaining += max(0, budget - sent)
-                report.frames_sent += sent
-                report.calls += 1
-                _classify(report, rec, created["callId"])
                 if on_progress is not None:
                     on_progress(report)
 

@@ -24,6 +24,7 @@ from gateway.store.helpers import (
 )
 from gateway.store.models import Agent, ApiKey
 from gateway.store.records import AgentRecord, ApiKeyRecord
+from gateway.tenants import DEFAULT_TENANT, check_tenant_name
 
 __all__ = ["ApiKeysMixin", "AgentsMixin"]
 
@@ -31,32 +32,43 @@ __all__ = ["ApiKeysMixin", "AgentsMixin"]
 class ApiKeysMixin(StoreBase):
     """Create, verify, revoke and list API keys."""
 
-    def create_api_key(self, name: str) -> tuple[str, ApiKeyRecord]:
-        """Create an API key.
+    def create_api_key(self, name: str, *, tenant: str = DEFAULT_TENANT) -> tuple[str, ApiKeyRecord]:
+        """Create an API key acting for ``tenant``.
 
         Returns:
             ``(key, record)``: the plaintext key (``gw_`` + 43 URL-safe characters), shown
             this once and never stored, and its record.
+
+        Raises:
+            ValueError: ``tenant`` is not 1–32 lower-case letters and digits.
         """
+        check_tenant_name(tenant)
         key = API_KEY_PREFIX + secrets.token_urlsafe(32)
         row = ApiKey(
             id=new_id("key"), name=name, key_hash=hash_secret(key), prefix=key[:8],
-            created_at=self.now(),
+            tenant=tenant, created_at=self.now(),
         )  # fmt: skip
         with self._session() as s, s.begin():
             s.add(row)
         return key, _api_key_record(row)
 
-    def verify_api_key(self, key: str | None) -> bool:
-        """Whether ``key`` is a live (not revoked) API key. Never raises for bad input."""
+    def authenticate_api_key(self, key: str | None) -> ApiKeyRecord | None:
+        """The record of ``key`` if it is a live (not revoked) API key, else ``None``.
+
+        Never raises for bad input.
+        """
         if not key or not isinstance(key, str) or len(key) > 512:
-            return False
+            return None
         digest = hash_secret(key)
         with self._session() as s:
             row = s.scalars(select(ApiKey).where(ApiKey.key_hash == digest)).one_or_none()
-            if row is None or row.revoked_at is not None:
-                return False
-            return hmac.compare_digest(row.key_hash, digest)
+            if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, digest):
+                return None
+            return _api_key_record(row)
+
+    def verify_api_key(self, key: str | None) -> bool:
+        """Whether ``key`` is a live (not revoked) API key. Never raises for bad input."""
+        return self.authenticate_api_key(key) is not None
 
     def revoke_api_key(self, key_id: str) -> bool:
         """Revoke a key by id. Returns ``False`` if no live key has that id."""
@@ -96,9 +108,11 @@ class AgentsMixin(StoreBase):
         recording_enabled: bool = True,
         tools: Iterable[Mapping[str, Any]] = (),
         secret_refs: Mapping[str, str] | None = None,
+        tenant: str = DEFAULT_TENANT,
     ) -> AgentRecord:
-        """Store a new agent (values are validated by the API layer, not here)."""
+        """Store a new agent of ``tenant`` (values are validated by the API layer, not here)."""
         row = Agent(
+            tenant=tenant,
             id=new_id("agt"),
             name=name,
             system_prompt=system_prompt,
@@ -122,8 +136,11 @@ class AgentsMixin(StoreBase):
             s.add(row)
         return _agent_record(row)
 
-    def get_agent(self, agent_id: str) -> AgentRecord | None:
-        """The agent with this id, or ``None``."""
+    def get_agent(self, agent_id: str, *, tenant: str | None = None) -> AgentRecord | None:
+        """The agent with this id, or ``None`` (also when ``tenant`` is given and the agent
+        belongs to another tenant)."""
         with self._session() as s:
             row = s.get(Agent, agent_id)
-            return None if row is None else _agent_record(row)
+            if row is None or (tenant is not None and row.tenant != tenant):
+                return None
+            return _agent_record(row)

@@ -67,6 +67,7 @@ class CallsMixin(StoreBase):
         agent_id: str | None = None,
         ttl_s: float = 600,
         direction: str = "inbound",
+        tenant: str = "default",
     ) -> tuple[CallRecord, str]:
         """Create a queued call and its one-time stream token.
 
@@ -77,6 +78,7 @@ class CallsMixin(StoreBase):
             agent_id: the agent the config came from, if any (must exist).
             ttl_s: seconds the token stays valid for the first connection.
             direction: ``inbound`` or ``outbound`` (informational).
+            tenant: the tenant the call belongs to; ``agent_id`` must be that tenant's agent.
 
         Returns:
             ``(call, token)``: the record and the plaintext stream token (43 URL-safe
@@ -84,7 +86,7 @@ class CallsMixin(StoreBase):
 
         Raises:
             ValueError: unknown ``connection_type`` or non-positive ``ttl_s``.
-            UnknownAgent: ``agent_id`` does not exist.
+            UnknownAgent: ``agent_id`` does not exist (or belongs to another tenant).
         """
         if connection_type not in CONNECTION_TYPES:
             raise ValueError(f"connection_type must be one of {CONNECTION_TYPES}, got {connection_type!r}")
@@ -108,9 +110,11 @@ class CallsMixin(StoreBase):
             stream_token_hash=hash_secret(token),
             stream_token_expires_at=now + timedelta(seconds=ttl_s),
             created_at=now,
+            tenant=tenant,
         )
         with self._session() as s, s.begin():
-            if agent_id is not None and s.get(Agent, agent_id) is None:
+            agent = s.get(Agent, agent_id) if agent_id is not None else None
+            if agent_id is not None and (agent is None or agent.tenant != tenant):
                 raise UnknownAgent(agent_id)
             s.add(row)
         return _call_record(row), token

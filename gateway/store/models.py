@@ -175,6 +175,9 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     #: The first characters of the key (``gw_ab12…``), to tell keys apart in listings.
     prefix: Mapped[str] = mapped_column(String(16))
+    #: The tenant the key acts for: what it creates belongs to this tenant, and it may
+    #: reference only the secrets granted to it (:mod:`gateway.tenants`).
+    tenant: Mapped[str] = mapped_column(String(64), default="default")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
@@ -202,6 +205,8 @@ class Agent(Base):
     tools: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     #: credential name -> environment variable name (references only, never secret values)
     secret_refs: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    #: The tenant of the API key that created it; other tenants' keys get a 404.
+    tenant: Mapped[str] = mapped_column(String(64), default="default", index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
@@ -216,6 +221,9 @@ class Call(Base):
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    #: The tenant of the API key that created it: its secrets resolve within that tenant's
+    #: grant, and other tenants' keys get a 404.
+    tenant: Mapped[str] = mapped_column(String(64), default="default")
     agent_id: Mapped[str | None] = mapped_column(
         String(40), ForeignKey("agents.id", ondelete="SET NULL"), default=None, index=True
     )

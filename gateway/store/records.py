@@ -126,6 +126,8 @@ class ApiKeyRecord:
     prefix: str
     created_at: datetime
     revoked_at: datetime | None = None
+    #: The tenant the key acts for (:mod:`gateway.tenants`).
+    tenant: str = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +152,8 @@ class AgentRecord:
     tools: tuple[dict[str, Any], ...]
     created_at: datetime
     secret_refs: Mapping[str, str] = field(default_factory=dict)
+    #: The tenant of the API key that created the agent.
+    tenant: str = "default"
 
     def call_config(self) -> CallConfig:
         """The configuration a call created from this agent runs with."""
@@ -213,6 +217,8 @@ class CallRecord:
     stream_id: str | None = None
     from_number: str | None = None
     to_number: str | None = None
+    #: The tenant of the API key that created the call (its secrets resolve within its grant).
+    tenant: str = "default"
     turns: tuple[TurnRecord, ...] = ()
     events: tuple[EventRecord, ...] = ()
 
