@@ -34,6 +34,7 @@ from gateway.codecs.transcode import Transcoder, decode
 from gateway.formats import AudioFormat, Encoding
 from gateway.journal import CallJournal
 from gateway.llm import base as llm
+from gateway.llm.common import cut_heard
 from gateway.recording_guard import BestEffortRecording
 from gateway.vadrun import VadEnd, VadRunner, VadStart
 
@@ -41,6 +42,11 @@ __all__ = ["CallSession", "CallPolicy", "Transport", "CallOutcome", "CallHooks"]
 
 _SILENCE_BYTE = {Encoding.PCMU: 0xFF, Encoding.PCMA: 0xD5, Encoding.L16: 0x00}
 _START_TIMEOUT_S = 15.0
+#: Time limits (s) on the steps that finalise a call: past one, the step is abandoned
+#: (cancelled, not awaited) and finalisation goes on, so nothing outside can wedge a record.
+_BRIDGE_CLOSE_S = 5.0
+_TRANSPORT_CLOSE_S = 2.0
+_ON_FINISHED_S = 15.0
 _MAX_SAMPLES = 1000  # latency samples kept per call and metric
 
 
@@ -195,6 +201,7 @@ class CallSession:
         self._closed = False
         self._started: ev.Started | None = None
         self._end_request: _CallEnded | None = None
+        self._finishing: asyncio.Task[CallOutcome] | None = None
         self._end_requested = asyncio.Event()
 
     # ------------------------------------------------------------------ helpers
@@ -231,7 +238,28 @@ class CallSession:
         raise self._end_request
 
     async def run(self) -> CallOutcome:
-        """Run the call to its end and finalise its record. Never raises for call errors."""
+        """Run the call to its end and finalise its record. Never raises for call errors.
+
+        The record is finalised whatever ends the call, cancellation of ``run()`` included:
+        then the finalisation runs shielded from the cancellation (reason ``cancelled``, unless
+        :meth:`request_end` gave one), and the cancellation is re-raised once it is done.
+        """
+        try:
+            ended = await self._serve()
+        except asyncio.CancelledError:
+            await self._finish_once(self._end_request or _CallEnded(
+                "cancelled", "failed", "cancelled", "the call's task was cancelled"))
+            raise
+        return await self._finish_once(ended)
+
+    async def _finish_once(self, ended: _CallEnded) -> CallOutcome:
+        """Finalise in a task of its own (once per call), shielded from ``run()``'s cancellation."""
+        if self._finishing is None:
+            self._finishing = asyncio.create_task(self._finish(ended), name=f"finish-{self.call_id}")
+        return await asyncio.shield(self._finishing)
+
+    async def _serve(self) -> _CallEnded:
+        """The call itself, from the carrier's ``start`` to whatever ends it."""
         ended = _CallEnded("carrier_closed")
         try:
             started = await asyncio.wait_for(self._await_start(), _START_TIMEOUT_S)
@@ -252,7 +280,7 @@ class CallSession:
         except* Exception as group:  # a bug of ours: end the call, keep the record
             self.log.exception("call failed", exc_info=group.exceptions[0])
             ended = _CallEnded("internal_error", "failed", "internal_error", type(group.exceptions[0]).__name__)
-        return await self._finish(ended)
+        return ended
 
     async def _await_start(self) -> ev.Started:
         while True:
@@ -323,16 +351,10 @@ class CallSession:
         self.journal.event("ended", self._ms(), {"reason": ended.reason}, final=True)
         self.journal.flush_log(self._ms())
         if self.bridge is not None:
-            try:
-                await self.bridge.close()
-            except Exception:  # noqa: BLE001 - closing must not lose the record
-                self.log.warning("bridge close failed", exc_info=True)
+            await self._bounded("bridge close", self.bridge.close(), _BRIDGE_CLOSE_S)
         recording = self._recorder.close() if self._recorder is not None else None  # never raises
         code = 1001 if ended is self._end_request else 1000 if ended.status == "completed" else 1011
-        try:
-            await self.transport.close(code, ended.reason[:100])
-        except Exception:  # noqa: BLE001
-            pass
+        await self._bounded("transport close", self.transport.close(code, ended.reason[:100]), _TRANSPORT_CLOSE_S)
         s = self.stats
         outcome = CallOutcome(
             status=ended.status,
@@ -363,8 +385,29 @@ class CallSession:
         )
         self.log.info("call ended: %s (%s), %d ms", ended.reason, ended.status, outcome.duration_ms)
         if self.hooks.on_finished is not None:
-            await self.hooks.on_finished(outcome)
+            await self._bounded("on_finished hook", self.hooks.on_finished(outcome), _ON_FINISHED_S)
         return outcome
+
+    async def _bounded(self, step: str, work: Awaitable[Any], limit_s: float) -> None:
+        """Await one finalisation step for at most ``limit_s`` (on the call's clock).
+
+        Its failure, a stray ``CancelledError`` from inside it included, is logged and
+        absorbed: closing must not lose the record. Past the limit it is cancelled and
+        abandoned (not awaited: a step that ignores cancellation cannot hold the call).
+        """
+        task = asyncio.ensure_future(work)
+        timer = asyncio.ensure_future(self.clock.sleep(limit_s))
+        try:
+            await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+        if not task.done():
+            task.cancel()
+            self.log.warning("%s did not finish within %.1f s: abandoned", step, limit_s)
+        elif task.cancelled():
+            self.log.warning("%s was cancelled from inside", step)
+        elif task.exception() is not None:
+            self.log.warning("%s failed", step, exc_info=task.exception())
 
     # ------------------------------------------------------------------ carrier side
     def _count(self, event: ev.CarrierEvent) -> None:
@@ -489,9 +532,7 @@ class CallSession:
         turn = self.transcript[idx]
         turn["interrupted"] = True
         turn["heard_ms"] = heard_ms
-        words = turn["text"].split()
-        if queued_ms > 0 and heard_ms < queued_ms:
-            turn["text"] = " ".join(words[: int(len(words) * heard_ms / queued_ms)])
+        turn["text"] = cut_heard([(turn["text"], queued_ms)], heard_ms, suffix="")
 
     # ------------------------------------------------------------------ model side
     async def _model_loop(self) -> None:

@@ -373,3 +373,107 @@ async def test_a_flood_of_dtmf_and_unknown_events_costs_counters_not_memory():
     assert sum(outcome.metrics["protocolErrors"].values()) == 3_000
     assert kinds.count("protocol_error") == 20  # the rest are counted and summarised in the log
     assert len(orjson.dumps(outcome.events)) < 200_000
+
+
+# ----------------------------------------------------------------------------- finalisation
+
+
+class _CloseRaisesCancelled(FakeBridge):
+    """A bridge whose close re-awaits a task that was cancelled with the call's tasks."""
+
+    async def close(self) -> None:
+        self.calls.append(("close",))
+        raise asyncio.CancelledError
+
+
+class _Stubborn:
+    """An awaitable step that hangs and ignores cancellation until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.cancels = 0
+
+    async def hang(self) -> None:
+        while not self.release.is_set():
+            try:
+                await self.release.wait()
+            except asyncio.CancelledError:
+                self.cancels += 1
+
+
+async def test_a_cancelled_run_still_finalises_the_record_exactly_once():
+    bridge = FakeBridge()
+    session, clock, transport, vad, dialect, finished = make_session(bridge, QUIET)
+    driver = asyncio.create_task(clock.drive())
+    task = asyncio.create_task(session.run())
+    try:
+        while session.bridge is None or not bridge.calls:
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        driver.cancel()
+    assert len(finished) == 1
+    outcome = finished[0]
+    assert (outcome.status, outcome.end_reason, outcome.error_code) == ("failed", "cancelled", "cancelled")
+    assert ("close",) in bridge.calls and transport.closed is not None
+    assert outcome.events[-1]["kind"] == "ended"
+
+
+async def test_a_cancellation_during_finalisation_does_not_stop_it_or_repeat_it():
+    bridge = FakeBridge()
+    session, clock, transport, vad, dialect, finished = make_session(bridge, QUIET)
+    slow = asyncio.Event()
+    hook = session.hooks.on_finished
+
+    async def slow_hook(outcome):
+        await slow.wait()
+        await hook(outcome)
+
+    session.hooks.on_finished = slow_hook
+    transport.inbox.put_nowait(dialect.stop())
+    driver = asyncio.create_task(clock.drive())
+    task = asyncio.create_task(session.run())
+    try:
+        while transport.closed is None:
+            await asyncio.sleep(0)
+        task.cancel()  # while on_finished is running
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        slow.set()
+        while not finished:
+            await asyncio.sleep(0)
+        assert await session._finish_once(None) is finished[0]  # already done: the same record
+    finally:
+        driver.cancel()
+    assert len(finished) == 1 and finished[0].end_reason == "carrier_stop"
+
+
+async def test_a_bridge_close_raising_cancelled_does_not_lose_the_record():
+    bridge = _CloseRaisesCancelled()
+    session, clock, transport, vad, dialect, finished = make_session(bridge, QUIET)
+    transport.inbox.put_nowait(dialect.stop())
+    outcome = await run(session, clock)
+    assert finished == [outcome] and outcome.end_reason == "carrier_stop"
+    assert transport.closed is not None
+
+
+async def test_a_hanging_bridge_close_and_transport_close_are_abandoned_after_their_limits():
+    import gateway.session as session_module
+
+    bridge = FakeBridge()
+    session, clock, transport, vad, dialect, finished = make_session(bridge, QUIET)
+    stuck_bridge, stuck_transport = _Stubborn(), _Stubborn()
+    bridge.close = stuck_bridge.hang  # type: ignore[method-assign]
+    transport.close = lambda code=1000, reason="": stuck_transport.hang()  # type: ignore[method-assign]
+    transport.inbox.put_nowait(dialect.stop())
+    try:
+        outcome = await run(session, clock)
+    finally:
+        stuck_bridge.release.set()
+        stuck_transport.release.set()
+    assert finished == [outcome] and outcome.end_reason == "carrier_stop"
+    limits = session_module._BRIDGE_CLOSE_S + session_module._TRANSPORT_CLOSE_S
+    assert limits <= clock.t < limits + 1  # each step waited its limit on the call's clock
+    assert stuck_bridge.cancels == 1 and stuck_transport.cancels == 1  # cancelled, then left
