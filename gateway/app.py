@@ -43,7 +43,7 @@ from gateway.carriers import events as ev
 from gateway.carriers.registry import CARRIERS, make_adapter
 from gateway.config import Settings, check_public_url
 from gateway.llm.base import AgentConfig, ModelBridge
-from gateway.llm.local.engines import LocalEngines
+from gateway.llm.local.remote import LocalEngines
 from gateway.metrics import GatewayMetrics
 from gateway.session import CallHooks, CallOutcome, CallPolicy, CallSession
 from gateway.store import (
@@ -343,7 +343,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     Args:
         settings: configuration (default: from ``GATEWAY_*`` environment variables).
         store: an open store (default: one on ``settings.database_url``).
-        engines: the local agent's speech engines (default: created, loaded in background).
+        engines: the local agent's speech engines (default: a pool of ``GATEWAY_LOCAL_WORKERS``
+            worker processes, owned and closed by this app; one passed in is left running).
         warm_up: load the local agent's models at start-up rather than on the first call.
 
     Raises:
@@ -366,8 +367,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
             barge_in_min_speech_ms=settings.barge_in_min_speech_ms,
             energy_floor_dbfs=settings.vad_energy_floor_dbfs,
         ),
-        engines=engines or LocalEngines(),
+        engines=engines or LocalEngines(workers=settings.local_workers),
     )
+    owns_engines = engines is None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -376,7 +378,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
         if lost:
             log.warning("finalised %d calls a previous run of node %s left in progress", len(lost), settings.node_id)
         if warm_up and settings.warm_up:
-            services.warm = asyncio.create_task(asyncio.to_thread(services.engines.warm_up))
+            services.warm = asyncio.create_task(services.engines.ready())  # worker processes load
         expiry = asyncio.create_task(_expire_calls(store))
         try:
             yield
@@ -385,9 +387,10 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
             # uvicorn closes live sockets (1012) before this runs unless the server is a
             # gateway.serving.GatewayServer, which ends the calls first; this catches the rest.
             await services.end_live_calls("shutdown", timeout_s=settings.shutdown_timeout_s)
-            if services.warm is not None:
-                with contextlib.suppress(Exception):
-                    await services.warm
+            if services.warm is not None and not services.warm.done():
+                services.warm.cancel()  # the pool goes on loading; nothing waits for it here
+            if owns_engines:
+                services.engines.close()  # kills the worker processes (bounded: ~2 s at most)
 
     routes = build_api(store, settings, live_view=services.live_view)
     routes.append(WebSocketRoute("/stream/{carrier}/{call_id}/{token}", stream_endpoint))

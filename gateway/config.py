@@ -187,6 +187,9 @@ class Settings(BaseSettings):
     #: Load the local agent's speech models at start-up (in the background) rather than at
     #: the first ``local`` call. Off: cheaper start-up for gateways that use hosted models.
     warm_up: bool = True
+    #: Worker processes running the local agent's recognition and synthesis (about 150 MB
+    #: each; each decodes one utterance at a time fastest, up to 4 concurrently).
+    local_workers: int = Field(2, ge=1, le=64)
 
     @field_validator("public_url")
     @classmethod

@@ -29,9 +29,11 @@ def shared_audio() -> Path:
 
 @pytest.fixture(scope="session")
 def local_engines():
-    """The local agent's speech engines (pocketsphinx, Piper), loaded and calibrated once."""
-    from gateway.llm.local.engines import LocalEngines
+    """The local agent's speech engines: one worker process (pocketsphinx, Piper), loaded and
+    calibrated once per test session and shared by every test that needs them."""
+    from gateway.llm.local.remote import LocalEngines
 
-    engines = LocalEngines(max_decoders=2)
+    engines = LocalEngines(workers=1, max_decoders=4)
     engines.warm_up()
-    return engines
+    yield engines
+    engines.close()

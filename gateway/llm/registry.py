@@ -129,7 +129,7 @@ def make_bridge(
     Args:
         config: the call's agent configuration.
         settings: :class:`gateway.config.Settings` (read with ``getattr`` and defaults).
-        local_engines: the app's shared :class:`~gateway.llm.local.engines.LocalEngines` for
+        local_engines: the app's shared :class:`~gateway.llm.local.remote.LocalEngines` for
             ``local`` (created here if not given, which loads the models per call).
         tool_client: HTTP client for tool calls (tests); default: an
             :func:`~gateway.outbound.outbound_client` with the settings' allow-list.
@@ -219,7 +219,7 @@ def _make_local(settings: Any, engines: Any) -> ModelBridge:
     from gateway.llm.local.responder import ChatCompletionsResponder, EchoResponder
 
     if engines is None:
-        from gateway.llm.local.engines import LocalEngines
+        from gateway.llm.local.remote import LocalEngines
 
         engines = LocalEngines()
     base_url = _plain(getattr(settings, "llm_base_url", ""))

@@ -15,7 +15,8 @@ from starlette.routing import Route
 
 from gateway.formats import PCMU_8K
 from gateway.llm.base import AgentConfig, AudioOut, ResponseDone, Transcript
-from gateway.llm.local.agent import LocalAgentBridge, cut_to_heard, split_sentences
+from gateway.llm.common import cut_heard
+from gateway.llm.local.agent import LocalAgentBridge, split_sentences
 from gateway.llm.local.responder import ChatCompletionsResponder, EchoResponder
 
 
@@ -76,11 +77,16 @@ def test_sentences_split_at_clause_ends_and_heard_text_is_cut():
     assert split_sentences("I heard you say: go forward. Anything else?  Bye") == [
         "I heard you say:", "go forward.", "Anything else?", "Bye"]
     spoken = [("One two three four.", 1000), ("Five six.", 500)]
-    assert cut_to_heard(spoken, 0) == ""
-    assert cut_to_heard(spoken, 500) == "One two"
-    assert cut_to_heard(spoken, 1000) == "One two three four."
-    assert cut_to_heard(spoken, 1250) == "One two three four. Five"
-    assert cut_to_heard(spoken, 10_000) == "One two three four. Five six."
+    assert cut_heard(spoken, 0, suffix="") == ""
+    assert cut_heard(spoken, 500, suffix="") == "One two"
+    assert cut_heard(spoken, 1000, suffix="") == "One two three four."
+    assert cut_heard(spoken, 1250, suffix="") == "One two three four. Five"
+    assert cut_heard(spoken, 10_000, suffix="") == "One two three four. Five six."
+    # The realtime bridges' form marks a cut; a whole reply is left as it is.
+    assert cut_heard(spoken, 1250) == "One two three four. Five…"
+    assert cut_heard(spoken, 1000) == "One two three four.…"
+    assert cut_heard(spoken, 1500) == "One two three four. Five six."
+    assert cut_heard([("no audio measured", 0)], 0) == "no audio measured"  # nothing to cut by
 
 
 class _Scripted:

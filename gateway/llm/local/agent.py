@@ -1,11 +1,17 @@
 """The embedded local agent: offline recognition → responder → offline synthesis.
 
 The gateway's own VAD drives turns (``gateway`` turn mode): :meth:`speech_started` opens an
-utterance (with pre-roll, since the VAD confirms speech a little after its onset) whose audio
-pocketsphinx decodes in worker threads *while the caller speaks*, and :meth:`end_of_turn`
-finishes it, so recognition adds only its final passes (about 0.15 s) to the turn latency. The reply text comes from a
-:class:`~gateway.llm.local.responder.Responder` and is spoken by Piper sentence by sentence, so
-the first audio leaves after the first sentence is synthesised, not the whole reply.
+utterance (with pre-roll, since the VAD confirms speech a little after its onset) that a
+worker process decodes *while the caller speaks*, and :meth:`end_of_turn` finishes it, so
+recognition adds only its final passes (about 0.15 s) to the turn latency. The reply text
+comes from a :class:`~gateway.llm.local.responder.Responder` and is spoken by Piper sentence
+by sentence, so the first audio leaves after the first sentence is synthesised.
+
+Recognition and synthesis run in the engine pool's worker processes
+(:class:`~gateway.llm.local.remote.LocalEngines`), never on the event loop: a failed or
+crashed engine costs one turn, reported as a non-fatal :class:`BridgeError` (``asr_failed``:
+the agent apologises and listens again; ``tts_failed``: one retry, then the reply is dropped).
+:meth:`close` never waits on engine work: open utterances are aborted.
 
 On barge-in, :meth:`interrupt` stops the reply at once and cuts the conversation history to the
 words the caller actually heard (by the share of the item's audio that was played).
@@ -16,73 +22,53 @@ Formats: input L16 16 kHz, output L16 at the voice's rate (22,050 Hz).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import re
 from collections import deque
 from collections.abc import AsyncIterator
 
-import numpy as np
-
 from gateway.formats import L16_16K, AudioFormat, Encoding
 from gateway.llm.base import (
     AgentConfig,
     AudioOut,
+    BridgeError,
     BridgeEvent,
     ModelBridge,
     ResponseDone,
     Transcript,
 )
-from gateway.llm.local.engines import LocalEngines, SpeechRecognizer
+from gateway.llm.common import cut_heard
+from gateway.llm.local.remote import EngineError, LocalEngines, RemoteUtterance
 from gateway.llm.local.responder import Message, Responder
 
-__all__ = ["LocalAgentBridge", "cut_to_heard", "split_sentences"]
+__all__ = ["LocalAgentBridge", "split_sentences"]
 
 log = logging.getLogger(__name__)
 
 _PREROLL_MS = 600
 _FEED_BYTES = 16000 * 2 * 320 // 1000  # hand the decoder 320 ms of audio at a time
+_TTS_RETRY_S = 0.5  # a failed synthesis is tried once more after this (a worker may be restarting)
+#: Said when the caller's turn could not be recognised (its engine failed).
+APOLOGY = "Sorry, I did not catch that. Could you say it again?"
 
 
-class _StreamingTurn:
-    """One caller turn decoded as it arrives: a chain of worker-thread steps, in order."""
+class _FailedTurn:
+    """A turn whose recognition could not even start (no worker): finishing reports why."""
 
-    def __init__(self, asr: SpeechRecognizer, band: str) -> None:
-        self._begin = asyncio.create_task(asyncio.to_thread(asr.begin, band))
-        self._last: asyncio.Task = self._begin
-        self.result: asyncio.Task[str] | None = None
+    def __init__(self, error: EngineError) -> None:
+        self._error = error
 
-    def feed(self, chunk: bytes) -> None:
-        prev = self._last
+    def feed(self, pcm: bytes) -> None:
+        return None
 
-        async def step() -> None:
-            await prev
-            await asyncio.to_thread(self._begin.result().feed, chunk)
+    async def finish(self) -> str:
+        raise self._error
 
-        self._last = asyncio.create_task(step())
+    def abort(self) -> None:
+        return None
 
-    def finish(self) -> asyncio.Task[str]:
-        """The recognised text (``""`` if decoding failed); the decoder is always released."""
-        if self.result is None:
-            prev = self._last
 
-            async def step() -> str:
-                with contextlib.suppress(Exception):
-                    await prev
-                try:
-                    utterance = await self._begin
-                except Exception:  # noqa: BLE001 - no decoder: nothing to recognise
-                    log.warning("speech recognition could not start", exc_info=True)
-                    return ""
-                try:
-                    return await asyncio.to_thread(utterance.finish)
-                except Exception:  # noqa: BLE001
-                    log.warning("speech recognition failed", exc_info=True)
-                    return ""
-
-            self.result = asyncio.create_task(step())
-        return self.result
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
 
 
@@ -93,33 +79,6 @@ def split_sentences(text: str) -> list[str]:
     piece is synthesised rather than the whole reply.
     """
     return [s for s in (p.strip() for p in _SENTENCE_END.split(text)) if s]
-
-
-def cut_to_heard(spoken: list[tuple[str, int]], heard_ms: int) -> str:
-    """The words of a reply the caller heard.
-
-    Args:
-        spoken: (sentence, ms of its audio) in the order played.
-        heard_ms: whole ms of the reply's audio the caller heard.
-
-    Returns:
-        Whole sentences heard, plus the leading share of the sentence in progress (speech rate
-        is near constant within a sentence), cut at a word boundary; ``""`` if nothing.
-    """
-    kept: list[str] = []
-    left = heard_ms
-    for sentence, ms in spoken:
-        if left <= 0 or ms <= 0:
-            break
-        if left >= ms:
-            kept.append(sentence)
-        else:
-            words = sentence.split()
-            part = " ".join(words[: int(len(words) * left / ms)])
-            if part:
-                kept.append(part)
-        left -= ms
-    return " ".join(kept)
 
 
 class LocalAgentBridge(ModelBridge):
@@ -136,13 +95,13 @@ class LocalAgentBridge(ModelBridge):
         self._engines = engines
         self._responder = responder
         self.input_format = L16_16K
-        self.output_format = AudioFormat(Encoding.L16, engines.tts.sample_rate)
+        self.output_format = AudioFormat(Encoding.L16, engines.sample_rate)
         self._jobs: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
         self._preroll: deque[bytes] = deque()
         self._preroll_samples = 0
-        self._turn: _StreamingTurn | None = None
+        self._turn: RemoteUtterance | _FailedTurn | None = None
         self._pending = bytearray()
-        self._turns: set[_StreamingTurn] = set()
+        self._open: set[RemoteUtterance | _FailedTurn] = set()  # begun, not yet finished
         self._band = "wide"
         self._generation = 0
         self._history: list[Message] = []
@@ -170,9 +129,12 @@ class LocalAgentBridge(ModelBridge):
             self._preroll_samples -= len(self._preroll.popleft()) // 2
 
     async def speech_started(self) -> None:
-        if self._turn is None:
-            self._turn = _StreamingTurn(self._engines.asr, self._band)
-            self._turns.add(self._turn)
+        if self._turn is None and not self._closed:
+            try:
+                self._turn = self._engines.begin(self._band)
+            except EngineError as exc:
+                self._turn = _FailedTurn(exc)
+            self._open.add(self._turn)
             self._pending = bytearray(b"".join(self._preroll))
             self._preroll.clear()
             self._preroll_samples = 0
@@ -195,7 +157,10 @@ class LocalAgentBridge(ModelBridge):
         if spoken is None:
             return
         idx, played = spoken
-        kept = cut_to_heard(played, heard_ms)
+        self._set_said(idx, cut_heard(played, heard_ms, suffix=""))
+
+    def _set_said(self, idx: int, kept: str) -> None:
+        """The history's assistant message ``idx`` becomes ``kept`` (removed if empty)."""
         if idx < len(self._history):
             if kept:
                 self._history[idx] = {"role": "assistant", "content": kept}
@@ -208,47 +173,77 @@ class LocalAgentBridge(ModelBridge):
             if kind == "close":
                 return
             if kind == "turn":
-                text = await payload.finish()
-                self._turns.discard(payload)
-                yield Transcript("user", text)
-                self._history.append({"role": "user", "content": text})
-                generation = self._generation
-                reply = await self._responder.reply(list(self._history))
-                if generation != self._generation:
-                    continue  # the caller spoke again while we were thinking
+                try:
+                    text: str | None = await payload.finish()
+                except EngineError as exc:
+                    log.warning("speech recognition failed: %s", exc)
+                    text = None
+                    error = exc
+                # Cancelled meanwhile (the call ended): the turn stays open for close() to abort.
+                self._open.discard(payload)
+                if text is None:
+                    yield BridgeError("asr_failed", str(error)[:200], fatal=False)
+                    reply = APOLOGY
+                else:
+                    yield Transcript("user", text)
+                    self._history.append({"role": "user", "content": text})
+                    generation = self._generation
+                    reply = await self._responder.reply(list(self._history))
+                    if generation != self._generation:
+                        continue  # the caller spoke again while we were thinking
             else:
                 reply = str(payload)
             async for event in self._speak(reply):
                 yield event
+
+    async def _synthesize(self, sentence: str) -> bytes | EngineError:
+        """The sentence's audio, retried once; the error if both attempts failed."""
+        try:
+            return await self._engines.synthesize(sentence)
+        except EngineError as exc:
+            log.warning("speech synthesis failed, retrying: %s", exc)
+        await asyncio.sleep(_TTS_RETRY_S)
+        try:
+            return await self._engines.synthesize(sentence)
+        except EngineError as exc:
+            return exc
 
     async def _speak(self, text: str) -> AsyncIterator[BridgeEvent]:
         item_id = f"local_{next(self._ids)}"
         generation = self._generation
         self._history.append({"role": "assistant", "content": text})
         played: list[tuple[str, int]] = []
-        self._spoken[item_id] = (len(self._history) - 1, played)
+        idx = len(self._history) - 1
+        self._spoken[item_id] = (idx, played)
         yield Transcript("agent", text, item_id)
         rate = self.output_format.sample_rate
-        tts = self._engines.tts
+        status = "completed"
         for sentence in split_sentences(text):
             if generation != self._generation:
                 break
-            chunks = await asyncio.to_thread(lambda s=sentence: list(tts.stream(s)))
+            pcm = await self._synthesize(sentence)
             if generation != self._generation:
                 break
-            if not chunks:
+            if isinstance(pcm, EngineError):
+                yield BridgeError("tts_failed", str(pcm)[:200], fatal=False)
+                self._set_said(idx, " ".join(s for s, _ in played))  # remember only what was said
+                status = "failed"
+                break
+            if not pcm:
                 continue
-            pcm = np.concatenate(chunks)
-            played.append((sentence, pcm.size * 1000 // rate))
-            yield AudioOut(item_id, pcm.astype("<i2", copy=False).tobytes())
-        status = "completed" if generation == self._generation else "cancelled"
+            played.append((sentence, len(pcm) // 2 * 1000 // rate))
+            yield AudioOut(item_id, pcm)
+        if generation != self._generation:
+            status = "cancelled"
         yield ResponseDone(item_id, status)
 
     async def close(self) -> None:
+        """End the session without waiting on engine work: open utterances are aborted."""
         if not self._closed:
             self._closed = True
             self._jobs.put_nowait(("close", None))
-            for turn in list(self._turns):  # give every decoder back to the pool
-                await turn.finish()
-            self._turns.clear()
+            for turn in list(self._open):  # queued audio is dropped, decoders are released
+                turn.abort()
+            self._open.clear()
+            self._turn = None
             await self._responder.aclose()

