@@ -178,7 +178,9 @@ def build_openapi(*, title: str = "Realtime media gateway", version: str | None 
             "get": {
                 "operationId": "getCallRecording",
                 "summary": "Download a call's recording",
-                "description": "Two-channel 16-bit PCM WAV: left the caller, right the agent.",
+                "description": "Two-channel 16-bit PCM WAV: left the caller, right the agent. "
+                "Served once the call's recording.status is completed: 404 while it is still "
+                "recording, when recording failed, or when the call was not recorded.",
                 "tags": ["calls"],
                 "parameters": [path_id("callId", "Call id (call_…).")],
                 "responses": {
