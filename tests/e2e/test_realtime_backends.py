@@ -244,7 +244,7 @@ async def test_xai_top_level_session_8k_pcm_without_resampling_and_local_barge_i
 
 async def test_agent_secret_ref_reaches_the_handshake_and_nothing_else(gateway, monkeypatch, caplog):
     value = "sk-secretref-" + secrets.token_hex(12)
-    monkeypatch.setenv("GATEWAY_SECRET_TEST_OPENAI", value)
+    monkeypatch.setenv("GATEWAY_SECRET_DEFAULT_OPENAI", value)
     caplog.set_level(logging.DEBUG)
     srv = FakeRealtimeServer(api_key=value, replies=[Reply([ModelSays(GREETING)])])
     async with srv:
@@ -254,7 +254,7 @@ async def test_agent_secret_ref_reaches_the_handshake_and_nothing_else(gateway, 
             r = await c.post("/agents", json={
                 "name": "secret-ref agent", "systemPrompt": "You are a test agent.", "voice": "marin",
                 "language": "en-US", "greeting": "Hello.", "model": "openai:gpt-realtime",
-                "secretRefs": {"openai_api_key": "GATEWAY_SECRET_TEST_OPENAI"},
+                "secretRefs": {"openai_api_key": "GATEWAY_SECRET_DEFAULT_OPENAI"},
             })  # fmt: skip
             assert r.status_code == 201, r.text
             agent = r.json()
@@ -277,8 +277,8 @@ async def test_agent_secret_ref_reaches_the_handshake_and_nothing_else(gateway, 
     _, frames = find_played(report, PCMU_8K, srv.item_audio[list(srv.item_ms)[0]])
     assert frames > 0
     # Only the reference is stored and returned; the value is nowhere.
-    assert agent["secretRefs"] == {"openai_api_key": "GATEWAY_SECRET_TEST_OPENAI"}
-    assert record["config"]["secretRefs"] == {"openai_api_key": "GATEWAY_SECRET_TEST_OPENAI"}
+    assert agent["secretRefs"] == {"openai_api_key": "GATEWAY_SECRET_DEFAULT_OPENAI"}
+    assert record["config"]["secretRefs"] == {"openai_api_key": "GATEWAY_SECRET_DEFAULT_OPENAI"}
     assert value not in agent_text and value not in call_text and value not in str(record)
     gateway_logs = [r for r in caplog.records if not r.name.startswith("tests.")]
     # websockets' DEBUG handshake dump went through the wire logger, the header blanked.
