@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
 from pathlib import Path
@@ -37,7 +36,9 @@ def _settings(**overrides):
 
 
 def _logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from gateway.logs import setup_logging
+
+    setup_logging(level)  # every handler redacts stream tokens (gateway.logs)
 
 
 @app.command()
@@ -57,8 +58,11 @@ def serve(
 
     settings = _settings(host=host, port=port)
     _logging(settings.log_level)
+    from gateway.logs import log_config
+
     config = uvicorn.Config(
         create_app(settings),
+        log_config=log_config(settings.log_level),
         host=settings.host,
         port=settings.port,
         ws_max_size=1 << 20,

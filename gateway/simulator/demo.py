@@ -18,6 +18,7 @@ from rich.table import Table
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.logs import install_redaction
 from gateway.simulator.run import caller_line, run_call
 
 __all__ = ["run_demo", "serve_in_background"]
@@ -32,8 +33,11 @@ def _free_port() -> int:
 async def serve_in_background(settings: Settings, **app_kwargs) -> tuple[uvicorn.Server, asyncio.Task, object]:
     """Start the gateway in this event loop; returns once it accepts connections."""
     app = create_app(settings, **app_kwargs)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+    # log_config=None: uvicorn's records go to the handlers already set up, which redact
+    # stream tokens (gateway.logs)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", log_config=None,
                             ws_max_size=1 << 20, ws_ping_interval=None, ws=settings.ws_impl, lifespan="on")
+    install_redaction()
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
