@@ -49,7 +49,8 @@ def serve(
     """Serve the REST API and the carrier media streams.
 
     SIGTERM / Ctrl-C: live calls end with reason ``shutdown`` (sockets closed with 1001) and
-    their records are written, waiting at most GATEWAY_SHUTDOWN_TIMEOUT_S; then the process exits.
+    their records are written, waiting at most GATEWAY_SHUTDOWN_TIMEOUT_S (then uvicorn waits
+    as long again before cancelling what is left); then the process exits.
     """
     import uvicorn
 
@@ -69,6 +70,9 @@ def serve(
         ws=settings.ws_impl,
         log_level=settings.log_level.lower(),
         ws_ping_interval=None,
+        # after the calls were asked to end, uvicorn waits this long for what is left, then
+        # cancels it (a cancelled session still finalises its record): SIGTERM always exits
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,  # type: ignore[arg-type]
     )
     server = GatewayServer(config, shutdown_timeout_s=settings.shutdown_timeout_s)
     server.run()

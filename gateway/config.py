@@ -182,8 +182,9 @@ class Settings(BaseSettings):
         default_factory=lambda data: f"{socket.gethostname()}:{data.get('port', 8080)}", min_length=1, max_length=200
     )
     #: On SIGTERM, live calls are ended (reason ``shutdown``, close code 1001) and the gateway
-    #: waits this long (s) for their records before closing what is left.
-    shutdown_timeout_s: float = Field(10.0, ge=0, le=300)
+    #: waits this long (s) for their records before closing what is left (then as long again
+    #: before cancelling it).
+    shutdown_timeout_s: float = Field(10.0, gt=0, le=300)
     #: Load the local agent's speech models at start-up (in the background) rather than at
     #: the first ``local`` call. Off: cheaper start-up for gateways that use hosted models.
     warm_up: bool = True

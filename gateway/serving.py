@@ -11,7 +11,8 @@ cancels them.
 live call to end (reason ``shutdown``, status ``completed``, carrier socket closed with 1001
 "going away") and wait, at most ``GATEWAY_SHUTDOWN_TIMEOUT_S`` seconds, until their records
 are finalised; then uvicorn's shutdown runs as usual for whatever is left (a call still live
-then ends ``carrier_closed``; if uvicorn cancels its task, the session's finaliser still runs).
+then sees its socket closed; if uvicorn cancels its task, ``gateway serve`` sets
+``timeout_graceful_shutdown`` so it does, the session's finaliser still runs).
 """
 
 from __future__ import annotations
