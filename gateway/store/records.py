@@ -79,11 +79,9 @@ class CallConfig:
     inactivity_action: Literal["hangup", "prompt"] = "hangup"
     recording_enabled: bool = True
     #: Credential name → environment variable holding it (references only, never values).
+    #: They resolve per call with :meth:`gateway.tenants.SecretGrants.resolve`, only within
+    #: the call's tenant's grant.
     secret_refs: Mapping[str, str] = field(default_factory=dict)
-
-    def resolve_secrets(self, environ: Mapping[str, str]) -> dict[str, str]:
-        """The referenced credentials' values from ``environ``; unset references are left out."""
-        return {name: environ[var] for name, var in self.secret_refs.items() if environ.get(var)}
 
     def agent_config(self, *, secrets: Mapping[str, str] | None = None) -> AgentConfig:
         """The model-facing part, with per-call ``secrets`` (never stored) attached."""
