@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.store.helpers import _make_engine, _utcnow
 from gateway.store.models import Base
+from gateway.store.schema import add_missing_columns
 
 __all__ = ["StoreBase"]
 
@@ -34,8 +35,10 @@ class StoreBase:
     # -- lifecycle -----------------------------------------------------------------------
 
     def create_all(self) -> None:
-        """Create any missing tables (idempotent; no migrations)."""
+        """Create any missing tables, and add the columns and indexes older tables lack
+        (:func:`gateway.store.schema.add_missing_columns`). Idempotent; no other migrations."""
         Base.metadata.create_all(self.engine)
+        add_missing_columns(self.engine)
 
     def close(self) -> None:
         """Dispose of the engine's connection pool."""
