@@ -21,6 +21,7 @@ application close code, so a client sees why:
 4404  unknown call
 4409  the call is already streaming, or has ended
 4410  the stream token expired
+1013  try again later: ``GATEWAY_MAX_CALLS`` calls are live (RFC 6455 §7.4.2 registry code)
 ====  =======================================================
 """
 
@@ -71,6 +72,7 @@ CLOSE_CODES = {
     "unknown_call": 4404,
     "not_connectable": 4409,
     "token_expired": 4410,
+    "at_capacity": 1013,
 }
 
 
@@ -122,11 +124,17 @@ class Services:
     vad: VadFactory
     engines: LocalEngines
     live: dict[str, CallSession] = field(default_factory=dict)
+    #: Streams admitted but not yet in :attr:`live` (their slot is held across the awaits).
+    admitting: set[str] = field(default_factory=set)
     warm: asyncio.Task | None = None
     metrics: GatewayMetrics = field(init=False)
 
     def __post_init__(self) -> None:
         self.metrics = GatewayMetrics(lambda: len(self.live))
+
+    def live_calls(self) -> int:
+        """Calls counted against ``Settings.max_calls``: served plus admitted streams."""
+        return len(self.live) + len(self.admitting)
 
     def bridge_for(self, config: AgentConfig) -> ModelBridge:
         """The model bridge a call's config selects (``local`` by default)."""
@@ -235,21 +243,38 @@ async def stream_endpoint(ws: WebSocket) -> None:
         return await _refuse(ws, "not_connectable", "call already streaming or ended")
     if call.connection_type != carrier:
         return await _refuse(ws, "bad_carrier", f"this call streams over {call.connection_type}")
-    if call_id in services.live:
+    if call_id in services.live or call_id in services.admitting:
         return await _refuse(ws, "not_connectable", "call already streaming")
-    # Claimed for this node (GATEWAY_NODE_ID) with its recording's path: if the process dies
-    # mid-call, its next start-up finalises the call and links the file.
-    config = CallConfig.from_json(call.config) if isinstance(call.config, dict) else call.config
+    if services.live_calls() >= services.settings.max_calls:
+        return await _refuse(ws, "at_capacity", "gateway at its live call limit; try again later")
+    services.admitting.add(call_id)  # no await since the check: the slot is ours
+    try:
+        await _serve(services, ws, call_id, carrier, call.config, tenant=call.tenant)
+    finally:
+        services.admitting.discard(call_id)
+
+
+async def _serve(
+    services: Services, ws: WebSocket, call_id: str, carrier: str, stored: CallConfig | dict,
+    *, tenant: str = DEFAULT_TENANT,
+) -> None:
+    """Start an admitted call and run it to its end (it leaves :attr:`Services.live` after).
+
+    The call is claimed for this node (``GATEWAY_NODE_ID``) with its recording's path, so that
+    if the process dies mid-call its next start-up finalises the call and links the file.
+    """
+    config = CallConfig.from_json(stored) if isinstance(stored, dict) else stored
     wav = recording_path(services.settings, call_id) if config.recording_enabled else None
     try:
         await asyncio.to_thread(
-            store.mark_call_started, call_id, node_id=services.settings.node_id, recording_path=wav
+            services.store.mark_call_started, call_id, node_id=services.settings.node_id, recording_path=wav
         )
     except IllegalTransition:
         return await _refuse(ws, "not_connectable", "call already streaming or ended")
     await ws.accept()
-    session = _build_session(services, call_id, carrier, ws, config, tenant=call.tenant)
+    session = _build_session(services, call_id, carrier, ws, config, tenant=tenant)
     services.live[call_id] = session
+    services.admitting.discard(call_id)
     try:
         await session.run()
     finally:
@@ -392,7 +417,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
             if owns_engines:
                 services.engines.close()  # kills the worker processes (bounded: ~2 s at most)
 
-    routes = build_api(store, settings, live_view=services.live_view)
+    routes = build_api(store, settings, live_view=services.live_view, live_calls=services.live_calls)
     routes.append(WebSocketRoute("/stream/{carrier}/{call_id}/{token}", stream_endpoint))
     routes.append(Route("/metrics", services.metrics.endpoint, methods=["GET"]))
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers)

@@ -2,7 +2,9 @@
 
 Codes are stable, lowercase labels: ``unauthorized`` (401), ``not_found`` (404),
 ``method_not_allowed`` (405), ``invalid_json`` (400), ``payload_too_large`` (413),
-``validation_error`` (422, with field-level ``fields``), ``internal_error`` (500).
+``unsupported_media_type`` (415: a JSON route's body is not ``application/json``),
+``validation_error`` (422, with field-level ``fields``), ``internal_error`` (500),
+``unavailable`` (503, with ``Retry-After``: ``GATEWAY_MAX_CALLS`` calls are live).
 
 :data:`exception_handlers` maps Starlette's own ``HTTPException`` (unknown path, wrong
 method) onto the same shape; pass it to ``Starlette(exception_handlers=…)``.

@@ -77,8 +77,10 @@ def build_openapi(*, title: str = "Realtime media gateway", version: str | None 
         "400": err("InvalidJson"),
         "401": err("Unauthorized"),
         "413": err("PayloadTooLarge"),
+        "415": err("UnsupportedMediaType"),
         "422": err("ValidationError"),
     }
+    new_call_errors = {**body_errors, "503": err("AtCapacity")}
     paths: dict[str, Any] = {
         "/health": {
             "get": {
@@ -144,7 +146,7 @@ def build_openapi(*, title: str = "Realtime media gateway", version: str | None 
                 "requestBody": body(CallCreate),
                 "responses": {
                     "201": ok("The call was created (status queued).", CallCreated),
-                    **body_errors,
+                    **new_call_errors,
                     "404": err("NotFound"),
                 },
             }
@@ -157,7 +159,7 @@ def build_openapi(*, title: str = "Realtime media gateway", version: str | None 
                 "requestBody": body(InlineCallCreate),
                 "responses": {
                     "201": ok("The call was created (status queued).", CallCreated),
-                    **body_errors,
+                    **new_call_errors,
                 },
             }
         },
@@ -228,6 +230,22 @@ def build_openapi(*, title: str = "Realtime media gateway", version: str | None 
                 "Unauthorized": error_resp("Missing or invalid API key (code unauthorized)."),
                 "NotFound": error_resp("No such resource (code not_found)."),
                 "PayloadTooLarge": error_resp("Body over 1 MiB (code payload_too_large)."),
+                "UnsupportedMediaType": error_resp(
+                    "The body is not sent as Content-Type: application/json (UTF-8) "
+                    "(code unsupported_media_type)."
+                ),
+                "AtCapacity": {
+                    **error_resp(
+                        "GATEWAY_MAX_CALLS calls are live; retry later (code unavailable)."
+                    ),
+                    "headers": {
+                        "Retry-After": {
+                            "description": "Seconds to wait before retrying.",
+                            "required": True,
+                            "schema": {"type": "integer", "minimum": 1},
+                        }
+                    },
+                },
                 "ValidationError": error_resp(
                     "The body failed validation (code validation_error); fields lists each "
                     "invalid field by its dotted path."

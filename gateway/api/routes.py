@@ -61,6 +61,8 @@ __all__ = [
     "InstructionDocument",
     "LiveView",
     "OnCallCreated",
+    "LiveCalls",
+    "RETRY_AFTER_S",
     "MAX_BODY_BYTES",
 ]
 
@@ -68,6 +70,8 @@ log = logging.getLogger("gateway.api")
 
 #: Largest request body accepted (bytes); larger answers 413.
 MAX_BODY_BYTES = 1024 * 1024
+#: ``Retry-After`` (s) of the 503 answered while ``Settings.max_calls`` calls are live.
+RETRY_AFTER_S = 5
 
 #: ``instruction_document(carrier, stream_url, *, parameters=None)`` →
 #: ``(content_type, body)`` or ``None`` (see ``gateway.carriers.instructions``).
@@ -78,11 +82,27 @@ InstructionDocument = Callable[..., "tuple[str, str] | None"]
 LiveView = Callable[[str], "Mapping[str, Any] | None | Awaitable[Mapping[str, Any] | None]"]
 #: Called with each created call's record; may be sync or async.
 OnCallCreated = Callable[[CallRecord], "None | Awaitable[None]"]
+#: ``live_calls()`` → how many calls this process serves now (compared with ``max_calls``).
+LiveCalls = Callable[[], int]
 
 M = TypeVar("M", bound=BaseModel)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+
+
+def _require_json(request: Request) -> None:
+    """415 unless ``Content-Type`` is ``application/json`` (any case; ``charset`` UTF-8 only)."""
+    media, _, params = request.headers.get("content-type", "").partition(";")
+    charset = ""
+    for param in params.split(";"):
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower()
+    if media.strip().lower() != "application/json" or charset not in ("", "utf-8", "utf8"):
+        raise ApiError(
+            415, "unsupported_media_type", "the request body must be JSON: Content-Type: application/json"
+        )
 
 
 async def _read_body(request: Request) -> bytes:
@@ -100,6 +120,7 @@ async def _read_body(request: Request) -> bytes:
 
 
 async def _parse(request: Request, model: type[M], scope: RequestScope | None = None) -> M:
+    _require_json(request)
     raw = await _read_body(request)
     try:
         return model.model_validate_json(raw, context=scope.context() if scope else None)
@@ -168,16 +189,21 @@ def build_api(
     *,
     on_call_created: OnCallCreated | None = None,
     live_view: LiveView | None = None,
+    live_calls: LiveCalls | None = None,
     instruction_document: InstructionDocument | None = None,
 ) -> list[BaseRoute]:
     """The REST API's routes, to include in the app's routes (no prefix).
 
     Args:
         store: persistence (its tables must exist: call ``store.create_all()`` first).
-        settings: uses ``public_url`` (stream URL base) and ``stream_token_ttl_s``.
+        settings: uses ``public_url`` (stream URL base), ``stream_token_ttl_s`` and
+            ``max_calls``.
         on_call_created: called with each new call's record after it is stored.
         live_view: overlays the running call's transcript and events on ``GET /calls/{id}``
             for calls that are not final yet.
+        live_calls: how many calls are live; while it is ``settings.max_calls`` or more,
+            creating a call answers 503 ``unavailable`` with ``Retry-After``
+            (:data:`RETRY_AFTER_S`). ``None``: no limit here.
         instruction_document: carrier instruction builder; default
             :func:`gateway.carriers.instructions.instruction_document`.
 
@@ -195,6 +221,13 @@ def build_api(
         return dataclasses.replace(base_scope, tenant=request_tenant(request))
     openapi_doc = build_openapi()
     make_document: InstructionDocument = instruction_document or default_instruction_document
+
+    def check_capacity() -> None:
+        if live_calls is not None and live_calls() >= settings.max_calls:
+            raise ApiError(
+                503, "unavailable", f"the gateway is at its limit of {settings.max_calls} live calls",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )  # fmt: skip
 
     def handles_errors(endpoint: Callable[[Request], Awaitable[Response]]):  # type: ignore[no-untyped-def]
         async def wrapped(request: Request) -> Response:
@@ -262,6 +295,7 @@ def build_api(
         return _json(out, 201, {"Location": f"/calls/{call.id}"})
 
     async def create_call(request: Request) -> Response:
+        check_capacity()
         body = await _parse(request, CallCreate)
         agent = await asyncio.to_thread(store.get_agent, body.agent_id, tenant=request_tenant(request))
         if agent is None:
@@ -269,6 +303,7 @@ def build_api(
         return await _issue(request, agent.call_config(), body.connection_type, agent.id)
 
     async def create_inline_call(request: Request) -> Response:
+        check_capacity()
         body = await _parse(request, InlineCallCreate, scope(request))
         return await _issue(request, CallConfig(**body.policy()), body.connection_type, None)
 

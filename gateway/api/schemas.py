@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
 
 from gateway.api.context import scope_of
@@ -57,6 +57,15 @@ STORE_NAMES: dict[str, str] = {"max_duration": "max_duration_s", "inactivity_tim
 SECRET_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 #: Environment variables a secret reference may name (nothing else of the process is reachable).
 SECRET_VAR = re.compile(r"GATEWAY_SECRET_[A-Z0-9_]{1,100}")
+
+
+def _integral(value: Any) -> Any:
+    """``600.0`` → ``600``: JSON Schema's ``integer`` is any number with no fractional part."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+#: An integer field of a (strict) request body: ``60`` or ``60.0``; never ``"60"`` or ``true``.
+WholeNumber = Annotated[int, BeforeValidator(_integral)]
 
 
 class _Request(BaseModel):
@@ -128,8 +137,8 @@ class _AgentFields(_Request):
     turn_mode: TurnModeT = Field(
         "gateway", description="Who detects end of turn: the gateway's VAD or the model's."
     )
-    max_duration: int = Field(3000, ge=60, le=7200, description="Maximum call length (s).")
-    inactivity_timeout: int = Field(
+    max_duration: WholeNumber = Field(3000, ge=60, le=7200, description="Maximum call length (s).")
+    inactivity_timeout: WholeNumber = Field(
         30, ge=10, le=300, description="Silence from both sides before inactivityAction (s)."
     )
     inactivity_action: InactivityAction = Field("hangup", description="What inactivity does.")
@@ -143,6 +152,10 @@ class _AgentFields(_Request):
             "secret) → the name of an environment variable of the gateway that holds it, which "
             "must start with GATEWAY_SECRET_. Only the reference is stored or returned."
         ),
+        json_schema_extra={  # what _refs_resolvable accepts, so clients and tests can know it
+            "propertyNames": {"pattern": f"^{SECRET_NAME.pattern}$"},
+            "additionalProperties": {"type": "string", "pattern": f"^{SECRET_VAR.pattern}$"},
+        },
     )
 
     @field_validator("secret_refs")
@@ -352,7 +365,7 @@ class ErrorBody(_Response):
 
     code: str = Field(
         description="unauthorized, not_found, validation_error, invalid_json, payload_too_large, "
-        "method_not_allowed, internal_error"
+        "unsupported_media_type, method_not_allowed, unavailable, internal_error"
     )
     message: str
     fields: list[FieldError] | None = Field(None, description="Present for validation_error.")

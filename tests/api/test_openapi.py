@@ -93,3 +93,28 @@ def test_every_route_is_documented(tmp_path: Any) -> None:
             assert params == set(re.findall(r"\{(\w+)\}", path))
             if op.get("security") != []:
                 assert "401" in op["responses"]
+
+
+def test_json_body_operations_document_415_and_call_creation_503() -> None:
+    doc = build_openapi()
+    bodies = {(p, m) for p, ops in doc["paths"].items() for m, op in ops.items() if "requestBody" in op}
+    assert bodies == {("/agents", "post"), ("/calls/create", "post"), ("/calls/inline", "post")}
+    for path, method in bodies:
+        op = doc["paths"][path][method]
+        assert list(op["requestBody"]["content"]) == ["application/json"]
+        assert _resolve(doc, op["responses"]["415"]["$ref"])["content"]["application/json"]
+    for path in ("/calls/create", "/calls/inline"):
+        unavailable = _resolve(doc, doc["paths"][path]["post"]["responses"]["503"]["$ref"])
+        assert unavailable["headers"]["Retry-After"]["required"] is True
+    assert "503" not in doc["paths"]["/agents"]["post"]["responses"]
+
+
+def test_secret_refs_schema_states_what_the_validator_accepts() -> None:
+    from gateway.api.schemas import SECRET_NAME, SECRET_VAR
+
+    schemas = build_openapi()["components"]["schemas"]
+    for model in ("AgentCreate", "InlineCallCreate"):
+        refs = schemas[model]["properties"]["secretRefs"]
+        assert refs["propertyNames"] == {"pattern": f"^{SECRET_NAME.pattern}$"}
+        assert refs["additionalProperties"] == {"type": "string", "pattern": f"^{SECRET_VAR.pattern}$"}
+        assert refs["maxProperties"] == 32

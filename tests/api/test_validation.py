@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from gateway.api import MAX_BODY_BYTES
@@ -110,7 +111,8 @@ async def test_malformed_json_is_400(client: httpx.AsyncClient, raw: bytes) -> N
 
 @pytest.mark.parametrize("raw", [b"[]", b"42", b'"agent"', b"null"])
 async def test_non_object_body_is_422(client: httpx.AsyncClient, raw: bytes) -> None:
-    assert _fields(await client.post("/agents", content=raw)) == {"body": "must be a JSON object"}
+    r = await client.post("/agents", content=raw, headers={"Content-Type": "application/json"})
+    assert _fields(r) == {"body": "must be a JSON object"}
 
 
 async def test_body_too_large_is_413(client: httpx.AsyncClient) -> None:
@@ -129,3 +131,28 @@ async def test_boundaries_are_accepted(client: httpx.AsyncClient) -> None:
                   {"inactivityTimeout": 10}, {"inactivityTimeout": 300}, {"greeting": ""}):  # fmt: skip
         r = await client.post("/agents", json={**AGENT, **patch})
         assert r.status_code == 201, (patch, r.text)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
+     "application/jsonx", "application/json-patch+json", "application/json; charset=latin-1", ""],
+)  # fmt: skip
+@pytest.mark.parametrize("path", ["/agents", "/calls/inline", "/calls/create"])
+async def test_a_body_not_sent_as_json_is_415(client: httpx.AsyncClient, path: str, content_type: str | None) -> None:
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    r = await client.post(path, content=orjson.dumps(AGENT), headers=headers)
+    assert r.status_code == 415, r.text
+    assert r.json() == {"error": {"code": "unsupported_media_type",
+                                  "message": "the request body must be JSON: Content-Type: application/json"}}  # fmt: skip
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "Application/JSON", "application/json; charset=UTF-8",
+                                          'application/json;charset="utf-8"'])  # fmt: skip
+async def test_json_content_types_are_accepted(client: httpx.AsyncClient, content_type: str) -> None:
+    r = await client.post("/agents", content=orjson.dumps(AGENT), headers={"Content-Type": content_type})
+    assert r.status_code == 201, r.text
+
+
+async def test_auth_is_checked_before_the_content_type(anon: httpx.AsyncClient) -> None:
+    assert (await anon.post("/agents", content=b"x", headers={"Content-Type": "text/plain"})).status_code == 401
