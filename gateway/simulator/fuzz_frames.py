@@ -81,7 +81,10 @@ def dialect_options(name: str, rng: random.Random) -> dict[str, Any]:
 
 
 class CallFuzzer:
-    """The frames of one fuzzed call in one carrier dialect (deterministic for a given ``rng``).
+    """The frames of one fuzzed call in one carrier dialect.
+
+    Every choice comes from ``rng``, so a seed reproduces a call's sequence of frames (the
+    dialects' stream and call ids are random uuids).
 
     Args:
         name: a carrier dialect (``twilio``, ``telnyx``, ``plivo``, ``vonage``, ``exotel``, ``raw``).
