@@ -21,6 +21,7 @@ async facade is :class:`gateway.llm.local.remote.LocalEngines`, which awaits the
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import logging
 import multiprocessing
@@ -130,6 +131,7 @@ class WorkerPool:
             if self._started or self._closing:
                 return
             self._started = True
+        atexit.register(self.close)  # workers ignore SIGTERM: never leave them to multiprocessing
         workers = [self._spawn(i) for i in range(self.size)]
         with self._lock:
             self._workers = workers
@@ -147,8 +149,11 @@ class WorkerPool:
     def close(self, timeout_s: float = 2.0) -> None:
         """Stop every worker (killed: they hold nothing worth saving); fail what is in flight."""
         with self._lock:
+            if self._closing:
+                return
             self._closing = True
             workers = list(self._workers)
+        atexit.unregister(self.close)
         self._wake.set()
         for w in workers:
             self._retire(w, "the engine pool closed")

@@ -158,7 +158,11 @@ def main(conn: Any, config: dict[str, Any]) -> None:
         config: ``max_decoders`` (int), ``cmn_priors`` (dict or ``None``), ``niceness`` (int
             added to the process's nice value, so the gateway's media loop wins the CPU).
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
+    # The parent owns a worker's lifetime: a Ctrl-C or SIGTERM sent to the whole process group
+    # must not kill the engines under live calls. The pool kills workers when it closes, and a
+    # worker whose parent died sees EOF on its pipe and exits.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with contextlib.suppress(OSError):
         os.nice(int(config.get("niceness", 0)))
     state = WorkerState(max_decoders=int(config.get("max_decoders", 4)), cmn_priors=config.get("cmn_priors"))
