@@ -41,6 +41,15 @@ class ModelEndpoint(BaseModel):
     g711: bool = False
     session_limit_s: float | None = Field(None, gt=0)
 
+    @field_validator("url")
+    @classmethod
+    def _url_form(cls, value: str) -> str:
+        """``ws(s)://`` or (``azure``'s resource endpoint) ``http(s)://`` with a host."""
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname:
+            raise ValueError(f"model endpoint url {value!r} must be ws(s)://host/… (azure: https://host)")
+        return value.strip()
+
 
 def _comma_list(value: Any) -> Any:
     """``"a, b"`` → ``["a", "b"]``; a JSON list string is parsed; lists pass through."""

@@ -95,6 +95,14 @@ def test_request_cannot_choose_a_destination(model):
     assert info.value.code == "model_config"
 
 
+@pytest.mark.parametrize("url", ["10.0.0.7:8000/v1", "ftp://h/v1", "ws:///v1"])
+def test_endpoint_urls_are_checked_at_start_up(url):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None, model_endpoints={"gpu1": {"backend": "compat", "url": url}})
+
+
 def test_secrets_choose_keys_but_never_endpoints():
     s = settings(compat_realtime_url="ws://operator.example/v1", azure_openai_api_key=SecretStr("az"),
                  azure_openai_endpoint="https://res.openai.azure.com")  # fmt: skip
