@@ -551,8 +551,8 @@ class CallSession:
                 if self.ledger is not None and self.ledger.playing(self._ms()) and self.config.interruptible:
                     await self._barge_in("model" if isinstance(event, llm.Interrupted) else "model_vad")
             elif isinstance(event, llm.SessionRenewed):  # the bridge moved to a new model session
-                self._event("model_session", reason=event.reason, attempts=event.attempts,
-                            gapMs=event.gap_ms, carried=event.carried)  # fmt: skip
+                self._event("model_session", reason=event.reason, attempts=event.attempts, gapMs=event.gap_ms,
+                            carried=event.carried, replayedBytes=event.replayed_bytes)  # fmt: skip
             elif isinstance(event, llm.BridgeError):
                 self._event("model_error", code=event.code, message=event.message[:200])
                 if event.fatal:

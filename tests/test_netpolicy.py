@@ -166,12 +166,13 @@ async def test_transport_connects_to_the_address_it_checked(monkeypatch):
     assert calls == ["rebind.test", "rebind.test"]
 
 
-async def test_tool_runner_with_the_guarded_client_never_reaches_a_refused_tool():
+async def test_tool_runner_with_the_guarded_client_never_reaches_a_refused_tool(caplog):
     async with _HttpServer() as srv:
         specs = parse_tools([{"name": "peek", "url": f"http://127.0.0.1:{srv.port}/admin"}])
         runner = ToolRunner(specs, client=outbound_client(STRICT))
         out = json.loads(await runner.call(ToolCall("c1", "peek", "{}")))
         assert "unreachable" in out["error"] and srv.connections == 0
+        assert "refused by the outbound policy" in caplog.text  # the operator sees why
         allowed = ToolRunner(specs, client=outbound_client(OutboundPolicy((f"127.0.0.1:{srv.port}",))))
         assert json.loads(await allowed.call(ToolCall("c2", "peek", '{"q": 1}'))) == {"ok": True}
         assert srv.requests[0].endswith(b'{"q":1}')

@@ -129,12 +129,15 @@ class SessionRenewed:
         attempts: connection attempts it took (1 = first try).
         gap_ms: ms from the decision to switch until the new session took caller audio.
         carried: conversation items (turns, tool calls) carried into the new session.
+        replayed_bytes: caller audio (``input_format`` bytes) sent again to the new session:
+            the turn the caller was in (or the one whose answer the old session lost).
     """
 
     reason: Literal["rollover", "reconnect"]
     attempts: int = 1
     gap_ms: int = 0
     carried: int = 0
+    replayed_bytes: int = 0
 
 
 BridgeEvent = Union[

@@ -58,6 +58,7 @@ class RealtimeCommands:
     _queue: deque[_Entry]
     _keep_turn_audio: Callable[[bytes], None]
     _turn_committed: Callable[[], None]
+    _turn_began: Callable[[], None]
     recut_carried: Callable[[str, int], bool]
 
     def _send(self, type_: str, **fields: Any) -> dict[str, Any]:
@@ -173,7 +174,7 @@ class RealtimeCommands:
     def speech_started(self) -> None:
         """Gateway turn mode: the gateway's VAD heard the caller start a turn."""
         if self.config.turn_mode == "gateway":
-            self.caller_speaking = True
+            self._turn_began()
 
     def end_of_turn(self) -> None:
         """Gateway turn mode: commit the caller's audio and ask for a response.

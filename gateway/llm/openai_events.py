@@ -86,7 +86,8 @@ class _Item:
 
     item_id: str
     response_id: str
-    audio_bytes: int = 0
+    audio_bytes: int = 0  # delivered (not muted by a barge-in): truncate bounds
+    generated_bytes: int = 0  # every delta the model sent for it, muted or not
     parts: list[str] = field(default_factory=list)
     transcript: str | None = None
     heard_ms: int | None = None  # set by interrupt: whole ms the caller heard
@@ -131,6 +132,7 @@ class RealtimeEvents:
     _create_pending: bool
     _handlers: dict[str, Callable[[dict[str, Any]], list[BridgeEvent]]]
     _turn_committed: Callable[[], None]
+    _turn_began: Callable[[], None]
     # Uses RealtimeCommands._maybe_respond (a response waits for the running one to end).
 
     def receive(self, data: str | bytes) -> list[BridgeEvent]:
@@ -164,7 +166,7 @@ class RealtimeEvents:
         return []
 
     def _on_speech_started(self, ev: dict[str, Any]) -> list[BridgeEvent]:
-        self.caller_speaking = True
+        self._turn_began()
         return [SpeechStarted()]
 
     def _on_speech_stopped(self, ev: dict[str, Any]) -> list[BridgeEvent]:
@@ -234,9 +236,11 @@ class RealtimeEvents:
         item_id = str(ev["item_id"])
         response_id = str(ev.get("response_id") or self.response_id or "")
         item = self._item(item_id, response_id)
+        b64 = str(ev["delta"])
+        item.generated_bytes += len(b64) * 3 // 4 - b64[-2:].count("=")
         if response_id in self._muted or item.heard_ms is not None or item.removed:
             return []  # cancelled by a barge-in: the caller must not hear it
-        audio = pybase64.b64decode(ev["delta"])
+        audio = pybase64.b64decode(b64)
         if not audio:
             return []
         if item_id not in self._audio_order:
@@ -332,8 +336,12 @@ class RealtimeEvents:
         text = item.transcript if item.transcript is not None else "".join(item.parts)
         if item.heard_ms is None:
             return text.strip()
-        # Whole ms on both sides: heard_ms is clamped to the whole ms received (item_ms).
-        return cut_heard_text(text, item.heard_ms, int(self.audio_format.ms_for_bytes(item.audio_bytes)))
+        return cut_heard_text(text, item.heard_ms, self.generated_ms(item))
+
+    def generated_ms(self, item: _Item) -> int:
+        """Whole ms of audio the model made for ``item``: what its transcript spans (muted
+        deltas after a barge-in included; whole ms as ``heard_ms``, clamped by ``item_ms``)."""
+        return int(self.audio_format.ms_for_bytes(max(item.generated_bytes, item.audio_bytes)))
 
     def _ready(self, entry: _Entry) -> bool:
         if entry.role == "user":

@@ -40,10 +40,12 @@ from gateway.llm.tools import ToolCall
 if TYPE_CHECKING:
     from gateway.llm.openai_events import _Entry, _Item
 
-__all__ = ["Turn", "RealtimeHandover", "CARRY_LIMIT_CHARS", "CONTINUING_NOTE"]
+__all__ = ["Turn", "RealtimeHandover", "CARRY_LIMIT_CHARS", "CONTINUING_NOTE", "PRE_ROLL_MS"]
 
 #: Most text carried into a new session (newest turns kept): ~25k tokens.
 CARRY_LIMIT_CHARS = 100_000
+#: Caller audio before the start of a turn kept for a replay (covers the VAD's confirm delay).
+PRE_ROLL_MS = 1000
 #: Appended to the instructions of a session that continues a call.
 CONTINUING_NOTE = (
     "This phone call is already in progress: the conversation so far is in your context. "
@@ -83,13 +85,13 @@ class Turn:
             return self.text.strip()
         return cut_heard_text(self.text, self.heard_ms, self.audio_ms)
 
-    def frozen(self, ms_for_bytes: Any) -> Turn:
+    def frozen(self, generated_ms: Any) -> Turn:
         """A copy whose text no longer follows a live item (what a new session carries)."""
         if self.item is None:
             return Turn(self.role, self.text, self.source_id, None, self.audio_ms, self.heard_ms, self.call)
         item = self.item
         text = item.transcript if item.transcript is not None else "".join(item.parts)
-        return Turn("agent", text, self.source_id, None, int(ms_for_bytes(item.audio_bytes)), item.heard_ms)
+        return Turn("agent", text, self.source_id, None, generated_ms(item), item.heard_ms)
 
     def wire_item(self) -> dict[str, Any] | None:
         """The ``conversation.item.create`` item for this turn; ``None`` if there is nothing."""
@@ -151,6 +153,8 @@ class RealtimeHandover:
     _turn_audio_bytes: int
     _last_turn_audio: list[bytes]
     _user_missing: bool
+    replayed_bytes: int
+    generated_ms: Any
 
     @property
     def response_owed(self) -> bool:
@@ -169,6 +173,14 @@ class RealtimeHandover:
         self._turn_audio.append(audio)
         self._turn_audio_bytes += len(audio)
         while self._turn_audio_bytes > self.replay_limit_bytes and len(self._turn_audio) > 1:
+            self._turn_audio_bytes -= len(self._turn_audio.popleft())
+
+    def _turn_began(self) -> None:
+        """The caller started talking: keep only :data:`PRE_ROLL_MS` of the audio before (a
+        replay sends the turn, not the silence since the last one)."""
+        self.caller_speaking = True
+        keep = self.audio_format.bytes_for_ms(PRE_ROLL_MS)
+        while self._turn_audio and self._turn_audio_bytes - len(self._turn_audio[0]) >= keep:
             self._turn_audio_bytes -= len(self._turn_audio.popleft())
 
     def _turn_committed(self) -> None:
@@ -202,9 +214,8 @@ class RealtimeHandover:
 
         Call it right after :meth:`session_update`. Returns the number of items carried.
         """
-        ms = self.audio_format.ms_for_bytes
         carried = 0
-        for turn in bounded([t.frozen(ms) for t in old.history], limit_chars):
+        for turn in bounded([t.frozen(old.generated_ms) for t in old.history], limit_chars):
             item = turn.wire_item()
             if item is None:
                 continue
@@ -241,6 +252,7 @@ class RealtimeHandover:
     def _replay(self, chunks: Sequence[bytes] | deque[bytes]) -> None:
         for chunk in list(chunks):
             self.append_audio(chunk)  # type: ignore[attr-defined]
+            self.replayed_bytes += len(chunk)
 
     def _carry_id(self) -> str:
         return f"gwc_{next(self._ids)}"  # type: ignore[attr-defined]

@@ -124,6 +124,7 @@ class RealtimeProtocol(RealtimeCommands, RealtimeEvents, RealtimeHandover):
         self._turn_audio_bytes = 0
         self._last_turn_audio: list[bytes] = []
         self._user_missing = False
+        self.replayed_bytes = 0  # caller audio carry_from sent again
         self._handlers: dict[str, Callable[[dict[str, Any]], list[BridgeEvent]]] = {
             "session.updated": self._on_session_updated,
             "input_audio_buffer.speech_started": self._on_speech_started,

@@ -359,7 +359,7 @@ class OpenAIRealtimeBridge(ModelBridge):
         else:
             self.reconnects += 1
         gap_ms = int((loop.time() - began) * 1000)
-        out += [*self._early, SessionRenewed(reason, attempts, gap_ms, carried)]
+        out += [*self._early, SessionRenewed(reason, attempts, gap_ms, carried, new.replayed_bytes)]
         self._early.clear()
         return out
 

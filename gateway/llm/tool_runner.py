@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable
 import httpx
 
 from gateway.llm.tools import MAX_OUTPUT_CHARS, ToolCall, ToolSpec, parse_arguments
+from gateway.netpolicy import OutboundRefused
 
 __all__ = ["ToolRunner"]
 
@@ -84,7 +85,10 @@ class ToolRunner:
             log.warning("tool %s timed out after %.1f s", spec.name, spec.timeout_s)
             return _error(f"tool {spec.name} timed out")
         except httpx.HTTPError as exc:
-            log.warning("tool %s failed: %s", spec.name, type(exc).__name__)
+            if isinstance(exc.__cause__, OutboundRefused):  # gateway.outbound refused the target
+                log.warning("tool %s refused by the outbound policy: %s", spec.name, exc.__cause__)
+            else:
+                log.warning("tool %s failed: %s", spec.name, type(exc).__name__)
             return _error(f"tool {spec.name} is unreachable")
         if resp.status_code >= 400:
             log.warning("tool %s answered HTTP %d", spec.name, resp.status_code)

@@ -376,19 +376,126 @@ async def test_fatal_model_error_event_fails_the_call_with_its_reason(gateway):
     assert call.report.close_code == 1011
 
 
-async def test_dropped_model_connection_fails_the_call_model_disconnected(gateway):
-    async with FakeRealtimeServer(api_key=KEY, replies=[Reply([ModelSays(GREETING)])]) as srv:
+def model_sessions(call: Call) -> list[dict[str, Any]]:
+    """The call's ``model_session`` events (the bridge moved to a new model session)."""
+    return call.events("model_session")
+
+
+def carried_turns(log: Any) -> list[tuple[str, str]]:
+    """The conversation items a model session got before any caller audio: (role, text)."""
+    out = []
+    for msg in log.received[1:]:
+        if msg["type"] != "conversation.item.create":
+            break
+        item = msg["item"]
+        out.append(("agent" if item["role"] == "assistant" else "user", item["content"][0]["text"]))
+    return out
+
+
+def check_caller_audio_reached_the_model(call: Call, srv: FakeRealtimeServer) -> int:
+    """Every byte the caller sent reached the model sessions in order (μ-law passthrough); only
+    the session's last < 40 ms chunk, still buffered at the hang-up, may be missing.
+
+    A session that took over mid-turn starts with the turn so far sent again (``replayedBytes``
+    of its ``model_session`` event): that must be the end of the old session's audio since its
+    last commit (the turn and up to 1 s before it), and is counted once. Returns the bytes
+    replayed.
+    """
+    sessions = srv.sessions
+    stream = bytes(sessions[0].input_audio)
+    replayed = 0
+    for prev, log, renewed in zip(sessions[:-1], sessions[1:], model_sessions(call), strict=True):
+        data, n = bytes(log.input_audio), renewed["replayedBytes"]
+        since = prev.commits[-1] if prev.commits else 0
+        assert n <= len(prev.input_audio) - since and data[:n] == bytes(prev.input_audio)[len(prev.input_audio) - n :]
+        stream += data[n:]
+        replayed += n
+    assert call.sent.startswith(stream) and len(call.sent) - len(stream) < 8 * 40, (len(call.sent), len(stream))
+    return replayed
+
+
+async def test_dropped_model_connection_reconnects_and_the_call_completes(gateway):
+    answer = "speech/cards-002"
+    async with FakeRealtimeServer(
+        api_key=KEY, replies=[Reply([ModelSays(GREETING)]), Reply([ModelSays(answer)])], user_transcripts=["Hello?"]
+    ) as srv:
         gw = await gateway(openai_realtime_url=srv.url, openai_api_key=KEY)
 
         async def drop(call_id: str) -> None:
             await srv.wait_for(lambda: any(e["type"] == "response.done" for e in srv.sent), timeout=10)
+            srv.drop()  # TCP cut, no close frame, after the greeting
+
+        script = [WaitForAgent(timeout_s=10, quiet_ms=300), Say(line("caller/hello", 8000), "hello"),
+                  WaitForAgent(timeout_s=10, quiet_ms=300)]  # fmt: skip
+        call = await place_call(gw, TwilioMouth(), script, during=drop, model="openai:gpt-realtime")
+    rec = call.record
+    assert rec["status"] == "completed" and rec["endReason"] == "carrier_stop", rec["error"]
+    assert not call.events("model_error")
+    [renewed] = model_sessions(call)
+    assert renewed["reason"] == "reconnect" and renewed["attempts"] == 1 and renewed["carried"] == 1
+    first, second = srv.sessions
+    assert carried_turns(second) == [("agent", transcript_of(GREETING))]
+    assert not first.of_type("input_audio_buffer.commit") and second.of_type("input_audio_buffer.commit")
+    assert [(t["role"], t["text"]) for t in rec["transcript"]] == [
+        ("agent", transcript_of(GREETING)), ("user", "Hello?"), ("agent", transcript_of(answer)),
+    ]  # fmt: skip
+    # The answer came from the new session and the caller heard all of it.
+    reply_item = list(srv.item_ms)[1]
+    _, frames = find_played(call.report, PCMU_8K, srv.item_audio[reply_item])
+    assert frames == len(srv.item_audio[reply_item]) // 160
+    check_caller_audio_reached_the_model(call, srv)
+    assert call.report.close_code != 1011
+    conforms_openai(srv)
+    print(f"reconnect {call.created['callId']}: gap_ms={renewed['gapMs']}")
+
+
+async def test_openai_call_outlives_several_model_sessions(gateway):
+    turns = ["Hello?", "I would like to reschedule.", "Thanks, goodbye."]
+    async with FakeRealtimeServer(
+        api_key=KEY, replies=[Reply([ModelSays(GREETING)])], user_transcripts=list(turns), session_limit_s=2.0
+    ) as srv:
+        gw = await gateway(
+            openai_realtime_url=srv.url, openai_api_key=KEY, model_session_limit_s=2.0, model_session_margin_s=0.5
+        )
+        script: list[Step] = [WaitForAgent(timeout_s=10, quiet_ms=300)]
+        for name in ("caller/hello", "caller/reschedule", "caller/goodbye"):
+            script += [Say(line(name, 8000), name), WaitForAgent(timeout_s=10, quiet_ms=300)]
+        call = await place_call(gw, TwilioMouth(), script, model="openai:gpt-realtime")
+    rec = call.record
+    assert rec["status"] == "completed" and rec["endReason"] == "carrier_stop", rec["error"]
+    assert not call.events("model_error") and srv.expired == 0  # always ahead of the limit
+    renewals = model_sessions(call)
+    assert len(renewals) >= 2 and {r["reason"] for r in renewals} == {"rollover"}
+    assert len(srv.sessions) == len(renewals) + 1
+    assert not any(s.response_active_at_close for s in srv.sessions[:-1])  # never mid-response
+    said = [(t["role"], t["text"]) for t in rec["transcript"]]
+    assert [text for role, text in said if role == "user"] == turns
+    for log in srv.sessions[1:]:  # each session starts with everything said before it
+        carried = carried_turns(log)
+        assert carried and said[: len(carried)] == carried
+    # One greeting for the whole call: every later response answers a caller turn.
+    assert srv.responses_started == 1 + len(srv.of_type("input_audio_buffer.commit"))
+    replayed = check_caller_audio_reached_the_model(call, srv)
+    conforms_openai(srv)
+    print(f"rollover {call.created['callId']}: sessions={len(srv.sessions)} gaps_ms={[r['gapMs'] for r in renewals]}"
+          f" replayed_ms={replayed // 8}")  # fmt: skip
+
+
+async def test_refused_key_on_reconnect_fails_the_call_model_auth(gateway):
+    async with FakeRealtimeServer(api_key=KEY, replies=[Reply([ModelSays(GREETING)])]) as srv:
+        gw = await gateway(openai_realtime_url=srv.url, openai_api_key=KEY)
+
+        async def rotate_and_drop(call_id: str) -> None:
+            await srv.wait_for(lambda: any(e["type"] == "response.done" for e in srv.sent), timeout=10)
+            srv.api_key = "sk-rotated"
             srv.drop()
 
-        call = await place_call(gw, TwilioMouth(), [WaitForAgent(timeout_s=10)], during=drop, model="openai:gpt-realtime")
+        call = await place_call(gw, TwilioMouth(), [WaitForAgent(timeout_s=10)], during=rotate_and_drop, model="openai:gpt-realtime")
     rec = call.record
-    assert rec["status"] == "failed" and rec["error"]["code"] == "model_disconnected"
+    assert rec["status"] == "failed" and rec["endReason"] == "model_error"
+    assert rec["error"]["code"] == "model_auth" and "401" in rec["error"]["message"], rec["error"]
+    assert len(srv.handshakes) == 2 and not model_sessions(call)
     assert rec["endedAt"] and rec["durationMs"] is not None
-    assert [e["code"] for e in call.events("model_error")] == ["model_disconnected"]
     assert call.report.close_code == 1011
 
 

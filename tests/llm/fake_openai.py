@@ -48,6 +48,8 @@ class SessionLog:
     received: list[dict[str, Any]] = field(default_factory=list)
     input_audio: bytearray = field(default_factory=bytearray)
     closed: bool = False
+    response_active_at_close: bool = False  # a reply was still streaming when it ended
+    commits: list[int] = field(default_factory=list)  # len(input_audio) at each commit
 
     def of_type(self, type_: str) -> list[dict[str, Any]]:
         return [m for m in self.received if m.get("type") == type_]
@@ -87,7 +89,8 @@ class FakeRealtimeServer(_Recorder):
             (``error`` ``session_expired``, then close 1000); ``None``: never.
 
     Every connection is one session: :attr:`sessions` logs each one's messages and audio;
-    :attr:`refuse_status` (e.g. 503) makes later handshakes fail with that HTTP status.
+    :attr:`refuse_status` (e.g. 503) makes later handshakes fail with that HTTP status;
+    :attr:`reopen_delay_s` delays the handshakes after the first (a slow reconnect).
     """
 
     def __init__(
@@ -111,6 +114,7 @@ class FakeRealtimeServer(_Recorder):
         self.session_limit_s = session_limit_s
         self.sessions: list[SessionLog] = []
         self.refuse_status: int | None = None
+        self.reopen_delay_s = 0.0
         self.expired = 0  # sessions the server ended at its limit
         self.server_vad = server_vad
         self.vad_threshold_dbfs = vad_threshold_dbfs
@@ -161,8 +165,11 @@ class FakeRealtimeServer(_Recorder):
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}{self.path}"
 
-    def _check(self, connection: ServerConnection, request: Any) -> Any:
+    async def _check(self, connection: ServerConnection, request: Any) -> Any:
+        reopening = bool(self.handshakes)
         headers = self._record_handshake(request)
+        if self.reopen_delay_s and reopening:
+            await asyncio.sleep(self.reopen_delay_s)
         parts = urlsplit(request.path)
         if parts.path != self.path:
             return connection.respond(HTTPStatus.NOT_FOUND, "no such endpoint\n")
@@ -222,12 +229,16 @@ class FakeRealtimeServer(_Recorder):
                 log.received.append(msg)
                 if msg.get("type") == "input_audio_buffer.append":
                     log.input_audio += base64.b64decode(msg["audio"])
+                elif msg.get("type") == "input_audio_buffer.commit":
+                    log.commits.append(len(log.input_audio))
                 await self._on(msg)
                 await self._notify()
         except ConnectionClosed:
             pass
         finally:
             log.closed = True
+            if self._conn is conn:
+                log.response_active_at_close = self._active is not None and not self._active.done()
             if expiry is not None:
                 expiry.cancel()
             if self._conn is conn:
