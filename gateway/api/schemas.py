@@ -95,7 +95,9 @@ class ToolSpec(_Request):
     url: str = Field(
         min_length=1,
         max_length=2048,
-        description="Where the arguments are POSTed: https://, or http:// to loopback only.",
+        description="Where the arguments are POSTed: https:// to a public host; private, loopback "
+        "and link-local targets (and http://) only when the operator allows them "
+        "(GATEWAY_OUTBOUND_ALLOW).",
     )
     timeout_s: float = Field(10.0, gt=0, le=30, alias="timeoutS", description="Request time limit (s).")
     secret: str | None = Field(
@@ -150,7 +152,9 @@ class _AgentFields(_Request):
         description=(
             "Credentials by reference: credential name (e.g. openai_api_key, or a tool's "
             "secret) → the name of an environment variable of the gateway that holds it, which "
-            "must start with GATEWAY_SECRET_. Only the reference is stored or returned."
+            "must start with GATEWAY_SECRET_ and be granted to the API key's tenant "
+            "(GATEWAY_SECRET_<TENANT>_*, or GATEWAY_TENANT_SECRETS). Only the reference is "
+            "stored or returned."
         ),
         json_schema_extra={  # what _refs_resolvable accepts, so clients and tests can know it
             "propertyNames": {"pattern": f"^{SECRET_NAME.pattern}$"},
