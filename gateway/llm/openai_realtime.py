@@ -91,7 +91,8 @@ class OpenAIRealtimeBridge(ModelBridge):
         tool_client: HTTP client for tool calls (tests); one is created otherwise.
         clock: monotonic seconds, for the session limit (tests inject a fake one).
         session_limit_s: the server's session limit (OpenAI: 60 minutes).
-        session_limit_margin_s: have moved to a new session this long before the limit.
+        session_limit_margin_s: have moved to a new session this long before the limit (at
+            most half the limit is used as margin).
         rollover_window_s: how long before that deadline to look for a moment between turns;
             default ``min(300, (limit - margin) / 2)``.
         connect_timeout_s: WebSocket handshake time limit (each attempt).
@@ -126,8 +127,10 @@ class OpenAIRealtimeBridge(ModelBridge):
         self._clock = clock
         self._limit_s = session_limit_s
         self._margin_s = session_limit_margin_s
-        usable = max(0.0, session_limit_s - session_limit_margin_s)
-        self._window_s = min(300.0, usable / 2) if rollover_window_s is None else rollover_window_s
+        # A margin as long as the limit would renew the session at once, again and again.
+        self._deadline_s = max(session_limit_s - session_limit_margin_s, session_limit_s / 2)
+        default_window = min(300.0, self._deadline_s / 2)
+        self._window_s = default_window if rollover_window_s is None else rollover_window_s
         self._connect_timeout_s = connect_timeout_s
         self._setup_timeout_s = setup_timeout_s
         self._poll_s = poll_s
@@ -311,13 +314,13 @@ class OpenAIRealtimeBridge(ModelBridge):
     def _rollover_due(self) -> bool:
         assert self._proto is not None
         age = self._clock() - self._opened_at
-        deadline = self._limit_s - self._margin_s
+        deadline = self._deadline_s
         return age >= deadline or (age >= deadline - self._window_s and self._proto.idle)
 
     def _wait_s(self) -> float:
         """How long the next read may wait: the poll interval, less near the deadline."""
         age = self._clock() - self._opened_at
-        return max(0.0, min(self._poll_s, self._limit_s - self._margin_s - age))
+        return max(0.0, min(self._poll_s, self._deadline_s - age))
 
     async def _renew(self, reason: Literal["rollover", "reconnect"]) -> list[BridgeEvent]:
         """Move the call to a new session carrying the conversation; see the module doc.

@@ -225,3 +225,35 @@ async def test_a_refused_key_on_reconnect_ends_the_call_model_auth():
         assert err.code == "model_auth" and err.fatal and "401" in err.message
         assert len(srv.handshakes) == 2  # no retry: a refused key does not get better
         assert not c.of(SessionRenewed)
+
+
+async def test_audio_held_while_reconnecting_is_bounded():
+    async with FakeRealtimeServer() as srv:
+        bridge = bridge_for(srv, session_limit_s=3600.0, session_limit_margin_s=30.0, hold_limit_bytes=160 * 10)
+        await bridge.start(AgentConfig(first_speaker="user"), PCMU_8K)
+        frames = ulaw_chunks("caller/reschedule")
+        async with Collector(bridge) as c:
+            srv.reopen_delay_s = 0.3
+            srv.drop()
+            await wait_until(lambda: len(srv.handshakes) == 2)
+            for frame in frames[:25]:  # 500 ms while the new session opens; 200 ms fit
+                await bridge.send_audio(frame)
+            await c.wait_for(lambda: c.of(SessionRenewed))
+            await bridge.send_audio(frames[25])
+            await srv.wait_for(lambda: len(srv.sessions[1].input_audio) == 11 * 160)
+        assert bytes(srv.sessions[1].input_audio) == b"".join(frames[:10]) + frames[25]
+        assert bridge.dropped_bytes == 15 * 160
+
+
+async def test_a_margin_as_long_as_the_limit_does_not_renew_the_session_in_a_loop():
+    now = [0.0]
+    async with FakeRealtimeServer() as srv:
+        bridge = bridge_for(srv, clock=lambda: now[0], session_limit_s=10.0, session_limit_margin_s=10.0)
+        await bridge.start(AgentConfig(first_speaker="user"), PCMU_8K)
+        async with Collector(bridge) as c:
+            await asyncio.sleep(0.1)
+            assert len(srv.sessions) == 1  # the deadline is half the limit, not 0
+            now[0] = 5.0
+            await c.wait_for(lambda: c.of(SessionRenewed))
+            await asyncio.sleep(0.1)
+            assert len(srv.sessions) == 2
