@@ -130,6 +130,7 @@ class RealtimeEvents:
     _calls_seen: set[str]
     _calls_running: set[str]
     _create_pending: bool
+    _server_reply_expected: bool
     _handlers: dict[str, Callable[[dict[str, Any]], list[BridgeEvent]]]
     _turn_committed: Callable[[], None]
     _turn_began: Callable[[], None]
@@ -171,6 +172,7 @@ class RealtimeEvents:
 
     def _on_speech_stopped(self, ev: dict[str, Any]) -> list[BridgeEvent]:
         self.caller_speaking = False
+        self._server_reply_expected = True  # the server commits the turn and answers it
         return []
 
     def _add_user(self, item_id: str) -> list[BridgeEvent]:
@@ -187,6 +189,7 @@ class RealtimeEvents:
     def _on_committed(self, ev: dict[str, Any]) -> list[BridgeEvent]:
         if self.config.turn_mode != "gateway":  # the server cut the turn (ours: end_of_turn)
             self._turn_committed()
+            self._server_reply_expected = True
         return self._add_user(str(ev.get("item_id") or ""))
 
     def _on_item_added(self, ev: dict[str, Any]) -> list[BridgeEvent]:
@@ -216,6 +219,7 @@ class RealtimeEvents:
 
     def _on_response_created(self, ev: dict[str, Any]) -> list[BridgeEvent]:
         self._create_pending = False
+        self._server_reply_expected = False
         self.response_id = str((ev.get("response") or {}).get("id") or "")
         return []
 

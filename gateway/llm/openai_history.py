@@ -143,6 +143,7 @@ class RealtimeHandover:
     _queue: deque[_Entry]
     _muted: set[str]
     _create_pending: bool
+    _server_reply_expected: bool
     _response_wanted: bool
     _outputs_waiting: bool
     _say_wanted: str
@@ -158,10 +159,12 @@ class RealtimeHandover:
 
     @property
     def response_owed(self) -> bool:
-        """A response is running, asked for, or due (after a turn, a tool output, a ``say``)."""
+        """A response is running, asked for, or due (after a turn, a tool output, a ``say``, or
+        a turn the server's VAD ended: it answers that itself)."""
         return bool(
             self.response_id is not None or self._create_pending or self._response_wanted
             or self._say_wanted or self._outputs_waiting or self._calls_running
+            or self._server_reply_expected
         )  # fmt: skip
 
     @property

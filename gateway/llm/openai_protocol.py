@@ -113,6 +113,7 @@ class RealtimeProtocol(RealtimeCommands, RealtimeEvents, RealtimeHandover):
         self._outputs_waiting = False
         self._response_wanted = False
         self._create_pending = False  # a response.create not yet answered by response.created
+        self._server_reply_expected = False  # the server's VAD ended a turn: its reply is due
         self._say_wanted = ""  # instructions of a say() waiting for the running response
         self._uncommitted_bytes = 0
         # Carry-over (RealtimeHandover): the conversation so far, caller speech, turn audio.

@@ -13,7 +13,7 @@ import asyncio
 import pytest
 
 from gateway.formats import PCMU_8K
-from gateway.llm.base import AgentConfig, BridgeError, ResponseDone, SessionRenewed, Transcript
+from gateway.llm.base import AgentConfig, BridgeError, ResponseDone, SessionRenewed, SpeechStarted, Transcript
 from gateway.llm.common import cut_heard_text
 from gateway.llm.openai_history import CONTINUING_NOTE
 from gateway.llm.openai_realtime import OpenAIRealtimeBridge, openai_backend
@@ -259,3 +259,29 @@ async def test_a_margin_as_long_as_the_limit_does_not_renew_the_session_in_a_loo
             await c.wait_for(lambda: c.of(SessionRenewed))
             await asyncio.sleep(0.1)
             assert len(srv.sessions) == 2
+
+
+async def test_with_server_turn_detection_the_switch_waits_for_the_server_to_end_the_turn():
+    now = [0.0]
+    cfg = AgentConfig(first_speaker="user", turn_mode="server_vad", interruptible=True)
+    async with FakeRealtimeServer(server_vad=True, user_transcripts=["I would like to reschedule."]) as srv:
+        bridge = bridge_for(srv, clock=lambda: now[0], session_limit_s=3600.0, session_limit_margin_s=30.0)
+        await bridge.start(cfg, PCMU_8K)
+        frames = ulaw_chunks("caller/reschedule")
+        async with Collector(bridge) as c:
+            for frame in frames[:40]:  # the server's VAD hears the caller start
+                await bridge.send_audio(frame)
+            await srv.wait_for(lambda: srv.vad_events)
+            await c.wait_for(lambda: c.of(SpeechStarted))
+            now[0] = 3600 - 30 - 200  # in the window, but the caller is talking
+            await asyncio.sleep(0.1)
+            assert len(srv.sessions) == 1 and bridge.protocol.caller_speaking
+            for frame in frames[40:] + [b"\xff" * 160] * 40:  # the rest, then 800 ms of silence
+                await bridge.send_audio(frame)
+            await c.wait_for(lambda: c.of(SessionRenewed))  # after speech_stopped and the reply
+            await srv.wait_for(lambda: len(srv.sessions[-1].of_type("conversation.item.create")) == 2)
+        first, second = srv.sessions
+        assert [e for e, _ in srv.vad_events] == ["speech_started", "speech_stopped"]
+        assert not first.response_active_at_close and first.commits == []  # the server committed
+        assert carried_items(second) == [("user", "I would like to reschedule."), ("agent", transcript_of("speech/cards-001"))]
+        assert second.received[0]["session"]["audio"]["input"]["turn_detection"]["type"] == "server_vad"
