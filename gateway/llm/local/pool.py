@@ -104,7 +104,7 @@ class WorkerPool:
     """
 
     def __init__(self, *, size: int = 2, max_decoders: int = 4, request_timeout_s: float = 20.0,
-                 start_timeout_s: float = 120.0, niceness: int = 5) -> None:
+                 start_timeout_s: float = 120.0, niceness: int = 10) -> None:
         if size < 1:
             raise ValueError("a worker pool needs at least one worker")
         self.size = size

@@ -74,7 +74,7 @@ class LocalEngines:
     """
 
     def __init__(self, *, workers: int = 2, max_decoders: int = 4, request_timeout_s: float = 20.0,
-                 start_timeout_s: float = 120.0, niceness: int = 5) -> None:
+                 start_timeout_s: float = 120.0, niceness: int = 10) -> None:
         self.pool = WorkerPool(size=workers, max_decoders=max_decoders, request_timeout_s=request_timeout_s,
                                start_timeout_s=start_timeout_s, niceness=niceness)
         #: Output rate of synthesis (Hz), read from the voice's config file without loading it.
