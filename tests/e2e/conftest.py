@@ -2,7 +2,7 @@
 
 ``gateway`` is a factory fixture: ``gw = await gateway(**settings_overrides)`` starts a server
 and returns a :class:`Gateway` with its base URLs and an API key. The local agent's speech
-engines load once per test session and are shared (they are thread-safe).
+engines (one worker process) load once per test session and are shared by every app.
 """
 
 from __future__ import annotations

@@ -111,3 +111,24 @@ def test_deadlines_and_busy_decoders_fail_fast_instead_of_hanging(shared_audio):
     assert p.pids() == []
     with pytest.raises(EngineError):
         p.synthesize("closed").result(5)
+
+
+async def test_the_app_sizes_starts_and_stops_its_own_pool(tmp_path):
+    """``GATEWAY_LOCAL_WORKERS`` sizes the app's pool; its lifespan starts it and kills it."""
+    import asyncio
+
+    from gateway.app import create_app
+    from gateway.config import Settings
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/gw.db", recordings_dir=tmp_path / "rec",
+                        local_workers=1, warm_up=True)
+    app = create_app(settings)
+    pool = app.state.services.engines.pool
+    assert pool.size == 1 and pool.pids() == []  # nothing starts before the lifespan
+    async with app.router.lifespan_context(app):
+        await asyncio.wait_for(app.state.services.warm, 120)  # loaded off the event loop
+        (pid,) = pool.pids()
+        processes = [w.process for w in pool._workers]
+    assert pool.pids() == [] and not any(p.is_alive() for p in processes)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
