@@ -1,23 +1,34 @@
 """A simulated phone caller that speaks a carrier's media-stream protocol over a real WebSocket.
 
 It behaves as the carrier does: it streams the caller's audio as continuous 20 ms frames in
-real time (silence between lines), plays the gateway's audio out of a playback buffer at real
-time, echoes each mark when the audio queued before it has played, and on ``clear`` empties
-the buffer and echoes every pending mark at once (as Twilio does). What it "heard" is kept,
-time-aligned, so it can be saved as a WAV and measured.
+real time (silence between lines: digital zero, or with ``noise`` the line noise of
+:class:`~gateway.simulator.noise.LineNoise` between and under the lines, as a real line
+carries), plays the gateway's audio out of a playback buffer at real time, echoes each mark
+when the audio queued before it has played, and on ``clear`` empties the buffer and echoes
+every pending mark at once (as Twilio does). What it "heard" is kept, time-aligned, so it can
+be saved as a WAV and measured.
 
 A call follows a script of steps: :class:`Say`, :class:`Pause`, :class:`WaitForAgent`,
 :class:`BargeIn`, :class:`PressDigit`. Timings are measured on the caller's side, where a
 person would notice them: turn latency (end of the caller's speech → first agent audio frame
-received) and barge-in reaction (onset of the caller's interrupting speech → ``clear``
-received).
+received), barge-in reaction (onset of the caller's interrupting speech → ``clear``
+received) and pacing lateness (:func:`pacing_lateness`: how long the caller's ear ran dry
+inside an agent reply, every gap counted).
+
+At hang-up the caller stops sending, sends the carrier's stop message (if it has one) and keeps
+reading until the gateway closes the socket (bounded by ``drain_s``), as a carrier's media
+server does: agent frames that arrive after the hang-up were in flight, not lost, and are
+counted apart (``frames_after_hangup``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import contextlib
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -27,8 +38,10 @@ from websockets.asyncio.client import connect
 
 from gateway.codecs.transcode import decode, encode
 from gateway.simulator.dialects import CallerDialect
+from gateway.simulator.noise import LineNoise
 
-__all__ = ["Say", "Pause", "WaitForAgent", "BargeIn", "PressDigit", "Step", "CallerReport", "SimulatedCaller", "speech_bounds"]
+__all__ = ["Say", "Pause", "WaitForAgent", "BargeIn", "PressDigit", "Step", "CallerReport", "SimulatedCaller",
+           "speech_bounds", "pacing_lateness"]
 
 _FRAME_MS = 20
 
@@ -93,6 +106,57 @@ def speech_bounds(pcm: np.ndarray, sample_rate: int, *, threshold_db: float = -4
     return int(active[0] * win), int((active[-1] + 1) * win)
 
 
+def pacing_lateness(arrivals_ms: Sequence[float], durations_ms: Sequence[float], *, resets_ms: Sequence[float] = (),
+                    turn_ends_ms: Sequence[float] = ()) -> tuple[list[float], list[float]]:
+    """How late each agent frame reached the caller's ear, from what arrived when.
+
+    The ear plays agent audio continuously: it runs dry at ``end`` (the previous frames'
+    arrival plus their audio). A frame that arrives at ``a`` after ``end`` is ``a − end`` late,
+    *however long the gap* (the worst gaps are the ones a user hears); one that arrives before
+    ``end`` is 0 late. Two things are not lateness, and both are known from the schedule rather
+    than guessed from a gap's length:
+
+    * the first frame of the call and the first after a ``clear`` (``resets_ms``): nothing was
+      playing, so nothing ran dry (their delay is turn latency or barge-in, measured apart);
+    * a *turn pause*: a gap inside which the caller finished one of its lines
+      (``turn_ends_ms``, the caller's own schedule), so the agent was waiting for the caller,
+      not stalling: the frame that ends it is the agent's answer (turn latency).
+
+    Args:
+        arrivals_ms: arrival time of each agent audio frame (ms, non-decreasing).
+        durations_ms: the audio each frame carries (ms), same length.
+        resets_ms: times a ``clear`` emptied the playback buffer (ms).
+        turn_ends_ms: times the caller's lines ended (ms).
+
+    Returns:
+        ``(lateness, pauses)``: one lateness value (ms) per frame that followed playing audio,
+        and the length (ms) of each turn pause.
+
+    Raises:
+        ValueError: ``arrivals_ms`` and ``durations_ms`` differ in length.
+    """
+    if len(arrivals_ms) != len(durations_ms):
+        raise ValueError("one duration per arrival")
+    resets = sorted(resets_ms)
+    turns = sorted(turn_ends_ms)
+    lateness: list[float] = []
+    pauses: list[float] = []
+    end: float | None = None
+    r = 0
+    for a, dur in zip(arrivals_ms, durations_ms):
+        while r < len(resets) and resets[r] <= a:
+            end, r = None, r + 1
+        if end is not None:
+            if a <= end:
+                lateness.append(0.0)
+            elif bisect.bisect_left(turns, end) < bisect.bisect_right(turns, a):
+                pauses.append(a - end)  # the caller ended a line inside the gap
+            else:
+                lateness.append(a - end)
+        end = max(end if end is not None else a, a) + dur
+    return lateness, pauses
+
+
 @dataclass
 class CallerReport:
     """What a simulated call measured. Times in ms from the caller's first frame."""
@@ -102,10 +166,14 @@ class CallerReport:
     turn_latency_ms: list[float] = field(default_factory=list)
     barge_in_reaction_ms: list[float] = field(default_factory=list)
     lateness_ms: list[float] = field(default_factory=list)
+    turn_pauses_ms: list[float] = field(default_factory=list)
+    send_slip_ms: list[float] = field(default_factory=list)
     clears: int = 0
     marks_acked: int = 0
     frames_received: int = 0
     frames_sent: int = 0
+    frames_after_hangup: int = 0
+    hangup_at_ms: float | None = None
     agent_audio_ms: float = 0.0
     media_arrivals_ms: list[float] = field(default_factory=list)
     clear_at_ms: list[float] = field(default_factory=list)
@@ -122,6 +190,7 @@ class CallerReport:
             "marksAcked": self.marks_acked,
             "framesReceived": self.frames_received,
             "framesSent": self.frames_sent,
+            "framesAfterHangup": self.frames_after_hangup,
             "agentAudioMs": round(self.agent_audio_ms, 1),
             "closeCode": self.close_code,
             "closeReason": self.close_reason,
@@ -136,14 +205,22 @@ class SimulatedCaller:
         dialect: the carrier protocol to speak.
         parameters: custom parameters sent in the start message.
         hangup_quiet_ms: after the script, stay on the line this long before hanging up.
+        noise: line noise sent between the lines and mixed under them (at the dialect's
+            rate); ``None``: digital zero between lines (exact input for tests).
+        drain_s: after hanging up, read what the gateway still sends for at most this long
+            (s) until it closes the socket.
     """
 
     def __init__(self, url: str, dialect: CallerDialect, *, parameters: dict[str, str] | None = None,
-                 hangup_quiet_ms: int = 300) -> None:
+                 hangup_quiet_ms: int = 300, noise: LineNoise | None = None, drain_s: float = 2.0) -> None:
         self.url = url
         self.dialect = dialect
         self.parameters = parameters or {}
         self.hangup_quiet_ms = hangup_quiet_ms
+        self.noise = noise
+        self.drain_s = drain_s
+        if noise is not None and noise.sample_rate != dialect.audio_format.sample_rate:
+            raise ValueError(f"line noise at {noise.sample_rate} Hz for a {dialect.audio_format.sample_rate} Hz line")
         fmt = dialect.audio_format
         self._frame_bytes = fmt.bytes_for_ms(_FRAME_MS)
         self._frame_samples = fmt.sample_rate * _FRAME_MS // 1000
@@ -157,7 +234,11 @@ class SimulatedCaller:
         self._last_agent_audio_ms: float | None = None
         self._speech_end_ms: float | None = None
         self._onset_ms: float | None = None
-        self._last_play_end: float | None = None
+        self._arrivals: list[float] = []  # agent frames before the hang-up: arrival ms, audio ms
+        self._durations: list[float] = []
+        self._resets: list[float] = []  # clear received, ms
+        self._turn_ends: list[float] = []  # the caller's lines ended, ms
+        self._hung_up = False
         self._item_played_ms = 0.0  # agent audio played since the last clear
         self._ws = None
         self._closed = asyncio.Event()
@@ -181,10 +262,9 @@ class SimulatedCaller:
                     ticker = tg.create_task(self._ticker())
                     receiver = tg.create_task(self._receiver())
                     await self._play(script)
-                    stop = self.dialect.stop()
-                    if stop is not None and not self._closed.is_set():
-                        await ws.send(stop)
                     ticker.cancel()
+                    await asyncio.wait([ticker])  # no caller frame after the hang-up
+                    await self._hang_up()
                     receiver.cancel()
         except* websockets.ConnectionClosed as group:
             self._record_close(group.exceptions[0].rcvd)
@@ -195,7 +275,25 @@ class SimulatedCaller:
             self.report.close_code = self._ws.close_code
             self.report.close_reason = self._ws.close_reason or ""
         self.report.heard = np.concatenate(self._heard) if self._heard else np.zeros(0, np.int16)
+        self.report.lateness_ms, self.report.turn_pauses_ms = pacing_lateness(
+            self._arrivals, self._durations, resets_ms=self._resets, turn_ends_ms=self._turn_ends)
         return self.report
+
+    async def _hang_up(self) -> None:
+        """Stop (the carrier's stop message, if any), then read until the gateway closes the
+        socket, at most ``drain_s``; without a stop message, the close handshake ends the call."""
+        self.report.hangup_at_ms = self._now_ms()
+        self._hung_up = True
+        if self._closed.is_set():
+            return
+        stop = self.dialect.stop()
+        if stop is not None:
+            await self._ws.send(stop)
+            with contextlib.suppress(TimeoutError):  # the gateway ends the call and closes the socket
+                await asyncio.wait_for(self._closed.wait(), self.drain_s)
+        if not self._closed.is_set():
+            with contextlib.suppress(TimeoutError):  # frames sent before the gateway's close still arrive
+                await asyncio.wait_for(self._ws.close(), self.drain_s)
 
     def _record_close(self, rcvd) -> None:
         if rcvd is not None:
@@ -236,6 +334,7 @@ class SimulatedCaller:
         self._mouth.extend(frames)
         onset_ms = start_ms + onset * 1000 / rate
         end_ms = start_ms + end * 1000 / rate
+        self._turn_ends.append(end_ms)
         self._note(f"say {label}")
         if barge_in:
             self._onset_ms = onset_ms
@@ -260,11 +359,22 @@ class SimulatedCaller:
 
     # ------------------------------------------------------------------ real-time engine
     async def _ticker(self) -> None:
-        """Every 20 ms: send one mouth frame, play one ear frame (accumulating clock)."""
+        """Every 20 ms: send one mouth frame, play one ear frame (accumulating clock).
+
+        How late each tick ran against its schedule is kept (``send_slip_ms``): when the
+        driving process is overloaded, it shows here first."""
         fmt = self.dialect.audio_format
         silence = np.zeros(self._frame_samples, np.int16)
+        noise = self.noise
         while True:
-            pcm = self._mouth.popleft() if self._mouth else silence
+            due = self._t0 + self._tick * _FRAME_MS / 1000
+            self.report.send_slip_ms.append(max(0.0, (time.monotonic() - due) * 1000))
+            if self._mouth:
+                pcm = self._mouth.popleft()
+                if noise is not None:
+                    pcm = noise.under(pcm)
+            else:
+                pcm = silence if noise is None else noise.frame(self._frame_samples)
             await self._ws.send(self.dialect.media(encode(pcm, fmt.encoding)))
             self.report.frames_sent += 1
             await self._play_out()
@@ -304,6 +414,8 @@ class SimulatedCaller:
         self._heard.append(decode(bytes(out), fmt.encoding))
 
     async def _ack(self, name: str) -> None:
+        if self._hung_up:  # the carrier has left the call: nothing plays, nothing is acknowledged
+            return
         frame = self.dialect.mark_played(name)
         if frame is not None:
             await self._ws.send(frame)
@@ -317,21 +429,17 @@ class SimulatedCaller:
                 for msg in self.dialect.parse(frame):
                     if msg.kind == "media":
                         self.report.frames_received += 1
+                        if self._hung_up:  # in flight at the hang-up: arrived, never played
+                            self.report.frames_after_hangup += 1
+                            continue
                         self.report.media_arrivals_ms.append(now)
+                        self._arrivals.append(now)
+                        self._durations.append(fmt.ms_for_bytes(len(msg.audio)))
                         if self._speech_end_ms is not None:
                             self.report.turn_latency_ms.append(now - self._speech_end_ms)
                             self._speech_end_ms = None
-                        # Lateness: a frame that arrives after the audio before it ran out.
-                        if self._playback_bytes == 0 and self._last_play_end is not None:
-                            gap = now - self._last_play_end
-                            if 0 < gap < 500:
-                                self.report.lateness_ms.append(gap)
-                        elif self._playback_bytes > 0:
-                            self.report.lateness_ms.append(0.0)
                         self._playback.append(("media", msg.audio, now))
                         self._playback_bytes += len(msg.audio)
-                        queued_ms = fmt.ms_for_bytes(self._playback_bytes)
-                        self._last_play_end = now + queued_ms
                     elif msg.kind == "mark":
                         self._playback.append(("mark", msg.name, now))
                         if self._playback_bytes == 0 and len(self._playback) == 1:
@@ -348,7 +456,7 @@ class SimulatedCaller:
                         pending = [d for k, d, _ in self._playback if k == "mark"]
                         self._playback.clear()
                         self._playback_bytes = 0
-                        self._last_play_end = None
+                        self._resets.append(now)
                         for name in pending:
                             await self._ack(str(name))
                         self._note("clear")

@@ -4,9 +4,11 @@ Used by ``gateway bench load`` (:mod:`benchmarks.load`), usable against any gate
 
 One *step* places ``calls`` calls at once: it creates them through ``POST /calls/inline`` (the
 gateway's REST API, ``X-API-Key``), then connects one :class:`~gateway.simulator.caller.SimulatedCaller`
-per call, carriers mixed round-robin, arrivals spread over ``arrival_s``. Each caller speaks real
-recordings (``../shared/audio/caller`` and ``speech``, resampled to its dialect's rate) in a script
-with pauses and one barge-in::
+per call, carriers mixed round-robin, arrivals spread over ``arrival_s``. Calls are created as users
+create them: recording on (the API's default). Each caller speaks real recordings
+(``../shared/audio/caller`` and ``speech``, resampled to its dialect's rate), with line noise
+(:class:`~gateway.simulator.noise.LineNoise`, −58…−50 dBFS per call, tilted) between and under
+the lines, in a script with pauses and one barge-in::
 
     wait for the greeting → pause → say a line → barge in over the (long) reply with
     caller/interrupt.wav → wait for the answer → pause → say goodbye → wait → hang up
@@ -14,10 +16,14 @@ with pauses and one barge-in::
 What it measures, per step:
 
 * caller side (what a phone user would notice): outbound pacing lateness (a frame that
-  arrives after the audio before it has run out), turn latency (end of the caller's speech →
-  first agent frame), barge-in reaction (onset of the interrupting speech → ``clear``);
+  arrives after the audio before it has run out, by how much, every gap inside a reply counted;
+  see :func:`~gateway.simulator.caller.pacing_lateness`), turn latency (end of the caller's
+  speech → first agent frame), barge-in reaction (onset of the interrupting speech → ``clear``);
 * frames lost: agent frames the gateway says it sent (``metrics.framesOut`` of the call record)
-  minus frames the caller received, and caller frames sent minus ``metrics.framesIn``;
+  minus frames the caller received (the caller reads on after hanging up until the gateway
+  closes, so nothing still on its way is miscounted), and caller frames sent minus
+  ``metrics.framesIn``; agent frames that arrived after the hang-up are reported apart
+  (``frames_in_flight_at_hangup``): they were delivered, but nobody heard them;
 * model → carrier: with a model that reports when it sent each reply's first audio (the fake
   model of :mod:`benchmarks.fake_realtime`), the time from that send to the first agent frame
   arriving at the caller (same monotonic clock, same machine): what the gateway adds, plus two
@@ -25,8 +31,11 @@ What it measures, per step:
 * the gateway process (when its pid is known, i.e. on this machine): CPU from
   ``/proc/<pid>/stat`` over the window where every call is up (cores used, calls per core),
   and RSS from ``/proc/<pid>/status`` (``VmRSS``) against the baseline before the step;
-* the driver's own health: its event-loop lag, so an overloaded driver is not mistaken for a
-  slow gateway.
+* the driver's own health: its event-loop lag and how late the callers' 20 ms send ticks ran
+  (``send_slip_ms``); when either's p99 passes 20 ms the step is ``driver_bound``: the
+  caller-side figures then include the driver's own delay and the step is not a result;
+* other load on the machine: machine-wide busy cores (``/proc/stat``) minus the gateway, the
+  driver and the fake model (``other_load_cores``), since the machine may be shared.
 
 Loopback only: the driver refuses any other host. Every wait is bounded.
 """
@@ -51,6 +60,17 @@ import numpy as np
 from gateway.simulator import caller as caller_module
 from gateway.simulator.caller import BargeIn, Pause, Say, SimulatedCaller, Step, WaitForAgent
 from gateway.simulator.dialects import CallerDialect, Inbound, make_dialect
+from gateway.simulator.loadstats import (
+    DRIVER_BOUND_MS,
+    CallResult,
+    StepResult,
+    _call_model_to_carrier,
+    headline,
+    percentiles,
+    summarise,
+    verdict,
+)
+from gateway.simulator.noise import LineNoise
 from gateway.simulator.run import load_wav, to_rate
 
 __all__ = [
@@ -64,6 +84,11 @@ __all__ = [
     "run_step",
     "percentiles",
     "check_loopback",
+    "summarise",
+    "verdict",
+    "headline",
+    "DRIVER_BOUND_MS",
+    "_call_model_to_carrier",
 ]
 
 SHARED_AUDIO = Path(__file__).resolve().parents[2].parent / "shared" / "audio"
@@ -76,17 +101,6 @@ def check_loopback(url: str) -> None:
     host = urlsplit(url).hostname or ""
     if not (host.startswith("127.") or host in LOOPBACK):
         raise ValueError(f"load tests run against loopback addresses only, not {host!r}")
-
-
-def percentiles(values: Sequence[float], ps: Sequence[int] = (50, 95, 99)) -> dict[str, float | None]:
-    """``{"p50": …, "p95": …, "p99": …, "max": …, "n": …}`` in the values' unit (None when empty)."""
-    out: dict[str, float | None] = {}
-    arr = np.asarray(values, dtype=np.float64)
-    for p in ps:
-        out[f"p{p}"] = round(float(np.percentile(arr, p)), 2) if arr.size else None
-    out["max"] = round(float(arr.max()), 2) if arr.size else None
-    out["n"] = int(arr.size)
-    return out
 
 
 # ----------------------------------------------------------------------------- /proc
@@ -226,45 +240,6 @@ class TimedDialect:
         return msgs
 
 
-@dataclass
-class CallResult:
-    """One call of a step: the caller's report, the gateway's record, timings."""
-
-    index: int
-    carrier: str
-    call_id: str = ""
-    tag: str = ""
-    report: dict[str, Any] = field(default_factory=dict)
-    lateness_ms: list[float] = field(default_factory=list)
-    turn_latency_ms: list[float] = field(default_factory=list)
-    barge_in_ms: list[float] = field(default_factory=list)
-    media_arrivals: list[float] = field(default_factory=list)
-    connected_at: float | None = None
-    ended_at: float | None = None
-    frames_sent: int = 0
-    frames_received: int = 0
-    gateway_frames_out: int | None = None
-    gateway_frames_in: int | None = None
-    status: str = ""
-    end_reason: str = ""
-    error: str = ""
-
-
-@dataclass
-class StepResult:
-    """A step's calls and the gateway process samples taken while it ran."""
-
-    calls: list[CallResult]
-    started_at: float
-    ended_at: float
-    samples: list[tuple[float, float, int, int]] = field(default_factory=list)  # t, cpu_s, rss, live calls
-    machine: list[tuple[float, float]] = field(default_factory=list)  # t, machine-wide busy CPU s
-    rss_baseline: int | None = None
-    lag_ms: list[float] = field(default_factory=list)
-    driver_cpu_s: float = 0.0
-    model_stats: dict[str, Any] | None = None
-
-
 @contextlib.contextmanager
 def _no_permessage_deflate():
     """Callers connect without offering permessage-deflate, as carriers do (a scoped patch of the
@@ -325,6 +300,7 @@ async def run_step(
     step_timeout_s: float = 180.0,
     seed: int = 0,
     model_stats: Callable[[], Any] | None = None,
+    model_pid: int | None = None,
     on_progress: Callable[[str, int], None] | None = None,
     create_concurrency: int = 16,
     script: str = "full",
@@ -346,6 +322,7 @@ async def run_step(
         step_timeout_s: hard limit for the whole step.
         seed: script randomness.
         model_stats: a coroutine function returning the fake model's ``/stats`` (or None).
+        model_pid: the fake model's process on this machine, to tell its CPU from other load.
         on_progress: ``(event, n)`` with event ``created`` / ``connected`` / ``finished``.
         create_concurrency: concurrent ``POST /calls/inline`` requests.
         script: ``full`` (see :func:`build_script`) or ``short`` (no barge-in; smoke tests).
@@ -354,6 +331,7 @@ async def run_step(
     lines = lines or Lines.load()
     rng = random.Random(seed)
     proc = ProcStat(gateway_pid) if gateway_pid else None
+    model_proc = ProcStat(model_pid) if model_pid else None
     progress = on_progress or (lambda event, n: None)
     results = [CallResult(i, carriers[i % len(carriers)], tag=f"{tag_prefix}c{i}") for i in range(calls)]
     live = 0
@@ -376,7 +354,7 @@ async def run_step(
                     "model": model,
                     "connectionType": res.carrier,
                     "interruptible": barge_in,
-                    "recordingEnabled": False,
+                    "recordingEnabled": True,  # as users run it (the default)
                     "maxDuration": 600,
                     "inactivityTimeout": 60,
                 }
@@ -395,6 +373,8 @@ async def run_step(
                 step.machine.append((time.monotonic(), machine_busy_s()))
                 if proc is not None and proc.alive():
                     step.samples.append((time.monotonic(), proc.cpu_s(), proc.rss_bytes(), live))
+                if model_proc is not None and model_proc.alive():
+                    step.model_samples.append((time.monotonic(), model_proc.cpu_s()))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 0.25)
 
@@ -407,9 +387,11 @@ async def run_step(
             nonlocal live
             await asyncio.sleep(arrival_s * res.index / max(1, calls))
             dialect = TimedDialect(make_dialect(res.carrier))
-            caller = SimulatedCaller(res.report.pop("streamUrl"), dialect, hangup_quiet_ms=300)
-            steps = build_script(lines, dialect.audio_format.sample_rate, random.Random(rng.random() + res.index),
-                                 barge_in=barge_in, kind=script)  # fmt: skip
+            call_rng = random.Random(rng.random() + res.index)
+            rate = dialect.audio_format.sample_rate
+            noise = LineNoise(rate, level_dbfs=call_rng.uniform(-58.0, -50.0), seed=call_rng.randrange(2**32))
+            caller = SimulatedCaller(res.report.pop("streamUrl"), dialect, hangup_quiet_ms=300, noise=noise)
+            steps = build_script(lines, rate, call_rng, barge_in=barge_in, kind=script)
             res.connected_at = time.monotonic()
             live += 1
             progress("connected", 1)
@@ -421,6 +403,9 @@ async def run_step(
                 res.barge_in_ms = list(report.barge_in_reaction_ms)
                 res.frames_sent = report.frames_sent
                 res.frames_received = report.frames_received
+                res.frames_after_hangup = report.frames_after_hangup
+                res.send_slip_ms = report.send_slip_ms
+                res.turn_pauses = len(report.turn_pauses_ms)
                 if report.close_code not in (None, 1000, 1001):
                     res.error = f"closed {report.close_code} {report.close_reason}"
             except Exception as exc:  # noqa: BLE001 - one failed call is a result, not a crash
@@ -459,6 +444,11 @@ async def run_step(
             res.gateway_frames_out = metrics.get("framesOut")
             res.gateway_frames_in = metrics.get("framesIn")
             res.status = str(rec.get("status", ""))
+            recording = rec.get("recording")
+            if isinstance(recording, dict):
+                res.recording = "linked" if recording.get("url") else str(recording.get("status", "unknown"))
+            else:
+                res.recording = "none"
             res.end_reason = str(rec.get("endReason", ""))
             if res.status == "failed" and not res.error:
                 res.error = f"gateway: {res.end_reason} {rec.get('errorCode') or ''}".strip()
@@ -468,121 +458,3 @@ async def run_step(
         with contextlib.suppress(Exception):
             step.model_stats = await model_stats()
     return step
-
-
-# ----------------------------------------------------------------------------- summary
-
-
-def _model_to_carrier(results: Sequence[CallResult], stats: dict[str, Any] | None) -> list[float]:
-    """ms from the model sending a reply's first audio to the caller receiving its first frame."""
-    return [x for r in results for x in _call_model_to_carrier(r, stats)]
-
-
-def _call_model_to_carrier(res: CallResult, stats: dict[str, Any] | None) -> list[float]:
-    """One call's model → carrier delays: each reply's first audio sent → the first frame of the
-    next burst of agent frames the caller received (a burst follows ≥ 150 ms without frames)."""
-    if not stats or not res.media_arrivals:
-        return []
-    out: list[float] = []
-    arr = np.asarray(res.media_arrivals)
-    for resp in (stats.get("responses") or {}).get(res.tag, []):
-        sent = resp.get("first_delta")
-        if sent is None:
-            continue
-        i = int(np.searchsorted(arr, sent))
-        if i >= arr.size:
-            continue
-        gap_before = arr[i] - arr[i - 1] if i > 0 else float("inf")
-        delay = arr[i] - sent
-        if gap_before > 0.15 and 0 <= delay < 1.0:
-            out.append(delay * 1000)
-    return out
-
-
-def summarise(step: StepResult, *, calls: int, carriers: Sequence[str], cores: int | None = None) -> dict[str, Any]:
-    """One JSON-ready row from a step (see the module doc for each figure)."""
-    results = step.calls
-    lateness = [x for r in results for x in r.lateness_ms]
-    turn = [x for r in results for x in r.turn_latency_ms]
-    barge = [x for r in results for x in r.barge_in_ms]
-    lost_out = lost_in = 0
-    counted = 0
-    for r in results:
-        if r.gateway_frames_out is not None and not r.error:
-            lost_out += max(0, r.gateway_frames_out - r.frames_received)
-            lost_in += max(0, r.frames_sent - (r.gateway_frames_in or 0))
-            counted += 1
-    errors = [r.error for r in results if r.error]
-    # Steady window: every call connected and none finished yet; else the whole step.
-    connects = [r.connected_at for r in results if r.connected_at]
-    ends = [r.ended_at for r in results if r.ended_at]
-    w0 = max(connects) if connects else step.started_at
-    w1 = min(ends) if ends else step.ended_at
-    window = "all calls up"
-    if w1 - w0 < 2.0:
-        w0, w1 = (min(connects) if connects else step.started_at), (max(ends) if ends else step.ended_at)
-        window = "whole step (calls never all up together for 2 s)"
-    gw: dict[str, Any] = {}
-    samples = [s for s in step.samples if w0 <= s[0] <= w1]
-    if len(samples) >= 2:
-        (t0, c0, _, _), (t1, c1, _, _) = samples[0], samples[-1]
-        cores_used = (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
-        mean_live = float(np.mean([s[3] for s in samples]))
-        gw = {
-            "gateway_cores_used": round(cores_used, 3),
-            "mean_live_calls": round(mean_live, 1),
-            "calls_per_core": round(mean_live / cores_used, 1) if cores_used > 0 else None,
-            "cpu_ms_per_call_second": round(cores_used * 1000 / mean_live, 3) if mean_live else None,
-            "window_s": round(t1 - t0, 1),
-            "window": window,
-        }
-    if step.samples and step.rss_baseline:
-        peak = max(s[2] for s in step.samples)
-        gw["rss_baseline_mb"] = round(step.rss_baseline / 2**20, 1)
-        gw["rss_peak_mb"] = round(peak / 2**20, 1)
-        gw["rss_per_call_mb"] = round((peak - step.rss_baseline) / 2**20 / max(1, calls), 3)
-    busy = [m for m in step.machine if w0 <= m[0] <= w1]
-    if len(busy) >= 2 and busy[-1][0] > busy[0][0]:
-        gw["machine_busy_cores"] = round((busy[-1][1] - busy[0][1]) / (busy[-1][0] - busy[0][0]), 2)
-    m2c = _model_to_carrier(results, step.model_stats)
-    duration = step.ended_at - step.started_at
-    lat = percentiles(lateness)
-    row: dict[str, Any] = {
-        "calls": calls,
-        "carriers": list(carriers),
-        "completed": sum(1 for r in results if r.status == "completed" and not r.error),
-        "errors": len(errors),
-        "error_examples": sorted(set(errors))[:5],
-        "lateness_ms": lat,
-        "frames_lost_out": lost_out,
-        "frames_lost_in": lost_in,
-        "frames_out": sum(r.gateway_frames_out or 0 for r in results),
-        "frames_received": sum(r.frames_received for r in results),
-        "calls_counted_for_frames": counted,
-        "turn_latency_ms": percentiles(turn),
-        "barge_in_ms": percentiles(barge),
-        "model_to_carrier_ms": percentiles(m2c),
-        "driver_lag_ms": percentiles(step.lag_ms),
-        "driver_cpu_cores": round(step.driver_cpu_s / duration, 3) if duration > 0 else None,
-        "step_s": round(duration, 1),
-        **gw,
-    }
-    by_carrier: dict[str, Any] = {}
-    for carrier in dict.fromkeys(r.carrier for r in results):
-        mine = [r for r in results if r.carrier == carrier]
-        by_carrier[carrier] = {
-            "calls": len(mine),
-            "errors": sum(1 for r in mine if r.error),
-            "lateness_p99_ms": percentiles([x for r in mine for x in r.lateness_ms])["p99"],
-            "barge_in_p95_ms": percentiles([x for r in mine for x in r.barge_in_ms])["p95"],
-            "turn_latency_p95_ms": percentiles([x for r in mine for x in r.turn_latency_ms])["p95"],
-            "model_to_carrier_ms": percentiles([x for r in mine for x in _call_model_to_carrier(r, step.model_stats)]),
-        }
-    row["by_carrier"] = by_carrier
-    row["ok"] = bool(
-        row["errors"] == 0 and lost_out == 0 and lost_in == 0 and (lat["p99"] is None or lat["p99"] < 20.0)
-    )
-    row["driver_bound"] = bool((row["driver_lag_ms"]["p99"] or 0) > 20.0)
-    if cores:
-        row["machine_cores"] = cores
-    return row
