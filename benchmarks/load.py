@@ -4,7 +4,7 @@ Without ``--url`` it starts everything on this machine, on loopback:
 
 * the gateway as a **separate process** (``python -m gateway.cli serve``) with ``GATEWAY_*``
   settings: a free port, SQLite and recordings in a temporary directory (calls are created
-  with recording off), WARNING logs, Silero VAD (``--vad``), and ``GATEWAY_COMPAT_G711=true``
+  with recording on, the default users get), WARNING logs, Silero VAD (``--vad``), and ``GATEWAY_COMPAT_G711=true``
   so μ-law carriers pass G.711 straight through to the model as with OpenAI;
 * a fake realtime model (:mod:`benchmarks.fake_realtime`), a separate process speaking the
   OpenAI Realtime wire protocol and answering with pre-recorded speech, so the load measures
@@ -24,7 +24,10 @@ and ``--gateway-pid`` lets it read that gateway's CPU and memory from ``/proc``.
 
 ``--ramp`` runs steps of growing size (doubling from ``--ramp-start``, then bisecting) and
 reports the largest number of calls that held p99 pacing lateness under 20 ms with no frame
-lost and no failed call.
+lost and no failed call *and was not driver-bound* (:func:`gateway.simulator.loadstats.headline`).
+A driver-bound step (the driver's loop lag or the callers' send slip p99 > 20 ms: the load
+generator, not the gateway, was the limit) is not a result: the ramp never grows past it and
+bisects below it instead; when no step qualifies, the result says so (``headline: null``).
 
 Output: a table (or with ``--json`` one JSON document on the last line), a PNG plot and a
 Markdown table (``bench-out/load.{png,md,json}``).
@@ -47,19 +50,12 @@ from typing import Any, Sequence
 
 import httpx
 
-from gateway.simulator.load import Lines, check_loopback, run_step, summarise
+from benchmarks.load_figures import TARGETS, plot_png, table
+from gateway.simulator.load import Lines, check_loopback, headline, run_step, summarise, verdict
 
-__all__ = ["main", "run", "LocalGateway", "FakeModelProcess", "table", "plot_png", "TARGETS"]
+__all__ = ["main", "run", "next_size", "LocalGateway", "FakeModelProcess", "table", "plot_png", "TARGETS"]
 
 CARRIERS = ("twilio", "telnyx", "plivo", "vonage", "exotel", "raw")
-#: Issue #4 targets. Reported next to the measurements, never asserted.
-TARGETS = {
-    "calls_per_core": 400,
-    "lateness_p99_ms": 20.0,
-    "rss_per_call_mb": 2.0,
-    "barge_in_p95_ms": 200.0,
-    "model_to_carrier_p99_ms": 5.0,
-}
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -265,7 +261,8 @@ async def _step(n: int, *, index: int, url: str, api_key: str, carriers: Sequenc
         script=script,
         url=url, api_key=api_key, calls=n, carriers=carriers, model=model, tag_prefix=f"s{index}",
         arrival_s=arrival_s, lines=lines, gateway_pid=pid, model_stats=fake.stats if fake else None,
-        on_progress=progress.step(f"step {index + 1}: {n} calls", n), carrier_compression=carrier_compression,
+        model_pid=fake.proc.pid if fake and fake.proc else None, on_progress=progress.step(f"step {index + 1}: {n} calls", n),
+        carrier_compression=carrier_compression,
         seed=index,
     )  # fmt: skip
     row = summarise(step, calls=n, carriers=carriers, cores=os.cpu_count())
@@ -275,10 +272,12 @@ async def _step(n: int, *, index: int, url: str, api_key: str, carriers: Sequenc
 
 def _line(row: dict[str, Any]) -> str:
     lat = row["lateness_ms"]
-    return (f"{row['calls']} calls: {'ok' if row['ok'] else 'NOT ok'}; lateness p99 {lat['p99']} ms; "
-            f"lost {row['frames_lost_out']}+{row['frames_lost_in']}; errors {row['errors']}; "
+    return (f"{row['calls']} calls: {verdict(row).replace('_', '-')}; lateness p99 {lat['p99']} ms; "
+            f"lost {row['frames_lost_out']}+{row['frames_lost_in']} (in flight at hang-up "
+            f"{row['frames_in_flight_at_hangup']}); errors {row['errors']}; "
             f"gateway {row.get('gateway_cores_used', '?')} cores → {row.get('calls_per_core', '?')} calls/core; "
-            f"driver lag p99 {row['driver_lag_ms']['p99']} ms")  # fmt: skip
+            f"driver lag p99 {row['driver_lag_ms']['p99']} ms, send slip p99 {row['send_slip_ms']['p99']} ms; "
+            f"other load {row.get('other_load_cores', '?')} cores")  # fmt: skip
 
 
 async def run(
@@ -355,11 +354,11 @@ async def run(
             info["gateway_exit"] = gateway.proc.returncode
     from benchmarks.media import machine
 
-    passed = [r["calls"] for r in rows if r["ok"]]
+    best = headline(rows)
     return {
         "benchmark": "load",
         "rows": rows,
-        "max_calls_ok": max(passed) if passed else None,
+        "headline": best["calls"] if best else None,
         "targets": TARGETS,
         "config": {
             "url": "local (started here)" if gateway is not None else url,
@@ -382,140 +381,65 @@ async def run(
 async def _ramp(*, start: int, maximum: int, bisect: int, budget_s: float, url: str, api_key: str,
                 carriers: Sequence[str], model: str, lines: Lines, pid: int | None, arrival_s: float | None,
                 fake: FakeModelProcess | None, bar: _Progress, carrier_compression: bool) -> list[dict[str, Any]]:  # fmt: skip
-    """Double from ``start`` until a step fails (or ``maximum``), then bisect ``bisect`` times."""
+    """Double from ``start`` while steps hold, then bisect ``bisect`` times (see :func:`next_size`).
+
+    A step that failed or was driver-bound ends the doubling: a failed step bounds the search
+    from above, and so does a driver-bound one (the driver cannot load the gateway further, so
+    nothing above it can be measured here); bisection then looks below it.
+    """
     t0 = time.monotonic()
     rows: list[dict[str, Any]] = []
-    good, bad = 0, None
-    n = start
-    index = 0
     last_s = 0.0
-
-    def good_step(row: dict[str, Any]) -> bool:
-        return row["ok"]
-
-    while n <= maximum:
+    n: int | None = start
+    while n is not None:
         remaining = budget_s - (time.monotonic() - t0)
         if rows and remaining < last_s * 1.5:
             bar.note(f"time budget: stopping before {n} calls")
             break
         s0 = time.monotonic()
-        row = await _step(n, index=index, url=url, api_key=api_key, carriers=carriers, model=model, lines=lines,
+        row = await _step(n, index=len(rows), url=url, api_key=api_key, carriers=carriers, model=model, lines=lines,
                           pid=pid, arrival_s=arrival_s if arrival_s is not None else max(5.0, n / 40), fake=fake,
                           progress=bar, carrier_compression=carrier_compression)  # fmt: skip
         last_s = time.monotonic() - s0
         rows.append(row)
-        index += 1
-        if good_step(row):
-            good = n
-            n *= 2
-        else:
-            bad = n
-            break
-    for _ in range(bisect):
-        if bad is None or bad - good <= max(2, good // 10):
-            break
-        mid = (good + bad) // 2
-        remaining = budget_s - (time.monotonic() - t0)
-        if remaining < last_s * 1.5:
-            break
-        s0 = time.monotonic()
-        row = await _step(mid, index=index, url=url, api_key=api_key, carriers=carriers, model=model, lines=lines,
-                          pid=pid, arrival_s=arrival_s if arrival_s is not None else max(5.0, mid / 40), fake=fake,
-                          progress=bar, carrier_compression=carrier_compression)  # fmt: skip
-        last_s = time.monotonic() - s0
-        rows.append(row)
-        index += 1
-        if good_step(row):
-            good = mid
-        else:
-            bad = mid
+        if verdict(row) == "driver_bound":
+            bar.note(f"{n} calls: driver-bound (not a result); the ramp goes no higher")
+        n = next_size(rows, start=start, maximum=maximum, bisect=bisect)
     return rows
 
 
-# ----------------------------------------------------------------------------- report
+def next_size(rows: Sequence[dict[str, Any]], *, start: int, maximum: int, bisect: int) -> int | None:
+    """The ramp's next step size after ``rows`` (None: done).
 
-
-def _p(d: dict[str, Any], key: str) -> str:
-    v = d.get(key)
-    return "—" if v is None else f"{v:.1f}"
-
-
-def table(result: dict[str, Any]) -> str:
-    """The steps as a Markdown table."""
-    head = ("| calls | ok | gateway cores | calls / core | CPU ms / call-s | RSS MB / call | lateness p50 / p99 / max ms "
-            "| frames lost (out+in) | turn latency p50 / p95 / p99 ms | barge-in p50 / p95 / p99 ms "
-            "| model→carrier p50 / p95 / p99 ms | errors | driver lag p99 ms |")
-    lines = [head, "|" + "---:|" * 13]
-    for r in result["rows"]:
-        lat, turn, barge, m2c = r["lateness_ms"], r["turn_latency_ms"], r["barge_in_ms"], r["model_to_carrier_ms"]
-        ok = ("yes" if not r["driver_bound"] else "yes*") if r["ok"] else "no"
-        lines.append(
-            f"| {r['calls']} | {ok} | {r.get('gateway_cores_used', '—')} | {r.get('calls_per_core', '—')} | "
-            f"{r.get('cpu_ms_per_call_second', '—')} | {r.get('rss_per_call_mb', '—')} | "
-            f"{_p(lat, 'p50')} / {_p(lat, 'p99')} / {_p(lat, 'max')} | {r['frames_lost_out']}+{r['frames_lost_in']} | "
-            f"{_p(turn, 'p50')} / {_p(turn, 'p95')} / {_p(turn, 'p99')} | "
-            f"{_p(barge, 'p50')} / {_p(barge, 'p95')} / {_p(barge, 'p99')} | "
-            f"{_p(m2c, 'p50')} / {_p(m2c, 'p95')} / {_p(m2c, 'p99')} | {r['errors']} | {_p(r['driver_lag_ms'], 'p99')} |"
-        )
-    if any(r["driver_bound"] for r in result["rows"]):
-        lines.append("")
-        lines.append("\\* the driver's own event loop lagged (p99 > 20 ms): caller-side timings include driver delay.")
-    return "\n".join(lines)
-
-
-def plot_png(result: dict[str, Any], path: Path) -> Path | None:
-    """Three panels against calls: gateway CPU per call, p99 lateness, latencies."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot (pip install matplotlib)", file=sys.stderr)
-        return None
-    rows = sorted(result["rows"], key=lambda r: r["calls"])
+    Doubling from ``start`` while every step held (:func:`~gateway.simulator.loadstats.verdict`
+    ``held``), up to ``maximum``; after the first step that did not hold (failed, or
+    driver-bound), at most ``bisect`` bisections between the largest held size and the smallest
+    size that did not hold, stopping when they are within ``max(2, good // 10)``.
+    """
     if not rows:
+        return start
+    held = [r["calls"] for r in rows if verdict(r) == "held"]
+    not_held = [r["calls"] for r in rows if verdict(r) != "held"]
+    good = max(held, default=0)
+    if not not_held:
+        nxt = good * 2
+        return nxt if nxt <= maximum else None
+    bad = min(x for x in not_held if x > good) if any(x > good for x in not_held) else None
+    first_bad = next(i for i, r in enumerate(rows) if verdict(r) != "held")
+    if bad is None or len(rows) - 1 - first_bad >= bisect or bad - good <= max(2, good // 10):
         return None
-    xs = [r["calls"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    ax = axes[0]
-    ax.plot(xs, [r.get("calls_per_core") or 0 for r in rows], marker="o", label="calls per gateway core")
-    ax.axhline(TARGETS["calls_per_core"], color="red", linestyle="--", linewidth=1, label="target 400")
-    ax.set_xlabel("simultaneous calls")
-    ax.set_ylabel("calls per core")
-    ax.set_title("Gateway CPU")
-    ax2 = ax.twinx()
-    ax2.plot(xs, [r.get("rss_per_call_mb") or 0 for r in rows], marker="s", color="gray", label="RSS MB / call")
-    ax2.set_ylabel("RSS MB per call")
-    ax.legend(loc="upper left", fontsize=8)
-    ax2.legend(loc="upper right", fontsize=8)
-    ax = axes[1]
-    for key, style in (("p50", "-"), ("p99", "-o"), ("max", ":")):
-        ax.plot(xs, [r["lateness_ms"][key] or 0 for r in rows], style, label=f"lateness {key}")
-    ax.axhline(TARGETS["lateness_p99_ms"], color="red", linestyle="--", linewidth=1, label="p99 target 20 ms")
-    ax.set_xlabel("simultaneous calls")
-    ax.set_ylabel("ms")
-    ax.set_title("Outbound pacing lateness at the caller")
-    ax.legend(fontsize=8)
-    ax = axes[2]
-    for key, label in (("turn_latency_ms", "turn latency p95"), ("barge_in_ms", "barge-in p95"),
-                       ("model_to_carrier_ms", "model→carrier p95")):  # fmt: skip
-        ax.plot(xs, [r[key]["p95"] if r[key]["p95"] else float("nan") for r in rows], marker="o", label=label)
-    ax.axhline(TARGETS["barge_in_p95_ms"], color="red", linestyle="--", linewidth=1, label="barge-in target 200 ms")
-    ax.set_xlabel("simultaneous calls")
-    ax.set_ylabel("ms")
-    ax.set_yscale("log")
-    ax.set_title("Heard by the caller")
-    ax.legend(fontsize=8)
-    for a in axes:
-        a.grid(True, alpha=0.3)
-    m = result["machine"]
-    fig.suptitle(f"gateway bench load — {result['config']['model']} — {m['cpu']} ({m['cores']} cores)", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    mid = (good + bad) // 2
+    return mid if mid not in {r["calls"] for r in rows} and mid > 0 else None
+
+
+def _driver_loop():
+    """The driver's event loop factory: uvloop when installed (as the gateway's own loop: less
+    loop overhead per message, so the driver becomes the limit later), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def main(
@@ -541,13 +465,17 @@ def main(
     script: str = "full",
     settle: bool = True,
 ) -> dict[str, Any]:
-    """Run the load benchmark, print the table (or one JSON line last), write PNG, Markdown and JSON."""
-    result = asyncio.run(run(
-        calls=calls, carriers=carriers, url=url, api_key=api_key, model=model, gateway_pid=gateway_pid, vad=vad,
-        g711=g711, ramp=ramp, ramp_start=ramp_start, ramp_max=ramp_max, time_budget_s=time_budget_s,
-        arrival_s=arrival_s, pin=pin, carrier_compression=carrier_compression, progress=sys.stderr.isatty(),
-        script=script, settle=settle,
-    ))  # fmt: skip
+    """Run the load benchmark, print the table (or one JSON line last), write PNG, Markdown and JSON.
+
+    The driver runs on uvloop when it is installed (:func:`_driver_loop`)."""
+    with asyncio.Runner(loop_factory=_driver_loop()) as runner:  # uvloop: a lighter driver, when installed
+        result = runner.run(run(
+            calls=calls, carriers=carriers, url=url, api_key=api_key, model=model, gateway_pid=gateway_pid, vad=vad,
+            g711=g711, ramp=ramp, ramp_start=ramp_start, ramp_max=ramp_max, time_budget_s=time_budget_s,
+            arrival_s=arrival_s, pin=pin, carrier_compression=carrier_compression, progress=sys.stderr.isatty(),
+            script=script, settle=settle,
+        ))  # fmt: skip
+    result["config"]["driver_loop"] = "uvloop" if _driver_loop() is not None else "asyncio"
     if plot is not None:
         written = plot_png(result, Path(plot))
         result["plot"] = str(written) if written else None
@@ -562,9 +490,9 @@ def main(
         print(json.dumps(result))
     else:
         print(md)
-        if ramp:
-            print(f"\nlargest step that held p99 lateness < 20 ms, no lost frame, no failed call: "
-                  f"{result.get('max_calls_ok')} calls")
+        best = result.get("headline")
+        print(f"\nlargest step that held p99 lateness < 20 ms, no lost frame, no failed call, not driver-bound: "
+              f"{f'{best} calls' if best else 'none (no step is a valid result)'}")
         if result.get("plot"):
             print(f"plot: {result['plot']}")
     return result

@@ -5,8 +5,11 @@ calls, exactly as :class:`gateway.session.CallSession` runs the pure stages:
 
 * **inbound** (carrier → VAD), per caller frame: the carrier adapter parses the message
   (``adapter.receive``: JSON, base64), a :class:`~gateway.codecs.transcode.Transcoder` turns
-  the carrier's audio into 16 kHz L16 (``aligned=True``, as the session's ``_to_vad``), and the
-  VAD runs: WebRTC VAD per frame (``DirectVad``), or Silero through the split API
+  the carrier's audio into L16 at the VAD's rate (``aligned=True``, as the session's
+  ``_to_vad``), and the VAD runs. The VAD's rate is the session's:
+  :meth:`gateway.vadrun.VadFactory.rate_for` (8 kHz for 8 kHz carriers, so no resample, only the
+  G.711 decode; 16 kHz otherwise), and rows are labelled with it (``silero@8k``, ``silero@16k``,
+  ``webrtc@8k`` …). The VAD: WebRTC VAD per frame (``DirectVad``), or Silero through the split API
   (``feed`` / ``take_chunks`` / ``apply_scores``) with every waiting call's chunks scored in
   **one** ONNX run per batcher tick by :func:`gateway.audio.silero.score_blocks`, as
   :class:`gateway.vadrun.SileroBatcher` does. Callers' frames arrive spread over each 20 ms;
@@ -29,14 +32,14 @@ different point of the recording. Agent audio is the same recording at 24 kHz.
 Reported per row (``calls`` simultaneous calls, ``vad`` scorer, ``carrier``): CPU µs per inbound
 and per outbound frame and CPU ms per call-second (50 inbound + 50 outbound frames: a call
 where both sides talk all the time, the worst case), from ``time.process_time`` (the process's
-CPU time, every thread), plus wall-clock µs and a per-stage split. ``silero8k`` is a what-if:
-Silero at the carrier's own 8 kHz (no resample to 16 kHz, a cheaper model run).
+CPU time, every thread), plus wall-clock µs and a per-stage split.
 
 ``--json`` prints one JSON document on the last line: ``{"rows": [...], ...}``.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import os
@@ -58,12 +61,13 @@ from gateway.codecs.transcode import Transcoder, decode, encode
 from gateway.formats import L16_16K, L16_24K, AudioFormat, Encoding
 from gateway.simulator.dialects import make_dialect
 from gateway.simulator.run import load_wav, to_rate
+from gateway.vadrun import VadFactory
 
 __all__ = ["main", "run", "measure", "SHARED_AUDIO", "VADS", "CARRIERS", "TARGET_CPU_MS"]
 
 SHARED_AUDIO = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
 RECORDING = SHARED_AUDIO / "speech" / "silero-test.wav"
-VADS = ("webrtc", "silero", "silero8k")
+VADS = ("webrtc", "silero")
 CARRIERS = ("twilio", "telnyx", "plivo", "vonage", "exotel", "raw")
 #: Issue #4 target: media path with Silero at 100+ calls (CPU ms per call-second). Reported, not asserted.
 TARGET_CPU_MS = 1.5
@@ -110,7 +114,7 @@ def load_audio(path: Path = RECORDING) -> Audio:
 class _Call:
     """One simulated call's gateway-side state: adapter, transcoders, VAD, ledger, bridge."""
 
-    __slots__ = ("adapter", "fmt", "to_vad", "det", "from_model", "ledger", "inbound", "outbound",
+    __slots__ = ("adapter", "fmt", "to_vad", "vad_rate", "det", "from_model", "ledger", "inbound", "outbound",
                  "proto", "deltas", "pending", "vad_kind")
 
     def __init__(self, carrier: str, vad: str, model: SileroModel | None, audio: Audio, index: int,
@@ -122,8 +126,13 @@ class _Call:
         fmt = self.fmt = self.adapter.audio_format
         assert fmt is not None and fmt == dialect.audio_format
         self.vad_kind = vad
-        vad_rate = 8000 if (vad == "silero8k" and fmt.sample_rate == 8000) else 16000
-        self.to_vad = Transcoder(fmt, AudioFormat(Encoding.L16, vad_rate), aligned=True)
+        vad_rate = VadFactory.rate_for(fmt.sample_rate)  # the session's choice (``session._setup``)
+        self.vad_rate = vad_rate
+        if vad_rate == fmt.sample_rate:  # as the session: decode only, no resampler
+            self.to_vad = functools.partial(decode, encoding=fmt.encoding)
+        else:
+            resampler = Transcoder(fmt, AudioFormat(Encoding.L16, vad_rate), aligned=True)
+            self.to_vad = lambda payload: np.frombuffer(resampler.process(payload), dtype="<i2")
         if vad == "webrtc":
             scorer = WebRtcScorer(vad_rate, mode=2, frame_ms=20)
             gate = VadGate(vad_rate, threshold=0.5, min_speech_ms=160, min_silence_ms=600)
@@ -210,7 +219,8 @@ def measure(
 
     Args:
         calls: simultaneous calls.
-        vad: ``webrtc``, ``silero`` or ``silero8k``.
+        vad: ``webrtc`` or ``silero``, run at the session's rate for the carrier (the row's
+            ``vad`` label says which, e.g. ``silero@8k``).
         carrier: which carrier's messages and formats.
         seconds: call audio per call (20 ms ticks).
         windows: batcher ticks per 20 ms (calls' frames spread over them; 20 ms / 4 ms = 5).
@@ -247,8 +257,8 @@ def measure(
                         raise RuntimeError(f"{carrier}: expected Media, got {events}")
                     payloads.append(media.payload)
                 c1, w1 = _now()
-                # ---- inbound: to 16 kHz L16 (or 8 kHz for silero8k)
-                pcms = [np.frombuffer(c.to_vad.process(p), dtype="<i2") for c, p in zip(group, payloads)]
+                # ---- inbound: to L16 at the VAD's rate (decode only when that is the carrier's)
+                pcms = [c.to_vad(p) for c, p in zip(group, payloads)]
                 c2, w2 = _now()
                 # ---- inbound: VAD
                 if silero:
@@ -322,7 +332,9 @@ def measure(
     bridge_us = us["bridge_in"] + us["bridge_out"]
     return {
         "calls": calls,
-        "vad": vad,
+        "vad": f"{vad}@{world[0].vad_rate // 1000}k",
+        "vad_kind": vad,
+        "vad_rate": world[0].vad_rate,
         "carrier": carrier,
         "format": str(world[0].fmt),
         "us_per_in_frame": round(in_us, 2),
@@ -494,10 +506,11 @@ def plot_png(result: dict[str, Any], path: Path) -> Path | None:
     ax1.legend()
     n_carrier = result.get("carrier_calls")
     carrier_rows: dict[tuple[str, str], dict] = {}
-    carrier_vads = {r["vad"] for r in rows if r["carrier"] != "twilio"} or {r["vad"] for r in rows}
+    kind = lambda r: r.get("vad_kind", r["vad"])  # noqa: E731 - silero@8k and silero@16k in one series
+    carrier_vads = {kind(r) for r in rows if r["carrier"] != "twilio"} or {kind(r) for r in rows}
     for r in rows:  # each carrier at the per-carrier call count, for the per-carrier VADs
-        key = (r["carrier"], r["vad"])
-        if r["vad"] in carrier_vads and (r["calls"] == n_carrier or key not in carrier_rows):
+        key = (r["carrier"], kind(r))
+        if kind(r) in carrier_vads and (r["calls"] == n_carrier or key not in carrier_rows):
             carrier_rows[key] = r
     vads = list(dict.fromkeys(k[1] for k in carrier_rows))
     carriers = list(dict.fromkeys(k[0] for k in carrier_rows))
@@ -509,9 +522,10 @@ def plot_png(result: dict[str, Any], path: Path) -> Path | None:
         ax2.bar(xs, ins, width, label=f"inbound ({vad})")
         ax2.bar(xs, outs, width, bottom=ins, label=f"outbound ({vad})", alpha=0.6)
     ax2.set_xticks(np.arange(len(carriers)) + width * (len(vads) - 1) / 2)
-    ax2.set_xticklabels(carriers)
+    labels = {c: carrier_rows[k]["vad"] for k in carrier_rows for c in [k[0]]}  # e.g. silero@8k
+    ax2.set_xticklabels([f"{c}\n{labels[c]}" for c in carriers], fontsize=8)
     ax2.set_ylabel("CPU µs per 20 ms frame")
-    ax2.set_title("Per carrier")
+    ax2.set_title("Per carrier (VAD at the session's rate: 8 kHz for 8 kHz carriers)")
     ax2.grid(True, axis="y", alpha=0.3)
     ax2.legend(fontsize=8)
     fig.suptitle(f"gateway bench media — {result['machine']['cpu']} ({result['machine']['cores']} cores)", fontsize=9)

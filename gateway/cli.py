@@ -186,7 +186,7 @@ def bench_media(
     seconds: float = typer.Option(3.0, help="Seconds of call audio per call and row."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document on the last line."),
     plot: Optional[Path] = typer.Option(Path("bench-out/media.png"), help="PNG plot path."),
-    vads: str = typer.Option("webrtc,silero,silero8k", help="VADs to measure (silero8k: Silero at 8 kHz, a what-if)."),
+    vads: str = typer.Option("webrtc,silero", help="VADs to measure, each at the session's rate for the carrier (8 kHz for 8 kHz carriers)."),
     carriers: str = typer.Option("twilio,telnyx,plivo,vonage,exotel,raw", help="Carriers for the per-carrier rows."),
     carrier_calls: int = typer.Option(100, help="Simultaneous calls in the per-carrier rows."),
 ) -> None:

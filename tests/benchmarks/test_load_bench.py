@@ -106,4 +106,9 @@ def test_cli_tiny_load_run_emits_json(tmp_path):
         assert key in row, key
     assert row["errors"] == 0, row["error_examples"]
     assert row["frames_out"] > 0 and row["frames_received"] > 0
+    # Recording on, as users run it; frames after the hang-up apart from lost ones.
+    assert row["recordings_linked"] == 2
+    assert row["frames_in_flight_at_hangup"] >= 0 and row["frames_lost_out"] == 0
+    assert row["send_slip_ms"]["n"] > 0 and "driver_bound" in row
+    assert doc["headline"] in (None, 2)
     assert (tmp_path / "load.png").exists() and (tmp_path / "load.md").exists()

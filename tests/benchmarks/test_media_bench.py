@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import media
+from gateway.simulator.dialects import make_dialect
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIRED = ("calls", "vad", "us_per_in_frame", "us_per_out_frame", "cpu_ms_per_call_second")
@@ -26,7 +27,7 @@ def audio():
 @pytest.mark.parametrize("carrier", media.CARRIERS)
 def test_every_carrier_runs_the_whole_path(carrier, audio):
     row = media.measure(2, "webrtc", carrier=carrier, seconds=0.2, audio=audio)
-    assert row["calls"] == 2 and row["vad"] == "webrtc" and row["carrier"] == carrier
+    assert row["calls"] == 2 and row["vad_kind"] == "webrtc" and row["vad"].startswith("webrtc@") and row["carrier"] == carrier
     for key in REQUIRED[2:]:
         assert row[key] > 0
     assert row["frames"] == 2 * 10
@@ -42,6 +43,19 @@ def test_silero_rows_score_in_batches(audio):
     assert row["stages_us"]["vad_score"] > 0
 
 
+@pytest.mark.parametrize("carrier", media.CARRIERS)
+def test_silero_rows_run_the_vad_at_the_sessions_rate(carrier, audio):
+    from gateway.audio.silero import SileroModel
+    from gateway.vadrun import VadFactory
+
+    row = media.measure(2, "silero", carrier=carrier, seconds=0.2, windows=1, audio=audio, model=SileroModel())
+    rate = VadFactory.rate_for(make_dialect(carrier).audio_format.sample_rate)
+    assert row["vad_rate"] == rate and row["vad"] == f"silero@{rate // 1000}k"
+    assert row["silero_chunks"] > 0
+    if rate == make_dialect(carrier).audio_format.sample_rate:
+        assert row["stages_us"]["to_vad"] < row["stages_us"]["vad_score"]  # a decode, no resampler
+
+
 def test_cli_prints_json_last_and_writes_a_plot(tmp_path):
     png = tmp_path / "media.png"
     proc = subprocess.run(
@@ -52,9 +66,11 @@ def test_cli_prints_json_last_and_writes_a_plot(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(proc.stdout.strip().splitlines()[-1])
     rows = doc["rows"]
+    # Each VAD at the rate the session runs it for the carrier, and labelled so.
     assert {(r["calls"], r["vad"]) for r in rows if r["carrier"] == "twilio"} >= {
-        (n, v) for n in (1, 3) for v in ("webrtc", "silero")
+        (n, v) for n in (1, 3) for v in ("webrtc@8k", "silero@8k")
     }
+    assert {r["vad"] for r in rows if r["carrier"] == "vonage"} == {"silero@16k"}
     assert {r["carrier"] for r in rows} == {"twilio", "vonage"}
     for r in rows:
         for key in REQUIRED:
