@@ -252,6 +252,17 @@ def _no_permessage_deflate():
         caller_module.connect = original
 
 
+def _prepare(res: CallResult, lines: Lines, rng: random.Random, *, barge_in: bool,
+             script: str) -> tuple[SimulatedCaller, TimedDialect, list[Step]]:
+    """One call's caller (with its line noise, −58…−50 dBFS), dialect and script."""
+    dialect = TimedDialect(make_dialect(res.carrier))
+    call_rng = random.Random(rng.random() + res.index)
+    rate = dialect.audio_format.sample_rate
+    noise = LineNoise(rate, level_dbfs=call_rng.uniform(-58.0, -50.0), seed=call_rng.randrange(2**32))
+    caller = SimulatedCaller(res.report.pop("streamUrl"), dialect, hangup_quiet_ms=300, noise=noise)
+    return caller, dialect, build_script(lines, rate, call_rng, barge_in=barge_in, kind=script)
+
+
 async def _create_call(http: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
     for attempt in range(3):
         r = await http.post("/calls/inline", json=body)
@@ -276,12 +287,18 @@ async def _final_record(http: httpx.AsyncClient, call_id: str, timeout_s: float 
     return rec
 
 
-async def _lag_monitor(out: list[float], stop: asyncio.Event, period_s: float = 0.01) -> None:
-    loop = asyncio.get_running_loop()
+async def _lag_monitor(out: list[float], stop: asyncio.Event, stalls: list[tuple[float, float]] | None = None,
+                       period_s: float = 0.01) -> None:
+    """Event-loop lag (ms) of 10 ms sleeps into ``out``; each lag over 20 ms also into ``stalls``
+    as ``(lag ms, this process's CPU ms meanwhile)``: a stall with little CPU of its own was the
+    process waiting for a core (other load on the machine), not the driver's own work."""
     while not stop.is_set():
-        t = loop.time()
+        t, c = time.perf_counter(), time.process_time()
         await asyncio.sleep(period_s)
-        out.append(max(0.0, (loop.time() - t - period_s) * 1000))
+        lag = max(0.0, (time.perf_counter() - t - period_s) * 1000)
+        out.append(lag)
+        if stalls is not None and lag > 20.0:
+            stalls.append((lag, (time.process_time() - c) * 1000))
 
 
 async def run_step(
@@ -367,7 +384,11 @@ async def run_step(
         for r in results:
             check_loopback(r.report["streamUrl"].replace("ws://", "http://").replace("wss://", "https://"))
 
-        # 2. Sample the gateway process while the step runs.
+        # 2. Prepare every caller (recordings resampled to its rate, script, line noise) before
+        #    any call is live: a resample designed while other callers run would stall them all.
+        prepared = {r.index: _prepare(r, lines, rng, barge_in=barge_in, script=script) for r in results}
+
+        # 3. Sample the gateway process while the step runs.
         async def sampler() -> None:
             while not stop.is_set():
                 step.machine.append((time.monotonic(), machine_busy_s()))
@@ -382,16 +403,11 @@ async def run_step(
             step.rss_baseline = proc.rss_bytes()
         sample_task = asyncio.create_task(sampler())
 
-        # 3. Run the callers, arrivals spread over arrival_s.
+        # 4. Run the callers, arrivals spread over arrival_s.
         async def one(res: CallResult) -> None:
             nonlocal live
             await asyncio.sleep(arrival_s * res.index / max(1, calls))
-            dialect = TimedDialect(make_dialect(res.carrier))
-            call_rng = random.Random(rng.random() + res.index)
-            rate = dialect.audio_format.sample_rate
-            noise = LineNoise(rate, level_dbfs=call_rng.uniform(-58.0, -50.0), seed=call_rng.randrange(2**32))
-            caller = SimulatedCaller(res.report.pop("streamUrl"), dialect, hangup_quiet_ms=300, noise=noise)
-            steps = build_script(lines, rate, call_rng, barge_in=barge_in, kind=script)
+            caller, dialect, steps = prepared.pop(res.index)
             res.connected_at = time.monotonic()
             live += 1
             progress("connected", 1)
@@ -418,7 +434,7 @@ async def run_step(
                 live -= 1
                 progress("finished", 1)
 
-        lag_task = asyncio.create_task(_lag_monitor(step.lag_ms, stop))
+        lag_task = asyncio.create_task(_lag_monitor(step.lag_ms, stop, step.stalls))
         patch = contextlib.nullcontext() if carrier_compression else _no_permessage_deflate()
         try:
             with patch:
@@ -434,7 +450,7 @@ async def run_step(
         step.ended_at = time.monotonic()
         step.driver_cpu_s = time.process_time() - driver_cpu0
 
-        # 4. The gateway's records: frames it sent and received, status.
+        # 5. The gateway's records: frames it sent and received, status.
         async def record(res: CallResult) -> None:
             if not res.call_id:
                 return

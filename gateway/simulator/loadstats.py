@@ -70,6 +70,7 @@ class StepResult:
     lag_ms: list[float] = field(default_factory=list)
     driver_cpu_s: float = 0.0
     model_samples: list[tuple[float, float]] = field(default_factory=list)  # t, fake model CPU s
+    stalls: list[tuple[float, float]] = field(default_factory=list)  # driver loop lag > 20 ms: lag ms, CPU ms
     model_stats: dict[str, Any] | None = None
 
 
@@ -179,6 +180,14 @@ def _gateway(step: StepResult, calls: int) -> dict[str, Any]:
     return gw
 
 
+def _stalls(stalls: Sequence[tuple[float, float]]) -> dict[str, Any]:
+    """Driver stalls (> 20 ms): how many, how long in all, and the share of that time the driver
+    itself was on a CPU (low: it was waiting for a core, i.e. other load on the machine)."""
+    total = sum(lag for lag, _ in stalls)
+    own = sum(min(cpu, lag) for lag, cpu in stalls)
+    return {"n": len(stalls), "total_ms": round(total, 1), "own_cpu_share": round(own / total, 2) if total else None}
+
+
 def _by_carrier(step: StepResult) -> dict[str, Any]:
     out: dict[str, Any] = {}
     results = step.calls
@@ -221,6 +230,7 @@ def summarise(step: StepResult, *, calls: int, carriers: Sequence[str], cores: i
         "barge_in_ms": percentiles([x for r in results for x in r.barge_in_ms]),
         "model_to_carrier_ms": percentiles(_model_to_carrier(results, step.model_stats)),
         "driver_lag_ms": percentiles(step.lag_ms),
+        "driver_stalls": _stalls(step.stalls),
         "send_slip_ms": percentiles([x for r in results for x in r.send_slip_ms]),
         "driver_cpu_cores": round(step.driver_cpu_s / duration, 3) if duration > 0 else None,
         "step_s": round(duration, 1),

@@ -159,3 +159,10 @@ def test_the_ramp_goes_no_higher_than_a_driver_bound_step():
     assert next_size([row(25, driver_bound=True)], **kw) == 12  # nothing valid yet: look below
     assert next_size([row(25), row(50), row(100, ok=False)], **kw) == 75
     assert next_size([row(400), row(800)], start=400, maximum=800, bisect=2) is None
+
+
+def test_driver_stalls_say_whether_the_driver_was_working_or_waiting_for_a_core():
+    s = step([call(0)])
+    s.stalls = [(100.0, 5.0), (50.0, 45.0)]  # one stall mostly off-CPU, one the driver's own work
+    stalls = summarise(s, calls=1, carriers=["twilio"])["driver_stalls"]
+    assert stalls == {"n": 2, "total_ms": 150.0, "own_cpu_share": pytest.approx(50 / 150, abs=0.01)}
