@@ -1,7 +1,8 @@
 """A small pool of engine worker processes for the local agent (recognition and synthesis).
 
-Each worker is a process started with the ``spawn`` context (never a fork of a process that
-runs an event loop and threads) that runs :func:`gateway.llm.local.worker.main`. The gateway
+Each worker is a fresh interpreter started with ``subprocess`` (never a fork of a process that
+runs an event loop and threads; unlike ``multiprocessing``'s spawn, the parent's ``__main__`` is
+not re-run) that runs :func:`gateway.llm.local.worker.main` on a ``multiprocessing`` pipe. The gateway
 talks to it over one duplex pipe through two threads of its own (a sender draining an
 unbounded outbox, so the caller never blocks on a full pipe, and a receiver resolving
 ``concurrent.futures.Future`` objects), plus one supervisor thread for the whole pool:
@@ -22,10 +23,13 @@ async facade is :class:`gateway.llm.local.remote.LocalEngines`, which awaits the
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import logging
 import multiprocessing
 import queue
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import Future, InvalidStateError
@@ -51,10 +55,46 @@ class WorkerTimeout(WorkerCrashed):
     """The request's deadline passed; its worker was killed and is being replaced."""
 
 
+class _Child:
+    """A worker process: a fresh interpreter (``subprocess``, no fork of this process and its
+    event loop and threads) running :func:`gateway.llm.local.worker.serve_fd` on an inherited
+    pipe. Unlike ``multiprocessing``'s spawn, it never re-imports the parent's ``__main__``,
+    so an app created at the top of an unguarded script does not start again in each worker.
+    """
+
+    _BOOT = "import sys; sys.path[:0] = sys.argv[2:]; from gateway.llm.local.worker import serve_fd; serve_fd(int(sys.argv[1]))"
+
+    def __init__(self, popen: subprocess.Popen) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+
+    @classmethod
+    def start(cls, fd: int) -> _Child:
+        """Start a worker that talks over the inheritable descriptor ``fd``."""
+        argv = [sys.executable, "-c", cls._BOOT, str(fd), *[p for p in sys.path if p]]
+        return cls(subprocess.Popen(argv, pass_fds=(fd,), stdin=subprocess.DEVNULL))
+
+    @property
+    def exitcode(self) -> int | None:
+        """``None`` while running; else the exit status (``-N``: killed by signal N)."""
+        return self._popen.poll()
+
+    def is_alive(self) -> bool:
+        return self._popen.poll() is None
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self._popen.kill()
+
+    def join(self, timeout_s: float) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._popen.wait(timeout_s)
+
+
 class _Worker:
     """One worker process, its pipe, and what is in flight on it (guarded by the pool lock)."""
 
-    def __init__(self, index: int, process: Any, conn: Any) -> None:
+    def __init__(self, index: int, process: _Child, conn: Any) -> None:
         self.index = index
         self.process = process
         self.conn = conn
@@ -111,7 +151,6 @@ class WorkerPool:
         self.request_timeout_s = request_timeout_s
         self._start_timeout_s = start_timeout_s
         self._config: dict[str, Any] = {"max_decoders": max_decoders, "niceness": niceness, "cmn_priors": None}
-        self._ctx = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._workers: list[_Worker] = []
@@ -131,7 +170,7 @@ class WorkerPool:
             if self._started or self._closing:
                 return
             self._started = True
-        atexit.register(self.close)  # workers ignore SIGTERM: never leave them to multiprocessing
+        atexit.register(self.close)  # workers ignore SIGTERM: kill them when this process exits
         workers = [self._spawn(i) for i in range(self.size)]
         with self._lock:
             self._workers = workers
@@ -235,16 +274,15 @@ class WorkerPool:
 
     # ----------------------------------------------------------------- workers
     def _spawn(self, index: int) -> _Worker:
-        from gateway.llm.local import worker as worker_module
-
-        parent, child = self._ctx.Pipe(duplex=True)
+        parent, child = multiprocessing.Pipe(duplex=True)
         with self._lock:
             config = dict(self._config)
-        process = self._ctx.Process(target=worker_module.main, args=(child, config),
-                                    name=f"gateway-engine-{index}", daemon=True)
-        process.start()
-        child.close()
+        try:
+            process = _Child.start(child.fileno())
+        finally:
+            child.close()
         w = _Worker(index, process, parent)
+        w.outbox.put(config)  # the worker's first message: how to set itself up
         threading.Thread(target=self._send_loop, args=(w,), name=f"engine-{index}-send", daemon=True).start()
         threading.Thread(target=self._recv_loop, args=(w,), name=f"engine-{index}-recv", daemon=True).start()
         log.info("engine worker %d starting (pid %s)", index, process.pid)

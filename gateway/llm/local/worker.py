@@ -1,12 +1,13 @@
 """The local agent's engine worker: one process running pocketsphinx and Piper.
 
-:func:`main` is the entry point of each worker process that :class:`~gateway.llm.local.pool.
-WorkerPool` starts (``multiprocessing`` "spawn" context). Recognition and synthesis hold the
+:func:`serve_fd` is the entry point of each worker process that :class:`~gateway.llm.local.pool.
+WorkerPool` starts (a fresh interpreter: ``python -c``, see ``pool._Child``). Recognition and synthesis hold the
 GIL while they compute and live in native code that can crash, so they run here rather than
 in the gateway's event-loop process: a slow decode costs this process's time, a segfault costs
 this process (the pool fails its requests and starts a replacement).
 
-Protocol (tuples over one duplex ``multiprocessing`` pipe, in order):
+Protocol (over one duplex ``multiprocessing`` pipe, in order; first the parent sends the
+worker's config, a dict, then tuples):
 
 ======================================  ===================================================
 parent → worker                          worker → parent
@@ -45,7 +46,7 @@ from gateway.llm.local.engines import (
     Utterance,
 )
 
-__all__ = ["main", "WorkerState"]
+__all__ = ["main", "serve_fd", "WorkerState"]
 
 _IDLE_EVICT_S = 120.0  # an utterance not fed for this long may lose its decoder to a new one
 
@@ -185,3 +186,15 @@ def main(conn: Any, config: dict[str, Any]) -> None:
                 conn.send(reply)
             except (EOFError, OSError):
                 return
+
+
+def serve_fd(fd: int) -> None:
+    """Run a worker on the inherited pipe descriptor ``fd``: read its config, then :func:`main`."""
+    from multiprocessing.connection import Connection
+
+    conn = Connection(fd)
+    try:
+        config = conn.recv()
+    except (EOFError, OSError):
+        return
+    main(conn, config)
