@@ -128,7 +128,7 @@ async def test_the_event_loop_does_not_stall_while_the_local_agent_decodes(gatew
     assert p99 < 20, f"event-loop stall p99 {p99:.1f} ms (idle p99 {idle_p99:.1f} ms)"
 
 
-async def _until(cond, timeout_s: float = 20.0, what: str = "condition"):
+async def _until(cond, timeout_s: float = 20.0):
     async with asyncio.timeout(timeout_s):
         while not (value := cond()):
             await asyncio.sleep(0.01)
