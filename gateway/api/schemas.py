@@ -68,6 +68,16 @@ def _integral(value: Any) -> Any:
 WholeNumber = Annotated[int, BeforeValidator(_integral)]
 
 
+#: A tool URL's form, ``http(s)://host[:port][/path?query#fragment]``: a host name or IPv4
+#: literal or bracketed IPv6 literal, no user name or password, no spaces or control
+#: characters. Written with explicit ranges so Python and ECMA-262 (the OpenAPI document's
+#: regex dialect) read it alike.
+TOOL_URL = re.compile(
+    r"[Hh][Tt][Tt][Pp][Ss]?://(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
+    r"(?:[/?#][^\x00-\x20\x7f]*)?"
+)
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="forbid", strict=True
@@ -98,6 +108,7 @@ class ToolSpec(_Request):
         description="Where the arguments are POSTed: https:// to a public host; private, loopback "
         "and link-local targets (and http://) only when the operator allows them "
         "(GATEWAY_OUTBOUND_ALLOW).",
+        json_schema_extra={"pattern": f"^{TOOL_URL.pattern}$"},  # what _url_form accepts
     )
     timeout_s: float = Field(10.0, gt=0, le=30, alias="timeoutS", description="Request time limit (s).")
     secret: str | None = Field(
@@ -105,6 +116,14 @@ class ToolSpec(_Request):
         max_length=200,
         description="Name of a per-call secret sent as Authorization: Bearer <value>.",
     )
+
+    @field_validator("url")
+    @classmethod
+    def _url_form(cls, url: str) -> str:
+        """The URL's form only; which hosts are allowed is the outbound policy's (``tools``)."""
+        if not TOOL_URL.fullmatch(url):
+            raise ValueError("must be http(s)://host[:port][/path] with no user name, password or spaces")
+        return url
 
     def declaration(self) -> dict[str, Any]:
         """The declaration dict stored with the agent (``gateway.llm.tools`` shape)."""

@@ -118,3 +118,16 @@ def test_secret_refs_schema_states_what_the_validator_accepts() -> None:
         assert refs["propertyNames"] == {"pattern": f"^{SECRET_NAME.pattern}$"}
         assert refs["additionalProperties"] == {"type": "string", "pattern": f"^{SECRET_VAR.pattern}$"}
         assert refs["maxProperties"] == 32
+
+
+
+def test_tool_url_schema_states_the_form_the_validator_accepts() -> None:
+    from gateway.api.schemas import TOOL_URL
+
+    url = build_openapi()["components"]["schemas"]["ToolSpec"]["properties"]["url"]
+    assert url["pattern"] == f"^{TOOL_URL.pattern}$"
+    ecma_like = re.compile(url["pattern"])  # explicit ranges: Python reads it as ECMA-262 does
+    for ok in ("https://tools.example.com/book?x=1#y", "HTTP://127.0.0.1:9000", "https://[fd00::1]/a"):
+        assert ecma_like.search(ok) and TOOL_URL.fullmatch(ok)
+    for bad in ("ftp://x", "https://u:p@x", "https://x/a b", "https://x/\x1c", "https://", "x"):
+        assert not ecma_like.search(bad) and not TOOL_URL.fullmatch(bad)

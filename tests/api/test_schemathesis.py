@@ -14,8 +14,9 @@ longer run: ``GATEWAY_SCHEMATHESIS_EXAMPLES=1000 pytest tests/api/test_schemathe
 Valid requests are adjusted in one way only, for rules no JSON Schema can state (see
 :func:`_satisfy_server_state`): the secrets a ``secretRefs`` entry names must be configured on
 this gateway and granted to the key's tenant, a model endpoint name (``…@name``) must be one
-the operator configured, tool names must be unique within a request, and tool URLs must pass
-the operator's outbound policy. Schema-violating requests are sent as generated.
+the operator configured, tool names must be unique within a request, and a tool URL the
+operator's outbound policy refuses (a private or loopback address, http:// to a host not
+allow-listed) is swapped for a public one. Schema-violating requests are sent as generated.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from hypothesis import HealthCheck, settings
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.netpolicy import OutboundPolicy, OutboundRefused
 from gateway.store import Store
 
 #: Generated requests per operation (each mode); the CI bound.
@@ -40,8 +42,9 @@ MAX_EXAMPLES = int(os.environ.get("GATEWAY_SCHEMATHESIS_EXAMPLES", "40"))
 #: The one secret configured on the gateway under test, granted to the API key's tenant
 #: (``default`` is granted ``GATEWAY_SECRET_DEFAULT_*``); valid ``secretRefs`` values name it.
 SECRET_VAR = "GATEWAY_SECRET_DEFAULT_SCHEMATHESIS"
-#: A tool URL the outbound policy accepts (a public name; nothing is called).
+#: A tool URL the outbound policy accepts (a public name; nothing is called), and the policy.
 TOOL_URL = "https://tools.example.com/hook"
+_POLICY = OutboundPolicy()
 
 _WORKDIR = Path(tempfile.mkdtemp(prefix="gateway-schemathesis-"))
 
@@ -85,7 +88,10 @@ def _satisfy_server_state(case: Any) -> None:
         for i, tool in enumerate(tools):
             if isinstance(tool, dict):
                 tool["name"] = f"{str(tool.get('name', 't'))[:58]}_{i}"
-                tool["url"] = TOOL_URL
+                try:  # the operator's policy (no allow-list here) decides which targets pass
+                    _POLICY.check_static(str(tool.get("url")))
+                except OutboundRefused:
+                    tool["url"] = TOOL_URL
 
 
 @schema.parametrize()
