@@ -385,7 +385,9 @@ async def _ramp(*, start: int, maximum: int, bisect: int, budget_s: float, url: 
 
     A step that failed or was driver-bound ends the doubling: a failed step bounds the search
     from above, and so does a driver-bound one (the driver cannot load the gateway further, so
-    nothing above it can be measured here); bisection then looks below it.
+    nothing above it can be measured here); bisection then looks below it. A driver-bound step
+    whose driver stalls were mostly spent waiting for a core (other load on a shared machine)
+    is run once more, budget permitting; both rows are kept (the first marked ``retried``).
     """
     t0 = time.monotonic()
     rows: list[dict[str, Any]] = []
@@ -396,16 +398,29 @@ async def _ramp(*, start: int, maximum: int, bisect: int, budget_s: float, url: 
         if rows and remaining < last_s * 1.5:
             bar.note(f"time budget: stopping before {n} calls")
             break
-        s0 = time.monotonic()
-        row = await _step(n, index=len(rows), url=url, api_key=api_key, carriers=carriers, model=model, lines=lines,
-                          pid=pid, arrival_s=arrival_s if arrival_s is not None else max(5.0, n / 40), fake=fake,
-                          progress=bar, carrier_compression=carrier_compression)  # fmt: skip
-        last_s = time.monotonic() - s0
-        rows.append(row)
-        if verdict(row) == "driver_bound":
+        for attempt in (1, 2):
+            s0 = time.monotonic()
+            row = await _step(n, index=len(rows), url=url, api_key=api_key, carriers=carriers, model=model,
+                              lines=lines, pid=pid, arrival_s=arrival_s if arrival_s is not None else max(5.0, n / 40),
+                              fake=fake, progress=bar, carrier_compression=carrier_compression)  # fmt: skip
+            last_s = time.monotonic() - s0
+            rows.append(row)
+            if verdict(row) != "driver_bound":
+                break
+            if attempt == 1 and _waited_for_a_core(row) and budget_s - (time.monotonic() - t0) > last_s * 2.5:
+                row["retried"] = True  # kept in the table, superseded by the retry
+                bar.note(f"{n} calls: driver-bound while waiting for a core (other load): once more")
+                continue
             bar.note(f"{n} calls: driver-bound (not a result); the ramp goes no higher")
+            break
         n = next_size(rows, start=start, maximum=maximum, bisect=bisect)
     return rows
+
+
+def _waited_for_a_core(row: dict[str, Any]) -> bool:
+    """The driver's stalls were mostly spent off-CPU: the machine's other load, not its own work."""
+    share = (row.get("driver_stalls") or {}).get("own_cpu_share")
+    return share is not None and share < 0.5
 
 
 def next_size(rows: Sequence[dict[str, Any]], *, start: int, maximum: int, bisect: int) -> int | None:
@@ -414,8 +429,10 @@ def next_size(rows: Sequence[dict[str, Any]], *, start: int, maximum: int, bisec
     Doubling from ``start`` while every step held (:func:`~gateway.simulator.loadstats.verdict`
     ``held``), up to ``maximum``; after the first step that did not hold (failed, or
     driver-bound), at most ``bisect`` bisections between the largest held size and the smallest
-    size that did not hold, stopping when they are within ``max(2, good // 10)``.
+    size that did not hold, stopping when they are within ``max(2, good // 10)``. A step
+    superseded by its retry (``retried``) does not count.
     """
+    rows = [r for r in rows if not r.get("retried")]
     if not rows:
         return start
     held = [r["calls"] for r in rows if verdict(r) == "held"]

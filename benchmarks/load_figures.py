@@ -34,7 +34,7 @@ def table(result: dict[str, Any]) -> str:
     for r in result["rows"]:
         lat, turn, barge, m2c = r["lateness_ms"], r["turn_latency_ms"], r["barge_in_ms"], r["model_to_carrier_ms"]
         lines.append(
-            f"| {r['calls']} | {_VERDICT[verdict(r)]} | {r.get('gateway_cores_used', '—')} | {r.get('calls_per_core', '—')} | "
+            f"| {r['calls']} | {_VERDICT[verdict(r)]}{' (retried)' if r.get('retried') else ''} | {r.get('gateway_cores_used', '—')} | {r.get('calls_per_core', '—')} | "
             f"{r.get('cpu_ms_per_call_second', '—')} | {r.get('rss_per_call_mb', '—')} | "
             f"{_p(lat, 'p50')} / {_p(lat, 'p99')} / {_p(lat, 'max')} | {r['frames_lost_out']}+{r['frames_lost_in']} | "
             f"{r.get('frames_in_flight_at_hangup', '—')} | "

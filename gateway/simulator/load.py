@@ -259,7 +259,8 @@ def _prepare(res: CallResult, lines: Lines, rng: random.Random, *, barge_in: boo
     call_rng = random.Random(rng.random() + res.index)
     rate = dialect.audio_format.sample_rate
     noise = LineNoise(rate, level_dbfs=call_rng.uniform(-58.0, -50.0), seed=call_rng.randrange(2**32))
-    caller = SimulatedCaller(res.report.pop("streamUrl"), dialect, hangup_quiet_ms=300, noise=noise)
+    caller = SimulatedCaller(res.report.pop("streamUrl"), dialect, hangup_quiet_ms=300, noise=noise,
+                             drain_s=5.0)  # a loaded gateway may take a while to close: do not cut its last frames off
     return caller, dialect, build_script(lines, rate, call_rng, barge_in=barge_in, kind=script)
 
 

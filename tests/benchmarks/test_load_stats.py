@@ -166,3 +166,11 @@ def test_driver_stalls_say_whether_the_driver_was_working_or_waiting_for_a_core(
     s.stalls = [(100.0, 5.0), (50.0, 45.0)]  # one stall mostly off-CPU, one the driver's own work
     stalls = summarise(s, calls=1, carriers=["twilio"])["driver_stalls"]
     assert stalls == {"n": 2, "total_ms": 150.0, "own_cpu_share": pytest.approx(50 / 150, abs=0.01)}
+
+
+def test_a_step_superseded_by_its_retry_does_not_steer_the_ramp():
+    kw = dict(start=25, maximum=800, bisect=2)
+    first = dict(row(50, driver_bound=True), retried=True)
+    assert next_size([row(25), first], **kw) == 50  # only the retry's verdict counts
+    assert next_size([row(25), first, row(50)], **kw) == 100
+    assert headline([row(25), first, row(50)])["calls"] == 50
