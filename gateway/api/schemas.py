@@ -17,7 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationIn
 from pydantic.alias_generators import to_camel
 
 from gateway.api.context import scope_of
-from gateway.llm.endpoints import SelectorError, check_selector
+from gateway.llm.endpoints import ENDPOINT_NAME, SelectorError, check_selector
 from gateway.llm.tools import ToolConfigError, parse_tools
 from gateway.tenants import UNAVAILABLE
 
@@ -151,6 +151,8 @@ class _AgentFields(_Request):
         description="Backend selector: local, openai:<model>, azure:<deployment>, xai:<model>, "
         "compat:<model>, gemini:<model>; <selector>@<name> picks an endpoint the operator "
         "configured (GATEWAY_MODEL_ENDPOINTS). A URL is refused.",
+        # the form parse_selector accepts after ':' (the endpoint must also be configured)
+        json_schema_extra={"pattern": f"^[^:]*(?::[^@]*(?:@{ENDPOINT_NAME.pattern})?)?$"},
     )
     temperature: float = Field(0.0, ge=0.0, le=1.0, description="Sampling temperature, 0–1.")
     first_speaker: FirstSpeaker = Field("agent", description="Who speaks first.")

@@ -131,3 +131,17 @@ def test_tool_url_schema_states_the_form_the_validator_accepts() -> None:
         assert ecma_like.search(ok) and TOOL_URL.fullmatch(ok)
     for bad in ("ftp://x", "https://u:p@x", "https://x/a b", "https://x/\x1c", "https://", "x"):
         assert not ecma_like.search(bad) and not TOOL_URL.fullmatch(bad)
+
+
+def test_model_selector_schema_states_the_form_the_api_accepts() -> None:
+    from gateway.llm.endpoints import SelectorError, parse_selector
+
+    pattern = re.compile(build_openapi()["components"]["schemas"]["AgentCreate"]["properties"]["model"]["pattern"])
+    for model in ("local", "openai:gpt-realtime", "compat:qwen@gpu1", "a:b:c", "x:@gpu.1", "compat:m@ws://h/v1",
+                  "x:m@", "x:m@g@h", "x:m@/etc"):  # fmt: skip
+        try:
+            parse_selector(model)
+            accepted = True
+        except SelectorError:
+            accepted = False
+        assert bool(pattern.search(model)) == accepted, model
