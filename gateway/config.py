@@ -201,11 +201,6 @@ class Settings(BaseSettings):
     #: each; each decodes one utterance at a time fastest, up to 4 concurrently).
     local_workers: int = Field(2, ge=1, le=64)
 
-    @field_validator("public_url")
-    @classmethod
-    def _public_url_form(cls, value: str) -> str:
-        return check_public_url(value)
-
     @field_validator("outbound_allow", mode="before")
     @classmethod
     def _allow_list(cls, value: Any) -> Any:
@@ -226,3 +221,8 @@ class Settings(BaseSettings):
 
         SecretGrants({t: tuple(p) for t, p in value.items()})  # raises ValueError naming the bad grant
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_form(cls, value: str) -> str:
+        return check_public_url(value)
