@@ -239,6 +239,8 @@ class SimulatedCaller:
         self._resets: list[float] = []  # clear received, ms
         self._turn_ends: list[float] = []  # the caller's lines ended, ms
         self._hung_up = False
+        self._hang_up_requested = False
+        self._hang_up_event = asyncio.Event()
         self._item_played_ms = 0.0  # agent audio played since the last clear
         self._ws = None
         self._closed = asyncio.Event()
@@ -249,6 +251,19 @@ class SimulatedCaller:
 
     def _note(self, what: str) -> None:
         self.report.log.append((round(self._now_ms(), 1), what))
+
+    def request_hang_up(self) -> None:
+        """Hang up now (the call was ended from outside, e.g. through the carrier's REST API):
+        the script stops, the rest of the caller's line is dropped, and :meth:`run` hangs up as
+        at the end of a script (stop message, then drain) and returns its report."""
+        self._hang_up_requested = True
+        self._hang_up_event.set()
+        self._mouth.clear()
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if a hang-up is requested."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._hang_up_event.wait(), seconds)
 
     async def run(self, script: list[Step]) -> CallerReport:
         """Connect, play the script in real time, hang up, and return the measurements."""
@@ -303,12 +318,12 @@ class SimulatedCaller:
     # ------------------------------------------------------------------ the script
     async def _play(self, script: list[Step]) -> None:
         for step in script:
-            if self._closed.is_set():
+            if self._closed.is_set() or self._hang_up_requested:
                 return
             if isinstance(step, Say):
                 await self._say(step.pcm, step.label)
             elif isinstance(step, Pause):
-                await asyncio.sleep(step.ms / 1000)
+                await self._sleep(step.ms / 1000)
             elif isinstance(step, WaitForAgent):
                 await self._wait_for_agent(step)
             elif isinstance(step, BargeIn):
@@ -322,7 +337,7 @@ class SimulatedCaller:
                 await self._say(step.pcm, step.label or "barge-in", barge_in=True)
             elif isinstance(step, PressDigit):
                 await self._ws.send(self.dialect.dtmf(step.digit))
-        await asyncio.sleep(self.hangup_quiet_ms / 1000)
+        await self._sleep(self.hangup_quiet_ms / 1000)
 
     async def _say(self, pcm: np.ndarray, label: str, *, barge_in: bool = False) -> None:
         rate = self.dialect.audio_format.sample_rate
@@ -354,7 +369,8 @@ class SimulatedCaller:
 
     async def _wait_until(self, cond, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        while not cond() and time.monotonic() < deadline and not self._closed.is_set():
+        while (not cond() and time.monotonic() < deadline and not self._closed.is_set()
+               and not self._hang_up_requested):
             await asyncio.sleep(0.01)
 
     # ------------------------------------------------------------------ real-time engine
