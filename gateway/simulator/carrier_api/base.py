@@ -21,7 +21,10 @@ the :class:`~gateway.simulator.carrier_api.scripts.ScriptBook`:
 3. ``completed`` when the stream ends (either side hung up, or the REST API's hang-up, which
    makes the caller hang up at once); ``canceled`` if hung up while ringing;
 4. when ``script.late``: an earlier callback (``ringing``, or ``answered`` for an answered call)
-   is sent again after the final one (out of order).
+   is delivered again after the final one (out of order).
+
+Duplicates and late ones are *retries*: the very request sent before (same fields, same
+signature), as a carrier re-delivers a callback it thinks was lost.
 
 Writing a carrier module (``gateway/simulator/carrier_api/<kind>.py``, see ``twilio.py``):
 expose ``create(sim) -> CarrierBackend`` and add the module to :data:`_MODULES`. A backend has
@@ -50,6 +53,7 @@ import importlib
 import logging
 import socket
 import time
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -64,7 +68,7 @@ from gateway.simulator.caller import CallerReport, SimulatedCaller
 from gateway.simulator.carrier_api.scripts import ApiFault, CalleeScript, ScriptBook
 from gateway.simulator.dialects import CallerDialect
 
-__all__ = ["CarrierSimulator", "SimCall", "Callback", "CarrierBackend", "EVENTS", "SENT_LIMIT_S"]
+__all__ = ["CarrierSimulator", "SimCall", "Callback", "Form", "new_id", "CarrierBackend", "EVENTS", "SENT_LIMIT_S"]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +127,7 @@ class SimCall:
     caller: SimulatedCaller | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     hang_up_event: asyncio.Event = field(default_factory=asyncio.Event)
+    sent: dict[str, Callback | None] = field(default_factory=dict)
     error: str | None = None
 
     @property
@@ -148,6 +153,25 @@ class CarrierBackend(Protocol):
     def dialect(self, call: SimCall) -> CallerDialect: ...
 
     def signed_callback(self, call: SimCall, event: str) -> Callback | None: ...
+
+
+class Form:
+    """Fields of a form-encoded body (without python-multipart): ``get`` gives the first value."""
+
+    def __init__(self, body: bytes) -> None:
+        self._fields = urllib.parse.parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+
+    def get(self, name: str, default: str = "") -> str:
+        values = self._fields.get(name)
+        return values[0] if values else default
+
+    def getlist(self, name: str) -> list[str]:
+        return list(self._fields.get(name, []))
+
+    @classmethod
+    async def read(cls, request) -> Form:
+        """The form of a Starlette request."""
+        return cls(await request.body())
 
 
 def new_id(prefix: str = "") -> str:
@@ -221,7 +245,7 @@ class CarrierSimulator:
             await self._send(backend, call, "initiated")
             await self._send(backend, call, "ringing")
             if script.duplicate:
-                await self._send(backend, call, "ringing", record_status=False)
+                await self._send(backend, call, "ringing", resend=True)
             ring_s = script.ring_ms / 1000
             if script.kind == "no_answer":
                 ring_s = min(ring_s, float(call.request.get("ring_timeout_s", ring_s)))
@@ -231,7 +255,7 @@ class CarrierSimulator:
             if not script.answers:
                 await self._send(backend, call, script.kind)
                 if script.late:
-                    await self._send(backend, call, "ringing", record_status=False)
+                    await self._send(backend, call, "ringing", resend=True)
                 return
             await self._answered(backend, call)
         except Exception as exc:  # a simulator fault is reported on the call, not raised into the loop
@@ -253,20 +277,25 @@ class CarrierSimulator:
             call.report = await caller.run(call.script.steps(dialect.audio_format.sample_rate))
         await self._send(backend, call, "completed")
         if call.script.duplicate:
-            await self._send(backend, call, "completed", record_status=False)
+            await self._send(backend, call, "completed", resend=True)
         if call.script.late:
-            await self._send(backend, call, "answered", record_status=False)
+            await self._send(backend, call, "answered", resend=True)
 
     async def _hung_up_within(self, call: SimCall, seconds: float) -> bool:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(call.hang_up_event.wait(), seconds)
         return call.hang_up_event.is_set()
 
-    async def _send(self, backend: CarrierBackend, call: SimCall, event: str, *, record_status: bool = True) -> None:
-        """Deliver ``event``'s signed callback (if the call asked for it); note the answer."""
-        if record_status:
+    async def _send(self, backend: CarrierBackend, call: SimCall, event: str, *, resend: bool = False) -> None:
+        """Deliver ``event``'s signed callback (if the call asked for it); note the answer.
+
+        ``resend``: deliver again the very request sent for ``event`` before (a carrier's retry:
+        same fields, same signature), as a duplicate or, after the final status, a late one."""
+        if resend:
+            cb = call.sent.get(event)
+        else:
             call.status = event
-        cb = backend.signed_callback(call, event)
+            cb = call.sent[event] = backend.signed_callback(call, event)
         if cb is None:
             return
         try:
