@@ -109,6 +109,7 @@ class SimCall:
         callbacks: ``(event, HTTP status or None if undelivered)`` in the order sent.
         report: what the callee's media stream measured and heard (answered calls).
         hung_up_by_api: the REST API's hang-up was called while the call was live.
+        dtmf: digits sent to the callee through the REST API, one string per request.
         ended_at: monotonic time the call ended.
     """
 
@@ -128,6 +129,7 @@ class SimCall:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     hang_up_event: asyncio.Event = field(default_factory=asyncio.Event)
     sent: dict[str, Callback | None] = field(default_factory=dict)
+    dtmf: list[str] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -278,8 +280,9 @@ class CarrierSimulator:
         await self._send(backend, call, "completed")
         if call.script.duplicate:
             await self._send(backend, call, "completed", resend=True)
-        if call.script.late:
-            await self._send(backend, call, "answered", resend=True)
+        if call.script.late:  # the latest earlier callback the carrier sent (Plivo has no "answered")
+            late = "answered" if call.sent.get("answered") is not None else "ringing"
+            await self._send(backend, call, late, resend=True)
 
     async def _hung_up_within(self, call: SimCall, seconds: float) -> bool:
         with contextlib.suppress(TimeoutError):
