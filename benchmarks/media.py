@@ -6,7 +6,7 @@ calls, exactly as :class:`gateway.session.CallSession` runs the pure stages:
 * **inbound** (carrier → VAD), per caller frame: the carrier adapter parses the message
   (``adapter.receive``: JSON, base64), a :class:`~gateway.codecs.transcode.Transcoder` turns
   the carrier's audio into L16 at the VAD's rate (``aligned=True``, as the session's
-  ``_to_vad``), and the VAD runs. The VAD's rate is the session's:
+  :class:`~gateway.session.caller.CallerPath`), and the VAD runs. The VAD's rate is the session's:
   :meth:`gateway.vadrun.VadFactory.rate_for` (8 kHz for 8 kHz carriers, so no resample, only the
   G.711 decode; 16 kHz otherwise), and rows are labelled with it (``silero@8k``, ``silero@16k``,
   ``webrtc@8k`` …). The VAD: WebRTC VAD per frame (``DirectVad``), or Silero through the split API
@@ -18,7 +18,7 @@ calls, exactly as :class:`gateway.session.CallSession` runs the pure stages:
 * **outbound** (model → carrier), per agent frame: 20 ms of 24 kHz PCM16 (what OpenAI-style
   models send) through ``Transcoder(L16_24K, carrier format)``, the
   :class:`~gateway.audio.playout.PlayoutLedger` (enqueue, ``due``) and ``adapter.media`` /
-  ``adapter.mark`` (base64, JSON) — the session's ``_on_agent_audio`` and ``_pacer_loop``.
+  ``adapter.mark`` (base64, JSON) — the session's :class:`~gateway.session.playout.Playout`.
 * **bridge** (reported apart, not in the totals): the OpenAI Realtime bridge's own per-frame
   work, ``input_audio_buffer.append`` built and serialised for each caller frame, and a
   ``response.output_audio.delta`` parsed for each agent frame (G.711 passed through for
@@ -126,7 +126,7 @@ class _Call:
         fmt = self.fmt = self.adapter.audio_format
         assert fmt is not None and fmt == dialect.audio_format
         self.vad_kind = vad
-        vad_rate = VadFactory.rate_for(fmt.sample_rate)  # the session's choice (``session._setup``)
+        vad_rate = VadFactory.rate_for(fmt.sample_rate)  # the session's choice (``CallSession._setup``)
         self.vad_rate = vad_rate
         if vad_rate == fmt.sample_rate:  # as the session: decode only, no resampler
             self.to_vad = functools.partial(decode, encoding=fmt.encoding)

@@ -460,7 +460,7 @@ async def test_a_bridge_close_raising_cancelled_does_not_lose_the_record():
 
 
 async def test_a_hanging_bridge_close_and_transport_close_are_abandoned_after_their_limits():
-    import gateway.session as session_module
+    from gateway.session.finish import BRIDGE_CLOSE_S, TRANSPORT_CLOSE_S
 
     bridge = FakeBridge()
     session, clock, transport, vad, dialect, finished = make_session(bridge, QUIET)
@@ -474,6 +474,6 @@ async def test_a_hanging_bridge_close_and_transport_close_are_abandoned_after_th
         stuck_bridge.release.set()
         stuck_transport.release.set()
     assert finished == [outcome] and outcome.end_reason == "carrier_stop"
-    limits = session_module._BRIDGE_CLOSE_S + session_module._TRANSPORT_CLOSE_S
+    limits = BRIDGE_CLOSE_S + TRANSPORT_CLOSE_S
     assert limits <= clock.t < limits + 1  # each step waited its limit on the call's clock
     assert stuck_bridge.cancels == 1 and stuck_transport.cancels == 1  # cancelled, then left

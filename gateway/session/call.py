@@ -1,0 +1,441 @@
+"""CallSession: the one asyncio owner of a live call, composed of small synchronous parts.
+
+It owns the carrier socket (through a :class:`~gateway.session.common.Transport`), the model
+bridge, the call's tasks (one :class:`asyncio.TaskGroup`: carrier, model, pacer, policies, end
+watch) and its record, and it is the only place that awaits sockets. The work is in its parts:
+
+- :class:`~gateway.session.caller.CallerPath`: carrier audio → decode → resample → VAD, and
+  caller audio to the model in chunks;
+- :class:`~gateway.session.playout.Playout`: agent audio → transcode → playout ledger → paced
+  frames, marks, ``clear``, and what the caller heard;
+- :class:`~gateway.session.turns.Turns`: transcript, barge-in cuts, latency samples;
+- :mod:`~gateway.session.policies`: timers and the next rules (voicemail hold, control) as
+  :class:`~gateway.session.policies.Policy` objects whose actions the session carries out;
+- :mod:`~gateway.session.finish`: the bounded close steps and the outcome.
+
+Barge-in (caller speech while agent audio is playing, on an interruptible call): send the
+carrier ``clear`` first, then drop queued audio, reset the outbound resampler, and tell the
+bridge to cancel its reply and cut its memory to the ms the caller heard (from mark
+acknowledgements).
+
+A call ends on the carrier's ``stop``, the socket closing, a policy (``maxDuration``,
+inactivity), a fatal model error, or :meth:`CallSession.request_end`; whichever it is, the
+record is finalised once with status, reason, transcript, events, metrics and the recording.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from gateway.audio.playout import PlayoutLedger
+from gateway.carriers import events as ev
+from gateway.clock import Clock, MonotonicClock
+from gateway.journal import CallJournal
+from gateway.llm import base as llm
+from gateway.recording_guard import BestEffortRecording
+from gateway.session.caller import CallerPath
+from gateway.session.common import CallEnded, CallHooks, CallOutcome, CallPolicy, CallStats, Transport
+from gateway.session.finish import CallParts, finish_call
+from gateway.session.playout import Playout
+from gateway.session.policies import TICK_S, Action, AudioGate, EndCall, Note, Policy, ReleaseAudio, Say, TimerPolicy
+from gateway.session.turns import Turns
+from gateway.vadrun import VadEnd, VadRunner, VadStart
+
+__all__ = ["CallSession"]
+
+_START_TIMEOUT_S = 15.0
+_GATE_RANK = {AudioGate.ALLOW: 0, AudioGate.HOLD: 1, AudioGate.DROP: 2}
+
+
+class CallSession:
+    """One live call. Create, then ``await run()``; it returns when the call has ended.
+
+    Args:
+        call_id: our call id (for logs and the record).
+        adapter: the carrier adapter (sans-I/O) for this socket.
+        transport: the carrier socket.
+        bridge_factory: makes the model bridge for this call.
+        config: what the model is asked to do.
+        policy: limits and switches.
+        vad: makes this call's VAD runner (direct or batched across calls) for the carrier's
+            sample rate (Hz); the runner says which rate it takes (8 or 16 kHz).
+        hooks: store and recorder callbacks.
+        clock: time source (tests inject a fake one).
+        lead_ms: agent audio kept buffered at the carrier ahead of real time (ms).
+        mark_every: frames between marks.
+        send_every_ms: while agent audio plays, the pacer wakes this often (ms) and tops the
+            carrier up (two 20 ms frames per wake at 40 ms: half the wake-ups of one per frame;
+            the carrier then holds between ``lead_ms - 20`` and ``lead_ms + 20`` ms). New audio
+            after a pause still leaves at once.
+        model_chunk_ms: caller audio goes to the model in messages of this much audio (ms),
+            flushed at once before every turn event (speech start, end of turn, barge-in).
+        policies: more :class:`~gateway.session.policies.Policy` objects, asked after the
+            call's :class:`~gateway.session.policies.TimerPolicy` (built from ``policy``).
+    """
+
+    def __init__(
+        self,
+        *,
+        call_id: str,
+        adapter: ev.CarrierAdapter,
+        transport: Transport,
+        bridge_factory: Callable[[llm.AgentConfig], llm.ModelBridge],
+        config: llm.AgentConfig,
+        policy: CallPolicy,
+        vad: Callable[[int], VadRunner],
+        hooks: CallHooks | None = None,
+        clock: Clock | None = None,
+        lead_ms: float = 80.0,
+        mark_every: int = 5,
+        send_every_ms: float = 40.0,
+        model_chunk_ms: float = 40.0,
+        policies: Sequence[Policy] = (),
+    ) -> None:
+        self.call_id = call_id
+        self.adapter = adapter
+        self.transport = transport
+        self.config = config
+        self.policy = policy
+        self.hooks = hooks or CallHooks()
+        self.clock = clock or MonotonicClock()
+        self.log = logging.LoggerAdapter(logging.getLogger("gateway.call"), {"call_id": call_id})
+        self._bridge_factory = bridge_factory
+        self._vad_factory = vad
+        self._playout_args = {"lead_ms": lead_ms, "mark_every": mark_every, "send_every_ms": send_every_ms}
+        self._model_chunk_ms = model_chunk_ms
+        self.bridge: llm.ModelBridge | None = None
+        self.stats = CallStats()
+        self.turns = Turns(self.stats)
+        self.journal = CallJournal(self.log)
+        self._t0 = self.clock.now()
+        self._policies: list[Policy] = [TimerPolicy(policy, self._t0), *policies]
+        self._gates = [p for p in self._policies if p.gates_audio]
+        self._held: list[llm.AudioOut] = []  # agent audio a policy holds, in arrival order
+        self._caller: CallerPath | None = None
+        self._playout: Playout | None = None
+        self._recorder: BestEffortRecording | None = None
+        self._last_activity = self._t0
+        self._started: ev.Started | None = None
+        self._end_request: CallEnded | None = None
+        self._finishing: asyncio.Task[CallOutcome] | None = None
+        self._end_requested = asyncio.Event()
+
+    # ------------------------------------------------------------------ views and helpers
+    @property
+    def ledger(self) -> PlayoutLedger | None:
+        """The call's :class:`~gateway.audio.playout.PlayoutLedger` once its stream started."""
+        return self._playout.ledger if self._playout is not None else None
+
+    @property
+    def transcript(self) -> list[dict[str, Any]]:
+        """The call's turns so far (see :class:`~gateway.session.turns.Turns`)."""
+        return self.turns.transcript
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The call's events so far (bounded: see :class:`~gateway.journal.CallJournal`)."""
+        return self.journal.events
+
+    def _ms(self) -> float:
+        return (self.clock.now() - self._t0) * 1000.0
+
+    def _event(self, kind: str, /, **data: Any) -> None:
+        self.journal.event(kind, self._ms(), data)
+
+    # ------------------------------------------------------------------ lifecycle
+    def request_end(self, reason: str = "shutdown") -> None:
+        """Ask the call to end now, e.g. with ``shutdown`` when the gateway gets SIGTERM.
+
+        The call ends ``completed`` with ``reason`` (``failed``, ``no_start``, if its stream
+        had not started yet), its record is finalised as for any other ending, and the carrier
+        socket is closed with 1001 "going away" (RFC 6455 §7.4.1). Idempotent: the first
+        reason wins. Returns at once; :meth:`run` returns when the call has ended.
+        """
+        if self._end_request is None:
+            self._end_request = CallEnded(reason)
+            self._end_requested.set()
+
+    async def _end_watch(self) -> None:
+        await self._end_requested.wait()
+        assert self._end_request is not None
+        raise self._end_request
+
+    async def run(self) -> CallOutcome:
+        """Run the call to its end and finalise its record. Never raises for call errors.
+
+        The record is finalised whatever ends the call, cancellation of ``run()`` included:
+        then the finalisation runs shielded from the cancellation (reason ``cancelled``, unless
+        :meth:`request_end` gave one), and the cancellation is re-raised once it is done.
+        """
+        try:
+            ended = await self._serve()
+        except asyncio.CancelledError:
+            await self._finish_once(self._end_request or CallEnded(
+                "cancelled", "failed", "cancelled", "the call's task was cancelled"))
+            raise
+        return await self._finish_once(ended)
+
+    async def _finish_once(self, ended: CallEnded) -> CallOutcome:
+        """Finalise in a task of its own (once per call), shielded from ``run()``'s cancellation."""
+        if self._finishing is None:
+            parts = CallParts(
+                self.clock, self._t0, self.log, self.journal, self.stats, self.turns.transcript, self.transport,
+                self.hooks, self.bridge, self.ledger, self._recorder, self._started,
+            )  # fmt: skip
+            finish = finish_call(parts, ended, requested=ended is self._end_request)
+            self._finishing = asyncio.create_task(finish, name=f"finish-{self.call_id}")
+        return await asyncio.shield(self._finishing)
+
+    async def _serve(self) -> CallEnded:
+        """The call itself, from the carrier's ``start`` to whatever ends it."""
+        ended = CallEnded("carrier_closed")
+        try:
+            started = await asyncio.wait_for(self._await_start(), _START_TIMEOUT_S)
+            await self._setup(started)
+            assert self._playout is not None
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._carrier_loop())
+                tg.create_task(self._model_loop())
+                tg.create_task(self._playout.run())
+                tg.create_task(self._policy_loop())
+                tg.create_task(self._end_watch())
+        except* CallEnded as group:
+            ended = group.exceptions[0]
+        except* TimeoutError:
+            ended = CallEnded("start_timeout", "failed", "start_timeout", "no start message within 15 s")
+        except* llm.BridgeFailed as group:
+            exc = group.exceptions[0]
+            ended = CallEnded("model_error", "failed", exc.code, str(exc))
+        except* Exception as group:  # a bug of ours: end the call, keep the record
+            self.log.exception("call failed", exc_info=group.exceptions[0])
+            ended = CallEnded("internal_error", "failed", "internal_error", type(group.exceptions[0]).__name__)
+        return ended
+
+    async def _await_start(self) -> ev.Started:
+        while True:
+            frame = await self._receive_before_start()
+            if frame is None:
+                raise CallEnded("carrier_closed_before_start", "failed", "no_start", "socket closed before start")
+            for event in self.adapter.receive(frame):
+                if isinstance(event, ev.Started):
+                    return event
+                if isinstance(event, ev.Stopped):
+                    raise CallEnded("stop_before_start", "failed", "no_start", "stop before start")
+                self._count(event)
+                if isinstance(event, ev.ProtocolError) and event.fatal:  # a refused start: no format
+                    raise CallEnded("bad_start", "failed", "bad_start", f"{event.kind}: {event.detail}")
+
+    async def _receive_before_start(self) -> ev.Frame | None:
+        """The next frame, unless :meth:`request_end` comes first (then the call ends)."""
+        if self._end_request is None:
+            receive = asyncio.ensure_future(self.transport.receive())
+            ended = asyncio.ensure_future(self._end_requested.wait())
+            try:
+                await asyncio.wait((receive, ended), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (receive, ended):
+                    task.cancel()
+            if receive.done() and not receive.cancelled():
+                return receive.result()
+        assert self._end_request is not None
+        reason = self._end_request.reason
+        self._end_request = CallEnded(reason, "failed", "no_start", f"ended ({reason}) before the stream started")
+        raise self._end_request
+
+    async def _setup(self, started: ev.Started) -> None:
+        self._started = started
+        fmt = started.audio_format
+        self._event("started", streamId=started.stream_id, carrierCallId=started.call_id, format=str(fmt))
+        self.log.info("stream started: %s, %s", self.adapter.name, fmt)
+        if self.hooks.on_started is not None:
+            await self.hooks.on_started(started)
+        vad = self._vad_factory(fmt.sample_rate)
+        if self.policy.recording_enabled and self.hooks.open_recorder is not None:
+            self._recorder = BestEffortRecording(
+                self.hooks.open_recorder, fmt.sample_rate, logger=self.log,
+                on_failure=lambda stage, error: self._event("recording_failed", stage=stage, error=error),
+            )  # fmt: skip
+        bridge = self.bridge = self._bridge_factory(self.config)
+        await bridge.start(self.config, fmt)
+        self._caller = CallerPath(fmt, vad, bridge.input_format, bridge.send_audio, recorder=self._recorder,
+                                  model_chunk_ms=self._model_chunk_ms)  # fmt: skip
+        self._playout = Playout(self.adapter, fmt, bridge.output_format, self.transport.send, self.clock, self._t0,
+                                self.stats, recorder=self._recorder, **self._playout_args)  # fmt: skip
+        for policy in self._policies:  # before any caller audio is read
+            await self._act(policy.on_started(self.clock.now()))
+
+    # ------------------------------------------------------------------ carrier side
+    def _count(self, event: ev.CarrierEvent) -> None:
+        if isinstance(event, ev.ProtocolError):
+            self.journal.protocol_error(event.kind, event.detail, self._ms())
+        elif isinstance(event, ev.Unhandled):
+            self.journal.unhandled_event(event.event)
+
+    async def _carrier_loop(self) -> None:
+        """Carrier frames → typed events: caller audio down the caller path, marks, stop, DTMF."""
+        assert self._caller is not None and self._playout is not None
+        receive, adapter, stats = self.transport.receive, self.adapter, self.stats
+        caller, playout = self._caller, self._playout
+        ledger, interruptible = playout.ledger, self.config.interruptible
+        while True:
+            frame = await receive()
+            if frame is None:
+                raise CallEnded("carrier_closed")
+            for event in adapter.receive(frame):
+                if isinstance(event, ev.Media):
+                    if event.track.startswith("inbound"):  # never feed our own outbound track back
+                        stats.frames_in += 1
+                        now_ms = self._ms()
+                        barge_mode = interruptible and ledger.playing(now_ms)
+                        for vad_event in await caller.feed(event.payload, now_ms, barge_mode):
+                            await self._on_vad(vad_event)
+                    else:
+                        stats.other_track_frames += 1
+                elif isinstance(event, ev.MarkAck):
+                    playout.acknowledge(event.name, self._ms())
+                elif isinstance(event, ev.Stopped):
+                    raise CallEnded("carrier_stop")
+                elif isinstance(event, ev.Dtmf):
+                    self._event("dtmf", digit=event.digit)
+                elif isinstance(event, (ev.Connected, ev.Cleared, ev.Started)):
+                    pass
+                else:
+                    self._count(event)
+
+    async def _on_vad(self, event: VadStart | VadEnd) -> None:
+        """The caller started or stopped speaking: turn events, barge-in, then the policies."""
+        assert self._caller is not None and self._playout is not None and self.bridge is not None
+        now_ms = self._ms()
+        self._last_activity = self.clock.now()
+        gateway_turns = self.config.turn_mode == "gateway"
+        if isinstance(event, VadStart):
+            onset_ms = now_ms - event.confirm_delay_ms
+            self.turns.speech_started(onset_ms)
+            self._event("caller_speech_start", onsetMs=int(onset_ms))
+            await self._caller.flush()
+            if self.config.interruptible and self._playout.playing(now_ms):
+                await self._barge_in("vad", onset_ms)
+            if gateway_turns:
+                await self.bridge.speech_started()
+        else:
+            self.turns.speech_ended(now_ms)
+            self._event("caller_speech_end")
+            await self._caller.flush()
+            if gateway_turns:
+                await self.bridge.end_of_turn()
+        for policy in self._policies:
+            await self._act(policy.on_vad(event, now_ms))
+
+    async def _barge_in(self, source: str, onset_ms: float | None = None) -> None:
+        """Stop agent audio at once: carrier clear, drop the queue, cut the model's reply."""
+        assert self._playout is not None and self.bridge is not None
+        heard, now_ms = await self._playout.clear()
+        self.stats.barge_ins += 1
+        item_id = heard.item_id if heard else None
+        heard_ms = heard.heard_ms if heard else 0
+        reaction_ms = now_ms - onset_ms if onset_ms is not None else None
+        self.turns.barge_in(item_id, heard_ms, heard.queued_ms if heard else 0, reaction_ms)
+        self._event("barge_in", source=source, itemId=item_id, heardMs=heard_ms)
+        self.log.info("barge-in (%s): caller heard %d ms of %s", source, heard_ms, item_id)
+        if source != "model":
+            await self.bridge.interrupt(item_id, heard_ms)
+
+    # ------------------------------------------------------------------ model side
+    async def _model_loop(self) -> None:
+        assert self.bridge is not None and self._playout is not None
+        playout = self._playout
+        async for event in self.bridge.events():
+            if isinstance(event, llm.AudioOut):
+                if self._on_agent_audio(event):
+                    await playout.pump()  # the first frames leave now, from this task
+            elif isinstance(event, llm.Transcript):
+                self.turns.add(event, self._ms())
+                self._last_activity = self.clock.now()
+            elif isinstance(event, llm.ResponseDone):
+                if event.response_id:
+                    playout.end_item(event.response_id)
+            elif isinstance(event, (llm.SpeechStarted, llm.Interrupted)):
+                if playout.playing(self._ms()) and self.config.interruptible:
+                    await self._barge_in("model" if isinstance(event, llm.Interrupted) else "model_vad")
+            elif isinstance(event, llm.SessionRenewed):  # the bridge moved to a new model session
+                self._event("model_session", reason=event.reason, attempts=event.attempts, gapMs=event.gap_ms,
+                            carried=event.carried, replayedBytes=event.replayed_bytes)  # fmt: skip
+            elif isinstance(event, llm.BridgeError):
+                self._event("model_error", code=event.code, message=event.message[:200])
+                if event.fatal:
+                    raise CallEnded("model_error", "failed", event.code, event.message)
+                self.log.warning("model error %s: %s", event.code, event.message[:200])
+        raise CallEnded("model_closed", "failed", "model_closed", "the model connection ended")
+
+    def _on_agent_audio(self, event: llm.AudioOut) -> bool:
+        """Queue agent audio for playout; False if it was not queued (held, dropped, or cut)."""
+        if not event.audio:
+            return False
+        if self._gates:
+            gate = self._gate(event.item_id)
+            if gate is AudioGate.DROP:
+                return False
+            if gate is AudioGate.HOLD or self._held:  # held audio keeps its order
+                self._held.append(event)
+                return False
+        return self._queue(event)
+
+    def _queue(self, event: llm.AudioOut) -> bool:
+        if not self.turns.agent_audio(event.item_id, self._ms()):
+            return False  # a barge-in cut this item
+        self._playout.enqueue(event.item_id, event.audio)  # type: ignore[union-attr]
+        return True
+
+    def _gate(self, item_id: str) -> AudioGate:
+        """The strictest answer of the audio-gating policies (DROP > HOLD > ALLOW)."""
+        now_ms = self._ms()
+        gate = AudioGate.ALLOW
+        for policy in self._gates:
+            answer = policy.on_agent_audio(item_id, now_ms)
+            if _GATE_RANK[answer] > _GATE_RANK[gate]:
+                gate = answer
+        return gate
+
+    # ------------------------------------------------------------------ policies
+    async def _policy_loop(self) -> None:
+        """Tick the policies every :data:`~gateway.session.policies.TICK_S` seconds."""
+        assert self._playout is not None
+        playout, clock = self._playout, self.clock
+        while True:
+            await clock.sleep(TICK_S)
+            now = clock.now()
+            last = self._last_activity
+            if playout.playing_at is not None and playout.playing_at > last:
+                last = playout.playing_at
+            for policy in self._policies:
+                await self._act(policy.on_tick(now, last))
+
+    async def _act(self, actions: Sequence[Action]) -> None:
+        """Carry out a policy's actions in order (an ``EndCall`` ends the call here)."""
+        for action in actions:
+            if isinstance(action, EndCall):
+                raise CallEnded(action.reason, action.status, action.code, action.message)
+            if isinstance(action, Note):
+                self._event(action.kind, **action.data)
+            elif isinstance(action, Say):
+                assert self.bridge is not None
+                try:
+                    await self.bridge.say(action.text)
+                except NotImplementedError:
+                    if action.or_else is not None:
+                        end = action.or_else
+                        raise CallEnded(end.reason, end.status, end.code, end.message) from None
+            elif isinstance(action, ReleaseAudio):
+                await self._release()
+
+    async def _release(self) -> None:
+        """Queue the held agent audio in arrival order and send what is due."""
+        held, self._held = self._held, []
+        queued = False
+        for event in held:
+            queued = self._queue(event) or queued
+        if queued:
+            await self._playout.pump()  # type: ignore[union-attr]

@@ -1,0 +1,114 @@
+"""The caller path of one call: carrier audio → decode → resample → VAD, and model chunks.
+
+Per inbound frame (the carrier's payload, in the call's :class:`~gateway.formats.AudioFormat`):
+the frame is decoded to int16 PCM when the recording or the VAD needs it and recorded on the
+call's timeline (samples at the carrier's rate from the call's start); it is converted for the
+VAD when the VAD runs at another rate (8 or 16 kHz L16, ``aligned`` so 20 ms stays 20 ms); and
+it is buffered for the model in the model's input format, sent as one message once
+``model_chunk_ms`` of audio is waiting (and flushed at once before every turn event, by
+:meth:`CallerPath.flush`). The VAD's events come back to the session, which owns what they
+mean (turns, barge-in).
+
+No per-frame task, timer or future: one awaited VAD call (a batched runner may wait for its
+tick) and, once a chunk is full, one awaited model send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+
+from gateway.codecs.transcode import Transcoder, decode
+from gateway.formats import AudioFormat, Encoding
+from gateway.recording_guard import BestEffortRecording
+from gateway.vadrun import VadEnd, VadRunner, VadStart
+
+__all__ = ["CallerPath"]
+
+
+class CallerPath:
+    """Caller audio from the carrier to the VAD and the model, for one call.
+
+    Args:
+        fmt: the carrier's audio format.
+        vad: this call's VAD runner (its ``sample_rate`` is 8 or 16 kHz).
+        model_format: the model bridge's input format.
+        send_to_model: the bridge's ``send_audio`` (bytes in ``model_format``).
+        recorder: the call's recording, or ``None``.
+        model_chunk_ms: audio per model message (ms).
+    """
+
+    __slots__ = ("fmt", "vad", "_send", "_recorder", "_at_carrier_rate", "_passthrough", "_to_vad", "_to_model",
+                 "_buf", "_chunk_bytes", "_samples", "_origin", "_barge_mode")  # fmt: skip
+
+    def __init__(
+        self,
+        fmt: AudioFormat,
+        vad: VadRunner,
+        model_format: AudioFormat,
+        send_to_model: Callable[[bytes], Awaitable[None]],
+        *,
+        recorder: BestEffortRecording | None = None,
+        model_chunk_ms: float = 40.0,
+    ) -> None:
+        self.fmt = fmt
+        self.vad = vad
+        self._send = send_to_model
+        self._recorder = recorder
+        self._at_carrier_rate = vad.sample_rate == fmt.sample_rate
+        self._to_vad: Transcoder | None = None
+        if not self._at_carrier_rate:
+            self._to_vad = Transcoder(fmt, AudioFormat(Encoding.L16, vad.sample_rate), aligned=True)
+        self._passthrough = model_format == fmt  # G.711 straight through
+        self._to_model: Transcoder | None = None
+        if not self._passthrough and (self._to_vad is None or model_format != self._to_vad.dst):
+            self._to_model = Transcoder(fmt, model_format, aligned=True)
+        self._buf = bytearray()
+        self._chunk_bytes = max(1, model_format.bytes_for_ms(model_chunk_ms))
+        self._samples = 0
+        self._origin: int | None = None
+        self._barge_mode = False
+
+    async def feed(self, payload: bytes, now_ms: float, barge_mode: bool) -> list[VadStart | VadEnd]:
+        """One caller frame in; the VAD's events for it out.
+
+        Args:
+            payload: the carrier frame's audio (bytes in :attr:`fmt`).
+            now_ms: ms from the call's start (places the first frame on the recording).
+            barge_mode: whether agent audio is playing on an interruptible call (the VAD
+                then asks for more speech before it confirms a start).
+        """
+        fmt = self.fmt
+        if self._origin is None:
+            self._origin = int(now_ms * fmt.sample_rate / 1000)
+        pcm = None
+        recorder = self._recorder
+        if self._at_carrier_rate or recorder is not None:
+            pcm = decode(payload, fmt.encoding)
+            if recorder is not None:
+                recorder.caller(pcm, self._origin + self._samples)
+        self._samples += fmt.samples_for_bytes(len(payload))
+        converted = None
+        if self._to_vad is not None:
+            converted = self._to_vad.process(payload)
+            pcm = np.frombuffer(converted, dtype="<i2")
+        if self._passthrough:
+            self._buf += payload
+        elif self._to_model is None:
+            self._buf += converted  # type: ignore[operator] - the VAD's L16 is the model's format
+        else:
+            self._buf += self._to_model.process(payload)
+        if len(self._buf) >= self._chunk_bytes:
+            await self.flush()
+        if barge_mode != self._barge_mode:
+            self.vad.agent_speaking(barge_mode)
+            self._barge_mode = barge_mode
+        return await self.vad.process(pcm)
+
+    async def flush(self) -> None:
+        """Send the buffered caller audio to the model now (before a turn event)."""
+        if self._buf:
+            chunk = bytes(self._buf)
+            self._buf.clear()
+            await self._send(chunk)

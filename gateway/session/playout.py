@@ -1,0 +1,153 @@
+"""The agent's side of one call: model audio → transcode → playout ledger → paced carrier frames.
+
+:class:`Playout` owns the :class:`~gateway.audio.playout.PlayoutLedger`, the transcoder from the
+model's output format to the carrier's, and the send lock that keeps media frames, marks and
+``clear`` leaving in the ledger's order. Frames leave from :meth:`Playout.pump`, called by the
+model task when new audio arrives (so the first frames leave at once) and by the pacer
+(:meth:`Playout.run`), which wakes every ``send_every_ms`` while audio plays and otherwise
+waits for audio. What the caller heard (ms of each item) comes from the ledger's mark
+accounting; :meth:`Playout.clear` (barge-in) sends the carrier ``clear`` first, under the send
+lock so it follows any frame already taken from the queue, then drops the queue and returns
+what was heard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from gateway.audio.playout import Heard, PlayoutLedger
+from gateway.carriers import events as ev
+from gateway.clock import Clock
+from gateway.codecs.transcode import Transcoder, decode
+from gateway.formats import AudioFormat, Encoding
+from gateway.recording_guard import BestEffortRecording
+from gateway.session.common import CallStats
+
+__all__ = ["Playout"]
+
+_SILENCE_BYTE = {Encoding.PCMU: 0xFF, Encoding.PCMA: 0xD5, Encoding.L16: 0x00}
+
+
+class Playout:
+    """Paced agent audio for one call, and what the caller heard of it.
+
+    Args:
+        adapter: the carrier adapter (makes media, mark and clear frames).
+        fmt: the carrier's audio format.
+        model_format: the model bridge's output format.
+        send: the carrier socket's ``send``.
+        clock: the call's clock; ``t0`` (s, on it) is the call's start.
+        stats: the call's counters (``frames_out``, ``marks_acked``).
+        recorder: the call's recording, or ``None``.
+        lead_ms: agent audio kept buffered at the carrier ahead of real time (ms).
+        mark_every: frames between marks.
+        send_every_ms: the pacer's wake period while audio plays (ms).
+
+    Attributes:
+        playing_at: clock time (s) at which audio was last found playing after a pump, or
+            ``None`` (for the inactivity timer: agent audio is activity).
+    """
+
+    def __init__(
+        self,
+        adapter: ev.CarrierAdapter,
+        fmt: AudioFormat,
+        model_format: AudioFormat,
+        send: Callable[[ev.Frame], Awaitable[None]],
+        clock: Clock,
+        t0: float,
+        stats: CallStats,
+        *,
+        recorder: BestEffortRecording | None = None,
+        lead_ms: float = 80.0,
+        mark_every: int = 5,
+        send_every_ms: float = 40.0,
+    ) -> None:
+        self.adapter = adapter
+        self.fmt = fmt
+        self.ledger = PlayoutLedger(
+            frame_bytes=fmt.bytes_for_ms(adapter.frame_ms),
+            frame_ms=adapter.frame_ms,
+            silence_byte=_SILENCE_BYTE[fmt.encoding],
+            lead_ms=lead_ms,
+            mark_every=mark_every,
+            has_marks=adapter.has_marks,
+        )
+        self._from_model = Transcoder(model_format, fmt)
+        self._send = send
+        self._clock = clock
+        self._t0 = t0
+        self._stats = stats
+        self._recorder = recorder
+        self._slack_ms = max(0.0, send_every_ms - 20.0)
+        self._ready = asyncio.Event()
+        self._lock = asyncio.Lock()  # frames, marks and clear leave in the ledger's order
+        self.playing_at: float | None = None
+
+    def _ms(self) -> float:
+        return (self._clock.now() - self._t0) * 1000.0
+
+    def enqueue(self, item_id: str, audio: bytes) -> None:
+        """Queue agent audio (bytes in the model's output format) of item ``item_id``."""
+        self.ledger.enqueue(item_id, self._from_model.process(audio))
+        self._ready.set()
+
+    def end_item(self, item_id: str) -> None:
+        """The model finished item ``item_id``: its last partial frame may leave."""
+        self.ledger.end_item(item_id)
+        self._ready.set()
+
+    def playing(self, now_ms: float) -> bool:
+        """Whether the caller is hearing (or about to hear) agent audio at ``now_ms``."""
+        return self.ledger.playing(now_ms)
+
+    def acknowledge(self, name: str, now_ms: float) -> None:
+        """The carrier echoed mark ``name``: the audio before it has played."""
+        if self.ledger.acknowledge(name, now_ms):
+            self._stats.marks_acked += 1
+
+    async def pump(self) -> None:
+        """Send every frame now due (media, then its mark), in the ledger's order."""
+        ledger, adapter, send, stats, recorder = self.ledger, self.adapter, self._send, self._stats, self._recorder
+        async with self._lock:
+            now_ms = self._ms()
+            for frame in ledger.due(now_ms):
+                await send(adapter.media(frame.payload))
+                stats.frames_out += 1
+                if frame.mark is not None:
+                    mark = adapter.mark(frame.mark)
+                    if mark is not None:
+                        await send(mark)
+                if recorder is not None:
+                    at = int(frame.play_at_ms * self.fmt.sample_rate / 1000)
+                    recorder.agent(decode(frame.payload, self.fmt.encoding), at)
+            if ledger.playing(now_ms):
+                self.playing_at = self._clock.now()
+
+    async def run(self) -> None:
+        """The pacer: keep the carrier topped up on the clock while agent audio plays."""
+        ledger = self.ledger
+        while True:
+            await self.pump()
+            nxt = ledger.next_due_ms()
+            if nxt is None:
+                self._ready.clear()
+                if ledger.next_due_ms() is None:
+                    await self._ready.wait()
+            else:
+                await self._clock.sleep(max(0.0, nxt + self._slack_ms - self._ms()) / 1000.0)
+
+    async def clear(self) -> tuple[Heard | None, float]:
+        """Barge-in: the carrier ``clear`` first, then drop the queue; what was heard, and when.
+
+        Returns:
+            what the caller heard of the item playing (``None`` if nothing had played), and
+            the ms from the call's start at which the queue was dropped.
+        """
+        async with self._lock:  # after any frames already taken from the queue
+            await self._send(self.adapter.clear())
+            now_ms = self._ms()
+            heard = self.ledger.clear(now_ms)
+        self._from_model.reset()
+        return heard, now_ms

@@ -1,0 +1,144 @@
+"""Call policies: the rules that decide, on the call's clock, when a call ends or what it does.
+
+A policy is a small synchronous object the session calls at fixed points (the hooks of
+:class:`Policy`); it never awaits and never touches a socket. It answers with *actions*
+(:class:`EndCall`, :class:`Say`, :class:`Note`, :class:`ReleaseAudio`) that the session, the
+call's one asyncio owner, carries out in order. The hooks:
+
+- ``on_started(now_s)``: the carrier's stream started (the bridge is up);
+- ``on_vad(event, now_ms)``: the caller's VAD confirmed speech (:class:`~gateway.vadrun.VadStart`)
+  or its end (:class:`~gateway.vadrun.VadEnd`);
+- ``on_agent_audio(item_id, now_ms)``: agent audio of ``item_id`` is about to be queued for the
+  caller; answer :attr:`AudioGate.ALLOW`, :attr:`AudioGate.HOLD` (the session keeps it, in
+  order, until a policy returns :class:`ReleaseAudio`) or :attr:`AudioGate.DROP`. Only policies
+  with ``gates_audio = True`` are asked, so the agent's audio path costs nothing otherwise;
+- ``on_tick(now_s, last_activity_s)``: every :data:`TICK_S` seconds; ``last_activity_s`` is the
+  clock time of the call's last activity (caller speech start or end, a transcript turn, agent
+  audio playing).
+
+:class:`TimerPolicy` (``maxDuration``, inactivity prompt and hang-up) is the first policy. The
+next ones plug in the same way: a voicemail hold (``gates_audio``: HOLD the agent's first
+audio until the detector's verdict, ``ReleaseAudio`` on ``human`` or when ``holdGreetingMs``
+has passed, ``EndCall`` on a machine) and control requests from the API (an end request
+queued by the app and returned as ``EndCall`` on the next tick).
+
+Pure and synchronous: time comes in from the session's clock.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from gateway.session.common import CallPolicy
+from gateway.vadrun import VadEnd, VadStart
+
+__all__ = ["Policy", "TimerPolicy", "AudioGate", "Action", "EndCall", "Say", "Note", "ReleaseAudio", "TICK_S"]
+
+#: Seconds between two ``on_tick`` calls.
+TICK_S = 0.25
+
+
+class AudioGate(enum.Enum):
+    """What happens to agent audio a policy was asked about (see ``on_agent_audio``)."""
+
+    ALLOW = "allow"
+    HOLD = "hold"
+    DROP = "drop"
+
+
+@dataclass(frozen=True, slots=True)
+class EndCall:
+    """End the call: ``status`` ``completed`` or ``failed`` (then with ``code`` and ``message``)."""
+
+    reason: str
+    status: str = "completed"
+    code: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Say:
+    """Ask the model to say ``text``; if it cannot (``NotImplementedError``), do ``or_else``."""
+
+    text: str
+    or_else: EndCall | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """Add an event ``kind`` with ``data`` to the call's record."""
+
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseAudio:
+    """Let the agent audio held by ``HOLD`` play (in the order it came), and stop holding."""
+
+
+Action = EndCall | Say | Note | ReleaseAudio
+_NONE: tuple[Action, ...] = ()
+
+
+class Policy:
+    """A call policy: every hook is optional (the defaults do nothing and allow all audio).
+
+    Attributes:
+        gates_audio: whether ``on_agent_audio`` is to be asked about agent audio.
+    """
+
+    gates_audio: ClassVar[bool] = False
+
+    def on_started(self, now_s: float) -> Sequence[Action]:
+        """The stream started at clock time ``now_s`` (s)."""
+        return _NONE
+
+    def on_vad(self, event: VadStart | VadEnd, now_ms: float) -> Sequence[Action]:
+        """The caller's VAD event, at ``now_ms`` (ms from the call's start)."""
+        return _NONE
+
+    def on_agent_audio(self, item_id: str, now_ms: float) -> AudioGate:
+        """Agent audio of ``item_id`` is about to play (asked only if :attr:`gates_audio`)."""
+        return AudioGate.ALLOW
+
+    def on_tick(self, now_s: float, last_activity_s: float) -> Sequence[Action]:
+        """A tick at clock time ``now_s``; the call was last active at ``last_activity_s`` (s)."""
+        return _NONE
+
+
+class TimerPolicy(Policy):
+    """``maxDuration`` and inactivity: hang up, or (``prompt``) ask once and then hang up.
+
+    Args:
+        policy: the call's limits (s) and inactivity action.
+        started_at: clock time (s) the call's duration counts from.
+
+    ``on_tick`` returns ``EndCall("max_duration")`` once the call has lasted
+    ``max_duration_s``; after ``inactivity_timeout_s`` without activity, ``EndCall("inactivity")``
+    or, the first time with ``inactivity_action == "prompt"``, an ``inactivity_prompt`` note and
+    ``Say(prompt)`` (ending the call if the model cannot say it); the prompt restarts the
+    inactivity count.
+    """
+
+    def __init__(self, policy: CallPolicy, started_at: float) -> None:
+        self._policy = policy
+        self._started_at = started_at
+        self._prompted_at: float | None = None
+
+    def on_tick(self, now_s: float, last_activity_s: float) -> Sequence[Action]:
+        policy = self._policy
+        if now_s - self._started_at >= policy.max_duration_s:
+            return (EndCall("max_duration"),)
+        if self._prompted_at is not None:
+            last_activity_s = max(last_activity_s, self._prompted_at)
+        if now_s - last_activity_s < policy.inactivity_timeout_s:
+            return _NONE
+        if policy.inactivity_action == "prompt" and self._prompted_at is None:
+            self._prompted_at = now_s
+            end = EndCall("inactivity")
+            return (Note("inactivity_prompt"), Say(policy.inactivity_prompt, or_else=end))
+        return (EndCall("inactivity"),)
