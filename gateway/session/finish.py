@@ -35,15 +35,23 @@ BRIDGE_CLOSE_S = 5.0
 TRANSPORT_CLOSE_S = 2.0
 ON_FINISHED_S = 15.0
 
+#: Why the call ended (its ``end_reason``) → the carrier socket's close code when that is not
+#: the status's default: a refused ``start`` is a policy violation (RFC 6455 §7.4.1).
+_CLOSE_CODES = {"bad_start": 1008}
+
 
 def close_code(ended: CallEnded, *, requested: bool) -> int:
     """The WebSocket close code for a call that ended with ``ended`` (RFC 6455 §7.4.1).
 
-    1001 "going away" when the app asked the call to end (``requested``: shutdown); 1000 for
-    a ``completed`` call; 1011 "internal error" for a failure.
+    1001 "going away" when the app asked the call to end (``requested``: shutdown); 1008
+    "policy violation" for a ``start`` the adapter refused (``bad_start``); 1000 for any other
+    ``completed`` call; 1011 "internal error" for any other failure.
     """
     if requested:
         return 1001
+    code = _CLOSE_CODES.get(ended.reason)
+    if code is not None:
+        return code
     return 1000 if ended.status == "completed" else 1011
 
 

@@ -88,9 +88,10 @@ async def test_a_start_with_an_undocumented_rate_ends_the_call_bad_start(target:
     async with connect(call["streamUrl"], open_timeout=5) as ws:
         for frame in opening:
             await ws.send(frame)
-        with pytest.raises(websockets.ConnectionClosed):
+        with pytest.raises(websockets.ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 5)  # the gateway closes: no waiting for another start
     assert time.monotonic() - t0 < 5
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008  # policy violation
     rec = await _record(target, call["callId"])
     assert rec["status"] == "failed" and rec["error"]["code"] == "bad_start", rec
     assert rec["metrics"]["protocolErrors"] == {"bad_field": 1}, rec["metrics"]
