@@ -271,14 +271,36 @@ async def _serve(
         )
     except IllegalTransition:
         return await _refuse(ws, "not_connectable", "call already streaming or ended")
-    await ws.accept()
-    session = _build_session(services, call_id, carrier, ws, config, tenant=tenant)
+    try:  # claimed: from here on the record is finalised whatever happens
+        await ws.accept()
+        session = _build_session(services, call_id, carrier, ws, config, tenant=tenant)
+    except BaseException as exc:  # the peer left during the handshake, a bug, or cancellation
+        await _finalise_unserved(services, call_id, exc)
+        raise
     services.live[call_id] = session
     services.admitting.discard(call_id)
     try:
         await session.run()
     finally:
         services.live.pop(call_id, None)
+
+
+async def _finalise_unserved(services: Services, call_id: str, exc: BaseException, limit_s: float = 10.0) -> None:
+    """Finalise a claimed call whose session never ran (``failed``, ``carrier_closed_before_start``).
+
+    Shielded from a cancellation of the caller and bounded by ``limit_s``; a store error is
+    logged (the start-up recovery of this node finalises the call then).
+    """
+    work = asyncio.ensure_future(asyncio.to_thread(
+        services.store.finalise_call, call_id, status="failed", end_reason="carrier_closed_before_start",
+        duration_ms=0, error_code="no_start", error_message=f"stream ended during the handshake ({type(exc).__name__})",
+    ))
+    try:
+        await asyncio.shield(asyncio.wait_for(work, limit_s))
+    except asyncio.CancelledError:
+        pass  # the shielded write goes on; the caller re-raises its own cancellation
+    except Exception:  # noqa: BLE001 - logged; recovery at the next start finalises it
+        log.warning("could not finalise call %s after a failed handshake", call_id, exc_info=True)
 
 
 def recording_path(settings: Settings, call_id: str) -> Path:

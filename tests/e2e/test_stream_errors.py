@@ -191,3 +191,36 @@ async def test_metrics_count_finished_calls_and_protocol_errors(gw):
     assert 'gateway_calls_total{carrier="twilio",end_reason="carrier_stop",status="completed"} 1.0' in text
     assert 'gateway_protocol_errors_total{carrier="twilio",kind="malformed_json"} 1.0' in text
     assert "gateway_calls_live 0.0" in text
+
+
+async def test_a_peer_that_leaves_during_the_handshake_still_gets_a_final_record(gw, monkeypatch):
+    """The call is claimed before the upgrade completes: if the peer is gone by then, the
+    record must still be finalised (it used to stay in_progress forever)."""
+    import base64
+    import os
+
+    store = gw.services.store
+    claim = store.mark_call_started
+
+    def slow_claim(*args, **kwargs):  # a slow database: the peer hangs up meanwhile
+        time.sleep(0.3)
+        return claim(*args, **kwargs)
+
+    monkeypatch.setattr(store, "mark_call_started", slow_claim)
+    call = await gw.create_inline_call(connectionType="raw")
+    port = gw.settings.port
+    path = call["streamUrl"].split(f":{port}", 1)[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
+                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())  # fmt: skip
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    writer.close()
+    for _ in range(100):
+        rec = await gw.call_record(call["callId"], final=False)
+        if rec["status"] not in ("queued", "in_progress"):
+            break
+        await asyncio.sleep(0.05)
+    assert (rec["status"], rec["endReason"]) == ("failed", "carrier_closed_before_start")
+    assert call["callId"] not in gw.services.live
