@@ -13,9 +13,10 @@ Beep detection, one 20 ms frame at a time (pure numpy, no I/O):
    a pure tone; white noise puts ~2 % of its power in the main lobe; speech spreads it over
    its harmonics). A frame is *tonal* when the ratio is high.
 3. A **beep** is a run of tonal frames whose frequency stays within a tolerance of the run's
-   (at most one step to a second steady frequency: a double / two-tone beep), held for at
-   least ``min_ms`` (120 ms), ending with a non-tonal frame; a following tone that starts
-   within ``join_gap_ms`` is joined to it (two beeps in sequence). Its end is reported at the
+   (at most one step to a second steady frequency, joined or within the gap: a double / two-tone
+   beep), with at least one unbroken piece of ``min_ms`` (120 ms), ending with a non-tonal
+   frame; a following tone piece of that length that starts within ``join_gap_ms`` is joined
+   to it (two beeps in sequence); shorter tonal pieces (a steady vowel) never count. Its end is reported at the
    end of the last tonal frame (±1 frame), so the verdict can fire ``join_gap_ms`` + one frame
    after the beep ends.
 
@@ -233,7 +234,7 @@ class BeepDetector:
 
     def __init__(self, sample_rate: int = 8000, frame_ms: int = 20, *, min_hz: float = 400.0,
                  max_hz: float = 2000.0, min_ms: float = 120.0, max_ms: float = 4000.0,
-                 min_gain_db: float = 4.0, min_peak: float = 0.6, freq_tol: float = 0.03,
+                 min_gain_db: float = 4.0, min_peak: float = 0.7, freq_tol: float = 0.03,
                  join_gap_ms: float = 100.0, min_level_dbfs: float = -45.0) -> None:
         if not 0 < min_hz < max_hz < sample_rate / 2:
             raise ValueError(f"need 0 < min_hz < max_hz < {sample_rate / 2}")
@@ -275,9 +276,11 @@ class BeepDetector:
         self._start = -1          # first tonal frame of the current run, or -1
         self._last = -1           # last tonal frame of the run
         self._segs: list[list[float]] = []   # per steady tone: [sum of Hz, frames]
-        self._seg_run = 0         # contiguous frames of the current segment
-        self._longest = 0         # longest contiguous steady stretch, frames
+        self._piece = 0           # contiguous tonal frames up to the last one
+        self._q_start = -1        # first frame of the first piece long enough to be a beep
+        self._q_last = -1         # last frame of the last such piece
         self._energy = 0.0
+        self._tonal = 0
 
     @property
     def in_tone(self) -> bool:
@@ -309,11 +312,20 @@ class BeepDetector:
         if not self._lo <= f <= self._hi:
             return None
         xw = x * self._win
-        re = float(xw @ np.cos(omega * self._n))
-        im = float(xw @ np.sin(omega * self._n))
-        if (re * re + im * im) * self._win_gain < self.min_peak * float(xw @ xw):
+        need = self.min_peak * float(xw @ xw)
+        peak = self._goertzel(xw, omega)
+        if peak < need and peak >= 0.5 * need:
+            # coloured noise (pink, hum) biases the estimate by up to ~half a bin: look there
+            step = 0.35 * 2.0 * np.pi / self.frame_samples
+            peak = max(self._goertzel(xw, omega - step), self._goertzel(xw, omega + step))
+        if peak < need:
             return None
         return f, r0
+
+    def _goertzel(self, xw: np.ndarray, omega: float) -> float:
+        re = float(xw @ np.cos(omega * self._n))
+        im = float(xw @ np.sin(omega * self._n))
+        return (re * re + im * im) * self._win_gain
 
     def push(self, frame: np.ndarray) -> Beep | None:
         """Analyse the next frame; returns a :class:`Beep` once one has ended, else None.
@@ -332,7 +344,6 @@ class BeepDetector:
         self.tonal = hit is not None
         if hit is None:
             if self._start >= 0:
-                self._seg_run = 0
                 if idx - self._last > self.gap_frames:
                     return self._close()
             return None
@@ -346,34 +357,34 @@ class BeepDetector:
             if abs(f - mean) > max(self.freq_tol * mean, self._tol_hz):
                 if len(self._segs) == 1 and s[1] >= max(2, self.min_frames // 2):
                     self._segs.append([0.0, 0])      # a second steady tone: a double beep
-                    self._seg_run = 0
                 else:
                     out = self._close()              # frequency wandered: not one beep
         if self._start < 0:
             self._start = idx
             self._segs = [[0.0, 0]]
-            self._seg_run = 0
+        # one non-tonal frame (the step between a double beep's tones) does not break a piece
+        self._piece = self._piece + 1 if self._last >= idx - 2 else 1
         s = self._segs[-1]
         s[0] += f
         s[1] += 1
-        self._seg_run += 1
-        self._longest = max(self._longest, self._seg_run)
         self._last = idx
         self._energy += energy
+        self._tonal += 1
+        if self._piece >= self.min_frames:           # this piece alone holds a beep's length
+            if self._q_start < 0:
+                self._q_start = idx - self._piece + 1
+            self._q_last = idx
         return out
 
     def _close(self) -> Beep | None:
-        tonal = sum(int(s[1]) for s in self._segs)
-        span = self._last - self._start + 1
         beep = None
-        if (tonal >= self.min_frames and span <= self.max_frames
-                and self._longest * 2 >= self.min_frames):
+        if self._q_start >= 0 and self._q_last - self._q_start < self.max_frames:
             ms = 0.5 * _FULL_SCALE**2 * self.frame_samples
             beep = Beep(
-                start_ms=float(self._start * self.frame_ms),
-                end_ms=float((self._last + 1) * self.frame_ms),
+                start_ms=float(self._q_start * self.frame_ms),
+                end_ms=float((self._q_last + 1) * self.frame_ms),
                 freqs_hz=tuple(round(s[0] / s[1], 1) for s in self._segs if s[1]),
-                level_dbfs=round(10.0 * math.log10(self._energy / tonal / ms), 1),
+                level_dbfs=round(10.0 * math.log10(self._energy / self._tonal / ms), 1),
             )
         self._reset_run()
         return beep
