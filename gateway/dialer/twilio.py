@@ -7,7 +7,9 @@
   must carry its token in the path (Twilio drops query strings).
   https://www.twilio.com/docs/voice/api/call-resource#create-a-call-resource,
   https://www.twilio.com/docs/voice/twiml/stream
-* **Hang up**: ``client.calls(sid).update(status="completed")``; "already ended" is success:
+* **Hang up**: ``client.calls(sid).update(status="completed")`` ("completed" hangs up a call in
+  any state, ringing or in progress; "canceled" would leave an answered call up):
+  "already ended" is success:
   ``20404`` (no such call: Twilio forgets nothing, so the SID is gone or was never ours) and
   ``21220`` (the call is not in progress). https://www.twilio.com/docs/api/errors/21220
 * **DTMF**: :class:`~gateway.dialer.base.NotSupported`. Twilio's only REST way is replacing the

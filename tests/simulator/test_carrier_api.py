@@ -61,11 +61,17 @@ def test_scripts_become_caller_steps(shared_audio):
     assert simple("busy").steps(8000) == [Pause(300)] and not simple("busy").answers
 
 
-def test_the_book_has_a_number_for_every_script_and_takes_overrides():
+def test_the_book_has_a_number_for_every_script_and_takes_overrides(shared_audio):
     book = ScriptBook()
     assert {book.lookup(n).kind for n in DEFAULT_NUMBERS} == {"person", "voicemail", "screening", "silence", "busy",
                                                               "no_answer", "failed", "declined"}
     assert book.lookup("+449999").kind == "person"
+    real = ScriptBook.from_recordings(shared_audio)
+    assert real.lookup("+15550100001").lines[0][1] == 16000 and len(real.lookup("+15550100001").lines) == 2
+    assert real.lookup("+15550100002").beep[0].size == pytest.approx(0.43 * 8000, rel=0.05)
+    assert real.lookup("+449999") is real.lookup("+15550100001")
+    with pytest.raises(FileNotFoundError):
+        ScriptBook.from_recordings(shared_audio / "nowhere")
     fault = ApiFault(400, "21211", "Invalid 'To'")
     book.add("+15550100001", fault)
     assert book.lookup("+15550100001") is fault

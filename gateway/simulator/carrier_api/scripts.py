@@ -38,7 +38,7 @@ from gateway.simulator.run import load_wav, to_rate
 
 __all__ = [
     "ScriptKind", "CalleeScript", "ScriptBook", "ApiFault", "Line", "synth_speech", "tone", "line_from_wav",
-    "person", "voicemail", "screening", "simple", "ANSWERING_KINDS", "DEFAULT_NUMBERS",
+    "person", "voicemail", "screening", "simple", "ANSWERING_KINDS", "DEFAULT_NUMBERS", "DEFAULT_NUMBERS_BY_KIND",
 ]
 
 ScriptKind = Literal["person", "voicemail", "screening", "silence", "busy", "no_answer", "failed", "declined"]
@@ -193,6 +193,7 @@ DEFAULT_NUMBERS: dict[str, ScriptKind] = {
     "+15550100007": "failed",
     "+15550100008": "declined",
 }
+DEFAULT_NUMBERS_BY_KIND: dict[str, str] = {kind: number for number, kind in DEFAULT_NUMBERS.items()}
 
 
 @dataclass
@@ -218,3 +219,23 @@ class ScriptBook:
     @classmethod
     def of(cls, mapping: Mapping[str, CalleeScript | ApiFault]) -> ScriptBook:
         return cls(dict(mapping))
+
+    @classmethod
+    def from_recordings(cls, audio: Path | str) -> ScriptBook:
+        """The :data:`DEFAULT_NUMBERS` book with real recordings from ``audio`` (the layout of
+        ``../shared/audio``): the person says ``caller/hello`` then ``caller/confirm``; the
+        voicemail plays ``voicemail/vm-nobodyavail`` and ``voicemail/beep``; the other scripts
+        stay as they are (there is no recorded screening prompt: it stays synthesised).
+
+        Raises:
+            FileNotFoundError: a recording is missing.
+        """
+        root = Path(audio)
+        book = cls()
+        book.add(DEFAULT_NUMBERS_BY_KIND["person"],
+                 person(line_from_wav(root / "caller/hello.wav"), line_from_wav(root / "caller/confirm.wav")))
+        book.add(DEFAULT_NUMBERS_BY_KIND["voicemail"],
+                 voicemail(line_from_wav(root / "voicemail/vm-nobodyavail.wav"),
+                           beep=line_from_wav(root / "voicemail/beep.wav")))
+        book.default = book.lookup(DEFAULT_NUMBERS_BY_KIND["person"])  # type: ignore[assignment]
+        return book

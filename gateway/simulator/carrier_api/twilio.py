@@ -107,6 +107,10 @@ class TwilioApi:
             return twilio_error(400, 21212, f"Invalid 'From' Phone Number: {from_[:32]}")
         if not form.get("Twiml") and not form.get("Url"):
             return twilio_error(400, 21205, "Url parameter is required.")
+        try:
+            ring_timeout, time_limit = int(form.get("Timeout", "60")), int(form.get("TimeLimit", "14400"))
+        except ValueError:
+            return twilio_error(400, 21216, "Timeout and TimeLimit must be integers")
         entry = self.sim.script_for(to)
         if isinstance(entry, ApiFault):
             return twilio_error(entry.status, entry.code, entry.message)
@@ -114,7 +118,7 @@ class TwilioApi:
             "twiml": form.get("Twiml", ""), "status_callback": form.get("StatusCallback", ""),
             "status_callback_method": form.get("StatusCallbackMethod", "POST"),
             "events": form.getlist("StatusCallbackEvent"),
-            "ring_timeout_s": int(form.get("Timeout", "60")), "time_limit_s": int(form.get("TimeLimit", "14400")),
+            "ring_timeout_s": ring_timeout, "time_limit_s": time_limit,
         }
         call = SimCall("twilio", new_id("CA"), to, from_, entry, request=fields)
         self.sim.place(call)
