@@ -122,6 +122,16 @@ async def test_held_agent_audio_plays_only_once_released_and_in_order() -> None:
     assert outcome.metrics["framesOut"] == 10
 
 
+async def test_an_item_that_ended_while_held_plays_to_its_padded_last_frame() -> None:
+    bridge = FakeBridge()
+    session, clock, transport, *_ = policy_session(bridge, Hold(release_s=1.0))
+    bridge.queue.put_nowait(llm.AudioOut("item_1", b"\x00" * 850))  # 5 frames and 50 bytes
+    bridge.queue.put_nowait(llm.ResponseDone("item_1"))  # while its audio is held
+    outcome = await run(session, clock)
+    assert outcome.metrics["framesOut"] == 6  # the last, partial frame padded and sent
+    assert transport.events_sent().count("mark") >= 1  # the item's end is marked
+
+
 class DropAll(Policy):
     gates_audio = True
 

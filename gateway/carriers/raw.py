@@ -42,8 +42,8 @@ per-call stream URL and speaks this protocol. It is deliberately small:
 
 Anything the gateway cannot parse (bad JSON, a bad ``start``, audio before ``start``, an odd
 ``l16`` length …) is reported to the session as a :class:`ProtocolError` naming the field and
-the frame is skipped; after an invalid ``start`` the gateway may close the socket (policy
-violation, close code 1008). Unknown ``event`` values are ignored (reported as
+the frame is skipped; after an invalid ``start`` the gateway ends the call (``bad_start``)
+and closes the socket (policy violation, close code 1008). Unknown ``event`` values are ignored (reported as
 :class:`Unhandled`), so clients may add their own.
 """
 

@@ -113,7 +113,7 @@ class CallSession:
         self._t0 = self.clock.now()
         self._policies: list[Policy] = [TimerPolicy(policy, self._t0), *policies]
         self._gates = [p for p in self._policies if p.gates_audio]
-        self._held: list[llm.AudioOut] = []  # agent audio a policy holds, in arrival order
+        self._held: list[llm.AudioOut | llm.ResponseDone] = []  # held agent audio and item ends, in order
         self._caller: CallerPath | None = None
         self._playout: Playout | None = None
         self._recorder: BestEffortRecording | None = None
@@ -355,7 +355,9 @@ class CallSession:
                 self.turns.add(event, self._ms())
                 self._last_activity = self.clock.now()
             elif isinstance(event, llm.ResponseDone):
-                if event.response_id:
+                if self._held:  # its audio is held: end the item after it
+                    self._held.append(event)
+                elif event.response_id:
                     playout.end_item(event.response_id)
             elif isinstance(event, (llm.SpeechStarted, llm.Interrupted)):
                 if playout.playing(self._ms()) and self.config.interruptible:
@@ -432,10 +434,12 @@ class CallSession:
                 await self._release()
 
     async def _release(self) -> None:
-        """Queue the held agent audio in arrival order and send what is due."""
+        """Queue the held agent audio (and end its items) in arrival order; send what is due."""
         held, self._held = self._held, []
-        queued = False
         for event in held:
-            queued = self._queue(event) or queued
-        if queued:
+            if isinstance(event, llm.AudioOut):
+                self._queue(event)
+            elif event.response_id:
+                self._playout.end_item(event.response_id)  # type: ignore[union-attr]
+        if held:
             await self._playout.pump()  # type: ignore[union-attr]

@@ -9,9 +9,11 @@ call's one asyncio owner, carries out in order. The hooks:
 - ``on_vad(event, now_ms)``: the caller's VAD confirmed speech (:class:`~gateway.vadrun.VadStart`)
   or its end (:class:`~gateway.vadrun.VadEnd`);
 - ``on_agent_audio(item_id, now_ms)``: agent audio of ``item_id`` is about to be queued for the
-  caller; answer :attr:`AudioGate.ALLOW`, :attr:`AudioGate.HOLD` (the session keeps it, in
-  order, until a policy returns :class:`ReleaseAudio`) or :attr:`AudioGate.DROP`. Only policies
-  with ``gates_audio = True`` are asked, so the agent's audio path costs nothing otherwise;
+  caller; answer :attr:`AudioGate.ALLOW`, :attr:`AudioGate.HOLD` (the session keeps it, and
+  the ends of its items, in order, until a policy returns :class:`ReleaseAudio`; the caller
+  hears none of it, so a barge-in does not cut it) or :attr:`AudioGate.DROP`. The strictest
+  answer wins (DROP, then HOLD). Only policies with ``gates_audio = True`` are asked, so the
+  agent's audio path costs nothing otherwise;
 - ``on_tick(now_s, last_activity_s)``: every :data:`TICK_S` seconds; ``last_activity_s`` is the
   clock time of the call's last activity (caller speech start or end, a transcript turn, agent
   audio playing).
