@@ -5,8 +5,9 @@
   (the callee's audio), ``stream_bidirectional_mode="rtp"`` (the default ``mp3`` mode would drop
   our audio) with ``stream_bidirectional_codec`` (``PCMU`` / ``PCMA`` / ``L16``; L16 also sets
   ``stream_bidirectional_sampling_rate``), ``webhook_url`` (the gateway's callback route, POST),
-  ``timeout_secs`` (ring timeout, 5–600 s), ``time_limit_secs`` (≤ 14,400 s) and
-  ``client_state`` = base64 of the JSON of the stream parameters (Telnyx echoes it in every
+  ``timeout_secs`` (ring timeout, 5–600 s), ``time_limit_secs`` (30–14,400 s: a shorter
+  ``maxDuration`` is the gateway's own timer) and
+  ``client_state`` = base64 of ``{"call_id", **parameters}`` as JSON (Telnyx echoes it in every
   webhook and in the stream's ``start.client_state``). The call's id is the answer's
   ``data.call_control_id``. https://developers.telnyx.com/api/call-control/dial-call
 * **Hang up**: ``client.calls.actions.hangup`` (``POST /v2/calls/{id}/actions/hangup``); the error
@@ -126,7 +127,7 @@ class TelnyxDialer(SdkDialer):
                 webhook_url=req.status_callback_url,
                 webhook_url_method="POST",
                 timeout_secs=min(max(req.ring_timeout_s, 5), 600),
-                time_limit_secs=min(req.max_duration_s, 14400),
+                time_limit_secs=min(max(req.max_duration_s, 30), 14400),
                 client_state=state,
                 **stream,
             )

@@ -23,6 +23,8 @@
   ``in_progress``, completed → ``completed``, busy → ``busy``, timeout / unanswered →
   ``no_answer``, rejected → ``declined``, failed → ``failed``, cancelled → ``canceled``; events
   without a status (input, transfer, …) report no change. The order key is ``timestamp``.
+  The NCCO's websocket is a leg of its own with its own ``uuid``: events whose ``uuid`` is not
+  the placed call's describe that leg, not the call.
   https://developer.vonage.com/en/voice/voice-api/webhook-reference#event-webhook
 
 The SDK blocks (requests) and runs on the dialer's threads, one client per request (the

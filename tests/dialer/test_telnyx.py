@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import sys
 import time
+import types
 
 import orjson
 import pytest
@@ -83,6 +85,57 @@ def test_only_webhooks_signed_with_the_account_key_in_time_are_accepted(account:
     assert not dialer.verify_callback("POST", url, good, body, account)
     now[0] -= 2
     assert dialer.verify_callback("POST", url, good, body, account)
+
+
+@pytest.fixture
+def sdk_verifier(monkeypatch: pytest.MonkeyPatch):
+    """The SDK's own ``verify_webhook_signature``, its PyNaCl calls served by ``cryptography``
+    (PyNaCl, the ``telnyx[webhooks]`` extra, is not installed): Ed25519 is deterministic, so
+    only the SDK's headers, message and tolerance are under test."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from telnyx.lib import webhook_verification
+
+    class BadSignatureError(Exception):
+        pass
+
+    class VerifyKey:
+        def __init__(self, key: bytes) -> None:
+            self._key = Ed25519PublicKey.from_public_bytes(key)
+
+        def verify(self, message: bytes, signature: bytes) -> None:
+            try:
+                self._key.verify(signature, message)
+            except InvalidSignature:
+                raise BadSignatureError from None
+
+    nacl = types.ModuleType("nacl")
+    nacl.signing = types.SimpleNamespace(VerifyKey=VerifyKey)
+    nacl.exceptions = types.SimpleNamespace(BadSignatureError=BadSignatureError)
+    for name, module in (("nacl", nacl), ("nacl.signing", nacl.signing), ("nacl.exceptions", nacl.exceptions)):
+        monkeypatch.setitem(sys.modules, name, module)
+
+    def verify(body: bytes, headers: dict[str, str], key: str) -> bool:
+        try:
+            webhook_verification.verify_webhook_signature(body, headers, key)
+        except webhook_verification.WebhookVerificationError:
+            return False
+        return True
+
+    return verify
+
+
+def test_the_sdks_own_verifier_agrees_with_the_dialer(account: dict[str, str], sdk_verifier) -> None:
+    dialer = TelnyxDialer()
+    body = orjson.dumps(HANGUP_EXAMPLE)
+    good = signed(account, body)
+    other = sim_telnyx.new_account()
+    cases = [(good, body, account), (good, body + b" ", account), (good, body, other),
+             (signed(account, body, int(time.time()) - 400), body, account),
+             ({**good, "Telnyx-Timestamp": str(int(good["Telnyx-Timestamp"]) + 1)}, body, account)]
+    verdicts = [(sdk_verifier(b, h, c["public_key"]), dialer.verify_callback("POST", "u", h, b, c))
+                for h, b, c in cases]
+    assert verdicts == [(True, True)] + [(False, False)] * 4
 
 
 def test_the_documented_hangup_example_reads_as_declined() -> None:
@@ -240,6 +293,23 @@ async def test_dtmf_and_hang_up_while_ringing_cancel_the_call(account) -> None:
             await dialer.send_dtmf(placed.carrier_call_id, "1", account)
         assert (ended.value.code, ended.value.status) == ("90018", 422)
         await dialer.hang_up(placed.carrier_call_id, account)
+
+
+async def test_hang_up_ends_a_live_streaming_call_at_once(account) -> None:
+    book = ScriptBook()
+    book.add(RINGING_LONG, simple("silence", silence_ms=30_000, answer_pause_ms=0, ring_ms=50))
+    sink = MediaSink()
+    async with sink.running(), loopback(account, book) as (dialer, receiver, sim):
+        placed = await dialer.place(request(receiver, RINGING_LONG, stream_url=sink.url + "/s"), account)
+        await asyncio.wait_for(sink.started.wait(), 10)
+        t = time.monotonic()
+        await dialer.hang_up(placed.carrier_call_id, account)
+        call = await sim.wait_done(placed.carrier_call_id, 10)
+        assert time.monotonic() - t < 5, "the callee hung up at once"
+        await dialer.hang_up(placed.carrier_call_id, account)  # 90018 now: success
+    assert call.hung_up_by_api and call.status == "completed" and sink.json_events()[-1]["event"] == "stop"
+    hangup = next(r.event for r in receiver.received if r.event.raw_status == "call.hangup")
+    assert (hangup.status, hangup.detail["hangup_source"]) == ("completed", "caller")
 
 
 async def test_an_answered_call_streams_in_telnyx_rtp_dialect(account) -> None:

@@ -236,6 +236,25 @@ async def test_dtmf_and_hang_up_while_ringing_cancel_the_call(account) -> None:
         await dialer.hang_up(placed.carrier_call_id, account)
 
 
+async def test_hang_up_ends_a_live_streaming_call_at_once(account) -> None:
+    book = ScriptBook()
+    book.add(RINGING_LONG, simple("silence", silence_ms=30_000, answer_pause_ms=0, ring_ms=50))
+    sink = MediaSink()
+    async with sink.running(), loopback(account, book) as (dialer, receiver, sim):
+        placed = await dialer.place(request(receiver, RINGING_LONG, stream_url=sink.url + "/s"), account)
+        for _ in range(500):
+            if len(sink.frames) > 1:
+                break
+            await asyncio.sleep(0.02)
+        t = time.monotonic()
+        await dialer.hang_up(placed.carrier_call_id, account)
+        call = await sim.wait_done(placed.carrier_call_id, 10)
+        assert time.monotonic() - t < 5, "the callee hung up at once"
+        await dialer.hang_up(placed.carrier_call_id, account)  # 404 now: success
+    assert len(sink.frames) > 1 and call.hung_up_by_api and call.status == "completed"
+    assert [r.event.status for r in receiver.received][3:5] == ["in_progress", "completed"]
+
+
 async def test_an_answered_call_streams_in_vonage_websocket_dialect(account) -> None:
     book = ScriptBook()
     book.add(RINGING_LONG, simple("silence", silence_ms=600, ring_ms=50))
