@@ -1,4 +1,4 @@
-"""Command line: ``gateway serve | demo | call | fuzz | keys | bench``."""
+"""Command line: ``gateway serve | demo | call | fuzz | amd | keys | bench``."""
 
 from __future__ import annotations
 
@@ -174,6 +174,56 @@ def fuzz(
                                   workdir=workdir, log=lambda line: print(line, file=sys.stderr, flush=True)))  # fmt: skip
     print(json.dumps(report), flush=True)
     raise typer.Exit(0 if report["ok"] else 1)
+
+
+@app.command()
+def amd(
+    files: list[Path] = typer.Argument(..., help="WAVs of call openings (any rate, mono PCM16), from the answer on."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document on the last line."),
+    vad: str = typer.Option("webrtc", help="VAD feeding the detector: webrtc or silero."),
+) -> None:
+    """Voicemail detection on recordings, as in a call: 8 kHz μ-law, 20 ms frames, simulated time.
+
+    Prints per file the verdict, its decision time (ms from the start of the file, the answer)
+    and, for a beep, the beep's detected end. Exits 2 on an unreadable file.
+    """
+    import json
+    import wave
+
+    from gateway.audio.amd import AmdRunner, analyse
+    from gateway.simulator.run import load_wav
+
+    if vad not in ("webrtc", "silero"):
+        raise typer.BadParameter("choose webrtc or silero", param_hint="--vad")
+    scorer = None
+    if vad == "silero":
+        from gateway.audio.silero import SileroModel
+        from gateway.audio.vad import SileroScorer
+
+        model = SileroModel()
+    rows = []
+    for path in files:
+        try:
+            pcm, rate = load_wav(path)
+        except (OSError, EOFError, ValueError, wave.Error) as exc:
+            typer.echo(f"{path}: not a readable PCM16 WAV: {exc}", err=True)
+            raise typer.Exit(2) from None
+        if vad == "silero":
+            scorer = SileroScorer(model, 8000)
+        events = analyse(pcm, rate, runner=AmdRunner(8000, scorer=scorer))
+        last = events[-1] if events else None
+        row = {"file": str(path), "verdict": last.verdict.value if last else "unknown",
+               "decided_ms": last.decided_ms if last else None,
+               "beep_end_ms": last.beep_end_ms if last else None}
+        rows.append(row)
+        if not json_out:
+            beep = f"  beep ended {row['beep_end_ms']:.0f} ms" if row["beep_end_ms"] is not None else ""
+            steps = " → ".join(f"{e.verdict.value}@{e.decided_ms:.0f}" for e in events)
+            typer.echo(f"{path}: {row['verdict']} at {row['decided_ms']} ms{beep}  ({steps})")
+            if last:
+                typer.echo("   cues: " + ", ".join(last.cues))
+    if json_out:
+        print(json.dumps({"files": rows}), flush=True)
 
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: media-path cost and load.")

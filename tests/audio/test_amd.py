@@ -316,3 +316,42 @@ def test_acceptance_on_shared_amd_recordings():
             end = 1000 * e["beep_end_s"]
             assert 0 <= last.decided_ms - end <= 250, (e["file"], last)
             assert abs(last.beep_end_ms - end) <= 25
+
+
+# --- gateway amd ------------------------------------------------------------------------
+
+def test_cli_amd_json_is_the_detector_of_the_call_loop(tmp_path):
+    from typer.testing import CliRunner
+
+    from gateway.cli import app
+
+    names = ["human-hello-us.wav", "machine-two-beeps.wav", "machine-family-nobeep.wav"]
+    paths = [str(FIXTURES / n) for n in names]
+    res = CliRunner().invoke(app, ["amd", "--json", *paths])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output.strip().splitlines()[-1])
+    assert [f["file"] for f in doc["files"]] == paths
+    for row, name in zip(doc["files"], names):
+        last = run_fixture(next(e for e in LABELS if e["file"] == name))[-1]
+        assert row == {"file": str(FIXTURES / name), "verdict": last.verdict.value,
+                       "decided_ms": last.decided_ms, "beep_end_ms": last.beep_end_ms}
+    assert doc["files"][1]["verdict"] == "machine_end_beep" and doc["files"][1]["beep_end_ms"] > 0
+    text = CliRunner().invoke(app, ["amd", paths[1]])
+    assert text.exit_code == 0 and "machine_end_beep" in text.output and "beep ended" in text.output
+
+
+def test_cli_amd_resamples_and_rejects_bad_files(tmp_path):
+    from typer.testing import CliRunner
+
+    from gateway.cli import app
+    from gateway.codecs.resample import resample
+    from gateway.simulator.run import save_wav
+
+    pcm, _ = load_wav(FIXTURES / "machine-beep-only.wav")
+    save_wav(tmp_path / "wide.wav", resample(pcm, 8000, 16000), 16000)
+    res = CliRunner().invoke(app, ["amd", "--json", str(tmp_path / "wide.wav")])
+    row = json.loads(res.output.strip().splitlines()[-1])["files"][0]
+    assert row["verdict"] == "machine_end_beep" and abs(row["beep_end_ms"] - 1500) <= 25
+    (tmp_path / "bad.wav").write_text("not a wav")
+    assert CliRunner().invoke(app, ["amd", str(tmp_path / "bad.wav")]).exit_code == 2
+    assert CliRunner().invoke(app, ["amd", "--vad", "nope", str(tmp_path / "wide.wav")]).exit_code == 2
