@@ -1,6 +1,7 @@
 """The ASGI application: REST API, per-call media-stream WebSockets, shared services.
 
-``create_app(settings)`` builds a Starlette app. Its lifespan opens the store, finalises the
+``create_app(settings)`` builds the app: the REST API's FastAPI app
+(:func:`gateway.api.create_api`) plus the media-stream WebSocket and ``/metrics``. Its lifespan opens the store, finalises the
 calls a previous run of this node left in progress (``node_lost``, see
 :mod:`gateway.store.recovery`), loads the VAD model (and the local agent's speech engines, in
 the background), and keeps the registry of live calls. On shutdown (SIGTERM, served by
@@ -35,8 +36,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from starlette.applications import Starlette
-from starlette.routing import Route, WebSocketRoute
+from fastapi import FastAPI
+from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from gateway.api.urls import public_url, stream_path
@@ -384,7 +385,7 @@ async def _expire_calls(store: Store, every_s: float = 30.0) -> None:
 
 
 def create_app(settings: Settings | None = None, *, store: Store | None = None,
-               engines: LocalEngines | None = None, warm_up: bool = True) -> Starlette:
+               engines: LocalEngines | None = None, warm_up: bool = True) -> FastAPI:
     """Build the gateway's ASGI app.
 
     Args:
@@ -397,7 +398,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     Raises:
         ValueError: ``settings.public_url`` is not ``http(s)://host[:port][/prefix]``.
     """
-    from gateway.api import build_api, exception_handlers
+    from gateway.api import create_api
 
     settings = settings or Settings()
     check_public_url(settings.public_url)  # a model_copy(update=…) of settings skips validators
@@ -419,7 +420,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     owns_engines = engines is None
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(store.create_all)
         lost = await asyncio.to_thread(recover_lost_calls, store, settings.node_id)  # before any stream
         if lost:
@@ -439,9 +440,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
             if owns_engines:
                 services.engines.close()  # kills the worker processes (bounded: ~2 s at most)
 
-    routes = build_api(store, settings, live_view=services.live_view, live_calls=services.live_calls)
-    routes.append(WebSocketRoute("/stream/{carrier}/{call_id}/{token}", stream_endpoint))
-    routes.append(Route("/metrics", services.metrics.endpoint, methods=["GET"]))
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers)
+    app = create_api(store, settings, live_view=services.live_view, live_calls=services.live_calls,
+                     lifespan=lifespan)  # fmt: skip
+    app.router.routes.append(WebSocketRoute("/stream/{carrier}/{call_id}/{token}", stream_endpoint))
+    app.add_route("/metrics", services.metrics.endpoint, methods=["GET"], include_in_schema=False)
     app.state.services = services
     return app

@@ -1,67 +1,90 @@
 """API key authentication: the ``X-API-Key`` header, checked against the store's hashes.
 
-Keys are checked by :meth:`gateway.store.Store.authenticate_api_key` in a worker thread (it is
-a database read). A valid key's tenant is put on the request (:func:`request_tenant`): the
-routes scope what they read and create to it. Nothing here logs a key, not even a wrong one.
+Routes that act for a tenant declare the :data:`Tenant` dependency (a FastAPI ``Security``
+dependency on :data:`api_key_header`, so the OpenAPI document states the scheme). A key is
+checked by :meth:`gateway.store.Store.authenticate_api_key` in a worker thread (a database
+read); a valid key's tenant is put on the request (:func:`request_tenant`) and handed to the
+route, which scopes what it reads and creates to it. The API's route class
+(:class:`gateway.api.routing.GatewayRoute`) runs the check before the body is read, so a
+request without a valid key is a 401 whatever its body. Nothing here logs a key, not even a
+wrong one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
-from starlette.requests import Request
-from starlette.responses import Response
+from fastapi import Request, Security
+from fastapi.security import APIKeyHeader
 
-from gateway.api.errors import error_response
+from gateway.api.errors import ApiError
 from gateway.tenants import DEFAULT_TENANT
 
-__all__ = ["API_KEY_HEADER", "requires_api_key", "request_tenant"]
+__all__ = ["API_KEY_HEADER", "api_key_header", "authenticate", "api_tenant", "Tenant", "request_tenant"]
 
 API_KEY_HEADER = "X-API-Key"
 
-Endpoint = Callable[[Request], Awaitable[Response]]
-#: A presented key → its record (with ``tenant``), ``True`` (valid, tenant ``default``), or
-#: ``None`` / ``False`` (invalid).
-Authenticate = Callable[[str], Any]
+#: The security scheme (``ApiKeyAuth`` in the OpenAPI document). ``auto_error=False``: a
+#: missing key is answered by :func:`authenticate` in the API's error shape.
+api_key_header = APIKeyHeader(
+    name=API_KEY_HEADER,
+    scheme_name="ApiKeyAuth",
+    auto_error=False,
+    description="An API key made with `gateway keys create`; it acts for its tenant.",
+)
+
+
+def _verify(request: Request) -> Any:
+    """The API's key check: ``Store.authenticate_api_key`` of the app's API services."""
+    return request.app.state.api.store.authenticate_api_key
+
+
+async def authenticate(request: Request) -> str:
+    """Check the request's ``X-API-Key`` and put its tenant on the request.
+
+    Returns:
+        The key's tenant (``default`` for a check that returns a plain ``True``).
+
+    Raises:
+        ApiError: 401 ``unauthorized``: the header is missing, or the key is unknown or
+            revoked.
+    """
+    key = request.headers.get(API_KEY_HEADER)
+    if not key:
+        raise ApiError(401, "unauthorized", f"missing {API_KEY_HEADER} header")
+    found = await asyncio.to_thread(_verify(request), key)
+    if not found:
+        raise ApiError(401, "unauthorized", "invalid or revoked API key")
+    tenant = str(getattr(found, "tenant", None) or DEFAULT_TENANT)
+    request.state.tenant = tenant
+    return tenant
+
+
+async def api_tenant(request: Request, key: Annotated[str | None, Security(api_key_header)] = None) -> str:
+    """Dependency: the tenant of the request's API key (checked once per request).
+
+    Raises:
+        ApiError: 401, see :func:`authenticate`.
+    """
+    tenant = getattr(request.state, "tenant", None)
+    if tenant:
+        return str(tenant)
+    return await authenticate(request)
+
+
+#: A route parameter typed ``Tenant`` receives the key's tenant (and declares the scheme).
+Tenant = Annotated[str, Security(api_tenant)]
 
 
 def request_tenant(request: Request) -> str:
-    """The tenant of the request's API key (set by :func:`requires_api_key`).
+    """The tenant of the request's API key (set by :func:`authenticate`).
 
     Raises:
-        RuntimeError: the request did not pass through :func:`requires_api_key` (a bug: a
-            route without the guard must not act for any tenant).
+        RuntimeError: the request was not authenticated (a bug: a route without the
+            :data:`Tenant` dependency must not act for any tenant).
     """
     tenant = getattr(request.state, "tenant", None)
     if not tenant:
-        raise RuntimeError("request_tenant() on a route without requires_api_key")
+        raise RuntimeError("request_tenant() on a route without the Tenant dependency")
     return str(tenant)
-
-
-def requires_api_key(verify: Authenticate) -> Callable[[Endpoint], Endpoint]:
-    """Decorator factory: the endpoint answers 401 ``unauthorized`` without a valid key.
-
-    Args:
-        verify: synchronous check of a presented key, run in a worker thread:
-            ``Store.authenticate_api_key`` (its record's ``tenant`` is put on the request),
-            or a ``bool`` check such as ``Store.verify_api_key`` (tenant ``default``).
-    """
-
-    def decorate(endpoint: Endpoint) -> Endpoint:
-        @functools.wraps(endpoint)
-        async def guarded(request: Request) -> Response:
-            key = request.headers.get(API_KEY_HEADER)
-            if not key:
-                return error_response(401, "unauthorized", f"missing {API_KEY_HEADER} header")
-            found = await asyncio.to_thread(verify, key)
-            if not found:
-                return error_response(401, "unauthorized", "invalid or revoked API key")
-            request.state.tenant = getattr(found, "tenant", None) or DEFAULT_TENANT
-            return await endpoint(request)
-
-        return guarded
-
-    return decorate

@@ -6,8 +6,11 @@ Codes are stable, lowercase labels: ``unauthorized`` (401), ``not_found`` (404),
 ``validation_error`` (422, with field-level ``fields``), ``internal_error`` (500),
 ``unavailable`` (503, with ``Retry-After``: ``GATEWAY_MAX_CALLS`` calls are live).
 
-:data:`exception_handlers` maps Starlette's own ``HTTPException`` (unknown path, wrong
-method) onto the same shape; pass it to ``Starlette(exception_handlers=…)``.
+:data:`exception_handlers` maps :class:`ApiError` (raised by handlers and dependencies),
+FastAPI's ``RequestValidationError`` (a body that fails its pydantic model: 422 with one
+entry per field, named by its dotted wire path such as ``tools.0.url``) and Starlette's own
+``HTTPException`` (unknown path, wrong method) onto the same shape; pass it to
+``FastAPI(exception_handlers=…)``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -28,6 +32,8 @@ __all__ = [
     "validation_error_response",
     "field_errors",
     "http_exception_handler",
+    "api_error_handler",
+    "request_validation_handler",
     "exception_handlers",
 ]
 
@@ -95,44 +101,73 @@ def error_response(
     return JSONResponse({"error": body}, status_code=status, headers=dict(headers or {}))
 
 
+#: The first element of a FastAPI error location: where the value came from, not its name.
+_SOURCES = ("body", "path", "query", "header", "cookie")
+#: Error types meaning "the body is not an object" (at the body's root).
+_NOT_AN_OBJECT = ("model_type", "model_attributes_type", "dict_type", "missing")
+
+
 def _loc_to_field(loc: Sequence[int | str]) -> str:
+    if len(loc) > 1 and loc[0] in _SOURCES:
+        loc = loc[1:]
     return ".".join(str(p) for p in loc) or "body"
 
 
-def field_errors(exc: ValidationError) -> list[dict[str, str]]:
-    """Pydantic errors as ``[{"field": "tools.0.name", "message": "…"}]`` (wire names)."""
-    out = []
-    for err in exc.errors(include_url=False, include_input=False):
-        kind = err.get("type", "")
-        if kind == "extra_forbidden":
-            message = "unknown field"
-        elif kind == "missing":
-            message = "field required"
-        elif kind == "model_type":
-            message = "must be a JSON object"
-        elif kind == "value_error" and (err.get("ctx") or {}).get("error") is not None:
-            message = str(err["ctx"]["error"])
-        else:
-            message = err.get("msg", "invalid value")
-        out.append({"field": _loc_to_field(err.get("loc", ())), "message": message})
-    return out
+def _message(err: Mapping[str, Any]) -> str:
+    kind = err.get("type", "")
+    at_root = tuple(err.get("loc", ())) in ((), ("body",))
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if at_root and kind in _NOT_AN_OBJECT:
+        return "must be a JSON object"
+    if kind == "missing":
+        return "field required"
+    if kind == "value_error" and (err.get("ctx") or {}).get("error") is not None:
+        return str(err["ctx"]["error"])
+    return str(err.get("msg", "invalid value"))
 
 
-def validation_error_response(exc: ValidationError) -> JSONResponse:
-    """400 ``invalid_json`` for a body that is not JSON, else 422 ``validation_error``."""
-    errors = exc.errors(include_url=False, include_input=False)
-    if any(e.get("type") == "json_invalid" for e in errors):
-        detail = next(e for e in errors if e.get("type") == "json_invalid")
-        reason = (detail.get("ctx") or {}).get("error", "")
+def field_errors(exc: ValidationError | Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """Pydantic errors as ``[{"field": "tools.0.name", "message": "…"}]`` (wire names).
+
+    Args:
+        exc: a pydantic ``ValidationError``, or FastAPI's error list
+            (``RequestValidationError.errors()``, locations starting with ``"body"``).
+    """
+    errors = exc.errors(include_url=False, include_input=False) if isinstance(exc, ValidationError) else exc
+    return [{"field": _loc_to_field(err.get("loc", ())), "message": _message(err)} for err in errors]
+
+
+def _errors_response(errors: Sequence[Mapping[str, Any]]) -> JSONResponse:
+    invalid = next((e for e in errors if e.get("type") == "json_invalid"), None)
+    if invalid is not None:
+        reason = (invalid.get("ctx") or {}).get("error", "")
         message = "request body is not valid JSON" + (f": {reason}" if reason else "")
         return error_response(400, "invalid_json", message)
-    fields = field_errors(exc)
+    fields = field_errors(errors)
     noun = "field" if len(fields) == 1 else "fields"
     names = ", ".join(f["field"] for f in fields[:5])
     return error_response(
         422, "validation_error", f"invalid request body: {len(fields)} {noun} ({names})",
         fields=fields,
     )  # fmt: skip
+
+
+def validation_error_response(exc: ValidationError) -> JSONResponse:
+    """400 ``invalid_json`` for a body that is not JSON, else 422 ``validation_error``."""
+    return _errors_response(exc.errors(include_url=False, include_input=False))
+
+
+async def request_validation_handler(request: Request, exc: Exception) -> Response:
+    """FastAPI's ``RequestValidationError`` as 422 ``validation_error`` (400 ``invalid_json``)."""
+    assert isinstance(exc, RequestValidationError)
+    return _errors_response(list(exc.errors()))
+
+
+async def api_error_handler(request: Request, exc: Exception) -> Response:
+    """An :class:`ApiError` raised by a handler or dependency, as its response."""
+    assert isinstance(exc, ApiError)
+    return exc.response()
 
 
 async def http_exception_handler(request: Request | WebSocket, exc: Exception) -> Response | None:
@@ -149,5 +184,9 @@ async def http_exception_handler(request: Request | WebSocket, exc: Exception) -
     return error_response(exc.status_code, code, message, headers=exc.headers)
 
 
-#: Pass to ``Starlette(exception_handlers=…)`` so framework errors share the API's shape.
-exception_handlers: dict[Any, Any] = {HTTPException: http_exception_handler}
+#: Pass to ``FastAPI(exception_handlers=…)`` so every error shares the API's shape.
+exception_handlers: dict[Any, Any] = {
+    HTTPException: http_exception_handler,
+    ApiError: api_error_handler,
+    RequestValidationError: request_validation_handler,
+}

@@ -1,5 +1,5 @@
-"""Fixtures: a Store on a temporary SQLite file, a tiny Starlette app of the API routes, and
-the whole gateway served on loopback (``served``)."""
+"""Fixtures: a Store on a temporary SQLite file, the REST API's FastAPI app over it, and the
+whole gateway served on loopback (``served``)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 
-from gateway.api import build_api, exception_handlers
+from gateway.api import create_api
 from gateway.config import Settings
 from gateway.store import Store
 
@@ -54,9 +53,7 @@ def fake_instructions(carrier: str, stream_url: str, *, parameters: Any = None) 
 def make_client(store: Store, settings: Settings) -> Callable[..., httpx.AsyncClient]:
     def make(*, settings_: Settings | None = None, base_url: str = BASE_URL, **kw: Any) -> httpx.AsyncClient:
         kw.setdefault("instruction_document", fake_instructions)
-        app = Starlette(
-            routes=build_api(store, settings_ or settings, **kw), exception_handlers=exception_handlers
-        )
+        app = create_api(store, settings_ or settings, **kw)
         return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url)
 
     return make

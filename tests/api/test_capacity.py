@@ -11,7 +11,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect
 
-from gateway.api.routes import RETRY_AFTER_S
+from gateway.api import RETRY_AFTER_S
 from gateway.app import CLOSE_CODES
 from gateway.simulator.dialects import TwilioCaller
 

@@ -1,15 +1,25 @@
-"""The OpenAPI 3.1 document: structure, references, security, and agreement with the routes."""
+"""The OpenAPI 3.1 document FastAPI generates from the routes: structure, references, security,
+and agreement with the routes."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-from starlette.routing import Route
+from fastapi.routing import APIRoute
 
-from gateway.api import build_api, build_openapi
+from gateway.api import ROUTERS, create_api
 from gateway.config import Settings
 from gateway.store import Store
+
+
+def _app():
+    return create_api(Store("sqlite://"), Settings(_env_file=None), instruction_document=lambda *a, **k: None)
+
+
+def build_openapi() -> dict:
+    """The document the API serves at /openapi.json (generated from its routes)."""
+    return _app().openapi()
 
 
 def _refs(node: Any) -> list[str]:
@@ -33,9 +43,11 @@ def test_document_shape() -> None:
     doc = build_openapi()
     assert doc["openapi"] == "3.1.0"
     assert doc["info"]["title"] and doc["info"]["version"]
-    assert doc["components"]["securitySchemes"]["ApiKeyAuth"] == {
+    scheme = doc["components"]["securitySchemes"]["ApiKeyAuth"]
+    assert {k: scheme[k] for k in ("type", "in", "name")} == {
         "type": "apiKey", "in": "header", "name": "X-API-Key",
     }  # fmt: skip
+    assert scheme["description"]
     assert doc["security"] == [{"ApiKeyAuth": []}]
     assert doc["paths"]["/health"]["get"]["security"] == []
     assert doc["paths"]["/openapi.json"]["get"]["security"] == []
@@ -69,9 +81,24 @@ def test_request_bodies_use_wire_names() -> None:
     assert "fields" in schemas["ErrorBody"]["properties"]
 
 
+def _response(doc: dict, op: dict, status: str) -> dict:
+    """An operation's response object (resolved if it is a reference)."""
+    resp = op["responses"][status]
+    return _resolve(doc, resp["$ref"]) if "$ref" in resp else resp
+
+
+async def test_the_served_document_is_the_generated_one() -> None:
+    import httpx
+
+    app = _app()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        r = await c.get("/openapi.json")
+    assert r.status_code == 200 and r.json() == app.openapi()
+    assert "/docs" not in app.openapi()["paths"]
+
+
 def test_every_route_is_documented(tmp_path: Any) -> None:
-    store = Store("sqlite://")
-    routes = build_api(store, Settings(_env_file=None), instruction_document=lambda *a, **k: None)
+    routes = [r for router in ROUTERS for r in router.routes]  # the routers have no prefix
     doc = build_openapi()
     documented = {
         (re.sub(r"\{(\w+)\}", "{}", path), method.upper())
@@ -81,7 +108,7 @@ def test_every_route_is_documented(tmp_path: Any) -> None:
     served = {
         (re.sub(r"\{(\w+)\}", "{}", r.path), m)
         for r in routes
-        if isinstance(r, Route)
+        if isinstance(r, APIRoute)
         for m in (r.methods or ())
         if m != "HEAD"
     }
@@ -93,6 +120,11 @@ def test_every_route_is_documented(tmp_path: Any) -> None:
             assert params == set(re.findall(r"\{(\w+)\}", path))
             if op.get("security") != []:
                 assert "401" in op["responses"]
+            for status, resp in op["responses"].items():  # every error is in the API's shape
+                if status[0] in "45":
+                    schema = _response(doc, op, status)["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/ErrorResponse"}, (path, status)
+    assert "HTTPValidationError" not in doc["components"]["schemas"]
 
 
 def test_json_body_operations_document_415_and_call_creation_503() -> None:
@@ -102,9 +134,10 @@ def test_json_body_operations_document_415_and_call_creation_503() -> None:
     for path, method in bodies:
         op = doc["paths"][path][method]
         assert list(op["requestBody"]["content"]) == ["application/json"]
-        assert _resolve(doc, op["responses"]["415"]["$ref"])["content"]["application/json"]
+        for status in ("400", "401", "413", "415", "422"):
+            assert _response(doc, op, status)["content"]["application/json"]
     for path in ("/calls/create", "/calls/inline"):
-        unavailable = _resolve(doc, doc["paths"][path]["post"]["responses"]["503"]["$ref"])
+        unavailable = _response(doc, doc["paths"][path]["post"], "503")
         assert unavailable["headers"]["Retry-After"]["required"] is True
     assert "503" not in doc["paths"]["/agents"]["post"]["responses"]
 
