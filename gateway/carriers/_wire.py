@@ -31,6 +31,7 @@ path. Sources: the carrier docs cited in each adapter; the state machine follows
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from typing import Any, Callable, ClassVar, Mapping
 
@@ -44,6 +45,7 @@ from gateway.carriers.events import (
     Frame,
     MarkAck,
     ProtocolError,
+    Started,
     Unhandled,
 )
 from gateway.formats import AudioFormat, Encoding
@@ -62,6 +64,9 @@ __all__ = [
     "lookup",
     "stream_format",
     "refuse_start",
+    "check_started",
+    "MAX_ID_CHARS",
+    "MAX_NUMBER_CHARS",
     "MAX_DEPTH",
     "decode_payload",
     "media_position",
@@ -214,6 +219,33 @@ def stream_format(
     if rate not in rates[encoding]:
         raise Refused(field_error(f"{path}.{rate_key}", raw_rate))
     return AudioFormat(encoding, rate)  # type: ignore[arg-type]
+
+
+#: Longest carrier id (call, stream, account) accepted in ``start``: real ones are 32–100
+#: characters (Twilio ``CA`` + 32 hex, Telnyx ``v3:…`` call control ids); the store keeps 200.
+MAX_ID_CHARS = 128
+#: Longest ``from`` / ``to`` kept (E.164 has at most 16 characters; SIP URIs are longer).
+MAX_NUMBER_CHARS = 64
+
+
+def check_started(started: Started) -> Started:
+    """``started`` with its ids and numbers within what the call record stores.
+
+    An id longer than :data:`MAX_ID_CHARS` is no carrier's: the ``start`` is refused. A longer
+    ``from`` / ``to`` (a long SIP URI) is cut to :data:`MAX_NUMBER_CHARS` rather than refusing
+    the call.
+
+    Raises:
+        Refused: a fatal ``bad_field`` naming the id.
+    """
+    for name in ("stream_id", "call_id", "account_id"):
+        if len(getattr(started, name)) > MAX_ID_CHARS:
+            raise Refused(refuse_start(ProtocolError("bad_field", f"start {name}: over {MAX_ID_CHARS} characters")))
+    if len(started.from_number) > MAX_NUMBER_CHARS or len(started.to_number) > MAX_NUMBER_CHARS:
+        started = dataclasses.replace(
+            started, from_number=started.from_number[:MAX_NUMBER_CHARS], to_number=started.to_number[:MAX_NUMBER_CHARS]
+        )
+    return started
 
 
 def refuse_start(error: ProtocolError) -> ProtocolError:

@@ -33,6 +33,7 @@ import orjson
 import pybase64
 
 from gateway.carriers._wire import (
+    check_started,
     JsonEventStream,
     StreamState,
     decode_payload,
@@ -171,7 +172,7 @@ class ExotelAdapter(JsonEventStream):
         sid_json = orjson.dumps(stream_sid).decode()
         self._media_head = '{"event":"media","stream_sid":' + sid_json + ',"media":{"payload":"'
         self._clear = '{"event":"clear","stream_sid":' + sid_json + "}"
-        return Started(
+        return check_started(Started(
             stream_id=stream_sid,
             call_id=call_sid,
             audio_format=audio_format,
@@ -179,7 +180,7 @@ class ExotelAdapter(JsonEventStream):
             from_number=texts["from"],
             to_number=texts["to"],
             custom_parameters=custom,
-        )
+        ))
 
     def _on_media(self, msg: dict) -> CarrierEvent:
         media = msg.get("media")

@@ -36,6 +36,7 @@ import orjson
 import pybase64
 
 from gateway.carriers._wire import (
+    check_started,
     DTMF_DIGITS,
     JsonEventStream,
     Refused,
@@ -197,14 +198,14 @@ class PlivoAdapter(JsonEventStream):
         ).decode()
         self._play_head = head[: -len('"}}')]  # ends with "payload":"
         self._clear = orjson.dumps({"event": "clearAudio", "streamId": stream_id}).decode()
-        return Started(
+        return check_started(Started(
             stream_id=stream_id,
             call_id=call_id,
             audio_format=audio_format,
             account_id=account_id,
             tracks=tuple(tracks),
             custom_parameters=params,
-        )
+        ))
 
     def _on_media(self, msg: dict) -> CarrierEvent:
         media = msg.get("media")

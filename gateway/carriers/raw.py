@@ -52,6 +52,7 @@ from __future__ import annotations
 import orjson
 
 from gateway.carriers._wire import (
+    check_started,
     JsonEventStream,
     StreamState,
     dtmf_event,
@@ -163,7 +164,7 @@ class RawAdapter(JsonEventStream):
             return ProtocolError("bad_field", "callId")
         self.audio_format = AudioFormat(encoding, rate)
         self._sample_bytes = encoding.bytes_per_sample
-        return Started(stream_id="", call_id=call_id, audio_format=self.audio_format, custom_parameters=params)
+        return check_started(Started(stream_id="", call_id=call_id, audio_format=self.audio_format, custom_parameters=params))
 
     def _on_mark(self, msg: dict) -> CarrierEvent:
         return mark_ack(msg.get("name"), "name")

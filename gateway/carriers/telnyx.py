@@ -45,6 +45,7 @@ import orjson
 import pybase64
 
 from gateway.carriers._wire import (
+    check_started,
     JsonEventStream,
     StreamState,
     decode_payload,
@@ -199,7 +200,7 @@ class TelnyxAdapter(JsonEventStream):
         self.stream_id = stream_id
         self.audio_format = audio_format
         self._swap = audio_format.encoding is Encoding.L16 and self._l16_big_endian
-        return Started(
+        return check_started(Started(
             stream_id=stream_id,
             call_id=call_id,
             audio_format=self.audio_format,
@@ -207,7 +208,7 @@ class TelnyxAdapter(JsonEventStream):
             from_number=texts["from"],
             to_number=texts["to"],
             custom_parameters=params,
-        )
+        ))
 
     def _on_media(self, msg: dict) -> CarrierEvent:
         media = msg.get("media")

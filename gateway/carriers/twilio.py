@@ -31,6 +31,7 @@ import orjson
 import pybase64
 
 from gateway.carriers._wire import (
+    check_started,
     JsonEventStream,
     StreamState,
     decode_payload,
@@ -142,14 +143,14 @@ class TwilioAdapter(JsonEventStream):
         sid_json = orjson.dumps(stream_sid).decode()
         self._media_head = '{"event":"media","streamSid":' + sid_json + ',"media":{"payload":"'
         self._clear = '{"event":"clear","streamSid":' + sid_json + "}"
-        return Started(
+        return check_started(Started(
             stream_id=stream_sid,
             call_id=call_sid,
             audio_format=audio_format,
             account_id=account_sid,
             tracks=tuple(tracks),
             custom_parameters=dict(params),
-        )
+        ))
 
     def _on_media(self, msg: dict) -> CarrierEvent:
         media = msg.get("media")

@@ -36,6 +36,7 @@ import enum
 import orjson
 
 from gateway.carriers._wire import (
+    check_started,
     Refused,
     check_depth,
     decimal_int,
@@ -176,7 +177,7 @@ class VonageAdapter:
         self.audio_format = AudioFormat(Encoding.L16, rate)  # type: ignore[arg-type]
         self._frame_bytes = self.audio_format.bytes_for_ms(self.frame_ms)
         self.state = VonageState.STREAMING
-        started = Started(stream_id="", call_id="", audio_format=self.audio_format, custom_parameters=params)
+        started = check_started(Started(stream_id="", call_id="", audio_format=self.audio_format, custom_parameters=params))
         return [Connected("websocket:connected"), started]
 
     def _on_dtmf(self, msg: dict) -> CarrierEvent:

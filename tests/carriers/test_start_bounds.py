@@ -223,3 +223,41 @@ def test_deep_mark_and_dtmf_while_streaming_are_too_deep(name: str) -> None:
     for msg in ({"event": "mark", "mark": {"name": DEEP}}, {"event": "dtmf", "dtmf": DEEP}):
         [event] = adapter.receive(text(msg).replace(f'"{DEEP}"', _nested_json(500)))
         assert event.kind == "too_deep" and not event.fatal, event
+
+
+#: carrier → (start message, where its call id sits, where its ``from`` sits or None)
+_ID_FIELDS = {
+    "twilio": (lambda: golden("twilio")["inbound"]["start"], ("start", "callSid"), None),
+    "telnyx": (lambda: golden("telnyx")["inbound"]["start"], ("start", "call_control_id"), ("start", "from")),
+    "plivo": (lambda: golden("plivo")["inbound"]["start"], ("start", "callId"), None),
+    "exotel": (lambda: golden("exotel")["inbound"]["start"], ("start", "call_sid"), ("start", "from")),
+    "raw": (lambda: {"event": "start", "sampleRate": 16000, "callId": "c1"}, ("callId",), None),
+}
+
+
+def _set(msg: dict, path: tuple[str, ...], value: str) -> dict:
+    node = msg
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return msg
+
+
+@pytest.mark.parametrize("carrier", sorted(_ID_FIELDS))
+def test_an_id_longer_than_the_record_keeps_refuses_the_start(carrier: str) -> None:
+    """A 300-character call id is nobody's: refused as fatal, not an error at the database."""
+    build, id_path, _ = _ID_FIELDS[carrier]
+    adapter = make_adapter(carrier)
+    (event,) = adapter.receive(text(_set(build(), id_path, "C" * 300)))
+    assert isinstance(event, ProtocolError) and event.kind == "bad_field" and event.fatal
+    assert "over 128 characters" in event.detail and "C" * 20 not in event.detail
+    (ok,) = make_adapter(carrier).receive(text(_set(build(), id_path, "C" * 128)))
+    assert isinstance(ok, Started) and ok.call_id == "C" * 128
+
+
+@pytest.mark.parametrize("carrier", [c for c, (_, _, f) in _ID_FIELDS.items() if f])
+def test_a_long_from_is_cut_to_what_the_record_keeps(carrier: str) -> None:
+    build, _, from_path = _ID_FIELDS[carrier]
+    uri = "sip:" + "a" * 200 + "@example.com"
+    (event,) = make_adapter(carrier).receive(text(_set(build(), from_path, uri)))
+    assert isinstance(event, Started) and event.from_number == uri[:64]
