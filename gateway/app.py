@@ -24,6 +24,16 @@ application close code, so a client sees why:
 4410  the stream token expired
 1013  try again later: ``GATEWAY_MAX_CALLS`` calls are live (RFC 6455 §7.4.2 registry code)
 ====  =======================================================
+
+A served call's socket is closed by its session when the call ends
+(:func:`gateway.session.finish.close_code`, RFC 6455 §7.4.1):
+
+====  =======================================================
+1000  the call completed (the carrier's ``stop``, ``maxDuration``, inactivity)
+1001  going away: the gateway is shutting down (reason ``shutdown``)
+1008  policy violation: the adapter refused the ``start`` message (reason ``bad_start``)
+1011  the call failed (a model error, the model connection lost, an internal error)
+====  =======================================================
 """
 
 from __future__ import annotations

@@ -182,8 +182,9 @@ class CallSession:
         """Finalise in a task of its own (once per call), shielded from ``run()``'s cancellation."""
         if self._finishing is None:
             parts = CallParts(
-                self.clock, self._t0, self.log, self.journal, self.stats, self.turns.transcript, self.transport,
-                self.hooks, self.bridge, self.ledger, self._recorder, self._started,
+                clock=self.clock, t0=self._t0, log=self.log, journal=self.journal, stats=self.stats,
+                transcript=self.turns.transcript, transport=self.transport, hooks=self.hooks, bridge=self.bridge,
+                ledger=self.ledger, recorder=self._recorder, started=self._started,
             )  # fmt: skip
             finish = finish_call(parts, ended, requested=ended is self._end_request)
             self._finishing = asyncio.create_task(finish, name=f"finish-{self.call_id}")
