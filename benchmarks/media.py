@@ -19,6 +19,11 @@ calls, exactly as :class:`gateway.session.CallSession` runs the pure stages:
   models send) through ``Transcoder(L16_24K, carrier format)``, the
   :class:`~gateway.audio.playout.PlayoutLedger` (enqueue, ``due``) and ``adapter.media`` /
   ``adapter.mark`` (base64, JSON) — the session's :class:`~gateway.session.playout.Playout`.
+* **amd** (reported apart, not in the totals: it runs on the callee's first seconds only):
+  the voicemail detector :class:`gateway.audio.amd.AmdDetector` at the VAD's rate, fed each
+  caller frame and the VAD's speaking state, as the call loop does; restarted whenever it
+  reaches a final verdict, so every frame is an analysed one (the worst case). Target: ≤ 20 µs
+  per frame (``AMD_TARGET_US``), reported as ``us_amd_per_frame``.
 * **bridge** (reported apart, not in the totals): the OpenAI Realtime bridge's own per-frame
   work, ``input_audio_buffer.append`` built and serialised for each caller frame, and a
   ``response.output_audio.delta`` parsed for each agent frame (G.711 passed through for
@@ -52,6 +57,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from gateway.audio.amd import AmdDetector, AmdState
 from gateway.audio.playout import PlayoutLedger
 from gateway.audio.silero import SileroModel, score_blocks
 from gateway.audio.vad import SileroScorer, VadGate, VoiceDetector, WebRtcScorer
@@ -63,7 +69,7 @@ from gateway.simulator.dialects import make_dialect
 from gateway.simulator.run import load_wav, to_rate
 from gateway.vadrun import VadFactory
 
-__all__ = ["main", "run", "measure", "SHARED_AUDIO", "VADS", "CARRIERS", "TARGET_CPU_MS"]
+__all__ = ["main", "run", "measure", "SHARED_AUDIO", "VADS", "CARRIERS", "TARGET_CPU_MS", "AMD_TARGET_US"]
 
 SHARED_AUDIO = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
 RECORDING = SHARED_AUDIO / "speech" / "silero-test.wav"
@@ -71,9 +77,12 @@ VADS = ("webrtc", "silero")
 CARRIERS = ("twilio", "telnyx", "plivo", "vonage", "exotel", "raw")
 #: Issue #4 target: media path with Silero at 100+ calls (CPU ms per call-second). Reported, not asserted.
 TARGET_CPU_MS = 1.5
+#: Issue #8 target: the voicemail detector's cost per 20 ms frame per call (µs). Reported, not asserted.
+AMD_TARGET_US = 20.0
 FRAME_MS = 20
 _SILENCE = {Encoding.PCMU: 0xFF, Encoding.PCMA: 0xD5, Encoding.L16: 0x00}
-_STAGES = ("parse", "to_vad", "vad_feed", "vad_score", "out_transcode", "out_pace_frame", "bridge_in", "bridge_out")
+_STAGES = ("parse", "to_vad", "vad_feed", "vad_score", "out_transcode", "out_pace_frame", "bridge_in", "bridge_out",
+           "amd")
 
 
 # ----------------------------------------------------------------------------- audio
@@ -115,7 +124,7 @@ class _Call:
     """One simulated call's gateway-side state: adapter, transcoders, VAD, ledger, bridge."""
 
     __slots__ = ("adapter", "fmt", "to_vad", "vad_rate", "det", "from_model", "ledger", "inbound", "outbound",
-                 "proto", "deltas", "pending", "vad_kind")
+                 "proto", "deltas", "pending", "vad_kind", "amd", "amd_buf")
 
     def __init__(self, carrier: str, vad: str, model: SileroModel | None, audio: Audio, index: int,
                  ticks: int, bridge: bool) -> None:
@@ -141,6 +150,8 @@ class _Call:
             scorer = SileroScorer(model, vad_rate)
             gate = VadGate(vad_rate, threshold=0.5, min_speech_ms=160, min_silence_ms=600)
         self.det = VoiceDetector(scorer, gate)
+        self.amd = AmdDetector(vad_rate)
+        self.amd_buf = np.zeros(0, dtype=np.int16)
         self.from_model = Transcoder(L16_24K, fmt)
         self.ledger = PlayoutLedger(
             frame_bytes=fmt.bytes_for_ms(self.adapter.frame_ms), frame_ms=self.adapter.frame_ms,
@@ -312,10 +323,15 @@ def measure(
                 else:
                     c7 = c8 = c6
                     w7 = w8 = w6
+                # ---- voicemail detector (reported apart), in its 20 ms frames
+                for c, pcm in zip(group, pcms):
+                    _amd_feed(c, pcm)
+                c9, w9 = _now()
                 for name, a, b, x, y in (
                     ("parse", c0, c1, w0, w1), ("to_vad", c1, c2, w1, w2), ("vad_feed", c2, c3, w2, w3),
                     ("vad_score", c3, c4, w3, w4), ("out_transcode", c4, c5, w4, w5),
                     ("out_pace_frame", c5, c6, w5, w6), ("bridge_in", c6, c7, w6, w7), ("bridge_out", c7, c8, w7, w8),
+                    ("amd", c8, c9, w8, w9),
                 ):  # fmt: skip
                     cpu[name] += b - a
                     wall[name] += y - x
@@ -345,6 +361,8 @@ def measure(
         "us_per_out_frame_wall": round(us_wall["out_transcode"] + us_wall["out_pace_frame"], 2),
         "us_bridge_per_frame_pair": round(bridge_us, 2) if bridge else None,
         "cpu_ms_per_call_second_with_bridge": round(cpu_ms + bridge_us * per_second / 1000, 3) if bridge else None,
+        "us_amd_per_frame": round(us["amd"], 2),
+        "us_amd_per_frame_wall": round(us_wall["amd"], 2),
         "stages_us": {k: round(v, 2) for k, v in us.items()},
         "seconds": ticks * FRAME_MS / 1000,
         "frames": frames,
@@ -354,6 +372,26 @@ def measure(
         "mean_batch": round(chunks_scored / batches, 1) if batches else None,
         "vad_events": speech_events,
     }
+
+
+def _amd_feed(c: _Call, pcm: np.ndarray) -> None:
+    """One caller frame into the call's voicemail detector (restarted after a final verdict)."""
+    det = c.amd
+    n = det.frame_samples
+    if pcm.size != n or c.amd_buf.size:
+        c.amd_buf = np.concatenate((c.amd_buf, pcm))
+        while c.amd_buf.size >= n:
+            _amd_push(c, c.amd_buf[:n])
+            c.amd_buf = c.amd_buf[n:]
+    else:
+        _amd_push(c, pcm)
+
+
+def _amd_push(c: _Call, frame: np.ndarray) -> None:
+    det = c.amd
+    det.push(frame, c.det.is_speaking)
+    if det.state is AmdState.DONE:
+        det.reset()
 
 
 def _dumps(event: dict) -> str:
@@ -414,6 +452,7 @@ def run(
         "benchmark": "media",
         "rows": rows,
         "target_cpu_ms_per_call_second": TARGET_CPU_MS,
+        "amd_target_us_per_frame": AMD_TARGET_US,
         "input": audio.source,
         "seconds_per_call": seconds,
         "windows_per_frame": windows,
@@ -454,14 +493,15 @@ class _progress:
 def table(result: dict[str, Any]) -> str:
     """The rows as a Markdown table."""
     lines = [
-        "| carrier | calls | VAD | µs / inbound frame | µs / outbound frame | CPU ms / call-second | calls / core (media only) | + bridge: CPU ms / call-s |",
-        "|---|---:|---|---:|---:|---:|---:|---:|",
+        "| carrier | calls | VAD | µs / inbound frame | µs / outbound frame | CPU ms / call-second | calls / core (media only) | + bridge: CPU ms / call-s | AMD µs / frame |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         lines.append(
             f"| {r['carrier']} ({r['format']}) | {r['calls']} | {r['vad']} | {r['us_per_in_frame']:.1f} | "
             f"{r['us_per_out_frame']:.1f} | {r['cpu_ms_per_call_second']:.2f} | {r['calls_per_core_media_only']:.0f} | "
-            f"{r['cpu_ms_per_call_second_with_bridge'] if r['cpu_ms_per_call_second_with_bridge'] is not None else '—'} |"
+            f"{r['cpu_ms_per_call_second_with_bridge'] if r['cpu_ms_per_call_second_with_bridge'] is not None else '—'} | "
+            f"{r.get('us_amd_per_frame', '—')} |"
         )
     return "\n".join(lines)
 

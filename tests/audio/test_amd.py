@@ -355,3 +355,15 @@ def test_cli_amd_resamples_and_rejects_bad_files(tmp_path):
     (tmp_path / "bad.wav").write_text("not a wav")
     assert CliRunner().invoke(app, ["amd", str(tmp_path / "bad.wav")]).exit_code == 2
     assert CliRunner().invoke(app, ["amd", "--vad", "nope", str(tmp_path / "wide.wav")]).exit_code == 2
+
+
+def test_bench_media_reports_the_detector_as_its_own_stage():
+    from benchmarks import media
+
+    row = media.measure(3, "webrtc", seconds=0.6, audio=media.load_audio(), bridge=False)
+    assert row["stages_us"]["amd"] > 0 and row["us_amd_per_frame"] == row["stages_us"]["amd"]
+    # reported apart: the inbound total is the four inbound stages only
+    ins = sum(row["stages_us"][k] for k in ("parse", "to_vad", "vad_feed", "vad_score"))
+    assert row["us_per_in_frame"] == pytest.approx(ins, abs=0.05)
+    table = media.table({"rows": [row]})
+    assert "AMD µs / frame" in table and f"| {row['us_amd_per_frame']} |" in table
