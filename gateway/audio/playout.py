@@ -259,14 +259,37 @@ class PlayoutLedger:
     def clear(self, now_ms: float) -> Heard | None:
         """Barge-in: drop everything queued, start a new generation, return what was heard.
 
-        The caller must send the carrier's ``clear`` frame as well: the carrier holds up to
-        ``lead_ms`` of audio.
+        Returns what the caller heard of the latest item sent (see :meth:`clear_all` for every
+        item the clear cut). The caller must send the carrier's ``clear`` frame as well: the
+        carrier holds up to ``lead_ms`` of audio.
         """
         heard = self.heard(now_ms)
+        self.clear_all(now_ms)
+        return heard
+
+    def clear_all(self, now_ms: float) -> list[Heard]:
+        """Barge-in: drop everything queued, start a new generation, return every item it cut.
+
+        An item is cut when some of its audio was not heard: the one playing, and any later one
+        whose audio was queued here or sent but not yet played (``heard_ms`` 0). Items are in
+        the order they were queued. Like :meth:`clear`, the carrier's ``clear`` must be sent too.
+        """
+        live = {entry[1] for entry in self._queue}
+        live.update(entry[1] for entry in self._pending if entry[3] > now_ms)
+        if self._partial:
+            live.add(self._partial_item)
+        cut = []
+        for item_id in self._order:
+            if item_id in live:
+                heard = self.heard(now_ms, item_id)
+                if heard is not None and heard.heard_ms < int(self._items[item_id].queued_ms):
+                    cut.append(heard)
         self._queue.clear()
         self._partial.clear()
         self._pending.clear()
         self._generation += 1
         self._since_mark = 0
         self._play_until_ms = now_ms
-        return heard
+        for heard in cut:  # what was dropped is no longer queued: the item ends where it was cut
+            self._items[heard.item_id].queued_ms = heard.heard_ms
+        return cut

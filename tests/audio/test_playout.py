@@ -137,3 +137,31 @@ def test_unknown_or_out_of_order_acks_change_nothing():
     assert lg.heard(200.0).heard_ms == 200
     assert not lg.acknowledge(frames[5].mark, now_ms=201.0)  # out of order: already settled
     assert lg.heard(201.0).heard_ms == 201  # by clock from the last ack, unchanged by the stale one
+
+
+def test_clear_all_reports_every_item_it_cut_including_ones_not_yet_played():
+    """Two replies queued back to back ("Let me check…", then the answer): a barge-in in the
+    first cuts both; the second was heard for 0 ms. Items already played are not reported."""
+    lg = ledger(mark_every=1, lead_ms=100)
+    lg.enqueue("old", bytes(FRAME * 2))
+    lg.end_item("old")
+    for f in lg.due(0.0):
+        lg.acknowledge(f.mark, now_ms=40.0)
+    lg.enqueue("a", bytes(FRAME * 50))  # 1 s
+    lg.end_item("a")
+    lg.enqueue("b", bytes(FRAME * 50))
+    lg.end_item("b")
+    now, sent = 100.0, []
+    while now <= 400.0:
+        for f in lg.due(now):
+            sent.append(f)
+        for f in sent:
+            if f.mark and f.play_at_ms + 20 <= now:
+                lg.acknowledge(f.mark, now_ms=now)
+        now += 20.0
+    cut = lg.clear_all(now)
+    assert [h.item_id for h in cut] == ["a", "b"]
+    assert 280 <= cut[0].heard_ms <= 320 and cut[0].queued_ms == 1000
+    assert (cut[1].heard_ms, cut[1].queued_ms) == (0, 1000)
+    assert not lg.playing(now) and lg.next_due_ms() is None
+    assert lg.heard(now + 1000, "b").heard_ms == 0  # nothing of b was played, ever
