@@ -1,8 +1,8 @@
 """Answering-machine detection on the callee's first seconds: pure, synchronous numpy.
 
 :class:`AmdDetector` is fed one 20 ms frame of int16 PCM (8 or 16 kHz) at a time with the
-VAD's speech / non-speech decision for that frame (any VAD: the session's gate state, or
-:class:`AmdRunner`, which runs WebRTC VAD or Silero itself for standalone use and for
+VAD's speech / non-speech decision for that frame (any VAD's per-frame decision; or
+:class:`AmdRunner` runs WebRTC VAD or Silero itself, for standalone use and for
 ``gateway amd``). It may also be told recognised text (:meth:`AmdDetector.hear`). It returns
 :class:`AmdEvent` verdicts as they are reached, in simulated time (ms from answer).
 
@@ -34,13 +34,21 @@ with a beep it is ``machine_end_beep`` as soon as the beep ends, and a beep up t
 ``revise_ms`` after a ``human`` verdict revises it. After ``machine`` the detector waits for
 the beep (``machine_end_beep``, ``join_gap_ms`` + ≤ 2 frames after the beep ends) or
 ``end_silence_ms`` of silence (``machine_end_silence``). Without a transcript a screening
-prompt is a machine greeting ending in silence: ``machine_end_silence`` (speaking then is the
-right action for a screener too). No speech for ``initial_silence_ms`` is ``unknown`` (a
+prompt is a greeting ending in silence: ``machine_end_silence`` when long, ``human`` when
+short (speaking then is the right action for a screener too). No speech for ``initial_silence_ms`` is ``unknown`` (a
 person who waits for the caller to speak; Asterisk says machine, which would hang up on them).
 
 Events are a sequence: ``unknown`` and ``human`` may later become another verdict (a greeting
 starts, a beep follows); ``machine_end_beep``, ``machine_end_silence`` and ``screening`` are
 final. The state machine is explicit: :class:`AmdState` and :data:`TRANSITIONS`.
+
+Measured on 168 generated openings (``tests/audio/make_amd_fixtures.py`` cases × 6 more
+espeak-ng voices and speeds, levels −18…+6 dB, white / pink noise to −35 dBFS; none from
+``../shared``): 78/78 people ``human`` (none ever a machine verdict), short greetings decided
+1.1–2.9 s after their speech began (median 1.6 s); 59/60 beeps ``machine_end_beep``
+107–126 ms after the beep ended (the miss: speech at ~5 dB SNR in pink noise ended the
+greeting early: ``machine_end_silence``); no-beep machines and screening prompts: 12/24
+``machine_end_silence``, the short ones ``human``; with the transcript 167/168 right.
 
 Cost per 20 ms frame at 8 kHz, one EPYC core (shared): ~1.6 µs on silence, ~6 µs on speech,
 ~11 µs on a steady tone (a Goertzel term on every frame); ~11–13 µs at 100 calls in
