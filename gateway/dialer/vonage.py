@@ -51,8 +51,8 @@ import requests
 from pydantic import ValidationError
 from requests.adapters import HTTPAdapter
 from vonage_http_client import Auth, HttpClient, HttpClientOptions
-from vonage_http_client.errors import HttpRequestError, NotFoundError
-from vonage_jwt import verify_signature
+from vonage_http_client.errors import HttpRequestError, JWTGenerationError, NotFoundError
+from vonage_jwt import VonageJwtError, verify_signature
 from vonage_utils.errors import VonageError
 from vonage_voice import Voice
 from vonage_voice.models import Connect, CreateCallRequest, Phone, ToPhone, WebsocketEndpoint
@@ -196,6 +196,8 @@ class VonageDialer(SdkDialer):
             return exc
         if isinstance(exc, HttpRequestError):
             return _problem_error(exc.response)
+        if isinstance(exc, (jwt.PyJWTError, JWTGenerationError, VonageJwtError)):
+            return CarrierError("credentials", "vonage private_key cannot sign the application JWT")
         if isinstance(exc, requests.Timeout):
             return CarrierError("timeout", f"Vonage API gave no answer in {self.timeout_s:g} s")
         if isinstance(exc, requests.RequestException):

@@ -182,9 +182,10 @@ async def test_carrier_errors_become_carrier_errors_with_vonage_codes(account) -
             await dialer.place(request(receiver, BUSY), {**account, "private_key": stranger["private_key"]})
         assert (auth.value.code, auth.value.status) == ("unauthorized", 401)
         assert auth.value.message == "Unauthorized: You did not provide correct credentials."
-        with pytest.raises(CarrierError) as bad_key:
-            await dialer.place(request(receiver, BUSY), {**account, "private_key": "/etc/vonage.key"})
-        assert bad_key.value.code == "credentials"
+        for key in ("/etc/vonage.key", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"):
+            with pytest.raises(CarrierError) as bad_key:
+                await dialer.place(request(receiver, BUSY), {**account, "private_key": key})
+            assert bad_key.value.code == "credentials" and "AAAA" not in bad_key.value.message
         with pytest.raises(CarrierError) as creds:
             await dialer.place(request(receiver, BUSY), {"application_id": account["application_id"]})
         assert creds.value.code == "credentials" and "private_key" in creds.value.message
