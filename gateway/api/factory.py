@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from gateway.api import agents, calls, meta
+from gateway.api import agents, calls, carrier_accounts, meta
 from gateway.api.deps import ApiServices, InstructionDocument, LiveCalls, LiveView, OnCallCreated
 from gateway.api.errors import exception_handlers, http_exception_handler
 from gateway.api.openapi import TITLE, openapi_document
@@ -27,7 +27,7 @@ from gateway.store import Store
 __all__ = ["create_api", "ROUTERS"]
 
 #: Every resource's router, in the document's order.
-ROUTERS = (meta.router, agents.router, calls.router)
+ROUTERS = (meta.router, agents.router, calls.router, carrier_accounts.router)
 
 
 def _with_allow_header(routers: tuple[Any, ...]) -> Callable[..., Any]:

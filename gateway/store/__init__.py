@@ -1,9 +1,18 @@
-"""Persistence: API keys, agents, calls, transcripts and events; call recordings.
+"""Persistence: API keys, agents, carrier accounts, calls, transcripts and events; call
+recordings.
 
 ``Store(database_url)`` is the one entry point (SQLite by default, PostgreSQL for several
 nodes); :class:`CallRecorder` writes a call's two-channel WAV as the call goes.
 """
 
+from gateway.store.carrier_accounts import (
+    CARRIER_KINDS,
+    CREDENTIALS,
+    CarrierAccountRecord,
+    CarrierCredentials,
+    CredentialsUnavailable,
+    resolve_account_credentials,
+)
 from gateway.store.errors import (
     BadToken,
     CallNotConnectable,
@@ -49,6 +58,12 @@ __all__ = [
     "hash_secret",
     "ApiKeyRecord",
     "AgentRecord",
+    "CarrierAccountRecord",
+    "CARRIER_KINDS",
+    "CREDENTIALS",
+    "CarrierCredentials",
+    "CredentialsUnavailable",
+    "resolve_account_credentials",
     "CallRecord",
     "TurnRecord",
     "EventRecord",

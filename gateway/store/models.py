@@ -6,7 +6,8 @@ structured values, enum-like columns stored as strings (no native enum types), a
 timestamps as timezone-aware UTC (``TIMESTAMP WITH TIME ZONE`` on PostgreSQL; on SQLite,
 which has no time zones, UTC is stored and re-attached on load by :class:`UTCDateTime`).
 
-Tables: ``api_keys``, ``agents``, ``calls``, ``transcript_turns``, ``call_events``.
+Tables: ``api_keys``, ``agents``, ``carrier_accounts``, ``calls``, ``transcript_turns``,
+``call_events``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -42,6 +44,7 @@ __all__ = [
     "check_transition",
     "ApiKey",
     "Agent",
+    "CarrierAccount",
     "Call",
     "TranscriptTurn",
     "CallEvent",
@@ -208,6 +211,38 @@ class Agent(Base):
     #: The tenant of the API key that created it; other tenants' keys get a 404.
     tenant: Mapped[str] = mapped_column(String(64), default="default", index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class CarrierAccount(Base):
+    """A tenant's own carrier account: its kind, credentials **by reference** and caller IDs.
+
+    ``secret_refs`` maps the carrier SDK's credential names (``account_sid``, ``auth_token``
+    …, see :mod:`gateway.store.carrier_accounts`) to ``GATEWAY_SECRET_*`` variable names;
+    no secret value is ever stored. At most one live account per tenant is the default
+    (a partial unique index). Deleting sets ``deleted_at``: the row stays, so calls placed
+    through it can still be hung up.
+    """
+
+    __tablename__ = "carrier_accounts"
+    __table_args__ = (
+        Index(
+            "uq_carrier_accounts_default", "tenant", unique=True,
+            sqlite_where=text("is_default = 1"), postgresql_where=text("is_default"),
+        ),  # fmt: skip
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), default="default", index=True)
+    #: ``twilio``, ``telnyx``, ``plivo`` or ``vonage``.
+    kind: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(200))
+    #: credential name -> environment variable name (references only, never secret values)
+    secret_refs: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    #: The account's caller-ID numbers, E.164 (``+14155552671``), in the order given.
+    numbers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
 class Call(Base):

@@ -17,6 +17,7 @@ SHA-256 hex digests are stored. Nothing here logs a key or a token.
 # before it was split.
 from gateway.store.accounts import AgentsMixin, ApiKeysMixin
 from gateway.store.calls import CallsMixin, log  # noqa: F401
+from gateway.store.carrier_accounts import CarrierAccountsMixin
 from gateway.store.helpers import (  # noqa: F401
     API_KEY_PREFIX,
     CONNECTION_TYPES,
@@ -37,7 +38,7 @@ from gateway.store.helpers import (  # noqa: F401
 __all__ = ["Store", "hash_secret", "new_id", "CONNECTION_TYPES"]
 
 
-class Store(ApiKeysMixin, AgentsMixin, CallsMixin):
+class Store(ApiKeysMixin, AgentsMixin, CarrierAccountsMixin, CallsMixin):
     """Persistence for the gateway, over one SQLAlchemy engine.
 
     Args:
@@ -51,5 +52,6 @@ class Store(ApiKeysMixin, AgentsMixin, CallsMixin):
 
     The methods live in per-area mixins: :class:`~gateway.store.base.StoreBase` (engine,
     sessions, clock, ``create_all``/``close``), :mod:`gateway.store.accounts` (API keys,
-    agents) and :mod:`gateway.store.calls` (calls, stream tokens, transcripts, events).
+    agents), :mod:`gateway.store.carrier_accounts` (carrier accounts) and
+    :mod:`gateway.store.calls` (calls, stream tokens, transcripts, events).
     """

@@ -130,7 +130,8 @@ def test_every_route_is_documented(tmp_path: Any) -> None:
 def test_json_body_operations_document_415_and_call_creation_503() -> None:
     doc = build_openapi()
     bodies = {(p, m) for p, ops in doc["paths"].items() for m, op in ops.items() if "requestBody" in op}
-    assert bodies == {("/agents", "post"), ("/calls/create", "post"), ("/calls/inline", "post")}
+    assert bodies == {("/agents", "post"), ("/calls/create", "post"), ("/calls/inline", "post"),
+                      ("/carrier-accounts", "post")}  # fmt: skip
     for path, method in bodies:
         op = doc["paths"][path][method]
         assert list(op["requestBody"]["content"]) == ["application/json"]
@@ -140,6 +141,7 @@ def test_json_body_operations_document_415_and_call_creation_503() -> None:
         unavailable = _response(doc, doc["paths"][path]["post"], "503")
         assert unavailable["headers"]["Retry-After"]["required"] is True
     assert "503" not in doc["paths"]["/agents"]["post"]["responses"]
+    assert "503" not in doc["paths"]["/carrier-accounts"]["post"]["responses"]
 
 
 def test_secret_refs_schema_states_what_the_validator_accepts() -> None:
@@ -178,3 +180,24 @@ def test_model_selector_schema_states_the_form_the_api_accepts() -> None:
         except SelectorError:
             accepted = False
         assert bool(pattern.search(model)) == accepted, model
+
+
+def test_carrier_account_schema_states_kinds_credential_names_and_number_form() -> None:
+    from gateway.api.carrier_schemas import NUMBER_FORM
+    from gateway.api.schemas import SECRET_VAR
+    from gateway.store import CREDENTIALS
+
+    doc = build_openapi()
+    create = doc["components"]["schemas"]["CarrierAccountCreate"]
+    props = create["properties"]
+    assert set(create["required"]) == {"kind", "name", "secretRefs", "numbers"}
+    assert props["kind"]["enum"] == ["twilio", "telnyx", "plivo", "vonage"] == list(CREDENTIALS)
+    names = set(props["secretRefs"]["propertyNames"]["enum"])
+    assert names == {n for spec in CREDENTIALS.values() for n in spec.names}
+    assert props["secretRefs"]["additionalProperties"]["pattern"] == f"^{SECRET_VAR.pattern}$"
+    for kind, spec in CREDENTIALS.items():
+        assert f"{kind}: {', '.join(spec.required)}" in props["secretRefs"]["description"]
+    assert props["numbers"]["items"]["pattern"] == NUMBER_FORM and props["numbers"]["minItems"] == 1
+    ops = doc["paths"]["/carrier-accounts/{accountId}"]
+    assert set(ops) == {"get", "delete"} and set(ops["delete"]["responses"]) == {"204", "401", "404"}
+    assert "headers" in doc["paths"]["/carrier-accounts"]["post"]["responses"]["201"]

@@ -16,7 +16,10 @@ Valid requests are adjusted in one way only, for rules no JSON Schema can state 
 this gateway and granted to the key's tenant, a model endpoint name (``…@name``) must be one
 the operator configured, tool names must be unique within a request, and a tool URL the
 operator's outbound policy refuses (a private or loopback address, http:// to a host not
-allow-listed) is swapped for a public one. Schema-violating requests are sent as generated.
+allow-listed) is swapped for a public one; a carrier account's ``secretRefs`` name the
+credentials of its ``kind`` (a rule across two fields), and its caller-ID ``numbers`` are
+numbers of a real numbering plan (``phonenumbers`` metadata, which no pattern states).
+Schema-violating requests are sent as generated.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from hypothesis import HealthCheck, settings
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.netpolicy import OutboundPolicy, OutboundRefused
-from gateway.store import Store
+from gateway.store import CREDENTIALS, Store
 
 #: Generated requests per operation (each mode); the CI bound.
 MAX_EXAMPLES = int(os.environ.get("GATEWAY_SCHEMATHESIS_EXAMPLES", "40"))
@@ -45,6 +48,8 @@ SECRET_VAR = "GATEWAY_SECRET_DEFAULT_SCHEMATHESIS"
 #: A tool URL the outbound policy accepts (a public name; nothing is called), and the policy.
 TOOL_URL = "https://tools.example.com/hook"
 _POLICY = OutboundPolicy()
+#: Valid caller-ID numbers (distinct, E.164) a carrier account's ``numbers`` are swapped for.
+NUMBERS = [f"+1415555{n:04d}" for n in range(2671, 2771)]
 
 _WORKDIR = Path(tempfile.mkdtemp(prefix="gateway-schemathesis-"))
 
@@ -81,8 +86,13 @@ def _satisfy_server_state(case: Any) -> None:
     if "@" in str(body.get("model", "")):
         body["model"] = "local"  # no endpoints are configured here
     refs = body.get("secretRefs")
+    spec = CREDENTIALS.get(body.get("kind")) if isinstance(body.get("kind"), str) else None
+    if spec is not None and isinstance(refs, dict):  # a carrier account: its kind's credentials
+        refs = {name: None for name in spec.required} | {n: None for n in refs if n in spec.optional}
     if isinstance(refs, dict):
         body["secretRefs"] = {name: SECRET_VAR for name in refs}
+    if spec is not None and isinstance(body.get("numbers"), list):
+        body["numbers"] = NUMBERS[: len(body["numbers"])]
     tools = body.get("tools")
     if isinstance(tools, list):
         for i, tool in enumerate(tools):

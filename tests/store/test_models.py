@@ -76,4 +76,5 @@ def test_schema_compiles_for_postgresql() -> None:
     dialect = postgresql.dialect()
     ddl = "\n".join(str(CreateTable(t).compile(dialect=dialect)) for t in Base.metadata.sorted_tables)
     assert "TIMESTAMP WITH TIME ZONE" in ddl and "JSON" in ddl
-    assert set(Base.metadata.tables) == {"api_keys", "agents", "calls", "transcript_turns", "call_events"}
+    assert set(Base.metadata.tables) == {"api_keys", "agents", "carrier_accounts", "calls", "transcript_turns",
+                                         "call_events"}  # fmt: skip
