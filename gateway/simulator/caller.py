@@ -209,11 +209,15 @@ class SimulatedCaller:
             rate); ``None``: digital zero between lines (exact input for tests).
         drain_s: after hanging up, read what the gateway still sends for at most this long
             (s) until it closes the socket.
+        headers: extra HTTP headers on the WebSocket upgrade (e.g. Twilio's
+            ``X-Twilio-Signature``).
     """
 
     def __init__(self, url: str, dialect: CallerDialect, *, parameters: dict[str, str] | None = None,
-                 hangup_quiet_ms: int = 300, noise: LineNoise | None = None, drain_s: float = 2.0) -> None:
+                 hangup_quiet_ms: int = 300, noise: LineNoise | None = None, drain_s: float = 2.0,
+                 headers: dict[str, str] | None = None) -> None:
         self.url = url
+        self.headers = dict(headers or {})
         self.dialect = dialect
         self.parameters = parameters or {}
         self.hangup_quiet_ms = hangup_quiet_ms
@@ -268,7 +272,8 @@ class SimulatedCaller:
     async def run(self, script: list[Step]) -> CallerReport:
         """Connect, play the script in real time, hang up, and return the measurements."""
         try:
-            async with connect(self.url, max_size=2**20, open_timeout=10) as ws:
+            async with connect(self.url, max_size=2**20, open_timeout=10,
+                               additional_headers=self.headers or None) as ws:
                 self._ws = ws
                 self._t0 = time.monotonic()
                 for frame in self.dialect.opening(self.parameters):

@@ -116,11 +116,13 @@ class MediaSink:
 
     frames: list = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
     started: asyncio.Event = field(default_factory=asyncio.Event)
     url: str = ""
 
     async def _handler(self, ws: ServerConnection) -> None:
         self.paths.append(ws.request.path)
+        self.headers.append({k.lower(): v for k, v in ws.request.headers.raw_items()})
         with contextlib.suppress(ConnectionClosed):
             async for frame in ws:
                 self.frames.append(frame)

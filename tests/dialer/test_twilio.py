@@ -12,6 +12,7 @@ import contextlib
 import urllib.parse
 
 import pytest
+from twilio.request_validator import RequestValidator
 
 from gateway.dialer import CarrierError, NotSupported, OutboundRequest, make_dialer
 from gateway.dialer.twilio import stream_twiml
@@ -59,6 +60,8 @@ async def test_answered_call_streams_in_twilio_dialect_and_every_callback_verifi
     # the stream: Twilio's connected + start (our call SID, the TwiML's <Parameter>), then media
     events = sink.json_events()
     assert sink.paths == ["/stream/twilio/call-1/tok3n"]
+    signature = sink.headers[0]["x-twilio-signature"]  # the upgrade is signed over the stream URL
+    assert RequestValidator(CREDS["auth_token"]).validate(f"{sink.url}/stream/twilio/call-1/tok3n", {}, signature)
     assert [e["event"] for e in events[:2]] == ["connected", "start"]
     assert events[1]["start"]["callSid"] == placed.carrier_call_id
     assert events[1]["start"]["customParameters"] == {"callId": "call-1"}

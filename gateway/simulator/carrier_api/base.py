@@ -39,7 +39,9 @@ expose ``create(sim) -> CarrierBackend`` and add the module to :data:`_MODULES`.
   (:mod:`gateway.simulator.dialects`);
 * ``signed_callback(call, event) -> Callback | None``: the carrier's status callback for a
   neutral event (one of :data:`EVENTS`), signed with the account's credentials, or ``None``
-  when the call asked not to hear about that event.
+  when the call asked not to hear about that event;
+* optionally ``stream_headers(call, url) -> dict[str, str]``: headers on the media WebSocket's
+  upgrade request (Twilio signs it: ``X-Twilio-Signature`` over the ``wss://`` URL).
 
 Credentials: ``accounts[kind]`` is the mapping the dialer gets (:data:`gateway.dialer.base.
 CREDENTIAL_KEYS`) plus whatever the simulator needs to sign (Telnyx: an Ed25519 private key).
@@ -273,7 +275,9 @@ class CarrierSimulator:
         await self._send(backend, call, "answered")
         url, parameters = await backend.stream_target(call)
         dialect = backend.dialect(call)
-        caller = SimulatedCaller(url, dialect, parameters=parameters)
+        stream_headers = getattr(backend, "stream_headers", None)
+        headers = stream_headers(call, url) if stream_headers is not None else {}
+        caller = SimulatedCaller(url, dialect, parameters=parameters, headers=headers)
         call.caller = caller
         if not call.hang_up_event.is_set():
             call.report = await caller.run(call.script.steps(dialect.audio_format.sample_rate))

@@ -18,7 +18,8 @@ Source: https://www.twilio.com/docs/voice/api/call-resource, https://www.twilio.
 Callbacks: form POSTs to ``StatusCallback`` signed in ``X-Twilio-Signature`` (the SDK's
 :meth:`RequestValidator.compute_signature`, HMAC-SHA1 with the auth token); non-final events
 only when subscribed in ``StatusCallbackEvent``, final statuses always. A declined call is
-``busy`` with ``SipResponseCode=603``.
+``busy`` with ``SipResponseCode=603``. The media stream's WebSocket upgrade is signed the same
+way (the ``wss://`` URL, no parameters).
 """
 
 from __future__ import annotations
@@ -154,6 +155,11 @@ class TwilioApi:
             raise ValueError("the call's TwiML has no <Connect><Stream url>")
         params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
         return stream.get("url"), params
+
+    def stream_headers(self, call: SimCall, url: str) -> dict[str, str]:
+        """Twilio signs the media WebSocket's upgrade: ``X-Twilio-Signature`` over the stream URL
+        with no parameters (https://www.twilio.com/docs/usage/security#validating-requests)."""
+        return {"X-Twilio-Signature": RequestValidator(self.auth_token).compute_signature(url, {})}
 
     def dialect(self, call: SimCall) -> CallerDialect:
         dialect = TwilioCaller()
