@@ -209,10 +209,12 @@ class TelnyxApi:
             raise ValueError("the dial request has no stream_url")
         state = call.request.get("client_state")
         params: dict[str, str] = {}
-        if state:
-            decoded = orjson.loads(base64.b64decode(state))
-            if type(decoded) is dict:
-                params = {str(k): str(v) for k, v in decoded.items()}
+        try:
+            decoded = orjson.loads(base64.b64decode(state)) if state else None
+        except orjson.JSONDecodeError:
+            decoded = None  # a state that is not JSON: the stream's start carries none
+        if type(decoded) is dict:
+            params = {str(k): str(v) for k, v in decoded.items()}
         return url, params
 
     def dialect(self, call: SimCall) -> CallerDialect:
