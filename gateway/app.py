@@ -58,6 +58,7 @@ from gateway.llm.base import AgentConfig, ModelBridge
 from gateway.llm.local.remote import LocalEngines
 from gateway.metrics import GatewayMetrics
 from gateway.session import CallHooks, CallOutcome, CallPolicy, CallSession
+from gateway.store.spool import finalise_with_retry, replay_spool
 from gateway.store import (
     BadToken,
     CallConfig,
@@ -343,23 +344,22 @@ def _build_session(services: Services, call_id: str, carrier: str, ws: WebSocket
 
     async def on_finished(outcome: CallOutcome) -> None:
         services.metrics.call_finished(carrier, outcome)
-        try:
-            await asyncio.to_thread(
-                store.finalise_call,
-                call_id,
-                status=outcome.status,
-                end_reason=outcome.end_reason,
-                duration_ms=outcome.duration_ms,
-                transcript=outcome.transcript,
-                events=outcome.events,
-                error_code=outcome.error_code,
-                error_message=outcome.error_message,
-                recording_path=outcome.recording_path,
-                recording_status=outcome.recording_status,
-                recording_error=outcome.recording_error,
-                metrics=outcome.metrics,
-            )
-        except Exception:  # noqa: BLE001 - logged; the socket is already closed
+        fields = dict(
+            status=outcome.status,
+            end_reason=outcome.end_reason,
+            duration_ms=outcome.duration_ms,
+            transcript=outcome.transcript,
+            events=outcome.events,
+            error_code=outcome.error_code,
+            error_message=outcome.error_message,
+            recording_path=outcome.recording_path,
+            recording_status=outcome.recording_status,
+            recording_error=outcome.recording_error,
+            metrics=outcome.metrics,
+        )
+        try:  # retried on database errors, else spooled to disk and replayed at the next start
+            await asyncio.to_thread(finalise_with_retry, store.finalise_call, settings.spool_path, call_id, fields)
+        except Exception:  # noqa: BLE001 - neither the database nor the spool took it
             log.exception("could not finalise call %s", call_id)
 
     return CallSession(
@@ -432,6 +432,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(store.create_all)
+        replayed = await asyncio.to_thread(replay_spool, store.finalise_call, settings.spool_path)
+        if replayed:
+            log.warning("stored %d spooled call records", replayed)
         lost = await asyncio.to_thread(recover_lost_calls, store, settings.node_id)  # before any stream
         if lost:
             log.warning("finalised %d calls a previous run of node %s left in progress", len(lost), settings.node_id)

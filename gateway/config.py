@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     public_url: str = ""
     database_url: str = "sqlite:///gateway.db"
     recordings_dir: Path = Path("recordings")
+    #: Where a call's final record waits when the database cannot take it (replayed at the next
+    #: start). Empty: ``spool`` beside the recordings directory.
+    spool_dir: Path | None = None
     #: Seconds a stream URL's token stays valid for its first connection.
     stream_token_ttl_s: int = Field(600, ge=10, le=86400)
     #: Voice activity detector for turn-taking and barge-in.
@@ -200,6 +203,11 @@ class Settings(BaseSettings):
     #: Worker processes running the local agent's recognition and synthesis (about 150 MB
     #: each; each decodes one utterance at a time fastest, up to 4 concurrently).
     local_workers: int = Field(2, ge=1, le=64)
+
+    @property
+    def spool_path(self) -> Path:
+        """:attr:`spool_dir`, or ``spool`` beside :attr:`recordings_dir` when it is empty."""
+        return self.spool_dir if self.spool_dir is not None else self.recordings_dir.parent / "spool"
 
     @field_validator("outbound_allow", mode="before")
     @classmethod
