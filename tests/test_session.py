@@ -477,3 +477,32 @@ async def test_a_hanging_bridge_close_and_transport_close_are_abandoned_after_th
     limits = BRIDGE_CLOSE_S + TRANSPORT_CLOSE_S
     assert limits <= clock.t < limits + 1  # each step waited its limit on the call's clock
     assert stuck_bridge.cancels == 1 and stuck_transport.cancels == 1  # cancelled, then left
+
+
+async def test_a_barge_in_cuts_every_queued_reply_not_just_the_one_playing():
+    """"Let me check…" then the answer, queued back to back: a barge-in during the first cuts
+    both; the second was never heard, so it is not kept as said and its late audio never plays."""
+    bridge = FakeBridge()
+    session, clock, transport, vad, dialect, _ = make_session(bridge, QUIET)
+    bridge.queue.put_nowait(llm.Transcript("agent", "let me check that for you", "item_a"))
+    bridge.queue.put_nowait(llm.AudioOut("item_a", b"\x00" * 8000))  # 1 s of μ-law
+    bridge.queue.put_nowait(llm.Transcript("agent", "your balance is forty two dollars", "item_b"))
+    bridge.queue.put_nowait(llm.AudioOut("item_b", b"\x00" * 8000))
+
+    async def caller():
+        await clock.sleep(0.3)
+        vad.pending = [VadStart(0, 100.0)]
+        transport.inbox.put_nowait(dialect.media(b"\xff" * 160))
+        await clock.sleep(0.01)
+        bridge.queue.put_nowait(llm.AudioOut("item_b", b"\x00" * 1600))  # late audio of the cut reply
+        await clock.sleep(1.0)
+        transport.inbox.put_nowait(dialect.stop())
+
+    asyncio.get_running_loop().create_task(caller())
+    outcome = await run(session, clock)
+    events = transport.events_sent()
+    assert "media" not in events[events.index("clear"):]  # nothing of either reply after the clear
+    a, b = (t for t in outcome.transcript if t["role"] == "agent")
+    assert a["interrupted"] and 0 < a["heard_ms"] < 1000 and a["text"] != "let me check that for you"
+    assert b["interrupted"] and b["heard_ms"] == 0 and b["text"] == ""
+    assert [c for c in bridge.calls if c[0] == "interrupt"] == [("interrupt", "item_a", a["heard_ms"])]

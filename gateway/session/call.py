@@ -333,12 +333,15 @@ class CallSession:
     async def _barge_in(self, source: str, onset_ms: float | None = None) -> None:
         """Stop agent audio at once: carrier clear, drop the queue, cut the model's reply."""
         assert self._playout is not None and self.bridge is not None
-        heard, now_ms = await self._playout.clear()
+        heard, cut, now_ms = await self._playout.clear()
         self.stats.barge_ins += 1
         item_id = heard.item_id if heard else None
         heard_ms = heard.heard_ms if heard else 0
         reaction_ms = now_ms - onset_ms if onset_ms is not None else None
         self.turns.barge_in(item_id, heard_ms, heard.queued_ms if heard else 0, reaction_ms)
+        for later in cut:  # replies queued after the one playing: the caller heard none of them
+            if later.item_id != item_id:
+                self.turns.barge_in(later.item_id, later.heard_ms, later.queued_ms, None)
         self._event("barge_in", source=source, itemId=item_id, heardMs=heard_ms)
         self.log.info("barge-in (%s): caller heard %d ms of %s", source, heard_ms, item_id)
         if source != "model":

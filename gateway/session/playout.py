@@ -138,16 +138,19 @@ class Playout:
             else:
                 await self._clock.sleep(max(0.0, nxt + self._slack_ms - self._ms()) / 1000.0)
 
-    async def clear(self) -> tuple[Heard | None, float]:
+    async def clear(self) -> tuple[Heard | None, list[Heard], float]:
         """Barge-in: the carrier ``clear`` first, then drop the queue; what was heard, and when.
 
         Returns:
-            what the caller heard of the item playing (``None`` if nothing had played), and
-            the ms from the call's start at which the queue was dropped.
+            what the caller heard of the item playing (``None`` if nothing had played); every
+            item the clear cut (that one, and any queued or unplayed after it, heard 0 ms:
+            :meth:`~gateway.audio.playout.PlayoutLedger.clear_all`); and the ms from the call's
+            start at which the queue was dropped.
         """
         async with self._lock:  # after any frames already taken from the queue
             await self._send(self.adapter.clear())
             now_ms = self._ms()
-            heard = self.ledger.clear(now_ms)
+            heard = self.ledger.heard(now_ms)
+            cut = self.ledger.clear_all(now_ms)
         self._from_model.reset()
-        return heard, now_ms
+        return heard, cut, now_ms
