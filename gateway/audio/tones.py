@@ -264,12 +264,14 @@ class BeepDetector:
         self._tol_hz = 15.0
         self.frames = 0
         self.tonal = False
+        self.energy = 0.0
         self._reset_run()
 
     def reset(self) -> None:
         """Forget everything, as at the start of a stream."""
         self.frames = 0
         self.tonal = False
+        self.energy = 0.0
         self._reset_run()
 
     def _reset_run(self) -> None:
@@ -288,9 +290,13 @@ class BeepDetector:
         return self._start >= 0
 
     def frame_tone(self, frame: np.ndarray) -> tuple[float, float] | None:
-        """(frequency Hz, energy) if the int16 ``[frame_samples]`` frame is a steady in-band tone."""
+        """(frequency Hz, energy) if the int16 ``[frame_samples]`` frame is a steady in-band tone.
+
+        Also sets :attr:`energy`, the frame's sum of squares (int16 units²).
+        """
         x = frame.astype(np.float64)
         r0 = float(x @ x)
+        self.energy = r0
         if r0 < self._floor:
             return None
         r1 = float(x[1:] @ x[:-1]) * self._lag1

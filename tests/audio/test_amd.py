@@ -134,13 +134,23 @@ def test_random_chunks_match_frames():
 
 # --- the logic, with explicit VAD decisions ---------------------------------------------
 
+_RNG = np.random.default_rng(11)
+#: "Speech" frames for the logic tests: white noise whose level moves like syllables
+#: (−30, −20, −20, −20 dBFS), so a word's frames stand above the noise floor.
+_VOICE = [(_RNG.standard_normal(160) * 32768 / np.sqrt(2) * 10 ** (db / 20)).astype(np.int16)
+          for db in (-30, -20, -20, -20)]
+
+
 def feed(det: AmdDetector, pattern: list[tuple[bool, int]], frame=None) -> list[AmdEvent]:
-    """Feed (speech, ms) runs of silent frames (or ``frame``) with those VAD decisions."""
+    """Feed (speech, ms) runs with those VAD decisions: "speech" frames (or ``frame``) for
+    speech, digital silence (or ``frame``) otherwise."""
     z = np.zeros(det.frame_samples, dtype=np.int16) if frame is None else frame
     out = []
     for speech, ms in pattern:
-        for _ in range(ms // det.frame_ms):
-            if (ev := det.push(z, speech)) is not None:
+        for i in range(ms // det.frame_ms):
+            f = (_VOICE[i % 4] if det.frame_samples == 160 else np.repeat(_VOICE[i % 4], 2)) \
+                if speech and frame is None else z
+            if (ev := det.push(f, speech)) is not None:
                 out.append(ev)
     return out
 
@@ -246,8 +256,7 @@ def test_sixteen_khz_frames():
     det = AmdDetector(16000)
     assert det.frame_samples == 320
     z = np.zeros(320, dtype=np.int16)
-    for _ in range(25):
-        det.push(z, True)
+    feed(det, [(True, 500)])
     beep = tone(1400, 300, 16000, level_dbfs=-14)
     events = [det.push(beep[i:i + 320], False) for i in range(0, beep.size, 320)]
     events += [det.push(z, False) for _ in range(20)]
@@ -367,3 +376,20 @@ def test_bench_media_reports_the_detector_as_its_own_stage():
     assert row["us_per_in_frame"] == pytest.approx(ins, abs=0.05)
     table = media.table({"rows": [row]})
     assert "AMD µs / frame" in table and f"| {row['us_amd_per_frame']} |" in table
+
+
+@pytest.mark.parametrize("kind", ["white", "pink"])
+@pytest.mark.parametrize("level", [-60, -50, -40, -35, -30])
+def test_line_noise_alone_is_unknown(kind, level):
+    """No greeting from noise, not even from the VAD's start-up transient on a fresh line."""
+    from tests.audio.test_tones import phone, silence
+
+    x = phone(silence(8000), (kind, level), seed=-level)
+    assert [e.verdict for e in analyse(x, 8000)] == [Verdict.UNKNOWN, Verdict.UNKNOWN]
+
+
+def test_quiet_frames_never_start_a_word():
+    det = AmdDetector()
+    quiet = (np.random.default_rng(0).standard_normal(160) * 20).astype(np.int16)   # about −64 dBFS
+    events = feed(det, [(True, 3000), (False, 3000)], frame=quiet)
+    assert [e.verdict for e in events] == [Verdict.UNKNOWN]
