@@ -141,3 +141,24 @@ async def test_an_answer_url_that_fails_fails_the_call_instead_of_crashing_the_s
 def test_an_unknown_carrier_is_refused():
     with pytest.raises(ValueError, match="no simulated API for 'exotel'"):
         CarrierSimulator({"exotel": {}})
+
+
+async def test_plivo_answer_url_is_fetched_with_the_method_the_call_asked_for():
+    from gateway.dialer import make_dialer
+    from tests.dialer.harness import CallbackReceiver, MediaSink, serve
+
+    sim = CarrierSimulator({"plivo": PLIVO}, scripts=ScriptBook({"+15551238888": simple("silence", silence_ms=200)}))
+    receiver = CallbackReceiver(make_dialer("plivo"), PLIVO, "plivo")
+    sink = MediaSink()
+    async with sim.serving() as api, serve(receiver.app) as base, sink.running(), httpx.AsyncClient() as http:
+        receiver.base_url, receiver.stream_url = base, f"{sink.url}/stream/plivo/c/t"
+        made = await http.post(f"{api}/v1/Account/{PLIVO['auth_id']}/Call/",
+                               json={"to": "+15551238888", "from": "+15550009999", "answer_method": "GET",
+                                     "answer_url": receiver.answer_url("c") + "?tenant=a"},
+                               headers=basic(PLIVO["auth_id"], PLIVO["auth_token"]))
+        call = await sim.wait_done(made.json()["request_uuid"], 10)
+    answer = [r for r in receiver.received if "/answer/" in r.url]
+    assert [r.method for r in answer] == ["GET"] and answer[0].verified and answer[0].body == b""
+    assert "tenant=a" in answer[0].url and "Event=StartApp" in answer[0].url
+    assert answer[0].event.status == "in_progress"
+    assert call.error is None and sink.paths == ["/stream/plivo/c/t"]

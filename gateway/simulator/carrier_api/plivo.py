@@ -34,7 +34,7 @@ import uuid
 import xml.etree.ElementTree as ET
 
 import orjson
-from plivo.utils.signature_v3 import construct_post_url, get_signature_v3
+from plivo.utils.signature_v3 import construct_get_url, construct_post_url, get_signature_v3
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -66,14 +66,20 @@ def plivo_error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"api_id": str(new_id()), "error": message}, status_code=status)
 
 
-def plivo_signed(auth_token: str, url: str, params: dict[str, str]) -> Callback:
-    """A form POST of ``params`` to ``url``, signed with signature V3 as Plivo signs it."""
+def plivo_signed(auth_token: str, url: str, params: dict[str, str], method: str = "POST") -> Callback:
+    """``params`` sent to ``url`` (a form POST, or with ``method="GET"`` in the query string),
+    signed with signature V3 as Plivo signs it."""
     nonce = str(secrets.randbelow(10**20))
-    base = construct_post_url(url, dict(params)).decode("utf-8")
-    signature = get_signature_v3(auth_token.encode(), base, nonce.encode()).decode()
-    headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Plivo-Signature-V3": signature,
-               "X-Plivo-Signature-V3-Nonce": nonce, "User-Agent": "PlivoHTTP"}
-    return Callback("POST", url, headers, urllib.parse.urlencode(params).encode())
+    headers = {"X-Plivo-Signature-V3-Nonce": nonce, "User-Agent": "PlivoHTTP"}
+    if method.upper() == "GET":
+        sep = "&" if urllib.parse.urlsplit(url).query else "?"
+        url = url + sep + urllib.parse.urlencode(params)
+        base, body = construct_get_url(url, {}).decode("utf-8"), b""
+    else:
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        base, body = construct_post_url(url, dict(params)).decode("utf-8"), urllib.parse.urlencode(params).encode()
+    headers["X-Plivo-Signature-V3"] = get_signature_v3(auth_token.encode(), base, nonce.encode()).decode()
+    return Callback(method.upper(), url, headers, body)
 
 
 class PlivoApi:
@@ -173,12 +179,14 @@ class PlivoApi:
                 "To": call.to, "Direction": "outbound", "Event": event, "CallStatus": status}
 
     async def stream_target(self, call: SimCall) -> tuple[str, dict[str, str]]:
-        """POST the answer URL (signed) and follow its ``<Stream>``.
+        """Request the answer URL (signed; ``answer_method`` GET or POST) and follow its ``<Stream>``.
 
         Raises:
             ValueError: the answer URL did not answer 200 with XML holding a ``<Stream>``.
         """
-        cb = plivo_signed(self.auth_token, call.request["answer_url"], self._params(call, "StartApp", "in-progress"))
+        method = "GET" if call.request.get("answer_method", "").upper() == "GET" else "POST"
+        cb = plivo_signed(self.auth_token, call.request["answer_url"], self._params(call, "StartApp", "in-progress"),
+                          method)
         r = await self.sim.http.request(cb.method, cb.url, headers=dict(cb.headers), content=cb.body)
         call.callbacks.append(("answer_url", r.status_code))
         if r.status_code != 200:
