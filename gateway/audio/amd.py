@@ -316,7 +316,7 @@ class AmdDetector:
         e = self.beeps.energy
         self._noise = e if self._noise < 0 or e < self._noise else self._noise * self._rise
         loud = e >= self._min_energy and e >= self._noise * self._margin
-        self._track(idx, speech and not self.beeps.in_tone, loud)
+        self._track(idx, speech and not self.beeps.in_beep, loud)
         return self._decide()
 
     def _track(self, idx: int, speech: bool, loud: bool) -> None:

@@ -289,6 +289,11 @@ class BeepDetector:
         """A tone run is open (tonal now, or within the join gap of one)."""
         return self._start >= 0
 
+    @property
+    def in_beep(self) -> bool:
+        """The last frame was tonal, or a run already long enough to be a beep is open."""
+        return self.tonal or self._q_start >= 0
+
     def frame_tone(self, frame: np.ndarray) -> tuple[float, float] | None:
         """(frequency Hz, energy) if the int16 ``[frame_samples]`` frame is a steady in-band tone.
 

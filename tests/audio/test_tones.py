@@ -208,3 +208,15 @@ def test_reset_forgets_an_open_tone():
     d.reset()
     assert not d.in_tone and d.frames == 0
     assert all(d.push(np.zeros(160, dtype=np.int16)) is None for _ in range(20))
+
+
+def test_in_beep_only_for_a_beep_long_tone():
+    d = BeepDetector()
+    x = np.concatenate([tone(1000, 40, 8000), silence(60), tone(1000, 300, 8000)])
+    states = []
+    for i in range(0, x.size, 160):
+        d.push(x[i:i + 160])
+        states.append((d.tonal, d.in_tone, d.in_beep))
+    assert states[2] == (False, True, False)       # after a 40 ms blip: a run is open, no beep yet
+    assert states[-1] == (True, True, True)
+    assert not any(b for t, _, b in states[:6] if not t)
