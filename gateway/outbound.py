@@ -9,8 +9,9 @@ SNI still use the host name. Tool calls use it; webhooks should too.
 
 from __future__ import annotations
 
-import asyncio
 import socket
+import ssl
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,32 +19,38 @@ import httpcore
 import httpx
 
 from gateway.netpolicy import OutboundPolicy, OutboundRefused
+from gateway.resolver import ResolverBusy, ResolverPool, default_resolver
 
-__all__ = ["resolve_checked", "check_outbound_url", "OutboundTransport", "outbound_client"]
+__all__ = ["resolve_checked", "check_outbound_url", "OutboundTransport", "outbound_client", "shared_ssl_context"]
 
 #: DNS resolution time limit (s) when the caller gives none.
 RESOLVE_TIMEOUT_S = 5.0
 
 
 async def resolve_checked(
-    policy: OutboundPolicy, host: str, port: int, *, timeout_s: float | None = None
+    policy: OutboundPolicy, host: str, port: int, *, timeout_s: float | None = None,
+    resolver: ResolverPool | None = None,
 ) -> list[str]:
-    """Resolve ``host`` and check every address with ``policy``; return them (IP strings,
-    resolver order; a literal address is returned as is).
+    """Resolve ``host`` (on ``resolver``, default :func:`~gateway.resolver.default_resolver`,
+    never the loop's default executor) and check every address with ``policy``; return them
+    (IP strings, resolver order; a literal address is returned as is).
 
     Raises:
-        OutboundRefused: the name does not resolve (in ``timeout_s``, default 5 s), or any
-            address it resolves to is not allowed (one bad address refuses the host).
+        OutboundRefused: the name does not resolve (in ``timeout_s``, default 5 s), too many
+            lookups are pending (:class:`~gateway.resolver.ResolverBusy`), or any address it
+            resolves to is not allowed (one bad address refuses the host).
     """
     literal = host.strip("[]")
     try:
         socket.inet_pton(socket.AF_INET6 if ":" in literal else socket.AF_INET, literal)
         addrs = [literal]
     except OSError:
-        loop = asyncio.get_running_loop()
+        pool = resolver or default_resolver()
         try:
-            async with asyncio.timeout(timeout_s or RESOLVE_TIMEOUT_S):
-                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            infos = await pool.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                           timeout_s=timeout_s or RESOLVE_TIMEOUT_S)  # fmt: skip
+        except ResolverBusy as exc:
+            raise OutboundRefused(f"host {host!r} not resolved: {exc}") from None
         except (OSError, TimeoutError):
             raise OutboundRefused(f"host {host!r} does not resolve") from None
         addrs = list(dict.fromkeys(str(info[4][0]).split("%")[0] for info in infos))
@@ -61,6 +68,23 @@ async def check_outbound_url(url: str, policy: OutboundPolicy, *, timeout_s: flo
     """
     host, port = policy.check_static(url)
     return await resolve_checked(policy, host, port, timeout_s=timeout_s)
+
+
+_ssl_context: ssl.SSLContext | None = None
+_ssl_lock = threading.Lock()
+
+
+def shared_ssl_context() -> ssl.SSLContext:
+    """The process's one client TLS context (``httpx.create_ssl_context(trust_env=False)``:
+    certifi's CA bundle, hostname checks on), built on first use.
+
+    Building one loads the CA bundle (~10 ms of CPU): every client shares this one instead.
+    """
+    global _ssl_context
+    with _ssl_lock:
+        if _ssl_context is None:
+            _ssl_context = httpx.create_ssl_context(trust_env=False)
+        return _ssl_context
 
 
 class _CheckedBackend(httpcore.AsyncNetworkBackend):
@@ -111,11 +135,10 @@ class OutboundTransport(httpx.AsyncHTTPTransport):
     """
 
     def __init__(self, policy: OutboundPolicy, *, keepalive: bool = False) -> None:
-        super().__init__(trust_env=False)
+        super().__init__(verify=shared_ssl_context(), trust_env=False)
         self.policy = policy
-        ssl_context = httpx.create_ssl_context(trust_env=False)
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context,
+            ssl_context=shared_ssl_context(),
             max_connections=100,
             max_keepalive_connections=20 if keepalive else 0,
             keepalive_expiry=5.0,

@@ -74,10 +74,14 @@ def test_settings_read_a_comma_separated_allow_list(monkeypatch):
 
 
 def _fake_dns(monkeypatch, table: dict[str, list[str]], calls: list[str] | None = None) -> None:
-    """Resolve the names of ``table`` to its addresses (each call, in order); others fail."""
-    loop = asyncio.get_running_loop()
+    """Resolve the names of ``table`` to its addresses (each call, in order); others fail.
 
-    async def getaddrinfo(host, port, *, family=0, type=0, proto=0, flags=0):
+    Patches ``socket.getaddrinfo`` (what the resolver pool's threads call)."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
+        if _is_literal(host):
+            return real(host, port, family, type, proto, flags)
         if calls is not None:
             calls.append(host)
         if host not in table:
@@ -88,7 +92,15 @@ def _fake_dns(monkeypatch, table: dict[str, list[str]], calls: list[str] | None 
             out.append((fam, socket.SOCK_STREAM, 6, "", (addr, port) if fam == socket.AF_INET else (addr, port, 0, 0)))
         return out
 
-    monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def _is_literal(host) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in str(host) else socket.AF_INET, str(host))
+    except (OSError, TypeError):
+        return False
+    return True
 
 
 async def test_every_resolved_address_is_checked(monkeypatch):

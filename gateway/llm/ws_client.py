@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.proxy import get_proxy
+from websockets.uri import parse_uri
 
 from gateway.llm.base import BridgeFailed
 from gateway.llm.common import WIRE_LOG
+from gateway.resolver import default_resolver
 
 __all__ = ["open_socket", "close_code", "close_quietly", "open_with_retries"]
 
@@ -51,16 +56,8 @@ async def open_socket(
             unreachable host, timeout, bad URL); messages name the peer and status, never a key.
     """
     try:
-        return await connect(
-            url,
-            additional_headers=headers,
-            open_timeout=open_timeout_s,
-            max_size=2**24,
-            compression=None,
-            ping_interval=20,
-            ping_timeout=20,
-            logger=WIRE_LOG,
-        )
+        async with asyncio.timeout(open_timeout_s):  # resolution, connection and handshake
+            return await _connect(url, headers, open_timeout_s)
     except InvalidStatus as exc:
         status = exc.response.status_code
         refused = f"{peer} refused the connection"
@@ -69,6 +66,43 @@ async def open_socket(
         raise BridgeFailed("model_connect", f"{refused} (HTTP {status})") from None
     except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
         raise BridgeFailed("model_connect", f"cannot connect to {peer}: {type(exc).__name__}") from None
+
+
+async def _connect(url: str, headers: dict[str, str], open_timeout_s: float) -> ClientConnection:
+    """Resolve the host on the resolver pool, then connect to each address in turn (TLS and
+    ``Host`` still use the name). With an environment proxy for ``url``, websockets connects
+    through it as before."""
+    options: dict[str, Any] = dict(
+        additional_headers=headers, open_timeout=open_timeout_s, max_size=2**24, compression=None,
+        ping_interval=20, ping_timeout=20, logger=WIRE_LOG,
+    )  # fmt: skip
+    uri = parse_uri(url)
+    if get_proxy(uri) is not None:
+        return await connect(url, **options)
+    if uri.secure:
+        options["ssl"] = _ws_ssl_context()
+    infos = await default_resolver().getaddrinfo(uri.host, uri.port, type=socket.SOCK_STREAM,
+                                                 timeout_s=open_timeout_s)  # fmt: skip
+    addrs = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    error: OSError | None = None
+    for addr in addrs:
+        try:
+            return await connect(url, host=addr, port=uri.port, proxy=None, **options)
+        except OSError as exc:  # refused or unreachable: the next address
+            error = exc
+    raise error or OSError(f"{uri.host} resolves to no address")
+
+
+_ssl_context: ssl.SSLContext | None = None
+
+
+def _ws_ssl_context() -> ssl.SSLContext:
+    """One client TLS context for every model socket (``ssl.create_default_context()``, what
+    websockets builds per connection for ``wss://``), created on first use."""
+    global _ssl_context
+    if _ssl_context is None:
+        _ssl_context = ssl.create_default_context()
+    return _ssl_context
 
 
 def close_code(exc: ConnectionClosed) -> int:
