@@ -6,14 +6,16 @@ does; every wait here is bounded (``Future.result(timeout=…)``), so a broken p
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import threading
 import time
 
 import numpy as np
 import pytest
 
-from gateway.llm.local.pool import EngineError, WorkerCrashed, WorkerPool, WorkerTimeout
+from gateway.llm.local.pool import EngineError, WorkerBusy, WorkerCrashed, WorkerPool, WorkerTimeout
 from tests.conftest import load_wav
 
 pytestmark = pytest.mark.slow
@@ -132,3 +134,109 @@ async def test_the_app_sizes_starts_and_stops_its_own_pool(tmp_path):
     assert pool.pids() == [] and not any(p.is_alive() for p in processes)
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_a_backlog_is_not_a_hang_the_deadline_runs_from_the_start_of_each_request():
+    """20 short syntheses queued at once on one worker with a 2 s deadline: together they take
+    longer than the deadline, each much less, so none fails and the worker is not killed."""
+    p = WorkerPool(size=1, request_timeout_s=2.0, queue_timeout_s=120.0, max_queue=20, niceness=0)
+    try:
+        p.wait_ready(120)
+        pid = p.pids()[0]
+        t = time.monotonic()
+        futures = [p.synthesize("Seven of clubs, please.") for _ in range(20)]
+        results = [f.result(120) for f in futures]
+        elapsed = time.monotonic() - t
+        assert all(isinstance(r, bytes) and len(r) > 11025 for r in results)
+        assert elapsed > 2.0  # the backlog as a whole outlived the deadline of one request
+        assert p.restarts == 0 and p.pids() == [pid]
+    finally:
+        p.close()
+
+
+def test_admission_control_and_the_queue_bound_fail_requests_not_the_worker():
+    long_text = "This is a sentence the agent says to the caller, quite an ordinary one. " * 2
+    p = WorkerPool(size=1, request_timeout_s=60.0, queue_timeout_s=1.0, max_queue=3, niceness=0)
+    try:
+        p.wait_ready(120)
+        pid = p.pids()[0]
+        accepted, refused = [], []
+        for _ in range(10):
+            try:
+                accepted.append(p.synthesize(long_text))
+            except WorkerBusy as exc:
+                refused.append(exc)
+        assert 3 <= len(accepted) <= 5 and len(refused) == 10 - len(accepted)
+        assert "busy" in str(refused[0])
+        with pytest.raises(WorkerBusy):
+            p.begin("wide")  # an utterance is refused too: the caller's turn gets an apology
+        outcomes = []
+        for f in accepted:
+            try:
+                outcomes.append(len(f.result(60)) > 0)
+            except WorkerBusy as exc:
+                assert "waited longer than 1 s" in str(exc)
+                outcomes.append("expired")
+        assert outcomes[0] is True and "expired" in outcomes  # each takes well over 1 s of audio work
+        # The expired requests were dropped unread: the worker answers the next one promptly.
+        t = time.monotonic()
+        p.synthesize("Ready.").result(30)
+        assert time.monotonic() - t < 3.0
+        assert p.restarts == 0 and p.pids() == [pid]
+    finally:
+        p.close()
+
+
+def test_the_supervisor_survives_a_failure_to_start_a_worker(monkeypatch):
+    """EAGAIN from the first replacement: requests fail at once saying why, and the
+    supervisor retries after a back-off instead of dying with its thread."""
+    from gateway.llm.local import process
+
+    p = WorkerPool(size=1, niceness=0)
+    try:
+        p.wait_ready(120)
+        victim = p.pids()[0]
+        real_start = process.WorkerProcess.start.__func__
+        calls = []
+
+        def flaky_start(cls, fd):
+            calls.append(fd)
+            if len(calls) == 1:
+                raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+            return real_start(cls, fd)
+
+        monkeypatch.setattr(process.WorkerProcess, "start", classmethod(flaky_start))
+        os.kill(victim, signal.SIGKILL)
+        _until(lambda: len(calls) >= 1, 10)
+        with pytest.raises(EngineError, match="could not be started.*Resource temporarily unavailable"):
+            p.synthesize("Hello.")
+        _until(lambda: p.restarts == 1 and len(p.pids()) == 1, 30)
+        assert len(calls) == 2 and p.pids()[0] != victim
+        assert any(t.name == "engine-pool-supervisor" and t.is_alive() for t in threading.enumerate())
+        assert len(p.synthesize("Back again.").result(60)) > 0
+    finally:
+        p.close()
+
+
+def test_a_pool_whose_first_worker_cannot_start_comes_up_later(monkeypatch):
+    from gateway.llm.local import process
+
+    real_start = process.WorkerProcess.start.__func__
+    calls = []
+
+    def flaky_start(cls, fd):
+        calls.append(fd)
+        if len(calls) == 1:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_start(cls, fd)
+
+    monkeypatch.setattr(process.WorkerProcess, "start", classmethod(flaky_start))
+    p = WorkerPool(size=1, niceness=0)
+    try:
+        p.start()  # does not raise: the slot is retried by the supervisor
+        with pytest.raises(WorkerCrashed, match="Too many open files"):
+            p.begin("wide")
+        p.wait_ready(120)
+        assert len(calls) == 2 and len(p.pids()) == 1
+    finally:
+        p.close()

@@ -9,12 +9,22 @@ unbounded outbox, so the caller never blocks on a full pipe, and a receiver reso
 
 - an utterance sticks to the worker it began on (its decoder lives there): ``begin``,
   ``feed`` and ``finish`` of one handle go to the same process, in order;
-- every request has a deadline, counted from when its worker was ready: a request still
-  unanswered after ``request_timeout_s`` gets its worker killed;
+- a worker handles one request at a time and says ``("started", rid)`` when it takes one up,
+  so time spent queued behind other requests is not mistaken for a hang. A worker with
+  requests outstanding must say something (``started``, an answer) at least every
+  ``request_timeout_s``: one that stays silent longer (a request running too long, or audio
+  feeds that never end) is killed as hung;
+- time in the queue has its own, larger bound (``queue_timeout_s``): a request still waiting
+  then fails with :class:`WorkerBusy` and is dropped unread by the worker, which lives on;
+- admission control: ``begin`` and ``synthesize`` on a worker with ``max_queue`` requests
+  already waiting raise :class:`WorkerBusy` at once (the turn fails, the queue stays short);
 - a worker that dies (exit code, EOF on its pipe, killed for a deadline) fails its in-flight
   requests and the open utterances on it with :class:`WorkerCrashed`, and a replacement is
   started (with back-off while workers keep dying before they are ready);
-- recognition priors are calibrated by the first worker and handed to every later one.
+- recognition priors are calibrated by the first worker and handed to every later one;
+- a failure to start a process at all (``EAGAIN``, ``EMFILE``) is retried with back-off by the
+  supervisor, which survives it; meanwhile requests fail at once with an :class:`EngineError`
+  that says why.
 
 Nothing here blocks without a limit, and nothing uses asyncio or the default thread pool: the
 async facade is :class:`gateway.llm.local.remote.LocalEngines`, which awaits these futures.
@@ -23,20 +33,19 @@ async facade is :class:`gateway.llm.local.remote.LocalEngines`, which awaits the
 from __future__ import annotations
 
 import atexit
-import contextlib
 import itertools
 import logging
 import multiprocessing
 import queue
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["WorkerPool", "UtteranceHandle", "EngineError", "WorkerCrashed", "WorkerTimeout"]
+from gateway.llm.local.process import NoProcess, WorkerProcess
+
+__all__ = ["WorkerPool", "UtteranceHandle", "EngineError", "WorkerBusy", "WorkerCrashed", "WorkerTimeout"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +56,10 @@ class EngineError(RuntimeError):
     """A recognition or synthesis request failed: it costs the turn, not the call."""
 
 
+class WorkerBusy(EngineError):
+    """The workers are overloaded: the request was refused, or waited in the queue too long."""
+
+
 class WorkerCrashed(EngineError):
     """The worker process serving the request died (or was killed) before answering."""
 
@@ -55,61 +68,47 @@ class WorkerTimeout(WorkerCrashed):
     """The request's deadline passed; its worker was killed and is being replaced."""
 
 
-class _Child:
-    """A worker process: a fresh interpreter (``subprocess``, no fork of this process and its
-    event loop and threads) running :func:`gateway.llm.local.worker.serve_fd` on an inherited
-    pipe. Unlike ``multiprocessing``'s spawn, it never re-imports the parent's ``__main__``,
-    so an app created at the top of an unguarded script does not start again in each worker.
-    """
+@dataclass(slots=True, eq=False)
+class _Request:
+    """A request sent to a worker: ``sent_at`` / ``started_at`` are ``time.monotonic()`` s."""
 
-    _BOOT = "import sys; sys.path[:0] = sys.argv[2:]; from gateway.llm.local.worker import serve_fd; serve_fd(int(sys.argv[1]))"
-
-    def __init__(self, popen: subprocess.Popen) -> None:
-        self._popen = popen
-        self.pid = popen.pid
-
-    @classmethod
-    def start(cls, fd: int) -> _Child:
-        """Start a worker that talks over the inheritable descriptor ``fd``."""
-        argv = [sys.executable, "-c", cls._BOOT, str(fd), *[p for p in sys.path if p]]
-        return cls(subprocess.Popen(argv, pass_fds=(fd,), stdin=subprocess.DEVNULL))
-
-    @property
-    def exitcode(self) -> int | None:
-        """``None`` while running; else the exit status (``-N``: killed by signal N)."""
-        return self._popen.poll()
-
-    def is_alive(self) -> bool:
-        return self._popen.poll() is None
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            self._popen.kill()
-
-    def join(self, timeout_s: float) -> None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self._popen.wait(timeout_s)
+    future: Future
+    sent_at: float
+    started_at: float | None = None
 
 
 class _Worker:
     """One worker process, its pipe, and what is in flight on it (guarded by the pool lock)."""
 
-    def __init__(self, index: int, process: _Child, conn: Any) -> None:
+    def __init__(self, index: int, process: WorkerProcess | NoProcess, conn: Any) -> None:
         self.index = index
         self.process = process
         self.conn = conn
         self.pid: int | None = process.pid
         self.outbox: queue.SimpleQueue = queue.SimpleQueue()
-        self.inflight: dict[int, tuple[Future, float, float]] = {}  # rid -> (future, timeout s, sent at)
+        self.inflight: dict[int, _Request] = {}
         self.open: set[int] = set()
         self.started_at = time.monotonic()
         self.ready_at: float | None = None
+        self.heard_at = 0.0  # when it last said anything (ready, started, an answer)
         self.dead: str | None = None
         self.replacing = False
+
+    @classmethod
+    def unstarted(cls, index: int, reason: str) -> _Worker:
+        """A dead slot whose process could not be started (replaced by the supervisor)."""
+        w = cls(index, NoProcess(), None)
+        w.dead = f"engine worker {index} could not start: {reason}"
+        return w
 
     @property
     def load(self) -> int:
         return len(self.inflight) + len(self.open)
+
+    @property
+    def queued(self) -> int:
+        """Requests sent and not yet taken up by the worker."""
+        return sum(1 for r in self.inflight.values() if r.started_at is None)
 
 
 @dataclass(eq=False)
@@ -138,17 +137,28 @@ class WorkerPool:
     Args:
         size: worker processes (``GATEWAY_LOCAL_WORKERS``).
         max_decoders: concurrent utterances per worker (one pocketsphinx decoder each).
-        request_timeout_s: the most a request may take once its worker is ready (s).
+        request_timeout_s: the most a request may run once its worker took it up, and the
+            longest a worker with requests outstanding may stay silent (s); beyond it the
+            worker is killed as hung.
+        queue_timeout_s: the most a request may wait before its worker takes it up (s); beyond
+            it the request fails with :class:`WorkerBusy` (the worker lives on).
+        max_queue: requests that may wait per worker; ``begin`` and ``synthesize`` beyond it
+            raise :class:`WorkerBusy`.
         start_timeout_s: the most a worker may take to load its models (s).
         niceness: added to each worker's nice value, so pacing calls wins the CPU.
     """
 
     def __init__(self, *, size: int = 2, max_decoders: int = 4, request_timeout_s: float = 20.0,
-                 start_timeout_s: float = 120.0, niceness: int = 10) -> None:
+                 queue_timeout_s: float = 30.0, max_queue: int = 8, start_timeout_s: float = 120.0,
+                 niceness: int = 10) -> None:
         if size < 1:
             raise ValueError("a worker pool needs at least one worker")
+        if max_queue < 1:
+            raise ValueError("max_queue must be at least 1")
         self.size = size
         self.request_timeout_s = request_timeout_s
+        self.queue_timeout_s = queue_timeout_s
+        self.max_queue = max_queue
         self._start_timeout_s = start_timeout_s
         self._config: dict[str, Any] = {"max_decoders": max_decoders, "niceness": niceness, "cmn_priors": None}
         self._lock = threading.Lock()
@@ -158,6 +168,8 @@ class WorkerPool:
         self._started = False
         self._closing = False
         self._young_deaths = 0
+        self._spawn_failures = 0
+        self._spawn_error: str | None = None
         self._respawn_at = 0.0
         self.restarts = 0
         #: Resolved once every first-generation worker has loaded its models.
@@ -171,7 +183,7 @@ class WorkerPool:
                 return
             self._started = True
         atexit.register(self.close)  # workers ignore SIGTERM: kill them when this process exits
-        workers = [self._spawn(i) for i in range(self.size)]
+        workers = [self._first_spawn(i) for i in range(self.size)]
         with self._lock:
             self._workers = workers
         threading.Thread(target=self._supervise, name="engine-pool-supervisor", daemon=True).start()
@@ -209,8 +221,13 @@ class WorkerPool:
 
     # ----------------------------------------------------------------- requests
     def begin(self, band: str) -> UtteranceHandle:
-        """Open an utterance on the least-loaded worker (no reply: failures surface at finish)."""
-        w = self._pick()
+        """Open an utterance on the least-loaded worker (no reply: failures surface at finish).
+
+        Raises:
+            EngineError: the pool is closed or has no live worker; :class:`WorkerBusy` if the
+                chosen worker already has ``max_queue`` requests waiting.
+        """
+        w = self._pick(admit=True)
         handle = UtteranceHandle(next(self._ids), w)
         with self._lock:
             if w.dead is None:
@@ -247,8 +264,12 @@ class WorkerPool:
                 w.outbox.put(("abort", handle.uid))
 
     def synthesize(self, text: str) -> Future:
-        """A future of ``text`` spoken: int16 little-endian bytes at the voice's rate."""
-        return self._request(self._pick(), lambda rid: ("tts", rid, text), "synthesis")
+        """A future of ``text`` spoken: int16 little-endian bytes at the voice's rate.
+
+        Raises:
+            EngineError: as :meth:`begin` (refused at once; the future's errors come later).
+        """
+        return self._request(self._pick(admit=True), lambda rid: ("tts", rid, text), "synthesis")
 
     def _request(self, w: _Worker, build, what: str) -> Future:
         fut: Future = Future()
@@ -256,37 +277,74 @@ class WorkerPool:
         with self._lock:
             dead = w.dead
             if dead is None:
-                w.inflight[rid] = (fut, self.request_timeout_s, time.monotonic())
+                w.inflight[rid] = _Request(fut, time.monotonic())
                 w.outbox.put(build(rid))
         if dead is not None:
             _resolve(fut, error=WorkerCrashed(f"{what} failed: {dead}"))
         return fut
 
-    def _pick(self) -> _Worker:
+    def _pick(self, *, admit: bool = False) -> _Worker:
+        """The least-loaded live worker (ready ones first); ``admit``: refuse a full queue."""
         self.start()
         with self._lock:
             if self._closing:
                 raise EngineError("the engine pool is closed")
             alive = [w for w in self._workers if w.dead is None]
             if not alive:
-                raise WorkerCrashed("no engine worker is running (a replacement is starting)")
-            return min(alive, key=lambda w: (w.ready_at is None, w.load))
+                raise WorkerCrashed(self._spawn_error or "no engine worker is running (a replacement is starting)")
+            w = min(alive, key=lambda w: (w.ready_at is None, w.queued, w.load))
+            if admit and w.queued >= self.max_queue:
+                raise WorkerBusy(f"the engine workers are busy ({w.queued} requests waiting on the least loaded)")
+            return w
 
     # ----------------------------------------------------------------- workers
     def _spawn(self, index: int) -> _Worker:
+        """Start a worker process and its two threads.
+
+        Raises:
+            OSError: no pipe or process (``EMFILE``, ``EAGAIN``); RuntimeError: no thread.
+                Nothing is left behind.
+        """
         parent, child = multiprocessing.Pipe(duplex=True)
         with self._lock:
             config = dict(self._config)
         try:
-            process = _Child.start(child.fileno())
+            process = WorkerProcess.start(child.fileno())
+        except BaseException:
+            parent.close()
+            raise
         finally:
             child.close()
         w = _Worker(index, process, parent)
         w.outbox.put(config)  # the worker's first message: how to set itself up
-        threading.Thread(target=self._send_loop, args=(w,), name=f"engine-{index}-send", daemon=True).start()
-        threading.Thread(target=self._recv_loop, args=(w,), name=f"engine-{index}-recv", daemon=True).start()
+        try:
+            threading.Thread(target=self._send_loop, args=(w,), name=f"engine-{index}-send", daemon=True).start()
+            threading.Thread(target=self._recv_loop, args=(w,), name=f"engine-{index}-recv", daemon=True).start()
+        except BaseException:
+            w.outbox.put(None)
+            process.kill()
+            parent.close()
+            raise
         log.info("engine worker %d starting (pid %s)", index, process.pid)
         return w
+
+    def _first_spawn(self, index: int) -> _Worker:
+        """:meth:`_spawn`, or a dead slot the supervisor fills later if the process cannot start."""
+        try:
+            return self._spawn(index)
+        except Exception as exc:  # noqa: BLE001 - EAGAIN/EMFILE: retried by the supervisor
+            return _Worker.unstarted(index, self._spawn_failed(index, exc))
+
+    def _spawn_failed(self, index: int, exc: Exception) -> str:
+        """Note a failed start: back off (0.5 s doubling to 30 s); the reason callers see."""
+        with self._lock:
+            self._spawn_failures += 1
+            delay = min(_MAX_BACKOFF_S, 0.5 * 2 ** (self._spawn_failures - 1))
+            self._respawn_at = time.monotonic() + delay
+            reason = f"{type(exc).__name__}: {exc}"
+            self._spawn_error = f"no engine worker is running: one could not be started ({reason}); retrying in {delay:g} s"
+        log.error("engine worker %d could not be started (%s); retrying in %g s", index, reason, delay)
+        return reason
 
     def _send_loop(self, w: _Worker) -> None:
         while True:
@@ -312,12 +370,18 @@ class WorkerPool:
                 self._on_ready(w, msg[1], msg[2])
                 continue
             with self._lock:
+                w.heard_at = time.monotonic()
+                if msg[0] == "started":
+                    entry = w.inflight.get(msg[1])
+                    if entry is not None:
+                        entry.started_at = w.heard_at
+                    continue
                 entry = w.inflight.pop(msg[1], None)
             if entry is not None:
                 if msg[0] == "ok":
-                    _resolve(entry[0], result=msg[2])
+                    _resolve(entry.future, result=msg[2])
                 else:
-                    _resolve(entry[0], error=EngineError(str(msg[2])))
+                    _resolve(entry.future, error=EngineError(str(msg[2])))
         w.process.join(1.0)
         self._retire(w, f"exit code {w.process.exitcode}")
         w.conn.close()
@@ -325,6 +389,7 @@ class WorkerPool:
     def _on_ready(self, w: _Worker, pid: int, priors: dict[str, str]) -> None:
         with self._lock:
             w.pid, w.ready_at = pid, time.monotonic()
+            w.heard_at = w.ready_at
             self._young_deaths = 0
             if not self._config["cmn_priors"]:
                 self._config["cmn_priors"] = priors
@@ -340,7 +405,7 @@ class WorkerPool:
             if w.dead is not None:
                 return
             w.dead = f"engine worker {w.index} (pid {w.pid}) stopped: {reason}"
-            failed = [entry[0] for entry in w.inflight.values()]
+            failed = [entry.future for entry in w.inflight.values()]
             w.inflight.clear()
             w.open.clear()
             closing = self._closing
@@ -365,8 +430,15 @@ class WorkerPool:
             if self._closing or w.replacing or w not in self._workers:
                 return
             w.replacing = True
-        fresh = self._spawn(w.index)
+        try:
+            fresh = self._spawn(w.index)
+        except Exception as exc:  # noqa: BLE001 - EAGAIN/EMFILE: the supervisor retries later
+            self._spawn_failed(w.index, exc)
+            with self._lock:
+                w.replacing = False
+            return
         with self._lock:
+            self._spawn_failures, self._spawn_error = 0, None
             closing = self._closing
             if not closing:
                 self._workers[self._workers.index(w)] = fresh
@@ -375,7 +447,8 @@ class WorkerPool:
             self._retire(fresh, "the engine pool closed")
 
     def _supervise(self) -> None:
-        """Every 0.25 s: retire dead, unstarted or overdue workers; restart after back-off."""
+        """Every 0.25 s: retire dead, unstarted or hung workers, expire long-queued requests,
+        restart after back-off. An unexpected error is logged, never the end of this thread."""
         while True:
             self._wake.wait(0.25)
             self._wake.clear()
@@ -384,27 +457,46 @@ class WorkerPool:
                     return
                 workers = list(self._workers)
                 respawn_at = self._respawn_at
-            now = time.monotonic()
-            for w in workers:
-                if w.dead is None:
-                    reason = self._check(w, now)
-                    if reason:
-                        self._retire(w, *reason)
-                elif now >= respawn_at:
-                    self._replace(w)
+            try:
+                self._sweep(workers, respawn_at)
+            except Exception:  # noqa: BLE001 - the supervisor must outlive any one failure
+                log.exception("engine pool supervisor: sweep failed; carrying on")
+
+    def _sweep(self, workers: list[_Worker], respawn_at: float) -> None:
+        now = time.monotonic()
+        for w in workers:
+            if w.dead is None:
+                reason = self._check(w, now)
+                if reason:
+                    self._retire(w, *reason)
+            elif now >= respawn_at:
+                self._replace(w)
 
     def _check(self, w: _Worker, now: float) -> tuple[str, type[WorkerCrashed]] | None:
-        """Why ``w`` must be retired (reason, error for its requests), or ``None``."""
+        """Why ``w`` must be retired (reason, error for its requests), or ``None``; fails
+        requests that waited longer than ``queue_timeout_s`` and drops them from its queue."""
         if w.process.exitcode is not None:
             return f"exit code {w.process.exitcode}", WorkerCrashed
         if w.ready_at is None:
             if now - w.started_at > self._start_timeout_s:
                 return f"not ready after {self._start_timeout_s:g} s", WorkerTimeout
             return None
+        expired: list[Future] = []
         with self._lock:
-            for rid, (fut, timeout_s, sent_at) in list(w.inflight.items()):
-                if fut.cancelled():
+            silent_since = max(w.heard_at, w.ready_at)
+            for rid, req in list(w.inflight.items()):
+                if req.future.done():  # cancelled by whoever was waiting
                     del w.inflight[rid]
-                elif now - max(sent_at, w.ready_at) > timeout_s:
-                    return f"a request took longer than {timeout_s:g} s", WorkerTimeout
+                    w.outbox.put(("drop", rid))
+                elif now - max(req.sent_at, silent_since) > self.request_timeout_s:
+                    running = any(r.started_at is not None for r in w.inflight.values())
+                    what = "a request took" if running else "the worker made no progress for"
+                    return f"{what} longer than {self.request_timeout_s:g} s", WorkerTimeout
+                elif req.started_at is None and now - max(req.sent_at, w.ready_at) > self.queue_timeout_s:
+                    del w.inflight[rid]
+                    w.outbox.put(("drop", rid))
+                    expired.append(req.future)
+        for fut in expired:
+            _resolve(fut, error=WorkerBusy(f"the request waited longer than {self.queue_timeout_s:g} s "
+                                           f"for engine worker {w.index}"))
         return None

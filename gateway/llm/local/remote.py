@@ -16,9 +16,16 @@ import asyncio
 from concurrent.futures import Future
 
 from gateway.llm.local.engines import voice_sample_rate
-from gateway.llm.local.pool import EngineError, UtteranceHandle, WorkerCrashed, WorkerPool, WorkerTimeout
+from gateway.llm.local.pool import (
+    EngineError,
+    UtteranceHandle,
+    WorkerBusy,
+    WorkerCrashed,
+    WorkerPool,
+    WorkerTimeout,
+)
 
-__all__ = ["LocalEngines", "RemoteUtterance", "EngineError", "WorkerCrashed", "WorkerTimeout"]
+__all__ = ["LocalEngines", "RemoteUtterance", "EngineError", "WorkerBusy", "WorkerCrashed", "WorkerTimeout"]
 
 _GRACE_S = 5.0
 
@@ -68,19 +75,25 @@ class LocalEngines:
     Args:
         workers: worker processes in the pool (``GATEWAY_LOCAL_WORKERS``).
         max_decoders: concurrent utterances per worker.
-        request_timeout_s: the most one request may take once its worker is ready (s).
+        request_timeout_s: the most one request may run once its worker took it up (s).
+        queue_timeout_s: the most one request may wait for its worker (s); then it fails
+            with :class:`WorkerBusy`.
+        max_queue: requests that may wait per worker; more are refused (:class:`WorkerBusy`).
         start_timeout_s: the most a worker may take to load its models (s).
         niceness: added to the workers' nice value (the media loop wins the CPU).
     """
 
     def __init__(self, *, workers: int = 2, max_decoders: int = 4, request_timeout_s: float = 20.0,
-                 start_timeout_s: float = 120.0, niceness: int = 10) -> None:
+                 queue_timeout_s: float = 30.0, max_queue: int = 8, start_timeout_s: float = 120.0,
+                 niceness: int = 10) -> None:
         self.pool = WorkerPool(size=workers, max_decoders=max_decoders, request_timeout_s=request_timeout_s,
+                               queue_timeout_s=queue_timeout_s, max_queue=max_queue,
                                start_timeout_s=start_timeout_s, niceness=niceness)
         #: Output rate of synthesis (Hz), read from the voice's config file without loading it.
         self.sample_rate = voice_sample_rate()
-        #: Outer limit on any one await (s): a worker's start plus a request, plus a grace.
-        self.limit_s = start_timeout_s + request_timeout_s + _GRACE_S
+        #: Outer limit on any one await (s): a worker's start, a wait in its queue and a
+        #: request, plus a grace.
+        self.limit_s = start_timeout_s + queue_timeout_s + request_timeout_s + _GRACE_S
 
     def start(self) -> None:
         """Start the worker processes (returns at once; they load their models meanwhile)."""
@@ -103,7 +116,8 @@ class LocalEngines:
         """Start recognising an utterance (``band``: ``narrow`` for 8 kHz carriers, else ``wide``).
 
         Raises:
-            EngineError: no worker is running at this instant.
+            EngineError: no worker is running at this instant; :class:`WorkerBusy` if the
+                workers' queues are full.
         """
         return RemoteUtterance(self, self.pool.begin(band))
 

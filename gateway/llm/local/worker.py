@@ -1,7 +1,7 @@
 """The local agent's engine worker: one process running pocketsphinx and Piper.
 
 :func:`serve_fd` is the entry point of each worker process that :class:`~gateway.llm.local.pool.
-WorkerPool` starts (a fresh interpreter: ``python -c``, see ``pool._Child``). Recognition and synthesis hold the
+WorkerPool` starts (a fresh interpreter: ``python -c``, see ``process.WorkerProcess``). Recognition and synthesis hold the
 GIL while they compute and live in native code that can crash, so they run here rather than
 in the gateway's event-loop process: a slow decode costs this process's time, a segfault costs
 this process (the pool fails its requests and starts a replacement).
@@ -14,10 +14,18 @@ parent → worker                          worker → parent
 ======================================  ===================================================
 ``("begin", uid, band)``                 (none; a failure is reported by ``finish``)
 ``("feed", uid, pcm)``                   (none) — 16 kHz int16 little-endian mono bytes
-``("finish", rid, uid)``                 ``("ok", rid, text)`` or ``("err", rid, message)``
+``("finish", rid, uid)``                 ``("started", rid)``, then ``("ok", rid, text)`` or
+                                         ``("err", rid, message)``
 ``("abort", uid)``                       (none) — the decoder goes back to the pool
-``("tts", rid, text)``                   ``("ok", rid, pcm)`` — int16 bytes at the voice's rate
+``("tts", rid, text)``                   ``("started", rid)``, then ``("ok", rid, pcm)`` —
+                                         int16 bytes at the voice's rate
+``("drop", rid)``                        (none) — request ``rid`` is no longer wanted: if it
+                                         is still queued it is skipped (a dropped ``finish``
+                                         releases its utterance's decoder)
 ======================================  ===================================================
+
+Requests are handled one at a time, in order; ``("started", rid)`` tells the pool when one is
+taken up, so its deadline runs from there and not from when it was queued.
 
 On start the worker loads both engines, calibrates recognition unless it was handed the
 cepstral-mean priors (``config["cmn_priors"]``), then sends ``("ready", pid, priors)``.
@@ -141,14 +149,25 @@ class WorkerState:
 
 
 def _drain(conn: Any, pending: deque) -> None:
-    """Move every message already in the pipe to ``pending``; drop feeds of aborted ones."""
+    """Move every message already in the pipe to ``pending``; drop feeds of aborted
+    utterances and dropped requests (a dropped ``finish`` becomes an ``abort``)."""
     while conn.poll(0):
         pending.append(conn.recv())
     aborted = {m[1] for m in pending if m[0] == "abort"}
-    if aborted:
-        kept = [m for m in pending if not (m[0] == "feed" and m[1] in aborted)]
-        pending.clear()
-        pending.extend(kept)
+    dropped = {m[1] for m in pending if m[0] == "drop"}
+    if not aborted and not dropped:
+        return
+    kept: list[tuple] = []
+    for m in pending:
+        if m[0] == "drop" or (m[0] == "feed" and m[1] in aborted):
+            continue
+        if m[0] in ("finish", "tts") and m[1] in dropped:
+            if m[0] == "finish":
+                kept.append(("abort", m[2]))
+            continue
+        kept.append(m)
+    pending.clear()
+    pending.extend(kept)
 
 
 def main(conn: Any, config: dict[str, Any]) -> None:
@@ -176,7 +195,14 @@ def main(conn: Any, config: dict[str, Any]) -> None:
             _drain(conn, pending)
         except (EOFError, OSError):
             return  # the parent closed the pipe (or is gone): stop
+        if not pending:
+            continue  # only drops of requests already answered
         msg = pending.popleft()
+        if msg[0] in ("finish", "tts"):
+            try:
+                conn.send(("started", msg[1]))
+            except (EOFError, OSError):
+                return
         try:
             reply = state.handle(msg)
         except Exception as exc:  # noqa: BLE001 - one failed request, not the worker
