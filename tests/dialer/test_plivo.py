@@ -177,3 +177,12 @@ def test_parse_callback_reads_plivo_events():
         dialer.parse_callback("POST", "https://gw/cb", {}, form(RequestUUID="r1", Event="Hangup", CallStatus="odd"))
     with pytest.raises(ValueError):
         dialer.parse_callback("POST", "https://gw/cb", {}, form(Event="Ring"))
+
+
+async def test_the_carrier_ends_an_answered_call_at_its_time_limit():
+    book = ScriptBook({"+15551230009": simple("silence", silence_ms=30_000, answer_pause_ms=0)})
+    async with rig(book) as (sim, dialer, receiver, sink):
+        placed = await dialer.place(request(receiver, "+15551230009", max_duration_s=1), CREDS)
+        call = await sim.wait_done(placed.carrier_call_id, 10)
+    assert call.request["time_limit_s"] == 1 and not call.hung_up_by_api
+    assert call.status == "completed" and 0.8 <= call.report.frames_sent * 0.02 <= 2.5

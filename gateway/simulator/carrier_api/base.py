@@ -106,7 +106,9 @@ class SimCall:
         carrier_call_id: the id the API returned (Twilio ``CA…``, Plivo request UUID, …).
         to, from_: the numbers as the request gave them.
         script: what the callee does.
-        request: the create request's fields as the carrier module read them (carrier names).
+        request: the create request's fields as the carrier module read them (carrier names);
+            the simulator itself reads ``ring_timeout_s`` (a ``no_answer`` callee rings no longer)
+            and ``time_limit_s`` (the carrier ends an answered call after that long, in s).
         status: the last neutral event (``queued`` until the first).
         callbacks: ``(event, HTTP status or None if undelivered)`` in the order sent.
         report: what the callee's media stream measured and heard (answered calls).
@@ -279,8 +281,14 @@ class CarrierSimulator:
         headers = stream_headers(call, url) if stream_headers is not None else {}
         caller = SimulatedCaller(url, dialect, parameters=parameters, headers=headers)
         call.caller = caller
-        if not call.hang_up_event.is_set():
-            call.report = await caller.run(call.script.steps(dialect.audio_format.sample_rate))
+        limit = call.request.get("time_limit_s")
+        timer = asyncio.get_running_loop().call_later(float(limit), caller.request_hang_up) if limit else None
+        try:
+            if not call.hang_up_event.is_set():
+                call.report = await caller.run(call.script.steps(dialect.audio_format.sample_rate))
+        finally:
+            if timer is not None:
+                timer.cancel()
         await self._send(backend, call, "completed")
         if call.script.duplicate:
             await self._send(backend, call, "completed", resend=True)

@@ -129,10 +129,11 @@ class PlivoApi:
             return plivo_error(entry.status, entry.message)
         try:
             ring_timeout = int(body.get("ring_timeout", 120))
+            time_limit = int(body.get("time_limit") or 14400)
         except (TypeError, ValueError):
-            return plivo_error(400, "ring_timeout must be an integer")
+            return plivo_error(400, "ring_timeout and time_limit must be integers")
         fields = {k: str(body.get(k) or "") for k in ("answer_url", "answer_method", "ring_url", "hangup_url")}
-        fields["ring_timeout_s"] = ring_timeout
+        fields["ring_timeout_s"], fields["time_limit_s"] = ring_timeout, time_limit
         call = SimCall("plivo", str(uuid.uuid4()), to, from_, entry, request=fields)
         self.sim.place(call)
         return JSONResponse({"api_id": new_id(), "message": "call fired", "request_uuid": call.carrier_call_id},
