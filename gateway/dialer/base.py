@@ -61,7 +61,10 @@ __all__ = [
     "make_dialer",
     "DIALER_KINDS",
     "require_credentials",
+    "check_digits",
+    "lower_headers",
     "DTMF_DIGITS",
+    "DEFAULT_TIMEOUT_S",
 ]
 
 T = TypeVar("T")
@@ -184,7 +187,9 @@ class CarrierError(Exception):
     Attributes:
         code: the carrier's error code as a string (Twilio ``"21211"``; HTTP status when the
             carrier gives none; ``"timeout"`` / ``"network"`` / ``"bad_response"`` for faults
-            on the way; ``"not_supported"`` for :class:`NotSupported`).
+            on the way; ``"credentials"`` when the account lacks a credential;
+            ``"invalid_request"`` when the request was refused before it was sent;
+            ``"not_supported"`` for :class:`NotSupported`).
         message: the carrier's message (no secrets).
         status: the HTTP status, when there was a response.
     """
