@@ -16,7 +16,7 @@ from starlette.routing import Route
 from gateway.formats import PCMU_8K
 from gateway.llm.base import AgentConfig, AudioOut, ResponseDone, Transcript
 from gateway.llm.common import cut_heard
-from gateway.llm.local.agent import LocalAgentBridge, split_sentences
+from gateway.llm.local.agent import HISTORY_LIMIT_CHARS, LocalAgentBridge, bound_history, split_sentences
 from gateway.llm.local.responder import ChatCompletionsResponder, EchoResponder
 
 
@@ -121,3 +121,114 @@ async def test_barge_in_cuts_the_agents_memory_to_what_was_heard(local_engines):
     assert history[1]["role"] == "assistant"
     assert history[1]["content"] in ("One two three four", "One two three", "One two three four five")
     await bridge.close()
+
+
+class _ScriptedEngines:
+    """A stand-in for the engine pool where the audio does not matter: each utterance is
+    "recognised" as the next scripted text, and each sentence is spoken as 100 ms of silence
+    (so heard milliseconds map to whole sentences)."""
+
+    sample_rate = 22050
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def begin(self, band: str):
+        text = self.texts.pop(0)
+
+        class _Turn:
+            def feed(self, pcm: bytes) -> None:
+                return None
+
+            async def finish(self) -> str:
+                return text
+
+            def abort(self) -> None:
+                return None
+
+        return _Turn()
+
+    async def synthesize(self, sentence: str) -> bytes:
+        return bytes(2 * self.sample_rate // 10)
+
+
+class _Long(_Scripted):
+    async def reply(self, history):
+        self.histories.append([dict(m) for m in history])
+        return f"Reply {len(self.histories)}. " + "All right, noted. " * 16
+
+
+async def _until_done(events) -> list:
+    seen = []
+    async with asyncio.timeout(10):
+        while not seen or not isinstance(seen[-1], ResponseDone):
+            seen.append(await anext(events))
+    return seen
+
+
+async def _caller_says(bridge: LocalAgentBridge, engines: _ScriptedEngines, text: str) -> None:
+    engines.texts.append(text)
+    await bridge.speech_started()
+    await bridge.end_of_turn()
+
+
+async def test_a_long_call_keeps_the_history_within_its_budget_system_prompt_first():
+    engines, responder = _ScriptedEngines(), _Long()
+    bridge = LocalAgentBridge(engines=engines, responder=responder)
+    await bridge.start(AgentConfig(system_prompt="You are a card dealer. Be brief.", greeting=""), PCMU_8K)
+    events = bridge.events()
+    for turn in range(500):
+        await _caller_says(bridge, engines, f"turn {turn}: " + "please deal me another card now " * 10)
+        await _until_done(events)
+    sizes = [sum(len(m["content"]) for m in h) for h in responder.histories]
+    assert len(responder.histories) == 500 and sum(len(m["content"]) for m in responder.histories[-1]) > 0
+    assert max(sizes) <= HISTORY_LIMIT_CHARS < 500 * 600  # the whole call would not fit
+    last = responder.histories[-1]
+    assert last[0] == {"role": "system", "content": "You are a card dealer. Be brief."}
+    assert last[-1]["content"].startswith("turn 499:") and not any(m["content"].startswith("turn 0:") for m in last)
+    assert sum(len(m["content"]) for m in bridge._history) <= HISTORY_LIMIT_CHARS
+    assert len(bridge._spoken) <= len(bridge._history)  # the items trimmed away are forgotten too
+    await bridge.close()
+
+
+async def test_a_cut_reaches_its_own_items_message_after_others_were_removed_or_trimmed():
+    engines = _ScriptedEngines()
+    bridge = LocalAgentBridge(engines=engines, responder=_Scripted())
+    await bridge.start(AgentConfig(greeting="One two three. Four five six."), PCMU_8K)
+    events = bridge.events()
+    item1 = (await _until_done(events))[0].item_id
+    await bridge.interrupt(item1, 0)  # the caller heard none of item 1: it leaves the history
+    await bridge.say("Seven eight nine. Ten eleven.")
+    item2 = (await _until_done(events))[0].item_id
+    await bridge.interrupt(item1, 10_000)  # a late cut of item 1 must not touch item 2's message
+    assert bridge._history[1:] == [{"role": "assistant", "content": "Seven eight nine. Ten eleven."}]
+    await bridge.interrupt(item2, 100)
+    assert bridge._history[1:] == [{"role": "assistant", "content": "Seven eight nine."}]
+    await bridge.close()
+
+    # Trimming the oldest message shifts every later one: item 1's cut still finds item 1.
+    bridge = LocalAgentBridge(engines=engines, responder=_Scripted(), history_limit_chars=120)
+    await bridge.start(AgentConfig(system_prompt="Deal.", greeting=""), PCMU_8K)
+    events = bridge.events()
+    await _caller_says(bridge, engines, "x" * 60)
+    seen = await _until_done(events)
+    item1 = seen[1].item_id  # after the caller's transcript: "Thanks."
+    await bridge.say("Seven eight nine. Ten eleven.")
+    await _until_done(events)
+    await bridge.say("Twelve thirteen. Fourteen.")  # pushes the caller's 60 characters out
+    item3 = (await _until_done(events))[0].item_id
+    assert [m["content"] for m in bridge._history] == ["Deal.", "Thanks.", "Seven eight nine. Ten eleven.",
+                                                       "Twelve thirteen. Fourteen."]
+    await bridge.interrupt(item3, 100)
+    await bridge.interrupt(item1, 0)
+    assert [m["content"] for m in bridge._history] == ["Deal.", "Seven eight nine. Ten eleven.", "Twelve thirteen."]
+    await bridge.close()
+
+
+def test_bound_history_keeps_the_system_prompt_and_the_newest_message():
+    system = {"role": "system", "content": "s" * 10}
+    msgs = [system] + [{"role": "user", "content": str(i) * 10} for i in range(10)]
+    kept = bound_history(msgs, 35)
+    assert kept[0] is system and [m["content"][0] for m in kept[1:]] == ["8", "9"]
+    assert bound_history(msgs, 5) == [system, msgs[-1]]  # over budget: still something to answer
+    assert bound_history(msgs[:1], 5) == [system]

@@ -14,7 +14,14 @@ the agent apologises and listens again; ``tts_failed``: one retry, then the repl
 :meth:`close` never waits on engine work: open utterances are aborted.
 
 On barge-in, :meth:`interrupt` stops the reply at once and cuts the conversation history to the
-words the caller actually heard (by the share of the item's audio that was played).
+words the caller actually heard (by the share of the item's audio that was played). Each spoken
+item keeps a reference to its own history message, so a cut always reaches that message even
+after earlier ones were removed or trimmed.
+
+The history sent to the responder is bounded, so a long call (``maxDuration`` up to 7,200 s)
+never overflows the model's context: the system prompt, then the newest messages that fit
+``history_limit_chars`` (default :data:`HISTORY_LIMIT_CHARS`, the OpenAI bridge's carry-over
+budget, about 25k tokens); older messages are forgotten.
 
 Formats: input L16 16 kHz, output L16 at the voice's rate (22,050 Hz).
 """
@@ -41,8 +48,9 @@ from gateway.llm.base import (
 from gateway.llm.common import cut_heard
 from gateway.llm.local.remote import EngineError, LocalEngines, RemoteUtterance
 from gateway.llm.local.responder import Message, Responder
+from gateway.llm.openai_history import CARRY_LIMIT_CHARS
 
-__all__ = ["LocalAgentBridge", "split_sentences"]
+__all__ = ["LocalAgentBridge", "split_sentences", "bound_history", "HISTORY_LIMIT_CHARS"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +59,8 @@ _FEED_BYTES = 16000 * 2 * 320 // 1000  # hand the decoder 320 ms of audio at a t
 _TTS_RETRY_S = 0.5  # a failed synthesis is tried once more after this (a worker may be restarting)
 #: Said when the caller's turn could not be recognised (its engine failed).
 APOLOGY = "Sorry, I did not catch that. Could you say it again?"
+#: Most characters of history (system prompt included) sent to the responder each turn.
+HISTORY_LIMIT_CHARS = CARRY_LIMIT_CHARS
 
 
 class _FailedTurn:
@@ -81,18 +91,43 @@ def split_sentences(text: str) -> list[str]:
     return [s for s in (p.strip() for p in _SENTENCE_END.split(text)) if s]
 
 
+def bound_history(history: list[Message], limit_chars: int) -> list[Message]:
+    """``history``'s first message (the system prompt), then its newest messages whose
+    contents fit ``limit_chars`` together with it (the newest one is always kept).
+
+    The same message objects are returned (not copies), in order.
+    """
+    if len(history) <= 1:
+        return list(history)
+    head, rest = history[0], history[1:]
+    total = len(head.get("content") or "")
+    start = len(rest) - 1
+    total += len(rest[start].get("content") or "")
+    while start > 0:
+        size = len(rest[start - 1].get("content") or "")
+        if total + size > limit_chars:
+            break
+        total += size
+        start -= 1
+    return [head, *rest[start:]]
+
+
 class LocalAgentBridge(ModelBridge):
     """A :class:`ModelBridge` that runs entirely on this machine.
 
     Args:
         engines: the process-wide recognizer and synthesizer.
         responder: produces reply text (echo diagnostic or a chat-completions endpoint).
+        history_limit_chars: most characters of history kept and sent to the responder
+            (see :func:`bound_history`).
     """
 
     name = "local"
 
-    def __init__(self, *, engines: LocalEngines, responder: Responder) -> None:
+    def __init__(self, *, engines: LocalEngines, responder: Responder,
+                 history_limit_chars: int = HISTORY_LIMIT_CHARS) -> None:
         self._engines = engines
+        self._history_limit = history_limit_chars
         self._responder = responder
         self.input_format = L16_16K
         self.output_format = AudioFormat(Encoding.L16, engines.sample_rate)
@@ -105,7 +140,8 @@ class LocalAgentBridge(ModelBridge):
         self._band = "wide"
         self._generation = 0
         self._history: list[Message] = []
-        self._spoken: dict[str, tuple[int, list[tuple[str, int]]]] = {}  # item -> (idx, played)
+        # item -> (its history message, [(sentence, ms of audio)] played so far)
+        self._spoken: dict[str, tuple[Message, list[tuple[str, int]]]] = {}
         self._ids = itertools.count(1)
         self._closed = False
 
@@ -156,16 +192,27 @@ class LocalAgentBridge(ModelBridge):
         spoken = self._spoken.get(item_id or "")
         if spoken is None:
             return
-        idx, played = spoken
-        self._set_said(idx, cut_heard(played, heard_ms, suffix=""))
+        message, played = spoken
+        self._set_said(message, cut_heard(played, heard_ms, suffix=""))
 
-    def _set_said(self, idx: int, kept: str) -> None:
-        """The history's assistant message ``idx`` becomes ``kept`` (removed if empty)."""
-        if idx < len(self._history):
-            if kept:
-                self._history[idx] = {"role": "assistant", "content": kept}
-            else:
-                del self._history[idx]
+    def _set_said(self, message: Message, kept: str) -> None:
+        """The assistant ``message`` now says ``kept``; it leaves the history if ``kept`` is empty."""
+        if kept:
+            message["content"] = kept
+        else:
+            for i, m in enumerate(self._history):
+                if m is message:
+                    del self._history[i]
+                    break
+
+    def _remember(self, message: Message) -> None:
+        """Append ``message`` to the history, then forget what no longer fits its budget."""
+        self._history.append(message)
+        if len(self._history) > 2:
+            self._history = bound_history(self._history, self._history_limit)
+            kept = {id(m) for m in self._history}
+            for item_id in [k for k, (m, _) in self._spoken.items() if id(m) not in kept]:
+                del self._spoken[item_id]
 
     async def events(self) -> AsyncIterator[BridgeEvent]:
         while not self._closed:
@@ -186,7 +233,7 @@ class LocalAgentBridge(ModelBridge):
                     reply = APOLOGY
                 else:
                     yield Transcript("user", text)
-                    self._history.append({"role": "user", "content": text})
+                    self._remember({"role": "user", "content": text})
                     generation = self._generation
                     reply = await self._responder.reply(list(self._history))
                     if generation != self._generation:
@@ -211,10 +258,10 @@ class LocalAgentBridge(ModelBridge):
     async def _speak(self, text: str) -> AsyncIterator[BridgeEvent]:
         item_id = f"local_{next(self._ids)}"
         generation = self._generation
-        self._history.append({"role": "assistant", "content": text})
+        message: Message = {"role": "assistant", "content": text}
+        self._remember(message)
         played: list[tuple[str, int]] = []
-        idx = len(self._history) - 1
-        self._spoken[item_id] = (idx, played)
+        self._spoken[item_id] = (message, played)
         yield Transcript("agent", text, item_id)
         rate = self.output_format.sample_rate
         status = "completed"
@@ -226,7 +273,7 @@ class LocalAgentBridge(ModelBridge):
                 break
             if isinstance(pcm, EngineError):
                 yield BridgeError("tts_failed", str(pcm)[:200], fatal=False)
-                self._set_said(idx, " ".join(s for s, _ in played))  # remember only what was said
+                self._set_said(message, " ".join(s for s, _ in played))  # remember only what was said
                 status = "failed"
                 break
             if not pcm:
