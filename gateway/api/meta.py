@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from gateway.api.routing import GatewayRoute
@@ -22,6 +22,12 @@ router = APIRouter(tags=["meta"], route_class=GatewayRoute)
 )
 async def health() -> HealthOut:
     return HealthOut(status="ok")
+
+
+@router.head("/health", include_in_schema=False)
+async def health_head() -> Response:
+    """``HEAD /health`` for probes that use it (200, no body; not in the document)."""
+    return Response(status_code=200)
 
 
 @router.get(

@@ -57,6 +57,7 @@ async def test_revoked_key_is_401(client: httpx.AsyncClient, store: Store) -> No
 async def test_health_and_openapi_need_no_key(anon: httpx.AsyncClient) -> None:
     r = await anon.get("/health")
     assert r.status_code == 200 and r.json() == {"status": "ok"}
+    assert (await anon.head("/health")).status_code == 200
     r = await anon.get("/openapi.json")
     assert r.status_code == 200 and r.json()["openapi"] == "3.1.0"
 
