@@ -506,3 +506,25 @@ async def test_a_barge_in_cuts_every_queued_reply_not_just_the_one_playing():
     assert a["interrupted"] and 0 < a["heard_ms"] < 1000 and a["text"] != "let me check that for you"
     assert b["interrupted"] and b["heard_ms"] == 0 and b["text"] == ""
     assert [c for c in bridge.calls if c[0] == "interrupt"] == [("interrupt", "item_a", a["heard_ms"])]
+
+
+async def test_audio_no_carrier_sends_is_dropped_and_counted_not_fed_to_the_vad():
+    """One 4 s message, then 60 s of audio in an instant: the media path takes a bounded share."""
+    bridge = FakeBridge()
+    session, clock, transport, vad, dialect, _ = make_session(bridge, QUIET)
+    fed = []
+    original = vad.process
+
+    async def counting(pcm):
+        fed.append(len(pcm))
+        return await original(pcm)
+
+    vad.process = counting
+    transport.inbox.put_nowait(dialect.media(b"\xff" * 8000 * 4))  # 4 s of 8 kHz μ-law in one message
+    for _ in range(3000):  # 60 s of 20 ms frames, all at t = 0
+        transport.inbox.put_nowait(dialect.media(b"\xff" * 160))
+    transport.inbox.put_nowait(dialect.stop())
+    outcome = await run(session, clock)
+    errors = outcome.metrics["protocolErrors"]
+    assert errors == {"audio_oversize": 1, "audio_too_fast": 3000 - 500}
+    assert sum(fed) == 500 * 160  # the 10 s burst the budget allows, nothing more

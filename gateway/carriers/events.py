@@ -113,7 +113,9 @@ class ProtocolError:
     ``kind`` is a short stable label for metrics: ``malformed_json``, ``bad_base64``,
     ``oversize``, ``too_deep``, ``missing_field``, ``bad_field``, ``unexpected_binary``,
     ``unexpected_text``, ``before_start``, ``unexpected_event``, ``carrier_error``,
-    ``internal`` (a bug in a parser).
+    ``internal`` (a bug in a parser). The session counts two more under the same metric for
+    audio it drops unparsed: ``audio_oversize`` and ``audio_too_fast``
+    (:class:`gateway.audio.budget.AudioBudget`).
 
     ``fatal`` is True when the stream cannot go on: the carrier's ``start`` (Vonage
     ``websocket:connected``) was refused, e.g. for a sample rate the carrier does not

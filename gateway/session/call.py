@@ -290,6 +290,10 @@ class CallSession:
                     if event.track.startswith("inbound"):  # never feed our own outbound track back
                         stats.frames_in += 1
                         now_ms = self._ms()
+                        refused = caller.admit(event.payload, now_ms)
+                        if refused is not None:  # a message or a pace no carrier sends: dropped
+                            self.journal.protocol_error(refused, f"{len(event.payload)} bytes of audio", now_ms)
+                            continue
                         barge_mode = interruptible and ledger.playing(now_ms)
                         for vad_event in await caller.feed(event.payload, now_ms, barge_mode):
                             await self._on_vad(vad_event)

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 
 import numpy as np
 
+from gateway.audio.budget import AudioBudget
 from gateway.codecs.transcode import Transcoder, decode
 from gateway.formats import AudioFormat, Encoding
 from gateway.recording_guard import BestEffortRecording
@@ -40,7 +41,7 @@ class CallerPath:
     """
 
     __slots__ = ("fmt", "vad", "_send", "_recorder", "_at_carrier_rate", "_passthrough", "_to_vad", "_to_model",
-                 "_buf", "_chunk_bytes", "_samples", "_origin", "_barge_mode")  # fmt: skip
+                 "_buf", "_chunk_bytes", "_samples", "_origin", "_barge_mode", "budget")  # fmt: skip
 
     def __init__(
         self,
@@ -69,6 +70,12 @@ class CallerPath:
         self._samples = 0
         self._origin: int | None = None
         self._barge_mode = False
+        self.budget = AudioBudget()
+
+    def admit(self, payload: bytes, now_ms: float) -> str | None:
+        """``None`` if this frame's audio is within the call's :class:`AudioBudget`, else the
+        protocol-error kind that refuses it (the frame must then be dropped, not fed)."""
+        return self.budget.admit(self.fmt.ms_for_bytes(len(payload)), now_ms)
 
     async def feed(self, payload: bytes, now_ms: float, barge_mode: bool) -> list[VadStart | VadEnd]:
         """One caller frame in; the VAD's events for it out.
