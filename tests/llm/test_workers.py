@@ -6,6 +6,7 @@ does; every wait here is bounded (``Future.result(timeout=…)``), so a broken p
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -239,4 +240,25 @@ def test_a_pool_whose_first_worker_cannot_start_comes_up_later(monkeypatch):
         p.wait_ready(120)
         assert len(calls) == 2 and len(p.pids()) == 1
     finally:
+        p.close()
+
+
+def test_a_stopped_worker_is_killed_even_when_its_queue_bound_is_shorter_than_its_deadline():
+    """SIGSTOP freezes the worker: its requests fail after the 1 s queue bound, and it is still
+    killed as hung once it has said nothing for the 3 s deadline while it owes answers."""
+    p = WorkerPool(size=1, request_timeout_s=3.0, queue_timeout_s=1.0, niceness=0)
+    try:
+        p.wait_ready(120)
+        victim = p.pids()[0]
+        os.kill(victim, signal.SIGSTOP)
+        t = time.monotonic()
+        with pytest.raises(WorkerBusy, match="waited longer than 1 s"):
+            p.synthesize("Anyone there?").result(10)
+        assert time.monotonic() - t < 3.0
+        _until(lambda: p.restarts == 1 and len(p.pids()) == 1, 30)
+        assert p.pids()[0] != victim
+        assert len(p.synthesize("Back again.").result(60)) > 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
         p.close()

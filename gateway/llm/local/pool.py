@@ -15,7 +15,8 @@ unbounded outbox, so the caller never blocks on a full pipe, and a receiver reso
   ``request_timeout_s``: one that stays silent longer (a request running too long, or audio
   feeds that never end) is killed as hung;
 - time in the queue has its own, larger bound (``queue_timeout_s``): a request still waiting
-  then fails with :class:`WorkerBusy` and is dropped unread by the worker, which lives on;
+  then fails with :class:`WorkerBusy` and is skipped by the worker (``drop``, confirmed by
+  ``dropped``), which lives on; a worker silent while it owes answers is still killed;
 - admission control: ``begin`` and ``synthesize`` on a worker with ``max_queue`` requests
   already waiting raise :class:`WorkerBusy` at once (the turn fails, the queue stays short);
 - a worker that dies (exit code, EOF on its pipe, killed for a deadline) fails its in-flight
@@ -70,11 +71,14 @@ class WorkerTimeout(WorkerCrashed):
 
 @dataclass(slots=True, eq=False)
 class _Request:
-    """A request sent to a worker: ``sent_at`` / ``started_at`` are ``time.monotonic()`` s."""
+    """A request sent to a worker: ``sent_at`` / ``started_at`` are ``time.monotonic()`` s;
+    ``dropped``: a ``drop`` was sent (the future failed or was cancelled); the entry stays
+    until the worker answers it or confirms it skipped it (``dropped``)."""
 
     future: Future
     sent_at: float
     started_at: float | None = None
+    dropped: bool = False
 
 
 class _Worker:
@@ -107,8 +111,8 @@ class _Worker:
 
     @property
     def queued(self) -> int:
-        """Requests sent and not yet taken up by the worker."""
-        return sum(1 for r in self.inflight.values() if r.started_at is None)
+        """Requests sent and not yet taken up by the worker (dropped ones aside)."""
+        return sum(1 for r in self.inflight.values() if r.started_at is None and not r.dropped)
 
 
 @dataclass(eq=False)
@@ -376,8 +380,8 @@ class WorkerPool:
                     if entry is not None:
                         entry.started_at = w.heard_at
                     continue
-                entry = w.inflight.pop(msg[1], None)
-            if entry is not None:
+                entry = w.inflight.pop(msg[1], None)  # answered, or skipped ("dropped")
+            if entry is not None and msg[0] != "dropped":  # a dropped one has failed already
                 if msg[0] == "ok":
                     _resolve(entry.future, result=msg[2])
                 else:
@@ -484,18 +488,20 @@ class WorkerPool:
         expired: list[Future] = []
         with self._lock:
             silent_since = max(w.heard_at, w.ready_at)
-            for rid, req in list(w.inflight.items()):
-                if req.future.done():  # cancelled by whoever was waiting
-                    del w.inflight[rid]
-                    w.outbox.put(("drop", rid))
-                elif now - max(req.sent_at, silent_since) > self.request_timeout_s:
+            for rid, req in w.inflight.items():
+                if now - max(req.sent_at, silent_since) > self.request_timeout_s:
                     running = any(r.started_at is not None for r in w.inflight.values())
                     what = "a request took" if running else "the worker made no progress for"
                     return f"{what} longer than {self.request_timeout_s:g} s", WorkerTimeout
+                if req.dropped:
+                    continue
+                if req.future.done():  # cancelled by whoever was waiting
+                    req.dropped = True
                 elif req.started_at is None and now - max(req.sent_at, w.ready_at) > self.queue_timeout_s:
-                    del w.inflight[rid]
-                    w.outbox.put(("drop", rid))
+                    req.dropped = True
                     expired.append(req.future)
+                if req.dropped:
+                    w.outbox.put(("drop", rid))
         for fut in expired:
             _resolve(fut, error=WorkerBusy(f"the request waited longer than {self.queue_timeout_s:g} s "
                                            f"for engine worker {w.index}"))

@@ -19,9 +19,9 @@ parent → worker                          worker → parent
 ``("abort", uid)``                       (none) — the decoder goes back to the pool
 ``("tts", rid, text)``                   ``("started", rid)``, then ``("ok", rid, pcm)`` —
                                          int16 bytes at the voice's rate
-``("drop", rid)``                        (none) — request ``rid`` is no longer wanted: if it
-                                         is still queued it is skipped (a dropped ``finish``
-                                         releases its utterance's decoder)
+``("drop", rid)``                        ``("dropped", rid)`` if request ``rid`` was still
+                                         queued: it is skipped (a dropped ``finish`` releases
+                                         its utterance's decoder); else (none)
 ======================================  ===================================================
 
 Requests are handled one at a time, in order; ``("started", rid)`` tells the pool when one is
@@ -148,26 +148,33 @@ class WorkerState:
         return np.concatenate(chunks).astype("<i2", copy=False).tobytes()
 
 
-def _drain(conn: Any, pending: deque) -> None:
+def _drain(conn: Any, pending: deque) -> list[int]:
     """Move every message already in the pipe to ``pending``; drop feeds of aborted
-    utterances and dropped requests (a dropped ``finish`` becomes an ``abort``)."""
+    utterances and dropped requests (a dropped ``finish`` becomes an ``abort``).
+
+    Returns:
+        the ids of the requests skipped (to confirm to the parent).
+    """
     while conn.poll(0):
         pending.append(conn.recv())
     aborted = {m[1] for m in pending if m[0] == "abort"}
     dropped = {m[1] for m in pending if m[0] == "drop"}
     if not aborted and not dropped:
-        return
+        return []
     kept: list[tuple] = []
+    skipped: list[int] = []
     for m in pending:
         if m[0] == "drop" or (m[0] == "feed" and m[1] in aborted):
             continue
         if m[0] in ("finish", "tts") and m[1] in dropped:
+            skipped.append(m[1])
             if m[0] == "finish":
                 kept.append(("abort", m[2]))
             continue
         kept.append(m)
     pending.clear()
     pending.extend(kept)
+    return skipped
 
 
 def main(conn: Any, config: dict[str, Any]) -> None:
@@ -192,7 +199,8 @@ def main(conn: Any, config: dict[str, Any]) -> None:
         try:
             if not pending:
                 pending.append(conn.recv())
-            _drain(conn, pending)
+            for rid in _drain(conn, pending):
+                conn.send(("dropped", rid))
         except (EOFError, OSError):
             return  # the parent closed the pipe (or is gone): stop
         if not pending:
