@@ -42,6 +42,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,7 @@ from gateway.config import Settings, check_public_url
 from gateway.llm.base import AgentConfig, ModelBridge
 from gateway.llm.local.remote import LocalEngines
 from gateway.metrics import GatewayMetrics
+from gateway.outbound import AppClients
 from gateway.session import CallHooks, CallOutcome, CallPolicy, CallSession
 from gateway.store.spool import finalise_with_retry, replay_spool
 from gateway.store import (
@@ -94,6 +96,7 @@ class StarletteTransport:
     def __init__(self, ws: WebSocket) -> None:
         self.ws = ws
         self.closed = False
+        self._sending_since: float | None = None
 
     async def receive(self) -> ev.Frame | None:
         if self.closed:
@@ -112,6 +115,7 @@ class StarletteTransport:
     async def send(self, frame: ev.Frame) -> None:
         if self.closed:
             return
+        self._sending_since = time.monotonic()
         try:
             if isinstance(frame, str):
                 await self.ws.send_text(frame)
@@ -119,6 +123,13 @@ class StarletteTransport:
                 await self.ws.send_bytes(frame)
         except (WebSocketDisconnect, RuntimeError, OSError):
             self.closed = True  # the receive side sees the close and ends the call
+        finally:
+            self._sending_since = None
+
+    def send_pending_s(self) -> float:
+        """How long the send in progress has waited for the peer to take it (s; 0: none)."""
+        since = self._sending_since
+        return 0.0 if since is None else time.monotonic() - since
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         if self.ws.application_state == WebSocketState.CONNECTED and not self.closed:
@@ -139,6 +150,8 @@ class Services:
     #: Streams admitted but not yet in :attr:`live` (their slot is held across the awaits).
     admitting: set[str] = field(default_factory=set)
     warm: asyncio.Task | None = None
+    #: The shared HTTP clients (tools, the local agent's LLM endpoint), open while the app runs.
+    clients: AppClients | None = None
     metrics: GatewayMetrics = field(init=False)
 
     def __post_init__(self) -> None:
@@ -156,7 +169,8 @@ class Services:
             return LocalAgentBridge(engines=self.engines, responder=self.responder(config))
         from gateway.llm.registry import make_bridge
 
-        return make_bridge(config, self.settings)
+        tools = self.clients.tools if self.clients is not None else None
+        return make_bridge(config, self.settings, tool_client=tools)
 
     def responder(self, config: AgentConfig):
         """The local agent's responder: a chat-completions endpoint if set, else echo."""
@@ -169,6 +183,7 @@ class Services:
                 model=s.llm_model,
                 api_key=s.llm_api_key.get_secret_value(),
                 temperature=config.temperature,
+                client=self.clients.operator if self.clients is not None else None,
             )
         return EchoResponder()
 
@@ -441,6 +456,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
         if warm_up and settings.warm_up:
             services.warm = asyncio.create_task(services.engines.ready())  # worker processes load
         expiry = asyncio.create_task(_expire_calls(store))
+        services.clients = AppClients.from_settings(settings)  # one TLS context, not one per call
         try:
             yield
         finally:
@@ -452,6 +468,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
                 services.warm.cancel()  # the pool goes on loading; nothing waits for it here
             if owns_engines:
                 services.engines.close()  # kills the worker processes (bounded: ~2 s at most)
+            clients, services.clients = services.clients, None
+            if clients is not None:  # after the calls: their tool requests are done or cancelled
+                await clients.aclose()
 
     app = create_api(store, settings, live_view=services.live_view, live_calls=services.live_calls,
                      lifespan=lifespan)  # fmt: skip

@@ -21,7 +21,10 @@ import httpx
 from gateway.netpolicy import OutboundPolicy, OutboundRefused
 from gateway.resolver import ResolverBusy, ResolverPool, default_resolver
 
-__all__ = ["resolve_checked", "check_outbound_url", "OutboundTransport", "outbound_client", "shared_ssl_context"]
+__all__ = [
+    "resolve_checked", "check_outbound_url", "OutboundTransport", "outbound_client", "shared_ssl_context",
+    "AppClients",
+]  # fmt: skip
 
 #: DNS resolution time limit (s) when the caller gives none.
 RESOLVE_TIMEOUT_S = 5.0
@@ -151,6 +154,33 @@ class OutboundTransport(httpx.AsyncHTTPTransport):
         except OutboundRefused as exc:
             raise httpx.ConnectError(str(exc), request=request) from exc
         return await super().handle_async_request(request)
+
+
+class AppClients:
+    """The app's shared HTTP clients, built once (the lifespan) and closed at shutdown; bridges
+    and responders get them injected instead of building a client (and TLS context) per call.
+
+    Attributes:
+        tools: for request-supplied URLs (tool calls, webhooks): :func:`outbound_client` with
+            the settings' ``outbound_allow`` policy; every request re-checked.
+        operator: for endpoints the operator configured (``llm_base_url``): a plain client
+            (no policy: loopback servers are the point), the shared TLS context.
+    """
+
+    def __init__(self, policy: OutboundPolicy) -> None:
+        self.policy = policy
+        self.tools = outbound_client(policy)
+        self.operator = httpx.AsyncClient(verify=shared_ssl_context())
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> AppClients:
+        """Clients obeying ``settings.outbound_allow``."""
+        return cls(OutboundPolicy.from_settings(settings))
+
+    async def aclose(self) -> None:
+        """Close both clients (idempotent)."""
+        await self.tools.aclose()
+        await self.operator.aclose()
 
 
 def outbound_client(policy: OutboundPolicy, **kwargs: Any) -> httpx.AsyncClient:

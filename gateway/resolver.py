@@ -89,21 +89,21 @@ class ResolverPool:
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
             host, port, type_, loop, fut = item
-            result: Any
+            result: Any = None
             try:
-                if fut.done():  # the caller gave up (timeout, cancellation) before its turn
-                    continue
-                try:
+                if not fut.done():  # else the caller gave up (timeout, cancellation) before its turn
                     result = socket.getaddrinfo(host, port, type=type_)
-                except Exception as exc:  # noqa: BLE001 - handed to the caller
-                    result = exc
-                try:
-                    loop.call_soon_threadsafe(_settle, fut, result)
-                except RuntimeError:  # the caller's loop is closed
-                    pass
+            except Exception as exc:  # noqa: BLE001 - handed to the caller
+                result = exc
             finally:
-                with self._lock:
+                with self._lock:  # before the answer: the caller sees it counted out
                     self._pending -= 1
+            if result is None:
+                continue
+            try:
+                loop.call_soon_threadsafe(_settle, fut, result)
+            except RuntimeError:  # the caller's loop is closed
+                pass
 
     def close(self) -> None:
         """Refuse new lookups and let the threads end after the ones running (no wait)."""

@@ -39,6 +39,7 @@ from gateway.llm.gemini_protocol import GEMINI_VOICES, LiveProtocol
 from gateway.llm.tool_runner import ToolRunner
 from gateway.llm.tools import ToolCall
 from gateway.llm.ws_client import close_code, close_quietly, open_socket
+from gateway.netpolicy import OutboundPolicy
 
 __all__ = ["LiveProtocol", "GeminiLiveBridge", "GEMINI_LIVE_URL", "GEMINI_VOICES"]
 
@@ -63,7 +64,8 @@ class GeminiLiveBridge(ModelBridge):
         model: model name, e.g. ``gemini-2.5-flash-native-audio-preview-09-2025``.
         api_key: Gemini API key (never logged nor shown in ``repr``).
         url: the ``BidiGenerateContent`` WebSocket endpoint (tests point it at loopback).
-        tool_client: HTTP client for tool calls (tests).
+        tool_client: HTTP client for tool calls (the app's shared one; not closed here); without
+            it the call's tool runner makes (and closes) its own with ``tool_policy``.
         connect_timeout_s: handshake time limit; setup_timeout_s: wait for ``setupComplete``.
         max_reconnects: attempts per resumption before the call fails.
         replay_limit_bytes: cap on caller input kept for replay (oldest dropped first).
@@ -79,6 +81,7 @@ class GeminiLiveBridge(ModelBridge):
         *,
         url: str = GEMINI_LIVE_URL,
         tool_client: httpx.AsyncClient | None = None,
+        tool_policy: OutboundPolicy | None = None,
         connect_timeout_s: float = 10.0,
         setup_timeout_s: float = 10.0,
         max_reconnects: int = 4,
@@ -89,6 +92,7 @@ class GeminiLiveBridge(ModelBridge):
         self.__key = api_key
         self._url = url
         self._tool_client = tool_client
+        self._tool_policy = tool_policy
         self._connect_timeout_s = connect_timeout_s
         self._setup_timeout_s = setup_timeout_s
         self._max_reconnects = max_reconnects
@@ -152,7 +156,7 @@ class GeminiLiveBridge(ModelBridge):
     async def start(self, config: AgentConfig, carrier_format: AudioFormat) -> None:
         tools = agent_tools(config)
         self._proto = LiveProtocol(config, self._model, tools)
-        self._runner = ToolRunner(tools, client=self._tool_client)
+        self._runner = ToolRunner(tools, client=self._tool_client, policy=self._tool_policy)
         try:
             self._ws, early = await self._open()
             self._early.extend(early)

@@ -62,6 +62,7 @@ from gateway.llm.openai_protocol import AUTH_HINTS, RealtimeProtocol
 from gateway.llm.tool_runner import ToolRunner
 from gateway.llm.tools import ToolCall
 from gateway.llm.ws_client import close_code, close_quietly, open_socket, open_with_retries
+from gateway.netpolicy import OutboundPolicy
 
 __all__ = [
     "RealtimeBackend",
@@ -88,7 +89,9 @@ class OpenAIRealtimeBridge(ModelBridge):
     Args:
         backend: which server (see :func:`openai_backend`, :func:`azure_backend`, …).
         api_key: credential for the handshake (never logged nor shown in ``repr``).
-        tool_client: HTTP client for tool calls (tests); one is created otherwise.
+        tool_client: HTTP client for tool calls (the app's shared one; not closed here); without
+            it the call's :class:`~gateway.llm.tool_runner.ToolRunner` makes (and closes) its
+            own with ``tool_policy`` (default: no allow-list).
         clock: monotonic seconds, for the session limit (tests inject a fake one).
         session_limit_s: the server's session limit (OpenAI: 60 minutes).
         session_limit_margin_s: have moved to a new session this long before the limit (at
@@ -109,6 +112,7 @@ class OpenAIRealtimeBridge(ModelBridge):
         api_key: str,
         *,
         tool_client: httpx.AsyncClient | None = None,
+        tool_policy: OutboundPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         session_limit_s: float = 3600.0,
         session_limit_margin_s: float = 30.0,
@@ -124,6 +128,7 @@ class OpenAIRealtimeBridge(ModelBridge):
         self._backend = backend
         self.__key = api_key
         self._tool_client = tool_client
+        self._tool_policy = tool_policy
         self._clock = clock
         self._limit_s = session_limit_s
         self._margin_s = session_limit_margin_s
@@ -213,7 +218,7 @@ class OpenAIRealtimeBridge(ModelBridge):
         self._wire, fmt = choose_formats(self._backend, carrier_format)
         self.input_format = self.output_format = fmt
         self._config = config
-        self._runner = ToolRunner(tools, client=self._tool_client)
+        self._runner = ToolRunner(tools, client=self._tool_client, policy=self._tool_policy)
         self._proto, setup = self._new_protocol(continuing=False)
         try:
             self._ws = await self._open(self._proto, setup)

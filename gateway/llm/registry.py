@@ -32,8 +32,10 @@ compat         ``compat_api_key`` (optional)        ``compat_realtime_url``,
 gemini         ``gemini_api_key``                   ``gemini_live_url``
 =============  ===================================  =====================================
 
-Tool calls go through :func:`gateway.outbound.outbound_client` with the settings'
-``outbound_allow`` policy unless a ``tool_client`` is given.
+Tool calls go through the ``tool_client`` given (the app's shared
+:class:`gateway.outbound.AppClients` ``tools``), else through a client each call's tool runner
+builds with the settings' ``outbound_allow`` policy and closes (the TLS context is shared
+either way: no per-call certificate loading on the event loop).
 
 ``model_session_limit_s`` (default 3600) and ``model_session_margin_s`` (30) bound OpenAI, Azure
 and xAI sessions (``compat_session_limit_s``, default none, for compatible servers). Keys never
@@ -51,7 +53,6 @@ import httpx
 from gateway.llm.base import AgentConfig, BridgeFailed, ModelBridge
 from gateway.llm.endpoints import BACKENDS, SelectorError, check_selector
 from gateway.netpolicy import OutboundPolicy
-from gateway.outbound import outbound_client
 
 __all__ = ["make_bridge", "BACKENDS"]
 
@@ -123,6 +124,7 @@ def make_bridge(
     *,
     local_engines: Any = None,
     tool_client: httpx.AsyncClient | None = None,
+    http_client: httpx.AsyncClient | None = None,
 ) -> ModelBridge:
     """Build (not start) the bridge ``config.model`` selects.
 
@@ -131,8 +133,10 @@ def make_bridge(
         settings: :class:`gateway.config.Settings` (read with ``getattr`` and defaults).
         local_engines: the app's shared :class:`~gateway.llm.local.remote.LocalEngines` for
             ``local`` (created here if not given, which loads the models per call).
-        tool_client: HTTP client for tool calls (tests); default: an
-            :func:`~gateway.outbound.outbound_client` with the settings' allow-list.
+        tool_client: HTTP client for tool calls (the app's shared one; not closed by the
+            bridge); default: the tool runner's own, with the settings' allow-list.
+        http_client: HTTP client for the local agent's chat-completions endpoint (the app's
+            shared ``operator`` client; not closed by the bridge); default: the responder's own.
 
     Raises:
         BridgeFailed: ``model_config`` for an unknown backend, a missing key or endpoint, a
@@ -146,9 +150,8 @@ def make_bridge(
     backend, model = sel.backend, sel.model
     ep = _endpoints(settings).get(sel.endpoint) if sel.endpoint else None
     if backend == "local":
-        return _make_local(settings, local_engines)
-    if tool_client is None:
-        tool_client = outbound_client(OutboundPolicy.from_settings(settings))
+        return _make_local(settings, local_engines, http_client)
+    policy = OutboundPolicy.from_settings(settings)
     if backend == "gemini":
         from gateway.llm.gemini_live import GEMINI_LIVE_URL, GeminiLiveBridge
 
@@ -158,6 +161,7 @@ def make_bridge(
             key,
             url=_ep(ep, "url") or _setting(settings, "gemini_live_url", GEMINI_LIVE_URL),
             tool_client=tool_client,
+            tool_policy=policy,
         )
 
     from gateway.llm import openai_realtime as oai
@@ -205,12 +209,13 @@ def make_bridge(
         rt,
         key,
         tool_client=tool_client,
+        tool_policy=policy,
         session_limit_s=limit,
         session_limit_margin_s=float(_setting(settings, "model_session_margin_s", 30.0)),
     )
 
 
-def _make_local(settings: Any, engines: Any) -> ModelBridge:
+def _make_local(settings: Any, engines: Any, http_client: httpx.AsyncClient | None) -> ModelBridge:
     from gateway.llm.local.agent import LocalAgentBridge  # heavy: imported only when used
 
     from_settings = getattr(LocalAgentBridge, "from_settings", None)
@@ -229,6 +234,7 @@ def _make_local(settings: Any, engines: Any) -> ModelBridge:
             base_url,
             model=_plain(getattr(settings, "llm_model", "")) or "llama3.2",
             api_key=_plain(getattr(settings, "llm_api_key", "")),
+            client=http_client,
         )
     else:
         responder = EchoResponder()

@@ -54,9 +54,10 @@ class ToolRunner:
 
     Args:
         specs: the call's tools.
-        client: an ``httpx.AsyncClient`` to use (the app's shared one, or tests'); otherwise an
-            :func:`~gateway.outbound.outbound_client` with no allow-list is created and closed
-            by :meth:`aclose`.
+        client: an ``httpx.AsyncClient`` to use (the app's shared one, or tests'; not closed
+            here); otherwise an :func:`~gateway.outbound.outbound_client` with ``policy`` is
+            created on first use and closed by :meth:`aclose`.
+        policy: the outbound policy of that own client (default: no allow-list).
         max_output_chars: longer outputs are cut (the model's context is precious).
     """
 
@@ -65,9 +66,11 @@ class ToolRunner:
         specs: Iterable[ToolSpec],
         *,
         client: httpx.AsyncClient | None = None,
+        policy: OutboundPolicy | None = None,
         max_output_chars: int = MAX_OUTPUT_CHARS,
     ) -> None:
         self._specs = {s.name: s for s in specs}
+        self._policy = policy or OutboundPolicy()
         self._own_client = client is None
         self._client = client
         self._max = max_output_chars
@@ -100,8 +103,8 @@ class ToolRunner:
         headers = {"X-Tool-Name": spec.name, "X-Tool-Call-Id": call.call_id, "Accept-Encoding": "identity"}
         if spec.bearer:
             headers["Authorization"] = f"Bearer {spec.bearer}"
-        if self._client is None:  # no allow-list: public https targets only
-            self._client = outbound_client(OutboundPolicy())
+        if self._client is None:
+            self._client = outbound_client(self._policy)
         try:
             async with asyncio.timeout(spec.timeout_s):
                 return await self._post(spec, args, headers)

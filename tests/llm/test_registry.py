@@ -13,6 +13,7 @@ from gateway.llm.base import AgentConfig, BridgeFailed
 from gateway.llm.gemini_live import GeminiLiveBridge
 from gateway.llm.openai_realtime import OpenAIRealtimeBridge
 from gateway.llm.registry import make_bridge
+from gateway.netpolicy import OutboundPolicy
 
 KEY = "sk-settings-key-0123456789"
 
@@ -144,3 +145,65 @@ def test_local_is_imported_lazily(monkeypatch):
     bridge = make_bridge(AgentConfig(model="local"), settings(), local_engines=engines)
     assert isinstance(bridge, FakeLocal) and made["engines"] is engines
     assert type(made["responder"]).__name__ == "EchoResponder"
+
+
+class _TlsContexts:
+    """Counts ``ssl.SSLContext`` objects created while active (loading a CA bundle: ~10 ms of
+    event-loop time each)."""
+
+    def __init__(self, monkeypatch) -> None:
+        import ssl
+
+        self.made = 0
+        original = ssl.SSLContext.__new__
+
+        def counting(cls, *args, **kwargs):
+            self.made += 1
+            return original(cls, *args, **kwargs)
+
+        monkeypatch.setattr(ssl.SSLContext, "__new__", counting)
+
+
+async def test_building_bridges_builds_no_tls_context(monkeypatch):
+    from gateway.llm.local.responder import ChatCompletionsResponder
+    from gateway.outbound import AppClients
+
+    clients = AppClients(OutboundPolicy())  # what the app builds once, in its lifespan
+    s = settings(compat_realtime_url="wss://rt.example/v1/realtime", llm_base_url="http://127.0.0.1:9/v1")
+    ChatCompletionsResponder("http://127.0.0.1:9/v1", model="m")  # the shared contexts exist now
+    contexts = _TlsContexts(monkeypatch)
+    bridges = []
+    for _ in range(10):
+        for model in ("openai:gpt-realtime", "gemini:gemini-live", "compat:m"):
+            bridges.append(make_bridge(AgentConfig(model=model), s))  # no client given: none built
+            bridges.append(make_bridge(AgentConfig(model=model), s, tool_client=clients.tools))
+        responder = ChatCompletionsResponder("http://127.0.0.1:9/v1", model="m")
+        await responder.aclose()
+    assert contexts.made == 0
+    assert all(b._tool_client in (None, clients.tools) for b in bridges)
+    shared = ChatCompletionsResponder("http://127.0.0.1:9/v1", model="m", client=clients.operator)
+    await shared.aclose()
+    assert not clients.operator.is_closed  # the app's client outlives a call's responder
+    await clients.aclose()
+
+
+async def test_the_app_builds_its_clients_once_and_closes_them_at_shutdown(tmp_path, monkeypatch):
+    from gateway.app import create_app
+
+    s = Settings(_env_file=None, database_url=f"sqlite:///{tmp_path / 'gw.db'}", public_url="",
+                 recordings_dir=tmp_path / "rec", openai_api_key=SecretStr(KEY),
+                 llm_base_url="http://127.0.0.1:9/v1")  # fmt: skip
+    app = create_app(s, engines=SimpleNamespace(), warm_up=False)
+    async with app.router.lifespan_context(app):
+        services = app.state.services
+        clients = services.clients
+        contexts = _TlsContexts(monkeypatch)
+        for _ in range(10):
+            bridge = services.bridge_for(AgentConfig(model="openai:gpt-realtime"))
+            assert bridge._tool_client is clients.tools
+            responder = services.responder(AgentConfig())
+            assert responder._client is clients.operator
+            await responder.aclose()
+        assert contexts.made == 0
+        assert not clients.tools.is_closed and not clients.operator.is_closed
+    assert clients.tools.is_closed and clients.operator.is_closed and services.clients is None

@@ -8,10 +8,13 @@ without any language model.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Protocol
 
 import httpx
+
+from gateway.outbound import shared_ssl_context
 
 __all__ = ["Responder", "EchoResponder", "ChatCompletionsResponder", "Message"]
 
@@ -58,6 +61,9 @@ class ChatCompletionsResponder:
         temperature: sampling temperature, 0–1.
         timeout_s: whole-request time limit (s).
         apology: what the agent says when the endpoint fails.
+        client: a shared ``httpx.AsyncClient`` (the app's; not closed by :meth:`aclose`);
+            default: one of its own, on the process's shared TLS context, closed by
+            :meth:`aclose`. Key and time limit go with each request either way.
     """
 
     name = "chat-completions"
@@ -77,19 +83,25 @@ class ChatCompletionsResponder:
         self._model = model
         self._temperature = temperature
         self._apology = apology
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = client or httpx.AsyncClient(timeout=timeout_s, headers=headers)
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._timeout_s = timeout_s
+        self._own_client = client is None
+        self._client = client or httpx.AsyncClient(verify=shared_ssl_context())
 
     async def reply(self, history: list[Message]) -> str:
         body = {"model": self._model, "messages": history, "temperature": self._temperature}
         try:
-            r = await self._client.post(self._url, json=body)
+            async with asyncio.timeout(self._timeout_s):  # the whole request, not each read
+                r = await self._client.post(
+                    self._url, json=body, headers=self._headers, timeout=self._timeout_s
+                )
             r.raise_for_status()
             text = r.json()["choices"][0]["message"]["content"]
-        except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as exc:
+        except (httpx.HTTPError, TimeoutError, LookupError, TypeError, ValueError, RecursionError) as exc:
             log.warning("chat-completions request failed: %s", type(exc).__name__)
             return self._apology
         return str(text).strip() or self._apology
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._own_client:
+            await self._client.aclose()
