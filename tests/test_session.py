@@ -528,3 +528,66 @@ async def test_audio_no_carrier_sends_is_dropped_and_counted_not_fed_to_the_vad(
     errors = outcome.metrics["protocolErrors"]
     assert errors == {"audio_oversize": 1, "audio_too_fast": 3000 - 500}
     assert sum(fed) == 500 * 160  # the 10 s burst the budget allows, nothing more
+
+
+class StallingTransport(MemoryTransport):
+    """A carrier that stops reading: after ``ok`` frames every send waits for ever."""
+
+    def __init__(self, ok: int) -> None:
+        super().__init__()
+        self.ok, self.blocked_at = ok, None
+        self.clock = None
+
+    async def send(self, frame) -> None:
+        if len(self.sent) < self.ok:
+            return await super().send(frame)
+        self.blocked_at = self.clock.now()
+        await asyncio.Event().wait()  # never set: the peer's TCP window stays full
+
+    def send_pending_s(self) -> float:
+        return 0.0 if self.blocked_at is None else self.clock.now() - self.blocked_at
+
+
+async def test_a_carrier_that_stops_reading_ends_the_call_as_stalled():
+    bridge = FakeBridge()
+    session, clock, _, vad, dialect, finished = make_session(bridge, QUIET)
+    transport = StallingTransport(ok=3)
+    transport.clock = clock
+    for frame in dialect.opening({}):
+        transport.inbox.put_nowait(frame)
+    session.transport = transport
+    bridge.queue.put_nowait(llm.AudioOut("item_1", b"\x00" * 80_000))  # 10 s of agent audio
+    outcome = await run(session, clock)
+    assert (outcome.status, outcome.end_reason, outcome.error_code) == ("failed", "carrier_stalled", "carrier_stalled")
+    assert 5.0 <= clock.t - transport.blocked_at < 5.5
+    assert finished == [outcome]
+
+
+async def test_a_timeout_inside_the_call_is_not_reported_as_a_start_timeout():
+    class TimingOutBridge(FakeBridge):
+        async def send_audio(self, audio: bytes) -> None:
+            raise TimeoutError("a bug of ours, or a library's")
+
+    session, clock, transport, vad, dialect, _ = make_session(TimingOutBridge(), QUIET)
+    transport.inbox.put_nowait(dialect.media(b"\xff" * 160 * 5))
+    outcome = await run(session, clock)
+    assert (outcome.end_reason, outcome.error_code) == ("internal_error", "internal_error")
+
+
+async def test_the_app_transport_says_how_long_a_send_has_waited():
+    from gateway.app import StarletteTransport
+
+    class SlowSocket:
+        release = asyncio.Event()
+
+        async def send_text(self, text: str) -> None:
+            await self.release.wait()
+
+    transport = StarletteTransport(SlowSocket())
+    assert transport.send_pending_s() == 0.0
+    task = asyncio.create_task(transport.send("frame"))
+    await asyncio.sleep(0.05)
+    assert 0.04 <= transport.send_pending_s() < 1.0
+    SlowSocket.release.set()
+    await task
+    assert transport.send_pending_s() == 0.0

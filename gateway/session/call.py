@@ -47,6 +47,9 @@ from gateway.vadrun import VadEnd, VadRunner, VadStart
 __all__ = ["CallSession"]
 
 _START_TIMEOUT_S = 15.0
+#: A send to the carrier pending this long (s) means the peer stopped reading: the call ends
+#: (``carrier_stalled``) instead of holding its caller path and playout behind the send.
+SEND_STALL_S = 5.0
 _GATE_RANK = {AudioGate.ALLOW: 0, AudioGate.HOLD: 1, AudioGate.DROP: 2}
 
 
@@ -194,7 +197,10 @@ class CallSession:
         """The call itself, from the carrier's ``start`` to whatever ends it."""
         ended = CallEnded("carrier_closed")
         try:
-            started = await asyncio.wait_for(self._await_start(), _START_TIMEOUT_S)
+            try:
+                started = await asyncio.wait_for(self._await_start(), _START_TIMEOUT_S)
+            except TimeoutError:  # only this wait: any other TimeoutError is a bug, not a start
+                raise CallEnded("start_timeout", "failed", "start_timeout", "no start message within 15 s") from None
             await self._setup(started)
             assert self._playout is not None
             async with asyncio.TaskGroup() as tg:
@@ -205,8 +211,6 @@ class CallSession:
                 tg.create_task(self._end_watch())
         except* CallEnded as group:
             ended = group.exceptions[0]
-        except* TimeoutError:
-            ended = CallEnded("start_timeout", "failed", "start_timeout", "no start message within 15 s")
         except* llm.BridgeFailed as group:
             exc = group.exceptions[0]
             ended = CallEnded("model_error", "failed", exc.code, str(exc))
@@ -414,9 +418,13 @@ class CallSession:
         """Tick the policies every :data:`~gateway.session.policies.TICK_S` seconds."""
         assert self._playout is not None
         playout, clock = self._playout, self.clock
+        send_pending_s = getattr(self.transport, "send_pending_s", None)
         while True:
             await clock.sleep(TICK_S)
             now = clock.now()
+            if send_pending_s is not None and send_pending_s() > SEND_STALL_S:
+                raise CallEnded("carrier_stalled", "failed", "carrier_stalled",
+                                f"the carrier took no frame for {SEND_STALL_S:.0f} s")  # fmt: skip
             last = self._last_activity
             if playout.playing_at is not None and playout.playing_at > last:
                 last = playout.playing_at

@@ -28,6 +28,10 @@ class Transport(Protocol):
 
     async def send(self, frame: ev.Frame) -> None: ...
 
+    # Optional: ``send_pending_s() -> float``, how long (s, real time) the send now in progress
+    # has waited for the peer (0 when none is). A session ends the call as ``carrier_stalled``
+    # once it passes :data:`gateway.session.call.SEND_STALL_S`.
+
     async def close(self, code: int = 1000, reason: str = "") -> None: ...
 
 
