@@ -22,7 +22,11 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-__all__ = ["PlayoutLedger", "OutFrame", "Heard"]
+__all__ = ["PlayoutLedger", "OutFrame", "Heard", "MAX_PENDING_MARKS"]
+
+#: Marks kept waiting for an acknowledgement; past this the oldest is taken as played (a
+#: carrier that stopped acknowledging must not grow the ledger, 256 marks are >= 25 s of audio).
+MAX_PENDING_MARKS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +102,7 @@ class PlayoutLedger:
         self.frames_sent = 0
         self.stale_acks = 0  # acknowledgements of marks a clear dropped
         self.unknown_acks = 0  # acknowledgements of marks that were not pending
+        self.expired_marks = 0  # marks never acknowledged, settled by clock (MAX_PENDING_MARKS)
 
     # ----------------------------------------------------------------- input
     def enqueue(self, item_id: str, payload: bytes) -> None:
@@ -149,6 +154,8 @@ class PlayoutLedger:
                 self._seq += 1
                 mark = f"g{self._generation}.{self._seq}"
                 self._pending.append((mark, item_id, end_ms, self._play_until_ms))
+                if len(self._pending) > MAX_PENDING_MARKS:  # the carrier stopped acknowledging
+                    self._expire_oldest_mark()
                 self._since_mark = 0
             elif not self.has_marks:
                 self._pending.append(("", item_id, end_ms, self._play_until_ms))
@@ -238,6 +245,15 @@ class PlayoutLedger:
                     heard = max(heard, pos)
         heard = min(heard, item.queued_ms)
         return Heard(item_id, int(heard), int(round(item.queued_ms)))
+
+    def _expire_oldest_mark(self) -> None:
+        """Fold the oldest pending mark into its item as played (by clock: it is
+        :data:`MAX_PENDING_MARKS` marks, seconds of audio, behind) and count it."""
+        _, iid, pos, _ = self._pending.popleft()
+        item = self._items.get(iid)
+        if item is not None:
+            item.acked_ms = max(item.acked_ms, pos)
+        self.expired_marks += 1
 
     def _settle_clock(self, now_ms: float) -> None:
         """Without marks: fold frames whose play time has passed into the items' heard ms."""

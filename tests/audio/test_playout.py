@@ -165,3 +165,17 @@ def test_clear_all_reports_every_item_it_cut_including_ones_not_yet_played():
     assert (cut[1].heard_ms, cut[1].queued_ms) == (0, 1000)
     assert not lg.playing(now) and lg.next_due_ms() is None
     assert lg.heard(now + 1000, "b").heard_ms == 0  # nothing of b was played, ever
+
+
+def test_marks_never_acknowledged_stay_bounded_and_settle_by_clock():
+    from gateway.audio.playout import MAX_PENDING_MARKS
+
+    lg = ledger(mark_every=1, lead_ms=20)
+    lg.enqueue("a", bytes(FRAME * 1000))  # 20 s, a mark per frame, none ever acknowledged
+    now = 0.0
+    while lg.next_due_ms() is not None:
+        lg.due(now)
+        now += 20.0
+    assert len(lg._pending) == MAX_PENDING_MARKS
+    assert lg.expired_marks == 1000 - MAX_PENDING_MARKS
+    assert lg.heard(now).heard_ms >= (1000 - MAX_PENDING_MARKS) * 20
