@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import wave
 from pathlib import Path
 
@@ -21,8 +22,11 @@ def load_wav(path: Path | str) -> tuple[np.ndarray, int]:
 
 @pytest.fixture(scope="session")
 def shared_audio() -> Path:
-    """``../shared/audio``; tests that need it skip loudly only if it is truly absent."""
+    """``../shared/audio``; tests that need it skip loudly only if it is truly absent, and
+    fail in CI (``CI`` set), where a missing folder would quietly turn them into no tests."""
     if not SHARED_AUDIO.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"real recordings not found at {SHARED_AUDIO} (CI must have ../shared)")
         pytest.skip(f"real recordings not found at {SHARED_AUDIO}")
     return SHARED_AUDIO
 
