@@ -96,6 +96,15 @@ class RedactStreamTokens(logging.Filter):
         return True
 
 
+#: Loggers of the carriers' SDKs (and their HTTP clients) that write credentials at DEBUG.
+_CREDENTIAL_LOGGERS = ("vonage", "vonage_http_client", "twilio", "twilio.http_client", "telnyx", "plivo",
+                       "httpx", "httpcore")  # fmt: skip
+
+
+def _at_least_info(level: str) -> str:
+    return "INFO" if logging.getLevelName(level) == logging.DEBUG else level
+
+
 def log_config(level: str = "INFO") -> dict[str, Any]:
     """A ``dictConfig`` document for the gateway and uvicorn, every handler redacting tokens.
 
@@ -130,6 +139,8 @@ def log_config(level: str = "INFO") -> dict[str, Any]:
             "uvicorn": {"handlers": ["default"], "level": level, "propagate": False},
             "uvicorn.error": {"level": level},
             "uvicorn.access": {"handlers": ["access"], "level": level, "propagate": False},
+            # Carrier SDKs log request headers (credentials, signed JWTs) at DEBUG: never below INFO.
+            **{name: {"level": _at_least_info(level)} for name in _CREDENTIAL_LOGGERS},
         },
         "root": {"handlers": ["root"], "level": level},
     }

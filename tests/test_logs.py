@@ -91,3 +91,19 @@ def test_install_redaction_covers_handlers_configured_elsewhere():
         assert TOKEN not in stream.getvalue() and "/stream/raw/c/***" in stream.getvalue()
     finally:
         root.removeHandler(handler)
+
+
+def test_carrier_sdk_loggers_never_log_below_info_even_at_debug():
+    """The Vonage SDK logs request headers (its signed application JWT) at DEBUG."""
+    import logging
+
+    from gateway.logs import _CREDENTIAL_LOGGERS, setup_logging
+
+    try:
+        setup_logging("DEBUG")
+        assert logging.getLogger("gateway.call").isEnabledFor(logging.DEBUG)
+        for name in _CREDENTIAL_LOGGERS:
+            assert not logging.getLogger(name).isEnabledFor(logging.DEBUG), name
+            assert not logging.getLogger(f"{name}.sub").isEnabledFor(logging.DEBUG), name
+    finally:
+        setup_logging("WARNING")
