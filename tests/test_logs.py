@@ -106,4 +106,5 @@ def test_carrier_sdk_loggers_never_log_below_info_even_at_debug():
             assert not logging.getLogger(name).isEnabledFor(logging.DEBUG), name
             assert not logging.getLogger(f"{name}.sub").isEnabledFor(logging.DEBUG), name
     finally:
-        setup_logging("WARNING")
+        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False,
+                                   "root": {"handlers": [], "level": "WARNING"}})  # fmt: skip
