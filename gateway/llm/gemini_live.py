@@ -38,7 +38,14 @@ from gateway.llm.common import agent_tools, redact
 from gateway.llm.gemini_protocol import GEMINI_VOICES, LiveProtocol
 from gateway.llm.tool_runner import ToolRunner
 from gateway.llm.tools import ToolCall
-from gateway.llm.ws_client import close_code, close_quietly, open_socket
+from gateway.llm.ws_client import (
+    RECONNECT_LIMIT,
+    RECONNECT_WINDOW_S,
+    ReconnectBudget,
+    close_code,
+    close_quietly,
+    open_socket,
+)
 from gateway.netpolicy import OutboundPolicy
 
 __all__ = ["LiveProtocol", "GeminiLiveBridge", "GEMINI_LIVE_URL", "GEMINI_VOICES"]
@@ -69,7 +76,11 @@ class GeminiLiveBridge(ModelBridge):
         connect_timeout_s: handshake time limit; setup_timeout_s: wait for ``setupComplete``.
         max_reconnects: attempts per resumption before the call fails.
         replay_limit_bytes: cap on caller input kept for replay (oldest dropped first).
-        backoff_s: delays between reconnect attempts.
+        backoff_s: delays between reconnect attempts (each earlier drop in the reconnect
+            window starts one step further).
+        reconnect_limit, reconnect_window_s: resumptions after drops allowed in any window
+            (s); the next drop fails the call (``model_disconnected``). ``goAway`` resumptions
+            are not counted. See :class:`~gateway.llm.ws_client.ReconnectBudget`.
     """
 
     name = "gemini"
@@ -87,6 +98,8 @@ class GeminiLiveBridge(ModelBridge):
         max_reconnects: int = 4,
         replay_limit_bytes: int = 8 * 1024 * 1024,
         backoff_s: Sequence[float] = (0.0, 0.25, 1.0, 2.0),
+        reconnect_limit: int = RECONNECT_LIMIT,
+        reconnect_window_s: float = RECONNECT_WINDOW_S,
     ) -> None:
         self._model = model
         self.__key = api_key
@@ -98,6 +111,8 @@ class GeminiLiveBridge(ModelBridge):
         self._max_reconnects = max_reconnects
         self._replay_limit = replay_limit_bytes
         self._backoff = tuple(backoff_s) or (0.0,)
+        self._budget = ReconnectBudget(reconnect_limit, reconnect_window_s)
+        self._escalate = 0  # backoff steps to skip in the resumption under way
         self.input_format = L16_16K
         self.output_format = L16_24K
         self._proto: LiveProtocol | None = None
@@ -139,18 +154,21 @@ class GeminiLiveBridge(ModelBridge):
         proto.go_away = False
         early: list[BridgeEvent] = []
         try:
-            await ws.send(orjson.dumps(proto.setup_message()).decode())
-            async with asyncio.timeout(self._setup_timeout_s):
-                while not proto.setup_complete:
-                    early += proto.receive(await ws.recv())
-        except TimeoutError:
-            await ws.close()
-            raise BridgeFailed("model_setup", "gemini did not complete the setup") from None
-        except ConnectionClosed as exc:
-            reason = self._redact(exc.rcvd.reason if exc.rcvd else "")
-            label = "model_auth" if any(h in reason.lower() for h in _AUTH_HINTS) else "model_setup"
-            message = f"gemini closed during setup ({close_code(exc)} {reason})".strip()
-            raise BridgeFailed(label, message) from None
+            try:
+                await ws.send(orjson.dumps(proto.setup_message()).decode())
+                async with asyncio.timeout(self._setup_timeout_s):
+                    while not proto.setup_complete:
+                        early += proto.receive(await ws.recv())
+            except TimeoutError:
+                raise BridgeFailed("model_setup", "gemini did not complete the setup") from None
+            except ConnectionClosed as exc:
+                reason = self._redact(exc.rcvd.reason if exc.rcvd else "")
+                label = "model_auth" if any(h in reason.lower() for h in _AUTH_HINTS) else "model_setup"
+                message = f"gemini closed during setup ({close_code(exc)} {reason})".strip()
+                raise BridgeFailed(label, message) from None
+        except BaseException:  # failure, cancellation or a bug: never leave the socket open
+            ws.transport.abort()  # no closing handshake to wait for (cancellation-safe)
+            raise
         return ws, early
 
     async def start(self, config: AgentConfig, carrier_format: AudioFormat) -> None:
@@ -245,7 +263,7 @@ class GeminiLiveBridge(ModelBridge):
         await close_quietly(self._ws, timeout_s=1)
         last: BridgeFailed | None = None
         for attempt in range(self._max_reconnects):
-            await asyncio.sleep(self._backoff[min(attempt, len(self._backoff) - 1)])
+            await asyncio.sleep(self._backoff[min(attempt + self._escalate, len(self._backoff) - 1)])
             if self._closing:
                 return out
             try:
@@ -294,7 +312,7 @@ class GeminiLiveBridge(ModelBridge):
                 if self._closing:
                     break
                 log.info("gemini connection closed (%s); resuming", close_code(exc))
-                resumed = await self._try_resume()
+                resumed = await self._try_resume(dropped=True)
                 for ev in resumed:
                     yield ev
                 if _failed(resumed):
@@ -315,7 +333,13 @@ class GeminiLiveBridge(ModelBridge):
         for transcript in proto.flush_transcripts():
             yield transcript
 
-    async def _try_resume(self) -> list[BridgeEvent]:
+    async def _try_resume(self, *, dropped: bool = False) -> list[BridgeEvent]:
+        """Resume (see :meth:`_resume`); a drop takes one reconnect from the call's budget."""
+        self._escalate = self._budget.recent if dropped else 0
+        if dropped and not self._budget.take():
+            assert self._proto is not None
+            events = self._proto.abort_turn()
+            return [*events, BridgeError("model_disconnected", self._budget.refusal("gemini"), fatal=True)]
         try:
             return await self._resume()
         except BridgeFailed as exc:

@@ -61,7 +61,15 @@ from gateway.llm.openai_backends import (
 from gateway.llm.openai_protocol import AUTH_HINTS, RealtimeProtocol
 from gateway.llm.tool_runner import ToolRunner
 from gateway.llm.tools import ToolCall
-from gateway.llm.ws_client import close_code, close_quietly, open_socket, open_with_retries
+from gateway.llm.ws_client import (
+    RECONNECT_LIMIT,
+    RECONNECT_WINDOW_S,
+    ReconnectBudget,
+    close_code,
+    close_quietly,
+    open_socket,
+    open_with_retries,
+)
 from gateway.netpolicy import OutboundPolicy
 
 __all__ = [
@@ -102,6 +110,9 @@ class OpenAIRealtimeBridge(ModelBridge):
         setup_timeout_s: time allowed for ``session.updated`` after ``session.update``.
         poll_s: longest wait between session-limit checks while the server is silent.
         max_reconnects: attempts to open a replacement session before the call fails.
+        reconnect_limit, reconnect_window_s: reconnects after drops allowed in any window (s);
+            the next drop fails the call (``model_disconnected``); see
+            :class:`~gateway.llm.ws_client.ReconnectBudget`.
         backoff_s: delays (s) before those attempts (the last one repeats).
         hold_limit_bytes: caller audio held while a replacement session opens (newer dropped).
     """
@@ -123,6 +134,8 @@ class OpenAIRealtimeBridge(ModelBridge):
         max_reconnects: int = 4,
         backoff_s: Sequence[float] = (0.0, 0.25, 1.0, 2.0),
         hold_limit_bytes: int = 2 << 20,
+        reconnect_limit: int = RECONNECT_LIMIT,
+        reconnect_window_s: float = RECONNECT_WINDOW_S,
     ) -> None:
         self.name = backend.name
         self._backend = backend
@@ -141,6 +154,7 @@ class OpenAIRealtimeBridge(ModelBridge):
         self._poll_s = poll_s
         self._max_reconnects = max_reconnects
         self._backoff = tuple(backoff_s)
+        self._budget = ReconnectBudget(reconnect_limit, reconnect_window_s, clock=clock)
         self._hold_limit = hold_limit_bytes
         self._config: AgentConfig | None = None
         self._wire: dict[str, Any] = {}
@@ -334,6 +348,11 @@ class OpenAIRealtimeBridge(ModelBridge):
         :class:`BridgeError` if no session could be opened.
         """
         assert self._proto is not None
+        escalate = self._budget.recent
+        if reason == "reconnect" and not self._budget.take():
+            await close_quietly(self._ws, timeout_s=1)
+            message = self._budget.refusal(self.name)
+            return [*self._proto.abort(), BridgeError("model_disconnected", message, fatal=True)]
         loop = asyncio.get_running_loop()
         began = loop.time()
         old, old_ws = self._proto, self._ws
@@ -352,6 +371,7 @@ class OpenAIRealtimeBridge(ModelBridge):
                 backoff_s=self._backoff,
                 stop=lambda: self._closing,
                 peer=self.name,
+                escalate=escalate if reason == "reconnect" else 0,
             )
         except BridgeFailed as exc:
             failed = "model_disconnected" if reason == "reconnect" else "model_session_limit"

@@ -2,7 +2,14 @@
 
 The asyncio half of :mod:`gateway.llm.common` (which stays pure): how a bridge opens its model
 socket and names a refused handshake, the close code of a dropped socket, and a bounded close.
-Everything about one model's messages, setup and reconnect policy stays in its bridge module.
+Everything about one model's messages and setup stays in its bridge module.
+
+Reconnects after a dropped socket have a per-call budget (:class:`ReconnectBudget`): at most
+:data:`RECONNECT_LIMIT` (5) in any :data:`RECONNECT_WINDOW_S` (10 minutes) sliding window; the
+next drop fails the call (``model_disconnected``), so a server that accepts and then drops every
+session cannot keep a call reconnecting for ever. Each drop inside the window also starts
+:func:`open_with_retries` one step further along its backoff (0 s only for the first).
+Planned renewals (OpenAI rollovers, Gemini ``goAway``) are not counted.
 
 Sources: ``websockets`` asyncio client (https://websockets.readthedocs.io/en/stable/reference/
 asyncio/client.html): ``connect`` options, ``InvalidStatus`` for a non-101 answer,
@@ -15,6 +22,8 @@ import asyncio
 import logging
 import socket
 import ssl
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -27,10 +36,55 @@ from gateway.llm.base import BridgeFailed
 from gateway.llm.common import WIRE_LOG
 from gateway.resolver import default_resolver
 
-__all__ = ["open_socket", "close_code", "close_quietly", "open_with_retries"]
+__all__ = [
+    "open_socket", "close_code", "close_quietly", "open_with_retries", "ReconnectBudget",
+    "RECONNECT_LIMIT", "RECONNECT_WINDOW_S",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+#: Reconnects (after drops) a call may make in any :data:`RECONNECT_WINDOW_S`.
+RECONNECT_LIMIT = 5
+#: The sliding window (s) of :data:`RECONNECT_LIMIT`.
+RECONNECT_WINDOW_S = 600.0
+
+
+class ReconnectBudget:
+    """At most ``limit`` reconnects in any ``window_s`` sliding window (one budget per call).
+
+    Args:
+        limit: reconnects allowed per window (0: none).
+        window_s: the window (s).
+        clock: monotonic seconds (tests inject a fake one).
+    """
+
+    def __init__(self, limit: int = RECONNECT_LIMIT, window_s: float = RECONNECT_WINDOW_S, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self.limit = max(0, limit)
+        self.window_s = window_s
+        self._clock = clock
+        self._times: deque[float] = deque()
+
+    @property
+    def recent(self) -> int:
+        """Reconnects taken in the current window."""
+        now = self._clock()
+        while self._times and now - self._times[0] >= self.window_s:
+            self._times.popleft()
+        return len(self._times)
+
+    def take(self) -> bool:
+        """Count one reconnect; False (nothing counted) when the window's budget is spent."""
+        if self.recent >= self.limit:
+            return False
+        self._times.append(self._clock())
+        return True
+
+    def refusal(self, peer: str) -> str:
+        """The message of the failure once the budget is spent."""
+        return (f"{peer} dropped the connection more than {self.limit} times in "
+                f"{self.window_s:g} s: not reconnecting again")  # fmt: skip
 
 
 async def open_socket(
@@ -129,11 +183,12 @@ async def open_with_retries(
     backoff_s: Sequence[float],
     stop: Callable[[], bool],
     peer: str,
+    escalate: int = 0,
 ) -> tuple[T | None, int]:
     """Open a model session again after a drop (or for a new one), with bounded retries.
 
-    Attempt ``i`` (from 0) waits ``backoff_s[i]`` first (the last delay repeats); each attempt's
-    own waits are ``open_once``'s (its handshake and setup timeouts).
+    Attempt ``i`` (from 0) waits ``backoff_s[i + escalate]`` first (the last delay repeats);
+    each attempt's own waits are ``open_once``'s (its handshake and setup timeouts).
 
     Args:
         open_once: one attempt (connect and set up), raising :class:`BridgeFailed` on failure.
@@ -141,6 +196,8 @@ async def open_with_retries(
         backoff_s: delays (s) before each attempt.
         stop: checked before each attempt: true (the bridge is closing) ends the loop.
         peer: the model's name for log lines.
+        escalate: backoff steps to skip (earlier drops in the reconnect window: a server that
+            keeps dropping is not retried at once).
 
     Returns:
         ``(what open_once returned, attempts used)``; ``(None, n)`` if ``stop()`` turned true.
@@ -152,7 +209,7 @@ async def open_with_retries(
     delays = tuple(backoff_s) or (0.0,)
     last: BridgeFailed | None = None
     for attempt in range(max(1, attempts)):
-        delay = delays[min(attempt, len(delays) - 1)]
+        delay = delays[min(attempt + max(0, escalate), len(delays) - 1)]
         if delay > 0:
             await asyncio.sleep(delay)
         if stop():
