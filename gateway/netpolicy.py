@@ -3,7 +3,8 @@
 A URL from a request (an agent's tool URL) must not reach the gateway's own network: cloud
 metadata (``169.254.169.254``), private ranges (``10/8``, ``192.168/16``, ``fc00::/7``),
 loopback ports, link-local, multicast, reserved and unspecified addresses, nor any of these
-wrapped in IPv4-mapped IPv6 (``::ffff:10.0.0.1``) or NAT64 (``64:ff9b::/96``). Only an operator
+wrapped in IPv4-mapped IPv6 (``::ffff:10.0.0.1``), NAT64 (``64:ff9b::/96``), 6to4
+(``2002::/16``) or Teredo (``2001::/32``, server and client checked). Only an operator
 allow-list (``GATEWAY_OUTBOUND_ALLOW``) opens such a target. Entries, comma-separated:
 
 =====================  ========================================================
@@ -17,21 +18,27 @@ allow-list (``GATEWAY_OUTBOUND_ALLOW``) opens such a target. Entries, comma-sepa
 ``https://`` is required; ``http://`` only to an allow-listed target. Checks run twice:
 
 * at creation (:meth:`OutboundPolicy.check_static`, no DNS): scheme, and literal addresses
-  (and ``localhost``) must be public or allow-listed; a 422 for the request;
+  (also the legacy IPv4 forms the resolver reads, ``127.1``, ``0x7f000001``, and
+  ``localhost`` with or without its trailing dot) must be public or allow-listed; a 422 for
+  the request;
 * at connection (:mod:`gateway.outbound`, which does the I/O): the host is resolved,
   **every** address checked (:meth:`OutboundPolicy.check_addresses`), and the socket connects
   to a checked address (not to the name again), so DNS rebinding between check and connect
   cannot redirect it. TLS still verifies the host name (SNI).
 
-This module is pure (no sockets, no DNS), so declaration parsers can use it.
+This module is pure (no sockets, no DNS: ``socket.inet_aton`` only parses), so declaration
+parsers can use it.
 
 Sources: RFC 6890 (special-purpose address registries), RFC 4291 §2.5.5.2 (IPv4-mapped),
-RFC 6052 (NAT64 well-known prefix); Python :mod:`ipaddress` ``is_global``.
+RFC 6052 (NAT64 well-known prefix), RFC 3056 (6to4), RFC 4380 (Teredo); Python
+:mod:`ipaddress` ``is_global``; ``inet_aton(3)`` (the a, a.b, a.b.c forms, hex and octal).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,26 +54,52 @@ class OutboundRefused(ValueError):
 
 
 def _unwrap(ip: IPAddress) -> IPAddress:
-    """The IPv4 address inside an IPv4-mapped or NAT64 IPv6 address, else ``ip``."""
+    """The IPv4 address inside an IPv4-mapped, NAT64 or 6to4 IPv6 address, or a Teredo
+    address's client, else ``ip``."""
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return ip.ipv4_mapped
         if ip in _NAT64:
             return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if ip.sixtofour is not None:
+            return ip.sixtofour
+        if ip.teredo is not None:
+            return ip.teredo[1]
     return ip
 
 
-def is_public(ip: IPAddress) -> bool:
-    """Whether ``ip`` is a globally routable unicast address (after unwrapping IPv4 in IPv6)."""
-    ip = _unwrap(ip)
+def _global_unicast(ip: IPAddress) -> bool:
     return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_unspecified)
 
 
+def is_public(ip: IPAddress) -> bool:
+    """Whether ``ip`` is a globally routable unicast address (after unwrapping IPv4 in IPv6;
+    a Teredo address needs its server and its client public)."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.teredo is not None:
+        return all(_global_unicast(v4) for v4 in ip.teredo)
+    return _global_unicast(_unwrap(ip))
+
+
+#: What ``inet_aton`` (and so ``getaddrinfo``) reads as an IPv4 address: ``127.1``,
+#: ``0x7f000001``, ``2130706433``, ``0177.0.0.1``.
+_LEGACY_V4 = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}$")
+
+
 def _literal(host: str) -> IPAddress | None:
+    """The address a host names without DNS: an IP literal, or an IPv4 in one of the legacy
+    forms the system resolver accepts (``127.1``, ``0x7f000001`` …), trailing dot ignored."""
+    host = host.strip("[]")
     try:
-        return ipaddress.ip_address(host.strip("[]"))
+        return ipaddress.ip_address(host)
     except ValueError:
-        return None
+        pass
+    bare = host.lower().rstrip(".")
+    if _LEGACY_V4.match(bare):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(bare))
+        except OSError:
+            return None
+    return None
 
 
 def _split_host_port(entry: str) -> tuple[str, int | None]:
@@ -162,7 +195,8 @@ class OutboundPolicy:
         if parts.scheme not in ("https", "http") or not host:
             raise OutboundRefused("url must be https://")
         ip = _literal(host)
-        if ip is None and (host == "localhost" or host.endswith(".localhost")):
+        name = host.rstrip(".")
+        if ip is None and (name == "localhost" or name.endswith(".localhost")):
             ip = ipaddress.ip_address("127.0.0.1")
         if parts.scheme == "http" and not self.allowed(host, ip, port):
             raise OutboundRefused("url must be https:// (http:// only to an allow-listed host)")

@@ -28,6 +28,12 @@ STRICT = OutboundPolicy()
     "https://240.0.0.1/x", "https://255.255.255.255/x",  # reserved, broadcast
     "https://[::ffff:10.0.0.1]/x", "https://[::ffff:127.0.0.1]/x",  # IPv4-mapped
     "https://[64:ff9b::a00:1]/x",  # NAT64 of 10.0.0.1
+    "https://[2002:7f00:1::]/x", "https://[2002:a9fe:a9fe::1]/x",  # 6to4 of 127.0.0.1, 169.254.169.254
+    "https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/x",  # Teredo, client 192.0.2.45
+    "https://[2001:0:808:808:0:0:80ff:fffe]/x",  # Teredo, client 127.0.0.1 (obfuscated 0x80fffffe)
+    "https://127.1/x", "https://0x7f000001/x", "https://2130706433/x", "https://0177.0.0.1/x",  # as inet_aton reads
+    "https://0xa9.254.169.254/x", "https://10.1/x",
+    "https://localhost./x", "https://api.localhost./x", "https://127.0.0.1./x",  # trailing dot
     "http://tools.example.com/x", "ftp://tools.example.com/x", "https:///x", "not a url",
 ])  # fmt: skip
 def test_static_check_refuses_non_public_targets_and_plain_http(url):
@@ -35,9 +41,21 @@ def test_static_check_refuses_non_public_targets_and_plain_http(url):
         STRICT.check_static(url)
 
 
-@pytest.mark.parametrize("url", ["https://tools.example.com/book", "https://8.8.8.8/x", "https://[2001:4860:4860::8888]/x"])
+@pytest.mark.parametrize("url", [
+    "https://tools.example.com/book", "https://8.8.8.8/x", "https://[2001:4860:4860::8888]/x",
+    "https://[2002:808:808::1]/x",  # 6to4 of 8.8.8.8
+    "https://1e100.net/x", "https://123.example/x", "https://0x1.example/x", "https://tools.example.com./x",
+])  # fmt: skip
 def test_static_check_passes_public_https(url):
     STRICT.check_static(url)
+
+
+def test_resolved_6to4_and_teredo_addresses_are_checked_inside():
+    for wrapped in ("2002:7f00:1::", "2002:a00:1::5", "2001:0:808:808:0:0:80ff:fffe"):
+        with pytest.raises(OutboundRefused):
+            STRICT.check_addresses("t.example", 443, [wrapped])
+    assert STRICT.check_addresses("t.example", 443, ["2002:808:808::1"]) == ["2002:808:808::1"]
+    assert OutboundPolicy(("127.0.0.1",)).check_addresses("t.example", 443, ["2002:7f00:1::"])
 
 
 def test_allow_list_entries():
