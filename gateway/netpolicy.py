@@ -26,8 +26,7 @@ allow-list (``GATEWAY_OUTBOUND_ALLOW``) opens such a target. Entries, comma-sepa
   to a checked address (not to the name again), so DNS rebinding between check and connect
   cannot redirect it. TLS still verifies the host name (SNI).
 
-This module is pure (no sockets, no DNS: ``socket.inet_aton`` only parses), so declaration
-parsers can use it.
+This module is pure (no sockets, no DNS), so declaration parsers can use it.
 
 Sources: RFC 6890 (special-purpose address registries), RFC 4291 §2.5.5.2 (IPv4-mapped),
 RFC 6052 (NAT64 well-known prefix), RFC 3056 (6to4), RFC 4380 (Teredo); Python
@@ -38,7 +37,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import socket
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -80,7 +78,7 @@ def is_public(ip: IPAddress) -> bool:
     return _global_unicast(_unwrap(ip))
 
 
-#: What ``inet_aton`` (and so ``getaddrinfo``) reads as an IPv4 address: ``127.1``,
+#: What ``inet_aton(3)`` (and so ``getaddrinfo``) reads as an IPv4 address: ``127.1``,
 #: ``0x7f000001``, ``2130706433``, ``0177.0.0.1``.
 _LEGACY_V4 = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}$")
 
@@ -94,12 +92,32 @@ def _literal(host: str) -> IPAddress | None:
     except ValueError:
         pass
     bare = host.lower().rstrip(".")
-    if _LEGACY_V4.match(bare):
+    value = _inet_aton(bare) if _LEGACY_V4.match(bare) else None
+    return None if value is None else ipaddress.IPv4Address(value)
+
+
+def _inet_aton(text: str) -> int | None:
+    """``inet_aton(3)`` in Python: 1–4 parts (``a``: 32 bits; ``a.b``: 8+24; ``a.b.c``:
+    8+8+16; ``a.b.c.d``), each decimal, octal (leading ``0``) or hex (``0x``)."""
+    values: list[int] = []
+    for part in text.split("."):
+        if part.startswith("0x"):
+            base, digits = 16, part[2:] or "0"
+        elif len(part) > 1 and part.startswith("0"):
+            base, digits = 8, part[1:]
+        else:
+            base, digits = 10, part
         try:
-            return ipaddress.IPv4Address(socket.inet_aton(bare))
-        except OSError:
+            values.append(int(digits, base))
+        except ValueError:
             return None
-    return None
+    *head, last = values
+    if len(values) > 4 or any(v > 0xFF for v in head) or last >= 1 << (8 * (5 - len(values))):
+        return None
+    out = last
+    for i, v in enumerate(head):  # the leading parts are the top bytes
+        out |= v << (24 - 8 * i)
+    return out
 
 
 def _split_host_port(entry: str) -> tuple[str, int | None]:

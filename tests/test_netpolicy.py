@@ -4,11 +4,14 @@ resolution, and a pinned transport over real loopback sockets."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import socket
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.llm.tool_runner import ToolRunner
 from gateway.llm.tools import ToolCall, parse_tools
@@ -206,3 +209,19 @@ async def test_tool_runner_with_the_guarded_client_never_reaches_a_refused_tool(
         allowed = ToolRunner(specs, client=outbound_client(OutboundPolicy((f"127.0.0.1:{srv.port}",))))
         assert json.loads(await allowed.call(ToolCall("c2", "peek", '{"q": 1}'))) == {"ok": True}
         assert srv.requests[0].endswith(b'{"q":1}')
+
+
+@given(st.text(alphabet="0123456789abcdefx.", min_size=1, max_size=16))
+@settings(max_examples=2000, deadline=None)
+def test_legacy_ipv4_forms_are_read_exactly_as_inet_aton_reads_them(text):
+    """The static check's reading of ``127.1``-style hosts (pure Python) matches the system's
+    ``inet_aton`` (which ``getaddrinfo`` uses at connection time)."""
+    from gateway.netpolicy import _literal
+
+    text = text.rstrip(".")  # a trailing dot is ignored on purpose (a stricter reading)
+    try:
+        expected = str(ipaddress.IPv4Address(socket.inet_aton(text)))
+    except OSError:
+        expected = None
+    got = _literal(text)
+    assert (None if got is None else str(got)) == expected
