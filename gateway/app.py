@@ -3,7 +3,8 @@
 ``create_app(settings)`` builds the app: the REST API's FastAPI app
 (:func:`gateway.api.create_api`) plus the media-stream WebSocket and ``/metrics``. Its lifespan opens the store, finalises the
 calls a previous run of this node left in progress (``node_lost``, see
-:mod:`gateway.store.recovery`), loads the VAD model (and the local agent's speech engines, in
+:mod:`gateway.store.recovery`; its sweeper finalises later the calls whose process is gone and
+whose lease lapsed, and it renews the leases of its own live calls), loads the VAD model (and the local agent's speech engines, in
 the background), and keeps the registry of live calls. On shutdown (SIGTERM, served by
 :class:`gateway.serving.GatewayServer`) live calls end with reason ``shutdown`` and their
 sockets close with 1001 "going away"; the gateway waits up to ``GATEWAY_SHUTDOWN_TIMEOUT_S``
@@ -43,6 +44,7 @@ import contextlib
 import logging
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +73,7 @@ from gateway.store import (
     TokenExpired,
     UnknownCall,
     recover_lost_calls,
+    sweep_lapsed_calls,
 )
 from gateway.tenants import DEFAULT_TENANT, SecretGrants
 from gateway.vadrun import VadFactory
@@ -153,6 +156,10 @@ class Services:
     #: The shared HTTP clients (tools, the local agent's LLM endpoint), open while the app runs.
     clients: AppClients | None = None
     metrics: GatewayMetrics = field(init=False)
+    #: This process's run id, recorded with each stream it claims and each lease renewal
+    #: (:mod:`gateway.store.recovery`): a restart, or a twin with the same node id, never
+    #: takes a call this run still renews.
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __post_init__(self) -> None:
         self.metrics = GatewayMetrics(lambda: len(self.live))
@@ -294,7 +301,8 @@ async def _serve(
     wav = recording_path(services.settings, call_id) if config.recording_enabled else None
     try:
         await asyncio.to_thread(
-            services.store.mark_call_started, call_id, node_id=services.settings.node_id, recording_path=wav
+            services.store.mark_call_started, call_id, node_id=services.settings.node_id,
+            node_run=services.run_id, lease_s=services.settings.call_lease_s, recording_path=wav,
         )
     except IllegalTransition:
         return await _refuse(ws, "not_connectable", "call already streaming or ended")
@@ -397,8 +405,12 @@ def _build_session(services: Services, call_id: str, carrier: str, ws: WebSocket
     )
 
 
-async def _expire_calls(store: Store, every_s: float = 30.0) -> None:
-    """Mark calls whose stream token expired before anyone connected as ``expired``."""
+async def _expire_calls(services: Services, every_s: float = 30.0) -> None:
+    """The sweeper: every ``every_s``, the calls nobody connected to (stream token expired)
+    become ``expired``, and calls whose process is gone are finalised as ``node_lost``: this
+    node's calls from a run that stopped renewing them, and any node's whose lease lapsed
+    (:mod:`gateway.store.recovery`). Each step's errors are logged; the loop goes on."""
+    store, settings = services.store, services.settings
     while True:
         try:
             n = await asyncio.to_thread(store.expire_stale_calls)
@@ -406,7 +418,31 @@ async def _expire_calls(store: Store, every_s: float = 30.0) -> None:
                 log.info("expired %d calls nobody connected to", n)
         except Exception:  # noqa: BLE001 - keep the sweeper alive
             log.warning("expiring stale calls failed", exc_info=True)
+        try:
+            await asyncio.to_thread(recover_lost_calls, store, settings.node_id, run_id=services.run_id)
+            await asyncio.to_thread(sweep_lapsed_calls, store, settings.node_id, lease_s=settings.call_lease_s,
+                                    live=set(services.live) | services.admitting)  # fmt: skip
+        except Exception:  # noqa: BLE001 - keep the sweeper alive
+            log.warning("finalising lost calls failed", exc_info=True)
         await asyncio.sleep(every_s)
+
+
+async def _renew_leases(services: Services) -> None:
+    """Every third of ``GATEWAY_CALL_LEASE_S``, renew the leases of this process's live calls
+    (one ``UPDATE`` for all of them, bounded by the interval; errors logged, never fatal)."""
+    store, lease_s = services.store, services.settings.call_lease_s
+    every_s = lease_s / 3
+    while True:
+        await asyncio.sleep(every_s)
+        ids = set(services.live) | services.admitting
+        if not ids:
+            continue
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(store.renew_leases, ids, run_id=services.run_id, lease_s=lease_s), every_s
+            )
+        except Exception:  # noqa: BLE001 - a timeout or a database error: the next renewal may land
+            log.warning("renewing the leases of %d live calls failed", len(ids), exc_info=True)
 
 
 def create_app(settings: Settings | None = None, *, store: Store | None = None,
@@ -450,12 +486,14 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
         replayed = await asyncio.to_thread(replay_spool, store.finalise_call, settings.spool_path)
         if replayed:
             log.warning("stored %d spooled call records", replayed)
-        lost = await asyncio.to_thread(recover_lost_calls, store, settings.node_id)  # before any stream
+        # before any stream; calls a live twin may still renew are left to the sweeper's checks
+        lost = await asyncio.to_thread(recover_lost_calls, store, settings.node_id, run_id=services.run_id)
         if lost:
             log.warning("finalised %d calls a previous run of node %s left in progress", len(lost), settings.node_id)
         if warm_up and settings.warm_up:
             services.warm = asyncio.create_task(services.engines.ready())  # worker processes load
-        expiry = asyncio.create_task(_expire_calls(store))
+        expiry = asyncio.create_task(_expire_calls(services, min(30.0, settings.call_lease_s / 3)))
+        renewal = asyncio.create_task(_renew_leases(services))
         services.clients = AppClients.from_settings(settings)  # one TLS context, not one per call
         try:
             yield
@@ -464,6 +502,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
             # uvicorn closes live sockets (1012) before this runs unless the server is a
             # gateway.serving.GatewayServer, which ends the calls first; this catches the rest.
             await services.end_live_calls("shutdown", timeout_s=settings.shutdown_timeout_s)
+            renewal.cancel()  # after the calls: their leases hold while they end
             if services.warm is not None and not services.warm.done():
                 services.warm.cancel()  # the pool goes on loading; nothing waits for it here
             if owns_engines:

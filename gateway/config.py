@@ -193,6 +193,11 @@ class Settings(BaseSettings):
     node_id: str = Field(
         default_factory=lambda data: f"{socket.gethostname()}:{data.get('port', 8080)}", min_length=1, max_length=200
     )
+    #: How long (s) a node vouches for a call it serves: each call's lease is renewed every
+    #: third of this while it is live; a call whose lease lapsed (its node gone for good: a
+    #: pod rescheduled under a new name, a host lost) is finalised as ``node_lost`` by any
+    #: node's sweeper (:mod:`gateway.store.recovery`).
+    call_lease_s: float = Field(90.0, ge=5, le=86400)
     #: On SIGTERM, live calls are ended (reason ``shutdown``, close code 1001) and the gateway
     #: waits this long (s) for their records before closing what is left (then as long again
     #: before cancelling it).

@@ -30,7 +30,7 @@ from gateway.store.models import (
     check_transition,
 )
 from gateway.store.recording import CallRecorder, WavCheck, repair_wav
-from gateway.store.recovery import NODE_LOST, RecoveredCall, recover_lost_calls
+from gateway.store.recovery import NODE_LOST, RecoveredCall, recover_lost_calls, sweep_lapsed_calls
 from gateway.store.records import (
     AgentRecord,
     ApiKeyRecord,
@@ -50,6 +50,7 @@ __all__ = [
     "NODE_LOST",
     "RecoveredCall",
     "recover_lost_calls",
+    "sweep_lapsed_calls",
     "CallStatus",
     "TRANSITIONS",
     "TERMINAL_STATUSES",

@@ -16,7 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from gateway.llm.base import AgentConfig
@@ -38,8 +38,10 @@ from gateway.store.helpers import (
     hash_secret,
     new_id,
 )
+from gateway.store.leases import NODE_LOST
 from gateway.store.models import (
     TERMINAL_STATUSES,
+    TRANSITIONS,
     Agent,
     Call,
     CallEvent,
@@ -196,6 +198,8 @@ class CallsMixin(StoreBase):
         from_: str | None = None,
         to: str | None = None,
         node_id: str | None = None,
+        node_run: str | None = None,
+        lease_s: float | None = None,
         recording_path: str | Path | None = None,
     ) -> CallRecord:
         """Claim the call for a connected media stream: ``queued``/``ringing`` → ``in_progress``.
@@ -206,18 +210,29 @@ class CallsMixin(StoreBase):
         Args:
             node_id: the gateway node serving the stream (``GATEWAY_NODE_ID``): if it dies
                 mid-call, its next start-up finalises the call (:meth:`lost_calls`).
+            node_run: the claiming process's run id; only it renews the lease
+                (:meth:`~gateway.store.leases.LeasesMixin.renew_leases`).
+            lease_s: the lease (s): ``lease_until`` is set to now + ``lease_s``; ``None``: no
+                lease (the call lapses by its start + max duration, see
+                :func:`~gateway.store.leases.lease_expiry`).
             recording_path: where the call's WAV will be written, if it is recorded (the
                 recording is ``recording`` until :meth:`finalise_call`; after a crash the
                 start-up recovery links this file).
 
         Raises:
-            UnknownCall, IllegalTransition.
+            UnknownCall, IllegalTransition, ValueError (``lease_s`` not positive).
         """
+        now = self.now()
         values: dict[str, Any] = {
-            "started_at": self.now(),
+            "started_at": now,
             **_details(carrier_call_id, stream_id, from_, to),
             "node_id": node_id,
+            "node_run": node_run,
         }
+        if lease_s is not None:
+            if lease_s <= 0:
+                raise ValueError("lease_s must be positive")
+            values.update(lease_until=now + timedelta(seconds=lease_s), lease_renewed_at=now)
         if recording_path is not None:
             values.update(recording_path=str(recording_path), recording_status="recording")
         with self._session() as s, s.begin():
@@ -293,9 +308,14 @@ class CallsMixin(StoreBase):
             recording_error: why the recording failed (the call went on without it).
             metrics: free-form JSON (latencies, frame counts …).
 
+        A call presumed lost (``failed`` / ``node_lost``, by a restart of its node or a lapsed
+        lease) is not final for its real outcome: a finalise from the process that served it
+        replaces the ``node_lost`` fields with its own and adds its turns and events after
+        the ``node_lost`` event, which stays for the audit trail (logged at WARNING).
+
         Returns:
             ``True`` if this call finalised it; ``False`` if it was already final (a no-op:
-            nothing is written).
+            nothing is written; logged at WARNING when it ended for another reason).
 
         Raises:
             UnknownCall: no such call.
@@ -325,11 +345,45 @@ class CallsMixin(StoreBase):
         }
         with self._session() as s, s.begin():
             if not self._transition(s, call_id, new, values):
-                log.debug("call %s already final; finalise_call is a no-op", call_id)
-                return False
+                if not self._supersede_node_lost(s, call_id, new, values, turn_rows, event_rows):
+                    return False
             s.add_all(turn_rows)
             s.add_all(event_rows)
         return True
+
+    def _supersede_node_lost(
+        self, s: Session, call_id: str, new: CallStatus, values: dict[str, Any],
+        turn_rows: list[TranscriptTurn], event_rows: list[CallEvent],
+    ) -> bool:  # fmt: skip
+        """For a call already final: replace a ``node_lost`` presumption by the real outcome.
+
+        ``True`` if ``values`` replaced it (the rows are renumbered to follow the stored
+        ones; the caller adds them); ``False`` if the finalise is dropped (logged).
+        """
+        status, reason = s.execute(select(Call.status, Call.end_reason).where(Call.id == call_id)).one()
+        real = values["end_reason"] != NODE_LOST and new in TRANSITIONS[CallStatus.IN_PROGRESS]
+        if reason == NODE_LOST and status == CallStatus.FAILED.value and real:
+            res = s.execute(
+                update(Call)
+                .where(Call.id == call_id, Call.status == CallStatus.FAILED.value, Call.end_reason == NODE_LOST)
+                .values(status=new.value, **values)
+                .execution_options(synchronize_session=False)
+            )
+            if _rowcount(res) == 1:
+                for model, rows in ((TranscriptTurn, turn_rows), (CallEvent, event_rows)):
+                    last = s.scalar(select(func.max(model.seq)).where(model.call_id == call_id))
+                    for row in rows:
+                        row.seq += 0 if last is None else last + 1
+                log.warning("call %s was presumed %s; its real outcome (%s, %s) replaces that record",
+                            call_id, NODE_LOST, new.value, values["end_reason"])  # fmt: skip
+                return True
+            status, reason = s.execute(select(Call.status, Call.end_reason).where(Call.id == call_id)).one()
+        if reason == values["end_reason"]:
+            log.debug("call %s already final (%s); finalise_call is a no-op", call_id, reason)
+        else:
+            log.warning("call %s already final (%s, %s): its finalise as (%s, %s) is dropped",
+                        call_id, status, reason, new.value, values["end_reason"])  # fmt: skip
+        return False
 
     def expire_stale_calls(self) -> int:
         """Mark queued calls whose stream token expired as ``expired``. Returns how many."""
@@ -348,21 +402,6 @@ class CallsMixin(StoreBase):
                 .execution_options(synchronize_session=False)
             )
             return _rowcount(res)
-
-    def lost_calls(self, node_id: str) -> list[CallRecord]:
-        """Calls ``node_id`` claimed (:meth:`mark_call_started`) that are still ``in_progress``.
-
-        Called once at a node's start-up, before it serves streams: any such call belonged to
-        a previous process of this node that died (kill -9, crash, power loss) and will never
-        be finalised by it. Oldest first.
-        """
-        with self._session() as s:
-            rows = s.scalars(
-                select(Call)
-                .where(Call.node_id == node_id, Call.status == CallStatus.IN_PROGRESS.value)
-                .order_by(Call.started_at)
-            ).all()
-            return [_call_record(row) for row in rows]
 
     def get_call(self, call_id: str) -> CallRecord | None:
         """The call with its transcript turns and events (in ``seq`` order), or ``None``."""

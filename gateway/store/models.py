@@ -253,6 +253,7 @@ class Call(Base):
         Index("ix_calls_status_expires", "status", "stream_token_expires_at"),
         Index("ix_calls_created_at", "created_at"),
         Index("ix_calls_node_status", "node_id", "status"),
+        Index("ix_calls_status_lease", "status", "lease_until"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -287,6 +288,14 @@ class Call(Base):
     #: The gateway node (``GATEWAY_NODE_ID``) that claimed the call's media stream: the node
     #: that finalises it as ``node_lost`` at its next start-up if it died mid-call.
     node_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    #: The process run of that node (a uuid4 made at the app's start) that claimed the stream;
+    #: only it renews the lease (:mod:`gateway.store.leases`). NULL: a row from before leases.
+    node_run: Mapped[str | None] = mapped_column(String(64), default=None)
+    #: Until when the serving process vouches for the call (renewed every lease / 3 while it
+    #: is live); once past, any node's sweeper finalises it as ``node_lost``. NULL: no lease.
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    #: When the lease was last set (the claim or a renewal).
+    lease_renewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     carrier_call_id: Mapped[str | None] = mapped_column(String(200), default=None)
     stream_id: Mapped[str | None] = mapped_column(String(200), default=None)

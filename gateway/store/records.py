@@ -210,6 +210,10 @@ class CallRecord:
     recording_status: str | None = None
     recording_error: str | None = None
     node_id: str | None = None
+    #: The claiming process run and its lease (:mod:`gateway.store.leases`); ``None``: no lease.
+    node_run: str | None = None
+    lease_until: datetime | None = None
+    lease_renewed_at: datetime | None = None
     metrics: dict[str, Any] | None = None
     carrier_call_id: str | None = None
     stream_id: str | None = None

@@ -18,6 +18,7 @@ SHA-256 hex digests are stored. Nothing here logs a key or a token.
 from gateway.store.accounts import AgentsMixin, ApiKeysMixin
 from gateway.store.calls import CallsMixin, log  # noqa: F401
 from gateway.store.carrier_accounts import CarrierAccountsMixin
+from gateway.store.leases import LeasesMixin
 from gateway.store.helpers import (  # noqa: F401
     API_KEY_PREFIX,
     CONNECTION_TYPES,
@@ -38,7 +39,7 @@ from gateway.store.helpers import (  # noqa: F401
 __all__ = ["Store", "hash_secret", "new_id", "CONNECTION_TYPES"]
 
 
-class Store(ApiKeysMixin, AgentsMixin, CarrierAccountsMixin, CallsMixin):
+class Store(ApiKeysMixin, AgentsMixin, CarrierAccountsMixin, CallsMixin, LeasesMixin):
     """Persistence for the gateway, over one SQLAlchemy engine.
 
     Args:
@@ -53,5 +54,6 @@ class Store(ApiKeysMixin, AgentsMixin, CarrierAccountsMixin, CallsMixin):
     The methods live in per-area mixins: :class:`~gateway.store.base.StoreBase` (engine,
     sessions, clock, ``create_all``/``close``), :mod:`gateway.store.accounts` (API keys,
     agents), :mod:`gateway.store.carrier_accounts` (carrier accounts) and
-    :mod:`gateway.store.calls` (calls, stream tokens, transcripts, events).
+    :mod:`gateway.store.calls` (calls, stream tokens, transcripts, events),
+    :mod:`gateway.store.leases` (call leases, lost and lapsed calls).
     """

@@ -7,11 +7,19 @@ of the session's finalisation runs. The restarted process (same node id, same da
 finalise the call as ``failed`` / ``node_lost`` before it serves anything, with the recording
 linked, valid (its header repaired if the kill landed between a data write and the header
 patch) and holding the caller's speech; a call created but never connected stays ``queued``.
+
+The lease is the shortest allowed (5 s, renewed every 1.7 s), so the restarted process decides
+within seconds: the killed run's last renewal must be older than its quiet time (one renewal
+interval plus 2 s) before a restart may presume the call lost, else a sweep decides it. When
+the node comes back under another name (a pod rescheduled), the call is finalised once its
+lease lapsed, by the new node's sweeper.
 """
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import time
 import wave
 
 import numpy as np
@@ -23,9 +31,26 @@ from tests.llm.fake_servers import FakeRealtimeServer, Reply, Say
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("shared_audio"), pytest.mark.timeout(90)]
 
 
-async def test_a_killed_gateway_finalises_its_lost_call_at_restart(tmp_path) -> None:
+LEASE_S = 5.0
+#: The most a restarted node may take to finalise the lost call (s): the killed run's quiet
+#: time (a renewal interval + 2 s) or its lease, plus one sweep (a renewal interval), plus slack.
+DECIDED_WITHIN_S = LEASE_S + LEASE_S / 3 + 3.0
+
+
+async def final_record(gw: GatewayProcess, call_id: str, within_s: float) -> tuple[dict, float]:
+    """The call's record once it is final, and how long after the call that took (s)."""
+    t0 = time.monotonic()
+    while True:
+        rec = await gw.record(call_id)
+        if rec["status"] != "in_progress" or time.monotonic() - t0 > within_s:
+            return rec, time.monotonic() - t0
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.parametrize("renamed", [False, True], ids=["same-node", "rescheduled-under-a-new-name"])
+async def test_a_killed_gateway_finalises_its_lost_call_at_restart(tmp_path, renamed: bool) -> None:
     async with FakeRealtimeServer(api_key=KEY, replies=[Reply([Say(GREETING)])]) as model:
-        gw = GatewayProcess(tmp_path, openai_realtime_url=model.url, openai_api_key=KEY)
+        gw = GatewayProcess(tmp_path, openai_realtime_url=model.url, openai_api_key=KEY, call_lease_s=str(LEASE_S))
         try:
             startup_s = await gw.start()
             created = await gw.create_call()
@@ -42,16 +67,22 @@ async def test_a_killed_gateway_finalises_its_lost_call_at_restart(tmp_path) -> 
             lost = gw.stored(call_id)
             assert lost is not None and lost.status == "in_progress"  # what kill -9 leaves
 
+            if renamed:
+                gw.env["GATEWAY_NODE_ID"] = "node-rescheduled"
             restart_s = await gw.start()
-            rec = await gw.record(call_id)
+            rec, decided_s = await final_record(gw, call_id, DECIDED_WITHIN_S)
         finally:
             gw.stop()
-    print(f"\nstart-up {startup_s:.2f} s, restart {restart_s:.2f} s; {on_disk} bytes on disk at the kill")
+    print(f"\nstart-up {startup_s:.2f} s, restart {restart_s:.2f} s, finalised {decided_s:.2f} s after it; "
+          f"{on_disk} bytes on disk at the kill")  # fmt: skip
 
     assert (rec["status"], rec["endReason"]) == ("failed", "node_lost"), rec
     assert rec["error"]["code"] == "node_lost"
     assert [e["kind"] for e in rec["events"]] == ["node_lost"]
-    assert rec["events"][0]["data"]["nodeId"] == gw.node_id
+    data = rec["events"][0]["data"]
+    assert data["nodeId"] == gw.node_id
+    assert data["cause"] == ("lease_lapsed" if renamed else "restart")
+    assert data["finalisedBy"] == ("node-rescheduled" if renamed else gw.node_id)
     recording = rec["recording"]
     assert recording["status"] == "completed" and recording["error"] is None, recording
     assert recording["url"].endswith(f"/calls/{call_id}/recording")
