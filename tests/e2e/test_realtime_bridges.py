@@ -394,7 +394,9 @@ def carried_turns(log: Any) -> list[tuple[str, str]]:
 
 def check_caller_audio_reached_the_model(call: Call, srv: FakeRealtimeServer) -> int:
     """Every byte the caller sent reached the model sessions in order (μ-law passthrough); only
-    the session's last < 40 ms chunk, still buffered at the hang-up, may be missing.
+    the end of the call may be missing: the < 40 ms chunk still buffered at the hang-up, and one
+    40 ms chunk that was on its way to the model as the call closed (on a loaded machine the
+    carrier's stop can overtake it).
 
     A session that took over mid-turn starts with the turn so far sent again (``replayedBytes``
     of its ``model_session`` event): that must be the end of the old session's audio since its
@@ -410,7 +412,7 @@ def check_caller_audio_reached_the_model(call: Call, srv: FakeRealtimeServer) ->
         assert n <= len(prev.input_audio) - since and data[:n] == bytes(prev.input_audio)[len(prev.input_audio) - n :]
         stream += data[n:]
         replayed += n
-    assert call.sent.startswith(stream) and len(call.sent) - len(stream) < 8 * 40, (len(call.sent), len(stream))
+    assert call.sent.startswith(stream) and len(call.sent) - len(stream) < 2 * 8 * 40, (len(call.sent), len(stream))
     return replayed
 
 
