@@ -146,10 +146,14 @@ def test_a_backlog_is_not_a_hang_the_deadline_runs_from_the_start_of_each_reques
         p.wait_ready(120)
         pid = p.pids()[0]
         text = "Seven of clubs, please."
-        t = time.monotonic()
-        p.synthesize(text).result(60)
-        one = time.monotonic() - t
-        p.request_timeout_s = deadline = max(1.0, 5 * one)  # this host's speed, whatever its load
+        p.synthesize(text).result(60)  # warm: the first synthesis also loads what it needs
+        times = []
+        for _ in range(3):
+            t = time.monotonic()
+            p.synthesize(text).result(60)
+            times.append(time.monotonic() - t)
+        one = min(times)  # no request of the backlog is faster than the fastest of these
+        p.request_timeout_s = deadline = max(1.0, 5 * max(times))  # this host's speed, whatever its load
         count = max(20, math.ceil(4 * deadline / one))
         t = time.monotonic()
         futures = [p.synthesize(text) for _ in range(count)]
