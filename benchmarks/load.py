@@ -508,7 +508,7 @@ def main(
     else:
         print(md)
         best = result.get("headline")
-        print(f"\nlargest step that held p99 lateness < 20 ms, no lost frame, no failed call, not driver-bound: "
+        print(f"\nlargest step that held p99 lateness < 20 ms, barge-in p95 <= 200 ms, no lost frame, no failed call, not driver-bound: "
               f"{f'{best} calls' if best else 'none (no step is a valid result)'}")
         if result.get("plot"):
             print(f"plot: {result['plot']}")

@@ -55,12 +55,12 @@ def _targets(media: dict[str, Any] | None, load: dict[str, Any] | None, ramp: di
     best = headline(every)
     if every and best is None:
         bound = sum(1 for r in every if verdict(r) == "driver_bound")
-        rows.append(f"| ≥ 400 concurrent calls per gateway core, p99 lateness < 20 ms, no lost frames | no valid "
+        rows.append(f"| ≥ 400 concurrent calls per gateway core, p99 lateness < 20 ms, barge-in p95 ≤ 200 ms, no lost frames | no valid "
                     f"step: none held the targets without being driver-bound ({bound} of {len(every)} steps "
                     f"driver-bound) | no |")  # fmt: skip
     if best is not None:
         cpc = best.get("calls_per_core")
-        rows.append(f"| ≥ 400 concurrent calls per gateway core, p99 lateness < 20 ms, no lost frames | "
+        rows.append(f"| ≥ 400 concurrent calls per gateway core, p99 lateness < 20 ms, barge-in p95 ≤ 200 ms, no lost frames | "
                     f"{_fmt(cpc)} calls per core at **{best['calls']} calls**, the largest step that held the "
                     f"targets and was not driver-bound (mean live calls ÷ gateway cores) | "
                     f"{'yes' if cpc and cpc >= 400 else 'no'} |")  # fmt: skip
@@ -136,8 +136,8 @@ def _ramp_verdict(ramp: dict[str, Any]) -> str:
     note = (f" Driver-bound steps ({', '.join(map(str, bound))} calls) are not results: the load generator, "
             f"not the gateway, was the limit there." if bound else "")  # fmt: skip
     if best is None:
-        return f"**No valid step**: no step held p99 lateness < 20 ms with no lost frame or failed call without being driver-bound.{note}"
-    return (f"Largest step that held p99 lateness < 20 ms with no lost frame or failed call and was not "
+        return f"**No valid step**: no step held p99 lateness < 20 ms and barge-in p95 ≤ 200 ms with no lost frame or failed call without being driver-bound.{note}"
+    return (f"Largest step that held p99 lateness < 20 ms and barge-in p95 ≤ 200 ms with no lost frame or failed call and was not "
             f"driver-bound: **{best['calls']} calls**, {_fmt(best.get('calls_per_core'))} calls per gateway core.{note}")
 
 

@@ -4,7 +4,9 @@ Pure functions over :class:`CallResult` / :class:`StepResult` (filled in by
 :func:`gateway.simulator.load.run_step`), so every figure can be unit-tested with synthetic
 calls. The figures are described in :mod:`gateway.simulator.load`; the rules for a step:
 
-* **ok**: no call failed, no frame was lost (either way) and p99 pacing lateness < 20 ms;
+* **ok**: no call failed, no frame was lost (either way), p99 pacing lateness < 20 ms and
+  barge-in reaction p95 <= 200 ms (a gateway saturated by the step still paces what it sends,
+  but callers wait seconds for it to stop talking: that is not a load it holds);
 * **driver-bound**: the driver's event-loop lag or the callers' send slip has a p99 above
   :data:`DRIVER_BOUND_MS`: the caller-side timings then include the driver's own delay, so the
   step is *not a result*, held or not (:func:`verdict` ``"driver_bound"``);
@@ -21,12 +23,14 @@ from typing import Any
 import numpy as np
 
 __all__ = ["CallResult", "StepResult", "percentiles", "summarise", "verdict", "headline", "DRIVER_BOUND_MS",
-           "LATENESS_P99_MS"]
+           "LATENESS_P99_MS", "BARGE_IN_P95_MS"]
 
 #: A step whose driver loop lag or caller send slip has a p99 above this (ms) is driver-bound.
 DRIVER_BOUND_MS = 20.0
 #: Pacing target: p99 lateness below this (ms).
 LATENESS_P99_MS = 20.0
+#: Barge-in target: caller speech onset to the carrier's clear, p95 at most this (ms).
+BARGE_IN_P95_MS = 200.0
 
 
 @dataclass
@@ -237,8 +241,10 @@ def summarise(step: StepResult, *, calls: int, carriers: Sequence[str], cores: i
         **_gateway(step, calls),
     }
     row["by_carrier"] = _by_carrier(step)
+    barge_p95 = row["barge_in_ms"]["p95"]
     row["ok"] = bool(row["errors"] == 0 and frames["frames_lost_out"] == 0 and frames["frames_lost_in"] == 0
-                     and (lat["p99"] is None or lat["p99"] < LATENESS_P99_MS))  # fmt: skip
+                     and (lat["p99"] is None or lat["p99"] < LATENESS_P99_MS)
+                     and (barge_p95 is None or barge_p95 <= BARGE_IN_P95_MS))  # fmt: skip
     row["driver_bound"] = bool((row["driver_lag_ms"]["p99"] or 0) > DRIVER_BOUND_MS
                                or (row["send_slip_ms"]["p99"] or 0) > DRIVER_BOUND_MS)  # fmt: skip
     if cores:

@@ -111,6 +111,16 @@ def test_a_stalled_frame_fails_the_step():
     assert verdict(row) == "failed"
 
 
+def test_a_saturated_gateway_that_still_paces_does_not_hold_when_barge_in_takes_seconds():
+    """Pacing can stay perfect while a saturated gateway takes seconds to stop talking."""
+    slow = [call(i, barge_in_ms=[150.0, 3400.0]) for i in range(10)]
+    row = summarise(step(slow), calls=10, carriers=["twilio"])
+    assert row["lateness_ms"]["p99"] == 0.0 and row["barge_in_ms"]["p95"] > 200
+    assert verdict(row) == "failed"
+    quick = [call(i, barge_in_ms=[150.0, 170.0]) for i in range(10)]
+    assert verdict(summarise(step(quick), calls=10, carriers=["twilio"])) == "held"
+
+
 def test_a_lagging_driver_or_late_send_ticks_make_a_step_driver_bound():
     row = summarise(step([call(0)], lag_ms=[0.5] * 90 + [45.0] * 10), calls=1, carriers=["twilio"])
     assert row["ok"] and row["driver_bound"] and verdict(row) == "driver_bound"
