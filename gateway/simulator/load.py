@@ -302,6 +302,149 @@ async def _lag_monitor(out: list[float], stop: asyncio.Event, stalls: list[tuple
             stalls.append((lag, (time.process_time() - c) * 1000))
 
 
+@dataclass
+class _Live:
+    """Callers connected and not yet finished (shared by the callers and the sampler)."""
+
+    n: int = 0
+
+
+def _call_body(res: CallResult, model: str, barge_in: bool) -> dict[str, Any]:
+    """The ``POST /calls/inline`` body of one load-test call."""
+    return {
+        "systemPrompt": f"[{res.tag}] You are a load-test agent. Keep answers short.",
+        "voice": "joe",
+        "language": "en-US",
+        "greeting": "Hello, thanks for calling. How can I help you today?",
+        "model": model,
+        "connectionType": res.carrier,
+        "interruptible": barge_in,
+        "recordingEnabled": True,  # as users run it (the default)
+        "maxDuration": 600,
+        "inactivityTimeout": 60,
+    }
+
+
+async def _create_all(http: httpx.AsyncClient, results: Sequence[CallResult], sem: asyncio.Semaphore, *,
+                      model: str, barge_in: bool, progress: Callable[[str, int], None]) -> None:
+    """Create every call (REST + store) before the measured window; each stream URL must be loopback."""
+    async def create(res: CallResult) -> None:
+        async with sem:
+            created = await _create_call(http, _call_body(res, model, barge_in))
+            res.call_id = created["callId"]
+            res.report["streamUrl"] = created["streamUrl"]
+            progress("created", 1)
+
+    await asyncio.gather(*(create(r) for r in results))
+    for r in results:
+        check_loopback(r.report["streamUrl"].replace("ws://", "http://").replace("wss://", "https://"))
+
+
+async def _sampler(step: StepResult, proc: ProcStat | None, model_proc: ProcStat | None,
+                   live: _Live, stop: asyncio.Event, period_s: float = 0.25) -> None:
+    """Every ``period_s`` seconds until ``stop``: machine busy time, the gateway's CPU s, RSS bytes
+    and live calls, and the fake model's CPU s, appended to ``step``."""
+    while not stop.is_set():
+        step.machine.append((time.monotonic(), machine_busy_s()))
+        if proc is not None and proc.alive():
+            step.samples.append((time.monotonic(), proc.cpu_s(), proc.rss_bytes(), live.n))
+        if model_proc is not None and model_proc.alive():
+            step.model_samples.append((time.monotonic(), model_proc.cpu_s()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), period_s)
+
+
+def _apply_report(res: CallResult, report: Any) -> None:
+    """Copy a caller's report (``caller.run``'s result) into ``res``."""
+    res.report = report.as_dict()
+    res.lateness_ms = list(report.lateness_ms)
+    res.turn_latency_ms = list(report.turn_latency_ms)
+    res.barge_in_ms = list(report.barge_in_reaction_ms)
+    res.frames_sent = report.frames_sent
+    res.frames_received = report.frames_received
+    res.frames_after_hangup = report.frames_after_hangup
+    res.send_slip_ms = report.send_slip_ms
+    res.turn_pauses = len(report.turn_pauses_ms)
+    if report.close_code not in (None, 1000, 1001):
+        res.error = f"closed {report.close_code} {report.close_reason}"
+
+
+async def _run_caller(res: CallResult, prepared: dict[int, Any], *, delay_s: float, live: _Live,
+                      progress: Callable[[str, int], None]) -> None:
+    """Connect one prepared caller after ``delay_s`` seconds and run its script into ``res``;
+    a failure is recorded in ``res.error``, never raised."""
+    await asyncio.sleep(delay_s)
+    caller, dialect, steps = prepared.pop(res.index)
+    res.connected_at = time.monotonic()
+    live.n += 1
+    progress("connected", 1)
+    try:
+        _apply_report(res, await caller.run(steps))
+    except Exception as exc:  # noqa: BLE001 - one failed call is a result, not a crash
+        res.error = f"{type(exc).__name__}: {exc}"[:300]
+    finally:
+        res.media_arrivals = dialect.media_arrivals
+        if dialect.parse_errors and not res.error:
+            res.error = f"{dialect.parse_errors} frames the carrier would reject"
+        res.ended_at = time.monotonic()
+        live.n -= 1
+        progress("finished", 1)
+
+
+async def _run_callers(step: StepResult, prepared: dict[int, Any], *, arrival_s: float, live: _Live,
+                       stop: asyncio.Event, sample_task: asyncio.Task[None], carrier_compression: bool,
+                       step_timeout_s: float, progress: Callable[[str, int], None]) -> None:
+    """Run every caller, arrivals spread over ``arrival_s`` seconds, under the event-loop lag
+    monitor; calls unfinished after ``step_timeout_s`` get ``error = "step timeout"``. Sets
+    ``stop`` and awaits the monitor and ``sample_task`` on the way out."""
+    results = step.calls
+    calls = len(results)
+    lag_task = asyncio.create_task(_lag_monitor(step.lag_ms, stop, step.stalls))
+    patch = contextlib.nullcontext() if carrier_compression else _no_permessage_deflate()
+    try:
+        with patch:
+            async with asyncio.timeout(step_timeout_s):
+                await asyncio.gather(*(
+                    _run_caller(r, prepared, delay_s=arrival_s * r.index / max(1, calls), live=live,
+                                progress=progress)
+                    for r in results))
+    except TimeoutError:
+        for r in results:
+            if r.ended_at is None:
+                r.error = r.error or "step timeout"
+    finally:
+        stop.set()
+        await asyncio.gather(lag_task, sample_task, return_exceptions=True)
+
+
+def _apply_record(res: CallResult, rec: dict[str, Any]) -> None:
+    """Copy the gateway's call record (frames out/in, status, recording, end reason) into ``res``."""
+    metrics = rec.get("metrics") or {}
+    res.gateway_frames_out = metrics.get("framesOut")
+    res.gateway_frames_in = metrics.get("framesIn")
+    res.status = str(rec.get("status", ""))
+    recording = rec.get("recording")
+    if isinstance(recording, dict):
+        res.recording = "linked" if recording.get("url") else str(recording.get("status", "unknown"))
+    else:
+        res.recording = "none"
+    res.end_reason = str(rec.get("endReason", ""))
+    if res.status == "failed" and not res.error:
+        res.error = f"gateway: {res.end_reason} {rec.get('errorCode') or ''}".strip()
+
+
+async def _collect_records(http: httpx.AsyncClient, results: Sequence[CallResult], sem: asyncio.Semaphore) -> None:
+    """Fetch every created call's final record from the gateway into its result."""
+    async def record(res: CallResult) -> None:
+        if not res.call_id:
+            return
+        async with sem:
+            rec = await _final_record(http, res.call_id)
+        _apply_record(res, rec)
+
+    await asyncio.gather(*(record(r) for r in results))
+
+
 async def run_step(
     *,
     url: str,
@@ -352,7 +495,7 @@ async def run_step(
     model_proc = ProcStat(model_pid) if model_pid else None
     progress = on_progress or (lambda event, n: None)
     results = [CallResult(i, carriers[i % len(carriers)], tag=f"{tag_prefix}c{i}") for i in range(calls)]
-    live = 0
+    live = _Live()
     stop = asyncio.Event()
     step = StepResult(results, time.monotonic(), 0.0)
     driver_cpu0 = time.process_time()
@@ -361,116 +504,22 @@ async def run_step(
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30, limits=limits) as http:
         # 1. Create every call first (REST + store), so creation is not in the measured window.
         sem = asyncio.Semaphore(create_concurrency)
-
-        async def create(res: CallResult) -> None:
-            async with sem:
-                body = {
-                    "systemPrompt": f"[{res.tag}] You are a load-test agent. Keep answers short.",
-                    "voice": "joe",
-                    "language": "en-US",
-                    "greeting": "Hello, thanks for calling. How can I help you today?",
-                    "model": model,
-                    "connectionType": res.carrier,
-                    "interruptible": barge_in,
-                    "recordingEnabled": True,  # as users run it (the default)
-                    "maxDuration": 600,
-                    "inactivityTimeout": 60,
-                }
-                created = await _create_call(http, body)
-                res.call_id = created["callId"]
-                res.report["streamUrl"] = created["streamUrl"]
-                progress("created", 1)
-
-        await asyncio.gather(*(create(r) for r in results))
-        for r in results:
-            check_loopback(r.report["streamUrl"].replace("ws://", "http://").replace("wss://", "https://"))
-
+        await _create_all(http, results, sem, model=model, barge_in=barge_in, progress=progress)
         # 2. Prepare every caller (recordings resampled to its rate, script, line noise) before
         #    any call is live: a resample designed while other callers run would stall them all.
         prepared = {r.index: _prepare(r, lines, rng, barge_in=barge_in, script=script) for r in results}
-
         # 3. Sample the gateway process while the step runs.
-        async def sampler() -> None:
-            while not stop.is_set():
-                step.machine.append((time.monotonic(), machine_busy_s()))
-                if proc is not None and proc.alive():
-                    step.samples.append((time.monotonic(), proc.cpu_s(), proc.rss_bytes(), live))
-                if model_proc is not None and model_proc.alive():
-                    step.model_samples.append((time.monotonic(), model_proc.cpu_s()))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.25)
-
         if proc is not None:
             step.rss_baseline = proc.rss_bytes()
-        sample_task = asyncio.create_task(sampler())
-
+        sample_task = asyncio.create_task(_sampler(step, proc, model_proc, live, stop))
         # 4. Run the callers, arrivals spread over arrival_s.
-        async def one(res: CallResult) -> None:
-            nonlocal live
-            await asyncio.sleep(arrival_s * res.index / max(1, calls))
-            caller, dialect, steps = prepared.pop(res.index)
-            res.connected_at = time.monotonic()
-            live += 1
-            progress("connected", 1)
-            try:
-                report = await caller.run(steps)
-                res.report = report.as_dict()
-                res.lateness_ms = list(report.lateness_ms)
-                res.turn_latency_ms = list(report.turn_latency_ms)
-                res.barge_in_ms = list(report.barge_in_reaction_ms)
-                res.frames_sent = report.frames_sent
-                res.frames_received = report.frames_received
-                res.frames_after_hangup = report.frames_after_hangup
-                res.send_slip_ms = report.send_slip_ms
-                res.turn_pauses = len(report.turn_pauses_ms)
-                if report.close_code not in (None, 1000, 1001):
-                    res.error = f"closed {report.close_code} {report.close_reason}"
-            except Exception as exc:  # noqa: BLE001 - one failed call is a result, not a crash
-                res.error = f"{type(exc).__name__}: {exc}"[:300]
-            finally:
-                res.media_arrivals = dialect.media_arrivals
-                if dialect.parse_errors and not res.error:
-                    res.error = f"{dialect.parse_errors} frames the carrier would reject"
-                res.ended_at = time.monotonic()
-                live -= 1
-                progress("finished", 1)
-
-        lag_task = asyncio.create_task(_lag_monitor(step.lag_ms, stop, step.stalls))
-        patch = contextlib.nullcontext() if carrier_compression else _no_permessage_deflate()
-        try:
-            with patch:
-                async with asyncio.timeout(step_timeout_s):
-                    await asyncio.gather(*(one(r) for r in results))
-        except TimeoutError:
-            for r in results:
-                if r.ended_at is None:
-                    r.error = r.error or "step timeout"
-        finally:
-            stop.set()
-            await asyncio.gather(lag_task, sample_task, return_exceptions=True)
+        await _run_callers(step, prepared, arrival_s=arrival_s, live=live, stop=stop, sample_task=sample_task,
+                           carrier_compression=carrier_compression, step_timeout_s=step_timeout_s,
+                           progress=progress)
         step.ended_at = time.monotonic()
         step.driver_cpu_s = time.process_time() - driver_cpu0
-
         # 5. The gateway's records: frames it sent and received, status.
-        async def record(res: CallResult) -> None:
-            if not res.call_id:
-                return
-            async with sem:
-                rec = await _final_record(http, res.call_id)
-            metrics = rec.get("metrics") or {}
-            res.gateway_frames_out = metrics.get("framesOut")
-            res.gateway_frames_in = metrics.get("framesIn")
-            res.status = str(rec.get("status", ""))
-            recording = rec.get("recording")
-            if isinstance(recording, dict):
-                res.recording = "linked" if recording.get("url") else str(recording.get("status", "unknown"))
-            else:
-                res.recording = "none"
-            res.end_reason = str(rec.get("endReason", ""))
-            if res.status == "failed" and not res.error:
-                res.error = f"gateway: {res.end_reason} {rec.get('errorCode') or ''}".strip()
-
-        await asyncio.gather(*(record(r) for r in results))
+        await _collect_records(http, results, sem)
     if model_stats is not None:
         with contextlib.suppress(Exception):
             step.model_stats = await model_stats()
