@@ -153,53 +153,110 @@ def make_bridge(
         return _make_local(settings, local_engines, http_client)
     policy = OutboundPolicy.from_settings(settings)
     if backend == "gemini":
-        from gateway.llm.gemini_live import GEMINI_LIVE_URL, GeminiLiveBridge
+        return _make_gemini(config, settings, model, ep, tool_client, policy)
+    realtime = _REALTIME_BACKENDS.get(backend)
+    if realtime is None:
+        raise BridgeFailed("model_config", f"unknown model backend {backend!r} (one of {BACKENDS})")
+    rt, key = realtime(config, settings, model, ep)
+    return _make_realtime(rt, key, settings, ep, tool_client, policy)
 
-        key = _require(_key(config, settings, "gemini", ep), "gemini", "GATEWAY_GEMINI_API_KEY")
-        return GeminiLiveBridge(
-            model or "gemini-2.5-flash-native-audio-preview-09-2025",
-            key,
-            url=_ep(ep, "url") or _setting(settings, "gemini_live_url", GEMINI_LIVE_URL),
-            tool_client=tool_client,
-            tool_policy=policy,
-        )
 
+def _make_gemini(
+    config: AgentConfig,
+    settings: Any,
+    model: str,
+    ep: Any,
+    tool_client: httpx.AsyncClient | None,
+    policy: OutboundPolicy,
+) -> ModelBridge:
+    """The Gemini Live bridge (key required; URL: the named endpoint's, else settings)."""
+    from gateway.llm.gemini_live import GEMINI_LIVE_URL, GeminiLiveBridge
+
+    key = _require(_key(config, settings, "gemini", ep), "gemini", "GATEWAY_GEMINI_API_KEY")
+    return GeminiLiveBridge(
+        model or "gemini-2.5-flash-native-audio-preview-09-2025",
+        key,
+        url=_ep(ep, "url") or _setting(settings, "gemini_live_url", GEMINI_LIVE_URL),
+        tool_client=tool_client,
+        tool_policy=policy,
+    )
+
+
+def _openai_rt(config: AgentConfig, settings: Any, model: str, ep: Any) -> tuple[Any, str]:
+    """OpenAI Realtime: ``(RealtimeBackend, key)``; the key is required."""
     from gateway.llm import openai_realtime as oai
 
-    if backend == "openai":
-        key = _require(_key(config, settings, "openai", ep), "openai", "GATEWAY_OPENAI_API_KEY")
-        url = _ep(ep, "url") or _setting(settings, "openai_realtime_url", "wss://api.openai.com/v1/realtime")
-        rt = oai.openai_backend(model or "gpt-realtime", url=url)
-    elif backend == "azure":
-        key = _require(_key(config, settings, "azure", ep), "azure", "GATEWAY_AZURE_OPENAI_API_KEY")
-        endpoint = _ep(ep, "url") or _setting(settings, "azure_openai_endpoint", "")
-        if not model or not endpoint:
-            raise BridgeFailed(
-                "model_config", "azure needs azure:<deployment> and GATEWAY_AZURE_OPENAI_ENDPOINT"
-            )
-        rt = oai.azure_backend(model, endpoint=str(endpoint))
-    elif backend == "xai":
-        key = _require(_key(config, settings, "xai", ep), "xai", "GATEWAY_XAI_API_KEY")
-        url = _ep(ep, "url") or _setting(settings, "xai_realtime_url", "wss://api.x.ai/v1/realtime")
-        rt = oai.xai_backend(model, url=url)
-    elif backend == "compat":
-        base = _ep(ep, "url") or _setting(settings, "compat_realtime_url", "")
-        if not base:
-            raise BridgeFailed(
-                "model_config",
-                "compat needs GATEWAY_COMPAT_REALTIME_URL or compat:<model>@<endpoint name> "
-                "(GATEWAY_MODEL_ENDPOINTS)",
-            )
-        rt = oai.compat_backend(
-            model,
-            base_url=str(base),
-            supports_truncate=bool(_option(ep, settings, "supports_truncate", True)),
-            supports_cancel=bool(_option(ep, settings, "supports_cancel", True)),
-            g711=bool(_option(ep, settings, "g711", False)),
+    key = _require(_key(config, settings, "openai", ep), "openai", "GATEWAY_OPENAI_API_KEY")
+    url = _ep(ep, "url") or _setting(settings, "openai_realtime_url", "wss://api.openai.com/v1/realtime")
+    return oai.openai_backend(model or "gpt-realtime", url=url), key
+
+
+def _azure_rt(config: AgentConfig, settings: Any, model: str, ep: Any) -> tuple[Any, str]:
+    """Azure OpenAI realtime: ``(RealtimeBackend, key)``; key, deployment and endpoint required."""
+    from gateway.llm import openai_realtime as oai
+
+    key = _require(_key(config, settings, "azure", ep), "azure", "GATEWAY_AZURE_OPENAI_API_KEY")
+    endpoint = _ep(ep, "url") or _setting(settings, "azure_openai_endpoint", "")
+    if not model or not endpoint:
+        raise BridgeFailed(
+            "model_config", "azure needs azure:<deployment> and GATEWAY_AZURE_OPENAI_ENDPOINT"
         )
-        key = _key(config, settings, "compat", ep)
-    else:
-        raise BridgeFailed("model_config", f"unknown model backend {backend!r} (one of {BACKENDS})")
+    return oai.azure_backend(model, endpoint=str(endpoint)), key
+
+
+def _xai_rt(config: AgentConfig, settings: Any, model: str, ep: Any) -> tuple[Any, str]:
+    """xAI Voice Agent API: ``(RealtimeBackend, key)``; the key is required."""
+    from gateway.llm import openai_realtime as oai
+
+    key = _require(_key(config, settings, "xai", ep), "xai", "GATEWAY_XAI_API_KEY")
+    url = _ep(ep, "url") or _setting(settings, "xai_realtime_url", "wss://api.x.ai/v1/realtime")
+    return oai.xai_backend(model, url=url), key
+
+
+def _compat_rt(config: AgentConfig, settings: Any, model: str, ep: Any) -> tuple[Any, str]:
+    """An OpenAI-Realtime-compatible server: ``(RealtimeBackend, key)``; the base URL is
+    required, the key optional; capabilities from the named endpoint, else settings."""
+    from gateway.llm import openai_realtime as oai
+
+    base = _ep(ep, "url") or _setting(settings, "compat_realtime_url", "")
+    if not base:
+        raise BridgeFailed(
+            "model_config",
+            "compat needs GATEWAY_COMPAT_REALTIME_URL or compat:<model>@<endpoint name> "
+            "(GATEWAY_MODEL_ENDPOINTS)",
+        )
+    rt = oai.compat_backend(
+        model,
+        base_url=str(base),
+        supports_truncate=bool(_option(ep, settings, "supports_truncate", True)),
+        supports_cancel=bool(_option(ep, settings, "supports_cancel", True)),
+        g711=bool(_option(ep, settings, "g711", False)),
+    )
+    return rt, _key(config, settings, "compat", ep)
+
+
+#: Backend → builder of its ``(RealtimeBackend, key)`` for :class:`OpenAIRealtimeBridge`.
+_REALTIME_BACKENDS = {
+    "openai": _openai_rt,
+    "azure": _azure_rt,
+    "xai": _xai_rt,
+    "compat": _compat_rt,
+}
+
+
+def _make_realtime(
+    rt: Any,
+    key: str,
+    settings: Any,
+    ep: Any,
+    tool_client: httpx.AsyncClient | None,
+    policy: OutboundPolicy,
+) -> ModelBridge:
+    """The OpenAI-Realtime-protocol bridge for ``rt``, with its session limit in seconds
+    (``model_session_limit_s``; compat: ``compat_session_limit_s``, default none; a named
+    endpoint's ``session_limit_s`` wins)."""
+    from gateway.llm import openai_realtime as oai
+
     limit = float(_setting(settings, "model_session_limit_s", 3600.0))
     if rt.name == "compat":  # self-hosted servers have no 60-minute cap unless told so
         limit = float(_setting(settings, "compat_session_limit_s", float("inf")))
