@@ -43,6 +43,7 @@ import importlib
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal, Protocol, TypeVar, get_args, runtime_checkable
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "require_credentials",
     "check_digits",
     "lower_headers",
+    "iso_timestamp",
     "DTMF_DIGITS",
     "DEFAULT_TIMEOUT_S",
 ]
@@ -255,6 +257,17 @@ def require_credentials(kind: str, creds: Credentials, keys: tuple[str, ...] | N
 def lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """Header names lower-cased (ASGI gives them lower-case; tests may not)."""
     return {str(k).lower(): str(v) for k, v in headers.items()}
+
+
+def iso_timestamp(value: object) -> float | None:
+    """ISO 8601 (``2018-02-02T22:25:27.521992Z``, a ``Z`` or an offset) → Unix s; ``None`` if
+    absent or unreadable (Telnyx ``occurred_at``, Vonage ``timestamp``)."""
+    if type(value) is not str:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 class SdkDialer:

@@ -39,7 +39,6 @@ import base64
 import binascii
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime
 
 import orjson
 import telnyx
@@ -56,6 +55,7 @@ from gateway.dialer.base import (
     PlacedCall,
     SdkDialer,
     check_digits,
+    iso_timestamp,
     lower_headers,
     require_credentials,
 )
@@ -207,7 +207,7 @@ class TelnyxDialer(SdkDialer):
         status = _EVENTS.get(event)
         if event == "call.hangup":
             status = HANGUP_CAUSES.get(str(payload.get("hangup_cause")), "failed")
-        at = _timestamp(data.get("occurred_at"))
+        at = iso_timestamp(data.get("occurred_at"))
         detail = {k: str(payload[k]) for k in _DETAIL_KEYS if payload.get(k) not in (None, "")}
         if type(data.get("id")) is str:
             detail["event_id"] = data["id"]
@@ -223,16 +223,6 @@ def _status_error(exc: telnyx.APIStatusError) -> CarrierError:
     parts = [str(first[k]) for k in ("title", "detail") if first.get(k)]
     text = ": ".join(dict.fromkeys(parts)) or f"HTTP {exc.status_code}"
     return CarrierError(code, text[:300], exc.status_code)
-
-
-def _timestamp(value: object) -> float | None:
-    """ISO 8601 (``2018-02-02T22:25:27.521992Z``) → Unix s; ``None`` if absent or unreadable."""
-    if type(value) is not str:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def create(*, api_base_url: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> TelnyxDialer:

@@ -41,7 +41,6 @@ import hmac
 import ipaddress
 import math
 from collections.abc import Mapping
-from datetime import datetime
 from importlib.metadata import version
 from urllib.parse import urlsplit
 
@@ -68,6 +67,7 @@ from gateway.dialer.base import (
     PlacedCall,
     SdkDialer,
     check_digits,
+    iso_timestamp,
     lower_headers,
     require_credentials,
 )
@@ -246,7 +246,7 @@ class VonageDialer(SdkDialer):
             raise ValueError("Vonage event has no uuid")
         raw = msg.get("status")
         raw = raw if type(raw) is str else str(msg.get("type") or "event")
-        at = _timestamp(msg.get("timestamp"))
+        at = iso_timestamp(msg.get("timestamp"))
         detail = {k: str(msg[k]) for k in _DETAIL_KEYS if msg.get(k) not in (None, "")}
         return CallbackEvent(uuid, STATUSES.get(raw) if "status" in msg else None, raw, at=at, sequence=at,
                              detail=detail)
@@ -302,16 +302,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _timestamp(value: object) -> float | None:
-    """ISO 8601 (``2020-01-01T12:00:00.000Z``) → Unix s; ``None`` if absent or unreadable."""
-    if type(value) is not str:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def create(*, api_base_url: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> VonageDialer:
