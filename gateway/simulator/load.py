@@ -45,7 +45,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -71,6 +70,7 @@ from gateway.simulator.loadstats import (
     verdict,
 )
 from gateway.simulator.noise import LineNoise
+from gateway.simulator.procstat import ProcStat, machine_busy_s
 from gateway.simulator.run import load_wav, to_rate
 
 __all__ = [
@@ -93,7 +93,6 @@ __all__ = [
 
 SHARED_AUDIO = Path(__file__).resolve().parents[2].parent / "shared" / "audio"
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
-_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def check_loopback(url: str) -> None:
@@ -101,44 +100,6 @@ def check_loopback(url: str) -> None:
     host = urlsplit(url).hostname or ""
     if not (host.startswith("127.") or host in LOOPBACK):
         raise ValueError(f"load tests run against loopback addresses only, not {host!r}")
-
-
-# ----------------------------------------------------------------------------- /proc
-
-
-class ProcStat:
-    """CPU seconds and RSS of a process on this machine, read from ``/proc/<pid>``."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-
-    def cpu_s(self) -> float:
-        """User + system CPU seconds of every thread so far."""
-        with open(f"/proc/{self.pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime (fields 14, 15)
-
-    def rss_bytes(self) -> int:
-        """Resident set size (``VmRSS``)."""
-        with open(f"/proc/{self.pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        return 0
-
-    def alive(self) -> bool:
-        return os.path.exists(f"/proc/{self.pid}")
-
-
-def machine_busy_s() -> float:
-    """CPU seconds every process on the machine has used since boot (``/proc/stat``), or 0."""
-    try:
-        with open("/proc/stat", "rb") as f:
-            fields = f.readline().split()[1:]
-    except OSError:
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / _CLK_TCK
 
 
 # ----------------------------------------------------------------------------- audio
