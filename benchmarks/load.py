@@ -196,6 +196,16 @@ async def run(
                 )  # fmt: skip
         if gateway is not None and gateway.proc is not None and gateway.proc.poll() is not None:
             info["gateway_exit"] = gateway.proc.returncode
+    return _result(rows, info, gateway=gateway, fake=fake, url=url, model=model, vad=vad, g711=g711, carriers=carriers,
+                   pinned={"gateway": sorted(gw_cpus), "driver_and_model": sorted(drv_cpus)} if pinned else None,
+                   carrier_compression=carrier_compression, ramp=ramp, script=script, t_start=t_start)  # fmt: skip
+
+
+def _result(rows: list[dict[str, Any]], info: dict[str, Any], *, gateway: LocalGateway | None,
+            fake: FakeModelProcess | None, url: str, model: str, vad: str, g711: bool, carriers: Sequence[str],
+            pinned: dict[str, list[int]] | None, carrier_compression: bool, ramp: bool, script: str,
+            t_start: float) -> dict[str, Any]:
+    """The JSON-ready result of :func:`run`: the rows, the headline, the configuration and the machine."""
     from benchmarks.media import machine
 
     best = headline(rows)
@@ -210,7 +220,7 @@ async def run(
             "vad": vad if gateway is not None else "as configured",
             "g711_passthrough": g711 if gateway is not None else None,
             "carriers": list(carriers),
-            "pinned": {"gateway": sorted(gw_cpus), "driver_and_model": sorted(drv_cpus)} if pinned else None,
+            "pinned": pinned,
             "carrier_compression": carrier_compression,
             "ramp": ramp,
             "script": script,
