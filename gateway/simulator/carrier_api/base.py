@@ -62,6 +62,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import httpx
+import orjson
 import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
@@ -70,7 +71,7 @@ from gateway.simulator.caller import CallerReport, SimulatedCaller
 from gateway.simulator.carrier_api.scripts import ApiFault, CalleeScript, ScriptBook
 from gateway.simulator.dialects import CallerDialect
 
-__all__ = ["CarrierSimulator", "SimCall", "Callback", "Form", "new_id", "CarrierBackend", "EVENTS", "SENT_LIMIT_S"]
+__all__ = ["CarrierSimulator", "SimCall", "Callback", "Form", "json_object", "new_id", "CarrierBackend", "EVENTS", "SENT_LIMIT_S"]
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,16 @@ class Form:
     async def read(cls, request) -> Form:
         """The form of a Starlette request."""
         return cls(await request.body())
+
+
+async def json_object(request) -> dict | None:
+    """The JSON object body of a Starlette request (an empty body is ``{}``); ``None`` when the
+    body is not JSON or not an object (the backend answers with its carrier's 400)."""
+    try:
+        body = orjson.loads(await request.body() or b"{}")
+    except orjson.JSONDecodeError:
+        return None
+    return body if type(body) is dict else None
 
 
 def new_id(prefix: str = "") -> str:

@@ -33,13 +33,12 @@ import urllib.parse
 import uuid
 import xml.etree.ElementTree as ET
 
-import orjson
 from plivo.utils.signature_v3 import construct_get_url, construct_post_url, get_signature_v3
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.simulator.carrier_api.base import Callback, CarrierSimulator, SimCall, new_id
+from gateway.simulator.carrier_api.base import Callback, CarrierSimulator, SimCall, json_object, new_id
 from gateway.simulator.carrier_api.scripts import ApiFault
 from gateway.simulator.dialects import CallerDialect, PlivoCaller
 
@@ -104,17 +103,10 @@ class PlivoApi:
         expected = "Basic " + base64.b64encode(f"{self.auth_id}:{self.auth_token}".encode()).decode()
         return request.headers.get("authorization") == expected and request.path_params["auth_id"] == self.auth_id
 
-    async def _json(self, request: Request) -> dict | None:
-        try:
-            body = orjson.loads(await request.body() or b"{}")
-        except orjson.JSONDecodeError:
-            return None
-        return body if isinstance(body, dict) else None
-
     async def _create(self, request: Request) -> Response:
         if not self._authorised(request):
             return plivo_error(401, "Authentication failed")
-        body = await self._json(request)
+        body = await json_object(request)
         if body is None:
             return plivo_error(400, "invalid JSON body")
         to, from_ = str(body.get("to", "")), str(body.get("from", ""))
@@ -164,7 +156,7 @@ class PlivoApi:
     async def _dtmf(self, request: Request) -> Response:
         if not self._authorised(request):
             return plivo_error(401, "Authentication failed")
-        body = await self._json(request) or {}
+        body = await json_object(request) or {}
         call = self._live(request, answered=True)
         if call is None:
             return plivo_error(404, "not found")

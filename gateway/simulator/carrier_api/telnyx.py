@@ -43,7 +43,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from gateway.simulator.carrier_api.base import Callback, CarrierSimulator, SimCall
+from gateway.simulator.carrier_api.base import Callback, CarrierSimulator, SimCall, json_object
 from gateway.simulator.carrier_api.scripts import ApiFault
 from gateway.simulator.dialects import CallerDialect, TelnyxCaller
 
@@ -117,17 +117,10 @@ class TelnyxApi:
     def _authorised(self, request: Request) -> bool:
         return request.headers.get("authorization") == f"Bearer {self.api_key}"
 
-    async def _json(self, request: Request) -> dict | None:
-        try:
-            body = orjson.loads(await request.body() or b"{}")
-        except orjson.JSONDecodeError:
-            return None
-        return body if type(body) is dict else None
-
     async def _dial(self, request: Request) -> JSONResponse:
         if not self._authorised(request):
             return telnyx_error(401, "10009", "Authentication failed", "The API key is invalid.")
-        body = await self._json(request)
+        body = await json_object(request)
         if body is None:
             return telnyx_error(400, "10015", "Bad Request", "The request body is not a JSON object.")
         problem = self._dial_problem(body)
@@ -193,7 +186,7 @@ class TelnyxApi:
         call = self._live_call(request)
         if isinstance(call, JSONResponse):
             return call
-        body = await self._json(request) or {}
+        body = await json_object(request) or {}
         digits = body.get("digits")
         if type(digits) is not str or not re.fullmatch(r"[0-9A-D*#wW]{1,64}", digits):
             return telnyx_error(422, "10015", "Invalid parameter", "digits must be 0-9, A-D, *, #, w or W.")

@@ -43,7 +43,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.simulator.carrier_api.base import Callback, CarrierSimulator, SimCall
+from gateway.simulator.carrier_api.base import Callback, CarrierSimulator, SimCall, json_object
 from gateway.simulator.carrier_api.scripts import ApiFault
 from gateway.simulator.dialects import CallerDialect, VonageCaller
 
@@ -117,17 +117,10 @@ class VonageApi:
             return False
         return claims.get("application_id") == self.application_id
 
-    async def _json(self, request: Request) -> dict | None:
-        try:
-            body = orjson.loads(await request.body() or b"{}")
-        except orjson.JSONDecodeError:
-            return None
-        return body if type(body) is dict else None
-
     async def _create(self, request: Request) -> Response:
         if not self._authorised(request):
             return vonage_error(401, "unauthorized", "Unauthorized", "You did not provide correct credentials.")
-        body = await self._json(request)
+        body = await json_object(request)
         fields = self._read_create(body) if body is not None else "The request body is not a JSON object."
         if isinstance(fields, str):
             return vonage_error(400, "validation", "Bad Request", fields)
@@ -177,7 +170,7 @@ class VonageApi:
         call = self._call(request)
         if isinstance(call, Response):
             return call
-        body = await self._json(request) or {}
+        body = await json_object(request) or {}
         if body.get("action") != "hangup":
             return vonage_error(400, "validation", "Bad Request", "Only the hangup action is simulated.")
         self.sim.hang_up(call.carrier_call_id)
@@ -187,7 +180,7 @@ class VonageApi:
         call = self._call(request)
         if isinstance(call, Response):
             return call
-        digits = (await self._json(request) or {}).get("digits")
+        digits = (await json_object(request) or {}).get("digits")
         if type(digits) is not str or not re.fullmatch(r"[0-9#*p]{1,64}", digits):
             return vonage_error(400, "validation", "Bad Request", "digits must be 0-9, #, * or p.")
         call.request["dtmf"].append(digits)
