@@ -6,6 +6,9 @@
   will) and read with ``parse_callback``; the raw requests are kept for tampering tests.
 * :class:`MediaSink` is a WebSocket server standing in for the gateway's media endpoint: it keeps
   every frame the callee sends and closes when a carrier's ``stop`` arrives.
+* :func:`loopback` serves the carrier simulator and a receiver around one carrier's dialer;
+  :func:`check_timeout_then_network` proves a silent API is ``timeout`` and a closed one
+  ``network``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
@@ -24,8 +29,11 @@ from starlette.routing import Route
 from websockets.asyncio.server import ServerConnection, serve as ws_serve
 from websockets.exceptions import ConnectionClosed
 
+import pytest
+
 from gateway.carriers.instructions import instruction_document
-from gateway.dialer.base import CallbackEvent
+from gateway.dialer.base import CallbackEvent, CarrierError, OutboundRequest, make_dialer
+from gateway.simulator.carrier_api import CarrierSimulator, ScriptBook
 
 
 def free_port() -> int:
@@ -141,3 +149,47 @@ class MediaSink:
             port = server.sockets[0].getsockname()[1]
             self.url = f"ws://127.0.0.1:{port}"
             yield self
+
+
+@contextlib.asynccontextmanager
+async def loopback(kind: str, account: dict[str, str], book: ScriptBook | None = None, *, timeout_s: float = 5.0):
+    """(dialer, receiver, simulator) for carrier ``kind`` with the simulator and the callback
+    receiver served on loopback; the dialer is closed on the way out."""
+    sim = CarrierSimulator({kind: account}, scripts=book or ScriptBook())
+    async with sim.serving() as api:
+        dialer = make_dialer(kind, api_base_url=api, timeout_s=timeout_s)
+        receiver = CallbackReceiver(dialer, account, kind)
+        async with serve(receiver.app) as base:
+            receiver.base_url = base
+            try:
+                yield dialer, receiver, sim
+            finally:
+                dialer.close()
+
+
+async def check_timeout_then_network(dialer_for: Callable[[str, float], object], req: OutboundRequest,
+                                     creds: dict[str, str], *, within_s: float) -> None:
+    """``dialer_for(api_base_url, timeout_s)`` placing ``req`` against a server that never
+    answers fails ``timeout`` (limit 0.5 s) in under ``within_s``; once that server is closed
+    (limit 2 s) it fails ``network``."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    dialer = dialer_for(f"http://127.0.0.1:{port}", 0.5)
+    try:
+        t = time.monotonic()
+        with pytest.raises(CarrierError) as slow:
+            await dialer.place(req, creds)
+        assert slow.value.code == "timeout" and time.monotonic() - t < within_s
+    finally:
+        server.close()
+        await server.wait_closed()
+        dialer.close()
+    dialer = dialer_for(f"http://127.0.0.1:{port}", 2)
+    with pytest.raises(CarrierError) as down:
+        await dialer.place(req, creds)
+    assert down.value.code == "network"
+    dialer.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
+import functools
 import sys
 import time
 import types
@@ -20,9 +20,10 @@ import pytest
 
 from gateway.dialer.base import CarrierError, OutboundRequest, make_dialer
 from gateway.dialer.telnyx import HANGUP_CAUSES, TelnyxDialer
-from gateway.simulator.carrier_api import ApiFault, CarrierSimulator, ScriptBook, line_from_wav, person, simple
+from gateway.simulator.carrier_api import ApiFault, ScriptBook, line_from_wav, person, simple
 from gateway.simulator.carrier_api import telnyx as sim_telnyx
-from tests.dialer.harness import CallbackReceiver, MediaSink, serve
+from tests.dialer.harness import CallbackReceiver, MediaSink, check_timeout_then_network
+from tests.dialer.harness import loopback as harness_loopback
 from tests.e2e.conftest import gateway  # noqa: F401 - the real gateway fixture
 
 FROM = "+15550109999"
@@ -166,19 +167,8 @@ def test_unreadable_webhooks_raise_value_error(body: bytes) -> None:
         TelnyxDialer().parse_callback("POST", "u", {}, body)
 
 
-@contextlib.asynccontextmanager
-async def loopback(account: dict[str, str], book: ScriptBook | None = None, *, timeout_s: float = 5.0):
-    """(dialer, receiver, simulator) with the simulator and the callback receiver served."""
-    sim = CarrierSimulator({"telnyx": account}, scripts=book or ScriptBook())
-    async with sim.serving() as api:
-        dialer = make_dialer("telnyx", api_base_url=api, timeout_s=timeout_s)
-        receiver = CallbackReceiver(dialer, account, "telnyx")
-        async with serve(receiver.app) as base:
-            receiver.base_url = base
-            try:
-                yield dialer, receiver, sim
-            finally:
-                dialer.close()
+#: (dialer, receiver, simulator) with the simulator and the callback receiver served.
+loopback = functools.partial(harness_loopback, "telnyx")
 
 
 def request(receiver: CallbackReceiver, to: str, *, call_id: str = "call-1", stream_url: str = "ws://127.0.0.1:9/s",
@@ -252,27 +242,9 @@ async def test_carrier_errors_become_carrier_errors_with_telnyx_codes(account) -
 
 
 async def test_unreachable_and_silent_apis_are_network_and_timeout_errors(account) -> None:
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(30)
-
-    server = await asyncio.start_server(silent, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    dialer = TelnyxDialer(api_base_url=f"http://127.0.0.1:{port}", timeout_s=0.5)
     req = OutboundRequest(call_id="c", to=BUSY, from_=FROM, stream_url="ws://x/s", status_callback_url="http://x/cb")
-    try:
-        t = time.monotonic()
-        with pytest.raises(CarrierError) as slow:
-            await dialer.place(req, account)
-        assert slow.value.code == "timeout" and time.monotonic() - t < 2.5
-    finally:
-        server.close()
-        await server.wait_closed()
-        dialer.close()
-    dialer = TelnyxDialer(api_base_url=f"http://127.0.0.1:{port}", timeout_s=2)
-    with pytest.raises(CarrierError) as down:
-        await dialer.place(req, account)
-    assert down.value.code == "network"
-    dialer.close()
+    await check_timeout_then_network(lambda url, limit: TelnyxDialer(api_base_url=url, timeout_s=limit), req, account,
+                                     within_s=2.5)
 
 
 async def test_dtmf_and_hang_up_while_ringing_cancel_the_call(account) -> None:
