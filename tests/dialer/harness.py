@@ -8,7 +8,7 @@
   every frame the callee sends and closes when a carrier's ``stop`` arrives.
 * :func:`loopback` serves the carrier simulator and a receiver around one carrier's dialer;
   :func:`check_timeout_then_network` proves a silent API is ``timeout`` and a closed one
-  ``network``.
+  ``network``; :func:`check_resends_refused` that altered re-sends of a callback get 403.
 """
 
 from __future__ import annotations
@@ -193,3 +193,15 @@ async def check_timeout_then_network(dialer_for: Callable[[str, float], object],
         await dialer.place(req, creds)
     assert down.value.code == "network"
     dialer.close()
+
+
+async def check_resends_refused(sim: CarrierSimulator, receiver: CallbackReceiver, original: Received,
+                                resends: Callable[[dict[str, str]], list[tuple[dict[str, str], bytes]]]) -> None:
+    """Each ``(headers, body)`` of ``resends(headers)`` (``headers``: ``original``'s without
+    ``content-length``) posted again to ``original.url`` is answered 403 and fails verification."""
+    headers = {k: v for k, v in original.headers.items() if k.lower() != "content-length"}
+    replay = resends(headers)
+    for hdrs, body in replay:
+        r = await sim.http.post(original.url, headers=hdrs, content=body)
+        assert r.status_code == 403
+    assert [r.verified for r in receiver.received[-len(replay):]] == [False] * len(replay)

@@ -22,7 +22,7 @@ from gateway.dialer.base import CarrierError, NotSupported, OutboundRequest, mak
 from gateway.dialer.vonage import STATUSES, VonageDialer, payload_hash
 from gateway.simulator.carrier_api import ApiFault, ScriptBook, line_from_wav, person, simple
 from gateway.simulator.carrier_api import vonage as sim_vonage
-from tests.dialer.harness import CallbackReceiver, MediaSink, check_timeout_then_network
+from tests.dialer.harness import CallbackReceiver, MediaSink, check_resends_refused, check_timeout_then_network
 from tests.dialer.harness import loopback as harness_loopback
 from tests.e2e.conftest import gateway  # noqa: F401 - the real gateway fixture
 
@@ -151,13 +151,9 @@ async def test_a_tampered_or_unsigned_event_is_refused(account) -> None:
         await sim.wait_done(placed.carrier_call_id, 20)
         original = receiver.received[-2]
         assert original.event.status == "busy"
-        headers = {k: v for k, v in original.headers.items() if k.lower() != "content-length"}
-        replay = [(headers, original.body.replace(b'"busy"', b'"completed"')),
-                  ({k: v for k, v in headers.items() if k.lower() != "authorization"}, original.body)]
-        for hdrs, body in replay:
-            r = await sim.http.post(original.url, headers=hdrs, content=body)
-            assert r.status_code == 403
-        assert [r.verified for r in receiver.received[-2:]] == [False, False]
+        await check_resends_refused(sim, receiver, original, lambda headers: [
+            (headers, original.body.replace(b'"busy"', b'"completed"')),
+            ({k: v for k, v in headers.items() if k.lower() != "authorization"}, original.body)])
 
 
 async def test_carrier_errors_become_carrier_errors_with_vonage_codes(account) -> None:

@@ -71,7 +71,8 @@ from gateway.simulator.caller import CallerReport, SimulatedCaller
 from gateway.simulator.carrier_api.scripts import ApiFault, CalleeScript, ScriptBook
 from gateway.simulator.dialects import CallerDialect
 
-__all__ = ["CarrierSimulator", "SimCall", "Callback", "Form", "json_object", "new_id", "CarrierBackend", "EVENTS", "SENT_LIMIT_S"]
+__all__ = ["CarrierSimulator", "SimCall", "Callback", "Form", "json_object", "new_id", "CarrierBackend", "EVENTS",
+           "SENT_LIMIT_S"]
 
 log = logging.getLogger(__name__)
 
