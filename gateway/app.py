@@ -43,7 +43,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -51,7 +50,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.routing import WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket
 
 from gateway.api.urls import public_url, stream_path
 from gateway.carriers import events as ev
@@ -76,6 +75,7 @@ from gateway.store import (
     sweep_lapsed_calls,
 )
 from gateway.tenants import DEFAULT_TENANT, SecretGrants
+from gateway.transport import StarletteTransport
 from gateway.vadrun import VadFactory
 
 __all__ = ["create_app", "Services", "CLOSE_CODES"]
@@ -91,54 +91,6 @@ CLOSE_CODES = {
     "token_expired": 4410,
     "at_capacity": 1013,
 }
-
-
-class StarletteTransport:
-    """A Starlette WebSocket as the session's :class:`~gateway.session.Transport`."""
-
-    def __init__(self, ws: WebSocket) -> None:
-        self.ws = ws
-        self.closed = False
-        self._sending_since: float | None = None
-
-    async def receive(self) -> ev.Frame | None:
-        if self.closed:
-            return None
-        try:
-            msg = await self.ws.receive()
-        except (WebSocketDisconnect, RuntimeError):
-            self.closed = True
-            return None
-        if msg["type"] == "websocket.disconnect":
-            self.closed = True
-            return None
-        text = msg.get("text")
-        return text if text is not None else (msg.get("bytes") or b"")
-
-    async def send(self, frame: ev.Frame) -> None:
-        if self.closed:
-            return
-        self._sending_since = time.monotonic()
-        try:
-            if isinstance(frame, str):
-                await self.ws.send_text(frame)
-            else:
-                await self.ws.send_bytes(frame)
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            self.closed = True  # the receive side sees the close and ends the call
-        finally:
-            self._sending_since = None
-
-    def send_pending_s(self) -> float:
-        """How long the send in progress has waited for the peer to take it (s; 0: none)."""
-        since = self._sending_since
-        return 0.0 if since is None else time.monotonic() - since
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        if self.ws.application_state == WebSocketState.CONNECTED and not self.closed:
-            self.closed = True
-            with contextlib.suppress(Exception):
-                await self.ws.close(code, reason)
 
 
 @dataclass
