@@ -175,6 +175,12 @@ class Settings(BaseSettings):
     #: names, ``PREFIX*`` patterns or ``"*"``), on top of the built-in grant of
     #: ``GATEWAY_SECRET_<TENANT>_*`` to each tenant (see :mod:`gateway.tenants`).
     tenant_secrets: dict[str, list[str]] = Field(default_factory=dict)
+    #: Where each carrier's REST API is reached for outbound calls (JSON: kind → base URL, e.g.
+    #: ``{"twilio": "http://127.0.0.1:9300"}`` for the carrier simulator). Empty: each carrier's
+    #: own API. An operator setting only: no request chooses where the dialer connects.
+    carrier_api_urls: dict[str, str] = Field(default_factory=dict)
+    #: Time limit (s) on each carrier REST request (place, hang up, DTMF).
+    dialer_timeout_s: float = Field(10.0, gt=0, le=60)
     #: Hosted realtime sessions end after 60 min; the call ends cleanly this margin before.
     model_session_limit_s: float = Field(3600.0, gt=0)
     model_session_margin_s: float = Field(30.0, ge=0)
@@ -226,6 +232,18 @@ class Settings(BaseSettings):
 
         OutboundPolicy(tuple(value))  # raises ValueError naming a malformed entry
         return value
+
+    @field_validator("carrier_api_urls")
+    @classmethod
+    def _carrier_urls(cls, value: dict[str, str]) -> dict[str, str]:
+        from gateway.dialer.base import DIALER_KINDS
+
+        for kind, url in value.items():
+            if kind not in DIALER_KINDS:
+                raise ValueError(f"carrier_api_urls: {kind!r} is not one of {', '.join(DIALER_KINDS)}")
+            if not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", url):
+                raise ValueError(f"carrier_api_urls.{kind}: {url!r} is not an http(s):// base URL")
+        return {kind: url.rstrip("/") for kind, url in value.items()}
 
     @field_validator("tenant_secrets")
     @classmethod

@@ -72,8 +72,9 @@ CREDENTIALS: dict[str, CarrierCredentials] = {
         "twilio.request_validator.RequestValidator(auth_token)",
     ),
     "telnyx": CarrierCredentials(
-        ("api_key",), ("public_key",), "public_key",
-        "telnyx.Telnyx(api_key=, public_key=); callbacks: Ed25519, client.webhooks.unwrap(key=public_key)",
+        ("api_key", "connection_id"), ("public_key",), "public_key",
+        "telnyx.Telnyx(api_key=, public_key=), calls.dial(connection_id=) (the Call Control "
+        "application); callbacks: Ed25519, client.webhooks.unwrap(key=public_key)",
     ),
     "plivo": CarrierCredentials(
         ("auth_id", "auth_token"), (), "auth_token",

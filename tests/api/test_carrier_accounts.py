@@ -18,6 +18,7 @@ VALUES = {
     "GATEWAY_SECRET_DEFAULT_TW_TOKEN": "twilio-token-value-9f8e7d",
     "GATEWAY_SECRET_DEFAULT_TX_KEY": "KEYtelnyx-value-11aa22bb",
     "GATEWAY_SECRET_DEFAULT_TX_PUB": "telnyx-public-key-value-33cc",
+    "GATEWAY_SECRET_DEFAULT_TX_CONN": "1494404757140276705",
     "GATEWAY_SECRET_DEFAULT_PL_ID": "MAplivo-auth-id-value",
     "GATEWAY_SECRET_DEFAULT_PL_TOKEN": "plivo-token-value-44dd",
     "GATEWAY_SECRET_DEFAULT_VN_APP": "vonage-app-id-value-55ee",
@@ -29,7 +30,8 @@ VALUES = {
 }
 REFS = {
     "twilio": {"account_sid": "GATEWAY_SECRET_DEFAULT_TW_SID", "auth_token": "GATEWAY_SECRET_DEFAULT_TW_TOKEN"},
-    "telnyx": {"api_key": "GATEWAY_SECRET_DEFAULT_TX_KEY", "public_key": "GATEWAY_SECRET_DEFAULT_TX_PUB"},
+    "telnyx": {"api_key": "GATEWAY_SECRET_DEFAULT_TX_KEY", "connection_id": "GATEWAY_SECRET_DEFAULT_TX_CONN",
+               "public_key": "GATEWAY_SECRET_DEFAULT_TX_PUB"},
     "plivo": {"auth_id": "GATEWAY_SECRET_DEFAULT_PL_ID", "auth_token": "GATEWAY_SECRET_DEFAULT_PL_TOKEN"},
     "vonage": {"application_id": "GATEWAY_SECRET_DEFAULT_VN_APP", "private_key": "GATEWAY_SECRET_DEFAULT_VN_KEY",
                "signature_secret": "GATEWAY_SECRET_DEFAULT_VN_SIG"},

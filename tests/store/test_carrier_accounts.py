@@ -97,15 +97,16 @@ def test_optional_credentials_resolve_when_given() -> None:
     from gateway.store import CarrierAccountRecord
     from datetime import datetime, timezone
 
-    refs = {"api_key": "GATEWAY_SECRET_ACME_K"}
+    refs = {"api_key": "GATEWAY_SECRET_ACME_K", "connection_id": "GATEWAY_SECRET_ACME_C"}
     rec = CarrierAccountRecord("cac_1", "acme", "telnyx", "t", refs, ("+14155552671",), False, datetime.now(timezone.utc))
     assert rec.signing_credential is None
-    env = {"GATEWAY_SECRET_ACME_K": "KEY", "GATEWAY_SECRET_ACME_P": "PUB"}
-    assert resolve_account_credentials(rec, "acme", environ=env) == {"api_key": "KEY"}
+    env = {"GATEWAY_SECRET_ACME_K": "KEY", "GATEWAY_SECRET_ACME_C": "CONN", "GATEWAY_SECRET_ACME_P": "PUB"}
+    assert resolve_account_credentials(rec, "acme", environ=env) == {"api_key": "KEY", "connection_id": "CONN"}
     rec2 = CarrierAccountRecord("cac_2", "acme", "telnyx", "t", {**refs, "public_key": "GATEWAY_SECRET_ACME_P"},
                                 (), False, datetime.now(timezone.utc))  # fmt: skip
     assert rec2.signing_credential == "public_key"
-    assert resolve_account_credentials(rec2, "acme", environ=env) == {"api_key": "KEY", "public_key": "PUB"}
+    assert resolve_account_credentials(rec2, "acme", environ=env) == {"api_key": "KEY", "connection_id": "CONN",
+                                                                 "public_key": "PUB"}
 
 
 @pytest.mark.parametrize("kind", list(CREDENTIALS))
@@ -122,7 +123,9 @@ def test_credential_names_are_the_sdk_constructors_own(kind: str) -> None:
         # Client(username, password, account_sid): "password: either auth_token or api_secret"
         "twilio": set(inspect.signature(twilio.rest.Client).parameters)
         | ({"auth_token"} if "auth_token" in (inspect.getdoc(twilio.rest.Client.__init__) or "") else set()),
-        "telnyx": set(inspect.signature(telnyx.Telnyx).parameters),
+        # connection_id: the Call Control application, an argument of every calls.dial
+        "telnyx": set(inspect.signature(telnyx.Telnyx).parameters)
+        | (set(inspect.signature(telnyx.Telnyx(api_key="k").calls.dial).parameters) & {"connection_id"}),
         "plivo": set(inspect.signature(plivo.RestClient).parameters),
         "vonage": set(inspect.signature(vonage.Auth).parameters),
     }[kind]
