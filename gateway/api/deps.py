@@ -56,6 +56,12 @@ class ApiServices:
     live_view: LiveView | None = None
     live_calls: LiveCalls | None = None
     instruction_document: InstructionDocument = default_instruction_document
+    #: The outbound-call service (:class:`gateway.dialer.service.OutboundService`): the carrier
+    #: callback routes verify and apply callbacks through it. ``None``: no outbound calls.
+    outbound: Any = None
+    #: ``live_session(call_id)`` → the running :class:`gateway.session.CallSession` of a call
+    #: served by this process, or ``None`` (``POST /calls/{id}/control`` acts through it).
+    live_session: Callable[[str], Any] | None = None
     base_scope: RequestScope = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
