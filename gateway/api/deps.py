@@ -19,7 +19,16 @@ from gateway.config import Settings
 from gateway.store import CallRecord, Store
 from gateway.tenants import DEFAULT_TENANT
 
-__all__ = ["ApiServices", "Api", "api_services", "InstructionDocument", "LiveView", "OnCallCreated", "LiveCalls"]
+__all__ = [
+    "ApiServices",
+    "Api",
+    "api_services",
+    "InstructionDocument",
+    "LiveView",
+    "OnCallCreated",
+    "OnOutboundCall",
+    "LiveCalls",
+]
 
 #: ``instruction_document(carrier, stream_url, *, parameters=None)`` →
 #: ``(content_type, body)`` or ``None`` (see ``gateway.carriers.instructions``).
@@ -30,6 +39,10 @@ InstructionDocument = Callable[..., "tuple[str, str] | None"]
 LiveView = Callable[[str], "Mapping[str, Any] | None | Awaitable[Mapping[str, Any] | None]"]
 #: Called with each created call's record; may be sync or async.
 OnCallCreated = Callable[[CallRecord], "None | Awaitable[None]"]
+#: ``on_outbound_call(call, token, request)``: place a stored outbound call (``call.status``
+#: queued; ``token`` its plaintext stream token; ``request`` the API request, for public URLs).
+#: Must return at once (the carrier is called in the background).
+OnOutboundCall = Callable[[CallRecord, str, Request], Awaitable[None]]
 #: ``live_calls()`` → how many calls this process serves now (compared with ``max_calls``).
 LiveCalls = Callable[[], int]
 
@@ -48,6 +61,8 @@ class ApiServices:
         live_calls: how many calls are live (``None``: no limit here).
         instruction_document: carrier instruction builder (default
             :func:`gateway.carriers.instructions.instruction_document`).
+        on_outbound_call: places each call ``POST /calls/outbound`` stored
+            (:data:`OnOutboundCall`); ``None``: that route answers 503 ``unavailable``.
     """
 
     store: Store
@@ -56,6 +71,7 @@ class ApiServices:
     live_view: LiveView | None = None
     live_calls: LiveCalls | None = None
     instruction_document: InstructionDocument = default_instruction_document
+    on_outbound_call: OnOutboundCall | None = None
     #: The outbound-call service (:class:`gateway.dialer.service.OutboundService`): the carrier
     #: callback routes verify and apply callbacks through it. ``None``: no outbound calls.
     outbound: Any = None

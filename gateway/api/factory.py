@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from gateway.api import agents, calls, carrier_accounts, meta
-from gateway.api.deps import ApiServices, InstructionDocument, LiveCalls, LiveView, OnCallCreated
+from gateway.api.deps import ApiServices, InstructionDocument, LiveCalls, LiveView, OnCallCreated, OnOutboundCall
 from gateway.api.errors import exception_handlers, http_exception_handler
 from gateway.api.openapi import TITLE, openapi_document
 from gateway.carriers.instructions import instruction_document as default_instruction_document
@@ -56,6 +56,7 @@ def create_api(
     live_view: LiveView | None = None,
     live_calls: LiveCalls | None = None,
     instruction_document: InstructionDocument | None = None,
+    on_outbound_call: OnOutboundCall | None = None,
     lifespan: Callable[[FastAPI], Any] | None = None,
 ) -> FastAPI:
     """The REST API app.
@@ -63,9 +64,10 @@ def create_api(
     Args:
         store: persistence (its tables must exist: call ``store.create_all()`` first).
         settings: see :class:`gateway.api.deps.ApiServices`.
-        on_call_created, live_view, live_calls, instruction_document: hooks, see
-            :class:`gateway.api.deps.ApiServices` (``live_calls`` at or above
-            ``settings.max_calls``: creating a call answers 503 with ``Retry-After``).
+        on_call_created, live_view, live_calls, instruction_document, on_outbound_call: hooks,
+            see :class:`gateway.api.deps.ApiServices` (``live_calls`` at or above
+            ``settings.max_calls``: creating a call answers 503 with ``Retry-After``; no
+            ``on_outbound_call``: ``POST /calls/outbound`` answers 503).
         lifespan: the app's lifespan context manager factory.
 
     Returns:
@@ -87,6 +89,7 @@ def create_api(
         live_view=live_view,
         live_calls=live_calls,
         instruction_document=instruction_document or default_instruction_document,
+        on_outbound_call=on_outbound_call,
     )
     for router in ROUTERS:
         app.include_router(router)
