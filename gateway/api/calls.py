@@ -32,7 +32,7 @@ from gateway.api.schemas import (
     RecordingOut,
 )
 from gateway.api.urls import public_url, stream_path
-from gateway.api.views import config_out, event_out, turn_out
+from gateway.api.views import config_out, event_out, transition_out, turn_out
 from gateway.store import TERMINAL_STATUSES, CallConfig, CallRecord, UnknownAgent
 
 __all__ = ["router"]
@@ -45,11 +45,13 @@ CallId = Annotated[str, Path(alias="callId", description="Call id (call_…).")]
 _CREATED = {201: {"description": "The call was created (status queued).", **location("/calls/{callId}")}}
 
 
-async def _maybe_await(value: Any) -> Any:
+async def maybe_await(value: Any) -> Any:
+    """``value``, awaited first if it is awaitable (hooks may be sync or async)."""
     return await value if inspect.isawaitable(value) else value
 
 
-def _check_capacity(api: ApiServices) -> None:
+def check_capacity(api: ApiServices) -> None:
+    """Raises :class:`ApiError` 503 ``unavailable`` (``Retry-After``) while ``max_calls`` are live."""
     if api.live_calls is not None and api.live_calls() >= api.settings.max_calls:
         raise ApiError(
             503, "unavailable", f"the gateway is at its limit of {api.settings.max_calls} live calls",
@@ -74,7 +76,7 @@ async def _issue(
     instructions = None if doc is None else Instructions(content_type=doc[0], body=doc[1])
     log.info("call %s created (%s, agent %s)", call.id, connection_type, agent_id or "inline")
     if api.on_call_created is not None:
-        await _maybe_await(api.on_call_created(call))
+        await maybe_await(api.on_call_created(call))
     response.headers["Location"] = f"/calls/{call.id}"
     return CallCreated(
         call_id=call.id, stream_url=url, stream_url_expires_at=call.stream_token_expires_at,
@@ -93,7 +95,7 @@ async def _issue(
     responses={**_CREATED, **BODY, **AT_CAPACITY, **NOT_FOUND},
 )
 async def create_call(body: CallCreate, tenant: Tenant, api: Api, request: Request, response: Response) -> CallCreated:
-    _check_capacity(api)
+    check_capacity(api)
     agent = await asyncio.to_thread(api.store.get_agent, body.agent_id, tenant=tenant)
     if agent is None:
         raise ApiError(404, "not_found", f"agent {body.agent_id!r} not found")
@@ -111,7 +113,7 @@ async def create_call(body: CallCreate, tenant: Tenant, api: Api, request: Reque
 async def create_inline_call(
     body: InlineCallCreate, tenant: Tenant, api: Api, request: Request, response: Response
 ) -> CallCreated:
-    _check_capacity(api)
+    check_capacity(api)
     return await _issue(request, response, api, tenant, CallConfig(**body.policy()), body.connection_type, None)
 
 
@@ -147,7 +149,7 @@ async def get_call(call_id: CallId, tenant: Tenant, api: Api, request: Request) 
     events = [event_out(e) for e in rec.events]
     duration_ms, live = rec.duration_ms, False
     if api.live_view is not None and rec.status not in TERMINAL_STATUSES:
-        view = await _maybe_await(api.live_view(call_id))
+        view = await maybe_await(api.live_view(call_id))
         if view is not None:
             live = True
             transcript = [turn_out(t) for t in view.get("transcript", ())]
@@ -162,7 +164,9 @@ async def get_call(call_id: CallId, tenant: Tenant, api: Api, request: Request) 
         created_at=rec.created_at, started_at=rec.started_at, ended_at=rec.ended_at,
         end_reason=rec.end_reason, error=error, duration_ms=duration_ms,
         from_=rec.from_number,  # type: ignore[call-arg]  # alias "from"
-        to=rec.to_number, carrier_call_id=rec.carrier_call_id, stream_id=rec.stream_id,
+        to=rec.to_number, carrier_call_id=rec.carrier_call_id, carrier_account_id=rec.carrier_account_id,
+        answered_at=rec.answered_at, carrier_status=rec.carrier_status, stream_id=rec.stream_id,
+        transitions=[transition_out(t) for t in rec.transitions], voicemail=rec.voicemail,
         config=config_out(rec.call_config()), transcript=transcript, events=events,
         recording=_recording(api, request, rec), metrics=rec.metrics,
     )  # fmt: skip

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from gateway.api import agents, calls, carrier_accounts, meta
+from gateway.api import agents, calls, carrier_accounts, meta, outbound
 from gateway.api.deps import ApiServices, InstructionDocument, LiveCalls, LiveView, OnCallCreated, OnOutboundCall
 from gateway.api.errors import exception_handlers, http_exception_handler
 from gateway.api.openapi import TITLE, openapi_document
@@ -27,7 +27,7 @@ from gateway.store import Store
 __all__ = ["create_api", "ROUTERS"]
 
 #: Every resource's router, in the document's order.
-ROUTERS = (meta.router, agents.router, calls.router, carrier_accounts.router)
+ROUTERS = (meta.router, agents.router, calls.router, outbound.router, carrier_accounts.router)
 
 
 def _with_allow_header(routers: tuple[Any, ...]) -> Callable[..., Any]:
@@ -71,8 +71,8 @@ def create_api(
         lifespan: the app's lifespan context manager factory.
 
     Returns:
-        A FastAPI app serving ``/health``, ``/openapi.json``, ``/agents``, ``/calls/…`` and
-        ``/carrier-accounts``; every error is ``{"error": {"code", "message", "fields"?}}``.
+        A FastAPI app serving ``/health``, ``/openapi.json``, ``/agents``, ``/calls/…``
+        (``/calls/outbound`` included) and ``/carrier-accounts``; every error is ``{"error": {"code", "message", "fields"?}}``.
     """
     app = FastAPI(
         title=TITLE,

@@ -35,6 +35,9 @@ __all__ = [
     "CallErrorOut",
     "RecordingOut",
     "CallConfigOut",
+    "VoicemailPolicyOut",
+    "TransitionOut",
+    "CallStatusT",
     "CallOut",
     "FieldError",
     "ErrorBody",
@@ -332,6 +335,15 @@ class RecordingOut(_Response):
     error: str | None = Field(None, description="Why recording failed, e.g. 'write: [Errno 28] No space left on device'.")
 
 
+class VoicemailPolicyOut(_Response):
+    """An outbound call's answering-machine policy (as ``POST /calls/outbound`` set it)."""
+
+    detect: bool
+    action: Literal["hangup", "leave_message"]
+    message: str
+    hold_greeting_ms: int = Field(description="How long the agent's first words waited for the verdict (ms).")
+
+
 class CallConfigOut(_Response):
     """The configuration a call ran with (snapshot taken when it was created)."""
 
@@ -350,6 +362,25 @@ class CallConfigOut(_Response):
     recording_enabled: bool
     tools: list[dict[str, Any]]
     secret_refs: dict[str, str] = Field(default_factory=dict, description="Credential references (never values).")
+    voicemail: VoicemailPolicyOut | None = Field(None, description="Outbound calls' voicemail policy (else null).")
+
+
+CallStatusT = Literal[
+    "queued", "initiated", "ringing", "in_progress", "completed", "failed", "no_answer", "busy",
+    "declined", "voicemail", "canceled", "expired",
+]  # fmt: skip
+
+
+class TransitionOut(_Response):
+    """One status change of a call (the first is its creation, from null to queued)."""
+
+    from_: CallStatusT | None = Field(alias="from")
+    to: CallStatusT
+    at: datetime
+    source: Literal["gateway", "carrier", "media"] = Field(
+        description="Who moved it: the gateway (API, expiry, hang-up), a carrier callback, or the media stream."
+    )
+    detail: dict[str, str] = Field(description="e.g. carrierCallId, rawStatus, sipCode.")
 
 
 class CallOut(_Response):
@@ -357,7 +388,7 @@ class CallOut(_Response):
 
     id: str
     agent_id: str | None
-    status: Literal["queued", "ringing", "in_progress", "completed", "failed", "no_answer", "expired"]
+    status: CallStatusT
     live: bool = Field(description="True when transcript and events come from the running call.")
     direction: str
     connection_type: str
@@ -370,7 +401,17 @@ class CallOut(_Response):
     from_: str | None = Field(alias="from")
     to: str | None
     carrier_call_id: str | None
+    carrier_account_id: str | None = Field(description="The carrier account an outbound call was placed through.")
+    answered_at: datetime | None = Field(description="When the carrier reported the callee answered.")
+    carrier_status: str | None = Field(
+        description="The carrier's final status when it came after the gateway ended the call (e.g. completed)."
+    )
     stream_id: str | None
+    transitions: list[TransitionOut] = Field(description="Every status change, oldest first.")
+    voicemail: dict[str, Any] | None = Field(
+        description="Answering-machine detection outcome: verdict, decidedMs, cues, beepEndMs, action "
+        "(none, hung_up, message_left, released), events; null when detection did not run."
+    )
     config: CallConfigOut
     transcript: list[TurnOut]
     events: list[EventOut]

@@ -6,18 +6,30 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
-from gateway.api.schemas import AgentOut, CallConfigOut, EventOut, STORE_NAMES, TurnOut
+from gateway.api.schemas import (
+    STORE_NAMES,
+    AgentOut,
+    CallConfigOut,
+    EventOut,
+    TransitionOut,
+    TurnOut,
+    VoicemailPolicyOut,
+)
 from gateway.store import AgentRecord, CallConfig, EventRecord, TurnRecord
 
-__all__ = ["agent_out", "config_out", "turn_out", "event_out"]
+__all__ = ["agent_out", "config_out", "turn_out", "event_out", "transition_out"]
 
 #: Store field name → API field name (the inverse of :data:`STORE_NAMES`).
 _API_NAMES = {store: api for api, store in STORE_NAMES.items()}
 
 
+#: Per-call settings of a :class:`CallConfig` that agents do not have (shown by :func:`config_out`).
+_CALL_ONLY = ("voicemail",)
+
+
 def _config_fields(src: CallConfig | AgentRecord) -> dict[str, Any]:
-    """Every :class:`CallConfig` field of ``src`` under its API name, containers as JSON."""
-    out = {_API_NAMES.get(f.name, f.name): getattr(src, f.name) for f in fields(CallConfig)}
+    """Every agent-defined :class:`CallConfig` field of ``src`` under its API name, containers as JSON."""
+    out = {_API_NAMES.get(f.name, f.name): getattr(src, f.name) for f in fields(CallConfig) if f.name not in _CALL_ONLY}
     out["tools"] = [dict(t) for t in src.tools]
     out["secret_refs"] = dict(src.secret_refs)
     return out
@@ -29,8 +41,13 @@ def agent_out(rec: AgentRecord) -> AgentOut:
 
 
 def config_out(cfg: CallConfig) -> CallConfigOut:
-    """A call's configuration snapshot as ``CallConfigOut``."""
-    return CallConfigOut(**_config_fields(cfg))
+    """A call's configuration snapshot as ``CallConfigOut`` (``voicemail`` from its snake_case dict)."""
+    vm = cfg.voicemail
+    voicemail = None if vm is None else VoicemailPolicyOut(
+        detect=bool(vm.get("detect", True)), action=vm.get("action", "hangup"), message=str(vm.get("message", "")),
+        hold_greeting_ms=int(vm.get("hold_greeting_ms", 0)),
+    )  # fmt: skip
+    return CallConfigOut(**_config_fields(cfg), voicemail=voicemail)
 
 
 def turn_out(t: Mapping[str, Any] | TurnRecord) -> TurnOut:
@@ -51,3 +68,11 @@ def event_out(e: Mapping[str, Any] | EventRecord) -> EventOut:
     if isinstance(e, EventRecord):
         return EventOut(kind=e.kind, at_ms=e.at_ms, data=e.data)
     return EventOut(kind=str(e["kind"]), at_ms=int(e.get("at_ms", 0)), data=dict(e.get("data") or {}))
+
+
+def transition_out(t: Mapping[str, Any]) -> TransitionOut:
+    """A stored transition dict (``{"from", "to", "at", "source", "detail"}``) as ``TransitionOut``."""
+    return TransitionOut(
+        from_=t.get("from"), to=t["to"], at=t["at"], source=t["source"],  # type: ignore[call-arg]  # alias "from"
+        detail={str(k): str(v) for k, v in (t.get("detail") or {}).items()},
+    )  # fmt: skip

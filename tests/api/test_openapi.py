@@ -131,7 +131,7 @@ def test_json_body_operations_document_415_and_call_creation_503() -> None:
     doc = build_openapi()
     bodies = {(p, m) for p, ops in doc["paths"].items() for m, op in ops.items() if "requestBody" in op}
     assert bodies == {("/agents", "post"), ("/calls/create", "post"), ("/calls/inline", "post"),
-                      ("/carrier-accounts", "post")}  # fmt: skip
+                      ("/calls/outbound", "post"), ("/carrier-accounts", "post")}  # fmt: skip
     for path, method in bodies:
         op = doc["paths"][path][method]
         assert list(op["requestBody"]["content"]) == ["application/json"]
@@ -140,6 +140,8 @@ def test_json_body_operations_document_415_and_call_creation_503() -> None:
     for path in ("/calls/create", "/calls/inline"):
         unavailable = _response(doc, doc["paths"][path]["post"], "503")
         assert unavailable["headers"]["Retry-After"]["required"] is True
+    outbound = _response(doc, doc["paths"]["/calls/outbound"]["post"], "503")  # also: outbound not enabled
+    assert "Retry-After" in outbound["headers"] and not outbound["headers"]["Retry-After"].get("required")
     assert "503" not in doc["paths"]["/agents"]["post"]["responses"]
     assert "503" not in doc["paths"]["/carrier-accounts"]["post"]["responses"]
 
