@@ -32,14 +32,17 @@ ROUTERS = (meta.router, agents.router, calls.router, outbound.router, carrier_ac
 
 def _with_allow_header(routers: tuple[Any, ...]) -> Callable[..., Any]:
     """:func:`http_exception_handler`, with a 405's ``Allow`` naming every method of the
-    resource (path template) of the first route matching the path, as Starlette does, but
-    over all its routes: each of a resource's methods is a route of its own here."""
+    resource (path template) matching the path, as Starlette does, but over all its routes:
+    each of a resource's methods is a route of its own here. Of several matching templates
+    the one with the fewest parameters wins (``/calls/outbound`` over ``/calls/{callId}``)."""
     routes = [r for router in routers for r in router.routes if isinstance(r, APIRoute)]
 
     async def handler(request: Request | WebSocket, exc: Exception) -> Response | None:
         if isinstance(exc, HTTPException) and exc.status_code == 405 and not isinstance(request, WebSocket):
             path = request.scope["path"].removeprefix(request.scope.get("root_path", "")) or "/"
-            first = next((r for r in routes if r.path_regex.match(path)), None)
+            matching = [r for r in routes if r.path_regex.match(path)]
+            # the most specific resource: /calls/outbound, not /calls/{callId}
+            first = min(matching, key=lambda r: len(r.param_convertors), default=None)
             methods = sorted({m for r in routes if first and r.path_format == first.path_format for m in r.methods})
             if methods:
                 exc = HTTPException(405, exc.detail, headers={**(exc.headers or {}), "Allow": ", ".join(methods)})

@@ -27,12 +27,12 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import phonenumbers
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
-from gateway.api.schemas import WholeNumber, _AgentFields, _Request, _Response
+from gateway.api.schemas import WholeNumber, _AgentFields, _integral, _Request, _Response
 from gateway.llm.base import AgentConfig
 from gateway.llm.endpoints import parse_selector
 from gateway.llm.gemini_protocol import DEFAULT_VOICE as GEMINI_DEFAULT_VOICE
@@ -54,6 +54,7 @@ __all__ = [
     "unknown_variables",
     "with_objective",
     "request_errors",
+    "template_errors",
     "resolve",
 ]
 
@@ -168,6 +169,11 @@ def with_objective(prompt: str, objective: str, context: str) -> str:
     return out
 
 
+#: ``maxDuration`` (s) when given: the constraint sits under the ``float`` → ``int`` step so the
+#: schema of the optional field states it (``minimum`` / ``maximum``).
+_MaxDuration = Annotated[int, Field(ge=60, le=7200), BeforeValidator(_integral)]
+
+
 class VoicemailIn(_Request):
     """What to do when a machine answers (``voicemail``)."""
 
@@ -218,8 +224,8 @@ class OutboundCallCreate(_AgentFields):
     greeting: str | None = Field(  # type: ignore[assignment]
         None, max_length=2_000, description="Inline agent: greeting (firstMessage wins)."
     )
-    max_duration: WholeNumber | None = Field(  # type: ignore[assignment]
-        None, ge=60, le=7200, description="Maximum call length (s); default the agent's, else 3000."
+    max_duration: _MaxDuration | None = Field(  # type: ignore[assignment]
+        None, description="Maximum call length (s); default the agent's, else 3000."
     )
     objective: str = Field(
         "", max_length=4_000, description="What the call should achieve (appended to the prompt)."
@@ -285,8 +291,10 @@ def request_errors(body: OutboundCallCreate) -> list[dict[str, str]]:
     if size > MAX_VARIABLES_B64:
         message = f"too large: base64 of the JSON is {size} bytes, at most {MAX_VARIABLES_B64}"
         errors.append({"field": "variables", "message": message})
-    texts = {"systemPrompt": body.system_prompt, "greeting": body.greeting, "firstMessage": body.first_message,
-             "objective": body.objective, "context": body.context, "voicemail.message": body.voicemail.message}  # fmt: skip
+    texts = {
+        "systemPrompt": body.system_prompt, "greeting": body.greeting, "firstMessage": body.first_message,
+        "objective": body.objective, "context": body.context, "voicemail.message": body.voicemail.message,
+    }  # fmt: skip
     errors += template_errors({k: v for k, v in texts.items() if v}, body.variables)
     return errors
 

@@ -150,6 +150,9 @@ async def test_stored_agent_resolution_and_backend_voice(api: httpx.AsyncClient,
     )  # fmt: skip
     inline = await api.post("/calls/outbound", json=body(model="gemini:live", voice=None))
     assert inline.status_code == 201 and inline.json()["voice"] == "Puck"
+    unknown = await api.post("/calls/outbound", json=body(model="xai:grok", voice="joe"))  # not an xAI voice
+    assert unknown.status_code == 201 and unknown.json()["voice"] == "Eve"
+    assert store.get_call(unknown.json()["callId"]).call_config().voice == "Eve"
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,11 @@ the operator configured, tool names must be unique within a request, and a tool 
 operator's outbound policy refuses (a private or loopback address, http:// to a host not
 allow-listed) is swapped for a public one; a carrier account's ``secretRefs`` name the
 credentials of its ``kind`` (a rule across two fields), and its caller-ID ``numbers`` are
-numbers of a real numbering plan (``phonenumbers`` metadata, which no pattern states).
+numbers of a real numbering plan (``phonenumbers`` metadata, which no pattern states). An
+outbound call (:func:`_outbound_rules`) calls a valid number from the account's own caller ID,
+through the tenant's default account (made on demand) unless one is named, with ``agentId`` or
+the inline agent fields (not both), a message to leave when it leaves one, and every ``{{name}}``
+it uses among its ``variables`` (rules across fields, or about stored records).
 Schema-violating requests are sent as generated.
 """
 
@@ -35,6 +39,13 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
+from gateway.api.outbound_schemas import (
+    INLINE_ONLY,
+    MAX_VARIABLES_B64,
+    OutboundCallCreate,
+    unknown_variables,
+    variables_b64_size,
+)
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.netpolicy import OutboundPolicy, OutboundRefused
@@ -78,11 +89,43 @@ def _configured_secret() -> Iterator[None]:
     shutil.rmtree(_WORKDIR, ignore_errors=True)
 
 
+def _outbound_rules(body: dict[str, Any]) -> None:
+    """An outbound call body: a valid number to call, the account's own caller ID (its first,
+    by omitting ``from``), the tenant's default account present when none is named, agentId
+    xor the inline agent fields, a message to leave, and every ``{{name}}`` defined."""
+    body["to"] = NUMBERS[1]
+    body.pop("from", None)
+    if body.get("carrierAccountId") is None:
+        store = _APP.state.api.store
+        if store.default_carrier_account(tenant="default") is None:
+            refs = {name: SECRET_VAR for name in CREDENTIALS["twilio"].required}
+            store.create_carrier_account(kind="twilio", name="st", secret_refs=refs, numbers=NUMBERS[:1], default=True)
+    if body.get("agentId") is not None:
+        for name in INLINE_ONLY:
+            body.pop(OutboundCallCreate.model_fields[name].alias or name, None)
+    elif body.get("systemPrompt") is None:
+        body["systemPrompt"] = "Call."
+    voicemail = body.get("voicemail")
+    if isinstance(voicemail, dict) and voicemail.get("action") == "leave_message":
+        if not str(voicemail.get("message", "")).strip():
+            voicemail["message"] = "Please call back."
+    variables = body.setdefault("variables", {})
+    texts = [body.get(k) for k in ("systemPrompt", "greeting", "firstMessage", "objective", "context")]
+    texts.append(voicemail.get("message") if isinstance(voicemail, dict) else None)
+    for text in texts:
+        for name in unknown_variables(text or "", variables):
+            variables[name] = "v"
+    if variables_b64_size(variables) > MAX_VARIABLES_B64:
+        body["variables"] = {n: "v" for t in texts for n in unknown_variables(t or "", {})}
+
+
 def _satisfy_server_state(case: Any) -> None:
     """Make a valid body also meet the rules that depend on the gateway, not the schema."""
     body = case.body
     if case.meta is None or not case.meta.generation.mode.is_positive or not isinstance(body, dict):
         return
+    if case.path == "/calls/outbound":
+        _outbound_rules(body)
     if "@" in str(body.get("model", "")):
         body["model"] = "local"  # no endpoints are configured here
     refs = body.get("secretRefs")
