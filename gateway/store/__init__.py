@@ -40,6 +40,7 @@ from gateway.store.records import (
     TurnRecord,
 )
 from gateway.store.repo import CONNECTION_TYPES, Store, hash_secret
+from gateway.store.transitions import CARRIER_STATUSES, CarrierResult
 
 __all__ = [
     "Store",
@@ -55,6 +56,8 @@ __all__ = [
     "TRANSITIONS",
     "TERMINAL_STATUSES",
     "check_transition",
+    "CARRIER_STATUSES",
+    "CarrierResult",
     "CONNECTION_TYPES",
     "hash_secret",
     "ApiKeyRecord",

@@ -1,9 +1,21 @@
 """Calls: creation with a one-time stream token, the status lifecycle, and finalisation
 with the transcript and events.
 
-Status changes are conditional ``UPDATE … WHERE status IN (…)`` statements, so two racing
-writers (two sockets using one stream URL, two finalisers) cannot both win, on SQLite and
-PostgreSQL alike. Stream tokens are returned in plaintext once; only their SHA-256 is stored.
+Lifecycle (:data:`gateway.store.models.TRANSITIONS`)::
+
+    (none)      -> queued
+    queued      -> initiated ringing in_progress failed no_answer busy declined canceled expired
+    initiated   -> ringing in_progress failed no_answer busy declined canceled expired
+    ringing     -> in_progress failed no_answer busy declined canceled expired
+    in_progress -> completed failed voicemail
+    (completed failed no_answer busy declined voicemail canceled expired: terminal)
+
+Every status change writes one ``call_transitions`` row in the same transaction (see
+:mod:`gateway.store.transitions`, which also holds the carrier-callback, placement and expiry
+writes). Status changes are conditional ``UPDATE … WHERE status = …`` statements, so two
+racing writers (two sockets using one stream URL, two finalisers) cannot both win, on SQLite
+and PostgreSQL alike. Stream tokens are returned in plaintext once; only their SHA-256 is
+stored.
 """
 
 from __future__ import annotations
@@ -12,7 +24,7 @@ import hmac
 import logging
 import secrets
 from collections.abc import Iterable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +32,6 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from gateway.llm.base import AgentConfig
-from gateway.store.base import StoreBase
 from gateway.store.errors import (
     BadToken,
     CallNotConnectable,
@@ -28,6 +39,7 @@ from gateway.store.errors import (
     UnknownAgent,
     UnknownCall,
 )
+from gateway.store.transitions import _ROUNDS, CONNECTABLE_STATUSES, TransitionsMixin, _raced, _str_detail
 from gateway.store.helpers import (
     CONNECTION_TYPES,
     _call_record,
@@ -46,10 +58,9 @@ from gateway.store.models import (
     Call,
     CallEvent,
     CallStatus,
+    CallTransition,
     IllegalTransition,
     TranscriptTurn,
-    check_transition,
-    sources_of,
 )
 from gateway.store.records import CallConfig, CallRecord
 
@@ -58,7 +69,7 @@ __all__ = ["CallsMixin"]
 log = logging.getLogger("gateway.store")
 
 
-class CallsMixin(StoreBase):
+class CallsMixin(TransitionsMixin):
     """Calls and their status lifecycle, stream tokens, transcripts and events."""
 
     def create_call(
@@ -70,8 +81,12 @@ class CallsMixin(StoreBase):
         ttl_s: float = 600,
         direction: str = "inbound",
         tenant: str = "default",
+        to: str | None = None,
+        from_: str | None = None,
+        carrier_account_id: str | None = None,
+        outbound: Mapping[str, Any] | None = None,
     ) -> tuple[CallRecord, str]:
-        """Create a queued call and its one-time stream token.
+        """Create a queued call and its one-time stream token, with its creation transition.
 
         Args:
             config: the call's configuration; snapshotted as JSON (an :class:`AgentConfig`
@@ -81,6 +96,11 @@ class CallsMixin(StoreBase):
             ttl_s: seconds the token stays valid for the first connection.
             direction: ``inbound`` or ``outbound`` (informational).
             tenant: the tenant the call belongs to; ``agent_id`` must be that tenant's agent.
+            to, from_: the numbers (E.164) of an outbound call (``to_number``, ``from_number``).
+            carrier_account_id: the carrier account an outbound call is placed through.
+            outbound: the outbound request details kept for the record (JSON).
+
+        The ``None`` → ``queued`` transition row (source ``gateway``) is written with it.
 
         Returns:
             ``(call, token)``: the record and the plaintext stream token (43 URL-safe
@@ -113,24 +133,32 @@ class CallsMixin(StoreBase):
             stream_token_expires_at=now + timedelta(seconds=ttl_s),
             created_at=now,
             tenant=tenant,
+            to_number=to or None,
+            from_number=from_ or None,
+            carrier_account_id=carrier_account_id or None,
+            outbound=dict(outbound) if outbound is not None else None,
         )
         with self._session() as s, s.begin():
             agent = s.get(Agent, agent_id) if agent_id is not None else None
             if agent_id is not None and (agent is None or agent.tenant != tenant):
                 raise UnknownAgent(agent_id)
             s.add(row)
+            s.flush()
+            self._write_transition(s, row.id, None, CallStatus.QUEUED, source="gateway", at=now, seq=0)
         return _call_record(row), token
 
     def check_stream_token(self, call_id: str, token: str) -> CallRecord:
         """Check a stream URL's token before accepting the carrier's connection.
 
         This does not change the call: :meth:`mark_call_started` claims it (and loses the
-        race cleanly if another socket claimed it first).
+        race cleanly if another socket claimed it first). Connectable: ``queued``,
+        ``initiated``, ``ringing``, and ``in_progress`` that no stream claimed yet (the
+        carrier said the callee answered, ``started_at`` is unset).
 
         Raises:
             UnknownCall: no such call.
             BadToken: the token is wrong (checked before the call's state is revealed).
-            CallNotConnectable: the call already started or ended.
+            CallNotConnectable: a stream already claimed the call, or it ended.
             TokenExpired: the token's time to live ran out (or the call was expired).
         """
         with self._session() as s:
@@ -142,43 +170,25 @@ class CallsMixin(StoreBase):
             status = CallStatus(row.status)
             if status is CallStatus.EXPIRED:
                 raise TokenExpired(call_id)
-            if status not in (CallStatus.QUEUED, CallStatus.RINGING):
+            unclaimed = status is CallStatus.IN_PROGRESS and row.started_at is None
+            if status not in CONNECTABLE_STATUSES and not unclaimed:
                 raise CallNotConnectable(call_id, status.value)
             if self.now() >= row.stream_token_expires_at:
                 raise TokenExpired(call_id)
             return _call_record(row)
 
-    def _transition(
-        self, s: Session, call_id: str, new: CallStatus, values: dict[str, Any]
-    ) -> bool:
-        """Move ``call_id`` to ``new`` atomically; ``False`` if it is already terminal.
+    def set_call_status(
+        self, call_id: str, status: CallStatus | str, *, source: str = "gateway",
+        detail: Mapping[str, Any] | None = None,
+    ) -> CallRecord:  # fmt: skip
+        """Move a call to a non-terminal status (``initiated``, ``ringing``) with its row.
 
-        Raises:
-            UnknownCall, IllegalTransition.
-        """
-        res = s.execute(
-            update(Call)
-            .where(Call.id == call_id, Call.status.in_([x.value for x in sources_of(new)]))
-            .values(status=new.value, **values)
-            .execution_options(synchronize_session=False)
-        )
-        if _rowcount(res) == 1:
-            return True
-        current = s.scalar(select(Call.status).where(Call.id == call_id))
-        if current is None:
-            raise UnknownCall(call_id)
-        current_s = CallStatus(current)
-        if current_s in TERMINAL_STATUSES and new in TERMINAL_STATUSES:
-            return False
-        check_transition(current_s, new, call_id=call_id)  # raises
-        raise IllegalTransition(current_s, new, call_id)  # unreachable; for type checkers
-
-    def set_call_status(self, call_id: str, status: CallStatus | str) -> CallRecord:
-        """Move a call to a non-terminal status (e.g. ``ringing`` from the dialer).
+        Carrier callbacks use :meth:`apply_carrier_status` (idempotent) instead.
 
         Raises:
             UnknownCall, IllegalTransition, ValueError (terminal status: use
-            :meth:`finalise_call`).
+            :meth:`finalise_call`; ``in_progress``: :meth:`mark_call_started`; an unknown
+            ``source``).
         """
         new = CallStatus(status)
         if new in TERMINAL_STATUSES:
@@ -186,7 +196,7 @@ class CallsMixin(StoreBase):
         if new is CallStatus.IN_PROGRESS:
             raise ValueError("use mark_call_started() for in_progress")
         with self._session() as s, s.begin():
-            self._transition(s, call_id, new, {})  # non-terminal target: True or raises
+            self._move(s, call_id, new, {}, source=source, detail=detail)  # non-terminal: moves or raises
             return _call_record(s.get(Call, call_id, populate_existing=True))  # type: ignore[arg-type]
 
     def mark_call_started(
@@ -202,10 +212,13 @@ class CallsMixin(StoreBase):
         lease_s: float | None = None,
         recording_path: str | Path | None = None,
     ) -> CallRecord:
-        """Claim the call for a connected media stream: ``queued``/``ringing`` → ``in_progress``.
+        """Claim the call for a connected media stream.
 
-        Sets ``started_at`` to now. Exactly one caller wins; the others get
-        :class:`IllegalTransition` and should close their socket.
+        From ``queued`` / ``initiated`` / ``ringing``: → ``in_progress`` with its transition row
+        (source ``media``), ``answered_at`` set to now. From an ``in_progress`` no stream claimed
+        yet (the carrier's callback said answered, ``started_at`` unset): the claim alone, no
+        new row. Either way ``started_at`` is set to now. Exactly one caller wins; the others
+        get :class:`IllegalTransition` and should close their socket.
 
         Args:
             node_id: the gateway node serving the stream (``GATEWAY_NODE_ID``): if it dies
@@ -236,9 +249,43 @@ class CallsMixin(StoreBase):
         if recording_path is not None:
             values.update(recording_path=str(recording_path), recording_status="recording")
         with self._session() as s, s.begin():
-            self._transition(s, call_id, CallStatus.IN_PROGRESS, values)  # True or raises
+            self._claim(s, call_id, values, now)
             row = s.get(Call, call_id, populate_existing=True)
             return _call_record(row)  # type: ignore[arg-type]
+
+    def _claim(self, s: Session, call_id: str, values: dict[str, Any], now: datetime) -> None:
+        """The claim of :meth:`mark_call_started`: one conditional ``UPDATE`` per round.
+
+        Raises:
+            UnknownCall; IllegalTransition (a stream already claimed it, or it ended).
+        """
+        new = CallStatus.IN_PROGRESS
+        for _ in range(_ROUNDS):
+            row = s.execute(
+                select(Call.status, Call.started_at, Call.answered_at).where(Call.id == call_id)
+            ).one_or_none()
+            if row is None:
+                raise UnknownCall(call_id)
+            old = CallStatus(row.status)
+            if old in CONNECTABLE_STATUSES:
+                # the status is unchanged until our UPDATE lands, so answered_at is too
+                answered = {"answered_at": now} if row.answered_at is None else {}
+                where = [Call.status == old.value]
+                move = {"status": new.value, **answered}
+            elif old is new and row.started_at is None:
+                where = [Call.status == new.value, Call.started_at.is_(None)]
+                move = {}
+            else:
+                raise IllegalTransition(old, new, call_id)
+            res = s.execute(
+                update(Call).where(Call.id == call_id, *where).values(**values, **move)
+                .execution_options(synchronize_session=False)
+            )  # fmt: skip
+            if _rowcount(res) == 1:
+                if move:
+                    self._write_transition(s, call_id, old, new, source="media", at=now)
+                return
+        raise _raced(call_id, new)
 
     def update_call_details(
         self,
@@ -288,12 +335,16 @@ class CallsMixin(StoreBase):
         recording_status: str | None = None,
         recording_error: str | None = None,
         metrics: Mapping[str, Any] | None = None,
+        voicemail: Mapping[str, Any] | None = None,
+        source: str = "gateway",
+        detail: Mapping[str, Any] | None = None,
     ) -> bool:
-        """Record how a call ended, with its transcript and events, in one transaction.
+        """Record how a call ended, with its transcript, events and transition, in one transaction.
 
         Args:
-            status: a terminal status (``completed``, ``failed``, ``no_answer``, ``expired``)
-                reachable from the call's current one.
+            status: a terminal status (``completed``, ``failed``, ``voicemail``, ``no_answer``,
+                ``busy``, ``declined``, ``canceled``, ``expired``) reachable from the call's
+                current one (from ``in_progress``: ``completed``, ``failed``, ``voicemail``).
             end_reason: short label, e.g. ``caller_hangup``, ``agent_hangup``,
                 ``max_duration``, ``inactivity``, ``model_error``.
             duration_ms: call length in ms (0 if it never started).
@@ -307,11 +358,19 @@ class CallsMixin(StoreBase):
                 else none (not recorded).
             recording_error: why the recording failed (the call went on without it).
             metrics: free-form JSON (latencies, frame counts …).
+            voicemail: the answering-machine detection outcome (``CallOutcome.voicemail``).
+            source: the transition row's source (``gateway``, ``carrier`` or ``media``).
+            detail: more for the transition row, whose detail is ``{"endReason",
+                "errorCode"?, **detail}`` (values made ``str``).
 
         A call presumed lost (``failed`` / ``node_lost``, by a restart of its node or a lapsed
         lease) is not final for its real outcome: a finalise from the process that served it
         replaces the ``node_lost`` fields with its own and adds its turns and events after
-        the ``node_lost`` event, which stays for the audit trail (logged at WARNING).
+        the ``node_lost`` event, which stays for the audit trail (logged at WARNING). Its
+        transition: a row ``failed`` → the real status with ``detail["supersedes"] =
+        "node_lost"``; when the real outcome is ``failed`` too, the ``failed`` row itself is
+        rewritten (time, source, detail; ``presumedAt`` keeps the presumption's time), since a
+        status is reached once per call.
 
         Returns:
             ``True`` if this call finalised it; ``False`` if it was already final (a no-op:
@@ -342,10 +401,13 @@ class CallsMixin(StoreBase):
             "recording_status": recording_status,
             "recording_error": recording_error,
             "metrics": dict(metrics) if metrics is not None else None,
+            "voicemail": dict(voicemail) if voicemail is not None else None,
         }
+        row_detail = {"endReason": end_reason, "errorCode": error_code, **(detail or {})}
         with self._session() as s, s.begin():
-            if not self._transition(s, call_id, new, values):
-                if not self._supersede_node_lost(s, call_id, new, values, turn_rows, event_rows):
+            if self._move(s, call_id, new, values, source=source, at=values["ended_at"], detail=row_detail) is None:
+                lost = (turn_rows, event_rows, source, row_detail)
+                if not self._supersede_node_lost(s, call_id, new, values, *lost):
                     return False
             s.add_all(turn_rows)
             s.add_all(event_rows)
@@ -353,7 +415,7 @@ class CallsMixin(StoreBase):
 
     def _supersede_node_lost(
         self, s: Session, call_id: str, new: CallStatus, values: dict[str, Any],
-        turn_rows: list[TranscriptTurn], event_rows: list[CallEvent],
+        turn_rows: list[TranscriptTurn], event_rows: list[CallEvent], source: str, detail: dict[str, Any],
     ) -> bool:  # fmt: skip
         """For a call already final: replace a ``node_lost`` presumption by the real outcome.
 
@@ -374,6 +436,7 @@ class CallsMixin(StoreBase):
                     last = s.scalar(select(func.max(model.seq)).where(model.call_id == call_id))
                     for row in rows:
                         row.seq += 0 if last is None else last + 1
+                self._supersede_row(s, call_id, new, values["ended_at"], source, detail)
                 log.warning("call %s was presumed %s; its real outcome (%s, %s) replaces that record",
                             call_id, NODE_LOST, new.value, values["end_reason"])  # fmt: skip
                 return True
@@ -385,26 +448,26 @@ class CallsMixin(StoreBase):
                         call_id, status, reason, new.value, values["end_reason"])  # fmt: skip
         return False
 
-    def expire_stale_calls(self) -> int:
-        """Mark queued calls whose stream token expired as ``expired``. Returns how many."""
-        now = self.now()
-        with self._session() as s, s.begin():
-            res = s.execute(
-                update(Call)
-                .where(
-                    Call.status.in_([CallStatus.QUEUED.value, CallStatus.RINGING.value]),
-                    Call.stream_token_expires_at <= now,
-                )
-                .values(
-                    status=CallStatus.EXPIRED.value, ended_at=now,
-                    end_reason="stream_token_expired", duration_ms=0,
+    def _supersede_row(
+        self, s: Session, call_id: str, new: CallStatus, at: datetime, source: str, detail: dict[str, Any]
+    ) -> None:
+        """The transition of a real outcome replacing ``node_lost`` (see :meth:`finalise_call`)."""
+        marked = {**detail, "supersedes": NODE_LOST}
+        failed = CallStatus.FAILED
+        if new is failed:
+            presumed = s.scalar(select(CallTransition.at).where(
+                CallTransition.call_id == call_id, CallTransition.to_status == failed.value))  # fmt: skip
+            if presumed is not None:
+                s.execute(
+                    update(CallTransition)
+                    .where(CallTransition.call_id == call_id, CallTransition.to_status == failed.value)
+                    .values(at=at, source=source, detail=_str_detail({**marked, "presumedAt": presumed.isoformat()}))
                 )  # fmt: skip
-                .execution_options(synchronize_session=False)
-            )
-            return _rowcount(res)
+                return
+        self._write_transition(s, call_id, failed, new, source=source, at=at, detail=marked)
 
     def get_call(self, call_id: str) -> CallRecord | None:
-        """The call with its transcript turns and events (in ``seq`` order), or ``None``."""
+        """The call with its transcript turns, events and transitions (``seq`` order), or ``None``."""
         with self._session() as s:
             row = s.get(Call, call_id)
             if row is None:
@@ -417,4 +480,7 @@ class CallsMixin(StoreBase):
             events = s.scalars(
                 select(CallEvent).where(CallEvent.call_id == call_id).order_by(CallEvent.seq)
             ).all()
-            return _call_record(row, turns, events)
+            transitions = s.scalars(
+                select(CallTransition).where(CallTransition.call_id == call_id).order_by(CallTransition.seq)
+            ).all()
+            return _call_record(row, turns, events, transitions)

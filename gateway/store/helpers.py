@@ -26,6 +26,7 @@ from gateway.store.models import (
     Call,
     CallEvent,
     CallStatus,
+    CallTransition,
     TranscriptTurn,
 )
 from gateway.store.records import (
@@ -124,17 +125,38 @@ def _agent_record(row: Agent) -> AgentRecord:
 
 
 def _call_record(
-    row: Call, turns: Iterable[TranscriptTurn] = (), events: Iterable[CallEvent] = ()
+    row: Call,
+    turns: Iterable[TranscriptTurn] = (),
+    events: Iterable[CallEvent] = (),
+    transitions: Iterable[CallTransition] = (),
 ) -> CallRecord:
     return _record(
         CallRecord,
         row,
         config=dict(row.config or {}),
         status=CallStatus(row.status),
-        metrics=dict(row.metrics) if row.metrics is not None else None,
+        metrics=_dict_or_none(row.metrics),
+        voicemail=_dict_or_none(row.voicemail),
+        outbound=_dict_or_none(row.outbound),
         turns=tuple(_record(TurnRecord, t) for t in turns),
         events=tuple(_record(EventRecord, e, data=dict(e.data or {})) for e in events),
+        transitions=[_transition_dict(t) for t in transitions],
     )
+
+
+def _dict_or_none(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return dict(value) if value is not None else None
+
+
+def _transition_dict(row: CallTransition) -> dict[str, Any]:
+    """A ``call_transitions`` row as ``CallRecord.transitions`` holds it."""
+    return {
+        "from": row.from_status,
+        "to": row.to_status,
+        "at": row.at,
+        "source": row.source,
+        "detail": dict(row.detail or {}),
+    }
 
 
 def _details(

@@ -100,13 +100,18 @@ class LeasesMixin(StoreBase):
             return [_call_record(row) for row in s.scalars(query.order_by(Call.started_at)).all()]
 
     def lapsed_calls(self, *, default_lease_s: float) -> list[CallRecord]:
-        """``in_progress`` calls of any node whose lease ran out (:func:`lease_expiry`). Oldest first."""
+        """``in_progress`` calls of any node whose lease ran out (:func:`lease_expiry`). Oldest first.
+
+        Only calls a stream claimed (``started_at`` set): one the carrier answered but no stream
+        claimed has no node, and ``expire_stale_calls`` ends it when its stream token expires.
+        """
         now = self.now()
         with self._session() as s:
             rows = s.scalars(
                 select(Call)
                 .where(
                     Call.status == CallStatus.IN_PROGRESS.value,
+                    Call.started_at.is_not(None),  # answered but never claimed: expiry's, not ours
                     or_(
                         Call.lease_until <= now,
                         # rows from before leases: a cheap bound here, the exact one below

@@ -6,8 +6,8 @@ structured values, enum-like columns stored as strings (no native enum types), a
 timestamps as timezone-aware UTC (``TIMESTAMP WITH TIME ZONE`` on PostgreSQL; on SQLite,
 which has no time zones, UTC is stored and re-attached on load by :class:`UTCDateTime`).
 
-Tables: ``api_keys``, ``agents``, ``carrier_accounts``, ``calls``, ``transcript_turns``,
-``call_events``.
+Tables: ``api_keys``, ``agents``, ``carrier_accounts``, ``calls``, ``call_transitions``,
+``transcript_turns``, ``call_events``.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ __all__ = [
     "Agent",
     "CarrierAccount",
     "Call",
+    "CallTransition",
+    "TRANSITION_SOURCES",
     "TranscriptTurn",
     "CallEvent",
 ]
@@ -89,11 +91,16 @@ class CallStatus(enum.StrEnum):
     """Where a call is in its life. See :data:`TRANSITIONS` for the legal moves."""
 
     QUEUED = "queued"  # created; stream URL issued, nobody connected yet
-    RINGING = "ringing"  # optional: an outbound call is being placed by the dialer
-    IN_PROGRESS = "in_progress"  # the carrier's media stream started
+    INITIATED = "initiated"  # outbound: the carrier accepted the call (it has a carrier call id)
+    RINGING = "ringing"  # outbound: the callee's phone is ringing
+    IN_PROGRESS = "in_progress"  # answered (carrier callback) or the media stream started
     COMPLETED = "completed"  # ended normally (either side hung up, max duration, …)
-    FAILED = "failed"  # ended by an error (model, carrier, protocol, placement)
-    NO_ANSWER = "no_answer"  # an outbound call nobody picked up (or voicemail, busy)
+    FAILED = "failed"  # ended by an error (model, carrier, protocol, placement, node lost)
+    NO_ANSWER = "no_answer"  # outbound: nobody picked up before the ring timeout
+    BUSY = "busy"  # outbound: the callee's line was busy
+    DECLINED = "declined"  # outbound: the callee rejected the call
+    VOICEMAIL = "voicemail"  # outbound: a machine answered (voicemail policy hung up / left a message)
+    CANCELED = "canceled"  # outbound: hung up by the gateway or the API before it was answered
     EXPIRED = "expired"  # the stream URL's token expired before anyone connected
 
     @property
@@ -102,25 +109,43 @@ class CallStatus(enum.StrEnum):
         return not TRANSITIONS[self]
 
 
+#: The statuses that end a call before it was answered (an outbound call's carrier outcomes).
+_UNANSWERED: frozenset[CallStatus] = frozenset(
+    {
+        CallStatus.FAILED,
+        CallStatus.NO_ANSWER,
+        CallStatus.BUSY,
+        CallStatus.DECLINED,
+        CallStatus.CANCELED,
+        CallStatus.EXPIRED,
+    }
+)
+
 #: The call lifecycle: for each status, the statuses it may move to. Terminal statuses map
-#: to the empty set.
+#: to the empty set. The lifecycle only moves forward (no status is reached twice)::
+#:
+#:     queued      -> initiated ringing in_progress failed no_answer busy declined canceled expired
+#:     initiated   -> ringing in_progress failed no_answer busy declined canceled expired
+#:     ringing     -> in_progress failed no_answer busy declined canceled expired
+#:     in_progress -> completed failed voicemail
+#:     completed failed no_answer busy declined voicemail canceled expired: terminal
+#:
+#: The one exception is the store's ``node_lost`` presumption (``failed``), which a real
+#: outcome of the serving process replaces (see ``CallsMixin.finalise_call``).
 TRANSITIONS: dict[CallStatus, frozenset[CallStatus]] = {
     CallStatus.QUEUED: frozenset(
-        {
-            CallStatus.RINGING,
-            CallStatus.IN_PROGRESS,
-            CallStatus.FAILED,
-            CallStatus.NO_ANSWER,
-            CallStatus.EXPIRED,
-        }
+        {CallStatus.INITIATED, CallStatus.RINGING, CallStatus.IN_PROGRESS} | _UNANSWERED
     ),
-    CallStatus.RINGING: frozenset(
-        {CallStatus.IN_PROGRESS, CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.EXPIRED}
-    ),
-    CallStatus.IN_PROGRESS: frozenset({CallStatus.COMPLETED, CallStatus.FAILED}),
+    CallStatus.INITIATED: frozenset({CallStatus.RINGING, CallStatus.IN_PROGRESS} | _UNANSWERED),
+    CallStatus.RINGING: frozenset({CallStatus.IN_PROGRESS} | _UNANSWERED),
+    CallStatus.IN_PROGRESS: frozenset({CallStatus.COMPLETED, CallStatus.FAILED, CallStatus.VOICEMAIL}),
     CallStatus.COMPLETED: frozenset(),
     CallStatus.FAILED: frozenset(),
     CallStatus.NO_ANSWER: frozenset(),
+    CallStatus.BUSY: frozenset(),
+    CallStatus.DECLINED: frozenset(),
+    CallStatus.VOICEMAIL: frozenset(),
+    CallStatus.CANCELED: frozenset(),
     CallStatus.EXPIRED: frozenset(),
 }
 
@@ -301,6 +326,52 @@ class Call(Base):
     stream_id: Mapped[str | None] = mapped_column(String(200), default=None)
     from_number: Mapped[str | None] = mapped_column(String(64), default=None)
     to_number: Mapped[str | None] = mapped_column(String(64), default=None)
+    #: The tenant's carrier account an outbound call was placed through (no foreign key: the
+    #: account row stays when deleted, and old databases get the column by ``ALTER TABLE``).
+    carrier_account_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    #: When the callee answered (the carrier's ``in_progress``, else the media stream's start).
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    #: The carrier's final status when it came after the gateway finalised the call (or while
+    #: a stream served it), e.g. ``completed``; the call's own ``status`` is the gateway's.
+    carrier_status: Mapped[str | None] = mapped_column(String(32), default=None)
+    #: The answering-machine detection outcome (``CallOutcome.voicemail``), if it ran.
+    voicemail: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    #: An outbound call's request details kept for the record: ``{"objective", "context",
+    #: "ringTimeout", "voicemail": {...}, "variables": [names]}`` (variable names only).
+    outbound: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+
+
+#: Who caused a status change: the gateway itself (creation, placement, expiry, a session's
+#: finalise, recovery), the carrier (a status callback) or the media stream (its claim).
+TRANSITION_SOURCES: tuple[str, ...] = ("gateway", "carrier", "media")
+
+
+class CallTransition(Base):
+    """One status change of a call, timestamped, in ``seq`` order (0: the creation row).
+
+    Written in the same transaction as the change of ``calls.status``. A status is reached at
+    most once per call (unique ``(call_id, to_status)``): the lifecycle only moves forward,
+    which is what makes a repeated carrier callback a no-op. The ``node_lost`` presumption is
+    the one status that can be left: its replacement by ``completed`` / ``voicemail`` is a row
+    from ``failed`` with ``detail["supersedes"] = "node_lost"``; by another ``failed`` it
+    rewrites the ``failed`` row itself (same ``detail`` mark, ``presumedAt`` the old time).
+    """
+
+    __tablename__ = "call_transitions"
+    __table_args__ = (Index("uq_call_transitions_to_status", "call_id", "to_status", unique=True),)
+
+    call_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: NULL for the creation row (``NULL -> queued``).
+    from_status: Mapped[str | None] = mapped_column(String(20), default=None)
+    to_status: Mapped[str] = mapped_column(String(20))
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    #: One of :data:`TRANSITION_SOURCES`.
+    source: Mapped[str] = mapped_column(String(10), default="gateway")
+    #: str -> str, e.g. ``{"rawStatus": "no-answer"}``, ``{"endReason": "caller_hangup"}``.
+    detail: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
 
 
 class TranscriptTurn(Base):

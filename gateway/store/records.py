@@ -62,6 +62,10 @@ class CallConfig:
         inactivity_action: ``hangup`` ends the call; ``prompt`` asks the caller if they are
             still there.
         recording_enabled: record the call to a two-channel WAV.
+        voicemail: an outbound call's voicemail policy, snake_case: ``{"detect": bool,
+            "action": "hangup" | "leave_message", "message": str, "hold_greeting_ms": int}``
+            (read by ``gateway.session.voicemail.VoicemailConfig.from_mapping``); ``None``:
+            no answering-machine detection (inbound calls, agents).
     """
 
     system_prompt: str = _AGENT_DEFAULTS.system_prompt
@@ -82,6 +86,7 @@ class CallConfig:
     #: They resolve per call with :meth:`gateway.tenants.SecretGrants.resolve`, only within
     #: the call's tenant's grant.
     secret_refs: Mapping[str, str] = field(default_factory=dict)
+    voicemail: Mapping[str, Any] | None = None
 
     def agent_config(self, *, secrets: Mapping[str, str] | None = None) -> AgentConfig:
         """The model-facing part, with per-call ``secrets`` (never stored) attached."""
@@ -92,6 +97,7 @@ class CallConfig:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["tools"] = [dict(t) for t in self.tools]
         out["secret_refs"] = dict(self.secret_refs)
+        out["voicemail"] = dict(self.voicemail) if self.voicemail is not None else None
         return out
 
     @classmethod
@@ -103,6 +109,8 @@ class CallConfig:
             kwargs["tools"] = tuple(dict(t) for t in kwargs["tools"] or ())
         if "secret_refs" in kwargs:
             kwargs["secret_refs"] = dict(kwargs["secret_refs"] or {})
+        if kwargs.get("voicemail") is not None:
+            kwargs["voicemail"] = dict(kwargs["voicemail"])
         return cls(**kwargs)
 
     @classmethod
@@ -111,8 +119,9 @@ class CallConfig:
         return cls(**_copy_fields(config, _MODEL_FIELDS), **policy)
 
 
-#: Every :class:`CallConfig` field; :class:`AgentRecord` holds each under the same name.
-_CONFIG_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(CallConfig))
+#: The :class:`CallConfig` fields an agent defines; :class:`AgentRecord` holds each under the
+#: same name (``voicemail`` is per outbound call, not an agent's).
+_CONFIG_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(CallConfig) if f.name != "voicemail")
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +199,16 @@ class CallRecord:
     (``recording_path`` is a valid WAV) or ``failed`` (``recording_error`` says why; the call
     went on without it); ``None`` when the call was not recorded. ``node_id`` is the gateway
     node that served the media stream.
+
+    Outbound calls: ``carrier_account_id`` the account placed through, ``answered_at`` when
+    the callee answered, ``carrier_status`` the carrier's final word when it came after the
+    gateway finalised the call, ``voicemail`` the answering-machine detection outcome,
+    ``outbound`` the request details kept for the record.
+
+    ``transitions`` (filled by ``Store.get_call``, else empty): every status change in order,
+    each ``{"from": str | None, "to": str, "at": datetime (aware UTC), "source": "gateway" |
+    "carrier" | "media", "detail": {str: str}}``; the first is the creation (``None`` →
+    ``queued``). Lifecycle: see :data:`gateway.store.models.TRANSITIONS`.
     """
 
     id: str
@@ -221,8 +240,14 @@ class CallRecord:
     to_number: str | None = None
     #: The tenant of the API key that created the call (its secrets resolve within its grant).
     tenant: str = "default"
+    carrier_account_id: str | None = None
+    answered_at: datetime | None = None
+    carrier_status: str | None = None
+    voicemail: dict[str, Any] | None = None
+    outbound: dict[str, Any] | None = None
     turns: tuple[TurnRecord, ...] = ()
     events: tuple[EventRecord, ...] = ()
+    transitions: list[dict[str, Any]] = field(default_factory=list)
 
     def call_config(self) -> CallConfig:
         """The call's configuration snapshot as a :class:`CallConfig`."""

@@ -39,7 +39,12 @@ presumption: if the process was alive after all (a twin, a database outage longe
 lease), its own finalise replaces the record with the real outcome, turns and events, the
 ``node_lost`` event kept (:meth:`~gateway.store.calls.CallsMixin.finalise_call`).
 
-Calls ``queued`` or ``ringing`` (never connected) are left to the token-expiry sweeper.
+Each finalise writes the call's ``in_progress`` → ``failed`` transition row (source
+``gateway``, detail ``{"endReason": "node_lost", "errorCode": "node_lost", "cause"}``).
+
+Calls ``queued``, ``initiated`` or ``ringing`` (never connected), and ``in_progress`` calls no
+stream claimed (the carrier answered, ``started_at`` unset), are left to the token-expiry
+sweeper (``expire_stale_calls``).
 """
 
 from __future__ import annotations
@@ -192,6 +197,7 @@ def finalise_lost(store: Store, call: CallRecord, *, by_node: str, cause: str, m
         recording_path=call.recording_path if linked else None,
         recording_status=("completed" if linked else "failed") if call.recording_path else None,
         recording_error=None if linked else error,
+        detail={"cause": cause},
     )
     if not finalised:
         return None

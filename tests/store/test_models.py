@@ -6,26 +6,21 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.schema import CreateTable
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from gateway.store import TERMINAL_STATUSES, TRANSITIONS, CallStatus, IllegalTransition, check_transition
 from gateway.store.models import Base, UTCDateTime
 
 S = CallStatus
 
-LEGAL = [
-    (S.QUEUED, S.RINGING),
-    (S.QUEUED, S.IN_PROGRESS),
-    (S.QUEUED, S.FAILED),
-    (S.QUEUED, S.NO_ANSWER),
-    (S.QUEUED, S.EXPIRED),
-    (S.RINGING, S.IN_PROGRESS),
-    (S.RINGING, S.NO_ANSWER),
-    (S.RINGING, S.FAILED),
-    (S.RINGING, S.EXPIRED),
-    (S.IN_PROGRESS, S.COMPLETED),
-    (S.IN_PROGRESS, S.FAILED),
-]
+#: The lifecycle as issue 8 states it, written out by hand (not derived from the table).
+UNANSWERED = [S.FAILED, S.NO_ANSWER, S.BUSY, S.DECLINED, S.CANCELED, S.EXPIRED]
+LEGAL = (
+    [(S.QUEUED, s) for s in [S.INITIATED, S.RINGING, S.IN_PROGRESS, *UNANSWERED]]
+    + [(S.INITIATED, s) for s in [S.RINGING, S.IN_PROGRESS, *UNANSWERED]]
+    + [(S.RINGING, s) for s in [S.IN_PROGRESS, *UNANSWERED]]
+    + [(S.IN_PROGRESS, S.COMPLETED), (S.IN_PROGRESS, S.FAILED), (S.IN_PROGRESS, S.VOICEMAIL)]
+)
 
 
 def test_transition_table_is_exactly_the_legal_moves() -> None:
@@ -51,7 +46,10 @@ def test_illegal_raises(old: CallStatus, new: CallStatus) -> None:
 
 
 def test_terminal_statuses() -> None:
-    assert TERMINAL_STATUSES == {S.COMPLETED, S.FAILED, S.NO_ANSWER, S.EXPIRED}
+    assert TERMINAL_STATUSES == {S.COMPLETED, S.FAILED, S.NO_ANSWER, S.BUSY, S.DECLINED, S.VOICEMAIL, S.CANCELED,
+                                 S.EXPIRED}  # fmt: skip
+    assert {s.value for s in S} == {"queued", "initiated", "ringing", "in_progress", "completed", "failed",
+                                    "no_answer", "busy", "declined", "voicemail", "canceled", "expired"}  # fmt: skip
     assert all(s.is_terminal for s in TERMINAL_STATUSES)
     assert not S.QUEUED.is_terminal and not S.IN_PROGRESS.is_terminal
 
@@ -76,5 +74,8 @@ def test_schema_compiles_for_postgresql() -> None:
     dialect = postgresql.dialect()
     ddl = "\n".join(str(CreateTable(t).compile(dialect=dialect)) for t in Base.metadata.sorted_tables)
     assert "TIMESTAMP WITH TIME ZONE" in ddl and "JSON" in ddl
-    assert set(Base.metadata.tables) == {"api_keys", "agents", "carrier_accounts", "calls", "transcript_turns",
-                                         "call_events"}  # fmt: skip
+    assert set(Base.metadata.tables) == {"api_keys", "agents", "carrier_accounts", "calls", "call_transitions",
+                                         "transcript_turns", "call_events"}  # fmt: skip
+    assert "CREATE UNIQUE INDEX uq_call_transitions_to_status ON call_transitions (call_id, to_status)" in "\n".join(
+        str(CreateIndex(i).compile(dialect=dialect)) for i in Base.metadata.tables["call_transitions"].indexes
+    )

@@ -12,15 +12,16 @@ from gateway.store.schema import _add_column_sql, add_missing_columns
 
 #: Columns added after the first release of the store, dropped here to make an "old" database.
 ADDED = {
-    "calls": ["node_id", "recording_status", "recording_error", "tenant"],
+    "calls": ["node_id", "recording_status", "recording_error", "tenant", "carrier_account_id", "answered_at",
+              "carrier_status", "voicemail", "outbound"],
     "api_keys": ["tenant"],
     "agents": ["tenant"],
 }
 
 
 def old_database(tmp_path: Path) -> tuple[Store, str, str]:
-    """A SQLite database as an older gateway left it: a key and a finished call, and none of
-    the :data:`ADDED` columns or their indexes."""
+    """A SQLite database as an older gateway left it: a key and a finished call, none of the
+    :data:`ADDED` columns or their indexes, and no ``call_transitions`` table."""
     store = Store(f"sqlite:///{tmp_path}/old.db")
     store.create_all()
     key, _ = store.create_api_key("old")
@@ -35,6 +36,7 @@ def old_database(tmp_path: Path) -> tuple[Store, str, str]:
                     conn.execute(text(f'DROP INDEX "{index["name"]}"'))
             for column in columns:
                 conn.execute(text(f'ALTER TABLE "{table}" DROP COLUMN "{column}"'))
+        conn.execute(text('DROP TABLE "call_transitions"'))
     store.close()
     return Store(f"sqlite:///{tmp_path}/old.db"), key, call.id
 
@@ -54,6 +56,34 @@ def test_an_old_database_gets_the_new_columns_and_keeps_its_rows(tmp_path: Path)
     assert store.authenticate_api_key(key).tenant == "default"
     assert recover_lost_calls(store, "any-node") == []  # the recovery query runs
     assert add_missing_columns(store.engine) == []  # idempotent
+    assert "call_transitions" in inspect(store.engine).get_table_names()
+    assert (old.transitions, old.carrier_account_id, old.answered_at, old.carrier_status, old.voicemail,
+            old.outbound) == ([], None, None, None, None, None)  # fmt: skip
+
+
+def test_an_old_databases_calls_still_move_through_the_lifecycle(tmp_path: Path) -> None:
+    """A call created by the older gateway (no creation row) can be placed and driven by callbacks."""
+    store = Store(f"sqlite:///{tmp_path}/old.db")
+    store.create_all()
+    queued, _ = store.create_call(CallConfig(), "twilio", direction="outbound")
+    with store.engine.begin() as conn:
+        for column in ADDED["calls"]:
+            for index in inspect(conn).get_indexes("calls"):
+                if column in index["column_names"]:
+                    conn.execute(text(f'DROP INDEX "{index["name"]}"'))
+            conn.execute(text(f'ALTER TABLE "calls" DROP COLUMN "{column}"'))
+        conn.execute(text('DROP TABLE "call_transitions"'))
+    store.close()
+    store = Store(f"sqlite:///{tmp_path}/old.db")
+    store.create_all()
+    assert store.mark_call_placed(queued.id, "CA1").status is CallStatus.INITIATED
+    assert store.apply_carrier_status(queued.id, "initiated") == "duplicate"
+    assert store.apply_carrier_status(queued.id, "busy", raw_status="busy") == "applied"
+    rec = store.get_call(queued.id)
+    assert (rec.status, rec.end_reason, rec.tenant) == (CallStatus.BUSY, "carrier_busy", "default")
+    assert [(t["from"], t["to"], t["source"]) for t in rec.transitions] == [
+        ("queued", "initiated", "gateway"), ("initiated", "busy", "carrier"),
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
