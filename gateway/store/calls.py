@@ -238,7 +238,8 @@ class CallsMixin(TransitionsMixin):
         now = self.now()
         values: dict[str, Any] = {
             "started_at": now,
-            **_details(carrier_call_id, stream_id, from_, to),
+            # only what is given: an outbound call's numbers and carrier id are already stored
+            **{k: v for k, v in _details(carrier_call_id, stream_id, from_, to).items() if v is not None},
             "node_id": node_id,
             "node_run": node_run,
         }
@@ -462,6 +463,7 @@ class CallsMixin(TransitionsMixin):
                     update(CallTransition)
                     .where(CallTransition.call_id == call_id, CallTransition.to_status == failed.value)
                     .values(at=at, source=source, detail=_str_detail({**marked, "presumedAt": presumed.isoformat()}))
+                    .execution_options(synchronize_session=False)
                 )  # fmt: skip
                 return
         self._write_transition(s, call_id, failed, new, source=source, at=at, detail=marked)
