@@ -8,8 +8,11 @@ watch) and its record, and it is the only place that awaits sockets. The work is
   caller audio to the model in chunks;
 - :class:`~gateway.session.playout.Playout`: agent audio → transcode → playout ledger → paced
   frames, marks, ``clear``, and what the caller heard;
+- :class:`~gateway.session.agent.AgentAudio`: agent audio from the model to the playout
+  (policy gates and the greeting hold, barge-in and stop, in-band DTMF, end after playout);
 - :class:`~gateway.session.turns.Turns`: transcript, barge-in cuts, latency samples;
-- :mod:`~gateway.session.policies`: timers and the next rules (voicemail hold, control) as
+- :mod:`~gateway.session.policies`: timers, :mod:`~gateway.session.control` (the API's
+  requests) and :mod:`~gateway.session.voicemail` (answering-machine detection) as
   :class:`~gateway.session.policies.Policy` objects whose actions the session carries out;
 - :mod:`~gateway.session.finish`: the bounded close steps and the outcome.
 
@@ -19,8 +22,9 @@ bridge to cancel its reply and cut its memory to the ms the caller heard (from m
 acknowledgements).
 
 A call ends on the carrier's ``stop``, the socket closing, a policy (``maxDuration``,
-inactivity), a fatal model error, or :meth:`CallSession.request_end`; whichever it is, the
-record is finalised once with status, reason, transcript, events, metrics and the recording.
+inactivity, voicemail, a control request), a fatal model error, or
+:meth:`CallSession.request_end`; whichever it is, the record is finalised once with status,
+reason, transcript, events, metrics, the recording and the voicemail outcome.
 """
 
 from __future__ import annotations
@@ -33,15 +37,22 @@ from typing import Any
 from gateway.audio.playout import PlayoutLedger
 from gateway.carriers import events as ev
 from gateway.clock import Clock, MonotonicClock
+from gateway.codecs.transcode import decode
 from gateway.journal import CallJournal
 from gateway.llm import base as llm
 from gateway.recording_guard import BestEffortRecording
+from gateway.session.agent import AgentAudio
 from gateway.session.caller import CallerPath
 from gateway.session.common import CallEnded, CallHooks, CallOutcome, CallPolicy, CallStats, Transport
+from gateway.session.control import ControlPolicy
 from gateway.session.finish import CallParts, finish_call
 from gateway.session.playout import Playout
-from gateway.session.policies import TICK_S, Action, AudioGate, EndCall, Note, Policy, ReleaseAudio, Say, TimerPolicy
+from gateway.session.policies import (
+    TICK_S, Action, EndAfterPlayout, EndCall, MuteCaller, Note, PlayDtmf, Policy, ReleaseAudio, Say,
+    StopAgentAudio, TimerPolicy,
+)  # fmt: skip
 from gateway.session.turns import Turns
+from gateway.session.voicemail import VoicemailConfig, VoicemailPolicy
 from gateway.vadrun import VadEnd, VadRunner, VadStart
 
 __all__ = ["CallSession"]
@@ -50,7 +61,6 @@ _START_TIMEOUT_S = 15.0
 #: A send to the carrier pending this long (s) means the peer stopped reading: the call ends
 #: (``carrier_stalled``) instead of holding its caller path and playout behind the send.
 SEND_STALL_S = 5.0
-_GATE_RANK = {AudioGate.ALLOW: 0, AudioGate.HOLD: 1, AudioGate.DROP: 2}
 
 
 class CallSession:
@@ -76,7 +86,20 @@ class CallSession:
         model_chunk_ms: caller audio goes to the model in messages of this much audio (ms),
             flushed at once before every turn event (speech start, end of turn, barge-in).
         policies: more :class:`~gateway.session.policies.Policy` objects, asked after the
-            call's :class:`~gateway.session.policies.TimerPolicy` (built from ``policy``).
+            call's :class:`~gateway.session.policies.TimerPolicy` (built from ``policy``), its
+            :attr:`control` and its voicemail policy.
+        voicemail: the call's voicemail settings; with ``detect`` the session runs a
+            :class:`~gateway.session.voicemail.VoicemailPolicy` at the carrier's rate from the
+            stream's start, and the outcome's ``voicemail`` is its
+            :meth:`~gateway.session.voicemail.VoicemailPolicy.outcome`.
+        control: the call's :class:`~gateway.session.control.ControlPolicy` (default: a new
+            one); the app reaches it as :attr:`control`.
+
+    Attributes:
+        control: the app's way in (``control.hang_up()``, ``control.play_dtmf("12#")``),
+            carried out as soon as asked, from the call's own task.
+        voicemail: the call's :class:`~gateway.session.voicemail.VoicemailPolicy` once its
+            stream started, when ``voicemail.detect``; else ``None``.
     """
 
     def __init__(
@@ -96,6 +119,8 @@ class CallSession:
         send_every_ms: float = 40.0,
         model_chunk_ms: float = 40.0,
         policies: Sequence[Policy] = (),
+        voicemail: VoicemailConfig | None = None,
+        control: ControlPolicy | None = None,
     ) -> None:
         self.call_id = call_id
         self.adapter = adapter
@@ -114,11 +139,15 @@ class CallSession:
         self.turns = Turns(self.stats)
         self.journal = CallJournal(self.log)
         self._t0 = self.clock.now()
-        self._policies: list[Policy] = [TimerPolicy(policy, self._t0), *policies]
-        self._gates = [p for p in self._policies if p.gates_audio]
-        self._held: list[llm.AudioOut | llm.ResponseDone] = []  # held agent audio and item ends, in order
+        self.control = control if control is not None else ControlPolicy()
+        self._voicemail_config = voicemail if voicemail is not None and voicemail.detect else None
+        self.voicemail: VoicemailPolicy | None = None  # made at the stream's start (its rate)
+        self._policies: list[Policy] = [TimerPolicy(policy, self._t0), self.control, *policies]
+        self._listeners: list[Policy] = []  # policies hearing the caller (hears_audio and listening)
+        self._muted = False  # MuteCaller: the model does not hear the caller
         self._caller: CallerPath | None = None
         self._playout: Playout | None = None
+        self._agent: AgentAudio | None = None
         self._recorder: BestEffortRecording | None = None
         self._last_activity = self._t0
         self._started: ev.Started | None = None
@@ -188,6 +217,7 @@ class CallSession:
                 clock=self.clock, t0=self._t0, log=self.log, journal=self.journal, stats=self.stats,
                 transcript=self.turns.transcript, transport=self.transport, hooks=self.hooks, bridge=self.bridge,
                 ledger=self.ledger, recorder=self._recorder, started=self._started,
+                voicemail=self.voicemail.outcome if self.voicemail is not None else None,
             )  # fmt: skip
             finish = finish_call(parts, ended, requested=ended is self._end_request)
             self._finishing = asyncio.create_task(finish, name=f"finish-{self.call_id}")
@@ -208,6 +238,7 @@ class CallSession:
                 tg.create_task(self._model_loop())
                 tg.create_task(self._playout.run())
                 tg.create_task(self._policy_loop())
+                tg.create_task(self._control_loop())
                 tg.create_task(self._end_watch())
         except* CallEnded as group:
             ended = group.exceptions[0]
@@ -269,6 +300,12 @@ class CallSession:
                                   model_chunk_ms=self._model_chunk_ms)  # fmt: skip
         self._playout = Playout(self.adapter, fmt, bridge.output_format, self.transport.send, self.clock, self._t0,
                                 self.stats, recorder=self._recorder, **self._playout_args)  # fmt: skip
+        if self._voicemail_config is not None:
+            self.voicemail = VoicemailPolicy(self._voicemail_config, sample_rate=fmt.sample_rate)
+            self._policies.append(self.voicemail)
+        self._listeners = [p for p in self._policies if p.hears_audio]
+        gates = [p for p in self._policies if p.gates_audio]
+        self._agent = AgentAudio(self._playout, self.turns, self.stats, bridge, gates, self._ms, self._event, self.log)
         for policy in self._policies:  # before any caller audio is read
             await self._act(policy.on_started(self.clock.now()))
 
@@ -298,7 +335,9 @@ class CallSession:
                         if refused is not None:  # a message or a pace no carrier sends: dropped
                             self.journal.protocol_error(refused, f"{len(event.payload)} bytes of audio", now_ms)
                             continue
-                        barge_mode = interruptible and ledger.playing(now_ms)
+                        if self._listeners:
+                            await self._hear(event.payload, now_ms)
+                        barge_mode = interruptible and not self._muted and ledger.playing(now_ms)
                         for vad_event in await caller.feed(event.payload, now_ms, barge_mode):
                             await self._on_vad(vad_event)
                     else:
@@ -314,19 +353,32 @@ class CallSession:
                 else:
                     self._count(event)
 
+    async def _hear(self, payload: bytes, now_ms: float) -> None:
+        """One caller frame to the listening policies (decoded once); drop those done listening."""
+        assert self._started is not None
+        pcm = decode(payload, self._started.audio_format.encoding)
+        done = False
+        for policy in self._listeners:
+            if policy.listening:
+                await self._act(policy.on_caller_audio(pcm, now_ms))
+            else:
+                done = True
+        if done:
+            self._listeners = [p for p in self._listeners if p.listening]
+
     async def _on_vad(self, event: VadStart | VadEnd) -> None:
         """The caller started or stopped speaking: turn events, barge-in, then the policies."""
-        assert self._caller is not None and self._playout is not None and self.bridge is not None
+        assert self._caller is not None and self._agent is not None and self.bridge is not None
         now_ms = self._ms()
         self._last_activity = self.clock.now()
-        gateway_turns = self.config.turn_mode == "gateway"
+        gateway_turns = self.config.turn_mode == "gateway" and not self._muted
         if isinstance(event, VadStart):
             onset_ms = now_ms - event.confirm_delay_ms
             self.turns.speech_started(onset_ms)
             self._event("caller_speech_start", onsetMs=int(onset_ms))
             await self._caller.flush()
-            if self.config.interruptible and self._playout.playing(now_ms):
-                await self._barge_in("vad", onset_ms)
+            if self.config.interruptible and not self._muted and self._agent.playout.playing(now_ms):
+                await self._agent.barge_in("vad", onset_ms)
             if gateway_turns:
                 await self.bridge.speech_started()
         else:
@@ -338,42 +390,27 @@ class CallSession:
         for policy in self._policies:
             await self._act(policy.on_vad(event, now_ms))
 
-    async def _barge_in(self, source: str, onset_ms: float | None = None) -> None:
-        """Stop agent audio at once: carrier clear, drop the queue, cut the model's reply."""
-        assert self._playout is not None and self.bridge is not None
-        heard, cut, now_ms = await self._playout.clear()
-        self.stats.barge_ins += 1
-        item_id = heard.item_id if heard else None
-        heard_ms = heard.heard_ms if heard else 0
-        reaction_ms = now_ms - onset_ms if onset_ms is not None else None
-        self.turns.barge_in(item_id, heard_ms, heard.queued_ms if heard else 0, reaction_ms)
-        for later in cut:  # replies queued after the one playing: the caller heard none of them
-            if later.item_id != item_id:
-                self.turns.barge_in(later.item_id, later.heard_ms, later.queued_ms, None)
-        self._event("barge_in", source=source, itemId=item_id, heardMs=heard_ms)
-        self.log.info("barge-in (%s): caller heard %d ms of %s", source, heard_ms, item_id)
-        if source != "model":
-            await self.bridge.interrupt(item_id, heard_ms)
-
     # ------------------------------------------------------------------ model side
     async def _model_loop(self) -> None:
-        assert self.bridge is not None and self._playout is not None
-        playout = self._playout
+        assert self.bridge is not None and self._agent is not None
+        agent, playout = self._agent, self._agent.playout
         async for event in self.bridge.events():
             if isinstance(event, llm.AudioOut):
-                if self._on_agent_audio(event):
+                if agent.offer(event):
                     await playout.pump()  # the first frames leave now, from this task
             elif isinstance(event, llm.Transcript):
-                self.turns.add(event, self._ms())
+                now_ms = self._ms()
+                self.turns.add(event, now_ms)
                 self._last_activity = self.clock.now()
+                if event.role == "user" and self._listeners:
+                    for policy in self._listeners:
+                        if policy.listening:
+                            await self._act(policy.on_caller_text(event.text, now_ms))
             elif isinstance(event, llm.ResponseDone):
-                if self._held:  # its audio is held: end the item after it
-                    self._held.append(event)
-                elif event.response_id:
-                    playout.end_item(event.response_id)
+                agent.item_done(event)
             elif isinstance(event, (llm.SpeechStarted, llm.Interrupted)):
-                if playout.playing(self._ms()) and self.config.interruptible:
-                    await self._barge_in("model" if isinstance(event, llm.Interrupted) else "model_vad")
+                if playout.playing(self._ms()) and self.config.interruptible and not self._muted:
+                    await agent.barge_in("model" if isinstance(event, llm.Interrupted) else "model_vad")
             elif isinstance(event, llm.SessionRenewed):  # the bridge moved to a new model session
                 self._event("model_session", reason=event.reason, attempts=event.attempts, gapMs=event.gap_ms,
                             carried=event.carried, replayedBytes=event.replayed_bytes)  # fmt: skip
@@ -383,35 +420,6 @@ class CallSession:
                     raise CallEnded("model_error", "failed", event.code, event.message)
                 self.log.warning("model error %s: %s", event.code, event.message[:200])
         raise CallEnded("model_closed", "failed", "model_closed", "the model connection ended")
-
-    def _on_agent_audio(self, event: llm.AudioOut) -> bool:
-        """Queue agent audio for playout; False if it was not queued (held, dropped, or cut)."""
-        if not event.audio:
-            return False
-        if self._gates:
-            gate = self._gate(event.item_id)
-            if gate is AudioGate.DROP:
-                return False
-            if gate is AudioGate.HOLD or self._held:  # held audio keeps its order
-                self._held.append(event)
-                return False
-        return self._queue(event)
-
-    def _queue(self, event: llm.AudioOut) -> bool:
-        if not self.turns.agent_audio(event.item_id, self._ms()):
-            return False  # a barge-in cut this item
-        self._playout.enqueue(event.item_id, event.audio)  # type: ignore[union-attr]
-        return True
-
-    def _gate(self, item_id: str) -> AudioGate:
-        """The strictest answer of the audio-gating policies (DROP > HOLD > ALLOW)."""
-        now_ms = self._ms()
-        gate = AudioGate.ALLOW
-        for policy in self._gates:
-            answer = policy.on_agent_audio(item_id, now_ms)
-            if _GATE_RANK[answer] > _GATE_RANK[gate]:
-                gate = answer
-        return gate
 
     # ------------------------------------------------------------------ policies
     async def _policy_loop(self) -> None:
@@ -430,16 +438,28 @@ class CallSession:
                 last = playout.playing_at
             for policy in self._policies:
                 await self._act(policy.on_tick(now, last))
+            due = self._agent.due_end(now)  # type: ignore[union-attr]
+            if due is not None:
+                end, by_limit = due
+                self._event("end_after_playout", reason=end.reason, byLimit=by_limit)
+                raise CallEnded(end.reason, end.status, end.code, end.message)
+
+    async def _control_loop(self) -> None:
+        """The app's control requests (:attr:`control`), carried out as soon as they are made."""
+        while True:
+            await self.control.wait()
+            await self._act(self.control.take())
 
     async def _act(self, actions: Sequence[Action]) -> None:
         """Carry out a policy's actions in order (an ``EndCall`` ends the call here)."""
+        agent = self._agent
+        assert agent is not None and self.bridge is not None and self._caller is not None
         for action in actions:
             if isinstance(action, EndCall):
                 raise CallEnded(action.reason, action.status, action.code, action.message)
             if isinstance(action, Note):
                 self._event(action.kind, **action.data)
             elif isinstance(action, Say):
-                assert self.bridge is not None
                 try:
                     await self.bridge.say(action.text)
                 except NotImplementedError:
@@ -447,15 +467,13 @@ class CallSession:
                         end = action.or_else
                         raise CallEnded(end.reason, end.status, end.code, end.message) from None
             elif isinstance(action, ReleaseAudio):
-                await self._release()
-
-    async def _release(self) -> None:
-        """Queue the held agent audio (and end its items) in arrival order; send what is due."""
-        held, self._held = self._held, []
-        for event in held:
-            if isinstance(event, llm.AudioOut):
-                self._queue(event)
-            elif event.response_id:
-                self._playout.end_item(event.response_id)  # type: ignore[union-attr]
-        if held:
-            await self._playout.pump()  # type: ignore[union-attr]
+                await agent.release()
+            elif isinstance(action, StopAgentAudio):
+                await agent.stop(action.reason)
+            elif isinstance(action, EndAfterPlayout):
+                agent.end_after(action.end, action.limit_s, self.clock.now())
+            elif isinstance(action, PlayDtmf):
+                await agent.play_dtmf(action.digits)
+            elif isinstance(action, MuteCaller) and action.muted != self._muted:
+                self._muted = self._caller.muted = action.muted
+                self._event("caller_muted" if action.muted else "caller_unmuted")

@@ -6,7 +6,8 @@ call's timeline (samples at the carrier's rate from the call's start); it is con
 VAD when the VAD runs at another rate (8 or 16 kHz L16, ``aligned`` so 20 ms stays 20 ms); and
 it is buffered for the model in the model's input format, sent as one message once
 ``model_chunk_ms`` of audio is waiting (and flushed at once before every turn event, by
-:meth:`CallerPath.flush`). The VAD's events come back to the session, which owns what they
+:meth:`CallerPath.flush`); while :attr:`CallerPath.muted` (a policy's ``MuteCaller``) the
+chunks are dropped instead. The VAD's events come back to the session, which owns what they
 mean (turns, barge-in).
 
 No per-frame task, timer or future: one awaited VAD call (a batched runner may wait for its
@@ -41,7 +42,7 @@ class CallerPath:
     """
 
     __slots__ = ("fmt", "vad", "_send", "_recorder", "_at_carrier_rate", "_passthrough", "_to_vad", "_to_model",
-                 "_buf", "_chunk_bytes", "_samples", "_origin", "_barge_mode", "budget")  # fmt: skip
+                 "_buf", "_chunk_bytes", "_samples", "_origin", "_barge_mode", "budget", "muted")  # fmt: skip
 
     def __init__(
         self,
@@ -71,6 +72,7 @@ class CallerPath:
         self._origin: int | None = None
         self._barge_mode = False
         self.budget = AudioBudget()
+        self.muted = False  # True: caller audio is not sent to the model (dropped)
 
     def admit(self, payload: bytes, now_ms: float) -> str | None:
         """``None`` if this frame's audio is within the call's :class:`AudioBudget`, else the
@@ -114,8 +116,9 @@ class CallerPath:
         return await self.vad.process(pcm)
 
     async def flush(self) -> None:
-        """Send the buffered caller audio to the model now (before a turn event)."""
+        """Send the buffered caller audio to the model now (before a turn event); drop it if muted."""
         if self._buf:
             chunk = bytes(self._buf)
             self._buf.clear()
-            await self._send(chunk)
+            if not self.muted:
+                await self._send(chunk)

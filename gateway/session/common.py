@@ -50,7 +50,7 @@ class CallPolicy:
 class CallOutcome:
     """What the session hands to the store when the call ends."""
 
-    status: str  # completed | failed
+    status: str  # completed | voicemail | failed
     end_reason: str
     duration_ms: int
     transcript: list[dict[str, Any]]
@@ -62,6 +62,9 @@ class CallOutcome:
     recording_status: str | None = None  # completed | failed; None: not recorded
     recording_error: str | None = None  # why the recording failed (the call went on)
     started: ev.Started | None = None
+    #: The voicemail detector's outcome when the call ran it (see
+    #: :meth:`gateway.session.voicemail.VoicemailPolicy.outcome`), else ``None``.
+    voicemail: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -74,7 +77,8 @@ class CallHooks:
 
 
 class CallEnded(Exception):
-    """Raised inside the session to end the call: ``status`` (``completed`` or ``failed``),
+    """Raised inside the session to end the call: ``status`` (``completed``, ``voicemail`` or
+    ``failed``),
     ``reason`` (the record's ``end_reason``), and for a failure its ``code`` and ``msg``."""
 
     def __init__(self, reason: str, status: str = "completed", code: str | None = None, msg: str | None = None):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,14 +45,14 @@ def close_code(ended: CallEnded, *, requested: bool) -> int:
 
     1001 "going away" when the app asked the call to end (``requested``: shutdown); 1008
     "policy violation" for a ``start`` the adapter refused (``bad_start``); 1000 for any other
-    ``completed`` call; 1011 "internal error" for any other failure.
+    ``completed`` or ``voicemail`` call; 1011 "internal error" for any other failure.
     """
     if requested:
         return 1001
     code = _CLOSE_CODES.get(ended.reason)
     if code is not None:
         return code
-    return 1000 if ended.status == "completed" else 1011
+    return 1000 if ended.status in ("completed", "voicemail") else 1011
 
 
 async def bounded(clock: Clock, log: logging.LoggerAdapter, step: str, work: Awaitable[Any], limit_s: float) -> None:
@@ -111,6 +111,7 @@ class CallParts:
     ledger: PlayoutLedger | None = None
     recorder: BestEffortRecording | None = None
     started: ev.Started | None = None
+    voicemail: Callable[[str], dict[str, Any]] | None = None  # end reason -> the detector's outcome
 
 
 async def finish_call(parts: CallParts, ended: CallEnded, *, requested: bool) -> CallOutcome:
@@ -146,6 +147,7 @@ async def finish_call(parts: CallParts, ended: CallEnded, *, requested: bool) ->
         recording_status=recording.status if recording else None,
         recording_error=recording.error if recording else None,
         started=parts.started,
+        voicemail=parts.voicemail(ended.reason) if parts.voicemail is not None else None,
     )
     log.info("call ended: %s (%s), %d ms", ended.reason, ended.status, outcome.duration_ms)
     if parts.hooks.on_finished is not None:

@@ -16,13 +16,22 @@ call's one asyncio owner, carries out in order. The hooks:
   agent's audio path costs nothing otherwise;
 - ``on_tick(now_s, last_activity_s)``: every :data:`TICK_S` seconds; ``last_activity_s`` is the
   clock time of the call's last activity (caller speech start or end, a transcript turn, agent
-  audio playing).
+  audio playing);
+- ``on_caller_audio(pcm, now_ms)``: each inbound caller frame, decoded to int16 PCM at the
+  carrier's rate; and ``on_caller_text(text, now_ms)``: each caller transcript (the model's
+  ``Transcript`` of role ``user``). Both only for policies with ``hears_audio = True`` and only
+  while their :attr:`Policy.listening` is true: once no policy listens, a frame costs nothing.
 
-:class:`TimerPolicy` (``maxDuration``, inactivity prompt and hang-up) is the first policy. The
-next ones plug in the same way: a voicemail hold (``gates_audio``: HOLD the agent's first
-audio until the detector's verdict, ``ReleaseAudio`` on ``human`` or when ``holdGreetingMs``
-has passed, ``EndCall`` on a machine) and control requests from the API (an end request
-queued by the app and returned as ``EndCall`` on the next tick).
+Actions beyond ending and speaking: :class:`StopAgentAudio` (stop the agent at once, as a
+barge-in does, but not counted as one), :class:`EndAfterPlayout` (end the call once the audio
+that follows has played), :class:`PlayDtmf` (in-band ITU-T Q.23 tones, an agent audio item of
+their own) and :class:`MuteCaller` (the model stops hearing the caller: no caller audio, no turn
+events, no barge-in, e.g. while a voicemail greeting plays).
+
+:class:`TimerPolicy` (``maxDuration``, inactivity prompt and hang-up) is the first policy;
+:class:`~gateway.session.control.ControlPolicy` (the API's hang-up and DTMF requests) and
+:class:`~gateway.session.voicemail.VoicemailPolicy` (answering-machine detection, the greeting
+hold and the voicemail action) plug in the same way.
 
 Pure and synchronous: time comes in from the session's clock.
 """
@@ -34,10 +43,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
+
 from gateway.session.common import CallPolicy
 from gateway.vadrun import VadEnd, VadStart
 
-__all__ = ["Policy", "TimerPolicy", "AudioGate", "Action", "EndCall", "Say", "Note", "ReleaseAudio", "TICK_S"]
+__all__ = ["Policy", "TimerPolicy", "AudioGate", "Action", "EndCall", "Say", "Note", "ReleaseAudio",
+           "StopAgentAudio", "EndAfterPlayout", "PlayDtmf", "MuteCaller", "TICK_S"]  # fmt: skip
 
 #: Seconds between two ``on_tick`` calls.
 TICK_S = 0.25
@@ -53,7 +65,8 @@ class AudioGate(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class EndCall:
-    """End the call: ``status`` ``completed`` or ``failed`` (then with ``code`` and ``message``)."""
+    """End the call: ``status`` ``completed``, ``voicemail`` or ``failed`` (then with ``code``
+    and ``message``)."""
 
     reason: str
     status: str = "completed"
@@ -82,7 +95,46 @@ class ReleaseAudio:
     """Let the agent audio held by ``HOLD`` play (in the order it came), and stop holding."""
 
 
-Action = EndCall | Say | Note | ReleaseAudio
+@dataclass(frozen=True, slots=True)
+class StopAgentAudio:
+    """Stop the agent now: the carrier's ``clear``, queued and held agent audio dropped, the
+    model's reply cancelled and its memory cut to what the caller heard
+    (``bridge.interrupt(item, heard_ms)``); journal event ``agent_stopped`` with ``reason``.
+    Not a barge-in (not counted as one)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class EndAfterPlayout:
+    """Do ``end`` once the agent audio queued after this action has played (and any playing
+    when it was given): some audio playing then or queued since, every item queued since
+    finished by the model, the carrier's buffer played out and no audio held; or after
+    ``limit_s`` seconds whatever happened. Checked on each tick (≤ ``TICK_S`` late)."""
+
+    end: EndCall
+    limit_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class PlayDtmf:
+    """Send ``digits`` (``0-9 * # A-D``) as in-band ITU-T Q.23 tones (100 ms on, 100 ms off),
+    queued after the agent audio already queued, as an agent audio item of its own; journal
+    event ``dtmf_sent``."""
+
+    digits: str
+
+
+@dataclass(frozen=True, slots=True)
+class MuteCaller:
+    """``muted``: the model stops hearing the caller (no caller audio, no speech-start or
+    end-of-turn events) and caller speech no longer barges in; ``False`` undoes it. The VAD,
+    the recording and the policies still get the caller's audio."""
+
+    muted: bool = True
+
+
+Action = EndCall | Say | Note | ReleaseAudio | StopAgentAudio | EndAfterPlayout | PlayDtmf | MuteCaller
 _NONE: tuple[Action, ...] = ()
 
 
@@ -91,9 +143,18 @@ class Policy:
 
     Attributes:
         gates_audio: whether ``on_agent_audio`` is to be asked about agent audio.
+        hears_audio: whether ``on_caller_audio`` and ``on_caller_text`` are to be called
+            (while :attr:`listening`).
     """
 
     gates_audio: ClassVar[bool] = False
+    hears_audio: ClassVar[bool] = False
+
+    @property
+    def listening(self) -> bool:
+        """Whether this policy still wants the caller's audio and text (read once per frame;
+        once it is false the session stops asking it, for the rest of the call)."""
+        return self.hears_audio
 
     def on_started(self, now_s: float) -> Sequence[Action]:
         """The stream started at clock time ``now_s`` (s)."""
@@ -109,6 +170,14 @@ class Policy:
 
     def on_tick(self, now_s: float, last_activity_s: float) -> Sequence[Action]:
         """A tick at clock time ``now_s``; the call was last active at ``last_activity_s`` (s)."""
+        return _NONE
+
+    def on_caller_audio(self, pcm: np.ndarray, now_ms: float) -> Sequence[Action]:
+        """One caller frame: int16 ``[n]`` PCM at the carrier's rate (asked if :attr:`hears_audio`)."""
+        return _NONE
+
+    def on_caller_text(self, text: str, now_ms: float) -> Sequence[Action]:
+        """What the caller said, as the model transcribed it (asked if :attr:`hears_audio`)."""
         return _NONE
 
 

@@ -1,0 +1,257 @@
+"""The agent's audio between the model and the playout: gates, hold, stop, DTMF, end after playout.
+
+:class:`AgentAudio` decides what becomes of each chunk of agent audio (``AudioOut``) before it
+reaches the :class:`~gateway.session.playout.Playout`:
+
+- **gates**: policies with ``gates_audio`` answer ALLOW, HOLD or DROP per chunk (the strictest
+  wins). Held chunks, and the ends of their items, are kept in arrival order until a policy's
+  ``ReleaseAudio``; while anything is held, later audio is held behind it;
+- **barge-in** (:meth:`AgentAudio.barge_in`) and **stop** (:meth:`AgentAudio.stop`, a policy's
+  ``StopAgentAudio``): the carrier ``clear`` first, the queue dropped (and, for a stop, the
+  held audio too), every reply cut marked in the transcript so its late audio is dropped, and
+  the model told what the caller heard (``bridge.interrupt``). Only a barge-in is counted;
+- **DTMF** (:meth:`AgentAudio.play_dtmf`): ITU-T Q.23 tones made with
+  :func:`gateway.audio.tones.dtmf_sequence` in the model's output format and queued as an item
+  of their own (``dtmf_<n>``), so heard-ms accounting stays right; a barge-in or stop that cuts
+  them tells the model about its own latest item, never about the tones;
+- **end after playout** (:meth:`AgentAudio.end_after`, :meth:`AgentAudio.due_end`): the end of
+  a call deferred until the audio queued after the request has played.
+
+Synchronous except where it sends (the carrier ``clear``, the first frames, the bridge's
+``interrupt``); it runs in the session's tasks only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from gateway.audio.playout import Heard
+from gateway.audio.tones import dtmf_sequence
+from gateway.codecs.transcode import encode
+from gateway.llm import base as llm
+from gateway.session.common import CallStats
+from gateway.session.playout import Playout
+from gateway.session.policies import AudioGate, EndCall, Policy
+from gateway.session.turns import Turns
+
+__all__ = ["AgentAudio", "DTMF_ON_MS", "DTMF_OFF_MS", "DTMF_LEVEL_DBFS"]
+
+#: In-band DTMF timing (ms) and low-group level (dBFS; the high group is 2 dB above): ITU-T
+#: Q.24 asks for ≥ 40 ms tones and pauses; 100 / 100 ms is the usual dialler timing.
+DTMF_ON_MS = 100.0
+DTMF_OFF_MS = 100.0
+DTMF_LEVEL_DBFS = -10.0
+_GATE_RANK = {AudioGate.ALLOW: 0, AudioGate.HOLD: 1, AudioGate.DROP: 2}
+
+
+@dataclass(slots=True)
+class _PendingEnd:
+    """An ``EndAfterPlayout`` waiting: the items queued since, and which of them ended."""
+
+    end: EndCall
+    deadline_s: float
+    armed: bool  # agent audio was playing when it was asked for: its end counts too
+    items: set[str] = field(default_factory=set)
+    ended: set[str] = field(default_factory=set)
+
+
+class AgentAudio:
+    """Agent audio for one call, from the model's events to the playout.
+
+    Args:
+        playout: the call's playout.
+        turns: the call's transcript (barge-in and stop cuts, turn latency).
+        stats: the call's counters (``barge_ins``).
+        bridge: the model bridge (``interrupt``, ``output_format``).
+        gates: the policies with ``gates_audio``.
+        ms: ms from the call's start, now.
+        event: adds a journal event ``(kind, **data)``.
+        log: the call's logger.
+    """
+
+    def __init__(
+        self,
+        playout: Playout,
+        turns: Turns,
+        stats: CallStats,
+        bridge: llm.ModelBridge,
+        gates: Sequence[Policy],
+        ms: Callable[[], float],
+        event: Callable[..., None],
+        log: logging.LoggerAdapter,
+    ) -> None:
+        self.playout = playout
+        self.turns = turns
+        self.stats = stats
+        self.bridge = bridge
+        self.gates = list(gates)
+        self._ms = ms
+        self._event = event
+        self.log = log
+        self.held: list[llm.AudioOut | llm.ResponseDone] = []  # held agent audio and item ends, in order
+        self._gated: dict[str, None] = {}  # items held or dropped since the last stop (ordered)
+        self._local: set[str] = set()  # items made here (DTMF): the model does not know them
+        self._model_item: str | None = None  # the model's latest item queued
+        self._dtmf_seq = itertools.count(1)
+        self._pending: _PendingEnd | None = None
+
+    # ------------------------------------------------------------------ model audio in
+    def offer(self, event: llm.AudioOut) -> bool:
+        """Agent audio from the model: queue, hold or drop it; True if it was queued."""
+        if not event.audio:
+            return False
+        if self.gates:
+            gate = self._gate(event.item_id)
+            if gate is AudioGate.DROP:
+                self._gated[event.item_id] = None
+                return False
+            if gate is AudioGate.HOLD or self.held:  # held audio keeps its order
+                self._gated[event.item_id] = None
+                self.held.append(event)
+                return False
+        return self._queue(event)
+
+    def item_done(self, event: llm.ResponseDone) -> None:
+        """The model finished an item (or a response): end its playout, after any held audio."""
+        if self.held:
+            self.held.append(event)
+        elif event.response_id:
+            self._end_item(event.response_id)
+
+    async def release(self) -> None:
+        """Queue the held agent audio (and end its items) in arrival order; send what is due."""
+        held, self.held = self.held, []
+        for event in held:
+            if isinstance(event, llm.AudioOut):
+                self._queue(event)
+            elif event.response_id:
+                self._end_item(event.response_id)
+        if held:
+            await self.playout.pump()
+
+    def _queue(self, event: llm.AudioOut) -> bool:
+        if not self.turns.agent_audio(event.item_id, self._ms()):
+            return False  # a barge-in or stop cut this item
+        self.playout.enqueue(event.item_id, event.audio)
+        self._model_item = event.item_id
+        if self._pending is not None:
+            self._pending.items.add(event.item_id)
+        return True
+
+    def _end_item(self, item_id: str) -> None:
+        self.playout.end_item(item_id)
+        if self._pending is not None:
+            self._pending.ended.add(item_id)
+
+    def _gate(self, item_id: str) -> AudioGate:
+        """The strictest answer of the audio-gating policies (DROP > HOLD > ALLOW)."""
+        now_ms = self._ms()
+        gate = AudioGate.ALLOW
+        for policy in self.gates:
+            answer = policy.on_agent_audio(item_id, now_ms)
+            if _GATE_RANK[answer] > _GATE_RANK[gate]:
+                gate = answer
+        return gate
+
+    # ------------------------------------------------------------------ stopping
+    async def barge_in(self, source: str, onset_ms: float | None = None) -> None:
+        """The caller (or the model's VAD) interrupted: clear, drop the queue, cut the reply.
+
+        Args:
+            source: ``vad`` (our VAD), ``model_vad`` or ``model`` (the model cut itself: it is
+                not told to interrupt).
+            onset_ms: when the caller's speech began (ms from the call's start), for the
+                reaction-time sample.
+        """
+        heard, cut, now_ms = await self.playout.clear()
+        self.stats.barge_ins += 1
+        reaction_ms = now_ms - onset_ms if onset_ms is not None else None
+        item_id, heard_ms = self._cut(heard, cut, reaction_ms)
+        self._event("barge_in", source=source, itemId=item_id, heardMs=heard_ms)
+        self.log.info("barge-in (%s): caller heard %d ms of %s", source, heard_ms, item_id)
+        if source != "model":
+            await self._interrupt(heard, now_ms)
+
+    async def stop(self, reason: str) -> None:
+        """A policy stops the agent: as a barge-in, and held audio is dropped too; not counted.
+
+        Every item held or dropped by a gate since the last stop is cut at 0 ms heard (its late
+        audio is dropped); the model is told about the one it was saying.
+        """
+        heard, cut, now_ms = await self.playout.clear()
+        item_id, heard_ms = self._cut(heard, cut, None)
+        self.held.clear()
+        gated, self._gated = list(self._gated), {}
+        for gated_id in gated:
+            if gated_id not in self.turns.cancelled:
+                self.turns.barge_in(gated_id, 0, 0, None)
+        self._event("agent_stopped", reason=reason, itemId=item_id, heardMs=heard_ms, dropped=len(gated))
+        self.log.info("agent stopped (%s): caller heard %d ms of %s", reason, heard_ms, item_id)
+        if heard is None and gated:  # nothing played: the model's reply is the one it was gated on
+            heard = Heard(gated[-1], 0, 0)
+        await self._interrupt(heard, now_ms)
+
+    def _cut(self, heard: Heard | None, cut: list[Heard], reaction_ms: float | None) -> tuple[str | None, int]:
+        """Mark the items a clear cut in the transcript; the item playing and its heard ms."""
+        item_id = heard.item_id if heard else None
+        heard_ms = heard.heard_ms if heard else 0
+        self.turns.barge_in(item_id, heard_ms, heard.queued_ms if heard else 0, reaction_ms)
+        for later in cut:  # replies queued after the one playing: the caller heard none of them
+            if later.item_id != item_id:
+                self.turns.barge_in(later.item_id, later.heard_ms, later.queued_ms, None)
+        if self._pending is not None:  # cut items will never play on: they count as ended
+            self._pending.ended.update(h.item_id for h in cut)
+            if item_id is not None:
+                self._pending.ended.add(item_id)
+        return item_id, heard_ms
+
+    async def _interrupt(self, heard: Heard | None, now_ms: float) -> None:
+        """``bridge.interrupt`` about the model's own latest item (DTMF tones are not its)."""
+        if heard is not None and heard.item_id in self._local:
+            model_item = self._model_item
+            heard = self.playout.ledger.heard(now_ms, model_item) if model_item is not None else None
+        await self.bridge.interrupt(heard.item_id if heard else None, heard.heard_ms if heard else 0)
+
+    # ------------------------------------------------------------------ DTMF
+    async def play_dtmf(self, digits: str) -> str:
+        """Queue ``digits`` as Q.23 tones (item ``dtmf_<n>``) and send what is due; its item id.
+
+        Raises:
+            ValueError: a character that is not a DTMF key.
+        """
+        out = self.bridge.output_format
+        rate = out.sample_rate
+        pcm = dtmf_sequence(digits, rate, on_ms=DTMF_ON_MS, off_ms=DTMF_OFF_MS, level_dbfs=DTMF_LEVEL_DBFS)
+        item_id = f"dtmf_{next(self._dtmf_seq)}"
+        self._local.add(item_id)
+        self.playout.enqueue(item_id, encode(pcm, out.encoding))
+        self._end_item(item_id)
+        if self._pending is not None:
+            self._pending.items.add(item_id)
+        self._event("dtmf_sent", digits=digits, source="in-band", itemId=item_id,
+                    durationMs=round(len(pcm) * 1000 / rate))  # fmt: skip
+        await self.playout.pump()
+        return item_id
+
+    # ------------------------------------------------------------------ end after playout
+    def end_after(self, end: EndCall, limit_s: float, now_s: float) -> None:
+        """Do ``end`` once the audio playing now and queued from now on has played (if none is
+        playing now: once some has been queued and played), or at ``now_s + limit_s``."""
+        self._pending = _PendingEnd(end, now_s + max(0.0, limit_s), armed=self.playout.playing(self._ms()))
+
+    def due_end(self, now_s: float) -> tuple[EndCall, bool] | None:
+        """The deferred end once due, with whether it came by its time limit; else ``None``."""
+        pending = self._pending
+        if pending is None:
+            return None
+        if now_s >= pending.deadline_s:
+            return pending.end, True
+        played = (
+            (pending.items or pending.armed) and pending.items <= pending.ended
+            and not self.held and not self.playout.playing(self._ms())
+        )  # fmt: skip
+        return (pending.end, False) if played else None
+

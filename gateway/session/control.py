@@ -1,0 +1,92 @@
+"""Control requests from the app (the REST API) to one live call: hang up, send DTMF.
+
+:class:`ControlPolicy` is always present on a :class:`~gateway.session.call.CallSession`
+(``session.control``), so the app can do ``services.live[call_id].control.hang_up()`` or
+``.play_dtmf("123#")``. A request is queued and returns at once; the session's control task
+wakes on it and carries it out as a policy action (``EndCall``, ``PlayDtmf``) in the call's own
+task. Latency: the next turn of the event loop (no tick to wait for); the on-tick drain is only
+a fallback. Requests made before the stream started are carried out once it has (DTMF then
+plays at once; a hang-up before the start is :meth:`CallSession.request_end`'s job).
+
+Not thread-safe: call it from the event loop that runs the call (an API route handler is).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from gateway.audio.tones import DTMF_KEYS
+from gateway.session.policies import Action, EndCall, PlayDtmf, Policy
+
+__all__ = ["ControlPolicy", "DTMF_DIGITS", "MAX_DTMF_DIGITS"]
+
+#: Keys :meth:`ControlPolicy.play_dtmf` takes (ITU-T Q.23 keypad), upper case.
+DTMF_DIGITS = frozenset("".join(DTMF_KEYS))
+#: At most this many digits per request (each takes 200 ms of playout).
+MAX_DTMF_DIGITS = 64
+
+
+class ControlPolicy(Policy):
+    """The app's requests to one call, as actions the session carries out.
+
+    Attributes:
+        requests: the requests taken so far, ``("hang_up", reason)`` or ``("play_dtmf", digits)``
+            (for the record and tests).
+    """
+
+    def __init__(self) -> None:
+        self._queue: list[Action] = []
+        self._ready = asyncio.Event()
+        self._ended = False
+        self.requests: list[tuple[str, str]] = []
+
+    def hang_up(self, reason: str = "api_hangup") -> None:
+        """End the call (``completed``, end reason ``reason``) as soon as the session can.
+
+        Later requests are ignored once a hang-up is queued. Raises ValueError for an empty
+        reason.
+        """
+        if not reason:
+            raise ValueError("a hang-up needs a reason")
+        if self._ended:
+            return
+        self._ended = True
+        self._push(EndCall(reason), ("hang_up", reason))
+
+    def play_dtmf(self, digits: str) -> None:
+        """Send ``digits`` (``0-9 * # A-D``, case-insensitive) to the callee as in-band tones.
+
+        Raises:
+            ValueError: no digits, more than :data:`MAX_DTMF_DIGITS`, or a character that is
+                not a DTMF key.
+        """
+        keys = digits.upper()
+        if not keys or len(keys) > MAX_DTMF_DIGITS or not set(keys) <= DTMF_DIGITS:
+            raise ValueError(f"DTMF digits must be 1-{MAX_DTMF_DIGITS} of 0-9 * # A-D, got {digits!r}")
+        if not self._ended:
+            self._push(PlayDtmf(keys), ("play_dtmf", keys))
+
+    def _push(self, action: Action, request: tuple[str, str]) -> None:
+        self._queue.append(action)
+        self.requests.append(request)
+        self._ready.set()
+
+    @property
+    def pending(self) -> bool:
+        """Whether requests wait to be carried out."""
+        return bool(self._queue)
+
+    async def wait(self) -> None:
+        """Return once a request is waiting (the session's control task awaits this)."""
+        while not self._queue:
+            self._ready.clear()
+            await self._ready.wait()
+
+    def take(self) -> Sequence[Action]:
+        """The waiting requests as actions, in order (the queue empties)."""
+        out, self._queue = self._queue, []
+        return tuple(out)
+
+    def on_tick(self, now_s: float, last_activity_s: float) -> Sequence[Action]:
+        return self.take()
