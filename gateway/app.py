@@ -42,31 +42,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
 from gateway.api.urls import public_url, stream_path
-from gateway.carriers import events as ev
-from gateway.carriers.registry import CARRIERS, make_adapter
+from gateway.callsetup import build_session, recording_path
+from gateway.carriers.registry import CARRIERS
 from gateway.config import Settings, check_public_url
+from gateway.dialer.service import OutboundService
 from gateway.llm.base import AgentConfig, ModelBridge
 from gateway.llm.local.remote import LocalEngines
 from gateway.metrics import GatewayMetrics
 from gateway.outbound import AppClients
-from gateway.session import CallHooks, CallOutcome, CallPolicy, CallSession
-from gateway.store.spool import finalise_with_retry, replay_spool
+from gateway.session import CallSession
+from gateway.store.spool import replay_spool
 from gateway.store import (
     BadToken,
-    CallConfig,
     CallNotConnectable,
-    CallRecorder,
+    CallRecord,
     IllegalTransition,
     Store,
     TokenExpired,
@@ -74,11 +72,10 @@ from gateway.store import (
     recover_lost_calls,
     sweep_lapsed_calls,
 )
-from gateway.tenants import DEFAULT_TENANT, SecretGrants
-from gateway.transport import StarletteTransport
+from gateway.transport import StarletteTransport  # noqa: F401 - re-exported (it lived here)
 from gateway.vadrun import VadFactory
 
-__all__ = ["create_app", "Services", "CLOSE_CODES"]
+__all__ = ["create_app", "Services", "CLOSE_CODES", "StarletteTransport"]
 
 log = logging.getLogger("gateway.app")
 
@@ -107,6 +104,8 @@ class Services:
     warm: asyncio.Task | None = None
     #: The shared HTTP clients (tools, the local agent's LLM endpoint), open while the app runs.
     clients: AppClients | None = None
+    #: Outbound calls through tenants' carrier accounts (placing, callbacks, hang-up, DTMF).
+    outbound: OutboundService | None = None
     metrics: GatewayMetrics = field(init=False)
     #: This process's run id, recorded with each stream it claims and each lease renewal
     #: (:mod:`gateway.store.recovery`): a restart, or a twin with the same node id, never
@@ -191,13 +190,14 @@ def public_stream_url(ws: WebSocket, settings: Settings) -> str:
     return public_url(settings, ws, stream_path(p["carrier"], p["call_id"], p["token"]), websocket=True)
 
 
-def twilio_signature_ok(ws: WebSocket, settings: Settings) -> bool:
-    """Check Twilio's ``X-Twilio-Signature`` on the upgrade request (no token set: True).
+def twilio_signature_ok(ws: WebSocket, settings: Settings, token: str | None = None) -> bool:
+    """Check Twilio's ``X-Twilio-Signature`` on the upgrade request with ``token`` (default
+    ``GATEWAY_TWILIO_AUTH_TOKEN``; no token at all: True).
 
     Source: https://www.twilio.com/docs/usage/security#validating-requests (Media Streams
     sign the WebSocket request's URL with the account's auth token, no parameters).
     """
-    token = settings.twilio_auth_token.get_secret_value()
+    token = token or settings.twilio_auth_token.get_secret_value()
     if not token:
         return True
     from twilio.request_validator import RequestValidator
@@ -215,8 +215,6 @@ async def stream_endpoint(ws: WebSocket) -> None:
     store = services.store
     if carrier not in CARRIERS:
         return await _refuse(ws, "bad_carrier", f"unknown carrier {carrier!r}")
-    if carrier == "twilio" and not twilio_signature_ok(ws, services.settings):
-        return await _refuse(ws, "bad_signature", "missing or invalid X-Twilio-Signature")
     try:
         call = await asyncio.to_thread(store.check_stream_token, call_id, token)
     except UnknownCall:
@@ -229,28 +227,40 @@ async def stream_endpoint(ws: WebSocket) -> None:
         return await _refuse(ws, "not_connectable", "call already streaming or ended")
     if call.connection_type != carrier:
         return await _refuse(ws, "bad_carrier", f"this call streams over {call.connection_type}")
+    if carrier == "twilio" and not await _twilio_stream_signed(services, ws, call):
+        return await _refuse(ws, "bad_signature", "missing or invalid X-Twilio-Signature")
     if call_id in services.live or call_id in services.admitting:
         return await _refuse(ws, "not_connectable", "call already streaming")
     if services.live_calls() >= services.settings.max_calls:
         return await _refuse(ws, "at_capacity", "gateway at its live call limit; try again later")
     services.admitting.add(call_id)  # no await since the check: the slot is ours
     try:
-        await _serve(services, ws, call_id, carrier, call.config, tenant=call.tenant)
+        await _serve(services, ws, call, carrier)
     finally:
         services.admitting.discard(call_id)
 
 
-async def _serve(
-    services: Services, ws: WebSocket, call_id: str, carrier: str, stored: CallConfig | dict,
-    *, tenant: str = DEFAULT_TENANT,
-) -> None:
+async def _twilio_stream_signed(services: Services, ws: WebSocket, call: CallRecord) -> bool:
+    """Twilio signs a stream's upgrade with the auth token of the account that placed the call:
+    for a call placed through a carrier account, that account's token (credentials that no
+    longer resolve: refused); otherwise ``GATEWAY_TWILIO_AUTH_TOKEN``."""
+    token = None
+    if call.carrier_account_id and services.outbound is not None:
+        creds = await services.outbound.credentials(call)
+        token = creds.get("auth_token") if creds else None
+        if not token:
+            return False
+    return twilio_signature_ok(ws, services.settings, token)
+
+
+async def _serve(services: Services, ws: WebSocket, call: CallRecord, carrier: str) -> None:
     """Start an admitted call and run it to its end (it leaves :attr:`Services.live` after).
 
     The call is claimed for this node (``GATEWAY_NODE_ID``) with its recording's path, so that
     if the process dies mid-call its next start-up finalises the call and links the file.
     """
-    config = CallConfig.from_json(stored) if isinstance(stored, dict) else stored
-    wav = recording_path(services.settings, call_id) if config.recording_enabled else None
+    call_id = call.id
+    wav = recording_path(services.settings, call_id) if call.call_config().recording_enabled else None
     try:
         await asyncio.to_thread(
             services.store.mark_call_started, call_id, node_id=services.settings.node_id,
@@ -260,7 +270,7 @@ async def _serve(
         return await _refuse(ws, "not_connectable", "call already streaming or ended")
     try:  # claimed: from here on the record is finalised whatever happens
         await ws.accept()
-        session = _build_session(services, call_id, carrier, ws, config, tenant=tenant)
+        session = build_session(services, call, carrier, ws)
     except BaseException as exc:  # the peer left during the handshake, a bug, or cancellation
         await _finalise_unserved(services, call_id, exc)
         raise
@@ -288,73 +298,6 @@ async def _finalise_unserved(services: Services, call_id: str, exc: BaseExceptio
         pass  # the shielded write goes on; the caller re-raises its own cancellation
     except Exception:  # noqa: BLE001 - logged; recovery at the next start finalises it
         log.warning("could not finalise call %s after a failed handshake", call_id, exc_info=True)
-
-
-def recording_path(settings: Settings, call_id: str) -> Path:
-    """Where a call's two-channel WAV goes: ``<recordings_dir>/<call_id>.wav``, made absolute
-    (the start-up recovery of a restarted node finds it whatever its working directory)."""
-    return (settings.recordings_dir / f"{call_id}.wav").absolute()
-
-
-def _build_session(services: Services, call_id: str, carrier: str, ws: WebSocket, config: CallConfig,
-                   *, tenant: str = DEFAULT_TENANT) -> CallSession:
-    settings = services.settings
-    store = services.store
-
-    def open_recorder(sample_rate: int) -> CallRecorder:
-        """Raises OSError (a full disk, a bad directory): the session records without it."""
-        path = recording_path(settings, call_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return CallRecorder(path, sample_rate=sample_rate)
-
-    async def on_started(started: ev.Started) -> None:
-        await asyncio.to_thread(
-            store.update_call_details,
-            call_id,
-            carrier_call_id=started.call_id,
-            stream_id=started.stream_id,
-            from_=started.from_number,
-            to=started.to_number,
-        )
-
-    async def on_finished(outcome: CallOutcome) -> None:
-        services.metrics.call_finished(carrier, outcome)
-        fields = dict(
-            status=outcome.status,
-            end_reason=outcome.end_reason,
-            duration_ms=outcome.duration_ms,
-            transcript=outcome.transcript,
-            events=outcome.events,
-            error_code=outcome.error_code,
-            error_message=outcome.error_message,
-            recording_path=outcome.recording_path,
-            recording_status=outcome.recording_status,
-            recording_error=outcome.recording_error,
-            metrics=outcome.metrics,
-        )
-        try:  # retried on database errors, else spooled to disk and replayed at the next start
-            await asyncio.to_thread(finalise_with_retry, store.finalise_call, settings.spool_path, call_id, fields)
-        except Exception:  # noqa: BLE001 - neither the database nor the spool took it
-            log.exception("could not finalise call %s", call_id)
-
-    return CallSession(
-        call_id=call_id,
-        adapter=make_adapter(carrier),
-        transport=StarletteTransport(ws),
-        bridge_factory=services.bridge_for,
-        # secrets resolve per call, only within the call's tenant's grant (gateway.tenants)
-        config=config.agent_config(
-            secrets=SecretGrants.from_settings(settings).resolve(tenant, config.secret_refs, os.environ)
-        ),
-        policy=CallPolicy(
-            max_duration_s=config.max_duration_s,
-            inactivity_timeout_s=config.inactivity_timeout_s,
-            inactivity_action=config.inactivity_action,
-            recording_enabled=config.recording_enabled,
-        ),
-        vad=lambda carrier_rate: services.vad.create(VadFactory.rate_for(carrier_rate)),
-        hooks=CallHooks(on_started=on_started, open_recorder=open_recorder, on_finished=on_finished),
-    )
 
 
 async def _expire_calls(services: Services, every_s: float = 30.0) -> None:
@@ -431,6 +374,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
         engines=engines or LocalEngines(workers=settings.local_workers),
     )
     owns_engines = engines is None
+    services.outbound = OutboundService(store, settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -459,13 +403,16 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
                 services.warm.cancel()  # the pool goes on loading; nothing waits for it here
             if owns_engines:
                 services.engines.close()  # kills the worker processes (bounded: ~2 s at most)
+            await services.outbound.aclose()  # after the calls: their hang-ups are done
             clients, services.clients = services.clients, None
             if clients is not None:  # after the calls: their tool requests are done or cancelled
                 await clients.aclose()
 
     app = create_api(store, settings, live_view=services.live_view, live_calls=services.live_calls,
-                     lifespan=lifespan)  # fmt: skip
+                     on_outbound_call=services.outbound.start, lifespan=lifespan)  # fmt: skip
     app.router.routes.append(WebSocketRoute("/stream/{carrier}/{call_id}/{token}", stream_endpoint))
     app.add_route("/metrics", services.metrics.endpoint, methods=["GET"], include_in_schema=False)
+    app.state.api.outbound = services.outbound
+    app.state.api.live_session = services.live.get
     app.state.services = services
     return app

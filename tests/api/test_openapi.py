@@ -131,7 +131,8 @@ def test_json_body_operations_document_415_and_call_creation_503() -> None:
     doc = build_openapi()
     bodies = {(p, m) for p, ops in doc["paths"].items() for m, op in ops.items() if "requestBody" in op}
     assert bodies == {("/agents", "post"), ("/calls/create", "post"), ("/calls/inline", "post"),
-                      ("/calls/outbound", "post"), ("/carrier-accounts", "post")}  # fmt: skip
+                      ("/calls/outbound", "post"), ("/calls/{callId}/control", "post"),
+                      ("/carrier-accounts", "post")}  # fmt: skip
     for path, method in bodies:
         op = doc["paths"][path][method]
         assert list(op["requestBody"]["content"]) == ["application/json"]

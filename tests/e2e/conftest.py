@@ -18,6 +18,10 @@ from gateway.config import Settings
 from gateway.simulator.demo import serve_in_background
 
 
+#: Every terminal call status.
+TERMINAL = frozenset({"completed", "failed", "expired", "no_answer", "busy", "declined", "voicemail", "canceled"})
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -62,7 +66,7 @@ class Gateway:
                 r = await c.get(f"/calls/{call_id}")
                 assert r.status_code == 200, r.text
                 rec = r.json()
-                if not final or rec["status"] in ("completed", "failed", "expired", "no_answer"):
+                if not final or rec["status"] in TERMINAL:
                     return rec
                 await asyncio.sleep(0.05)
         raise AssertionError(f"call {call_id} never finalised: {rec}")

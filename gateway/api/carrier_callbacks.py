@@ -1,0 +1,165 @@
+"""Carrier callbacks of outbound calls: status callbacks and answer URLs, signature-checked.
+
+Routes (carrier-facing: they take no API key; the carrier's signature is their authentication):
+
+* ``POST /carriers/{kind}/status/{callId}``: Twilio's ``StatusCallback`` (form POST,
+  ``X-Twilio-Signature``), Telnyx's Call Control webhooks (JSON, Ed25519
+  ``telnyx-signature-ed25519`` + ``telnyx-timestamp``), Plivo's ``ring_url`` / ``hangup_url``
+  (form POST, ``X-Plivo-Signature-V3``), Vonage's ``event_url`` (JSON, ``Authorization: Bearer``
+  JWT signed with the signature secret). Answers 204.
+* ``POST`` / ``GET /carriers/{kind}/answer/{callId}``: Plivo's ``answer_url``; answers the
+  ``<Stream>`` XML with a freshly issued stream token (the one given at create is hashed, so
+  the answer URL reissues it; the old one stops working).
+
+Every request is checked with the carrier SDK's own validator
+(:meth:`gateway.dialer.base.Dialer.verify_callback`) against the URL the carrier was given,
+rebuilt with :func:`gateway.api.urls.public_url` (set ``GATEWAY_PUBLIC_URL`` behind a proxy),
+with the credentials of the call's carrier account. A missing or bad signature, an unknown
+call, a call of another carrier, or credentials that no longer resolve: **403**, and nothing
+changes. A verified callback is read into the lifecycle vocabulary
+(:meth:`~gateway.dialer.base.Dialer.parse_callback`) and applied idempotently
+(:meth:`gateway.store.Store.apply_carrier_status`): duplicates and late, out-of-order
+callbacks (carriers retry) change nothing. An unreadable verified callback is a 400.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request, Response
+
+from gateway.api.deps import Api
+from gateway.api.errors import ApiError
+from gateway.api.responses import _error
+from gateway.api.routing import GatewayRoute
+from gateway.api.urls import public_url, stream_path
+from gateway.dialer.base import CallbackEvent
+from gateway.store import StoreError
+
+__all__ = ["router", "MAX_CALLBACK_BYTES"]
+
+log = logging.getLogger("gateway.api")
+
+router = APIRouter(tags=["carrier callbacks"], route_class=GatewayRoute)
+
+#: Largest callback body read (bytes); carriers send a few hundred.
+MAX_CALLBACK_BYTES = 64 * 1024
+
+Kind = Annotated[str, Path(description="Carrier kind: twilio, telnyx, plivo, vonage.")]
+CallId = Annotated[str, Path(alias="callId")]
+
+
+async def _body(request: Request) -> bytes:
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_CALLBACK_BYTES:
+            raise ApiError(413, "payload_too_large", f"callback body over {MAX_CALLBACK_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _forbidden() -> ApiError:
+    return ApiError(403, "forbidden", "missing or invalid carrier signature")
+
+
+async def _verified(api: Api, request: Request, kind: str, call_id: str) -> tuple[object, CallbackEvent]:
+    """The callback's target and its event, once its signature is checked; else 403 / 400."""
+    if api.outbound is None:
+        raise _forbidden()
+    body = await _body(request)
+    target = await api.outbound.callback_target(kind, call_id)
+    if target is None:
+        raise _forbidden()
+    query = request.url.query
+    url = public_url(api.settings, request, request.url.path + (f"?{query}" if query else ""))
+    headers = dict(request.headers)
+    if not target.dialer.verify_callback(request.method, url, headers, body, target.creds):
+        log.warning("call %s: %s callback with a bad signature refused", call_id, kind)
+        raise _forbidden()
+    try:
+        event = target.dialer.parse_callback(request.method, url, headers, body)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_callback", f"unreadable {kind} callback: {exc}"[:300]) from None
+    return target, event
+
+
+async def _apply(api: Api, target: object, event: CallbackEvent) -> str:
+    """Apply a verified event to the call's lifecycle; returns the store's verdict."""
+    call = target.call  # type: ignore[attr-defined]
+    if event.status is None:
+        return "ignored"
+    if call.carrier_call_id and event.carrier_call_id and event.carrier_call_id != call.carrier_call_id:
+        # another leg of the call (a Vonage websocket leg has its own uuid): not the callee's
+        return "other_leg"
+    at = datetime.fromtimestamp(event.at, timezone.utc) if event.at is not None else None
+    try:
+        return await asyncio.to_thread(
+            api.store.apply_carrier_status, call.id, event.status, raw_status=event.raw_status,
+            at=at, detail={str(k): str(v) for k, v in event.detail.items()},
+        )  # fmt: skip
+    except (StoreError, ValueError) as exc:
+        log.warning("call %s: %s callback %s not applied: %s", call.id, call.connection_type, event.raw_status, exc)
+        return "refused"
+
+
+_REFUSED = {
+    400: _error("A verified callback that cannot be read (code invalid_callback)."),
+    403: _error("Missing or invalid carrier signature, an unknown call, or a call of another carrier "
+                "(code forbidden); nothing changes."),
+    413: _error(f"Body over {MAX_CALLBACK_BYTES // 1024} KiB (code payload_too_large)."),
+}
+
+
+@router.post(
+    "/carriers/{kind}/status/{callId}",
+    operation_id="carrierStatusCallback",
+    summary="A carrier's call-progress callback (signed by the carrier; no API key)",
+    description="Twilio StatusCallback, Telnyx Call Control webhook, Plivo ring/hangup URL, Vonage "
+    "event URL, each checked with the carrier SDK's signature validator against the call's carrier "
+    "account. Applied idempotently to the call's lifecycle.",
+    status_code=204,
+    response_class=Response,
+    responses={204: {"description": "Verified (and applied, or a duplicate / late callback)."}, **_REFUSED},
+)
+async def carrier_status(kind: Kind, call_id: CallId, request: Request, api: Api) -> Response:
+    target, event = await _verified(api, request, kind, call_id)
+    outcome = await _apply(api, target, event)
+    log.info("call %s: %s callback %s (%s): %s", call_id, kind, event.raw_status, event.status, outcome)
+    return Response(status_code=204)
+
+
+_ANSWER = dict(
+    summary="A carrier's answer URL (Plivo): the <Stream> XML for the answered call",
+    description="Signed by the carrier (no API key). Answers the stream document with a freshly "
+    "issued stream token.",
+    response_class=Response,
+    responses={
+        200: {"description": "The carrier's instruction document.",
+              "content": {"application/xml": {"schema": {"type": "string"}}}},
+        **_REFUSED,
+        404: _error("The carrier takes no answer document (code not_found)."),
+        409: _error("The call has already started or ended (code not_connectable)."),
+    },
+)
+
+
+@router.post("/carriers/{kind}/answer/{callId}", operation_id="carrierAnswerUrl", **_ANSWER)
+@router.get("/carriers/{kind}/answer/{callId}", operation_id="carrierAnswerUrlGet", **_ANSWER)
+async def carrier_answer(kind: Kind, call_id: CallId, request: Request, api: Api) -> Response:
+    target, event = await _verified(api, request, kind, call_id)
+    await _apply(api, target, event)
+    ttl_s = api.settings.stream_token_ttl_s
+    try:
+        token = await asyncio.to_thread(api.store.reissue_stream_token, call_id, ttl_s)
+    except StoreError as exc:
+        log.warning("call %s: answer URL fetched for a call that cannot stream: %s", call_id, exc)
+        raise ApiError(409, "not_connectable", "the call has already started or ended") from None
+    url = public_url(api.settings, request, stream_path(kind, call_id, token), websocket=True)
+    doc = api.instruction_document(kind, url, parameters=None)  # the call id is in the URL
+    if doc is None:
+        raise ApiError(404, "not_found", f"{kind} calls have no answer document")
+    return Response(doc[1], media_type=doc[0])

@@ -1,0 +1,126 @@
+"""``POST /calls/{callId}/control``: steer a call while it runs (hang up, send DTMF).
+
+* ``{"action": "hangup"}``: a call streaming on this gateway ends at its next policy tick
+  (≤ 250 ms; reason ``api_hangup``, status ``completed``), and a call placed through a carrier
+  account is then hung up through the carrier's REST API. An outbound call still ringing (no
+  stream yet) is hung up through the carrier at once; its callbacks then end it ``canceled``.
+* ``{"action": "send_dtmf", "digits": "1234#"}`` (``0-9 * # A-D``, 1–32): through the carrier's
+  REST API where it has one (Telnyx ``send_dtmf``, Plivo ``DTMF``, Vonage ``dtmf``), otherwise
+  as in-band ITU-T Q.23 tones on the call's media stream (Twilio's Media Streams have no DTMF
+  message toward the callee). The answer says which: ``via`` ``carrier`` or ``in_band``.
+
+A call that is not live here (ended, never streamed, served by another node) answers 409
+``not_live``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path
+from pydantic import Field
+
+from gateway.api.auth import Tenant
+from gateway.api.deps import Api, ApiServices
+from gateway.api.errors import ApiError
+from gateway.api.responses import BODY, NOT_FOUND, _error
+from gateway.api.routing import GatewayRoute
+from gateway.api.schemas import _Request, _Response
+from gateway.dialer.base import CarrierError
+from gateway.store import TERMINAL_STATUSES, CallRecord
+
+__all__ = ["router", "ControlRequest", "ControlOut"]
+
+router = APIRouter(tags=["calls"], route_class=GatewayRoute)
+
+CallId = Annotated[str, Path(alias="callId", description="Call id (call_…).")]
+
+
+class ControlRequest(_Request):
+    """Body of ``POST /calls/{callId}/control``."""
+
+    action: Literal["hangup", "send_dtmf"]
+    digits: str | None = Field(
+        None, pattern=r"^[0-9*#A-D]{1,32}$", description="For send_dtmf: 1–32 of 0-9 * # A-D."
+    )
+
+
+class ControlOut(_Response):
+    """What was done."""
+
+    call_id: str
+    action: Literal["hangup", "send_dtmf"]
+    via: Literal["session", "carrier", "in_band"] = Field(
+        description="session: the running call ends itself (then the carrier hangs up); "
+        "carrier: the carrier's REST API; in_band: Q.23 tones on the media stream."
+    )
+
+
+async def _own(api: ApiServices, call_id: str, tenant: str) -> CallRecord:
+    rec = await asyncio.to_thread(api.store.get_call, call_id)
+    if rec is None or rec.tenant != tenant:
+        raise ApiError(404, "not_found", f"call {call_id!r} not found")
+    return rec
+
+
+def _not_live(call_id: str) -> ApiError:
+    return ApiError(409, "not_live", f"call {call_id!r} is not live on this gateway")
+
+
+def _carrier_error(exc: CarrierError) -> ApiError:
+    return ApiError(502, "carrier_error", f"the carrier refused: {exc.code}: {exc.message}"[:300])
+
+
+async def _hang_up(api: ApiServices, rec: CallRecord, session: object | None) -> str:
+    if session is not None:
+        session.control.hang_up("api_hangup")  # type: ignore[attr-defined]
+        return "session"
+    placed = rec.direction == "outbound" and rec.carrier_call_id and api.outbound is not None
+    if not placed or rec.status in TERMINAL_STATUSES:
+        raise _not_live(rec.id)
+    result = await api.outbound.hang_up(rec)
+    if not result.get("ok"):
+        raise ApiError(502, "carrier_error", f"the carrier refused: {result.get('code')}: {result.get('message')}")
+    return "carrier"
+
+
+async def _send_dtmf(api: ApiServices, rec: CallRecord, session: object | None, digits: str) -> str:
+    if session is None:
+        raise _not_live(rec.id)
+    via = "in_band"
+    if api.outbound is not None and rec.direction == "outbound":
+        try:
+            via = await api.outbound.send_dtmf(rec, digits)
+        except CarrierError as exc:
+            raise _carrier_error(exc) from None
+    if via == "in_band":
+        session.control.play_dtmf(digits)  # type: ignore[attr-defined]
+    return via
+
+
+@router.post(
+    "/calls/{callId}/control",
+    operation_id="controlCall",
+    summary="Steer a live call: hang up, send DTMF",
+    status_code=202,
+    response_model=ControlOut,
+    responses={
+        202: {"description": "Accepted: the call acts on it at once (hang-up within 250 ms)."},
+        **BODY,
+        **NOT_FOUND,
+        409: _error("The call is not live on this gateway (code not_live)."),
+        502: _error("The carrier's API refused (code carrier_error)."),
+    },
+)
+async def control_call(call_id: CallId, body: ControlRequest, tenant: Tenant, api: Api) -> ControlOut:
+    rec = await _own(api, call_id, tenant)
+    session = api.live_session(call_id) if api.live_session is not None else None
+    if body.action == "hangup":
+        via = await _hang_up(api, rec, session)
+    else:
+        if body.digits is None:
+            raise ApiError(422, "validation_error", "send_dtmf needs digits",
+                           fields=[{"field": "digits", "message": "required for send_dtmf"}])  # fmt: skip
+        via = await _send_dtmf(api, rec, session, body.digits)
+    return ControlOut(call_id=rec.id, action=body.action, via=via)  # type: ignore[arg-type]

@@ -1,0 +1,279 @@
+"""Outbound calls through the tenant's own carrier account: place, hang up, DTMF, callbacks.
+
+:class:`OutboundService` is the I/O around the dialers (:mod:`gateway.dialer.base`); the REST
+API hands it each call it stores (``POST /calls/outbound``) and the carrier callback routes
+(:mod:`gateway.api.carrier_callbacks`) hand it each callback. The lifecycle it drives lives in
+the store (:meth:`~gateway.store.Store.mark_call_placed`,
+:meth:`~gateway.store.Store.apply_carrier_status`, ``finalise_call``):
+
+1. :meth:`OutboundService.start` builds the :class:`~gateway.dialer.base.OutboundRequest` (the
+   per-call stream URL, the status-callback URL ``/carriers/<kind>/status/<callId>``, the answer
+   URL ``/carriers/<kind>/answer/<callId>`` for carriers that fetch instructions on answer) and
+   places it on a task of its own, so the API answers 201 at once;
+2. the carrier accepted: ``queued → initiated`` with the carrier's call id; the carrier refused
+   (or its API timed out, or the account's credentials no longer resolve): the call is
+   finalised ``failed`` with the carrier's own code and message (``carrier_<code>``), never an
+   exception;
+3. callbacks move it on (``ringing``, ``in_progress``, or a no-media outcome: ``busy``,
+   ``no_answer``, ``declined``, ``failed``, ``canceled``); the media stream claims it;
+4. when the gateway ends a call that came through an account (agent, ``maxDuration``,
+   voicemail policy, a control request, shutdown), :meth:`OutboundService.hang_up` ends it
+   through the carrier's REST API; "already ended" is success there.
+
+Credentials are resolved per request from the account's secret references, within the call's
+tenant's grant, and never logged. Every carrier request is bounded by the dialer's time limit
+(``GATEWAY_DIALER_TIMEOUT_S``); where each carrier's API lives is the operator's setting
+``GATEWAY_CARRIER_API_URLS`` (the carrier simulator in tests and the demo), never a request's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from starlette.requests import HTTPConnection
+
+from gateway.api.urls import public_url, stream_path
+from gateway.config import Settings
+from gateway.dialer.base import (
+    CarrierError,
+    Credentials,
+    Dialer,
+    NotSupported,
+    OutboundRequest,
+    check_digits,
+    make_dialer,
+)
+from gateway.store import CallRecord, Store, StoreError
+from gateway.store.carrier_accounts import CarrierAccountRecord, CredentialsUnavailable, resolve_account_credentials
+from gateway.tenants import SecretGrants
+
+__all__ = ["OutboundService", "CallbackTarget", "callback_path", "answer_path", "CARRIER_ENDED_REASONS"]
+
+log = logging.getLogger("gateway.dialer")
+
+#: End reasons of calls the carrier (or the callee) ended: no hang-up request is sent for them.
+CARRIER_ENDED_REASONS = frozenset({"carrier_stop"})
+#: Extra seconds the carrier's own limit on a call gets over its ``maxDuration`` (the gateway's
+#: timer ends it first; the carrier's is the backstop if the gateway is gone).
+CARRIER_LIMIT_MARGIN_S = 60
+
+
+def callback_path(kind: str, call_id: str) -> str:
+    """``/carriers/<kind>/status/<callId>``: where the carrier posts call-progress callbacks."""
+    return f"/carriers/{kind}/status/{call_id}"
+
+
+def answer_path(kind: str, call_id: str) -> str:
+    """``/carriers/<kind>/answer/<callId>``: the answer URL (Plivo fetches its XML there)."""
+    return f"/carriers/{kind}/answer/{call_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackTarget:
+    """What a callback route needs to check and apply a callback: the call, its dialer and the
+    account's resolved credentials (secret values: never log them)."""
+
+    call: CallRecord
+    dialer: Dialer
+    creds: Credentials
+
+
+class OutboundService:
+    """Places and steers outbound calls (see the module docstring).
+
+    Args:
+        store: the gateway's store.
+        settings: ``carrier_api_urls``, ``dialer_timeout_s``, ``public_url``,
+            ``tenant_secrets`` (the grants credentials resolve within).
+        environ: where secret references are read (default ``os.environ``).
+        dialers: dialers by kind (tests); by default made on first use with
+            :func:`~gateway.dialer.base.make_dialer`.
+    """
+
+    def __init__(self, store: Store, settings: Settings, *, environ: Mapping[str, str] | None = None,
+                 dialers: Mapping[str, Dialer] | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self._environ = os.environ if environ is None else environ
+        self._grants = SecretGrants.from_settings(settings)
+        self._dialers: dict[str, Dialer] = dict(dialers or {})
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ parts
+    def dialer(self, kind: str) -> Dialer:
+        """The dialer for ``kind`` (made once, pointed at ``carrier_api_urls[kind]`` if set).
+
+        Raises:
+            ValueError: no dialer for ``kind``.
+        """
+        dialer = self._dialers.get(kind)
+        if dialer is None:
+            dialer = make_dialer(kind, api_base_url=self.settings.carrier_api_urls.get(kind),
+                                 timeout_s=self.settings.dialer_timeout_s)  # fmt: skip
+            self._dialers[kind] = dialer
+        return dialer
+
+    async def _account(self, call: CallRecord) -> tuple[CarrierAccountRecord, dict[str, str]]:
+        """The call's account (deleted ones too: a call placed before the delete is still
+        steered) and its credentials.
+
+        Raises:
+            CredentialsUnavailable: the account is gone or a required credential no longer
+                resolves within the call's tenant's grant.
+        """
+        account_id = call.carrier_account_id
+        account = None
+        if account_id:
+            account = await asyncio.to_thread(self.store.get_carrier_account, account_id,
+                                              tenant=call.tenant, include_deleted=True)  # fmt: skip
+        if account is None:
+            raise CredentialsUnavailable(account_id or "-", ("account",))
+        creds = resolve_account_credentials(account, call.tenant, grants=self._grants, environ=self._environ)
+        return account, creds
+
+    async def credentials(self, call: CallRecord) -> dict[str, str] | None:
+        """The resolved credentials of the call's carrier account, or ``None`` (no account, or
+        they no longer resolve). Secret values: never log them."""
+        try:
+            return (await self._account(call))[1]
+        except CredentialsUnavailable:
+            return None
+
+    def request_for(self, call: CallRecord, token: str, conn: HTTPConnection) -> OutboundRequest:
+        """The :class:`OutboundRequest` for a stored outbound call (URLs built with
+        :func:`~gateway.api.urls.public_url`, the function the routes check signatures against).
+
+        Raises:
+            ValueError: the record lacks its numbers (not an outbound call).
+        """
+        kind, settings = call.connection_type, self.settings
+        details = call.outbound or {}
+        config = call.call_config()
+        return OutboundRequest(
+            call_id=call.id,
+            to=call.to_number or "",
+            from_=call.from_number or "",
+            stream_url=public_url(settings, conn, stream_path(kind, call.id, token), websocket=True),
+            status_callback_url=public_url(settings, conn, callback_path(kind, call.id)),
+            answer_url=public_url(settings, conn, answer_path(kind, call.id)),
+            ring_timeout_s=int(details.get("ringTimeout", 30)),
+            max_duration_s=int(config.max_duration_s) + CARRIER_LIMIT_MARGIN_S,
+            parameters={"callId": call.id},
+        )
+
+    # ------------------------------------------------------------------ placing
+    async def start(self, call: CallRecord, token: str, conn: HTTPConnection) -> None:
+        """Place ``call`` on a task of its own and return at once (the API's 201 does not wait
+        for the carrier). The request is built now, while ``conn`` (the API request) is there.
+
+        Raises:
+            ValueError: the record is not a placeable outbound call (a bug of the caller).
+        """
+        req = self.request_for(call, token, conn)
+        task = asyncio.get_running_loop().create_task(self._place(call, req), name=f"place-{call.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _place(self, call: CallRecord, req: OutboundRequest) -> None:
+        """Place the call; every failure ends as a ``failed`` record, never an exception."""
+        try:
+            _account, creds = await self._account(call)
+            placed = await self.dialer(call.connection_type).place(req, creds)
+        except CredentialsUnavailable as exc:
+            await self._fail(call.id, "credentials", f"carrier account credentials unavailable: {', '.join(exc.missing)}")
+            return
+        except CarrierError as exc:
+            log.warning("call %s: %s refused the call: %s %s", call.id, call.connection_type, exc.code, exc.message)
+            await self._fail(call.id, exc.code, exc.message, status=exc.status)
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug of ours: the record still ends
+            log.exception("call %s: placing it failed", call.id)
+            await self._fail(call.id, "internal_error", type(exc).__name__)
+            return
+        try:
+            await asyncio.to_thread(self.store.mark_call_placed, call.id, placed.carrier_call_id)
+            log.info("call %s placed through %s as %s", call.id, call.connection_type, placed.carrier_call_id)
+        except StoreError:
+            log.warning("call %s placed as %s, but the store did not take it", call.id,
+                        placed.carrier_call_id, exc_info=True)  # fmt: skip
+
+    async def _fail(self, call_id: str, code: str, message: str, *, status: int | None = None) -> None:
+        """Finalise a call the carrier never took: ``failed``, reason ``carrier_error``."""
+        detail = f"{message} (HTTP {status})" if status else message
+        try:
+            await asyncio.to_thread(
+                self.store.finalise_call, call_id, status="failed", end_reason="carrier_error",
+                duration_ms=0, error_code=f"carrier_{code}"[:64], error_message=detail[:500],
+            )  # fmt: skip
+        except Exception:  # noqa: BLE001 - e.g. callbacks finalised it meanwhile; logged
+            log.warning("call %s: could not record the carrier's refusal", call_id, exc_info=True)
+
+    # ------------------------------------------------------------------ steering
+    async def hang_up(self, call: CallRecord) -> dict[str, Any]:
+        """End ``call`` through its carrier (already ended counts as success).
+
+        Returns:
+            ``{"ok": True}`` or ``{"ok": False, "code", "message"}`` (for the record).
+        """
+        if not call.carrier_call_id:
+            return {"ok": False, "code": "not_placed", "message": "the carrier has no id for this call yet"}
+        try:
+            _account, creds = await self._account(call)
+            await self.dialer(call.connection_type).hang_up(call.carrier_call_id, creds)
+        except CredentialsUnavailable as exc:
+            return {"ok": False, "code": "credentials", "message": str(exc)}
+        except CarrierError as exc:
+            log.warning("call %s: hang-up through %s failed: %s %s", call.id, call.connection_type, exc.code, exc.message)
+            return {"ok": False, "code": exc.code, "message": exc.message[:200]}
+        return {"ok": True}
+
+    async def send_dtmf(self, call: CallRecord, digits: str) -> Literal["carrier", "in_band"]:
+        """Send ``digits`` through the carrier's REST API when it has a way; ``in_band`` when it
+        has none (the caller then plays ITU-T Q.23 tones on the media stream).
+
+        Raises:
+            ValueError: bad digits (:func:`~gateway.dialer.base.check_digits`).
+            CarrierError: the carrier refused (``credentials`` when they do not resolve).
+        """
+        check_digits(digits)
+        if not call.carrier_call_id or not call.carrier_account_id:
+            return "in_band"
+        try:
+            _account, creds = await self._account(call)
+        except CredentialsUnavailable as exc:
+            raise CarrierError("credentials", str(exc)) from None
+        try:
+            await self.dialer(call.connection_type).send_dtmf(call.carrier_call_id, digits, creds)
+        except NotSupported:
+            return "in_band"
+        return "carrier"
+
+    async def callback_target(self, kind: str, call_id: str) -> CallbackTarget | None:
+        """The call a callback route names, with its dialer and credentials; ``None`` when there
+        is no such outbound call of ``kind`` or its credentials do not resolve (then nothing
+        can be verified: the route answers 403)."""
+        call = await asyncio.to_thread(self.store.get_call, call_id)
+        if call is None or call.connection_type != kind or not call.carrier_account_id:
+            return None
+        try:
+            _account, creds = await self._account(call)
+            return CallbackTarget(call, self.dialer(kind), creds)
+        except (CredentialsUnavailable, ValueError):
+            log.warning("call %s: a %s callback cannot be verified (credentials unavailable)", call_id, kind)
+            return None
+
+    async def aclose(self, timeout_s: float = 5.0) -> None:
+        """Wait (up to ``timeout_s``) for placements in flight, then close the dialers."""
+        tasks = list(self._tasks)
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+        for dialer in self._dialers.values():
+            dialer.close()
+        self._dialers.clear()
