@@ -183,7 +183,7 @@ async def test_a_machine_with_a_beep_and_hangup_ends_as_voicemail_without_a_word
 async def test_leave_message_waits_for_the_beep_then_speaks_and_ends_after_the_message() -> None:
     vm_config = VoicemailConfig(action="leave_message", message="Hi, this is Acme, call us back.", hold_greeting_ms=2000)
     call = Call(vm_config, np.concatenate([opening("machine-jenny-beep.wav"), silence(5)]))
-    call.say_at(0.2, "item_1")  # held, then released by the hold bound at 2 s
+    call.say_at(0.2, "item_1")  # held past the bound (the greeting goes on, no pause), then cut
     call.say_at(6.5, "item_2")  # a reply to the greeting while it plays: dropped
     outcome = await call.run()
     assert (outcome.status, outcome.end_reason) == ("voicemail", "voicemail_message_left")
@@ -192,12 +192,11 @@ async def test_leave_message_waits_for_the_beep_then_speaks_and_ends_after_the_m
     vm = outcome.voicemail
     assert vm["action"] == "message_left" and abs(vm["beepEndMs"] - 7962) <= 40
     beep_end_s = vm["beepEndMs"] / 1000
-    greeting = call.media_of(0x55)
-    assert len(greeting) == 50 and 2.0 <= greeting[0] < 2.3  # the hold bound released it
+    assert call.media_of(0x55) == []  # never talked over the greeting
+    assert [e["dropped"] for e in event_data(outcome, "agent_stopped")] == [1, 1]  # item_1 held, item_2 dropped
     message = call.media_of(0x33)
     assert len(message) == 75  # the whole message
     assert beep_end_s <= message[0] <= beep_end_s + 0.3  # only after the beep
-    assert [t for t in call.media_of(0x55) if t > 3.1] == []  # item_2 never played
     (say_t,) = call.bridge.calls.at("say")
     assert say_t >= beep_end_s and ("say", vm_config.message) in call.bridge.calls
     assert message[-1] <= call.clock.t <= message[-1] + 0.6  # ended once the message had played
@@ -233,6 +232,20 @@ async def test_the_hold_is_bounded_when_no_verdict_comes() -> None:
     assert len(greeting) == 50 and 1.0 <= greeting[0] < 1.1  # released at the bound, by the audio clock
     assert outcome.voicemail["verdict"] is None and outcome.voicemail["action"] == "released"
     assert event_data(outcome, "greeting_released") == [{"why": "hold_bound"}]
+
+
+async def test_a_bound_passing_while_the_callee_speaks_releases_at_their_pause() -> None:
+    callee = np.concatenate([opening("human-business-2.wav"), silence(3)])  # speech 0.4-4.96 s
+    call = Call(VoicemailConfig(hold_greeting_ms=3000), callee, close_after_s=len(callee) / 8000 + 0.5)
+    call.say_at(0.2, "item_1")
+    outcome = await call.run()
+    (released,) = event_data(outcome, "greeting_released")
+    assert released == {"why": "callee_pause"}
+    greeting = call.media_of(0x55)
+    assert len(greeting) == 50 and 4.96 + 0.4 <= greeting[0] < 4.96 + 0.7  # at the pause, not at 3 s
+    vm = outcome.voicemail
+    assert vm["verdict"] == "human" and vm["decidedMs"] / 1000 > greeting[0]  # before the verdict
+    assert outcome.end_reason == "carrier_closed"
 
 
 async def test_the_hold_is_bounded_even_if_the_carrier_sends_no_audio() -> None:

@@ -273,6 +273,15 @@ class AmdDetector:
         """Audio time fed so far, ms from answer."""
         return float(self.frames * self.frame_ms)
 
+    @property
+    def silence_ms(self) -> float:
+        """The callee's silence now, ms: 0 while the VAD hears speech, else since the last word
+        ended (since the answer before any word). For a caller deciding whether to speak."""
+        s = self._sp
+        if s.run > 0:
+            return 0.0
+        return float((self.frames - max(0, s.last_end)) * self.frame_ms)
+
     def _go(self, dst: AmdState) -> None:
         if dst is not self._state and dst not in TRANSITIONS[self._state]:
             raise AmdStateError(f"{self._state.name} -> {dst.name}")

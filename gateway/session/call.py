@@ -360,7 +360,9 @@ class CallSession:
         done = False
         for policy in self._listeners:
             if policy.listening:
-                await self._act(policy.on_caller_audio(pcm, now_ms))
+                actions = policy.on_caller_audio(pcm, now_ms)
+                if actions:
+                    await self._act(actions)
             else:
                 done = True
         if done:

@@ -7,8 +7,18 @@ Its verdicts (:class:`~gateway.audio.amd.Verdict`) drive the call:
 
 - **hold** (``hold_greeting_ms > 0``): the agent's first audio is HELD until a verdict, or until
   ``hold_greeting_ms`` after the stream's start (then ``ReleaseAudio``: the bound), so a person
-  hears the agent as soon as they finish "Hello?" and a machine hears nothing. With
-  ``hold_greeting_ms == 0`` the agent speaks at once and is stopped if a machine is found;
+  hears the agent as soon as they finish "Hello?" and a machine hears nothing. The bound never
+  makes the agent talk over the callee: if they are speaking when it passes, the release waits
+  for their first pause of :data:`PAUSE_MS`, at most the detector's ``machine_greeting_ms``
+  (5.5 s) more: by then it has called a greeting that went on without such a pause a machine.
+  On the generated openings of ``tests/audio/fixtures/amd`` (holds of 1–4 s) the greetings
+  that run on past 5.5 s are all decided before any release; the machines released early all
+  pause first, as a person would (``machine-paused`` 1.6 s before its verdict, the gap before
+  a beep 0.16–0.3 s, ``machine-sorry-2000`` 40 ms), and are then stopped; people with a 4–5 s
+  business greeting hear the agent at their pause instead of over their last words. With no
+  caller audio arriving (or lagging the clock by 500 ms) the bound goes by the clock, on the
+  tick. With ``hold_greeting_ms == 0`` the agent speaks at once and is stopped if a machine is
+  found;
 - ``human``, ``unknown`` (nobody spoke yet) and ``screening`` (a person's call-screening
   assistant: it wants an answer, so it is treated like a person; recorded as its verdict):
   ``ReleaseAudio``, and the call goes on;
@@ -48,7 +58,7 @@ from gateway.session.policies import (
     Action, AudioGate, EndAfterPlayout, EndCall, MuteCaller, Note, Policy, ReleaseAudio, Say, StopAgentAudio,
 )  # fmt: skip
 
-__all__ = ["VoicemailConfig", "VoicemailPolicy", "ACTIONS", "MACHINE_VERDICTS"]
+__all__ = ["VoicemailConfig", "VoicemailPolicy", "ACTIONS", "MACHINE_VERDICTS", "PAUSE_MS"]
 
 #: What to do on a machine.
 ACTIONS = ("hangup", "leave_message")
@@ -57,6 +67,11 @@ MACHINE_VERDICTS = frozenset({Verdict.MACHINE, Verdict.MACHINE_END_BEEP, Verdict
 _GREETING_ENDS = frozenset({Verdict.MACHINE_END_BEEP, Verdict.MACHINE_END_SILENCE})
 _NONE: tuple[Action, ...] = ()
 _DEFAULT_HOLD_MS = 2000
+#: A held greeting released by its bound waits for a pause this long (ms) if the callee is
+#: speaking (at most ``AmdConfig.machine_greeting_ms`` past the bound).
+PAUSE_MS = 400.0
+#: Caller audio this far (ms) behind the clock counts as none arriving (the bound goes by the clock).
+_AUDIO_LAG_MS = 500.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +169,13 @@ class VoicemailPolicy(Policy):
         out: list[Action] = []
         for event in self.runner.process(pcm):
             out += self._verdict(event)
-        if self._holding and self.runner.detector.now_ms >= self.config.hold_greeting_ms:
-            out += self._release("hold_bound")
+        det = self.runner.detector
+        if self._holding and det.now_ms >= self.config.hold_greeting_ms:
+            past_ms = det.now_ms - self.config.hold_greeting_ms
+            if det.silence_ms >= PAUSE_MS:
+                out += self._release("hold_bound" if past_ms < det.frame_ms else "callee_pause")
+            elif past_ms >= self._amd.machine_greeting_ms:
+                out += self._release("hold_overrun")
         return out
 
     def on_caller_text(self, text: str, now_ms: float) -> Sequence[Action]:
@@ -177,8 +197,12 @@ class VoicemailPolicy(Policy):
     def on_tick(self, now_s: float, last_activity_s: float) -> Sequence[Action]:
         self._now_s = now_s
         started = self._started_s if self._started_s is not None else now_s
-        if self._holding and (now_s - started) * 1000.0 >= self.config.hold_greeting_ms:
-            return self._release("hold_bound")
+        elapsed_ms = (now_s - started) * 1000.0
+        if self._holding and elapsed_ms >= self.config.hold_greeting_ms:
+            if self.runner.detector.now_ms < elapsed_ms - _AUDIO_LAG_MS:  # no caller audio: by the clock
+                return self._release("hold_bound")
+            if elapsed_ms >= self.config.hold_greeting_ms + self._amd.machine_greeting_ms + _AUDIO_LAG_MS:
+                return self._release("hold_overrun")
         if self.phase == "machine":
             if self._machine_s is None:
                 self._machine_s = now_s
