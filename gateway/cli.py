@@ -136,11 +136,17 @@ def demo(
                             help="Line to synthesise when no --wav is given."),
     carrier: str = typer.Option("twilio", help="Protocol the simulated caller speaks: twilio or raw."),
     barge_in: Optional[Path] = typer.Option(None, help="WAV the caller speaks over the agent's reply."),
+    outbound: bool = typer.Option(False, "--outbound", help="Instead: place two outbound calls through the "
+                                  "carrier simulator (a person, a voicemail with a beep) and print both outcomes."),
 ) -> None:
     """Serve on loopback, place one simulated phone call of real speech, print what happened."""
+    _logging(os.environ.get("GATEWAY_LOG_LEVEL", "WARNING"))
+    if outbound:
+        from gateway.simulator.outbound_demo import run_outbound_demo
+
+        raise typer.Exit(asyncio.run(run_outbound_demo(console)))
     from gateway.simulator.demo import run_demo
 
-    _logging(os.environ.get("GATEWAY_LOG_LEVEL", "WARNING"))
     code = asyncio.run(run_demo(console, wav=wav, say=say, carrier=carrier, barge_in=barge_in))
     raise typer.Exit(code)
 
