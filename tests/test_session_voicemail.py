@@ -305,6 +305,48 @@ async def test_never_hangs_up_on_a_person_after_the_revise_window() -> None:
     assert [e["verdict"] for e in amd_events(outcome)] == ["human"]
 
 
+async def test_a_machine_phrase_after_a_human_verdict_never_hangs_up() -> None:
+    call = Call(VoicemailConfig(hold_greeting_ms=2000), np.concatenate([opening("human-hello-us.wav"), silence(4)]),
+                close_after_s=7.0)  # fmt: skip
+    call.say_at(0.2, "item_1")
+    receptionist = llm.Transcript("user", "She's not available right now, can I take a message?")
+    call.agent.append((3.0, receptionist))  # ~1.3 s after the human verdict
+    outcome = await call.run()
+    assert (outcome.status, outcome.end_reason) == ("completed", "carrier_closed")
+    assert [e["verdict"] for e in amd_events(outcome)] == ["human"]
+    assert 1.5 < outcome.voicemail["decidedMs"] / 1000 < 2.0
+    assert "agent_stopped" not in kinds(outcome) and "clear" not in call.transport.events_sent()
+    assert len(call.media_of(0x55)) == 50
+
+
+async def test_a_beep_after_the_callee_answered_the_agent_never_hangs_up() -> None:
+    callee = _with_beep(opening("human-hello-us.wav"), 4.2, 7.0)  # "Hello?" 0.4-0.87 s; human ~1.7 s
+    answer = opening("human-yeah-f3.wav")[:9600]  # "Yeah?" 0.4-0.8 s of its 1.2 s
+    callee[int(2.6 * 8000):int(2.6 * 8000) + answer.size] = answer  # after the agent's 1 s greeting
+    call = Call(VoicemailConfig(hold_greeting_ms=2000), callee, close_after_s=7.5)
+    call.say_at(0.2, "item_1")
+    outcome = await call.run()
+    assert (outcome.status, outcome.end_reason) == ("completed", "carrier_closed")
+    verdicts = amd_events(outcome)
+    assert [e["verdict"] for e in verdicts] == ["human", "machine_end_beep"]  # recorded only
+    assert verdicts[1]["decidedMs"] - verdicts[0]["decidedMs"] < AmdConfig().revise_ms
+    assert "agent_stopped" not in kinds(outcome) and "clear" not in call.transport.events_sent()
+
+
+def test_after_human_only_a_beep_before_the_callee_answers_acts() -> None:
+    from gateway.audio.amd import AmdEvent, Verdict
+
+    policy = VoicemailPolicy(VoicemailConfig(hold_greeting_ms=0))
+    policy.on_started(0.0)
+    policy._verdict(AmdEvent(Verdict.HUMAN, 1500.0))
+    phrase = AmdEvent(Verdict.MACHINE, 2800.0, ("phrase=not available",))
+    assert [type(a) for a in policy._verdict(phrase)] == [Note] and policy.phase == "human"
+    assert policy.on_agent_audio("item_1", 2900.0) is AudioGate.ALLOW
+    policy.runner.detector._sp.words += 1  # the callee began a word after the agent spoke
+    beep = AmdEvent(Verdict.MACHINE_END_BEEP, 3500.0, beep_end_ms=3400.0, final=True)
+    assert [type(a) for a in policy._verdict(beep)] == [Note] and policy.action == "none"
+
+
 async def test_a_machine_phrase_in_the_callee_transcript_decides() -> None:
     call = Call(VoicemailConfig(hold_greeting_ms=3000), silence(4), close_after_s=5.0)
     call.say_at(0.1, "item_1")

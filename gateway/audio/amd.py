@@ -35,7 +35,8 @@ Maria, how can I help you?"), and never hanging up on a person matters more than
 every machine. The price: a short machine greeting (< 5.5 s) with no beep and no transcript
 is called ``human`` (the agent then speaks into the recording, i.e. leaves a message anyway);
 with a beep it is ``machine_end_beep`` as soon as the beep ends, and a beep up to
-``revise_ms`` after a ``human`` verdict revises it. After ``machine`` the detector waits for
+``revise_ms`` after a ``human`` verdict revises it (a machine phrase never does: a person
+says "she's not available, can I take a message?"). After ``machine`` the detector waits for
 the beep (``machine_end_beep``, ``join_gap_ms`` + ≤ 2 frames after the beep ends) or
 ``end_silence_ms`` of silence (``machine_end_silence``). Without a transcript a screening
 prompt is a greeting ending in silence: ``machine_end_silence`` when long, ``human`` when
@@ -110,7 +111,7 @@ class AmdState(enum.Enum):
 
     LISTENING = "listening"  # answered, no word yet
     GREETING = "greeting"    # words heard, not decided
-    HUMAN = "human"          # human verdict given; a beep or phrase within revise_ms revises it
+    HUMAN = "human"          # human verdict given; only a beep within revise_ms revises it
     UNKNOWN = "unknown"      # unknown verdict given; still listening
     MACHINE = "machine"      # machine verdict given; waiting for the beep or end silence
     DONE = "done"            # final
@@ -120,7 +121,7 @@ class AmdState(enum.Enum):
 TRANSITIONS: dict[AmdState, frozenset[AmdState]] = {
     AmdState.LISTENING: frozenset({AmdState.GREETING, AmdState.UNKNOWN, AmdState.MACHINE, AmdState.DONE}),
     AmdState.GREETING: frozenset({AmdState.HUMAN, AmdState.MACHINE, AmdState.UNKNOWN, AmdState.DONE}),
-    AmdState.HUMAN: frozenset({AmdState.MACHINE, AmdState.DONE}),
+    AmdState.HUMAN: frozenset({AmdState.DONE}),  # a beep (final) or revise_ms passed
     AmdState.UNKNOWN: frozenset({AmdState.GREETING, AmdState.MACHINE, AmdState.DONE}),
     AmdState.MACHINE: frozenset({AmdState.DONE}),
     AmdState.DONE: frozenset(),
@@ -274,6 +275,11 @@ class AmdDetector:
         return float(self.frames * self.frame_ms)
 
     @property
+    def words(self) -> int:
+        """Words heard so far (speech runs of ``min_word_ms`` or more, apart by ``word_gap_ms``)."""
+        return self._sp.words
+
+    @property
     def silence_ms(self) -> float:
         """The callee's silence now, ms: 0 while the VAD hears speech, else since the last word
         ended (since the answer before any word). For a caller deciding whether to speak."""
@@ -391,6 +397,9 @@ class AmdDetector:
     def hear(self, text: str, at_ms: float | None = None) -> AmdEvent | None:
         """Recognised callee text (optional cue); returns a verdict if a phrase decides one.
 
+        A machine phrase never revises a ``human`` verdict (a person may well say "not
+        available"); a screening phrase still may.
+
         Args:
             text: What the recogniser heard (any case and punctuation).
             at_ms: When, ms from answer (default: now).
@@ -402,7 +411,7 @@ class AmdDetector:
         if m and (mm is None or m.group(1) in SCREENING_PHRASES[:2]):
             return self._emit(Verdict.SCREENING, self._cues(f"phrase={m.group(1)}"), AmdState.DONE, at_ms=at_ms)
         m = mm
-        if m and self._state is not AmdState.MACHINE:
+        if m and self._state is not AmdState.MACHINE and self._state is not AmdState.HUMAN:
             return self._emit(Verdict.MACHINE, self._cues(f"phrase={m.group(1)}"), AmdState.MACHINE, at_ms=at_ms)
         return None
 

@@ -33,9 +33,12 @@ Its verdicts (:class:`~gateway.audio.amd.Verdict`) drive the call:
   audio ALLOWED again (except the replies cut before), and
   ``EndAfterPlayout(EndCall("voicemail_message_left", status="voicemail"), limit)``.
 
-**Never hang up on a human**: once ``human`` has been given, only a machine verdict within the
-detector's ``revise_ms`` of it (a beep right after a short greeting) may act as a machine; the
-detector gives none later, and the policy ignores any that would. The detector is fed until its
+**Never hang up on a human**: once ``human`` has been given, only a beep
+(``machine_end_beep``) may act as a machine, and only within the detector's ``revise_ms`` of the
+verdict (a beep right after a short greeting) and before the callee answers the agent (a word
+begun after both the verdict and the agent's first audio: a machine does not answer). Phrases
+never revise it ("she's not available right now, can I take a message?" is a receptionist);
+any other machine verdict after ``human`` is only recorded. The detector is fed until its
 final verdict, or until ``total_analysis_ms`` of audio unless it waits for a machine greeting's
 end; then :attr:`VoicemailPolicy.listening` turns false and the session stops decoding frames for
 it. Verdicts are journal events ``amd`` (``verdict``, ``decidedMs``, ``cues``, ``beepEndMs``,
@@ -149,6 +152,8 @@ class VoicemailPolicy(Policy):
         self._now_s: float | None = None
         self._machine_s: float | None = None  # clock time the wait for the greeting's end began
         self._human_ms: float | None = None
+        self._agent_began = False  # agent audio was let through (allowed or released)
+        self._answer_base: int | None = None  # detector words when both human and agent audio began
         self._cut_items: set[str] = set()  # replies held or dropped before the message
 
     # ------------------------------------------------------------------ hooks
@@ -192,6 +197,7 @@ class VoicemailPolicy(Policy):
         if self._holding:
             self._cut_items.add(item_id)
             return AudioGate.HOLD
+        self._agent_audio_began()
         return AudioGate.ALLOW
 
     def on_tick(self, now_s: float, last_activity_s: float) -> Sequence[Action]:
@@ -219,14 +225,13 @@ class VoicemailPolicy(Policy):
         if self.phase in ("message", "ended"):
             return out
         if verdict in MACHINE_VERDICTS:
-            if self.phase == "screening" or (
-                self._human_ms is not None and event.decided_ms - self._human_ms > self._amd.revise_ms
-            ):  # never hang up on a person: a late machine verdict is only recorded
-                return out
+            if self.phase == "screening" or (self._human_ms is not None and not self._revises(event)):
+                return out  # never hang up on a person: the machine verdict is only recorded
             return out + self._machine(event)
         if verdict is Verdict.HUMAN:
             self._human_ms = event.decided_ms
             self.phase = "human"
+            self._mark_answer_base()
             return out + self._release("human")
         if verdict is Verdict.SCREENING:
             muted = self.phase == "machine"
@@ -235,6 +240,24 @@ class VoicemailPolicy(Policy):
         if self.phase == "machine":  # unknown while waiting for the greeting's end: it never ended
             return out + [Note("voicemail", {"action": "hung_up", "why": "greeting_did_not_end"}), *self._hang_up()]
         return out + self._release("unknown")
+
+    def _revises(self, event: AmdEvent) -> bool:
+        """Whether a machine verdict after ``human`` acts: a beep, within ``revise_ms`` of the
+        verdict, with no word of the callee begun since the agent's audio (and the verdict)."""
+        assert self._human_ms is not None
+        if event.verdict is not Verdict.MACHINE_END_BEEP or event.decided_ms - self._human_ms > self._amd.revise_ms:
+            return False
+        return self._answer_base is None or self.runner.detector.words <= self._answer_base
+
+    def _agent_audio_began(self) -> None:
+        if not self._agent_began:
+            self._agent_began = True
+            self._mark_answer_base()
+
+    def _mark_answer_base(self) -> None:
+        """Once both ``human`` is given and the agent's audio began: later words answer the agent."""
+        if self._agent_began and self._human_ms is not None and self._answer_base is None:
+            self._answer_base = self.runner.detector.words
 
     def _machine(self, event: AmdEvent) -> list[Action]:
         self._holding = False
@@ -270,6 +293,8 @@ class VoicemailPolicy(Policy):
         self._holding = False
         if self.action == "none":
             self.action = "released"
+        if self._cut_items:  # held agent audio plays now
+            self._agent_audio_began()
         return [Note("greeting_released", {"why": why}), ReleaseAudio()]
 
     # ------------------------------------------------------------------ outcome

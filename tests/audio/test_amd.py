@@ -227,6 +227,22 @@ def test_beep_soon_after_human_revises_it_but_not_later():
         assert [e.verdict for e in events] == [Verdict.HUMAN] + ([Verdict.MACHINE_END_BEEP] if revised else [])
 
 
+def test_a_machine_phrase_never_revises_a_human_verdict_but_a_beep_still_may():
+    det = AmdDetector()
+    events = feed(det, [(False, 300), (True, 800), (False, 1000)])
+    assert [e.verdict for e in events] == [Verdict.HUMAN] and det.words == 1
+    # a receptionist, 1.3 s after the verdict
+    assert det.hear("She's not available right now, can I take a message?") is None
+    assert det.state is AmdState.HUMAN
+    events += feed(det, [(False, 300), (True, 400), (False, 300)])
+    assert det.words == 2  # the callee's next word is counted
+    beep = tone(850, 300, 8000, level_dbfs=-14)
+    for i in range(0, beep.size, 160):
+        if (ev := det.push(beep[i:i + 160], False)) is not None:
+            events.append(ev)
+    assert [e.verdict for e in events] == [Verdict.HUMAN, Verdict.MACHINE_END_BEEP]
+
+
 def test_dtmf_is_not_a_beep():
     det = AmdDetector()
     x = phone_path(dtmf_sequence("5551234#", 8000, on_ms=150, off_ms=80), 8000)
