@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Protocol
+from collections.abc import Awaitable
+from typing import Protocol, TypeVar
 
-__all__ = ["Clock", "MonotonicClock"]
+__all__ = ["Clock", "MonotonicClock", "wait_for"]
+
+T = TypeVar("T")
 
 
 class Clock(Protocol):
@@ -25,3 +28,24 @@ class MonotonicClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+async def wait_for(clock: Clock, awaitable: Awaitable[T], seconds: float) -> T:
+    """``awaitable``'s result, within ``seconds`` on ``clock`` (as :func:`asyncio.wait_for`).
+
+    Raises:
+        TimeoutError: ``seconds`` passed first; ``awaitable`` is then cancelled (and so is it
+            when the caller is cancelled).
+        Exception: whatever ``awaitable`` raises.
+    """
+    work = asyncio.ensure_future(awaitable)
+    limit = asyncio.ensure_future(clock.sleep(seconds))
+    try:
+        await asyncio.wait((work, limit), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        limit.cancel()
+        if not work.done():
+            work.cancel()
+    if not work.done() or work.cancelled():
+        raise TimeoutError(f"no result within {seconds} s")
+    return work.result()

@@ -224,6 +224,52 @@ async def test_leave_message_with_a_bridge_that_cannot_speak_hangs_up() -> None:
     assert outcome.voicemail["action"] == "hung_up"
 
 
+class SlowModel(Model):
+    """Takes ``delay_s`` of the call's clock to take a line (forever with ``None``), then
+    speaks ``seconds`` of message audio."""
+
+    def __init__(self, clock: VirtualClock, delay_s: float | None, seconds: float = 1.5) -> None:
+        super().__init__(clock)
+        self.clock, self.delay_s, self.seconds = clock, delay_s, seconds
+
+    async def say(self, text: str) -> None:
+        self.calls.append(("say", text))
+        if self.delay_s is None:
+            await asyncio.Event().wait()  # a model that never answers
+        await self.clock.sleep(self.delay_s)
+        audio = b"\x33" * int(8000 * self.seconds)
+        for i in range(0, len(audio), 1600):
+            self.queue.put_nowait(llm.AudioOut("msg", audio[i:i + 1600]))
+        self.queue.put_nowait(llm.ResponseDone("msg"))
+
+
+async def test_leave_message_with_a_bridge_whose_say_hangs_hangs_up_after_the_say_timeout() -> None:
+    from gateway.session.call import SAY_TIMEOUT_S
+
+    call = Call(VoicemailConfig(action="leave_message", message="Call back.", hold_greeting_ms=4000),
+                np.concatenate([opening("machine-chris-short.wav"), silence(30)]))  # fmt: skip
+    call.bridge = SlowModel(call.clock, None)
+    outcome = await call.run()
+    assert (outcome.status, outcome.end_reason) == ("voicemail", "voicemail_hangup")
+    assert outcome.voicemail["action"] == "hung_up"
+    (say_t,) = call.bridge.calls.at("say")
+    assert say_t + SAY_TIMEOUT_S <= call.clock.t < say_t + SAY_TIMEOUT_S + 0.1
+    assert event_data(outcome, "say_timeout") == [{"timeoutS": SAY_TIMEOUT_S}]
+
+
+async def test_the_message_limit_runs_from_before_the_say() -> None:
+    vm_config = VoicemailConfig(action="leave_message", message="Call back.", hold_greeting_ms=4000)
+    call = Call(vm_config, np.concatenate([opening("machine-chris-short.wav"), silence(40)]))
+    call.bridge = SlowModel(call.clock, 4.0, seconds=30.0)  # slow to take the line, then a long message
+    outcome = await call.run()
+    limit_s = VoicemailPolicy(vm_config)._limit_s
+    (say_t,) = call.bridge.calls.at("say")
+    assert outcome.end_reason == "voicemail_message_left"
+    assert event_data(outcome, "end_after_playout") == [{"reason": "voicemail_message_left", "byLimit": True}]
+    assert say_t + limit_s <= call.clock.t <= say_t + limit_s + 0.3  # not 4 s later
+    assert call.media_of(0x33)[0] >= say_t + 4.0
+
+
 async def test_the_hold_is_bounded_when_no_verdict_comes() -> None:
     call = Call(VoicemailConfig(hold_greeting_ms=1000), silence(3), close_after_s=3.5)  # nobody speaks
     call.say_at(0.1, "item_1")
@@ -392,8 +438,8 @@ def test_the_policy_alone_holds_drops_and_allows() -> None:
     out = []
     for chunk in np.array_split(np.concatenate([beep, silence(0.3)]), 30):
         out += policy.on_caller_audio(chunk.astype(np.int16), 0)
-    assert [type(a) for a in out][1:] == [StopAgentAudio, MuteCaller, Say, EndAfterPlayout]
-    assert out[-1].end == EndCall("voicemail_message_left", status="voicemail")
+    assert [type(a) for a in out][1:] == [StopAgentAudio, MuteCaller, EndAfterPlayout, Say]  # limit first
+    assert out[-2].end == EndCall("voicemail_message_left", status="voicemail")
     assert policy.on_agent_audio("b", 900) is AudioGate.DROP  # cut before the message
     assert policy.on_agent_audio("msg", 900) is AudioGate.ALLOW
     assert not policy.listening

@@ -36,7 +36,7 @@ from typing import Any
 
 from gateway.audio.playout import PlayoutLedger
 from gateway.carriers import events as ev
-from gateway.clock import Clock, MonotonicClock
+from gateway.clock import Clock, MonotonicClock, wait_for
 from gateway.codecs.transcode import decode
 from gateway.journal import CallJournal
 from gateway.llm import base as llm
@@ -61,6 +61,9 @@ _START_TIMEOUT_S = 15.0
 #: A send to the carrier pending this long (s) means the peer stopped reading: the call ends
 #: (``carrier_stalled``) instead of holding its caller path and playout behind the send.
 SEND_STALL_S = 5.0
+#: A ``Say`` the bridge has not taken within this long (s, on the call's clock) is one it
+#: cannot say (its ``or_else``): a stalled model never holds the call (e.g. a voicemail message).
+SAY_TIMEOUT_S = 5.0
 
 
 class CallSession:
@@ -462,12 +465,7 @@ class CallSession:
             if isinstance(action, Note):
                 self._event(action.kind, **action.data)
             elif isinstance(action, Say):
-                try:
-                    await self.bridge.say(action.text)
-                except NotImplementedError:
-                    if action.or_else is not None:
-                        end = action.or_else
-                        raise CallEnded(end.reason, end.status, end.code, end.message) from None
+                await self._say(action)
             elif isinstance(action, ReleaseAudio):
                 await agent.release()
             elif isinstance(action, StopAgentAudio):
@@ -479,3 +477,16 @@ class CallSession:
             elif isinstance(action, MuteCaller) and action.muted != self._muted:
                 self._muted = self._caller.muted = action.muted
                 self._event("caller_muted" if action.muted else "caller_unmuted")
+
+    async def _say(self, action: Say) -> None:
+        """``bridge.say``, bounded by :data:`SAY_TIMEOUT_S`; if the bridge cannot say the line
+        or does not return in time (journal ``say_timeout``), the Say's ``or_else``."""
+        assert self.bridge is not None
+        try:
+            await wait_for(self.clock, self.bridge.say(action.text), SAY_TIMEOUT_S)
+        except (NotImplementedError, TimeoutError) as exc:
+            if isinstance(exc, TimeoutError):
+                self._event("say_timeout", timeoutS=SAY_TIMEOUT_S)
+            if action.or_else is not None:
+                end = action.or_else
+                raise CallEnded(end.reason, end.status, end.code, end.message) from None

@@ -76,7 +76,8 @@ class EndCall:
 
 @dataclass(frozen=True, slots=True)
 class Say:
-    """Ask the model to say ``text``; if it cannot (``NotImplementedError``), do ``or_else``."""
+    """Ask the model to say ``text``; if it cannot (``NotImplementedError``) or does not take it
+    within the session's ``SAY_TIMEOUT_S`` (5 s), do ``or_else``."""
 
     text: str
     or_else: EndCall | None = None

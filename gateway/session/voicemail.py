@@ -29,9 +29,10 @@ Its verdicts (:class:`~gateway.audio.amd.Verdict`) drive the call:
   audio is DROPPED until the greeting ends (``machine_end_beep`` / ``machine_end_silence``;
   bounded by :attr:`AmdConfig.max_machine_wait_ms` <gateway.audio.amd.AmdConfig>: past it the
   call ends ``voicemail_hangup``), then ``StopAgentAudio`` (cancels replies in flight),
-  ``Say(message)`` (a bridge that cannot speak a line ends the call ``voicemail_hangup``), agent
-  audio ALLOWED again (except the replies cut before), and
-  ``EndAfterPlayout(EndCall("voicemail_message_left", status="voicemail"), limit)``.
+  ``EndAfterPlayout(EndCall("voicemail_message_left", status="voicemail"), limit)`` (first, so
+  the limit runs while the bridge is asked), ``Say(message)`` (a bridge that cannot speak a
+  line, or does not take it within the session's ``SAY_TIMEOUT_S``, ends the call
+  ``voicemail_hangup``), and agent audio ALLOWED again (except the replies cut before).
 
 **Never hang up on a human**: once ``human`` has been given, only a beep
 (``machine_end_beep``) may act as a machine, and only within the detector's ``revise_ms`` of the
@@ -281,10 +282,10 @@ class VoicemailPolicy(Policy):
         self.phase = "message"
         self.action = "message_left"
         left = EndCall("voicemail_message_left", status="voicemail")
-        return [
+        return [  # the limit's clock starts before the bridge is asked to speak
             MuteCaller(True),
-            Say(self.config.message, or_else=EndCall("voicemail_hangup", status="voicemail")),
             EndAfterPlayout(left, self._limit_s),
+            Say(self.config.message, or_else=EndCall("voicemail_hangup", status="voicemail")),
         ]
 
     def _release(self, why: str) -> list[Action]:
