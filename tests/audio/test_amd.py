@@ -240,6 +240,7 @@ def test_a_machine_phrase_never_revises_a_human_verdict_but_a_beep_still_may():
     for i in range(0, beep.size, 160):
         if (ev := det.push(beep[i:i + 160], False)) is not None:
             events.append(ev)
+    events += feed(det, [(False, 400)])
     assert [e.verdict for e in events] == [Verdict.HUMAN, Verdict.MACHINE_END_BEEP]
 
 
