@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from gateway.audio.tones import DTMF_COLS_HZ, DTMF_ROWS_HZ, goertzel_power
+from gateway.carriers.plivo import PlivoAdapter
 from gateway.carriers.twilio import TwilioAdapter
 from gateway.codecs.g711 import ulaw_decode
 from gateway.formats import L16_24K, PCMU_8K
@@ -19,6 +20,7 @@ from gateway.llm import base as llm
 from gateway.session import (
     CallHooks,
     CallSession,
+    ControlBusy,
     ControlPolicy,
     EndAfterPlayout,
     EndCall,
@@ -26,7 +28,9 @@ from gateway.session import (
     Policy,
     StopAgentAudio,
 )
-from gateway.simulator.dialects import TwilioCaller
+from gateway.session.agent import LOCAL_ITEMS_KEPT
+from gateway.session.control import MAX_KEPT_REQUESTS, MAX_PENDING
+from gateway.simulator.dialects import PlivoCaller, TwilioCaller
 from gateway.vadrun import VadStart
 from tests.test_session import QUIET, FakeBridge, ScriptedVad, VirtualClock, run
 from tests.test_session_policies import SentAt
@@ -35,18 +39,19 @@ PAIRS = {"1": (697.0, 1209.0), "#": (941.0, 1477.0), "5": (770.0, 1336.0), "D": 
 
 
 class Harness:
-    def __init__(self, *policies: Policy, output_format=PCMU_8K, interruptible: bool = False) -> None:
+    def __init__(self, *policies: Policy, output_format=PCMU_8K, interruptible: bool = False,
+                 adapter=None, dialect=None) -> None:  # fmt: skip
         self.clock = VirtualClock()
         self.transport = SentAt(self.clock)
         self.bridge = FakeBridge()
         self.bridge.output_format = output_format
         self.vad = ScriptedVad()
         self.session = CallSession(
-            call_id="call_ctl", adapter=TwilioAdapter(), transport=self.transport,
+            call_id="call_ctl", adapter=adapter or TwilioAdapter(), transport=self.transport,
             bridge_factory=lambda cfg: self.bridge, config=llm.AgentConfig(interruptible=interruptible),
             policy=QUIET, vad=lambda rate: self.vad, hooks=CallHooks(), clock=self.clock, policies=policies,
         )  # fmt: skip
-        self.dialect = TwilioCaller()
+        self.dialect = dialect or TwilioCaller()
         for frame in self.dialect.opening({}):
             self.transport.inbox.put_nowait(frame)
         self.steps: list[tuple[float, object]] = []
@@ -210,6 +215,57 @@ def test_control_requests_are_checked_and_stop_after_a_hang_up() -> None:
     control.hang_up("again")
     assert control.take() == (PlayDtmf("*0#"), EndCall("api_hangup"))
     assert control.on_tick(0.0, 0.0) == () and not control.pending
+
+
+def test_pending_requests_are_capped_and_what_is_kept_is_bounded() -> None:
+    control = ControlPolicy()  # no stream yet: nothing drains the queue
+    for _ in range(MAX_PENDING):
+        control.play_dtmf("1")
+    with pytest.raises(ControlBusy):
+        control.play_dtmf("2")
+    assert issubclass(ControlBusy, RuntimeError)
+    control.hang_up("api_hangup")  # a hang-up is always taken
+    assert len(control.take()) == MAX_PENDING + 1 and control.take() == ()
+    busy = ControlPolicy()
+    for i in range(3 * MAX_KEPT_REQUESTS):
+        busy.play_dtmf(str(i % 10))
+        busy.take()  # drained as the session does
+    assert busy.taken == 3 * MAX_KEPT_REQUESTS and len(busy.requests) == MAX_KEPT_REQUESTS
+    assert busy.requests[-1] == ("play_dtmf", str((3 * MAX_KEPT_REQUESTS - 1) % 10))
+
+
+async def test_tone_items_remembered_are_bounded() -> None:
+    h = Harness()
+    control = h.session.control
+    n = LOCAL_ITEMS_KEPT + 16
+    for i in range(n):
+        h.at(0.5 + 0.25 * i, lambda: control.play_dtmf("1"))
+    h.at(0.5 + 0.25 * n + 0.5, control.hang_up)
+    outcome = await h.run()
+    assert sum(e["kind"] == "dtmf_sent" for e in outcome.events) == n
+    local = h.session._agent._local
+    assert len(local) == LOCAL_ITEMS_KEPT and local[-1] == f"dtmf_{n}"
+
+
+async def test_dtmf_on_a_plivo_stream_is_the_carriers_senddtmf_message() -> None:
+    h = Harness(adapter=PlivoAdapter(), dialect=PlivoCaller())
+    control = h.session.control
+    h.at(0.5, lambda: control.play_dtmf("1#5d"))
+    h.at(1.0, control.hang_up)
+    outcome = await h.run()
+    sent = [orjson.loads(f) for f in h.transport.sent]
+    assert {"event": "sendDTMF", "dtmf": "1#5D"} in sent
+    assert not any(m["event"] == "playAudio" for m in sent)  # no in-band tones
+    (at,) = [t for t, kind in h.transport.times if kind == "sendDTMF"]
+    assert 0.5 <= at < 0.52  # at once
+    (event,) = [e["data"] for e in outcome.events if e["kind"] == "dtmf_sent"]
+    assert event == {"digits": "1#5D", "source": "stream"}
+    twilio = Harness()
+    twilio.at(0.5, lambda: twilio.session.control.play_dtmf("1"))
+    twilio.at(1.0, twilio.session.control.hang_up)
+    outcome = await twilio.run()
+    assert twilio.media() and "sendDTMF" not in [k for _, k in twilio.transport.times]
+    assert [e["data"]["source"] for e in outcome.events if e["kind"] == "dtmf_sent"] == ["in-band"]
 
 
 def test_every_session_has_a_control() -> None:

@@ -12,7 +12,7 @@ A *frame* is one WebSocket message: ``str`` for a text frame, ``bytes`` for a bi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Union
+from typing import Protocol, Union, runtime_checkable
 
 from gateway.formats import AudioFormat
 
@@ -29,6 +29,7 @@ __all__ = [
     "Unhandled",
     "CarrierEvent",
     "CarrierAdapter",
+    "StreamDtmf",
     "MAX_FRAME_BYTES",
 ]
 
@@ -171,4 +172,19 @@ class CarrierAdapter(Protocol):
 
     def clear(self) -> Frame:
         """The frame that empties the carrier's playback buffer at once (barge-in)."""
+        ...
+
+
+@runtime_checkable
+class StreamDtmf(Protocol):
+    """An adapter whose stream protocol can play DTMF to the callee (Plivo ``sendDTMF``); the
+    session sends :meth:`send_dtmf`'s frame instead of in-band tones. Check with
+    ``isinstance(adapter, StreamDtmf)``."""
+
+    def send_dtmf(self, digits: str) -> Frame:
+        """The frame that makes the carrier play ``digits`` (``0-9 * # A-D``) into the call.
+
+        Raises:
+            ValueError: no digits, or a character that is not a DTMF key.
+        """
         ...

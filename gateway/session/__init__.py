@@ -13,7 +13,7 @@ Modules: :mod:`~gateway.session.call` (the owner), :mod:`~gateway.session.caller
 
 from gateway.session.call import CallSession
 from gateway.session.common import CallHooks, CallOutcome, CallPolicy, Transport
-from gateway.session.control import ControlPolicy
+from gateway.session.control import ControlBusy, ControlPolicy
 from gateway.session.policies import (
     AudioGate, EndAfterPlayout, EndCall, MuteCaller, Note, PlayDtmf, Policy, ReleaseAudio, Say, StopAgentAudio,
     TimerPolicy,
@@ -24,5 +24,5 @@ __all__ = [
     "CallSession", "CallPolicy", "Transport", "CallOutcome", "CallHooks",
     "Policy", "TimerPolicy", "AudioGate", "EndCall", "Say", "Note", "ReleaseAudio",
     "StopAgentAudio", "EndAfterPlayout", "PlayDtmf", "MuteCaller",
-    "ControlPolicy", "VoicemailConfig", "VoicemailPolicy",
+    "ControlBusy", "ControlPolicy", "VoicemailConfig", "VoicemailPolicy",
 ]  # fmt: skip

@@ -10,10 +10,12 @@ reaches the :class:`~gateway.session.playout.Playout`:
   ``StopAgentAudio``): the carrier ``clear`` first, the queue dropped (and, for a stop, the
   held audio too), every reply cut marked in the transcript so its late audio is dropped, and
   the model told what the caller heard (``bridge.interrupt``). Only a barge-in is counted;
-- **DTMF** (:meth:`AgentAudio.play_dtmf`): ITU-T Q.23 tones made with
-  :func:`gateway.audio.tones.dtmf_sequence` in the model's output format and queued as an item
-  of their own (``dtmf_<n>``), so heard-ms accounting stays right; a barge-in or stop that cuts
-  them tells the model about its own latest item, never about the tones;
+- **DTMF** (:meth:`AgentAudio.play_dtmf`): on a carrier whose stream protocol plays DTMF
+  (:class:`~gateway.carriers.events.StreamDtmf`: Plivo ``sendDTMF``) the adapter's frame, sent
+  at once; otherwise ITU-T Q.23 tones made with :func:`gateway.audio.tones.dtmf_sequence` in the
+  model's output format and queued as an item of their own (``dtmf_<n>``), so heard-ms
+  accounting stays right; a barge-in or stop that cuts them tells the model about its own latest
+  item, never about the tones (the latest :data:`LOCAL_ITEMS_KEPT` tone items are remembered);
 - **end after playout** (:meth:`AgentAudio.end_after`, :meth:`AgentAudio.due_end`): the end of
   a call deferred until the audio queued after the request has played.
 
@@ -25,11 +27,13 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from gateway.audio.playout import Heard
 from gateway.audio.tones import dtmf_sequence
+from gateway.carriers.events import StreamDtmf
 from gateway.codecs.transcode import encode
 from gateway.llm import base as llm
 from gateway.session.common import CallStats
@@ -37,13 +41,16 @@ from gateway.session.playout import Playout
 from gateway.session.policies import AudioGate, EndCall, Policy
 from gateway.session.turns import Turns
 
-__all__ = ["AgentAudio", "DTMF_ON_MS", "DTMF_OFF_MS", "DTMF_LEVEL_DBFS"]
+__all__ = ["AgentAudio", "DTMF_ON_MS", "DTMF_OFF_MS", "DTMF_LEVEL_DBFS", "LOCAL_ITEMS_KEPT"]
 
 #: In-band DTMF timing (ms) and low-group level (dBFS; the high group is 2 dB above): ITU-T
 #: Q.24 asks for ≥ 40 ms tones and pauses; 100 / 100 ms is the usual dialler timing.
 DTMF_ON_MS = 100.0
 DTMF_OFF_MS = 100.0
 DTMF_LEVEL_DBFS = -10.0
+#: Tone items remembered as ours (not the model's). The item a barge-in finds is the latest one
+#: sent, so an older one could only matter behind this many newer tone items still queued.
+LOCAL_ITEMS_KEPT = 64
 _GATE_RANK = {AudioGate.ALLOW: 0, AudioGate.HOLD: 1, AudioGate.DROP: 2}
 
 
@@ -93,7 +100,7 @@ class AgentAudio:
         self.log = log
         self.held: list[llm.AudioOut | llm.ResponseDone] = []  # held agent audio and item ends, in order
         self._gated: dict[str, None] = {}  # items held or dropped since the last stop (ordered)
-        self._local: set[str] = set()  # items made here (DTMF): the model does not know them
+        self._local: deque[str] = deque(maxlen=LOCAL_ITEMS_KEPT)  # tone items made here: not the model's
         self._model_item: str | None = None  # the model's latest item queued
         self._dtmf_seq = itertools.count(1)
         self._pending: _PendingEnd | None = None
@@ -216,17 +223,26 @@ class AgentAudio:
         await self.bridge.interrupt(heard.item_id if heard else None, heard.heard_ms if heard else 0)
 
     # ------------------------------------------------------------------ DTMF
-    async def play_dtmf(self, digits: str) -> str:
-        """Queue ``digits`` as Q.23 tones (item ``dtmf_<n>``) and send what is due; its item id.
+    async def play_dtmf(self, digits: str) -> str | None:
+        """Send ``digits`` to the callee; the tones' item id, or ``None`` if the carrier plays them.
+
+        With a :class:`~gateway.carriers.events.StreamDtmf` adapter its frame is sent now (journal
+        ``dtmf_sent``, ``source: "stream"``); otherwise ``digits`` are queued as Q.23 tones (item
+        ``dtmf_<n>``, ``source: "in-band"``) and what is due is sent.
 
         Raises:
             ValueError: a character that is not a DTMF key.
         """
+        adapter = self.playout.adapter
+        if isinstance(adapter, StreamDtmf):
+            await self.playout.send(adapter.send_dtmf(digits))
+            self._event("dtmf_sent", digits=digits, source="stream")
+            return None
         out = self.bridge.output_format
         rate = out.sample_rate
         pcm = dtmf_sequence(digits, rate, on_ms=DTMF_ON_MS, off_ms=DTMF_OFF_MS, level_dbfs=DTMF_LEVEL_DBFS)
         item_id = f"dtmf_{next(self._dtmf_seq)}"
-        self._local.add(item_id)
+        self._local.append(item_id)
         self.playout.enqueue(item_id, encode(pcm, out.encoding))
         self._end_item(item_id)
         if self._pending is not None:

@@ -8,6 +8,11 @@ task. Latency: the next turn of the event loop (no tick to wait for); the on-tic
 a fallback. Requests made before the stream started are carried out once it has (DTMF then
 plays at once; a hang-up before the start is :meth:`CallSession.request_end`'s job).
 
+Bounded per call: at most :data:`MAX_PENDING` requests wait to be carried out (before the stream
+starts nothing drains them; a DTMF request past the bound raises :class:`ControlBusy`, which the
+API answers 429); a hang-up is always taken (it supersedes the rest), and :attr:`requests` keeps
+only the latest :data:`MAX_KEPT_REQUESTS`.
+
 Not thread-safe: call it from the event loop that runs the call (an API route handler is).
 """
 
@@ -19,20 +24,30 @@ from collections.abc import Sequence
 from gateway.audio.tones import DTMF_KEYS
 from gateway.session.policies import Action, EndCall, PlayDtmf, Policy
 
-__all__ = ["ControlPolicy", "DTMF_DIGITS", "MAX_DTMF_DIGITS"]
+__all__ = ["ControlBusy", "ControlPolicy", "DTMF_DIGITS", "MAX_DTMF_DIGITS", "MAX_KEPT_REQUESTS", "MAX_PENDING"]
 
 #: Keys :meth:`ControlPolicy.play_dtmf` takes (ITU-T Q.23 keypad), upper case.
 DTMF_DIGITS = frozenset("".join(DTMF_KEYS))
 #: At most this many digits per request (each takes 200 ms of playout).
 MAX_DTMF_DIGITS = 64
+#: At most this many requests wait to be carried out; more raise :class:`ControlBusy`.
+MAX_PENDING = 32
+#: :attr:`ControlPolicy.requests` keeps the latest this many.
+MAX_KEPT_REQUESTS = 32
+
+
+class ControlBusy(RuntimeError):
+    """:data:`MAX_PENDING` requests already wait to be carried out (e.g. the call's stream has
+    not started yet): this one is refused (the API answers 429 ``too_many_requests``)."""
 
 
 class ControlPolicy(Policy):
     """The app's requests to one call, as actions the session carries out.
 
     Attributes:
-        requests: the requests taken so far, ``("hang_up", reason)`` or ``("play_dtmf", digits)``
-            (for the record and tests).
+        requests: the latest :data:`MAX_KEPT_REQUESTS` requests taken, ``("hang_up", reason)``
+            or ``("play_dtmf", digits)`` (for the record and tests).
+        taken: how many requests were taken in all.
     """
 
     def __init__(self) -> None:
@@ -40,6 +55,7 @@ class ControlPolicy(Policy):
         self._ready = asyncio.Event()
         self._ended = False
         self.requests: list[tuple[str, str]] = []
+        self.taken = 0
 
     def hang_up(self, reason: str = "api_hangup") -> None:
         """End the call (``completed``, end reason ``reason``) as soon as the session can.
@@ -55,21 +71,28 @@ class ControlPolicy(Policy):
         self._push(EndCall(reason), ("hang_up", reason))
 
     def play_dtmf(self, digits: str) -> None:
-        """Send ``digits`` (``0-9 * # A-D``, case-insensitive) to the callee as in-band tones.
+        """Send ``digits`` (``0-9 * # A-D``, case-insensitive) to the callee: the carrier's own
+        stream message where it has one (Plivo ``sendDTMF``), else in-band ITU-T Q.23 tones.
 
         Raises:
             ValueError: no digits, more than :data:`MAX_DTMF_DIGITS`, or a character that is
                 not a DTMF key.
+            ControlBusy: :data:`MAX_PENDING` requests already wait.
         """
         keys = digits.upper()
         if not keys or len(keys) > MAX_DTMF_DIGITS or not set(keys) <= DTMF_DIGITS:
             raise ValueError(f"DTMF digits must be 1-{MAX_DTMF_DIGITS} of 0-9 * # A-D, got {digits!r}")
+        if len(self._queue) >= MAX_PENDING:
+            raise ControlBusy(f"{MAX_PENDING} control requests already wait to be carried out")
         if not self._ended:
             self._push(PlayDtmf(keys), ("play_dtmf", keys))
 
     def _push(self, action: Action, request: tuple[str, str]) -> None:
         self._queue.append(action)
         self.requests.append(request)
+        self.taken += 1
+        if len(self.requests) > MAX_KEPT_REQUESTS:
+            del self.requests[0]
         self._ready.set()
 
     @property

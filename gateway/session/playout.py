@@ -107,6 +107,11 @@ class Playout:
         if self.ledger.acknowledge(name, now_ms):
             self._stats.marks_acked += 1
 
+    async def send(self, frame: ev.Frame) -> None:
+        """Send a carrier frame of its own (e.g. Plivo ``sendDTMF``), in order with the media."""
+        async with self._lock:
+            await self._send(frame)
+
     async def pump(self) -> None:
         """Send every frame now due (media, then its mark), in the ledger's order."""
         ledger, adapter, send, stats, recorder = self.ledger, self.adapter, self._send, self._stats, self._recorder
