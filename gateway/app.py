@@ -224,6 +224,8 @@ async def stream_endpoint(ws: WebSocket) -> None:
     except TokenExpired:
         return await _refuse(ws, "token_expired", "stream token expired")
     except CallNotConnectable:
+        if services.outbound is not None:  # an ended outbound call must not stay up at the carrier
+            services.outbound.hang_up_ended_soon(call_id)
         return await _refuse(ws, "not_connectable", "call already streaming or ended")
     if call.connection_type != carrier:
         return await _refuse(ws, "bad_carrier", f"this call streams over {call.connection_type}")
@@ -409,7 +411,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
                 await clients.aclose()
 
     app = create_api(store, settings, live_view=services.live_view, live_calls=services.live_calls,
-                     on_outbound_call=services.outbound.start, lifespan=lifespan)  # fmt: skip
+                     # outbound calls need the public URL carriers reach us at (never a Host header)
+                     on_outbound_call=services.outbound.start if settings.public_url else None,
+                     lifespan=lifespan)  # fmt: skip
     app.router.routes.append(WebSocketRoute("/stream/{carrier}/{call_id}/{token}", stream_endpoint))
     app.add_route("/metrics", services.metrics.endpoint, methods=["GET"], include_in_schema=False)
     app.state.api.outbound = services.outbound

@@ -38,12 +38,10 @@ from gateway.vadrun import VadFactory
 if TYPE_CHECKING:
     from gateway.app import Services
 
-__all__ = ["build_session", "recording_path", "HANG_UP_LIMIT_S"]
+__all__ = ["build_session", "recording_path"]
 
 log = logging.getLogger("gateway.app")
 
-#: Time limit (s) on the carrier hang-up at the end of a call (the record waits for it).
-HANG_UP_LIMIT_S = 5.0
 
 
 def recording_path(settings: Settings, call_id: str) -> Path:
@@ -52,16 +50,20 @@ def recording_path(settings: Settings, call_id: str) -> Path:
     return (settings.recordings_dir / f"{call_id}.wav").absolute()
 
 
-async def _carrier_hang_up(services: Services, call: CallRecord, outcome: CallOutcome) -> None:
-    """Hang an outbound call up through its carrier when the gateway ended it; the result
-    goes on the record as a ``carrier_hangup`` event."""
+async def _carrier_hang_up(services: Services, call: CallRecord, outcome: CallOutcome,
+                           stream_call_id: str | None) -> None:
+    """Hang an outbound call up through its carrier when the gateway ended it (bounded by the
+    dialer's limit + 1 s); the result goes on the record as a ``carrier_hangup`` event. The
+    placement's carrier id is used, else the one the stream's ``start`` gave."""
     if services.outbound is None or outcome.end_reason in CARRIER_ENDED_REASONS:
         return
     fresh = await asyncio.to_thread(services.store.get_call, call.id)  # its carrier id from the placement
+    fallback = None if fresh is not None and fresh.carrier_call_id else stream_call_id
+    limit_s = services.settings.dialer_timeout_s + 1.0
     try:
-        result = await asyncio.wait_for(services.outbound.hang_up(fresh or call), HANG_UP_LIMIT_S)
+        result = await asyncio.wait_for(services.outbound.hang_up(fresh or call, carrier_call_id=fallback), limit_s)
     except TimeoutError:
-        result = {"ok": False, "code": "timeout", "message": f"no answer in {HANG_UP_LIMIT_S:g} s"}
+        result = {"ok": False, "code": "timeout", "message": f"no answer in {limit_s:g} s"}
     outcome.events.append({"kind": "carrier_hangup", "at_ms": outcome.duration_ms, "data": result})
 
 
@@ -75,7 +77,10 @@ def _hooks(services: Services, call: CallRecord, carrier: str) -> CallHooks:
         path.parent.mkdir(parents=True, exist_ok=True)
         return CallRecorder(path, sample_rate=sample_rate)
 
+    stream_call_id: list[str | None] = [None]
+
     async def on_started(started: ev.Started) -> None:
+        stream_call_id[0] = started.call_id
         await asyncio.to_thread(
             store.update_call_details, call_id, carrier_call_id=None if placed else started.call_id,
             stream_id=started.stream_id, from_=started.from_number, to=started.to_number,
@@ -85,7 +90,7 @@ def _hooks(services: Services, call: CallRecord, carrier: str) -> CallHooks:
         services.metrics.call_finished(carrier, outcome)
         if placed:
             try:
-                await _carrier_hang_up(services, call, outcome)
+                await _carrier_hang_up(services, call, outcome, stream_call_id[0])
             except Exception:  # noqa: BLE001 - the record matters more than the hang-up
                 log.warning("call %s: carrier hang-up failed", call_id, exc_info=True)
         fields = dict(

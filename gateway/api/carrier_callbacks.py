@@ -37,7 +37,7 @@ from gateway.api.responses import _error
 from gateway.api.routing import GatewayRoute
 from gateway.api.urls import public_url, stream_path
 from gateway.dialer.base import CallbackEvent
-from gateway.store import StoreError
+from gateway.store import TERMINAL_STATUSES, StoreError
 
 __all__ = ["router", "MAX_CALLBACK_BYTES"]
 
@@ -45,6 +45,8 @@ log = logging.getLogger("gateway.api")
 
 router = APIRouter(tags=["carrier callbacks"], route_class=GatewayRoute)
 
+#: Carriers that fetch their instructions from the answer URL when the callee answers.
+ANSWER_URL_KINDS = frozenset({"plivo"})
 #: Largest callback body read (bytes); carriers send a few hundred.
 MAX_CALLBACK_BYTES = 64 * 1024
 
@@ -87,23 +89,61 @@ async def _verified(api: Api, request: Request, kind: str, call_id: str) -> tupl
     return target, event
 
 
+#: Carriers whose signature covers the URL (so the call id in the path is signed too). Telnyx
+#: and Vonage sign only the body: their callbacks are tied to the call by their content.
+URL_SIGNED = frozenset({"twilio", "plivo"})
+#: Statuses that say the carrier's call is still up.
+_ALIVE = frozenset({"initiated", "ringing", "in_progress"})
+_FINAL = frozenset(str(s) for s in TERMINAL_STATUSES)
+
+
+async def _bound(api: Api, target: object, event: CallbackEvent) -> bool:
+    """Whether a verified callback is about the call its URL names: always for URL-signed
+    carriers; otherwise its carrier id must be the call's (waiting for a placement in flight),
+    or, for Telnyx, its signed ``client_state`` must name the call."""
+    call = target.call  # type: ignore[attr-defined]
+    if call.connection_type in URL_SIGNED or event.detail.get("gatewayCallId") == call.id:
+        return True
+    carrier_id = await api.outbound.placed_id(call, api.settings.dialer_timeout_s + 1.0)
+    return bool(carrier_id) and event.carrier_call_id == carrier_id
+
+
 async def _apply(api: Api, target: object, event: CallbackEvent) -> str:
-    """Apply a verified event to the call's lifecycle; returns the store's verdict."""
+    """Apply a verified event to the call's lifecycle; returns what happened.
+
+    ``unbound``: not this call's (a replay of another call's signed body, or another leg of
+    this one: a Vonage websocket leg has its own uuid); nothing changes. A carrier saying the
+    call is still up when the record has ended has it hung up (a placement that timed out but
+    went through). A terminal word while a stream serves the call ends the session (the
+    carrier hung up). ``completed`` for a call no stream ever claimed is ``failed`` /
+    ``no_stream`` (the carrier connected it, the gateway never got its media).
+    """
     call = target.call  # type: ignore[attr-defined]
     if event.status is None:
         return "ignored"
-    if call.carrier_call_id and event.carrier_call_id and event.carrier_call_id != call.carrier_call_id:
-        # another leg of the call (a Vonage websocket leg has its own uuid): not the callee's
-        return "other_leg"
+    if not await _bound(api, target, event):
+        return "unbound"
+    status, detail = event.status, {str(k): str(v) for k, v in event.detail.items()}
+    if status == "completed" and call.started_at is None and call.status not in TERMINAL_STATUSES:
+        status, detail = "failed", {**detail, "errorCode": "no_stream",
+                                    "errorMessage": "the carrier connected the call but no media stream came"}
     at = datetime.fromtimestamp(event.at, timezone.utc) if event.at is not None else None
     try:
-        return await asyncio.to_thread(
-            api.store.apply_carrier_status, call.id, event.status, raw_status=event.raw_status,
-            at=at, detail={str(k): str(v) for k, v in event.detail.items()},
+        result = await asyncio.to_thread(
+            api.store.apply_carrier_status, call.id, status, raw_status=event.raw_status, at=at, detail=detail,
         )  # fmt: skip
     except (StoreError, ValueError) as exc:
         log.warning("call %s: %s callback %s not applied: %s", call.id, call.connection_type, event.raw_status, exc)
         return "refused"
+    carrier_ended = call.carrier_status is not None or any(
+        t["source"] == "carrier" and t["to"] in _FINAL for t in call.transitions)
+    if status in _ALIVE and call.status in TERMINAL_STATUSES and not carrier_ended:
+        await api.outbound.hang_up(call, carrier_call_id=event.carrier_call_id)
+        return "hung_up"
+    session = api.live_session(call.id) if api.live_session is not None else None
+    if result == "noted" and session is not None and status not in _ALIVE:
+        session.control.hang_up("carrier_stop")  # the carrier ended it: no hang-up goes back
+    return result
 
 
 _REFUSED = {
@@ -150,6 +190,8 @@ _ANSWER = dict(
 @router.post("/carriers/{kind}/answer/{callId}", operation_id="carrierAnswerUrl", **_ANSWER)
 @router.get("/carriers/{kind}/answer/{callId}", operation_id="carrierAnswerUrlGet", **_ANSWER)
 async def carrier_answer(kind: Kind, call_id: CallId, request: Request, api: Api) -> Response:
+    if kind not in ANSWER_URL_KINDS:  # others get their instructions at dial: nothing to hand out
+        raise ApiError(404, "not_found", f"{kind} calls have no answer URL")
     target, event = await _verified(api, request, kind, call_id)
     await _apply(api, target, event)
     ttl_s = api.settings.stream_token_ttl_s

@@ -76,8 +76,12 @@ async def _hang_up(api: ApiServices, rec: CallRecord, session: object | None) ->
     if session is not None:
         session.control.hang_up("api_hangup")  # type: ignore[attr-defined]
         return "session"
-    placed = rec.direction == "outbound" and rec.carrier_call_id and api.outbound is not None
-    if not placed or rec.status in TERMINAL_STATUSES:
+    outbound = rec.direction == "outbound" and api.outbound is not None
+    if not outbound or rec.status in TERMINAL_STATUSES:
+        raise _not_live(rec.id)
+    if not rec.carrier_call_id:  # still being placed here: hung up once the carrier answers with its id
+        if api.outbound.request_cancel(rec.id):
+            return "carrier"
         raise _not_live(rec.id)
     result = await api.outbound.hang_up(rec)
     if not result.get("ok"):

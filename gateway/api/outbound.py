@@ -45,6 +45,12 @@ __all__ = ["router"]
 
 log = logging.getLogger("gateway.api")
 
+
+#: The 503 message when outbound calls are off: the gateway has no public URL to give carriers
+#: (``create_app`` enables them only with ``GATEWAY_PUBLIC_URL`` set, so no request's ``Host``
+#: header decides where a carrier streams and calls back).
+OUTBOUND_OFF = "outbound calls are not enabled (set GATEWAY_PUBLIC_URL, the address carriers reach the gateway at)"
+
 router = APIRouter(tags=["calls"], route_class=GatewayRoute)
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -166,7 +172,7 @@ async def place_outbound_call(
     if errors:
         raise invalid(errors)
     if api.on_outbound_call is None:
-        raise ApiError(503, "unavailable", "outbound calls are not enabled")
+        raise ApiError(503, "unavailable", OUTBOUND_OFF)
     res = resolve(body, agent)
     try:
         call, token = await asyncio.to_thread(
@@ -178,7 +184,13 @@ async def place_outbound_call(
         raise ApiError(404, "not_found", f"agent {body.agent_id!r} not found") from None
     log.info("outbound call %s queued (%s account %s, agent %s)", call.id, account.kind, account.id,
              body.agent_id or "inline")  # fmt: skip
-    await maybe_await(api.on_outbound_call(call, token, request))
+    try:
+        await maybe_await(api.on_outbound_call(call, token, request))
+    except Exception:  # a bug of ours: the stored call must not wait for its token to expire
+        log.exception("outbound call %s could not be handed to the dialer", call.id)
+        await asyncio.to_thread(api.store.finalise_call, call.id, status="failed", end_reason="internal_error",
+                                duration_ms=0, error_code="internal_error", error_message="not placed")  # fmt: skip
+        raise
     response.headers["Location"] = f"/calls/{call.id}"
     return OutboundCallCreated(
         call_id=call.id, status="queued", to=body.to, from_=caller,  # type: ignore[call-arg]  # alias "from"

@@ -31,8 +31,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 from starlette.requests import HTTPConnection
@@ -48,7 +50,7 @@ from gateway.dialer.base import (
     check_digits,
     make_dialer,
 )
-from gateway.store import CallRecord, Store, StoreError
+from gateway.store import TERMINAL_STATUSES, CallRecord, Store, StoreError
 from gateway.store.carrier_accounts import CarrierAccountRecord, CredentialsUnavailable, resolve_account_credentials
 from gateway.tenants import SecretGrants
 
@@ -61,6 +63,13 @@ CARRIER_ENDED_REASONS = frozenset({"carrier_stop"})
 #: Extra seconds the carrier's own limit on a call gets over its ``maxDuration`` (the gateway's
 #: timer ends it first; the carrier's is the backstop if the gateway is gone).
 CARRIER_LIMIT_MARGIN_S = 60
+#: A placed call must reach a media stream or a final callback within its ring timeout plus
+#: this (s), and a call the carrier says was answered must stream within :data:`ANSWER_GRACE_S`;
+#: otherwise the watchdog hangs it up through the carrier and ends it ``failed``.
+WATCH_MARGIN_S = 30.0
+ANSWER_GRACE_S = 20.0
+#: How often (s) the watchdog looks at the calls it watches.
+WATCH_EVERY_S = 2.0
 
 
 def callback_path(kind: str, call_id: str) -> str:
@@ -103,6 +112,13 @@ class OutboundService:
         self._grants = SecretGrants.from_settings(settings)
         self._dialers: dict[str, Dialer] = dict(dialers or {})
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Placements in flight in this process: call id → set once the carrier answered.
+        self._placing: dict[str, asyncio.Event] = {}
+        #: Calls whose hang-up was asked for while they were being placed.
+        self._cancel: set[str] = set()
+        #: Placed calls not yet streaming or final: call id → watchdog deadline (monotonic s).
+        self._watch: dict[str, float] = {}
+        self._watchdog: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ parts
     def dialer(self, kind: str) -> Dialer:
@@ -175,62 +191,171 @@ class OutboundService:
             ValueError: the record is not a placeable outbound call (a bug of the caller).
         """
         req = self.request_for(call, token, conn)
+        self._placing[call.id] = asyncio.Event()
         task = asyncio.get_running_loop().create_task(self._place(call, req), name=f"place-{call.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _place(self, call: CallRecord, req: OutboundRequest) -> None:
-        """Place the call; every failure ends as a ``failed`` record, never an exception."""
+        """Place the call; every failure ends as a ``failed`` record, never an exception (a
+        cancellation at shutdown too: the record is written, then the cancellation goes on)."""
+        try:
+            placed = await self._dial(call, req)
+            if placed is not None:
+                await self._placed(call, req, placed)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._fail(call.id, "shutdown", "the gateway shut down while placing the call"))
+            raise
+        finally:
+            self._cancel.discard(call.id)
+            event = self._placing.pop(call.id, None)
+            if event is not None:
+                event.set()
+
+    async def _dial(self, call: CallRecord, req: OutboundRequest) -> str | None:
+        """The carrier's id for the placed call, or ``None`` (the record is then ``failed``)."""
         try:
             _account, creds = await self._account(call)
-            placed = await self.dialer(call.connection_type).place(req, creds)
+            return (await self.dialer(call.connection_type).place(req, creds)).carrier_call_id
         except CredentialsUnavailable as exc:
             await self._fail(call.id, "credentials", f"carrier account credentials unavailable: {', '.join(exc.missing)}")
-            return
         except CarrierError as exc:
             log.warning("call %s: %s refused the call: %s %s", call.id, call.connection_type, exc.code, exc.message)
             await self._fail(call.id, exc.code, exc.message, status=exc.status)
-            return
         except Exception as exc:  # noqa: BLE001 - a bug of ours: the record still ends
             log.exception("call %s: placing it failed", call.id)
             await self._fail(call.id, "internal_error", type(exc).__name__)
-            return
-        try:
-            await asyncio.to_thread(self.store.mark_call_placed, call.id, placed.carrier_call_id)
-            log.info("call %s placed through %s as %s", call.id, call.connection_type, placed.carrier_call_id)
-        except StoreError:
-            log.warning("call %s placed as %s, but the store did not take it", call.id,
-                        placed.carrier_call_id, exc_info=True)  # fmt: skip
+        return None
 
-    async def _fail(self, call_id: str, code: str, message: str, *, status: int | None = None) -> None:
-        """Finalise a call the carrier never took: ``failed``, reason ``carrier_error``."""
+    async def _placed(self, call: CallRecord, req: OutboundRequest, carrier_call_id: str) -> None:
+        """Record the carrier's id (retried once), then watch the call until it streams or ends;
+        a hang-up asked for meanwhile is carried out now."""
+        for attempt in (1, 2):
+            try:
+                await asyncio.to_thread(self.store.mark_call_placed, call.id, carrier_call_id)
+                break
+            except StoreError:
+                log.warning("call %s placed as %s; the store did not take it (attempt %d)", call.id,
+                            carrier_call_id, attempt, exc_info=True)  # fmt: skip
+                await asyncio.sleep(0.5)
+        log.info("call %s placed through %s as %s", call.id, call.connection_type, carrier_call_id)
+        if call.id in self._cancel:
+            placed = await asyncio.to_thread(self.store.get_call, call.id)
+            await self.hang_up(placed or call, carrier_call_id=carrier_call_id)
+            return
+        self._watch[call.id] = time.monotonic() + req.ring_timeout_s + WATCH_MARGIN_S
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.get_running_loop().create_task(self._watch_loop(), name="outbound-watchdog")
+
+    async def _fail(self, call_id: str, code: str, message: str, *, status: int | None = None,
+                    reason: str = "carrier_error") -> None:
+        """Finalise a call the carrier never connected to the gateway: ``failed``."""
         detail = f"{message} (HTTP {status})" if status else message
         try:
             await asyncio.to_thread(
-                self.store.finalise_call, call_id, status="failed", end_reason="carrier_error",
-                duration_ms=0, error_code=f"carrier_{code}"[:64], error_message=detail[:500],
+                self.store.finalise_call, call_id, status="failed", end_reason=reason,
+                duration_ms=0, error_code=f"carrier_{code}"[:64] if reason == "carrier_error" else code,
+                error_message=detail[:500],
             )  # fmt: skip
         except Exception:  # noqa: BLE001 - e.g. callbacks finalised it meanwhile; logged
-            log.warning("call %s: could not record the carrier's refusal", call_id, exc_info=True)
+            log.warning("call %s: could not record why it failed", call_id, exc_info=True)
+
+    # ------------------------------------------------------------------ watchdog
+    async def _watch_loop(self) -> None:
+        """Every :data:`WATCH_EVERY_S`: a watched call that streams or ended leaves the watch; one
+        past its deadline is hung up through the carrier and ended ``failed``."""
+        while self._watch:
+            await asyncio.sleep(WATCH_EVERY_S)
+            now = time.monotonic()
+            for call_id in [c for c, deadline in self._watch.items() if deadline <= now]:
+                try:
+                    await self._check_watched(call_id, now)
+                except Exception:  # noqa: BLE001 - one call's fault never stops the watch
+                    log.warning("call %s: watchdog check failed", call_id, exc_info=True)
+                    self._watch.pop(call_id, None)
+
+    async def _check_watched(self, call_id: str, now: float) -> None:
+        call = await asyncio.to_thread(self.store.get_call, call_id)
+        if call is None or call.status in TERMINAL_STATUSES or call.started_at is not None:
+            self._watch.pop(call_id, None)
+            return
+        if call.answered_at is not None:
+            since = (datetime.now(timezone.utc) - call.answered_at).total_seconds()
+            if since < ANSWER_GRACE_S:  # answered just now: give its stream time to arrive
+                self._watch[call_id] = now + ANSWER_GRACE_S - since
+                return
+        self._watch.pop(call_id, None)
+        answered = call.status.value == "in_progress"
+        log.warning("call %s: %s, and no media stream came: hanging up", call_id,
+                    "answered" if answered else "no final word from the carrier")  # fmt: skip
+        await self.hang_up(call)
+        await self._fail(call_id, "no_stream" if answered else "no_callback",
+                         "the carrier answered but no media stream reached the gateway" if answered
+                         else "the carrier sent no final status within the ring timeout",
+                         reason="no_stream" if answered else "carrier_silent")  # fmt: skip
 
     # ------------------------------------------------------------------ steering
-    async def hang_up(self, call: CallRecord) -> dict[str, Any]:
+    async def hang_up(self, call: CallRecord, *, carrier_call_id: str | None = None) -> dict[str, Any]:
         """End ``call`` through its carrier (already ended counts as success).
+
+        Args:
+            carrier_call_id: the carrier's id to hang up (default the record's; e.g. the id a
+                stream's ``start`` or a callback gave when the record has none).
 
         Returns:
             ``{"ok": True}`` or ``{"ok": False, "code", "message"}`` (for the record).
         """
-        if not call.carrier_call_id:
+        carrier_id = carrier_call_id or call.carrier_call_id
+        if not carrier_id:
             return {"ok": False, "code": "not_placed", "message": "the carrier has no id for this call yet"}
         try:
             _account, creds = await self._account(call)
-            await self.dialer(call.connection_type).hang_up(call.carrier_call_id, creds)
+            await self.dialer(call.connection_type).hang_up(carrier_id, creds)
         except CredentialsUnavailable as exc:
             return {"ok": False, "code": "credentials", "message": str(exc)}
         except CarrierError as exc:
             log.warning("call %s: hang-up through %s failed: %s %s", call.id, call.connection_type, exc.code, exc.message)
             return {"ok": False, "code": exc.code, "message": exc.message[:200]}
         return {"ok": True}
+
+    def request_cancel(self, call_id: str) -> bool:
+        """Hang up a call whose placement is in flight here as soon as the carrier answers with
+        its id (then its callbacks end it ``canceled``). ``False``: no placement in flight."""
+        if call_id not in self._placing:
+            return False
+        self._cancel.add(call_id)
+        return True
+
+    async def placed_id(self, call: CallRecord, wait_s: float) -> str | None:
+        """The carrier's id for ``call``: the record's, or (a placement in flight here) the one
+        the carrier is about to answer with, waited for up to ``wait_s``; ``None`` if unknown."""
+        event = self._placing.get(call.id)
+        if call.carrier_call_id or event is None:
+            return call.carrier_call_id
+        try:
+            await asyncio.wait_for(event.wait(), wait_s)
+        except TimeoutError:
+            return None
+        fresh = await asyncio.to_thread(self.store.get_call, call.id)
+        return fresh.carrier_call_id if fresh is not None else None
+
+    def hang_up_ended_soon(self, call_id: str) -> None:
+        """:meth:`hang_up_ended` on a task of its own (awaited at :meth:`aclose`)."""
+        task = asyncio.get_running_loop().create_task(self.hang_up_ended(call_id), name=f"hang-up-{call_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def hang_up_ended(self, call_id: str) -> None:
+        """A stream came for a call that has ended (e.g. a placement that timed out but went
+        through): hang it up through the carrier, so it does not stay up in silence."""
+        call = await asyncio.to_thread(self.store.get_call, call_id)
+        if call is not None and call.carrier_account_id and call.status in TERMINAL_STATUSES:
+            try:
+                result = await self.hang_up(call)
+            except Exception:  # noqa: BLE001 - best effort; logged
+                log.warning("call %s: hang-up of its late stream's call failed", call_id, exc_info=True)
+                return
+            log.info("call %s had ended; its late stream's carrier call hung up: %s", call_id, result)
 
     async def send_dtmf(self, call: CallRecord, digits: str) -> Literal["carrier", "in_band"]:
         """Send ``digits`` through the carrier's REST API when it has a way; ``in_band`` when it
@@ -267,13 +392,22 @@ class OutboundService:
             log.warning("call %s: a %s callback cannot be verified (credentials unavailable)", call_id, kind)
             return None
 
-    async def aclose(self, timeout_s: float = 5.0) -> None:
-        """Wait (up to ``timeout_s``) for placements in flight, then close the dialers."""
+    async def aclose(self, timeout_s: float | None = None) -> None:
+        """Wait for placements in flight (up to ``timeout_s``, default the dialer's limit + 1 s),
+        then cancel the rest (their records end ``failed`` / ``shutdown``), stop the watchdog
+        and close the dialers."""
+        limit = self.settings.dialer_timeout_s + 1.0 if timeout_s is None else timeout_s
         tasks = list(self._tasks)
         if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            _done, pending = await asyncio.wait(tasks, timeout=limit)
             for task in pending:
                 task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5.0)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)
+            self._watchdog = None
         for dialer in self._dialers.values():
             dialer.close()
         self._dialers.clear()

@@ -211,7 +211,24 @@ class TelnyxDialer(SdkDialer):
         detail = {k: str(payload[k]) for k in _DETAIL_KEYS if payload.get(k) not in (None, "")}
         if type(data.get("id")) is str:
             detail["event_id"] = data["id"]
+        gateway_call = _client_state_call_id(payload.get("client_state"))
+        if gateway_call:
+            detail["gatewayCallId"] = gateway_call
         return CallbackEvent(call_id, status, event, at=at, sequence=at, detail=detail)
+
+
+def _client_state_call_id(state: object) -> str | None:
+    """The gateway's call id in a webhook's ``client_state`` (base64 JSON ``{"call_id", …}``,
+    set at dial), or ``None``. Telnyx signs only the body, so this is what ties a webhook to
+    the call its URL names."""
+    if type(state) is not str or not state:
+        return None
+    try:
+        decoded = orjson.loads(base64.b64decode(state, validate=True))
+    except (ValueError, binascii.Error, orjson.JSONDecodeError):
+        return None
+    value = decoded.get("call_id") if type(decoded) is dict else None
+    return value if type(value) is str else None
 
 
 def _status_error(exc: telnyx.APIStatusError) -> CarrierError:

@@ -17,6 +17,7 @@ import asyncio
 import os
 import socket
 import time
+from pathlib import Path
 
 import httpx
 from rich.console import Console
@@ -65,19 +66,35 @@ async def _wait_final(http: httpx.AsyncClient, call_id: str, timeout_s: float = 
         await asyncio.sleep(0.2)
 
 
-async def run_outbound_demo(console: Console) -> int:
-    """Run the demo; returns a process exit code (0 when both calls ended as they should)."""
+async def run_outbound_demo(console: Console, *, engines=None, workdir: Path | None = None) -> int:
+    """Run the demo; returns a process exit code (0 when both calls ended as they should).
+
+    Args:
+        engines: the local agent's speech engines to use (default: the app's own pool).
+        workdir: where the database and recordings go (default: ``./gateway.db``,
+            ``./recordings``).
+    """
     creds = new_account("twilio")
     refs, env = secret_refs("twilio", creds, prefix="DEMO")
     os.environ.update(env)  # this process only: the gateway reads credentials by reference
+    try:
+        return await _run(console, creds, refs, engines, workdir)
+    finally:
+        for var in env:
+            os.environ.pop(var, None)
+
+
+async def _run(console: Console, creds: dict, refs: dict, engines, workdir: Path | None) -> int:
     console.print("[bold]Outbound demo[/bold]: synthesising the callees' lines…")
     book = await asyncio.to_thread(_scripts)
     sim = CarrierSimulator({"twilio": creds}, scripts=book)
     async with sim.serving() as api_url:
         port = _free_port()
+        where = {} if workdir is None else {"database_url": f"sqlite:///{workdir}/gateway.db",
+                                            "recordings_dir": workdir / "recordings"}  # fmt: skip
         settings = Settings(host="127.0.0.1", port=port, public_url=f"http://127.0.0.1:{port}",
-                            carrier_api_urls={"twilio": api_url})  # fmt: skip
-        server, task, app = await serve_in_background(settings)
+                            carrier_api_urls={"twilio": api_url}, **where)  # fmt: skip
+        server, task, app = await serve_in_background(settings, **({"engines": engines} if engines else {}))
         services = app.state.services
         try:
             if services.warm is not None:

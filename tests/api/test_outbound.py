@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.api.outbound import OUTBOUND_OFF
 from gateway.api.outbound_schemas import (
     MAX_VARIABLES_B64,
     parse_number,
@@ -231,7 +232,7 @@ async def test_needs_a_key(anon: httpx.AsyncClient, account_id: str) -> None:
 async def test_no_hook_is_503_and_stores_nothing(client: httpx.AsyncClient, store: Store, account_id: str) -> None:
     r = await client.post("/calls/outbound", json=body())
     assert r.status_code == 503
-    assert r.json()["error"] == {"code": "unavailable", "message": "outbound calls are not enabled"}
+    assert r.json()["error"] == {"code": "unavailable", "message": OUTBOUND_OFF}
     assert "retry-after" not in r.headers
     with store.engine.connect() as conn:  # nothing was stored for a call nobody places
         assert conn.exec_driver_sql("SELECT count(*) FROM calls").scalar() == 0

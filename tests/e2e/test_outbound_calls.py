@@ -98,6 +98,8 @@ async def test_an_outbound_call_completes_with_a_transcript_and_its_whole_lifecy
     placed = await ob.place(CALLEE)
     assert placed["status"] == "queued" and placed["to"] == CALLEE and placed["from"] == FROM
     rec = await ob.final(placed["callId"])
+    await ob.sim.wait_done(rec["carrierCallId"], 30)  # every callback sent, the late ones too
+    rec = await ob.final(placed["callId"])
 
     assert rec["status"] == "completed", rec
     assert rec["direction"] == "outbound" and rec["carrierAccountId"] == ob.account_id
@@ -106,12 +108,13 @@ async def test_an_outbound_call_completes_with_a_transcript_and_its_whole_lifecy
     assert agent and agent[0].startswith("Hello, this is the test desk calling"), rec["transcript"]
     assert "clubs" in user, rec["transcript"]
     steps = lifecycle(rec)
-    statuses = [s for s, _ in steps]
-    assert statuses[:2] == ["queued", "initiated"] and statuses[-1] == "completed", steps
-    assert "in_progress" in statuses and statuses.index("in_progress") < len(statuses) - 1
-    if kind != "telnyx":  # Telnyx Call Control sends no ringing event
-        assert ("ringing", "carrier") in steps, steps
-    assert dict(steps)["queued"] == "gateway" and dict(steps)["in_progress"] in ("carrier", "media")
+    ringing = [] if kind == "telnyx" else ["ringing"]  # Telnyx Call Control sends no ringing event
+    assert [s for s, _ in steps] == ["queued", "initiated", *ringing, "in_progress", "completed"], steps
+    sources = dict(steps)
+    assert sources["queued"] == "gateway" and sources["completed"] == "gateway", steps
+    assert sources["initiated"] in ("gateway", "carrier") and sources["in_progress"] in ("carrier", "media")
+    assert not ringing or sources["ringing"] == "carrier"
+    assert rec["carrierStatus"] == "completed", "the carrier's own final word, after the gateway's"
     stamps = [t["at"] for t in rec["transitions"]]
     assert stamps == sorted(stamps)
     # the simulator's duplicate and late callbacks reached the gateway and changed nothing
@@ -133,27 +136,90 @@ async def test_calls_nobody_answers_end_in_the_carriers_status(kind, number, sta
     assert rec["transcript"] == [] and rec["recording"] is None
 
 
+RINGING_LONG = "+14155550108"
+#: The word a tampered body says instead, per carrier (a forged answer).
+FORGED = {"twilio": (b"ringing", b"in-progress"), "plivo": (b"ringing", b"in-progress"),
+          "telnyx": (b"call.initiated", b"call.answered"), "vonage": (b"ringing", b"answered")}
+
+
+async def _until(ob: Outbound, call_id: str, status: str, timeout_s: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    async with ob.gw.client() as c:
+        while True:
+            rec = (await c.get(f"/calls/{call_id}")).json()
+            if rec["status"] == status and rec["carrierCallId"] or time.monotonic() > deadline:
+                return rec
+            await asyncio.sleep(0.05)
+
+
 @pytest.mark.parametrize("kind", KINDS)
-async def test_a_tampered_callback_is_refused_and_changes_nothing(kind, outbound):
-    ob = await outbound(kind)
-    placed = await ob.place(BUSY)
-    rec = await ob.final(placed["callId"], timeout_s=30)
-    assert rec["status"] == "busy"
-    sent = ob.sim_call(rec).sent
-    original = sent.get("ringing") or sent["initiated"]
-    tampered = original.body.replace(b"ringing", b"in-progress").replace(b"initiated", b"answered")
+async def test_forged_and_replayed_callbacks_are_refused_and_change_nothing(kind, outbound):
+    """While two calls ring: a tampered body, an unsigned one and a callback of one call replayed
+    at the other's URL change nothing; a genuine re-delivery is a 204 duplicate; a hang-up
+    requested through the API while ringing ends the call ``canceled`` through the carrier."""
+    ob = await outbound(kind, ScriptBook({RINGING_LONG: simple("no_answer", ring_ms=60000)}))
+    first, second = await ob.place(RINGING_LONG, ringTimeout=60), await ob.place(RINGING_LONG, ringTimeout=60)
+    want = "initiated" if kind == "telnyx" else "ringing"  # Telnyx sends no ringing event
+    a, b = await _until(ob, first["callId"], want), await _until(ob, second["callId"], want)
+    assert a["status"] == want and b["status"] == want, (a, b)
+    for _ in range(100):  # the simulator's duplicate arrives just after
+        if len(ob.sim_call(a).callbacks) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    original = ob.sim_call(a).sent[want]
+    old, new = FORGED[kind]
+    tampered = original.body.replace(old, new)
     assert tampered != original.body
     async with httpx.AsyncClient(timeout=10) as http:
-        bad = await http.request(original.method, original.url, headers=dict(original.headers), content=tampered)
-        unsigned = await http.request(original.method, original.url, content=original.body,
-                                      headers={k: v for k, v in original.headers.items()
-                                               if k.lower() in ("content-type",)})  # fmt: skip
-        again = await http.request(original.method, original.url, headers=dict(original.headers),
-                                   content=original.body)  # fmt: skip
-    assert bad.status_code == 403 and unsigned.status_code == 403
-    assert again.status_code == 204  # a genuine re-delivery: a duplicate, nothing changes
-    after = await ob.final(placed["callId"])
-    assert after["status"] == "busy" and after["transitions"] == rec["transitions"]
+        async def send(url: str, body: bytes, headers: dict) -> int:
+            return (await http.request(original.method, url, headers=headers, content=body)).status_code
+
+        signed = dict(original.headers)
+        plain = {k: v for k, v in signed.items() if k.lower() == "content-type"}
+        assert await send(original.url, tampered, signed) == 403
+        assert await send(original.url, original.body, plain) == 403
+        assert await send(original.url, original.body, signed) == 204  # a genuine re-delivery
+        async with ob.gw.client() as c:
+            r = await c.post(f"/calls/{first['callId']}/control", json={"action": "hangup"})
+        assert r.status_code == 202 and r.json()["via"] == "carrier", r.text
+        ended = await ob.final(first["callId"], timeout_s=20)
+        assert ended["status"] == "canceled", ended
+        # the first call's signed "canceled", replayed at the second call's URL
+        canceled = ob.sim_call(a).sent["canceled"]
+        replay_url = canceled.url.replace(first["callId"], second["callId"])
+        replayed = await send(replay_url, canceled.body, dict(canceled.headers))
+    assert replayed in (403, 204), replayed  # URL-signed carriers refuse it; the others ignore it
+    after_a = await _until(ob, first["callId"], "canceled")
+    after_b = await _until(ob, second["callId"], want)
+    assert after_b["status"] == want and after_b["transitions"] == b["transitions"], after_b
+    assert [t["to"] for t in after_a["transitions"]] == [t["to"] for t in a["transitions"]] + ["canceled"]
+
+
+@pytest.mark.parametrize("kind", ["telnyx", "vonage", "twilio"])
+async def test_only_plivo_has_an_answer_url(kind, outbound):
+    ob = await outbound(kind)
+    placed = await ob.place(BUSY)
+    async with httpx.AsyncClient(base_url=ob.gw.http, timeout=10) as http:
+        r = await http.post(f"/carriers/{kind}/answer/{placed['callId']}", content=b"{}")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+async def test_a_twilio_account_stream_needs_the_accounts_signature(outbound):
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+    import xml.etree.ElementTree as ET
+
+    ob = await outbound("twilio", ScriptBook({RINGING_LONG: simple("no_answer", ring_ms=60000)}))
+    placed = await ob.place(RINGING_LONG, ringTimeout=60)
+    rec = await _until(ob, placed["callId"], "ringing")
+    url = ET.fromstring(ob.sim_call(rec).request["twiml"]).find("./Connect/Stream").get("url")
+    for headers in ({}, {"X-Twilio-Signature": "bm90IHRoZSBzaWduYXR1cmU="}):
+        async with connect(url, additional_headers=headers) as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+        assert closed.value.rcvd.code == 4403
+    after = await _until(ob, placed["callId"], "ringing")
+    assert after["startedAt"] is None, "the refused socket did not claim the call"
 
 
 async def test_a_carrier_refusal_fails_the_call_with_the_carriers_code(outbound):
