@@ -401,6 +401,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
             # gateway.serving.GatewayServer, which ends the calls first; this catches the rest.
             await services.end_live_calls("shutdown", timeout_s=settings.shutdown_timeout_s)
             renewal.cancel()  # after the calls: their leases hold while they end
+            await asyncio.gather(expiry, renewal, return_exceptions=True)  # both end at their next await
             if services.warm is not None and not services.warm.done():
                 services.warm.cancel()  # the pool goes on loading; nothing waits for it here
             if owns_engines:
