@@ -10,7 +10,10 @@
   message toward the callee). The answer says which: ``via`` ``carrier`` or ``in_band``.
 
 A call that is not live here (ended, never streamed, served by another node) answers 409
-``not_live``.
+``not_live``; a DTMF request to a call that already has
+:data:`~gateway.session.control.MAX_PENDING` (32) requests waiting (e.g. its stream has not
+started yet) answers 429 ``too_many_requests`` (:class:`~gateway.session.control.ControlBusy`).
+A hang-up is always taken.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from gateway.api.responses import BODY, NOT_FOUND, _error
 from gateway.api.routing import GatewayRoute
 from gateway.api.schemas import _Request, _Response
 from gateway.dialer.base import CarrierError
+from gateway.session.control import ControlBusy
 from gateway.store import TERMINAL_STATUSES, CallRecord
 
 __all__ = ["router", "ControlRequest", "ControlOut"]
@@ -99,7 +103,10 @@ async def _send_dtmf(api: ApiServices, rec: CallRecord, session: object | None, 
         except CarrierError as exc:
             raise _carrier_error(exc) from None
     if via == "in_band":
-        session.control.play_dtmf(digits)  # type: ignore[attr-defined]
+        try:
+            session.control.play_dtmf(digits)  # type: ignore[attr-defined]
+        except ControlBusy as exc:
+            raise ApiError(429, "too_many_requests", str(exc)) from None
     return via
 
 
@@ -114,6 +121,7 @@ async def _send_dtmf(api: ApiServices, rec: CallRecord, session: object | None, 
         **BODY,
         **NOT_FOUND,
         409: _error("The call is not live on this gateway (code not_live)."),
+        429: _error("The call already has 32 control requests waiting (code too_many_requests)."),
         502: _error("The carrier's API refused (code carrier_error)."),
     },
 )

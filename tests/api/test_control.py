@@ -1,0 +1,30 @@
+"""``POST /calls/{callId}/control`` against a live call's ControlPolicy: 429 once its queue is full."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import httpx
+
+from gateway.api import create_api
+from gateway.llm.base import AgentConfig
+from gateway.session.control import MAX_PENDING, ControlPolicy
+from tests.api.conftest import BASE_URL, fake_instructions
+
+
+async def test_dtmf_to_a_call_with_a_full_control_queue_is_429(store, settings, api_key) -> None:
+    rec, _token = store.create_call(AgentConfig(), "twilio")
+    control = ControlPolicy()  # the stream has not started: nothing drains the queue
+    app = create_api(store, settings, instruction_document=fake_instructions)
+    app.state.api.live_session = {rec.id: SimpleNamespace(control=control)}.get
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL, headers={"X-API-Key": api_key}) as c:
+        for _ in range(MAX_PENDING):
+            r = await c.post(f"/calls/{rec.id}/control", json={"action": "send_dtmf", "digits": "1"})
+            assert r.status_code == 202 and r.json()["via"] == "in_band", r.text
+        r = await c.post(f"/calls/{rec.id}/control", json={"action": "send_dtmf", "digits": "2"})
+        assert r.status_code == 429, r.text
+        assert r.json()["error"]["code"] == "too_many_requests"
+        r = await c.post(f"/calls/{rec.id}/control", json={"action": "hangup"})
+        assert r.status_code == 202 and r.json()["via"] == "session", r.text
+    assert len(control.take()) == MAX_PENDING + 1
