@@ -29,7 +29,7 @@ from gateway.session import (
     StopAgentAudio,
 )
 from gateway.session.agent import LOCAL_ITEMS_KEPT
-from gateway.session.control import MAX_KEPT_REQUESTS, MAX_PENDING
+from gateway.session.control import MAX_DTMF_BACKLOG_S, MAX_DTMF_DIGITS, MAX_KEPT_REQUESTS, MAX_PENDING
 from gateway.simulator.dialects import PlivoCaller, TwilioCaller
 from gateway.vadrun import VadStart
 from tests.test_session import QUIET, FakeBridge, ScriptedVad, VirtualClock, run
@@ -232,6 +232,21 @@ def test_pending_requests_are_capped_and_what_is_kept_is_bounded() -> None:
         busy.take()  # drained as the session does
     assert busy.taken == 3 * MAX_KEPT_REQUESTS and len(busy.requests) == MAX_KEPT_REQUESTS
     assert busy.requests[-1] == ("play_dtmf", str((3 * MAX_KEPT_REQUESTS - 1) % 10))
+
+
+def test_the_tones_asked_for_are_bounded_by_the_clock() -> None:
+    clock = VirtualClock()
+    control = ControlPolicy(clock)
+    full = "1" * MAX_DTMF_DIGITS  # 12.8 s of tones
+    fits = int(MAX_DTMF_BACKLOG_S // (0.2 * MAX_DTMF_DIGITS))
+    for _ in range(fits):
+        control.play_dtmf(full)
+        control.take()  # carried out at once: the tones wait in the playout
+    with pytest.raises(ControlBusy):
+        control.play_dtmf(full)
+    clock.t = 0.2 * MAX_DTMF_DIGITS  # one request's tones have played
+    control.play_dtmf(full)
+    assert control.taken == fits + 1
 
 
 async def test_tone_items_remembered_are_bounded() -> None:

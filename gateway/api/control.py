@@ -12,8 +12,9 @@
 A call that is not live here (ended, never streamed, served by another node) answers 409
 ``not_live``; a DTMF request to a call that already has
 :data:`~gateway.session.control.MAX_PENDING` (32) requests waiting (e.g. its stream has not
-started yet) answers 429 ``too_many_requests`` (:class:`~gateway.session.control.ControlBusy`).
-A hang-up is always taken.
+started yet), or tones asked for reaching :data:`~gateway.session.control.MAX_DTMF_BACKLOG_S`
+(60 s) ahead, answers 429 ``too_many_requests``
+(:class:`~gateway.session.control.ControlBusy`). A hang-up is always taken.
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ async def _send_dtmf(api: ApiServices, rec: CallRecord, session: object | None, 
         **BODY,
         **NOT_FOUND,
         409: _error("The call is not live on this gateway (code not_live)."),
-        429: _error("The call already has 32 control requests waiting (code too_many_requests)."),
+        429: _error("The call already has 32 control requests waiting, or 60 s of DTMF ahead "
+                    "(code too_many_requests)."),
         502: _error("The carrier's API refused (code carrier_error)."),
     },
 )

@@ -142,7 +142,7 @@ class CallSession:
         self.turns = Turns(self.stats)
         self.journal = CallJournal(self.log)
         self._t0 = self.clock.now()
-        self.control = control if control is not None else ControlPolicy()
+        self.control = control if control is not None else ControlPolicy(self.clock)
         self._voicemail_config = voicemail if voicemail is not None and voicemail.detect else None
         self.voicemail: VoicemailPolicy | None = None  # made at the stream's start (its rate)
         self._policies: list[Policy] = [TimerPolicy(policy, self._t0), self.control, *policies]

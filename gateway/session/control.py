@@ -9,9 +9,11 @@ a fallback. Requests made before the stream started are carried out once it has 
 plays at once; a hang-up before the start is :meth:`CallSession.request_end`'s job).
 
 Bounded per call: at most :data:`MAX_PENDING` requests wait to be carried out (before the stream
-starts nothing drains them; a DTMF request past the bound raises :class:`ControlBusy`, which the
-API answers 429); a hang-up is always taken (it supersedes the rest), and :attr:`requests` keeps
-only the latest :data:`MAX_KEPT_REQUESTS`.
+starts nothing drains them), and the tones asked for reach at most :data:`MAX_DTMF_BACKLOG_S`
+ahead of the call's clock (200 ms a digit, back to back: what the playout would queue); a DTMF
+request past either bound raises :class:`ControlBusy`, which the API answers 429. A hang-up is
+always taken (it supersedes the rest), and :attr:`requests` keeps only the latest
+:data:`MAX_KEPT_REQUESTS`.
 
 Not thread-safe: call it from the event loop that runs the call (an API route handler is).
 """
@@ -22,9 +24,14 @@ import asyncio
 from collections.abc import Sequence
 
 from gateway.audio.tones import DTMF_KEYS
+from gateway.clock import Clock, MonotonicClock
+from gateway.session.agent import DTMF_OFF_MS, DTMF_ON_MS
 from gateway.session.policies import Action, EndCall, PlayDtmf, Policy
 
-__all__ = ["ControlBusy", "ControlPolicy", "DTMF_DIGITS", "MAX_DTMF_DIGITS", "MAX_KEPT_REQUESTS", "MAX_PENDING"]
+__all__ = [
+    "ControlBusy", "ControlPolicy", "DTMF_DIGITS", "MAX_DTMF_BACKLOG_S", "MAX_DTMF_DIGITS", "MAX_KEPT_REQUESTS",
+    "MAX_PENDING",
+]  # fmt: skip
 
 #: Keys :meth:`ControlPolicy.play_dtmf` takes (ITU-T Q.23 keypad), upper case.
 DTMF_DIGITS = frozenset("".join(DTMF_KEYS))
@@ -34,15 +41,22 @@ MAX_DTMF_DIGITS = 64
 MAX_PENDING = 32
 #: :attr:`ControlPolicy.requests` keeps the latest this many.
 MAX_KEPT_REQUESTS = 32
+#: Tones asked for may reach this far (s) ahead of the clock; more raise :class:`ControlBusy`.
+MAX_DTMF_BACKLOG_S = 60.0
+_DIGIT_S = (DTMF_ON_MS + DTMF_OFF_MS) / 1000.0
 
 
 class ControlBusy(RuntimeError):
     """:data:`MAX_PENDING` requests already wait to be carried out (e.g. the call's stream has
-    not started yet): this one is refused (the API answers 429 ``too_many_requests``)."""
+    not started yet), or the tones asked for would reach more than :data:`MAX_DTMF_BACKLOG_S`
+    ahead: this one is refused (the API answers 429 ``too_many_requests``)."""
 
 
 class ControlPolicy(Policy):
     """The app's requests to one call, as actions the session carries out.
+
+    Args:
+        clock: the call's clock, for the tones' backlog (default: the real one).
 
     Attributes:
         requests: the latest :data:`MAX_KEPT_REQUESTS` requests taken, ``("hang_up", reason)``
@@ -50,7 +64,9 @@ class ControlPolicy(Policy):
         taken: how many requests were taken in all.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock = clock or MonotonicClock()
+        self._tones_until = 0.0  # clock time the tones asked for so far would have played by
         self._queue: list[Action] = []
         self._ready = asyncio.Event()
         self._ended = False
@@ -77,14 +93,20 @@ class ControlPolicy(Policy):
         Raises:
             ValueError: no digits, more than :data:`MAX_DTMF_DIGITS`, or a character that is
                 not a DTMF key.
-            ControlBusy: :data:`MAX_PENDING` requests already wait.
+            ControlBusy: :data:`MAX_PENDING` requests already wait, or the tones would reach
+                more than :data:`MAX_DTMF_BACKLOG_S` ahead.
         """
         keys = digits.upper()
         if not keys or len(keys) > MAX_DTMF_DIGITS or not set(keys) <= DTMF_DIGITS:
             raise ValueError(f"DTMF digits must be 1-{MAX_DTMF_DIGITS} of 0-9 * # A-D, got {digits!r}")
         if len(self._queue) >= MAX_PENDING:
             raise ControlBusy(f"{MAX_PENDING} control requests already wait to be carried out")
+        now = self._clock.now()
+        until = max(now, self._tones_until) + len(keys) * _DIGIT_S
+        if until - now > MAX_DTMF_BACKLOG_S:
+            raise ControlBusy(f"the DTMF asked for already reaches {self._tones_until - now:.0f} s ahead")
         if not self._ended:
+            self._tones_until = until
             self._push(PlayDtmf(keys), ("play_dtmf", keys))
 
     def _push(self, action: Action, request: tuple[str, str]) -> None:
