@@ -7,39 +7,14 @@ the gateway's own session still serves the call, or after it finalised it.
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import datetime, timedelta
 
 import pytest
 
 from gateway.store import CallConfig, CallStatus, Store, UnknownCall
 from gateway.store.transitions import CARRIER_STATUSES
+from tests.store.conftest import T0, Clock
 
-T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Store:
-    s = Store(f"sqlite:///{tmp_path}/gw.db", clock=clock)
-    s.create_all()
-    yield s
-    s.close()
 
 
 def placed(store: Store) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,32 +18,9 @@ from gateway.store import NODE_LOST, CallConfig, CallStatus, Store, recover_lost
 from gateway.store.models import Call
 from gateway.store.recovery import quiet_s
 from tests.store.test_recovery import frames_of, recorded, set_sizes
+from tests.store.conftest import T0, Clock
 
 LEASE = 90.0
-T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Store:
-    s = Store(f"sqlite:///{tmp_path}/gw.db", clock=clock)
-    s.create_all()
-    return s
 
 
 def claimed(store: Store, node: str, run: str | None, wav: Path | None = None, *, lease_s: float | None = LEASE,

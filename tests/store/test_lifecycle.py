@@ -28,32 +28,8 @@ from gateway.store import (
 )
 from gateway.store.models import CallTransition
 from gateway.store.spool import replay_spool, spool_outcome
+from tests.store.conftest import T0, Clock
 
-T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Store:
-    s = Store(f"sqlite:///{tmp_path}/gw.db", clock=clock)
-    s.create_all()
-    yield s
-    s.close()
 
 
 def moves(store: Store, call_id: str) -> list[tuple[str | None, str, str]]:
