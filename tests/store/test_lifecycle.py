@@ -8,7 +8,7 @@ carrier already answered), finalisation (with the voicemail outcome), expiry in 
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta, timezone
 from pathlib import Path
 
 import pytest
