@@ -6,8 +6,10 @@
   stream yet) is hung up through the carrier at once; its callbacks then end it ``canceled``.
 * ``{"action": "send_dtmf", "digits": "1234#"}`` (``0-9 * # A-D``, 1–32): through the carrier's
   REST API where it has one (Telnyx ``send_dtmf``, Plivo ``DTMF``, Vonage ``dtmf``), otherwise
+  as the stream protocol's own DTMF message where it has one (Plivo ``sendDTMF``), otherwise
   as in-band ITU-T Q.23 tones on the call's media stream (Twilio's Media Streams have no DTMF
-  message toward the callee). The answer says which: ``via`` ``carrier`` or ``in_band``.
+  message toward the callee). The answer says which: ``via`` ``carrier``, ``stream`` or
+  ``in_band``.
 
 A call that is not live here (ended, never streamed, served by another node) answers 409
 ``not_live``; a DTMF request to a call that already has
@@ -31,6 +33,7 @@ from gateway.api.errors import ApiError
 from gateway.api.responses import BODY, NOT_FOUND, _error
 from gateway.api.routing import GatewayRoute
 from gateway.api.schemas import _Request, _Response
+from gateway.carriers.events import StreamDtmf
 from gateway.dialer.base import CarrierError
 from gateway.session.control import ControlBusy
 from gateway.store import TERMINAL_STATUSES, CallRecord
@@ -56,9 +59,10 @@ class ControlOut(_Response):
 
     call_id: str
     action: Literal["hangup", "send_dtmf"]
-    via: Literal["session", "carrier", "in_band"] = Field(
+    via: Literal["session", "carrier", "stream", "in_band"] = Field(
         description="session: the running call ends itself (then the carrier hangs up); "
-        "carrier: the carrier's REST API; in_band: Q.23 tones on the media stream."
+        "carrier: the carrier's REST API; stream: the media stream's DTMF message (Plivo "
+        "sendDTMF); in_band: Q.23 tones on the media stream."
     )
 
 
@@ -108,6 +112,8 @@ async def _send_dtmf(api: ApiServices, rec: CallRecord, session: object | None, 
             session.control.play_dtmf(digits)  # type: ignore[attr-defined]
         except ControlBusy as exc:
             raise ApiError(429, "too_many_requests", str(exc)) from None
+        if isinstance(getattr(session, "adapter", None), StreamDtmf):
+            via = "stream"  # the session sends the carrier's own DTMF message instead of tones
     return via
 
 

@@ -28,3 +28,22 @@ async def test_dtmf_to_a_call_with_a_full_control_queue_is_429(store, settings, 
         r = await c.post(f"/calls/{rec.id}/control", json={"action": "hangup"})
         assert r.status_code == 202 and r.json()["via"] == "session", r.text
     assert len(control.take()) == MAX_PENDING + 1
+
+
+async def test_dtmf_says_which_way_it_went_for_each_carrier(store, settings, api_key) -> None:
+    """Plivo's stream protocol has sendDTMF (via stream); Twilio's has none (in-band tones)."""
+    from gateway.carriers.registry import make_adapter
+
+    app = create_api(store, settings, instruction_document=fake_instructions)
+    sessions = {}
+    for carrier in ("plivo", "twilio"):
+        rec, _token = store.create_call(AgentConfig(), carrier)
+        sessions[rec.id] = (carrier, SimpleNamespace(control=ControlPolicy(), adapter=make_adapter(carrier)))
+    app.state.api.live_session = lambda call_id: sessions[call_id][1]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL, headers={"X-API-Key": api_key}) as c:
+        for call_id, (carrier, session) in sessions.items():
+            r = await c.post(f"/calls/{call_id}/control", json={"action": "send_dtmf", "digits": "12#"})
+            assert r.status_code == 202, r.text
+            assert r.json()["via"] == {"plivo": "stream", "twilio": "in_band"}[carrier]
+            assert len(session.control.take()) == 1
