@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test serve bench-media bench-load bench-report clean
+.PHONY: demo test serve bench-media bench-load bench-peers bench-report clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,9 @@ bench-media: $(STAMP)
 
 bench-load: $(STAMP)
 	$(BIN)/gateway bench load
+
+bench-peers: $(STAMP)
+	$(BIN)/gateway bench peers
 
 bench-report: $(STAMP)
 	$(BIN)/gateway bench report

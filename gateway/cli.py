@@ -286,6 +286,20 @@ def bench_load(
               json_out=json_out, plot=plot, out_dir=out_dir)  # fmt: skip
 
 
+@bench_app.command("peers")
+def bench_peers(
+    calls: int = typer.Option(100, help="Simultaneous calls (messages per 20 ms tick)."),
+    seconds: float = typer.Option(3.0, help="Seconds of call audio per call and round."),
+    rounds: int = typer.Option(5, help="Alternating rounds of each side."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document on the last line."),
+    out: Optional[Path] = typer.Option(Path("benchmarks/results/peers.json"), help="Where the result goes."),
+) -> None:
+    """Inbound media path against Pipecat 1.14's on the same Twilio messages (Pipecat in its own venv)."""
+    from benchmarks.peers.run import main as peers_main
+
+    peers_main(calls, seconds, rounds, json_out=json_out, out=out)
+
+
 @bench_app.command("report")
 def bench_report(
     ramp: bool = typer.Option(True, help="Include a load ramp (the longest part)."),
