@@ -184,7 +184,10 @@ def gateway_round(calls: int, seconds: float, audio: Audio, model: Any) -> dict[
     return {"side": "gateway", "vad": row["vad"], "calls": calls, "frames": row["frames"], "us_per_frame": us,
             "cpu_ms_per_call_second": round(us * PER_SECOND / 1000, 3),
             "stages_us": {k: v for k, v in row["stages_us"].items() if k in ("parse", "to_vad", "vad_feed", "vad_score")},
-            "us_per_frame_wall": row["us_per_in_frame_wall"], "mean_batch": row["mean_batch"]}  # fmt: skip
+            "us_per_frame_wall": row["us_per_in_frame_wall"], "mean_batch": row["mean_batch"],
+            # how much of the audio Silero scored (32 ms chunks), so a skipping gate is visible
+            "silero_chunks_share": round(row["silero_chunks"] / (row["frames"] * FRAME_MS / 32), 3),
+            "vad_gate_skipped_share": row.get("vad_gate_skipped_share")}  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- summary

@@ -74,6 +74,7 @@ def test_gateway_round_is_the_inbound_path(audio):
     assert row["us_per_frame"] > 0 and row["stages_us"]["vad_score"] > 0
     assert row["us_per_frame"] == pytest.approx(sum(row["stages_us"].values()), abs=0.05)
     assert row["cpu_ms_per_call_second"] == pytest.approx(row["us_per_frame"] * 50 / 1000, abs=1e-3)
+    assert 0.5 < row["silero_chunks_share"] <= 1.0  # speech: Silero scored most of the audio
 
 
 def test_summary_ratios_are_per_round_and_headline_is_the_smallest_pipeline_ratio():
