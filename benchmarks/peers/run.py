@@ -215,7 +215,8 @@ def summarize(gateway: Sequence[dict], peers: dict[str, Sequence[dict]]) -> dict
                                "ratio": spread(ratios),
                                "us_deserialize": spread([r["us_deserialize"] for r in rows]),
                                "us_vad": spread([r["us_vad"] for r in rows]),
-                               "messages_without_frame": rows[0].get("messages_without_frame")}  # fmt: skip
+                               "messages_without_frame": rows[0].get("messages_without_frame"),
+                               "audio_share": rows[0].get("audio_share")}  # fmt: skip
     pipeline = {k: v for k, v in out["peers"].items() if not k.endswith("-inline")} or out["peers"]
     if pipeline:
         worst = min(pipeline, key=lambda k: pipeline[k]["ratio"]["median"])
