@@ -29,7 +29,7 @@ from pydantic import Field
 
 from gateway.api.auth import Tenant
 from gateway.api.deps import Api, ApiServices
-from gateway.api.errors import ApiError
+from gateway.api.errors import ApiError, register_union_tags
 from gateway.api.responses import BODY, NOT_FOUND, _error
 from gateway.api.routing import GatewayRoute
 from gateway.api.schemas import _Request, _Response
@@ -38,20 +38,29 @@ from gateway.dialer.base import CarrierError
 from gateway.session.control import ControlBusy
 from gateway.store import TERMINAL_STATUSES, CallRecord
 
-__all__ = ["router", "ControlRequest", "ControlOut"]
+__all__ = ["router", "ControlRequest", "HangUpRequest", "SendDtmfRequest", "ControlOut"]
 
 router = APIRouter(tags=["calls"], route_class=GatewayRoute)
 
 CallId = Annotated[str, Path(alias="callId", description="Call id (call_…).")]
 
 
-class ControlRequest(_Request):
-    """Body of ``POST /calls/{callId}/control``."""
+class HangUpRequest(_Request):
+    """``{"action": "hangup"}``."""
 
-    action: Literal["hangup", "send_dtmf"]
-    digits: str | None = Field(
-        None, pattern=r"^[0-9*#A-D]{1,32}$", description="For send_dtmf: 1–32 of 0-9 * # A-D."
-    )
+    action: Literal["hangup"]
+
+
+class SendDtmfRequest(_Request):
+    """``{"action": "send_dtmf", "digits": "1234#"}``."""
+
+    action: Literal["send_dtmf"]
+    digits: str = Field(pattern=r"^[0-9*#A-D]{1,32}$", description="1–32 of 0-9 * # A-D.")
+
+
+#: Body of ``POST /calls/{callId}/control``: one of the actions, told apart by ``action``.
+ControlRequest = Annotated[HangUpRequest | SendDtmfRequest, Field(discriminator="action")]
+register_union_tags("hangup", "send_dtmf")  # errors name "digits", not "send_dtmf.digits"
 
 
 class ControlOut(_Response):
@@ -136,11 +145,8 @@ async def _send_dtmf(api: ApiServices, rec: CallRecord, session: object | None, 
 async def control_call(call_id: CallId, body: ControlRequest, tenant: Tenant, api: Api) -> ControlOut:
     rec = await _own(api, call_id, tenant)
     session = api.live_session(call_id) if api.live_session is not None else None
-    if body.action == "hangup":
+    if isinstance(body, HangUpRequest):
         via = await _hang_up(api, rec, session)
     else:
-        if body.digits is None:
-            raise ApiError(422, "validation_error", "send_dtmf needs digits",
-                           fields=[{"field": "digits", "message": "required for send_dtmf"}])  # fmt: skip
         via = await _send_dtmf(api, rec, session, body.digits)
     return ControlOut(call_id=rec.id, action=body.action, via=via)  # type: ignore[arg-type]

@@ -107,8 +107,20 @@ _SOURCES = ("body", "path", "query", "header", "cookie")
 _NOT_AN_OBJECT = ("model_type", "model_attributes_type", "dict_type", "missing")
 
 
+#: Tags of bodies that are discriminated unions (``{"action": "hangup"} | {"action": …}``):
+#: pydantic puts the tag in an error's location (``send_dtmf.digits``); the field is ``digits``.
+_UNION_TAGS: set[str] = set()
+
+
+def register_union_tags(*tags: str) -> None:
+    """Name the tags of a body that is a discriminated union (see :data:`_UNION_TAGS`)."""
+    _UNION_TAGS.update(tags)
+
+
 def _loc_to_field(loc: Sequence[int | str]) -> str:
     if len(loc) > 1 and loc[0] in _SOURCES:
+        loc = loc[1:]
+    if len(loc) > 1 and loc[0] in _UNION_TAGS:
         loc = loc[1:]
     return ".".join(str(p) for p in loc) or "body"
 
@@ -135,7 +147,19 @@ def field_errors(exc: ValidationError | Sequence[Mapping[str, Any]]) -> list[dic
             (``RequestValidationError.errors()``, locations starting with ``"body"``).
     """
     errors = exc.errors(include_url=False, include_input=False) if isinstance(exc, ValidationError) else exc
-    return [{"field": _loc_to_field(err.get("loc", ())), "message": _message(err)} for err in errors]
+    return [_field_error(err) for err in errors]
+
+
+def _field_error(err: Mapping[str, Any]) -> dict[str, str]:
+    ctx = err.get("ctx") or {}
+    if err.get("type") in ("union_tag_invalid", "union_tag_not_found") and ctx.get("discriminator"):
+        # a discriminated union's tag is missing or unknown: the tag field is what is wrong
+        name = str(ctx["discriminator"]).strip("'\"")
+        loc = tuple(err.get("loc", ())) + (name,)
+        tags = ctx.get("expected_tags")
+        message = f"must be one of {tags}" if tags and err.get("type") == "union_tag_invalid" else "field required"
+        return {"field": _loc_to_field(loc), "message": message}
+    return {"field": _loc_to_field(err.get("loc", ())), "message": _message(err)}
 
 
 def _errors_response(errors: Sequence[Mapping[str, Any]]) -> JSONResponse:

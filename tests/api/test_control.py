@@ -47,3 +47,23 @@ async def test_dtmf_says_which_way_it_went_for_each_carrier(store, settings, api
             assert r.status_code == 202, r.text
             assert r.json()["via"] == {"plivo": "stream", "twilio": "in_band"}[carrier]
             assert len(session.control.take()) == 1
+
+
+async def test_a_bad_control_body_names_the_field(store, settings, api_key) -> None:
+    rec, _token = store.create_call(AgentConfig(), "twilio")
+    app = create_api(store, settings, instruction_document=fake_instructions)
+    transport = httpx.ASGITransport(app=app)
+    cases = [
+        ({"action": "send_dtmf"}, "digits", "field required"),
+        ({"action": "send_dtmf", "digits": "12x"}, "digits", "String should match pattern '^[0-9*#A-D]{1,32}$'"),
+        ({"action": "hangup", "digits": "1"}, "digits", "unknown field"),
+        ({"action": "transfer"}, "action", "must be one of 'hangup', 'send_dtmf'"),
+        ({"digits": "1"}, "action", "field required"),
+    ]
+    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL, headers={"X-API-Key": api_key}) as c:
+        for body, field, message in cases:
+            r = await c.post(f"/calls/{rec.id}/control", json=body)
+            assert r.status_code == 422, (body, r.text)
+            assert r.json()["error"]["fields"] == [{"field": field, "message": message}], body
+        r = await c.post(f"/calls/{rec.id}/control", json={"action": "hangup"})
+        assert r.status_code == 409 and r.json()["error"]["code"] == "not_live", "not served here"

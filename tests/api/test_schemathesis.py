@@ -67,8 +67,12 @@ _WORKDIR = Path(tempfile.mkdtemp(prefix="gateway-schemathesis-"))
 
 def _served() -> tuple[Any, str]:
     """The app under test on its own SQLite file, and a real API key of it."""
+    # outbound calls on (they need a public URL); placed against a closed loopback port, so a
+    # generated call fails at once as the carrier's network error and never leaves the machine
+    closed = {kind: "http://127.0.0.1:9" for kind in ("twilio", "telnyx", "plivo", "vonage")}
     s = Settings(_env_file=None, database_url=f"sqlite:///{_WORKDIR / 'gw.db'}",
-                 recordings_dir=_WORKDIR / "recordings")  # fmt: skip
+                 recordings_dir=_WORKDIR / "recordings", public_url="http://testserver",
+                 carrier_api_urls=closed)  # fmt: skip
     store = Store(s.database_url)
     store.create_all()  # the lifespan does it too, but the key is made before any request
     return create_app(s, store=store, warm_up=False), store.create_api_key("schemathesis")[0]
