@@ -372,6 +372,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
             min_silence_ms=settings.vad_min_silence_ms,
             barge_in_min_speech_ms=settings.barge_in_min_speech_ms,
             energy_floor_dbfs=settings.vad_energy_floor_dbfs,
+            pregate=settings.vad_pregate,
         ),
         engines=engines or LocalEngines(workers=settings.local_workers),
     )

@@ -126,8 +126,12 @@ class Settings(BaseSettings):
     vad: Literal["silero", "webrtc"] = "silero"
     #: Silero speech probability threshold (speech at or above it).
     vad_threshold: float = Field(0.5, gt=0, lt=1)
-    #: Silero skips chunks whose mean power is below this (dBFS) as silence; empty: never skip.
-    vad_energy_floor_dbfs: float | None = Field(-60.0, le=-20.0)
+    #: Silero pre-gate: Silero scores only chunks a cheap detector finds may be speech (plus a
+    #: hangover around them); the rest count as silence. ``energy``: louder than the call's
+    #: tracked noise floor; ``webrtc``: webrtcvad says speech; ``off``: score every chunk.
+    vad_pregate: Literal["off", "energy", "webrtc"] = "energy"
+    #: The lowest the pre-gate's tracked noise floor goes (dBFS); empty: pre-gate off.
+    vad_energy_floor_dbfs: float | None = Field(-70.0, le=-20.0)
     #: webrtcvad aggressiveness, 0 (least) to 3 (most).
     webrtc_mode: int = Field(2, ge=0, le=3)
     #: Caller speech shorter than this is not a turn (ms).

@@ -16,8 +16,11 @@ from typing import Protocol
 
 import numpy as np
 
+from gateway.audio.pregate import PREGATE_MODES, PreGate
 from gateway.audio.silero import SileroModel, score_blocks
-from gateway.audio.vad import SileroScorer, SpeechEnd, SpeechStart, VadGate, VoiceDetector, WebRtcScorer
+from gateway.audio.vad import (
+    SileroScorer, SpeechEnd, SpeechStart, VadGate, VadState, VoiceDetector, WebRtcScorer,
+)
 
 __all__ = ["VadStart", "VadEnd", "VadRunner", "DirectVad", "BatchedVad", "SileroBatcher", "VadFactory"]
 
@@ -60,18 +63,17 @@ def _convert(events, fed: int, rate: int) -> list[VadStart | VadEnd]:
 
 
 class _Runner:
-    """Shared by both runners: sample count, the two confirmation times, the energy gate.
+    """Shared by both runners: sample count, the two confirmation times, the Silero pre-gate.
 
-    The energy gate (Silero only): chunks whose mean power is below ``energy_floor_dbfs`` are
-    still scored until ``settle_chunks`` of them in a row have been (the model's state settles
-    into silence, as it would by scoring all of them); after that they count as silence
-    without running the model, until a louder chunk comes. Callers are silent for much of a
-    call (pauses, listening to the agent), so this saves most of the model's work, while speech
-    onsets are decided from the same state as without the gate.
+    The pre-gate (Silero only, :class:`~gateway.audio.pregate.PreGate`): each block of chunks
+    is planned first; chunks it skips score 0 and never reach Silero (or the batcher), and
+    any warm-up chunks it returns are scored first with their scores dropped. The gate is
+    held open while the detector is not QUIET, so a turn, once begun, is scored to its end
+    as without the gate; only chunks of silence between turns are skipped.
     """
 
     def __init__(self, detector: VoiceDetector, *, barge_in_min_speech_ms: float | None = None,
-                 energy_floor_dbfs: float | None = None, settle_chunks: int = 8) -> None:
+                 pregate: PreGate | None = None) -> None:
         self.detector = detector
         self.sample_rate = detector.sample_rate
         self._fed = 0
@@ -81,9 +83,7 @@ class _Runner:
             self._turn_min if barge_in_min_speech_ms is None
             else int(round(barge_in_min_speech_ms * self.sample_rate / 1000))
         )
-        self._floor_power = None if energy_floor_dbfs is None else (32768.0 * 10 ** (energy_floor_dbfs / 20)) ** 2
-        self._settle = settle_chunks
-        self._quiet_run = 0
+        self.pregate = pregate
         self.chunks_skipped = 0
 
     def agent_speaking(self, speaking: bool) -> None:
@@ -99,28 +99,22 @@ class _Runner:
         chunks = det.take_chunks()
         if len(chunks) == 0:
             probs = np.zeros(0, np.float32)
-        elif self._floor_power is None:
+        elif self.pregate is None:
             probs = await self._score(chunks)
         else:
             probs = await self._gated(chunks)
         return _convert(det.apply_scores(probs), self._fed, self.sample_rate)
 
     async def _gated(self, chunks: np.ndarray) -> np.ndarray:
-        """Score the chunks the gate lets through (in order); the others are silence (0)."""
-        power = np.mean(np.square(chunks, dtype=np.float32), axis=1)
+        """Score the chunks the pre-gate lets through (after its warm-up); the others are 0."""
+        plan = self.pregate.plan(chunks, hold=self.detector.state is not VadState.QUIET)
         probs = np.zeros(len(chunks), np.float32)
-        scored: list[int] = []
-        for i, p in enumerate(power):
-            if p >= self._floor_power:
-                self._quiet_run = 0
-            else:
-                self._quiet_run += 1
-                if self._quiet_run > self._settle:
-                    self.chunks_skipped += 1
-                    continue
-            scored.append(i)
-        if scored:
-            probs[scored] = await self._score(chunks[scored])
+        keep = np.flatnonzero(plan.mask)
+        self.chunks_skipped += len(chunks) - keep.size
+        if keep.size:
+            w = len(plan.warm)
+            block = np.concatenate((plan.warm, chunks[keep])) if w else chunks[keep]
+            probs[keep] = (await self._score(block))[w:]
         return probs
 
 
@@ -205,17 +199,25 @@ class VadFactory:
         min_speech_ms: speech shorter than this is not a turn (ms).
         min_silence_ms: silence that ends a turn (ms).
         barge_in_min_speech_ms: the shorter confirmation while agent audio plays (ms).
-        energy_floor_dbfs: Silero chunks below this mean power are silence without running
-            the model (``None``: score every chunk).
+        energy_floor_dbfs: the lowest the pre-gate's tracked noise floor goes (dBFS);
+            ``None`` turns the pre-gate off (as ``pregate="off"``).
         batched: score Silero across calls in one run per tick.
+        pregate: Silero pre-gate: ``off`` (score every chunk), ``energy`` (each call's
+            tracked noise floor) or ``webrtc`` (see :mod:`gateway.audio.pregate`).
+
+    Raises:
+        ValueError: unknown ``kind`` or ``pregate``.
     """
 
     def __init__(self, kind: str = "silero", *, threshold: float = 0.5, webrtc_mode: int = 2,
                  min_speech_ms: float = 160, min_silence_ms: float = 600,
-                 barge_in_min_speech_ms: float | None = None, energy_floor_dbfs: float | None = -60.0,
-                 batched: bool = True) -> None:
+                 barge_in_min_speech_ms: float | None = None, energy_floor_dbfs: float | None = -70.0,
+                 batched: bool = True, pregate: str = "energy") -> None:
         if kind not in ("silero", "webrtc"):
             raise ValueError(f"unknown VAD {kind!r}: choose silero or webrtc")
+        if pregate not in PREGATE_MODES:
+            raise ValueError(f"unknown pre-gate {pregate!r}: choose one of {PREGATE_MODES}")
+        self.pregate = "off" if energy_floor_dbfs is None else pregate
         self.kind = kind
         self.threshold = threshold
         self.webrtc_mode = webrtc_mode
@@ -244,7 +246,8 @@ class VadFactory:
         kw: dict = {"barge_in_min_speech_ms": self.barge_in_min_speech_ms}
         if self.model is not None:
             scorer = SileroScorer(self.model, rate)
-            kw["energy_floor_dbfs"] = self.energy_floor_dbfs
+            if self.pregate != "off":
+                kw["pregate"] = PreGate(rate, self.pregate, min_floor_dbfs=self.energy_floor_dbfs)
             gate = VadGate(rate, threshold=self.threshold, min_speech_ms=self.min_speech_ms,
                            min_silence_ms=self.min_silence_ms)
         else:

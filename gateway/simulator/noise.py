@@ -3,9 +3,9 @@
 A real call is never digital zero between words: the far end's microphone, the handset and the
 network's comfort-noise generator leave a low hiss, typically −65…−50 dBFS on the PSTN
 (ITU-T G.711 Appendix II / RFC 3389 comfort noise is specified by level and a coarse spectrum).
-Digital zero is also the one input the gateway's VAD energy gate (``GATEWAY_VAD_ENERGY_FLOOR_DBFS``,
-−60 dBFS by default) skips without scoring, so a benchmark that sends it measures a cheaper path
-than users' calls take.
+Digital zero is also the cheapest input for the gateway's Silero pre-gate (``GATEWAY_VAD_PREGATE``,
+:mod:`gateway.audio.pregate`), which must learn each line's noise floor before it skips its
+noise, so a benchmark that sends it measures a cheaper path than users' calls take.
 
 :class:`LineNoise` makes that hiss: Gaussian white noise through a one-pole low-pass (a gentle
 downward spectral tilt, as on a telephone line), at a fixed RMS level in dBFS chosen per call.
