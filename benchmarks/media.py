@@ -12,7 +12,12 @@ calls, exactly as :class:`gateway.session.CallSession` runs the pure stages:
   ``webrtc@8k`` …). The VAD: WebRTC VAD per frame (``DirectVad``), or Silero through the split API
   (``feed`` / ``take_chunks`` / ``apply_scores``) with every waiting call's chunks scored in
   **one** ONNX run per batcher tick by :func:`gateway.audio.silero.score_blocks`, as
-  :class:`gateway.vadrun.SileroBatcher` does. Callers' frames arrive spread over each 20 ms;
+  :class:`gateway.vadrun.SileroBatcher` does. Before that the Silero pre-gate
+  (:mod:`gateway.audio.pregate`, the gateway's default ``energy``) keeps chunks without possible
+  speech from Silero (they score 0); its cost is part of ``vad_feed`` and also reported alone as
+  ``us_vad_gate_per_frame``, with ``vad_gate_skipped_share`` (chunks it skipped). The recording is a
+  conversation where the caller talks nearly all the time, so the gate skips little here: the
+  skipped share of a real call grows with the time the caller listens. Callers' frames arrive spread over each 20 ms;
   the batcher closes a tick ``max_wait_ms`` (4 ms) after its first chunk, so a 20 ms period is
   modelled as ``windows`` (5) ticks, each holding the calls whose frames fell in it.
 * **outbound** (model → carrier), per agent frame: 20 ms of 24 kHz PCM16 (what OpenAI-style
@@ -192,6 +197,16 @@ def stage_table(result: dict[str, Any], calls: int = 100) -> str:
     return f"Twilio, {n} calls, CPU µs per frame by stage:\n\n" + "\n".join(lines)
 
 
+def gate_line(result: dict[str, Any]) -> str:
+    """The Silero pre-gate's cost and skipped share, per Twilio Silero row."""
+    rows = [r for r in result["rows"] if r["carrier"] == "twilio" and r.get("vad_gate_skipped_share") is not None]
+    if not rows:
+        return "Silero pre-gate: off"
+    parts = [f"{r['calls']} calls: {r['us_vad_gate_per_frame']:.2f} µs / frame, "
+             f"{100 * r['vad_gate_skipped_share']:.1f} % skipped" for r in rows]
+    return f"Silero pre-gate ({rows[0]['vad_pregate']}), part of vad_feed: " + "; ".join(parts)
+
+
 def plot_png(result: dict[str, Any], path: Path) -> Path | None:
     """Two panels: CPU ms per call-second vs calls (Twilio, by VAD) and per carrier."""
     try:
@@ -278,6 +293,8 @@ def main(
         print(table(result))
         print()
         print(stage_table(result))
+        print()
+        print(gate_line(result))
         if result.get("plot"):
             print(f"\nplot: {result['plot']}")
     return result

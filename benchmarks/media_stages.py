@@ -18,13 +18,15 @@ import numpy as np
 
 from gateway.audio.amd import AmdDetector, AmdState
 from gateway.audio.playout import PlayoutLedger
+from gateway.audio.pregate import PreGate, chunk_power_dbfs
 from gateway.audio.silero import SileroModel, score_blocks
-from gateway.audio.vad import SileroScorer, VadGate, VoiceDetector, WebRtcScorer
+from gateway.audio.vad import SileroScorer, VadGate, VadState, VoiceDetector, WebRtcScorer
 from gateway.carriers import events as ev
 from gateway.carriers.registry import make_adapter
 from gateway.codecs.transcode import Transcoder, decode, encode
 from gateway.formats import L16_24K, AudioFormat, Encoding
 from gateway.simulator.dialects import make_dialect
+from gateway.simulator.noise import LineNoise
 from gateway.simulator.run import load_wav, to_rate
 from gateway.vadrun import VadFactory
 
@@ -81,10 +83,10 @@ class _Call:
     """One simulated call's gateway-side state: adapter, transcoders, VAD, ledger, bridge."""
 
     __slots__ = ("adapter", "fmt", "to_vad", "vad_rate", "det", "from_model", "ledger", "inbound", "outbound",
-                 "proto", "deltas", "pending", "vad_kind", "amd", "amd_buf")
+                 "proto", "deltas", "pending", "vad_kind", "amd", "amd_buf", "gate")
 
     def __init__(self, carrier: str, vad: str, model: SileroModel | None, audio: Audio, index: int,
-                 ticks: int, bridge: bool) -> None:
+                 ticks: int, bridge: bool, pregate: str = "energy", noise_dbfs: float | None = None) -> None:
         dialect = make_dialect(carrier)
         self.adapter = make_adapter(carrier)
         for frame in dialect.opening({}):
@@ -107,6 +109,8 @@ class _Call:
             scorer = SileroScorer(model, vad_rate)
             gate = VadGate(vad_rate, threshold=0.5, min_speech_ms=160, min_silence_ms=600)
         self.det = VoiceDetector(scorer, gate)
+        # The Silero pre-gate, as VadFactory makes it (the session's runner holds it open in a turn).
+        self.gate = PreGate(vad_rate, pregate) if (vad == "silero" and pregate != "off") else None
         self.amd = AmdDetector(vad_rate)
         self.amd_buf = np.zeros(0, dtype=np.int16)
         self.from_model = Transcoder(L16_24K, fmt)
@@ -123,6 +127,8 @@ class _Call:
         pcm = src[start * n : (start + ticks) * n]
         if pcm.size < ticks * n:
             pcm = np.resize(src, ticks * n)
+        if noise_dbfs is not None:  # line noise under the caller, as the load driver's callers send
+            pcm = LineNoise(fmt.sample_rate, level_dbfs=noise_dbfs, seed=index).under(pcm)
         self.inbound = [dialect.media(encode(pcm[i * n : (i + 1) * n], fmt.encoding)) for i in range(ticks)]
         # Agent frames: 20 ms of 24 kHz PCM16 each (model output), from another offset.
         m = 24000 * FRAME_MS // 1000
@@ -182,6 +188,8 @@ def measure(
     audio: Audio | None = None,
     model: SileroModel | None = None,
     bridge: bool = True,
+    pregate: str = "energy",
+    noise_dbfs: float | None = None,
 ) -> dict[str, Any]:
     """Run ``calls`` simultaneous calls for ``seconds`` of audio each; return one result row.
 
@@ -195,6 +203,11 @@ def measure(
         audio: the recording (loaded if not given).
         model: the shared Silero model (loaded if needed and not given).
         bridge: also time the OpenAI Realtime bridge's per-frame work (reported apart).
+        pregate: Silero pre-gate (``off``, ``energy``, ``webrtc``; the gateway's default is
+            ``energy``): its cost is part of ``vad_feed`` and also reported alone as
+            ``us_vad_gate_per_frame``, with the share of chunks it kept from Silero
+            (``vad_gate_skipped_share``).
+        noise_dbfs: line noise under the caller's audio (dBFS RMS; ``None``: the recording as is).
     """
     if vad not in VADS:
         raise ValueError(f"vad must be one of {VADS}")
@@ -202,11 +215,12 @@ def measure(
     if vad != "webrtc" and model is None:
         model = SileroModel()
     ticks = max(1, int(round(seconds * 1000 / FRAME_MS)))
-    world = [_Call(carrier, vad, model, audio, i, ticks, bridge) for i in range(calls)]
+    world = [_Call(carrier, vad, model, audio, i, ticks, bridge, pregate, noise_dbfs) for i in range(calls)]
     groups = [world[g::windows] for g in range(min(windows, calls))]
     cpu = dict.fromkeys(_STAGES, 0)
     wall = dict.fromkeys(_STAGES, 0)
     batches = chunks_scored = speech_events = out_frames = 0
+    gate_ns = chunks_seen = chunks_skipped = 0
     silero = vad != "webrtc"
     gc.collect()
     gc_was = gc.isenabled()
@@ -230,21 +244,29 @@ def measure(
                 c2, w2 = _now()
                 # ---- inbound: VAD
                 if silero:
-                    waiting, blocks = [], []
+                    taken = []
                     for c, pcm in zip(group, pcms):
                         c.det.feed(pcm)
-                        chunks = c.det.take_chunks()
-                        if len(chunks):
-                            waiting.append(c)
-                            blocks.append(chunks)
-                        else:
-                            speech_events += len(c.det.apply_scores([]))
+                        taken.append(c.det.take_chunks())
+                    g0 = time.process_time_ns()
+                    waiting, blocks, plans, idle = _gate(group, taken)
+                    gate_ns += time.process_time_ns() - g0
+                    for c, k in idle:  # nothing to score: no chunk, or every chunk skipped (0)
+                        chunks_seen += k
+                        chunks_skipped += k
+                        speech_events += len(c.det.apply_scores(np.zeros(k, np.float32)))
                     c3, w3 = _now()
                     if waiting:
                         probs = score_blocks([c.det.scorer.stream for c in waiting], blocks)
                         batches += 1
-                        for c, p in zip(waiting, probs):
+                        for c, p, (k, keep, w) in zip(waiting, probs, plans):
                             chunks_scored += len(p)
+                            chunks_seen += k
+                            if keep is not None:  # skipped chunks score 0, warm-up scores are dropped
+                                chunks_skipped += k - keep.size
+                                full = np.zeros(k, np.float32)
+                                full[keep] = p[w:]
+                                p = full
                             speech_events += len(c.det.apply_scores(p))
                     c4, w4 = _now()
                 else:
@@ -327,8 +349,47 @@ def measure(
         "silero_runs": batches,
         "silero_chunks": chunks_scored,
         "mean_batch": round(chunks_scored / batches, 1) if batches else None,
+        "vad_pregate": pregate if silero else None,
+        "noise_dbfs": noise_dbfs,
+        "us_vad_gate_per_frame": round(gate_ns / 1000 / frames, 3) if silero else None,
+        "vad_gate_skipped_share": round(chunks_skipped / chunks_seen, 3) if (silero and chunks_seen) else None,
         "vad_events": speech_events,
     }
+
+
+def _gate(group: list[_Call], taken: list[np.ndarray]):
+    """The pre-gate over one tick's calls, as :class:`gateway.vadrun._Runner` runs it.
+
+    Returns ``(waiting, blocks, plans, idle)``: the calls with chunks for Silero, their blocks
+    (warm-up chunks first), per call ``(k, kept indices or None, warm-up count)``, and the
+    ``(call, k)`` whose ``k`` chunks (maybe 0) all score 0.
+    """
+    waiting, blocks, plans, idle = [], [], [], []
+    gated = [chunks for c, chunks in zip(group, taken) if c.gate is not None and len(chunks)]
+    powers = iter(())
+    if gated:  # every call's chunk powers in one numpy pass, then each call's scalar plan
+        flat = chunk_power_dbfs(np.concatenate(gated) if len(gated) > 1 else gated[0]).tolist()
+        sizes = np.cumsum([0] + [len(b) for b in gated]).tolist()
+        powers = iter([flat[i:j] for i, j in zip(sizes, sizes[1:])])
+    for c, chunks in zip(group, taken):
+        k = len(chunks)
+        if not k:
+            idle.append((c, 0))
+        elif c.gate is None:
+            waiting.append(c)
+            blocks.append(chunks)
+            plans.append((k, None, 0))
+        else:
+            plan = c.gate.plan(chunks, hold=c.det.state is not VadState.QUIET, power_dbfs=next(powers))
+            keep = np.flatnonzero(plan.mask)
+            if not keep.size:
+                idle.append((c, k))
+                continue
+            w = len(plan.warm)
+            waiting.append(c)
+            blocks.append(np.concatenate((plan.warm, chunks[keep])) if w else chunks[keep])
+            plans.append((k, keep, w))
+    return waiting, blocks, plans, idle
 
 
 def _amd_feed(c: _Call, pcm: np.ndarray) -> None:

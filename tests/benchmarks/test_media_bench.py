@@ -43,6 +43,22 @@ def test_silero_rows_score_in_batches(audio):
     assert row["stages_us"]["vad_score"] > 0
 
 
+def test_silero_rows_report_the_pregate(audio):
+    from gateway.audio.silero import SileroModel
+
+    model = SileroModel()
+    kw = dict(seconds=4.0, windows=2, audio=audio, model=model, bridge=False, noise_dbfs=-55.0)
+    off = media.measure(3, "silero", pregate="off", **kw)
+    gated = media.measure(3, "silero", pregate="energy", **kw)
+    assert off["vad_pregate"] == "off" and off["vad_gate_skipped_share"] == 0.0
+    assert off["silero_chunks"] == 3 * (4000 // 32)  # every chunk of every call
+    assert gated["vad_pregate"] == "energy" and gated["us_vad_gate_per_frame"] > 0
+    assert 0 < gated["vad_gate_skipped_share"] < 1
+    assert gated["silero_chunks"] < off["silero_chunks"]  # skipped chunks never reach the batch
+    assert "energy" in media.gate_line({"rows": [gated]}) and "% skipped" in media.gate_line({"rows": [gated]})
+    assert media.measure(1, "webrtc", seconds=0.2, audio=audio, bridge=False)["vad_gate_skipped_share"] is None
+
+
 @pytest.mark.parametrize("carrier", media.CARRIERS)
 def test_silero_rows_run_the_vad_at_the_sessions_rate(carrier, audio):
     from gateway.audio.silero import SileroModel
