@@ -2,13 +2,18 @@
 
 Agent audio arrives in bursts (a model streams faster than real time). The ledger cuts it into
 fixed frames (``frame_ms``, 20 ms for most carriers), releases them on an accumulating clock so
-the carrier holds between ``lead_ms`` and ``lead_ms`` + one frame of audio ahead of real time (small enough that a
-``clear`` is heard at once, large enough to ride out network jitter), and puts a mark after
-every ``mark_every`` frames and at the end of each item.
+the carrier holds between ``lead_ms`` and ``lead_ms`` + one message of audio ahead of real time
+(small enough that a ``clear`` is heard at once, large enough to ride out network jitter), and
+puts a mark at the first message boundary after every ``mark_every`` frames and at the end of
+each item. A *message* joins up to ``message_frames`` consecutive frames of one item into one
+payload (for carriers that accept larger media messages: fewer messages per call-second); it
+never spans two items, and it is shorter when the queue runs short (nothing waits for audio
+not yet queued).
 
 What the caller heard comes from the carrier's mark acknowledgements: a mark is echoed when the
-audio before it has played. Between acknowledgements the ledger interpolates by clock, never
-past the next unacknowledged mark. A ``clear`` starts a new *generation*: acknowledgements of
+audio before it has played. Between acknowledgements the ledger interpolates by clock (play
+time, so within a message as within a frame), never past the next unacknowledged mark; without
+marks it counts the frames whose scheduled play time ended, frame by frame inside a message. A ``clear`` starts a new *generation*: acknowledgements of
 marks from an older generation mean "cleared", not "played" (Twilio echoes every pending mark on
 ``clear``), so they are ignored.
 
@@ -31,12 +36,17 @@ MAX_PENDING_MARKS = 256
 
 @dataclass(frozen=True, slots=True)
 class OutFrame:
-    """One frame to send: ``payload`` bytes in the carrier format, then ``mark`` if not None."""
+    """One message to send: ``payload`` bytes in the carrier format, then ``mark`` if not None.
+
+    ``play_at_ms`` is when its first sample is due to play; ``frames`` how many ``frame_ms``
+    frames the payload joins (1 unless the ledger's ``message_frames`` is larger).
+    """
 
     payload: bytes
     mark: str | None
     item_id: str
     play_at_ms: float
+    frames: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +76,15 @@ class PlayoutLedger:
         silence_byte: the byte that encodes silence (``0xFF`` for μ-law, ``0xD5`` for A-law,
             ``0x00`` for L16); used to pad the last partial frame of an item.
         lead_ms: audio the carrier is kept holding ahead of real time (ms); it holds at most
-            ``lead_ms + frame_ms``.
-        mark_every: put a mark after this many frames (and always at an item's end).
+            ``lead_ms`` + one message (``message_frames * frame_ms``).
+        mark_every: put a mark at the first message boundary after this many frames (and
+            always at an item's end).
         has_marks: False for carriers without marks: heard time is then estimated by clock.
+        message_frames: frames joined into one outbound message at most (1: one message per
+            frame); the carrier adapter says which sizes it accepts.
+
+    Raises:
+        ValueError: ``frame_bytes``, ``frame_ms`` or ``message_frames`` not positive.
     """
 
     def __init__(
@@ -80,9 +96,11 @@ class PlayoutLedger:
         lead_ms: float = 80.0,
         mark_every: int = 5,
         has_marks: bool = True,
+        message_frames: int = 1,
     ) -> None:
-        if frame_bytes <= 0 or frame_ms <= 0:
-            raise ValueError("frame_bytes and frame_ms must be positive")
+        if frame_bytes <= 0 or frame_ms <= 0 or message_frames <= 0:
+            raise ValueError("frame_bytes, frame_ms and message_frames must be positive")
+        self.message_frames = message_frames
         self.frame_bytes = frame_bytes
         self.frame_ms = frame_ms
         self.lead_ms = lead_ms
@@ -140,17 +158,35 @@ class PlayoutLedger:
 
     # ----------------------------------------------------------------- output
     def due(self, now_ms: float) -> list[OutFrame]:
-        """Frames to send now: the carrier is topped up while it holds ``<= lead_ms`` of audio."""
+        """Messages to send now: the carrier is topped up while it holds ``<= lead_ms`` of audio.
+
+        Each message joins up to :attr:`message_frames` queued frames of one item; a mark
+        follows it when ``mark_every`` frames passed since the last mark, at its item's end, or
+        when the queue is empty.
+        """
         out: list[OutFrame] = []
+        queue, fms, most = self._queue, self.frame_ms, self.message_frames
         if self._play_until_ms is None or self._play_until_ms < now_ms:
             self._play_until_ms = now_ms
-        while self._queue and self._play_until_ms - now_ms <= self.lead_ms:
-            payload, item_id, end_ms, last = self._queue.popleft()
+        while queue and self._play_until_ms - now_ms <= self.lead_ms:
+            payload, item_id, end_ms, last = queue.popleft()
             start = self._play_until_ms
-            self._play_until_ms = start + self.frame_ms
-            self._since_mark += 1
+            n = 1
+            if most > 1 and not last:
+                parts = [payload]
+                while n < most and queue and queue[0][1] == item_id:
+                    if not self.has_marks:  # clock accounting stays per frame inside a message
+                        self._pending.append(("", item_id, end_ms, start + n * fms))
+                    part, _, end_ms, last = queue.popleft()
+                    parts.append(part)
+                    n += 1
+                    if last:
+                        break
+                payload = b"".join(parts)
+            self._play_until_ms = start + n * fms
+            self._since_mark += n
             mark = None
-            if self.has_marks and (last or self._since_mark >= self.mark_every or not self._queue):
+            if self.has_marks and (last or self._since_mark >= self.mark_every or not queue):
                 self._seq += 1
                 mark = f"g{self._generation}.{self._seq}"
                 self._pending.append((mark, item_id, end_ms, self._play_until_ms))
@@ -160,15 +196,15 @@ class PlayoutLedger:
             elif not self.has_marks:
                 self._pending.append(("", item_id, end_ms, self._play_until_ms))
                 self._settle_clock(now_ms)
-            self.frames_sent += 1
+            self.frames_sent += n
             item = self._items[item_id]
             if item.first_play_ms is None:
                 item.first_play_ms = start
-            out.append(OutFrame(payload, mark, item_id, start))
+            out.append(OutFrame(payload, mark, item_id, start, n))
         return out
 
     def next_due_ms(self) -> float | None:
-        """Clock time at which :meth:`due` will release the next frame (None: nothing queued)."""
+        """Clock time at which :meth:`due` will release the next message (None: nothing queued)."""
         if not self._queue:
             return None
         if self._play_until_ms is None:

@@ -145,7 +145,12 @@ class CarrierAdapter(Protocol):
     Attributes:
         name: carrier name as used in stream URLs (``twilio``, ``raw``, …).
         audio_format: the negotiated format, ``None`` until :class:`Started` was returned.
-        frame_ms: duration of the outbound media frames the session should produce (ms).
+        frame_ms: duration of the outbound media frames the session should produce (ms); every
+            outbound media message is a whole number of them.
+        max_message_ms: the most audio one outbound media message may carry (ms, a multiple
+            of ``frame_ms``): ``frame_ms`` for a carrier that takes exactly one size (Vonage,
+            Exotel's chunk), more where the carrier accepts any size. The session sends up to
+            its ``GATEWAY_CARRIER_MESSAGE_MS`` per message within it.
         has_marks: whether :meth:`mark` returns frames the carrier acknowledges; without
             marks the session estimates what the caller heard by clock.
     """
@@ -153,6 +158,7 @@ class CarrierAdapter(Protocol):
     name: str
     audio_format: AudioFormat | None
     frame_ms: int
+    max_message_ms: int
     has_marks: bool
 
     def receive(self, frame: Frame) -> list[CarrierEvent]:

@@ -111,6 +111,8 @@ class ExotelAdapter(JsonEventStream):
         name: ``"exotel"``.
         audio_format: from ``start.media_format`` (L16 at 8 kHz if absent); ``None`` before start.
         frame_ms: outbound chunk duration (see module doc); 200 until start says otherwise.
+        max_message_ms: ``frame_ms``: one chunk per message (it already carries ≥ 3.2 KB,
+            80–200 ms, the documented minimum).
         stream_sid: ``stream_sid`` of ``start``.
         state: the :class:`ExotelState`.
     """
@@ -122,6 +124,7 @@ class ExotelAdapter(JsonEventStream):
         super().__init__()
         self.audio_format: AudioFormat | None = None
         self.frame_ms = chunk_ms(AudioFormat(Encoding.L16, 8000))
+        self.max_message_ms = self.frame_ms
         self.stream_sid = ""
         self._media_head: str | None = None
         self._clear: str | None = None
@@ -168,7 +171,7 @@ class ExotelAdapter(JsonEventStream):
 
         self.stream_sid = stream_sid
         self.audio_format = audio_format
-        self.frame_ms = chunk_ms(audio_format)
+        self.frame_ms = self.max_message_ms = chunk_ms(audio_format)
         sid_json = orjson.dumps(stream_sid).decode()
         self._media_head = '{"event":"media","stream_sid":' + sid_json + ',"media":{"payload":"'
         self._clear = '{"event":"clear","stream_sid":' + sid_json + "}"

@@ -129,12 +129,15 @@ class PlivoAdapter(JsonEventStream):
         name: ``"plivo"``.
         audio_format: from ``start.mediaFormat`` (L16 at 8 kHz if absent); ``None`` before start.
         frame_ms: 20.
+        max_message_ms: 1,000: Plivo documents no size limit on ``playAudio`` (base64 raw
+            audio of any length); 1 s bounds one message.
         stream_id: ``start.streamId``.
         state: the :class:`PlivoState`.
     """
 
     name = "plivo"
     frame_ms = 20
+    max_message_ms = 1000
     _transitions = _TRANSITIONS
 
     def __init__(self) -> None:

@@ -33,8 +33,9 @@ per-call stream URL and speaks this protocol. It is deliberately small:
 
 **Gateway → client**
 
-* **Binary** frames: the agent's audio, in the client's encoding and rate, 20 ms per frame.
-  Play them in order, buffering as needed.
+* **Binary** frames: the agent's audio, in the client's encoding and rate, a whole number of
+  20 ms frames per message (20 to 500 ms; ``GATEWAY_CARRIER_MESSAGE_MS`` sets the size the
+  gateway sends). Play them in order, buffering as needed.
 * ``{"event": "mark", "name": "<name>"}`` — acknowledge it as described above. The gateway uses
   the acknowledgements to know how much of its audio the caller actually heard.
 * ``{"event": "clear"}`` — the caller interrupted: stop playback at once, discard every buffered
@@ -99,11 +100,13 @@ class RawAdapter(JsonEventStream):
         name: ``"raw"``.
         audio_format: from ``start`` (``None`` before it).
         frame_ms: 20.
+        max_message_ms: 500 (binary messages of 20 to 500 ms, ≤ 48 KB at 48 kHz: the module doc).
         state: the :class:`RawState`.
     """
 
     name = "raw"
     frame_ms = 20
+    max_message_ms = 500
     _transitions = _TRANSITIONS
 
     def __init__(self) -> None:

@@ -127,12 +127,14 @@ class TelnyxAdapter(JsonEventStream):
         name: ``"telnyx"``.
         audio_format: from ``start.media_format`` (``None`` before start).
         frame_ms: 20 (the smallest chunk Telnyx accepts back in rtp mode).
+        max_message_ms: 1,000 (Telnyx takes 20 ms to 30 s per ``media`` message; 1 s bounds one).
         stream_id: top-level ``stream_id`` of ``start``.
         state: the :class:`TelnyxState`.
     """
 
     name = "telnyx"
     frame_ms = 20
+    max_message_ms = 1000
     _transitions = _TRANSITIONS
 
     def __init__(self, *, l16_big_endian: bool = True) -> None:

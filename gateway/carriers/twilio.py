@@ -83,12 +83,15 @@ class TwilioAdapter(JsonEventStream):
         name: ``"twilio"``.
         audio_format: PCMU at 8,000 Hz once ``start`` arrived, else ``None``.
         frame_ms: 20 (Twilio sends 20 ms / 160-byte chunks; it accepts any size back).
+        max_message_ms: 1,000: Twilio documents no limit on an outbound ``media`` payload
+            ("any size"); 1 s (8 KB of μ-law) bounds one message.
         stream_sid: ``start.streamSid`` (``""`` before start).
         state: the :class:`TwilioState`.
     """
 
     name = "twilio"
     frame_ms = 20
+    max_message_ms = 1000
     _transitions = _TRANSITIONS
 
     def __init__(self) -> None:

@@ -99,12 +99,14 @@ class VonageAdapter:
         name: ``"vonage"``.
         audio_format: L16 at the ``content-type`` rate; ``None`` before ``websocket:connected``.
         frame_ms: 20 (Vonage accepts nothing else).
+        max_message_ms: 20: exactly one frame per binary message (640 bytes at 16 kHz).
         state: the :class:`VonageState`.
     """
 
     name = "vonage"
     has_marks = True  # ``notify`` is echoed as ``websocket:notify`` when playback reaches it
     frame_ms = 20
+    max_message_ms = 20  # other sizes get the socket closed
 
     def __init__(self) -> None:
         self.audio_format: AudioFormat | None = None

@@ -91,7 +91,8 @@ class CallStats:
     """One call's counters and latency samples (ms), shared by the parts that count them."""
 
     frames_in: int = 0
-    frames_out: int = 0
+    frames_out: int = 0  # agent audio frames (the adapter's frame_ms each) sent
+    messages_out: int = 0  # media messages they left in (several frames each where the carrier allows)
     marks_acked: int = 0
     barge_ins: int = 0
     other_track_frames: int = 0

@@ -82,6 +82,7 @@ def metrics(stats: CallStats, journal: CallJournal, ledger: PlayoutLedger | None
     return {
         "framesIn": stats.frames_in,
         "framesOut": stats.frames_out,
+        "messagesOut": stats.messages_out,
         "marksAcked": stats.marks_acked,
         "bargeIns": stats.barge_ins,
         "otherTrackFrames": stats.other_track_frames,

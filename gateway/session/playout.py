@@ -4,11 +4,15 @@
 model's output format to the carrier's, and the send lock that keeps media frames, marks and
 ``clear`` leaving in the ledger's order. Frames leave from :meth:`Playout.pump`, called by the
 model task when new audio arrives (so the first frames leave at once) and by the pacer
-(:meth:`Playout.run`), which wakes every ``send_every_ms`` while audio plays and otherwise
-waits for audio. What the caller heard (ms of each item) comes from the ledger's mark
-accounting; :meth:`Playout.clear` (barge-in) sends the carrier ``clear`` first, under the send
-lock so it follows any frame already taken from the queue, then drops the queue and returns
-what was heard.
+(:meth:`Playout.run`), which wakes every ``send_every_ms`` while audio plays (or once per
+message, when messages are longer) and otherwise waits for audio. Each media message carries up
+to ``message_ms`` of audio, as far as the carrier adapter allows (its ``max_message_ms``, a
+whole number of its ``frame_ms``; an adapter that does not say takes one frame per message):
+Vonage takes exactly 20 ms, Exotel its own chunk size, the base64 JSON carriers larger
+messages; marks go at message boundaries. What the caller heard (ms of each item) comes from
+the ledger's mark accounting (interpolated by play time inside a message, as inside a frame);
+:meth:`Playout.clear` (barge-in) sends the carrier ``clear`` first, under the send lock so it
+follows any frame already taken from the queue, then drops the queue and returns what was heard.
 """
 
 from __future__ import annotations
@@ -24,9 +28,20 @@ from gateway.formats import AudioFormat, Encoding
 from gateway.recording_guard import BestEffortRecording
 from gateway.session.common import CallStats
 
-__all__ = ["Playout"]
+__all__ = ["Playout", "message_frames"]
 
 _SILENCE_BYTE = {Encoding.PCMU: 0xFF, Encoding.PCMA: 0xD5, Encoding.L16: 0x00}
+
+
+def message_frames(adapter: ev.CarrierAdapter, message_ms: float) -> int:
+    """Frames (of ``adapter.frame_ms``) per media message for at most ``message_ms`` of audio.
+
+    Capped by the adapter's ``max_message_ms`` (``frame_ms`` if it has none: one frame per
+    message), rounded down to whole frames, at least one.
+    """
+    frame_ms = adapter.frame_ms
+    allowed = getattr(adapter, "max_message_ms", frame_ms)
+    return max(1, int(min(message_ms, allowed) // frame_ms))
 
 
 class Playout:
@@ -38,11 +53,14 @@ class Playout:
         model_format: the model bridge's output format.
         send: the carrier socket's ``send``.
         clock: the call's clock; ``t0`` (s, on it) is the call's start.
-        stats: the call's counters (``frames_out``, ``marks_acked``).
+        stats: the call's counters (``frames_out`` frames and ``messages_out`` media messages
+            sent, ``marks_acked``).
         recorder: the call's recording, or ``None``.
         lead_ms: agent audio kept buffered at the carrier ahead of real time (ms).
-        mark_every: frames between marks.
+        mark_every: frames between marks (a mark goes at the first message boundary after).
         send_every_ms: the pacer's wake period while audio plays (ms).
+        message_ms: agent audio per carrier media message at most (ms); the adapter's
+            ``max_message_ms`` caps it, and it is rounded down to whole frames (at least one).
 
     Attributes:
         playing_at: clock time (s) at which audio was last found playing after a pump, or
@@ -63,16 +81,19 @@ class Playout:
         lead_ms: float = 80.0,
         mark_every: int = 5,
         send_every_ms: float = 40.0,
+        message_ms: float = 20.0,
     ) -> None:
         self.adapter = adapter
         self.fmt = fmt
+        frame_ms = adapter.frame_ms
         self.ledger = PlayoutLedger(
-            frame_bytes=fmt.bytes_for_ms(adapter.frame_ms),
-            frame_ms=adapter.frame_ms,
+            frame_bytes=fmt.bytes_for_ms(frame_ms),
+            frame_ms=frame_ms,
             silence_byte=_SILENCE_BYTE[fmt.encoding],
             lead_ms=lead_ms,
             mark_every=mark_every,
             has_marks=adapter.has_marks,
+            message_frames=message_frames(adapter, message_ms),
         )
         self._from_model = Transcoder(model_format, fmt)
         self._send = send
@@ -80,7 +101,7 @@ class Playout:
         self._t0 = t0
         self._stats = stats
         self._recorder = recorder
-        self._slack_ms = max(0.0, send_every_ms - 20.0)
+        self._slack_ms = max(0.0, send_every_ms - self.ledger.message_frames * frame_ms)
         self._ready = asyncio.Event()
         self._lock = asyncio.Lock()  # frames, marks and clear leave in the ledger's order
         self.playing_at: float | None = None
@@ -113,13 +134,14 @@ class Playout:
             await self._send(frame)
 
     async def pump(self) -> None:
-        """Send every frame now due (media, then its mark), in the ledger's order."""
+        """Send every message now due (media, then its mark), in the ledger's order."""
         ledger, adapter, send, stats, recorder = self.ledger, self.adapter, self._send, self._stats, self._recorder
         async with self._lock:
             now_ms = self._ms()
             for frame in ledger.due(now_ms):
                 await send(adapter.media(frame.payload))
-                stats.frames_out += 1
+                stats.frames_out += frame.frames
+                stats.messages_out += 1
                 if frame.mark is not None:
                     mark = adapter.mark(frame.mark)
                     if mark is not None:

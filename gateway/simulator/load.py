@@ -19,9 +19,10 @@ What it measures, per step:
   arrives after the audio before it has run out, by how much, every gap inside a reply counted;
   see :func:`~gateway.simulator.caller.pacing_lateness`), turn latency (end of the caller's
   speech → first agent frame), barge-in reaction (onset of the interrupting speech → ``clear``);
-* frames lost: agent frames the gateway says it sent (``metrics.framesOut`` of the call record)
-  minus frames the caller received (the caller reads on after hanging up until the gateway
-  closes, so nothing still on its way is miscounted), and caller frames sent minus
+* frames lost: agent media messages the gateway says it sent (``metrics.messagesOut`` of the
+  call record; ``framesOut`` from a gateway without it) minus messages the caller received
+  (the caller reads on after hanging up until the gateway closes, so nothing still on its way
+  is miscounted), and caller frames sent minus
   ``metrics.framesIn``; agent frames that arrived after the hang-up are reported apart
   (``frames_in_flight_at_hangup``): they were delivered, but nobody heard them;
 * model → carrier: with a model that reports when it sent each reply's first audio (the fake
@@ -381,7 +382,8 @@ async def _run_callers(step: StepResult, prepared: dict[int, Any], *, arrival_s:
 def _apply_record(res: CallResult, rec: dict[str, Any]) -> None:
     """Copy the gateway's call record (frames out/in, status, recording, end reason) into ``res``."""
     metrics = rec.get("metrics") or {}
-    res.gateway_frames_out = metrics.get("framesOut")
+    # The caller counts media messages: a message may join several frames (messagesOut).
+    res.gateway_frames_out = metrics.get("messagesOut", metrics.get("framesOut"))
     res.gateway_frames_in = metrics.get("framesIn")
     res.status = str(rec.get("status", ""))
     recording = rec.get("recording")

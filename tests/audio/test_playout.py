@@ -179,3 +179,62 @@ def test_marks_never_acknowledged_stay_bounded_and_settle_by_clock():
     assert len(lg._pending) == MAX_PENDING_MARKS
     assert lg.expired_marks == 1000 - MAX_PENDING_MARKS
     assert lg.heard(now).heard_ms >= (1000 - MAX_PENDING_MARKS) * 20
+
+
+def test_messages_join_frames_of_one_item_and_marks_go_at_their_ends():
+    lg = ledger(message_frames=5, lead_ms=1000)
+    data = bytes(i % 251 for i in range(FRAME * 7))  # 7 frames
+    lg.enqueue("a", data)
+    lg.end_item("a")
+    lg.enqueue("b", bytes(FRAME * 3 + 40))  # 3 frames and a partial one
+    lg.end_item("b")
+    out = lg.due(0.0)
+    assert [(f.item_id, f.frames, len(f.payload)) for f in out] == [
+        ("a", 5, 5 * FRAME), ("a", 2, 2 * FRAME), ("b", 4, 4 * FRAME)]  # never across items
+    assert out[0].payload + out[1].payload == data  # the frames, in order
+    assert [f.play_at_ms for f in out] == [0.0, 100.0, 140.0]
+    assert all(f.mark is not None for f in out)  # 5 frames since the last mark, and item ends
+    assert lg.frames_sent == 11
+
+
+def test_a_message_takes_what_is_queued_and_the_lead_bounds_the_carrier():
+    lg = ledger(message_frames=5, lead_ms=80)
+    lg.enqueue("a", bytes(FRAME * 2))  # the model streams: 40 ms so far
+    [first] = lg.due(0.0)
+    assert first.frames == 2 and first.mark is not None  # nothing waits; the queue ran dry
+    lg.enqueue("a", bytes(FRAME * 20))
+    [second] = lg.due(0.0)  # holds 40 ms <= 80: one message more
+    assert second.frames == 5 and lg.buffered_ms(0.0) == 140.0
+    assert lg.due(50.0) == [] and lg.next_due_ms() == pytest.approx(60.0)
+    [third] = lg.due(60.0)
+    assert third.play_at_ms == 140.0 and lg.buffered_ms(60.0) == 180.0  # lead + one message at most
+
+
+def test_heard_is_interpolated_inside_a_message_by_play_time():
+    lg = ledger(message_frames=5, lead_ms=80)
+    lg.enqueue("a", bytes(FRAME * 50))
+    sent, now = [], 0.0
+    while now < 430.0:  # the carrier plays on time and echoes each mark when its audio ended
+        sent += lg.due(now)
+        for f in sent:
+            if f.mark and f.play_at_ms + f.frames * 20 == now:
+                assert lg.acknowledge(f.mark, now)
+        now += 5.0
+    # 430 ms played: the last mark acknowledged at 400, 30 ms into the next 100 ms message.
+    assert all(f.frames == 5 for f in sent) and lg.heard(430.0).heard_ms == 430
+    assert lg.heard(499.0).heard_ms == 499 and lg.heard(520.0).heard_ms == 500  # capped at its mark
+    assert lg.clear(430.0).heard_ms == 430
+
+
+def test_without_marks_heard_counts_frames_inside_a_message():
+    lg = ledger(has_marks=False, message_frames=5, lead_ms=1000)
+    lg.enqueue("a", bytes(FRAME * 10))
+    out = lg.due(0.0)
+    assert [f.frames for f in out] == [5, 5] and all(f.mark is None for f in out)
+    assert lg.heard(45.0).heard_ms == 40 and lg.heard(130.0).heard_ms == 120
+    assert lg.heard(1000.0).heard_ms == 200
+
+
+def test_message_frames_must_be_positive():
+    with pytest.raises(ValueError):
+        ledger(message_frames=0)
