@@ -138,5 +138,7 @@ def build_session(services: Services, call: CallRecord, carrier: str, ws: WebSoc
         ),
         vad=lambda carrier_rate: services.vad.create(VadFactory.rate_for(carrier_rate)),
         hooks=_hooks(services, call, carrier),
+        model_chunk_ms=settings.model_chunk_ms,
+        carrier_message_ms=settings.carrier_message_ms,
         **extra,
     )

@@ -138,6 +138,13 @@ class Settings(BaseSettings):
     vad_min_speech_ms: int = Field(160, ge=20, le=2000)
     #: Silence that ends the caller's turn (ms).
     vad_min_silence_ms: int = Field(600, ge=60, le=5000)
+    #: Caller audio per message to the model (ms); what is buffered is sent at once before every
+    #: turn event (speech start, end of turn, barge-in). Larger: fewer messages per call-second.
+    model_chunk_ms: int = Field(100, ge=20, le=500)
+    #: Agent audio per media message to the carrier at most (ms, whole 20 ms frames), where the
+    #: carrier accepts larger messages (Twilio, Telnyx, Plivo, raw); Vonage keeps exact 20 ms
+    #: frames and Exotel its own chunk size. 20: one message per 20 ms frame.
+    carrier_message_ms: int = Field(100, ge=20, le=500)
     #: Caller speech over agent audio that triggers barge-in (ms): shorter than a turn's
     #: ``vad_min_speech_ms`` so the agent stops quickly, long enough to ignore clicks and coughs.
     barge_in_min_speech_ms: int = Field(96, ge=20, le=2000)

@@ -88,6 +88,8 @@ class CallSession:
             after a pause still leaves at once.
         model_chunk_ms: caller audio goes to the model in messages of this much audio (ms),
             flushed at once before every turn event (speech start, end of turn, barge-in).
+        carrier_message_ms: agent audio per carrier media message at most (ms), within what
+            the adapter accepts (its ``max_message_ms``); 20: one message per frame.
         policies: more :class:`~gateway.session.policies.Policy` objects, asked after the
             call's :class:`~gateway.session.policies.TimerPolicy` (built from ``policy``), its
             :attr:`control` and its voicemail policy.
@@ -121,6 +123,7 @@ class CallSession:
         mark_every: int = 5,
         send_every_ms: float = 40.0,
         model_chunk_ms: float = 40.0,
+        carrier_message_ms: float = 20.0,
         policies: Sequence[Policy] = (),
         voicemail: VoicemailConfig | None = None,
         control: ControlPolicy | None = None,
@@ -135,7 +138,8 @@ class CallSession:
         self.log = logging.LoggerAdapter(logging.getLogger("gateway.call"), {"call_id": call_id})
         self._bridge_factory = bridge_factory
         self._vad_factory = vad
-        self._playout_args = {"lead_ms": lead_ms, "mark_every": mark_every, "send_every_ms": send_every_ms}
+        self._playout_args = {"lead_ms": lead_ms, "mark_every": mark_every, "send_every_ms": send_every_ms,
+                              "message_ms": carrier_message_ms}  # fmt: skip
         self._model_chunk_ms = model_chunk_ms
         self.bridge: llm.ModelBridge | None = None
         self.stats = CallStats()
@@ -328,6 +332,7 @@ class CallSession:
         while True:
             frame = await receive()
             if frame is None:
+                await caller.flush()  # the model hears all the caller said (less than a chunk waits)
                 raise CallEnded("carrier_closed")
             for event in adapter.receive(frame):
                 if isinstance(event, ev.Media):
@@ -348,6 +353,7 @@ class CallSession:
                 elif isinstance(event, ev.MarkAck):
                     playout.acknowledge(event.name, self._ms())
                 elif isinstance(event, ev.Stopped):
+                    await caller.flush()
                     raise CallEnded("carrier_stop")
                 elif isinstance(event, ev.Dtmf):
                     self._event("dtmf", digit=event.digit)
