@@ -20,7 +20,7 @@ from gateway.audio.amd import AmdDetector, AmdState
 from gateway.audio.playout import PlayoutLedger
 from gateway.audio.pregate import PreGate, chunk_power_dbfs
 from gateway.audio.silero import SileroModel, score_blocks
-from gateway.audio.vad import SileroScorer, VadGate, VadState, VoiceDetector, WebRtcScorer
+from gateway.audio.vad import SileroScorer, VadGate, VoiceDetector, WebRtcScorer
 from gateway.carriers import events as ev
 from gateway.carriers.registry import make_adapter
 from gateway.codecs.transcode import Transcoder, decode, encode
@@ -28,7 +28,7 @@ from gateway.formats import L16_24K, AudioFormat, Encoding
 from gateway.simulator.dialects import make_dialect
 from gateway.simulator.noise import LineNoise
 from gateway.simulator.run import load_wav, to_rate
-from gateway.vadrun import VadFactory
+from gateway.vadrun import PREGATE_HOLD, VadFactory
 
 SHARED_AUDIO = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
 RECORDING = SHARED_AUDIO / "speech" / "silero-test.wav"
@@ -380,7 +380,7 @@ def _gate(group: list[_Call], taken: list[np.ndarray]):
             blocks.append(chunks)
             plans.append((k, None, 0))
         else:
-            plan = c.gate.plan(chunks, hold=c.det.state is not VadState.QUIET, power_dbfs=next(powers))
+            plan = c.gate.plan(chunks, hold=c.det.state in PREGATE_HOLD, power_dbfs=next(powers))
             keep = np.flatnonzero(plan.mask)
             if not keep.size:
                 idle.append((c, k))

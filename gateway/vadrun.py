@@ -22,7 +22,9 @@ from gateway.audio.vad import (
     SileroScorer, SpeechEnd, SpeechStart, VadGate, VadState, VoiceDetector, WebRtcScorer,
 )
 
-__all__ = ["VadStart", "VadEnd", "VadRunner", "DirectVad", "BatchedVad", "SileroBatcher", "VadFactory"]
+__all__ = [
+    "VadStart", "VadEnd", "VadRunner", "DirectVad", "BatchedVad", "SileroBatcher", "VadFactory", "PREGATE_HOLD",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,14 +64,22 @@ def _convert(events, fed: int, rate: int) -> list[VadStart | VadEnd]:
     return out
 
 
+#: Detector states in which the pre-gate is held open: a turn starting or under way. Not while
+#: STOPPING (the silence that may end a turn): there the gate's own hangover covers the word's
+#: end, and a chunk it skips scores 0 as the silence it is. Measured (``tests/test_pregate.py``):
+#: 99.41–99.79 % of chunks agree with ungated Silero, 19.8–28.2 % of Silero's work saved; held
+#: open until QUIET instead: 99.50–99.84 %, 14.2–19.1 % saved.
+PREGATE_HOLD = frozenset({VadState.STARTING, VadState.SPEAKING})
+
+
 class _Runner:
     """Shared by both runners: sample count, the two confirmation times, the Silero pre-gate.
 
     The pre-gate (Silero only, :class:`~gateway.audio.pregate.PreGate`): each block of chunks
     is planned first; chunks it skips score 0 and never reach Silero (or the batcher), and
     any warm-up chunks it returns are scored first with their scores dropped. The gate is
-    held open while the detector is not QUIET, so a turn, once begun, is scored to its end
-    as without the gate; only chunks of silence between turns are skipped.
+    held open while a turn is starting or under way (:data:`PREGATE_HOLD`), so speech, once
+    begun, is scored as without the gate; chunks of silence between and after turns are skipped.
     """
 
     def __init__(self, detector: VoiceDetector, *, barge_in_min_speech_ms: float | None = None,
@@ -107,7 +117,7 @@ class _Runner:
 
     async def _gated(self, chunks: np.ndarray) -> np.ndarray:
         """Score the chunks the pre-gate lets through (after its warm-up); the others are 0."""
-        plan = self.pregate.plan(chunks, hold=self.detector.state is not VadState.QUIET)
+        plan = self.pregate.plan(chunks, hold=self.detector.state in PREGATE_HOLD)
         probs = np.zeros(len(chunks), np.float32)
         keep = np.flatnonzero(plan.mask)
         self.chunks_skipped += len(chunks) - keep.size

@@ -11,15 +11,17 @@ Tolerance asserted, per stream (~4,300 chunks, 23 turns): ≥ 99 % of chunks agr
 of turns differs by at most 1; ≥ 85 % of turn boundaries are within 1 chunk (32 ms) of the
 other run's, and all but the two of one extra or missing pause within 6 chunks (192 ms).
 
-Measured (energy gate, defaults; printed with ``-s``): 99.50–99.84 % of chunks agree (white
-−60/−50/−40 dBFS 99.79/99.64/99.50, steps 99.59/99.66; pink 99.82/99.73/99.84, steps
-99.82/99.79); one extra pause in 2 of 10 streams (white −40, white −60 → −40); 91–100 % of
-boundaries within 1 chunk, the rest within 5. Skipped: 18.7–23.2 % of all chunks, i.e. 73–88 %
-of the chunks outside ungated turns (the pauses here are 1–2.5 s, and the 600 ms that end a
-turn are always scored); none inside turns. A line where nobody speaks: 98.6 % (white), 93.9 %
-(pink) skipped. The differences are not skipped speech: Silero's LSTM, kept through skipped
-chunks rather than run on them, scores the next words slightly differently, and scores near
-the hysteresis thresholds flip (resetting it on resume instead agrees less: 98.9–99.6 %).
+Measured (energy gate, defaults; printed with ``-s``): 99.41–99.79 % of chunks agree (white
+−60/−50/−40 dBFS 99.75/99.57/99.41, steps 99.50/99.61; pink 99.79/99.57/99.75, steps
+99.77/99.75); one extra pause in 2 of 10 streams (white −40, white −60 → −40); 91–100 % of
+boundaries within 1 chunk, the rest within 6. Skipped (score 0 without Silero): 26.4–36.1 % of
+all chunks (~26 % of all chunks lie outside ungated turns; the rest skipped is the silence that
+ends a turn, its last 600 ms); Silero's work saved, net of warm-up chunks: 19.8–28.2 % (the
+pauses here are only 1–2.5 s). A line where nobody speaks: 98.6 % (white), 93.9 % (pink)
+skipped. The differences are not skipped speech: Silero's LSTM, kept through skipped chunks
+rather than run on them, scores the next words slightly differently, and scores near the
+hysteresis thresholds flip (resetting it on resume instead agrees less: 98.9–99.6 %, measured
+with the gate held open until QUIET, where keeping it gives 99.50–99.84 %).
 """
 
 from __future__ import annotations
@@ -117,9 +119,11 @@ def test_gated_silero_decides_as_ungated_on_speech_with_line_noise(shared_audio,
     assert gate.chunks_seen == s_g.size and g_runner.chunks_skipped == gate.chunks_skipped
     silence = ~s_u
     skipped_share = gate.chunks_skipped / gate.chunks_seen
+    saved = (gate.chunks_skipped - gate.chunks_warmed) / gate.chunks_seen
     print(f"{kind} {level}: agree {np.mean(s_u == s_g):.4f}, turns {turns_u}/{turns_g}, within 1 chunk "
-          f"{np.mean(err <= 1):.2f}, skipped {skipped_share:.3f} of chunks, {silence.mean():.3f} outside turns")
-    assert skipped_share >= 0.7 * silence.mean()  # measured 0.73-0.88
+          f"{np.mean(err <= 1):.2f}, skipped {skipped_share:.3f} of chunks, {silence.mean():.3f} outside turns, "
+          f"saved {saved:.3f}, worst {err[err <= 6].max()}")
+    assert saved >= 0.7 * silence.mean()  # measured 0.77-1.07
 
 
 @pytest.mark.parametrize("kind", ["white", "pink"])
@@ -142,9 +146,10 @@ async def test_batched_runners_send_only_gated_chunks_to_the_batcher(shared_audi
     s_alone, e_alone = await decisions(alone, pcm)
     for speaking, events in results:
         assert events == e_alone and np.array_equal(speaking, s_alone)
-    scored = sum(r.pregate.chunks_seen - r.pregate.chunks_skipped for r in runners)
-    warm = factory.batcher.chunks_scored - scored  # replayed before onsets, scores dropped
-    assert 0 <= warm <= 3 * 8 * sum(isinstance(e, VadStart) for e in e_alone)
+    # The batcher saw exactly the chunks the gates kept, plus their warm-up chunks.
+    gates = [r.pregate for r in runners]
+    assert factory.batcher.chunks_scored == sum(g.chunks_seen - g.chunks_skipped + g.chunks_warmed for g in gates)
+    assert all(0 < g.chunks_warmed < g.chunks_skipped for g in gates)
     assert factory.batcher.chunks_scored < 3 * len(s_alone)
 
 

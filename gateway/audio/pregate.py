@@ -19,11 +19,12 @@ call, whether Silero needs to see it, for a few µs:
 Around possible speech a hangover keeps Silero scoring: ``pre_chunks`` before an onset (so
 the onset is scored from a state that heard the audio just before it) and ``post_chunks``
 after the last possible-speech chunk (word ends and Silero's own decay after them). The
-caller may also ``hold`` the gate open (the runner does while its detector is not QUIET, so
-a turn, once started, is scored to its end exactly as without the gate).
+caller may also ``hold`` the gate open (:class:`gateway.vadrun.DirectVad` and ``BatchedVad`` do
+while their detector is STARTING or SPEAKING, so speech, once begun, is scored as without the
+gate).
 
 Silero's state across skipped chunks is **kept**, not reset: the last scored chunk before a
-skip is the end of a ``post_chunks`` hangover of silence, so the LSTM has already settled into
+skip ends a ``post_chunks`` hangover of silence, so the LSTM has already settled into
 this line's silence, which is close to where it would be after scoring the skipped silence
 too; a reset would instead restart it from the zero state it has at the start of a call (its
 first few scores after a reset differ). Its 32-sample context tail would be stale after a
@@ -106,7 +107,9 @@ class PreGate:
     Attributes:
         floor_dbfs: The current tracked noise floor (dBFS; ``None`` before the first chunk).
         chunks_seen: Chunks planned so far.
-        chunks_skipped: Of those, chunks not sent to Silero.
+        chunks_skipped: Of those, chunks whose score is 0 without Silero.
+        chunks_warmed: Skipped chunks sent to Silero later as warm-up chunks (so Silero's
+            work saved is ``chunks_skipped - chunks_warmed``).
     """
 
     def __init__(self, sample_rate: int, mode: str = "energy", *, margin_db: float = 9.0,
@@ -134,6 +137,7 @@ class PreGate:
         self._skipped_tail: deque[np.ndarray] = deque(maxlen=max(pre_chunks, 1))
         self.chunks_seen = 0
         self.chunks_skipped = 0
+        self.chunks_warmed = 0
 
     def _possible(self, chunks: np.ndarray, power_dbfs) -> list[bool]:
         """Possible speech per chunk; updates the noise floor with every chunk."""
@@ -197,6 +201,7 @@ class PreGate:
         if tail and scored and scored[0] and 0 <= first_open < pre:
             # Speech right after skipped chunks: replay the last of them for state and context.
             warm = np.stack(list(tail)[-(pre - first_open):])
+            self.chunks_warmed += len(warm)
         for c, sc in zip(a, scored):  # keep the trailing run of skipped chunks for warm-up
             if sc:
                 tail.clear()
