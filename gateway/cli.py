@@ -196,7 +196,7 @@ def amd(
     import json
     import wave
 
-    from gateway.audio.amd import AmdRunner, analyse
+    from gateway.audio.amd_runner import AmdRunner, analyse
     from gateway.simulator.run import load_wav
 
     if vad not in ("webrtc", "silero"):

@@ -3,7 +3,7 @@
 Every recording in ``speech/`` and ``caller/`` (21 files, ~140 s of speech) is laid end to end
 with 1–2.5 s pauses, resampled to 8 kHz, mixed with white or pink line noise (−60, −50, −40
 dBFS, and a −60 → −40 and −40 → −60 dBFS step halfway), μ-law round-tripped
-(:func:`~gateway.audio.amd.phone_path`) and fed in 20 ms frames, as a carrier sends it, to a
+(:func:`~gateway.audio.amd_runner.phone_path`) and fed in 20 ms frames, as a carrier sends it, to a
 gated and an ungated Silero runner. Their decisions are compared per 32 ms chunk (is the
 detector in a turn) and per turn boundary (SpeechStart / SpeechEnd).
 
@@ -31,7 +31,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from gateway.audio.amd import phone_path, resample
+from gateway.audio.amd_runner import phone_path, resample
 from gateway.vadrun import VadEnd, VadFactory, VadStart
 from tests.conftest import load_wav
 

@@ -1,6 +1,6 @@
 """Voicemail on an outbound call: answering-machine detection, the greeting hold, the action.
 
-:class:`VoicemailPolicy` runs :class:`~gateway.audio.amd.AmdRunner` (its own WebRTC VAD, at the
+:class:`VoicemailPolicy` runs :class:`~gateway.audio.amd_runner.AmdRunner` (its own WebRTC VAD, at the
 carrier's rate: 8 or 16 kHz; other rates are resampled to 16 kHz) on the callee's audio from the
 stream's first frame, and feeds it the caller's transcripts (phrases such as "leave a message").
 Its verdicts (:class:`~gateway.audio.amd.Verdict`) drive the call:
@@ -55,7 +55,8 @@ from typing import Any
 
 import numpy as np
 
-from gateway.audio.amd import AmdConfig, AmdEvent, AmdRunner, AmdState, Verdict
+from gateway.audio.amd import AmdConfig, AmdEvent, AmdState, Verdict
+from gateway.audio.amd_runner import AmdRunner
 from gateway.codecs.transcode import Transcoder
 from gateway.formats import AudioFormat, Encoding
 from gateway.session.policies import (

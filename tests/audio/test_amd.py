@@ -19,13 +19,11 @@ from gateway.audio.amd import (
     AmdConfig,
     AmdDetector,
     AmdEvent,
-    AmdRunner,
     AmdState,
     AmdStateError,
     Verdict,
-    analyse,
-    phone_path,
 )
+from gateway.audio.amd_runner import AmdRunner, analyse, phone_path
 from gateway.audio.tones import dtmf_sequence, tone
 from gateway.simulator.run import load_wav
 from tests.conftest import ROOT

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gateway.audio.amd import phone_path, resample
+from gateway.audio.amd_runner import phone_path, resample
 from gateway.audio.pregate import PreGate, chunk_power_dbfs
 from tests.conftest import load_wav
 
