@@ -37,102 +37,28 @@ import atexit
 import itertools
 import logging
 import multiprocessing
-import queue
 import threading
 import time
-from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass, field
+from concurrent.futures import Future
 from typing import Any
 
-from gateway.llm.local.process import NoProcess, WorkerProcess
+from gateway.llm.local.pool_parts import (
+    EngineError,
+    UtteranceHandle,
+    WorkerBusy,
+    WorkerCrashed,
+    WorkerTimeout,
+    _Request,
+    _resolve,
+    _Worker,
+)
+from gateway.llm.local.process import WorkerProcess
 
 __all__ = ["WorkerPool", "UtteranceHandle", "EngineError", "WorkerBusy", "WorkerCrashed", "WorkerTimeout"]
 
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF_S = 30.0
-
-
-class EngineError(RuntimeError):
-    """A recognition or synthesis request failed: it costs the turn, not the call."""
-
-
-class WorkerBusy(EngineError):
-    """The workers are overloaded: the request was refused, or waited in the queue too long."""
-
-
-class WorkerCrashed(EngineError):
-    """The worker process serving the request died (or was killed) before answering."""
-
-
-class WorkerTimeout(WorkerCrashed):
-    """The request's deadline passed; its worker was killed and is being replaced."""
-
-
-@dataclass(slots=True, eq=False)
-class _Request:
-    """A request sent to a worker: ``sent_at`` / ``started_at`` are ``time.monotonic()`` s;
-    ``dropped``: a ``drop`` was sent (the future failed or was cancelled); the entry stays
-    until the worker answers it or confirms it skipped it (``dropped``)."""
-
-    future: Future
-    sent_at: float
-    started_at: float | None = None
-    dropped: bool = False
-
-
-class _Worker:
-    """One worker process, its pipe, and what is in flight on it (guarded by the pool lock)."""
-
-    def __init__(self, index: int, process: WorkerProcess | NoProcess, conn: Any) -> None:
-        self.index = index
-        self.process = process
-        self.conn = conn
-        self.pid: int | None = process.pid
-        self.outbox: queue.SimpleQueue = queue.SimpleQueue()
-        self.inflight: dict[int, _Request] = {}
-        self.open: set[int] = set()
-        self.started_at = time.monotonic()
-        self.ready_at: float | None = None
-        self.heard_at = 0.0  # when it last said anything (ready, started, an answer)
-        self.dead: str | None = None
-        self.replacing = False
-
-    @classmethod
-    def unstarted(cls, index: int, reason: str) -> _Worker:
-        """A dead slot whose process could not be started (replaced by the supervisor)."""
-        w = cls(index, NoProcess(), None)
-        w.dead = f"engine worker {index} could not start: {reason}"
-        return w
-
-    @property
-    def load(self) -> int:
-        return len(self.inflight) + len(self.open)
-
-    @property
-    def queued(self) -> int:
-        """Requests sent and not yet taken up by the worker (dropped ones aside)."""
-        return sum(1 for r in self.inflight.values() if r.started_at is None and not r.dropped)
-
-
-@dataclass(eq=False)
-class UtteranceHandle:
-    """One utterance being recognised on one worker (from :meth:`WorkerPool.begin`)."""
-
-    uid: int
-    worker: _Worker
-    closed: bool = False
-    result: Future | None = field(default=None, repr=False)
-
-
-def _resolve(fut: Future, *, result: Any = None, error: BaseException | None = None) -> None:
-    try:
-        if error is not None:
-            fut.set_exception(error)
-        else:
-            fut.set_result(result)
-    except InvalidStateError:
-        pass  # cancelled by whoever was waiting: nobody wants the answer
 
 
 class WorkerPool:
