@@ -364,14 +364,8 @@ class CallsMixin(TransitionsMixin):
             detail: more for the transition row, whose detail is ``{"endReason",
                 "errorCode"?, **detail}`` (values made ``str``).
 
-        A call presumed lost (``failed`` / ``node_lost``, by a restart of its node or a lapsed
-        lease) is not final for its real outcome: a finalise from the process that served it
-        replaces the ``node_lost`` fields with its own and adds its turns and events after
-        the ``node_lost`` event, which stays for the audit trail (logged at WARNING). Its
-        transition: a row ``failed`` → the real status with ``detail["supersedes"] =
-        "node_lost"``; when the real outcome is ``failed`` too, the ``failed`` row itself is
-        rewritten (time, source, detail; ``presumedAt`` keeps the presumption's time), since a
-        status is reached once per call.
+        A call presumed lost (``failed`` / ``node_lost``) is not final for its real outcome:
+        see :meth:`_supersede_node_lost`.
 
         Returns:
             ``True`` if this call finalised it; ``False`` if it was already final (a no-op:
@@ -384,26 +378,17 @@ class CallsMixin(TransitionsMixin):
                 ``recording_status``.
         """
         new = CallStatus(status)
-        if recording_status is None:
-            recording_status = "failed" if recording_error else ("completed" if recording_path else None)
-        if recording_status not in (None, "completed", "failed"):
-            raise ValueError(f"recording_status must be completed or failed, got {recording_status!r}")
         if new not in TERMINAL_STATUSES:
             raise ValueError(f"finalise_call needs a terminal status, got {new}")
         turn_rows = _turn_rows(call_id, transcript)
         event_rows = _event_rows(call_id, events)
         values = {
-            "ended_at": self.now(),
-            "end_reason": end_reason,
-            "error_code": error_code,
-            "error_message": error_message,
-            "duration_ms": max(0, int(duration_ms)),
-            "recording_path": str(recording_path) if recording_path is not None else None,
-            "recording_status": recording_status,
-            "recording_error": recording_error,
+            "ended_at": self.now(), "end_reason": end_reason, "error_code": error_code,
+            "error_message": error_message, "duration_ms": max(0, int(duration_ms)),
+            **_recording_values(recording_path, recording_status, recording_error),
             "metrics": dict(metrics) if metrics is not None else None,
             "voicemail": dict(voicemail) if voicemail is not None else None,
-        }
+        }  # fmt: skip
         row_detail = {"endReason": end_reason, "errorCode": error_code, **(detail or {})}
         with self._session() as s, s.begin():
             if self._move(s, call_id, new, values, source=source, at=values["ended_at"], detail=row_detail) is None:
@@ -419,6 +404,15 @@ class CallsMixin(TransitionsMixin):
         turn_rows: list[TranscriptTurn], event_rows: list[CallEvent], source: str, detail: dict[str, Any],
     ) -> bool:  # fmt: skip
         """For a call already final: replace a ``node_lost`` presumption by the real outcome.
+
+        A call presumed lost (``failed`` / ``node_lost``, by a restart of its node or a lapsed
+        lease) is not final for its real outcome: a finalise from the process that served it
+        replaces the ``node_lost`` fields with its own and adds its turns and events after
+        the ``node_lost`` event, which stays for the audit trail (logged at WARNING). Its
+        transition: a row ``failed`` → the real status with ``detail["supersedes"] =
+        "node_lost"``; when the real outcome is ``failed`` too, the ``failed`` row itself is
+        rewritten (time, source, detail; ``presumedAt`` keeps the presumption's time), since a
+        status is reached once per call.
 
         ``True`` if ``values`` replaced it (the rows are renumbered to follow the stored
         ones; the caller adds them); ``False`` if the finalise is dropped (logged).
@@ -486,3 +480,18 @@ class CallsMixin(TransitionsMixin):
                 select(CallTransition).where(CallTransition.call_id == call_id).order_by(CallTransition.seq)
             ).all()
             return _call_record(row, turns, events, transitions)
+
+
+def _recording_values(path: str | Path | None, status: str | None, error: str | None) -> dict[str, Any]:
+    """The ``calls`` recording columns of a finalise: ``status`` defaults to ``failed`` with an
+    ``error``, else ``completed`` with a ``path``, else none (not recorded).
+
+    Raises:
+        ValueError: ``status`` is not ``completed``, ``failed`` or ``None``.
+    """
+    if status is None:
+        status = "failed" if error else ("completed" if path else None)
+    if status not in (None, "completed", "failed"):
+        raise ValueError(f"recording_status must be completed or failed, got {status!r}")
+    return {"recording_path": str(path) if path is not None else None, "recording_status": status,
+            "recording_error": error}
