@@ -85,6 +85,14 @@ async def wait_status(store: Store, call_id: str, status: str, timeout_s: float 
     raise AssertionError(f"{call_id} is {store.get_call(call_id).status}, not {status}")
 
 
+async def started(store: Store, dialer: ScriptedDialer) -> tuple[OutboundService, object]:
+    """A service over ``dialer`` that has just started placing a new call."""
+    svc = make(store, dialer)
+    call, token = new_call(store)
+    await svc.start(call, token, None)  # type: ignore[arg-type]  # the public URL is set
+    return svc, call
+
+
 @pytest.fixture
 def fast_watch(monkeypatch):
     monkeypatch.setattr(service_mod, "WATCH_MARGIN_S", 0.2)
@@ -106,9 +114,7 @@ async def test_the_request_carries_the_public_urls_and_the_carrier_limit(store: 
 
 async def test_an_answered_call_that_never_streams_is_hung_up_and_failed(store: Store, fast_watch) -> None:
     dialer = ScriptedDialer()
-    svc = make(store, dialer)
-    call, token = new_call(store)
-    await svc.start(call, token, None)  # type: ignore[arg-type]
+    svc, call = await started(store, dialer)
     await wait_status(store, call.id, "initiated")
     assert store.apply_carrier_status(call.id, "in_progress", raw_status="in-progress") == "applied"
     rec = await wait_status(store, call.id, "failed")
@@ -119,9 +125,7 @@ async def test_an_answered_call_that_never_streams_is_hung_up_and_failed(store: 
 
 async def test_a_carrier_that_goes_silent_is_hung_up_and_failed(store: Store, fast_watch) -> None:
     dialer = ScriptedDialer()
-    svc = make(store, dialer)
-    call, token = new_call(store)
-    await svc.start(call, token, None)  # type: ignore[arg-type]
+    svc, call = await started(store, dialer)
     rec = await wait_status(store, call.id, "failed", timeout_s=15)
     assert (rec.end_reason, rec.error_code) == ("carrier_silent", "no_callback")
     assert dialer.hung_up == [rec.carrier_call_id]
@@ -130,9 +134,7 @@ async def test_a_carrier_that_goes_silent_is_hung_up_and_failed(store: Store, fa
 
 async def test_a_streaming_call_leaves_the_watch(store: Store, fast_watch) -> None:
     dialer = ScriptedDialer()
-    svc = make(store, dialer)
-    call, token = new_call(store)
-    await svc.start(call, token, None)  # type: ignore[arg-type]
+    svc, call = await started(store, dialer)
     await wait_status(store, call.id, "initiated")
     store.mark_call_started(call.id)
     await asyncio.sleep(2.0)
@@ -143,9 +145,7 @@ async def test_a_streaming_call_leaves_the_watch(store: Store, fast_watch) -> No
 
 async def test_a_hang_up_asked_for_while_placing_is_carried_out_once_placed(store: Store) -> None:
     dialer = ScriptedDialer(hold=True)
-    svc = make(store, dialer)
-    call, token = new_call(store)
-    await svc.start(call, token, None)  # type: ignore[arg-type]
+    svc, call = await started(store, dialer)
     await asyncio.sleep(0.1)
     assert svc.request_cancel(call.id) is True
     dialer.release.set()
@@ -160,9 +160,7 @@ async def test_a_hang_up_asked_for_while_placing_is_carried_out_once_placed(stor
 
 async def test_a_placement_cut_by_shutdown_still_ends_its_record(store: Store) -> None:
     dialer = ScriptedDialer(hold=True)
-    svc = make(store, dialer)
-    call, token = new_call(store)
-    await svc.start(call, token, None)  # type: ignore[arg-type]
+    svc, call = await started(store, dialer)
     await asyncio.sleep(0.1)
     await svc.aclose(timeout_s=0.2)
     rec = store.get_call(call.id)
@@ -171,9 +169,7 @@ async def test_a_placement_cut_by_shutdown_still_ends_its_record(store: Store) -
 
 async def test_a_carrier_timeout_fails_the_call_with_its_code(store: Store) -> None:
     dialer = ScriptedDialer(fail=CarrierError("timeout", "twilio API gave no answer in 2 s"))
-    svc = make(store, dialer)
-    call, token = new_call(store)
-    await svc.start(call, token, None)  # type: ignore[arg-type]
+    svc, call = await started(store, dialer)
     rec = await wait_status(store, call.id, "failed")
     assert (rec.end_reason, rec.error_code) == ("carrier_error", "carrier_timeout")
     assert "no answer" in rec.error_message
