@@ -260,6 +260,31 @@ class Resampler:
             TypeError: Unsupported dtype, or a dtype other than the one this stream started with.
             ValueError: ``x`` is not 1-D.
         """
+        x = self._checked(x)
+        d = self._design
+        n = x.shape[0]
+        if d is None or n == 0:
+            self._dtype = x.dtype
+            if d is None:
+                self._n_in += n
+                self._n_out += n
+                return x.copy()
+            return np.zeros(0, dtype=x.dtype)
+        count = self._count(n)
+        buf = self._work(n)
+        buf[self._keep :] = x  # converts to float64 in place
+        y = self._compute(buf, count, d) if count else np.zeros(0)
+        self._commit(buf[n:], n, count, x.dtype)
+        return _to_dtype(y, x.dtype)
+
+    # The steps of :meth:`process`, shared with :func:`gateway.codecs.batch.resample_many`,
+    # which runs them for many streams with one matrix product in the middle.
+    def _checked(self, x: np.ndarray) -> np.ndarray:
+        """``x`` as a 1-D array of a dtype this stream accepts; raises, and changes nothing.
+
+        Raises:
+            TypeError, ValueError: As :meth:`process`.
+        """
         if type(x) is not np.ndarray:
             x = np.asarray(x)
         if x.ndim != 1:
@@ -268,38 +293,35 @@ class Resampler:
         if dtype is not self._dtype:
             if dtype not in _DTYPES:
                 raise TypeError(f"expected int16, float32 or float64 samples, got {dtype}")
-            if self._dtype is None:
-                self._dtype = dtype
-            elif dtype != self._dtype:
+            if self._dtype is not None and dtype != self._dtype:
                 raise TypeError(f"stream started as {self._dtype}, got {dtype}; call reset()")
+        return x
+
+    def _count(self, n: int) -> int:
+        """Outputs that ``n`` more input samples complete (with a filter; ``n >= 0``)."""
         d = self._design
-        n = x.shape[0]
-        if d is None:
-            self._n_in += n
-            self._n_out += n
-            return x.copy()
-        count = max(0, -(-(n * d.up - self._phase) // d.down))
-        if n == 0:
-            return np.zeros(0, dtype=dtype)
+        return max(0, -(-(n * d.up - self._phase) // d.down))  # type: ignore[union-attr]
+
+    def _work(self, n: int) -> np.ndarray:
+        """The work buffer for an ``n``-sample chunk: float64 ``[keep + n]``, history first."""
         keep = self._keep
         total = keep + n
         if total > self._buf.shape[0]:
             grown = np.zeros(total)
             grown[:keep] = self._buf[:keep]
             self._buf = grown
-        buf = self._buf[:total]
-        buf[keep:] = x  # converts to float64 in place
-        y = self._compute(buf, count, d) if count else np.zeros(0)
-        self._buf[:keep] = buf[n:]  # the new history (numpy copes with the overlap)
-        self._phase += count * d.down - n * d.up
+        return self._buf[:total]
+
+    def _commit(self, history: np.ndarray, n: int, count: int, dtype: np.dtype) -> None:
+        """Ends a chunk of ``n`` inputs of ``dtype`` and ``count`` outputs; ``history`` is
+        float64 ``[keep]``, the last ``keep`` samples of history + chunk (it may overlap the
+        work buffer)."""
+        d = self._design
+        self._dtype = dtype
+        self._buf[: self._keep] = history  # numpy copes with the overlap
+        self._phase += count * d.down - n * d.up  # type: ignore[union-attr]
         self._n_in += n
         self._n_out += count
-        if dtype == np.int16:
-            np.rint(y, out=y)
-            np.minimum(y, 32767.0, out=y)
-            np.maximum(y, -32768.0, out=y)
-            return y.astype(np.int16)
-        return y.astype(dtype)
 
     def _compute(self, buf: np.ndarray, count: int, d: FilterDesign) -> np.ndarray:
         """Outputs ``0 .. count-1`` of this call from ``buf`` = history + chunk (float64).
@@ -351,6 +373,16 @@ class Resampler:
         tail = self.process(np.zeros(max(0, last_input + 1 - self._n_in), dtype=dtype))
         self.reset()
         return tail[:needed]
+
+
+def _to_dtype(y: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """float64 outputs ``[...]`` as a new ``dtype`` array; int16 rounded half to even and
+    clipped (``y`` is overwritten then; two passes, fastest on a contiguous ``y``)."""
+    if dtype == np.int16:
+        np.rint(y, out=y)
+        out = np.empty(y.shape, dtype=np.int16)
+        return np.clip(y, -32768.0, 32767.0, out=out, casting="unsafe")
+    return y.astype(dtype)
 
 
 def resample(
