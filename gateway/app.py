@@ -73,6 +73,7 @@ from gateway.store import (
     sweep_lapsed_calls,
 )
 from gateway.transport import StarletteTransport  # noqa: F401 - re-exported (it lived here)
+from gateway.engine import MediaEngine
 from gateway.vadrun import VadFactory
 
 __all__ = ["create_app", "Services", "CLOSE_CODES", "StarletteTransport"]
@@ -102,6 +103,9 @@ class Services:
     #: Streams admitted but not yet in :attr:`live` (their slot is held across the awaits).
     admitting: set[str] = field(default_factory=set)
     warm: asyncio.Task | None = None
+    #: The per-tick media engine every call's caller audio goes through (``GATEWAY_MEDIA_ENGINE=tick``);
+    #: ``None``: per frame, in each call's carrier task.
+    media_engine: MediaEngine | None = None
     #: The shared HTTP clients (tools, the local agent's LLM endpoint), open while the app runs.
     clients: AppClients | None = None
     #: Outbound calls through tenants' carrier accounts (placing, callbacks, hang-up, DTMF).
@@ -373,8 +377,10 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
             barge_in_min_speech_ms=settings.barge_in_min_speech_ms,
             energy_floor_dbfs=settings.vad_energy_floor_dbfs,
             pregate=settings.vad_pregate,
+            batched=settings.media_engine == "frame",  # per tick, the engine batches Silero itself
         ),
         engines=engines or LocalEngines(workers=settings.local_workers),
+        media_engine=MediaEngine(settings.engine_tick_ms) if settings.media_engine == "tick" else None,
     )
     owns_engines = engines is None
     services.outbound = OutboundService(store, settings)

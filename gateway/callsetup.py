@@ -140,5 +140,6 @@ def build_session(services: Services, call: CallRecord, carrier: str, ws: WebSoc
         hooks=_hooks(services, call, carrier),
         model_chunk_ms=settings.model_chunk_ms,
         carrier_message_ms=settings.carrier_message_ms,
+        engine=services.media_engine,
         **extra,
     )

@@ -138,6 +138,12 @@ class Settings(BaseSettings):
     vad_min_speech_ms: int = Field(160, ge=20, le=2000)
     #: Silence that ends the caller's turn (ms).
     vad_min_silence_ms: int = Field(600, ge=60, le=5000)
+    #: How caller audio is processed: ``tick``, every call's queued frames decoded, resampled and
+    #: VAD-scored together once per ``engine_tick_ms`` (Silero in one ONNX run for all calls);
+    #: ``frame``, each frame in its call's own task as it arrives (Silero batched per 4 ms window).
+    media_engine: Literal["tick", "frame"] = "tick"
+    #: The media engine's tick (ms): a frame waits at most this long for its VAD decision.
+    engine_tick_ms: float = Field(10.0, ge=5.0, le=40.0)
     #: Caller audio per message to the model (ms); what is buffered is sent at once before every
     #: turn event (speech start, end of turn, barge-in). Larger: fewer messages per call-second.
     model_chunk_ms: int = Field(100, ge=20, le=500)

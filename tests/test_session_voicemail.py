@@ -415,12 +415,12 @@ async def test_a_screening_assistant_is_answered_not_hung_up_on() -> None:
 
 
 async def test_detection_off_costs_nothing_per_frame(monkeypatch: pytest.MonkeyPatch) -> None:
-    import gateway.session.call as call_module
+    import gateway.session.inbound as inbound_module
 
     def no_decode(*_):
         raise AssertionError("decoded a frame with no policy listening")
 
-    monkeypatch.setattr(call_module, "decode", no_decode)
+    monkeypatch.setattr(inbound_module, "decode", no_decode)
     call = Call(VoicemailConfig(detect=False), opening("human-hello-us.wav"), close_after_s=1.5)
     outcome = await call.run()
     assert outcome.end_reason == "carrier_closed" and outcome.voicemail is None

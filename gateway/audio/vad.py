@@ -456,6 +456,18 @@ class VoiceDetector:
         self._out = 0
         return self.gate.push_many(p, self.frame_samples)
 
+    def apply_score(self, prob: float) -> VadEvent | None:
+        """Feed the probability of the oldest chunk taken by :meth:`take_chunks` and not yet
+        applied (chunk by chunk, as :meth:`apply_scores` does them all).
+
+        Raises:
+            RuntimeError: No taken chunk awaits a score.
+        """
+        if not self._out:
+            raise RuntimeError("no taken chunk awaits a score")
+        self._out -= 1
+        return self.gate.push(prob, self.frame_samples)
+
     def process(self, pcm: np.ndarray) -> list[VadEvent]:
         """Feed int16 PCM ``[n]``, score every whole frame with the scorer, return events.
 

@@ -32,20 +32,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.audio.playout import PlayoutLedger
 from gateway.carriers import events as ev
 from gateway.clock import Clock, MonotonicClock, wait_for
-from gateway.codecs.transcode import decode
 from gateway.journal import CallJournal
 from gateway.llm import base as llm
 from gateway.recording_guard import BestEffortRecording
 from gateway.session.agent import AgentAudio
-from gateway.session.caller import CallerPath
+from gateway.session.caller import CallerPath, TickCallerPath
 from gateway.session.common import CallEnded, CallHooks, CallOutcome, CallPolicy, CallStats, Transport
 from gateway.session.control import ControlPolicy
 from gateway.session.finish import CallParts, finish_call
+from gateway.session.inbound import InboundSide
 from gateway.session.playout import Playout
 from gateway.session.policies import (
     TICK_S, Action, EndAfterPlayout, EndCall, MuteCaller, Note, PlayDtmf, Policy, ReleaseAudio, Say,
@@ -53,7 +53,10 @@ from gateway.session.policies import (
 )  # fmt: skip
 from gateway.session.turns import Turns
 from gateway.session.voicemail import VoicemailConfig, VoicemailPolicy
-from gateway.vadrun import VadEnd, VadRunner, VadStart
+from gateway.vadrun import VadRunner
+
+if TYPE_CHECKING:
+    from gateway.engine import MediaEngine
 
 __all__ = ["CallSession"]
 
@@ -66,7 +69,7 @@ SEND_STALL_S = 5.0
 SAY_TIMEOUT_S = 5.0
 
 
-class CallSession:
+class CallSession(InboundSide):
     """One live call. Create, then ``await run()``; it returns when the call has ended.
 
     Args:
@@ -99,6 +102,9 @@ class CallSession:
             :meth:`~gateway.session.voicemail.VoicemailPolicy.outcome`.
         control: the call's :class:`~gateway.session.control.ControlPolicy` (default: a new
             one); the app reaches it as :attr:`control`.
+        engine: the per-tick :class:`~gateway.engine.MediaEngine` that decodes and scores the
+            caller's audio with every other call's (``None``: per frame, in the carrier task;
+            see :mod:`gateway.session.inbound`).
 
     Attributes:
         control: the app's way in (``control.hang_up()``, ``control.play_dtmf("12#")``),
@@ -127,6 +133,7 @@ class CallSession:
         policies: Sequence[Policy] = (),
         voicemail: VoicemailConfig | None = None,
         control: ControlPolicy | None = None,
+        engine: MediaEngine | None = None,
     ) -> None:
         self.call_id = call_id
         self.adapter = adapter
@@ -138,6 +145,7 @@ class CallSession:
         self.log = logging.LoggerAdapter(logging.getLogger("gateway.call"), {"call_id": call_id})
         self._bridge_factory = bridge_factory
         self._vad_factory = vad
+        self._engine = engine
         self._playout_args = {"lead_ms": lead_ms, "mark_every": mark_every, "send_every_ms": send_every_ms,
                               "message_ms": carrier_message_ms}  # fmt: skip
         self._model_chunk_ms = model_chunk_ms
@@ -242,6 +250,8 @@ class CallSession:
             assert self._playout is not None
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._carrier_loop())
+                if isinstance(self._caller, TickCallerPath):
+                    tg.create_task(self._caller_loop())
                 tg.create_task(self._model_loop())
                 tg.create_task(self._playout.run())
                 tg.create_task(self._policy_loop())
@@ -255,6 +265,9 @@ class CallSession:
         except* Exception as group:  # a bug of ours: end the call, keep the record
             self.log.exception("call failed", exc_info=group.exceptions[0])
             ended = CallEnded("internal_error", "failed", "internal_error", type(group.exceptions[0]).__name__)
+        finally:
+            if isinstance(self._caller, TickCallerPath):
+                self._caller.close()  # out of the engine, whatever ended the call
         return ended
 
     async def _await_start(self) -> ev.Started:
@@ -303,8 +316,13 @@ class CallSession:
             )  # fmt: skip
         bridge = self.bridge = self._bridge_factory(self.config)
         await bridge.start(self.config, fmt)
-        self._caller = CallerPath(fmt, vad, bridge.input_format, bridge.send_audio, recorder=self._recorder,
-                                  model_chunk_ms=self._model_chunk_ms)  # fmt: skip
+        if self._engine is not None:
+            self._caller = TickCallerPath(fmt, vad, bridge.input_format, bridge.send_audio, engine=self._engine,
+                                          hear=self._hear_now, recorder=self._recorder,
+                                          model_chunk_ms=self._model_chunk_ms)  # fmt: skip
+        else:
+            self._caller = CallerPath(fmt, vad, bridge.input_format, bridge.send_audio, recorder=self._recorder,
+                                      model_chunk_ms=self._model_chunk_ms)  # fmt: skip
         self._playout = Playout(self.adapter, fmt, bridge.output_format, self.transport.send, self.clock, self._t0,
                                 self.stats, recorder=self._recorder, **self._playout_args)  # fmt: skip
         if self._voicemail_config is not None:
@@ -315,91 +333,6 @@ class CallSession:
         self._agent = AgentAudio(self._playout, self.turns, self.stats, bridge, gates, self._ms, self._event, self.log)
         for policy in self._policies:  # before any caller audio is read
             await self._act(policy.on_started(self.clock.now()))
-
-    # ------------------------------------------------------------------ carrier side
-    def _count(self, event: ev.CarrierEvent) -> None:
-        if isinstance(event, ev.ProtocolError):
-            self.journal.protocol_error(event.kind, event.detail, self._ms())
-        elif isinstance(event, ev.Unhandled):
-            self.journal.unhandled_event(event.event)
-
-    async def _carrier_loop(self) -> None:
-        """Carrier frames → typed events: caller audio down the caller path, marks, stop, DTMF."""
-        assert self._caller is not None and self._playout is not None
-        receive, adapter, stats = self.transport.receive, self.adapter, self.stats
-        caller, playout = self._caller, self._playout
-        ledger, interruptible = playout.ledger, self.config.interruptible
-        while True:
-            frame = await receive()
-            if frame is None:
-                await caller.flush()  # the model hears all the caller said (less than a chunk waits)
-                raise CallEnded("carrier_closed")
-            for event in adapter.receive(frame):
-                if isinstance(event, ev.Media):
-                    if event.track.startswith("inbound"):  # never feed our own outbound track back
-                        stats.frames_in += 1
-                        now_ms = self._ms()
-                        refused = caller.admit(event.payload, now_ms)
-                        if refused is not None:  # a message or a pace no carrier sends: dropped
-                            self.journal.protocol_error(refused, f"{len(event.payload)} bytes of audio", now_ms)
-                            continue
-                        if self._listeners:
-                            await self._hear(event.payload, now_ms)
-                        barge_mode = interruptible and not self._muted and ledger.playing(now_ms)
-                        for vad_event in await caller.feed(event.payload, now_ms, barge_mode):
-                            await self._on_vad(vad_event)
-                    else:
-                        stats.other_track_frames += 1
-                elif isinstance(event, ev.MarkAck):
-                    playout.acknowledge(event.name, self._ms())
-                elif isinstance(event, ev.Stopped):
-                    await caller.flush()
-                    raise CallEnded("carrier_stop")
-                elif isinstance(event, ev.Dtmf):
-                    self._event("dtmf", digit=event.digit)
-                elif isinstance(event, (ev.Connected, ev.Cleared, ev.Started)):
-                    pass
-                else:
-                    self._count(event)
-
-    async def _hear(self, payload: bytes, now_ms: float) -> None:
-        """One caller frame to the listening policies (decoded once); drop those done listening."""
-        assert self._started is not None
-        pcm = decode(payload, self._started.audio_format.encoding)
-        done = False
-        for policy in self._listeners:
-            if policy.listening:
-                actions = policy.on_caller_audio(pcm, now_ms)
-                if actions:
-                    await self._act(actions)
-            else:
-                done = True
-        if done:
-            self._listeners = [p for p in self._listeners if p.listening]
-
-    async def _on_vad(self, event: VadStart | VadEnd) -> None:
-        """The caller started or stopped speaking: turn events, barge-in, then the policies."""
-        assert self._caller is not None and self._agent is not None and self.bridge is not None
-        now_ms = self._ms()
-        self._last_activity = self.clock.now()
-        gateway_turns = self.config.turn_mode == "gateway" and not self._muted
-        if isinstance(event, VadStart):
-            onset_ms = now_ms - event.confirm_delay_ms
-            self.turns.speech_started(onset_ms)
-            self._event("caller_speech_start", onsetMs=int(onset_ms))
-            await self._caller.flush()
-            if self.config.interruptible and not self._muted and self._agent.playout.playing(now_ms):
-                await self._agent.barge_in("vad", onset_ms)
-            if gateway_turns:
-                await self.bridge.speech_started()
-        else:
-            self.turns.speech_ended(now_ms)
-            self._event("caller_speech_end")
-            await self._caller.flush()
-            if gateway_turns:
-                await self.bridge.end_of_turn()
-        for policy in self._policies:
-            await self._act(policy.on_vad(event, now_ms))
 
     # ------------------------------------------------------------------ model side
     async def _model_loop(self) -> None:

@@ -17,6 +17,7 @@ tick) and, once a chunk is full, one awaited model send.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,7 +27,10 @@ from gateway.formats import AudioFormat, Encoding
 from gateway.recording_guard import BestEffortRecording
 from gateway.vadrun import VadEnd, VadRunner, VadStart
 
-__all__ = ["CallerPath"]
+if TYPE_CHECKING:
+    from gateway.engine import Hear, MediaEngine, TickResult
+
+__all__ = ["CallerPath", "TickCallerPath"]
 
 
 class CallerPath:
@@ -122,3 +126,49 @@ class CallerPath:
             self._buf.clear()
             if not self.muted:
                 await self._send(chunk)
+
+
+class TickCallerPath(CallerPath):
+    """The caller path on the per-tick :class:`~gateway.engine.MediaEngine`.
+
+    :meth:`submit` queues each frame on the call's :class:`~gateway.engine.Lane` without
+    awaiting; the engine decodes, converts and scores the queued audio of every call once per
+    tick, and the session's caller task takes each :class:`~gateway.engine.TickResult` through
+    :meth:`take` (recording and model audio here; VAD events and listener actions are the
+    session's). Same arguments as :class:`CallerPath`, plus ``engine`` and ``hear`` (the
+    session's synchronous listener for answering-machine detection).
+    """
+
+    __slots__ = ("lane", "ending")
+
+    def __init__(self, fmt: AudioFormat, vad: VadRunner, model_format: AudioFormat,
+                 send_to_model: Callable[[bytes], Awaitable[None]], *, engine: MediaEngine,
+                 hear: Hear | None = None, recorder: BestEffortRecording | None = None,
+                 model_chunk_ms: float = 40.0) -> None:
+        super().__init__(fmt, vad, model_format, send_to_model, recorder=recorder, model_chunk_ms=model_chunk_ms)
+        self.lane = engine.attach(fmt, vad, model_format, hear)  # type: ignore[arg-type]
+        self.ending: Exception | None = None
+
+    def submit(self, payload: bytes, now_ms: float, barge_mode: bool) -> None:
+        """Queue one caller frame (bytes in :attr:`fmt`) for the next tick."""
+        self.lane.submit(payload, now_ms, barge_mode)
+
+    def finish(self, ending: Exception) -> None:
+        """The carrier side ended: process what is queued now, then end the results with
+        ``ending`` (the session's caller task raises it once it has taken every result)."""
+        if self.ending is None:
+            self.ending = ending
+            self.lane.drain()
+            self.lane.close()
+
+    def close(self) -> None:
+        """Leave the engine (the call is over)."""
+        self.lane.close()
+
+    async def take(self, result: TickResult) -> None:
+        """Record ``result``'s audio and send it to the model (in ``model_chunk_ms`` messages)."""
+        if self._recorder is not None and result.pcm.size:
+            self._recorder.caller(result.pcm, result.start_sample)
+        self._buf += result.model_audio
+        if len(self._buf) >= self._chunk_bytes:
+            await self.flush()

@@ -96,5 +96,6 @@ class CallStats:
     marks_acked: int = 0
     barge_ins: int = 0
     other_track_frames: int = 0
+    vad_fallback_ticks: int = 0  # media-engine ticks scored by the cheap VAD (the scorer failed)
     turn_latency_ms: list[float] = field(default_factory=list)
     barge_in_ms: list[float] = field(default_factory=list)

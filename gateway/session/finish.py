@@ -86,6 +86,7 @@ def metrics(stats: CallStats, journal: CallJournal, ledger: PlayoutLedger | None
         "marksAcked": stats.marks_acked,
         "bargeIns": stats.barge_ins,
         "otherTrackFrames": stats.other_track_frames,
+        "vadFallbackTicks": stats.vad_fallback_ticks,
         "protocolErrors": dict(journal.protocol_errors),
         "unhandledEvents": dict(journal.unhandled),
         "eventsDropped": dict(journal.dropped),

@@ -1,0 +1,241 @@
+"""The per-tick media engine: one synchronous pass over every call with pending caller audio.
+
+Sessions queue each inbound frame on their :class:`~gateway.engine.lane.Lane` without awaiting
+anything. Every ``tick_ms`` (a setting, 10 ms by default) the engine takes every lane's queued
+bytes and, in one synchronous pass on the event loop's thread:
+
+1. decodes G.711 μ-law / A-law and L16 for all lanes of one encoding in one table lookup
+   (:func:`gateway.codecs.batch.decode_many`);
+2. converts to the VAD's rate and to the model's rate where they differ (one matrix product per
+   group of lanes with the same rate pair, chunk length and filter phase:
+   :func:`gateway.codecs.batch.resample_many`; state stays per lane);
+3. runs the VAD: each lane's pre-gate plans its chunks, then every waiting Silero chunk of every
+   lane is scored in one ONNX run per chunk round (:func:`gateway.audio.silero.score_blocks`);
+   WebRTC VAD lanes are scored per lane (it is cheap and stateless);
+4. hands each lane's decoded PCM to its session's listener (answering-machine detection);
+5. delivers each lane one :class:`~gateway.engine.lane.TickResult`.
+
+A failure while scoring a tick never fails its calls: every lane of that run is scored by the
+cheap VAD instead (WebRTC VAD), and the tick is counted (:attr:`MediaEngine.fallback_ticks`,
+each lane's ``fallback_ticks``). An error in one lane's own work (a bug) is delivered to that
+lane's session alone. The engine holds no call state beyond the lanes' buffers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from gateway.audio.silero import score_blocks
+from gateway.audio.vad import SileroScorer
+from gateway.codecs.batch import decode_many, resample_many
+from gateway.engine.lane import Hear, Lane, TickResult
+from gateway.formats import AudioFormat
+from gateway.vadrun import _Runner
+
+__all__ = ["MediaEngine"]
+
+log = logging.getLogger("gateway.engine")
+
+_EMPTY = np.zeros(0, np.float32)
+
+
+class MediaEngine:
+    """Ticks every attached call's caller audio through decode, resampling, VAD and listeners.
+
+    Args:
+        tick_ms: how often the pass runs while any lane has queued audio (ms, 5–40). A frame
+            waits at most this long before its VAD decision.
+        scheduled: run the pass on the event loop every ``tick_ms``; ``False``: only when
+            :meth:`run_tick` is called (tests, benchmarks).
+
+    Raises:
+        ValueError: ``tick_ms`` out of range.
+
+    Attributes:
+        ticks: passes run. ``lanes_ticked``: lane results made. ``fallback_ticks``: passes whose
+        scoring failed (their lanes were scored by the cheap VAD). ``busy_s``: CPU-bound time
+        spent in passes (s, wall clock on the loop's thread).
+    """
+
+    def __init__(self, tick_ms: float = 10.0, *, scheduled: bool = True) -> None:
+        if not 5.0 <= tick_ms <= 40.0:
+            raise ValueError(f"tick_ms must be within 5–40 ms, not {tick_ms!r}")
+        self.tick_ms = tick_ms
+        self.scheduled = scheduled
+        self._lanes: set[Lane] = set()
+        self._pending: dict[Lane, None] = {}  # lanes with queued audio, in order of arrival
+        self._handle: asyncio.TimerHandle | None = None
+        self.ticks = 0
+        self.lanes_ticked = 0
+        self.fallback_ticks = 0
+        self.busy_s = 0.0
+
+    @property
+    def lanes(self) -> int:
+        """Calls attached now."""
+        return len(self._lanes)
+
+    def attach(self, fmt: AudioFormat, vad: _Runner, model_format: AudioFormat, hear: Hear | None = None) -> Lane:
+        """A new lane for one call (see :class:`~gateway.engine.lane.Lane` for the arguments)."""
+        lane = Lane(self, fmt, vad, model_format, hear)
+        self._lanes.add(lane)
+        return lane
+
+    def _detach(self, lane: Lane) -> None:
+        self._lanes.discard(lane)
+        self._pending.pop(lane, None)
+
+    def _wake(self, lane: Lane) -> None:
+        """``lane`` has its first queued frame: make sure a tick is scheduled."""
+        self._pending[lane] = None
+        if self._handle is None and self.scheduled:
+            loop = asyncio.get_running_loop()
+            self._handle = loop.call_at(loop.time() + self.tick_ms / 1000.0, self._on_tick)
+
+    def _on_tick(self) -> None:
+        self._handle = None
+        lanes = [lane for lane in self._pending if lane in self._lanes]
+        self._pending.clear()
+        try:
+            self.run_tick(lanes)
+        except Exception:  # noqa: BLE001 - the tick must never stop: log, the lanes got errors
+            log.exception("media engine tick failed")
+
+    # ------------------------------------------------------------------ the pass
+    def run_tick(self, lanes: Sequence[Lane] | None = None) -> None:
+        """Run one pass now over ``lanes`` (default: every lane with queued audio). Synchronous."""
+        if lanes is None:
+            lanes = list(self._pending)
+            self._pending.clear()
+        else:
+            for lane in lanes:
+                self._pending.pop(lane, None)
+        lanes = [lane for lane in lanes if lane.queued_bytes or lane._carry]
+        if not lanes:
+            return
+        start = time.perf_counter()
+        self.ticks += 1
+        datas = [lane.take() for lane in lanes]
+        pcms = _decode(lanes, datas)
+        results: list[TickResult | None] = [None] * len(lanes)
+        work = []
+        for i, lane in enumerate(lanes):
+            try:
+                start_sample, at_ms = lane.place(pcms[i].size)
+                results[i] = TickResult(at_ms, pcms[i], start_sample, b"")
+                work.append(i)
+            except Exception as exc:  # noqa: BLE001 - one lane's bug is that lane's error
+                results[i] = TickResult(lane._last_ms, pcms[i], 0, b"", error=exc)
+        vad_pcms = _resampled(lanes, pcms, work, "to_vad", Lane.align_vad, pcms)
+        model_pcms = _resampled(lanes, pcms, work, "to_model", Lane.align_model, [None] * len(lanes))
+        for i in list(work):
+            try:
+                results[i].model_audio = lanes[i].model_bytes(datas[i], vad_pcms[i], model_pcms[i])  # type: ignore[union-attr]
+            except Exception as exc:  # noqa: BLE001
+                results[i].error = exc  # type: ignore[union-attr]
+                work.remove(i)
+        self._vad(lanes, vad_pcms, work, results)
+        for i in work:
+            lane, result = lanes[i], results[i]
+            if lane.hear is not None:
+                try:
+                    result.actions = lane.hear(pcms[i], result.at_ms)  # type: ignore[union-attr]
+                except Exception as exc:  # noqa: BLE001
+                    result.error = exc  # type: ignore[union-attr]
+        for lane, result in zip(lanes, results):
+            lane.deliver(result)  # type: ignore[arg-type]
+        self.lanes_ticked += len(lanes)
+        self.busy_s += time.perf_counter() - start
+
+    def _vad(self, lanes: Sequence[Lane], pcms: list, work: list[int], results: list) -> None:
+        """Every lane's VAD, chunk round by chunk round: round ``k`` plans chunk ``k`` of every
+        lane that has one, scores all of that round's Silero blocks together, then applies."""
+        chunks: dict[int, np.ndarray] = {}
+        for i in list(work):
+            try:
+                lanes[i].apply_barge_mode()
+                chunks[i] = lanes[i].vad.take(pcms[i])
+            except Exception as exc:  # noqa: BLE001 - one lane's bug is that lane's error
+                results[i].error = exc
+                work.remove(i)
+        rounds = max((len(c) for c in chunks.values()), default=0)
+        for k in range(rounds):
+            plans = {}
+            for i, c in chunks.items():
+                if len(c) > k and results[i].error is None:
+                    try:
+                        plans[i] = lanes[i].vad.plan(c[k])
+                    except Exception as exc:  # noqa: BLE001
+                        results[i].error = exc
+            scores = self._score_round(lanes, plans, results)
+            for i, plan in plans.items():
+                if results[i].error is None:
+                    try:
+                        results[i].vad += lanes[i].vad.apply(plan, scores.get(i, _EMPTY))
+                    except Exception as exc:  # noqa: BLE001
+                        results[i].error = exc
+        work[:] = [i for i in work if results[i].error is None]
+
+    def _score_round(self, lanes: Sequence[Lane], plans: dict, results: list) -> dict[int, np.ndarray]:
+        """One round's scores: Silero blocks in one batched run (the cheap VAD if it fails),
+        the other scorers per lane."""
+        scores: dict[int, np.ndarray] = {}
+        silero = []
+        for i, plan in plans.items():
+            if not plan.scored:
+                continue
+            if isinstance(lanes[i].vad.detector.scorer, SileroScorer):
+                silero.append(i)
+            else:
+                scores[i] = lanes[i].vad.score_now(plan.block)
+        if not silero:
+            return scores
+        try:
+            blocks = score_blocks([lanes[i].vad.detector.scorer.stream for i in silero],
+                                  [plans[i].block for i in silero])  # fmt: skip
+            scores.update(zip(silero, blocks))
+        except Exception:  # noqa: BLE001 - the calls go on, scored by the cheap VAD this time
+            log.warning("Silero run failed for %d calls; cheap VAD this round", len(silero), exc_info=True)
+            self.fallback_ticks += 1
+            for i in silero:
+                scores[i] = lanes[i].vad.fallback_scores(plans[i].block)
+                lanes[i].fallback_ticks += 1
+                results[i].fallback = True
+        return scores
+
+    def close(self) -> None:
+        """Stop ticking (lanes still attached get no more results)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._pending.clear()
+
+
+def _decode(lanes: Sequence[Lane], datas: Sequence[bytes]) -> list[np.ndarray]:
+    """Every lane's bytes as int16 PCM: one lookup per encoding present."""
+    out: list[np.ndarray] = [None] * len(lanes)  # type: ignore[list-item]
+    by_encoding: dict = {}
+    for i, lane in enumerate(lanes):
+        by_encoding.setdefault(lane.fmt.encoding, []).append(i)
+    for encoding, idx in by_encoding.items():
+        for i, pcm in zip(idx, decode_many([datas[i] for i in idx], encoding)):
+            out[i] = pcm
+    return out
+
+
+def _resampled(lanes: Sequence[Lane], pcms: list[np.ndarray], work: Iterable[int], stage: str, align,
+               default: list) -> list:
+    """Every working lane's PCM through its ``stage`` resampler (``to_vad`` or ``to_model``), time-
+    aligned; lanes without that stage keep ``default[i]``. One batched product per matching group."""
+    out = list(default)
+    need = [i for i in work if getattr(lanes[i], stage) is not None]
+    if need:
+        converted = resample_many([getattr(lanes[i], stage) for i in need], [pcms[i] for i in need])
+        for i, y in zip(need, converted):
+            out[i] = align(lanes[i], y)
+    return out

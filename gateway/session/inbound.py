@@ -1,0 +1,163 @@
+"""The carrier side of a :class:`~gateway.session.call.CallSession`: frames in, caller speech out.
+
+:class:`InboundSide` is the part of the session that reads the carrier socket and acts on the
+caller's audio: marks, ``stop``, DTMF and protocol errors; caller frames down the
+:class:`~gateway.session.caller.CallerPath` to the VAD, the model and the listening policies;
+and the VAD's events (turns, barge-in). Caller frames take one of two paths:
+
+- **per frame** (a ``vad`` runner factory and no engine): each frame is decoded, heard by the
+  listening policies and fed to the VAD, awaited, in the carrier task;
+- **per tick** (the session has a :class:`~gateway.engine.MediaEngine`): the carrier task only
+  queues each frame (:meth:`~gateway.session.caller.TickCallerPath.submit`, nothing awaited);
+  the engine's tick decodes, converts and scores every call at once, and the session's caller
+  task (:meth:`InboundSide._caller_loop`) records, sends to the model, and acts on the VAD
+  events and the policies' actions of each tick's result, in order. When the carrier ends, the
+  queued frames are processed at once and the caller task ends the call after the last result.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from gateway.carriers import events as ev
+from gateway.codecs.transcode import decode
+from gateway.session.caller import TickCallerPath
+from gateway.session.common import CallEnded
+from gateway.vadrun import VadEnd, VadStart
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["InboundSide"]
+
+
+class InboundSide:
+    """Mixed into :class:`~gateway.session.call.CallSession` (its state lives there)."""
+
+    def _count(self: Any, event: ev.CarrierEvent) -> None:
+        if isinstance(event, ev.ProtocolError):
+            self.journal.protocol_error(event.kind, event.detail, self._ms())
+        elif isinstance(event, ev.Unhandled):
+            self.journal.unhandled_event(event.event)
+
+    async def _carrier_loop(self: Any) -> None:
+        """Carrier frames → typed events: caller audio down the caller path, marks, stop, DTMF."""
+        assert self._caller is not None and self._playout is not None
+        receive, adapter, stats = self.transport.receive, self.adapter, self.stats
+        caller, playout = self._caller, self._playout
+        ledger, interruptible = playout.ledger, self.config.interruptible
+        ticked = isinstance(caller, TickCallerPath)
+        while True:
+            frame = await receive()
+            if frame is None:
+                return await self._carrier_ended(CallEnded("carrier_closed"))
+            for event in adapter.receive(frame):
+                if isinstance(event, ev.Media):
+                    if not event.track.startswith("inbound"):  # never feed our own outbound track back
+                        stats.other_track_frames += 1
+                        continue
+                    stats.frames_in += 1
+                    now_ms = self._ms()
+                    refused = caller.admit(event.payload, now_ms)
+                    if refused is not None:  # a message or a pace no carrier sends: dropped
+                        self.journal.protocol_error(refused, f"{len(event.payload)} bytes of audio", now_ms)
+                        continue
+                    barge_mode = interruptible and not self._muted and ledger.playing(now_ms)
+                    if ticked:
+                        caller.submit(event.payload, now_ms, barge_mode)
+                        continue
+                    if self._listeners:
+                        await self._hear(decode(event.payload, self._started.audio_format.encoding), now_ms)
+                    for vad_event in await caller.feed(event.payload, now_ms, barge_mode):
+                        await self._on_vad(vad_event)
+                elif isinstance(event, ev.MarkAck):
+                    playout.acknowledge(event.name, self._ms())
+                elif isinstance(event, ev.Stopped):
+                    return await self._carrier_ended(CallEnded("carrier_stop"))
+                elif isinstance(event, ev.Dtmf):
+                    self._event("dtmf", digit=event.digit)
+                elif isinstance(event, (ev.Connected, ev.Cleared, ev.Started)):
+                    pass
+                else:
+                    self._count(event)
+
+    async def _carrier_ended(self: Any, ending: CallEnded) -> None:
+        """The carrier closed or stopped: the model hears all the caller said, then the call ends
+        (per tick: once the caller task has taken the queued frames' results)."""
+        caller = self._caller
+        if isinstance(caller, TickCallerPath):
+            caller.finish(ending)
+            return
+        await caller.flush()  # less than a chunk may wait
+        raise ending
+
+    async def _caller_loop(self: Any) -> None:
+        """Per tick: each result of the call's lane, in order (see the module docstring)."""
+        caller: TickCallerPath = self._caller
+        async for result in caller.lane.results():
+            if result.error is not None:
+                raise result.error  # a bug in this call's own work: this call alone ends
+            if result.fallback:
+                self.stats.vad_fallback_ticks += 1
+            await caller.take(result)
+            if result.actions:
+                await self._act(result.actions)
+            for vad_event in result.vad:
+                await self._on_vad(vad_event, result.at_ms)
+        await caller.flush()
+        raise caller.ending or CallEnded("carrier_closed")
+
+    def _hear_now(self: Any, pcm: np.ndarray, now_ms: float) -> list:
+        """Per tick: decoded caller PCM to the listening policies; their actions (the engine's
+        synchronous :data:`~gateway.engine.Hear` listener)."""
+        actions: list = []
+        done = False
+        for policy in self._listeners:
+            if policy.listening:
+                actions.extend(policy.on_caller_audio(pcm, now_ms))
+            else:
+                done = True
+        if done:
+            self._listeners = [p for p in self._listeners if p.listening]
+        return actions
+
+    async def _hear(self: Any, pcm: np.ndarray, now_ms: float) -> None:
+        """Per frame: one decoded caller frame to the listening policies; drop those done listening."""
+        done = False
+        for policy in self._listeners:
+            if policy.listening:
+                actions = policy.on_caller_audio(pcm, now_ms)
+                if actions:
+                    await self._act(actions)
+            else:
+                done = True
+        if done:
+            self._listeners = [p for p in self._listeners if p.listening]
+
+    async def _on_vad(self: Any, event: VadStart | VadEnd, at_ms: float | None = None) -> None:
+        """The caller started or stopped speaking: turn events, barge-in, then the policies.
+
+        ``at_ms``: when the audio the event was decided on ended (ms on the call's clock; per
+        tick, the arrival of the tick's last frame); default now.
+        """
+        assert self._caller is not None and self._agent is not None and self.bridge is not None
+        now_ms = self._ms() if at_ms is None else at_ms
+        self._last_activity = self.clock.now()
+        gateway_turns = self.config.turn_mode == "gateway" and not self._muted
+        if isinstance(event, VadStart):
+            onset_ms = now_ms - event.confirm_delay_ms
+            self.turns.speech_started(onset_ms)
+            self._event("caller_speech_start", onsetMs=int(onset_ms))
+            await self._caller.flush()
+            if self.config.interruptible and not self._muted and self._agent.playout.playing(self._ms()):
+                await self._agent.barge_in("vad", onset_ms)
+            if gateway_turns:
+                await self.bridge.speech_started()
+        else:
+            self.turns.speech_ended(now_ms)
+            self._event("caller_speech_end")
+            await self._caller.flush()
+            if gateway_turns:
+                await self.bridge.end_of_turn()
+        for policy in self._policies:
+            await self._act(policy.on_vad(event, now_ms))
