@@ -33,6 +33,11 @@ calls, exactly as :class:`gateway.session.CallSession` runs the pure stages:
   work, ``input_audio_buffer.append`` built and serialised for each caller frame, and a
   ``response.output_audio.delta`` parsed for each agent frame (G.711 passed through for
   μ-law carriers, 24 kHz PCM otherwise).
+* **kernels** (reported apart): the per-tick engine's batched codec kernels against their
+  per-call forms at the sweep's call counts (:mod:`benchmarks.media_kernels`): G.711 decode
+  (:func:`~gateway.codecs.batch.decode_many`) and resampling 8 → 16, 8 → 24 and 24 → 8 kHz
+  (:func:`~gateway.codecs.batch.resample_many`), CPU µs per call per 20 ms frame
+  (``--calls 1,100,400,1000`` gives the issue's sizes).
 
 Input: the 60 s conversational recording ``../shared/audio/speech/silero-test.wav`` (16 kHz),
 resampled to each carrier's rate with :mod:`gateway.codecs`, encoded (μ-law for Twilio) and
@@ -59,6 +64,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from benchmarks.media_kernels import kernel_table, measure_kernels
 from benchmarks.media_stages import (  # noqa: F401 - re-exported: tests and the report import them from here
     _STAGES,
     AMD_TARGET_US,
@@ -112,8 +118,11 @@ def run(
     windows: int = 5,
     bridge: bool = True,
     progress: bool = True,
+    kernel_calls: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    """The whole benchmark: a Twilio sweep over ``calls`` × ``vads``, then every carrier."""
+    """The whole benchmark: a Twilio sweep over ``calls`` × ``vads``, then every carrier, then
+    the batched kernels at ``kernel_calls`` (default: the sweep's ``calls``; none if empty)."""
+    kernel_calls = calls if kernel_calls is None else kernel_calls
     audio = load_audio()
     model = SileroModel() if any(v != "webrtc" for v in (*vads, *carrier_vads)) else None
     plan = [("twilio", n, v) for v in vads for n in calls]
@@ -128,6 +137,7 @@ def run(
     return {
         "benchmark": "media",
         "rows": rows,
+        "kernels": measure_kernels(kernel_calls, seconds=min(seconds, 0.4), audio=audio) if kernel_calls else [],
         "target_cpu_ms_per_call_second": TARGET_CPU_MS,
         "amd_target_us_per_frame": AMD_TARGET_US,
         "input": audio.source,
@@ -275,10 +285,11 @@ def main(
     windows: int = 5,
     bridge: bool = True,
     out: Path | None = None,
+    kernel_calls: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Run, print a table (or one JSON line last with ``json_out``), write the plot; return the result."""
     result = run(calls, seconds=seconds, vads=vads, carriers=carriers, carrier_calls=carrier_calls,
-                 windows=windows, bridge=bridge, progress=sys.stderr.isatty())  # fmt: skip
+                 windows=windows, bridge=bridge, progress=sys.stderr.isatty(), kernel_calls=kernel_calls)  # fmt: skip
     result["carrier_calls"] = carrier_calls
     if plot is not None:
         written = plot_png(result, Path(plot))
@@ -295,6 +306,9 @@ def main(
         print(stage_table(result))
         print()
         print(gate_line(result))
+        if result["kernels"]:
+            print()
+            print(kernel_table(result["kernels"]))
         if result.get("plot"):
             print(f"\nplot: {result['plot']}")
     return result

@@ -93,3 +93,4 @@ def test_cli_prints_json_last_and_writes_a_plot(tmp_path):
             assert key in r
         assert r["cpu_ms_per_call_second"] > 0
     assert png.exists() and png.stat().st_size > 1000
+    assert {(k["kernel"], k["calls"]) for k in doc["kernels"]} >= {("decode pcmu", 3), ("resample 8->16k", 3)}
