@@ -56,7 +56,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from gateway.codecs.g711 import ALAW_DECODE_TABLE, ULAW_DECODE_TABLE
 from gateway.codecs.resample import Resampler, _to_dtype
-from gateway.codecs.transcode import _encoding
+from gateway.codecs.transcode import _encoding, decode
 from gateway.formats import Encoding
 
 __all__ = ["decode_many", "resample_many", "MAX_BATCHED_UP"]
@@ -88,12 +88,12 @@ def decode_many(payloads: Sequence[bytes], encoding: Encoding | str) -> list[np.
         ``[len(p) // 2]`` for L16. They are views of one new writable array (disjoint).
 
     Raises:
-        ValueError: Unknown encoding, or an L16 payload of odd length (its index is named;
-            nothing is decoded).
+        ValueError: Unknown encoding, or an L16 payload of odd length (nothing is decoded;
+            among several payloads, its index is named).
     """
     enc = _encoding(encoding)
-    if not payloads:
-        return []
+    if len(payloads) < 2:  # nothing to join
+        return [decode(p, enc) for p in payloads]
     sizes = [len(p) if type(p) is bytes else memoryview(p).nbytes for p in payloads]
     joined = b"".join(payloads)
     if enc is Encoding.L16:
@@ -138,6 +138,8 @@ def resample_many(resamplers: Sequence[Resampler], xs: Sequence[np.ndarray]) -> 
     """
     if len(resamplers) != len(xs):
         raise ValueError(f"{len(resamplers)} resamplers but {len(xs)} chunks")
+    if len(resamplers) < 2:  # nothing to batch
+        return [r.process(x) for r, x in zip(resamplers, xs)]
     if len({id(r) for r in resamplers}) != len(resamplers):
         raise ValueError("a resampler appears twice: give each stream one chunk per call")
     checked = [r._checked(x) for r, x in zip(resamplers, xs)]
