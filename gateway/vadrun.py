@@ -162,17 +162,19 @@ class _Runner:
         det.feed(pcm)
         return det.take_chunks()
 
-    def plan(self, chunk: np.ndarray) -> ChunkPlan:
+    def plan(self, chunk: np.ndarray, power_dbfs: float | None = None) -> ChunkPlan:
         """The next taken chunk's :class:`ChunkPlan`: the pre-gate decides it with the
         detector's state after every earlier chunk, so decisions never depend on how the
-        audio was split into frames or ticks."""
+        audio was split into frames or ticks. ``power_dbfs``: the chunk's power if already
+        computed (one :func:`~gateway.audio.pregate.chunk_power_dbfs` for many calls)."""
+        one = chunk[None]
         if self.pregate is None:
-            return ChunkPlan(chunk[None])
-        plan = self.pregate.plan(chunk[None], hold=self.detector.state in PREGATE_HOLD)
-        if not plan.mask[0]:
+            return ChunkPlan(one)
+        scored, warm = self.pregate.plan_one(chunk, hold=self.detector.state in PREGATE_HOLD, power_dbfs=power_dbfs)
+        if not scored:
             self.chunks_skipped += 1
-            return ChunkPlan(chunk[None][:0])
-        return ChunkPlan(np.concatenate((plan.warm, chunk[None])) if len(plan.warm) else chunk[None])
+            return ChunkPlan(one[:0])
+        return ChunkPlan(one if warm is None else np.concatenate((warm, one)))
 
     def apply(self, plan: ChunkPlan, scores: np.ndarray) -> list[VadStart | VadEnd]:
         """Apply ``plan``'s scores (float ``[len(plan.block)]``; the last is the chunk's);

@@ -210,3 +210,26 @@ class PreGate:
         self.chunks_seen += k
         self.chunks_skipped += scored.count(False)
         return GatePlan(np.array(scored, dtype=bool), warm)
+
+    def plan_one(self, chunk: np.ndarray, *, hold: bool = False, power_dbfs: float | None = None):
+        """:meth:`plan` for one chunk (int16 ``[n]``), without the arrays: ``(scored, warm)``,
+        ``warm`` being int16 ``[w, n]`` warm-up chunks or ``None``. Same state updates as
+        :meth:`plan` of a one-chunk block."""
+        possible = self._possible(chunk[None], None if power_dbfs is None else (power_dbfs,))[0]
+        since = 0 if possible else self._since_open + 1
+        self._since_open = since
+        scored = hold or since <= self.post_chunks
+        tail = self._skipped_tail
+        warm = None
+        if scored:
+            if tail and possible and self.pre_chunks:
+                warm = np.stack(tail)
+                self.chunks_warmed += len(warm)
+            tail.clear()
+        else:
+            if self.pre_chunks:
+                tail.append(chunk.copy())
+            self.chunks_skipped += 1
+        self.chunks_seen += 1
+        return scored, warm
+

@@ -26,18 +26,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from gateway.audio.pregate import chunk_power_dbfs
 from gateway.audio.silero import score_blocks
 from gateway.audio.vad import SileroScorer
 from gateway.codecs.batch import decode_many, resample_many
 from gateway.engine.lane import Hear, Lane, TickResult
 from gateway.formats import AudioFormat
-from gateway.vadrun import _Runner
+from gateway.vadrun import ChunkPlan, _Runner
 
-__all__ = ["MediaEngine"]
+__all__ = ["MediaEngine", "STAGES"]
+
+#: The pass's stages, as timed in :attr:`MediaEngine.stage_ns` (CPU ns, summed over ticks).
+STAGES = ("decode", "resample", "vad_plan", "vad_score", "vad_apply", "hear", "deliver")
 
 log = logging.getLogger("gateway.engine")
 
@@ -57,9 +61,9 @@ class MediaEngine:
         ValueError: ``tick_ms`` out of range.
 
     Attributes:
-        ticks: passes run. ``lanes_ticked``: lane results made. ``fallback_ticks``: passes whose
-        scoring failed (their lanes were scored by the cheap VAD). ``busy_s``: CPU-bound time
-        spent in passes (s, wall clock on the loop's thread).
+        ticks: passes run. ``lanes_ticked``: lane results made. ``fallback_ticks``: Silero runs
+        that failed (their lanes were scored by the cheap VAD). ``busy_s``: time spent in passes
+        (s, wall clock on the loop's thread). ``stage_ns``: CPU ns per stage (:data:`STAGES`).
     """
 
     def __init__(self, tick_ms: float = 10.0, *, scheduled: bool = True) -> None:
@@ -74,6 +78,7 @@ class MediaEngine:
         self.lanes_ticked = 0
         self.fallback_ticks = 0
         self.busy_s = 0.0
+        self.stage_ns = dict.fromkeys(STAGES, 0)
 
     @property
     def lanes(self) -> int:
@@ -108,7 +113,11 @@ class MediaEngine:
 
     # ------------------------------------------------------------------ the pass
     def run_tick(self, lanes: Sequence[Lane] | None = None) -> None:
-        """Run one pass now over ``lanes`` (default: every lane with queued audio). Synchronous."""
+        """Run one pass now over ``lanes`` (default: every lane with queued audio). Synchronous.
+
+        Each stage's CPU time is added to :attr:`stage_ns` (``decode``, ``resample``, ``vad_plan``,
+        ``vad_score``, ``vad_apply``, ``hear``, ``deliver``).
+        """
         if lanes is None:
             lanes = list(self._pending)
             self._pending.clear()
@@ -118,37 +127,35 @@ class MediaEngine:
         lanes = [lane for lane in lanes if lane.queued_bytes or lane._carry]
         if not lanes:
             return
-        start = time.perf_counter()
+        start, ns = time.perf_counter(), self.stage_ns
         self.ticks += 1
+        t0 = _cpu()
         datas = [lane.take() for lane in lanes]
         pcms = _decode(lanes, datas)
-        results: list[TickResult | None] = [None] * len(lanes)
-        work = []
-        for i, lane in enumerate(lanes):
-            try:
-                start_sample, at_ms = lane.place(pcms[i].size)
-                results[i] = TickResult(at_ms, pcms[i], start_sample, b"")
-                work.append(i)
-            except Exception as exc:  # noqa: BLE001 - one lane's bug is that lane's error
-                results[i] = TickResult(lane._last_ms, pcms[i], 0, b"", error=exc)
-        vad_pcms = _resampled(lanes, pcms, work, "to_vad", Lane.align_vad, pcms)
-        model_pcms = _resampled(lanes, pcms, work, "to_model", Lane.align_model, [None] * len(lanes))
-        for i in list(work):
-            try:
-                results[i].model_audio = lanes[i].model_bytes(datas[i], vad_pcms[i], model_pcms[i])  # type: ignore[union-attr]
-            except Exception as exc:  # noqa: BLE001
-                results[i].error = exc  # type: ignore[union-attr]
-                work.remove(i)
+        results, work = _placed(lanes, pcms)
+        t1 = _cpu()
+        vad_pcms = _resampled(lanes, pcms, work, results, "to_vad", Lane.align_vad, pcms)
+        model_pcms = _resampled(lanes, pcms, work, results, "to_model", Lane.align_model, [None] * len(lanes))
+
+        def model_audio(i: int) -> None:
+            results[i].model_audio = lanes[i].model_bytes(datas[i], vad_pcms[i], model_pcms[i])
+
+        _each(work, results, model_audio)
+        t2 = _cpu()
+        ns["decode"] += t1 - t0
+        ns["resample"] += t2 - t1
         self._vad(lanes, vad_pcms, work, results)
-        for i in work:
-            lane, result = lanes[i], results[i]
-            if lane.hear is not None:
-                try:
-                    result.actions = lane.hear(pcms[i], result.at_ms)  # type: ignore[union-attr]
-                except Exception as exc:  # noqa: BLE001
-                    result.error = exc  # type: ignore[union-attr]
+        t3 = _cpu()
+
+        def hear(i: int) -> None:
+            results[i].actions = lanes[i].hear(pcms[i], results[i].at_ms)
+
+        _each([i for i in work if lanes[i].hear is not None], results, hear)
+        t4 = _cpu()
         for lane, result in zip(lanes, results):
-            lane.deliver(result)  # type: ignore[arg-type]
+            lane.deliver(result)
+        ns["hear"] += t4 - t3
+        ns["deliver"] += _cpu() - t4
         self.lanes_ticked += len(lanes)
         self.busy_s += time.perf_counter() - start
 
@@ -156,29 +163,38 @@ class MediaEngine:
         """Every lane's VAD, chunk round by chunk round: round ``k`` plans chunk ``k`` of every
         lane that has one, scores all of that round's Silero blocks together, then applies."""
         chunks: dict[int, np.ndarray] = {}
-        for i in list(work):
-            try:
-                lanes[i].apply_barge_mode()
-                chunks[i] = lanes[i].vad.take(pcms[i])
-            except Exception as exc:  # noqa: BLE001 - one lane's bug is that lane's error
-                results[i].error = exc
-                work.remove(i)
-        rounds = max((len(c) for c in chunks.values()), default=0)
-        for k in range(rounds):
-            plans = {}
-            for i, c in chunks.items():
-                if len(c) > k and results[i].error is None:
-                    try:
-                        plans[i] = lanes[i].vad.plan(c[k])
-                    except Exception as exc:  # noqa: BLE001
-                        results[i].error = exc
+        plans: dict[int, ChunkPlan] = {}
+        scores: dict[int, np.ndarray] = {}
+        k = 0
+
+        def take(i: int) -> None:
+            lanes[i].apply_barge_mode()
+            chunks[i] = lanes[i].vad.take(pcms[i])
+
+        def plan(i: int) -> None:
+            plans[i] = lanes[i].vad.plan(chunks[i][k], powers.get(i))
+
+        def apply(i: int) -> None:
+            results[i].vad += lanes[i].vad.apply(plans[i], scores.get(i, _EMPTY))
+
+        ns = self.stage_ns
+        powers: dict[int, float] = {}
+        t0 = _cpu()
+        _each(work, results, take)
+        ns["vad_plan"] += _cpu() - t0
+        for k in range(max((len(c) for c in chunks.values()), default=0)):  # noqa: B007 - plan() reads k
+            t0 = _cpu()
+            plans.clear()
+            now = [i for i, c in chunks.items() if len(c) > k]
+            powers = _powers(lanes, chunks, now, k)
+            _each(now, results, plan)
+            t1 = _cpu()
             scores = self._score_round(lanes, plans, results)
-            for i, plan in plans.items():
-                if results[i].error is None:
-                    try:
-                        results[i].vad += lanes[i].vad.apply(plan, scores.get(i, _EMPTY))
-                    except Exception as exc:  # noqa: BLE001
-                        results[i].error = exc
+            t2 = _cpu()
+            _each(list(plans), results, apply)
+            ns["vad_plan"] += t1 - t0
+            ns["vad_score"] += t2 - t1
+            ns["vad_apply"] += _cpu() - t2
         work[:] = [i for i in work if results[i].error is None]
 
     def _score_round(self, lanes: Sequence[Lane], plans: dict, results: list) -> dict[int, np.ndarray]:
@@ -187,12 +203,11 @@ class MediaEngine:
         scores: dict[int, np.ndarray] = {}
         silero = []
         for i, plan in plans.items():
-            if not plan.scored:
-                continue
-            if isinstance(lanes[i].vad.detector.scorer, SileroScorer):
+            if plan.scored and isinstance(lanes[i].vad.detector.scorer, SileroScorer):
                 silero.append(i)
-            else:
-                scores[i] = lanes[i].vad.score_now(plan.block)
+        batched = set(silero)
+        _each([i for i, p in plans.items() if p.scored and i not in batched], results,
+              lambda i: scores.__setitem__(i, lanes[i].vad.score_now(plans[i].block)))
         if not silero:
             return scores
         try:
@@ -228,14 +243,62 @@ def _decode(lanes: Sequence[Lane], datas: Sequence[bytes]) -> list[np.ndarray]:
     return out
 
 
-def _resampled(lanes: Sequence[Lane], pcms: list[np.ndarray], work: Iterable[int], stage: str, align,
+def _powers(lanes: Sequence[Lane], chunks: dict[int, np.ndarray], now: list[int], k: int) -> dict[int, float]:
+    """Chunk ``k``'s power (dBFS) of every lane whose pre-gate is the energy detector: one
+    :func:`~gateway.audio.pregate.chunk_power_dbfs` per chunk size for all of them."""
+    by_size: dict[int, list[int]] = {}
+    for i in now:
+        gate = lanes[i].vad.pregate
+        if gate is not None and gate.mode == "energy":
+            by_size.setdefault(chunks[i].shape[1], []).append(i)
+    out: dict[int, float] = {}
+    for idx in by_size.values():
+        out.update(zip(idx, chunk_power_dbfs(np.stack([chunks[i][k] for i in idx])).tolist()))
+    return out
+
+
+def _cpu() -> int:
+    return time.process_time_ns()
+
+
+def _each(indices: Iterable[int], results: list, work: Callable[[int], object]) -> None:
+    """``work(i)`` for each index whose lane has no error yet; an exception it raises (a bug in
+    that lane's own work) becomes that lane's error, and the others go on."""
+    for i in list(indices):
+        if results[i].error is None:
+            try:
+                work(i)
+            except Exception as exc:  # noqa: BLE001 - one lane's bug is that lane's error
+                results[i].error = exc
+
+
+def _placed(lanes: Sequence[Lane], pcms: list[np.ndarray]) -> tuple[list[TickResult], list[int]]:
+    """A result per lane, its audio placed on the call's timeline; the lanes to work on."""
+    results = []
+    for lane, pcm in zip(lanes, pcms):
+        start_sample, at_ms = lane.place(pcm.size)
+        results.append(TickResult(at_ms, pcm, start_sample, b""))
+    return results, list(range(len(lanes)))
+
+
+def _resampled(lanes: Sequence[Lane], pcms: list[np.ndarray], work: list[int], results: list, stage: str, align,
                default: list) -> list:
     """Every working lane's PCM through its ``stage`` resampler (``to_vad`` or ``to_model``), time-
-    aligned; lanes without that stage keep ``default[i]``. One batched product per matching group."""
+    aligned; lanes without that stage keep ``default[i]``. One batched product per matching group
+    (:func:`~gateway.codecs.batch.resample_many`); if that raises, lane by lane."""
     out = list(default)
-    need = [i for i in work if getattr(lanes[i], stage) is not None]
-    if need:
+    need = [i for i in work if getattr(lanes[i], stage) is not None and results[i].error is None]
+    if not need:
+        return out
+    try:
         converted = resample_many([getattr(lanes[i], stage) for i in need], [pcms[i] for i in need])
-        for i, y in zip(need, converted):
+    except Exception:  # noqa: BLE001 - a bug in the batch path must not cost the calls
+        log.exception("batched resampling failed; lane by lane this tick")
+        converted = None
+    for j, i in enumerate(need):
+        try:
+            y = converted[j] if converted is not None else getattr(lanes[i], stage).process(pcms[i])
             out[i] = align(lanes[i], y)
+        except Exception as exc:  # noqa: BLE001 - one lane's bug is that lane's error
+            results[i].error = exc
     return out

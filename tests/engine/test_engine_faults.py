@@ -70,7 +70,7 @@ def test_one_lanes_bug_is_its_own_error_and_the_others_go_on():
     good = engine.attach(PCMU_8K, factory.create(8000), PCMU_8K, hear=lambda pcm, at: heard.append(pcm.size) or [])
     bad_hear = engine.attach(PCMU_8K, factory.create(8000), PCMU_8K, hear=hear_broken)
     bad_vad = engine.attach(PCMU_8K, factory.create(8000), PCMU_8K)
-    bad_vad.vad.plan = lambda chunk: (_ for _ in ()).throw(ValueError("a VAD bug"))
+    bad_vad.vad.plan = lambda chunk, power=None: (_ for _ in ()).throw(ValueError("a VAD bug"))
     results = run_all(engine, [good, bad_hear, bad_vad], speech_frames())
     assert all(r.error is None for r in results[0])
     assert any(isinstance(e, VadStart) for r in results[0] for e in r.vad)
