@@ -13,6 +13,11 @@ from rich.console import Console
 
 __all__ = ["main", "app"]
 
+# One BLAS thread per process (before numpy loads): the media engine's batched GEMMs are small,
+# and a thread pool per product would spread one tick over every core and cost more CPU in all.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Realtime media gateway for AI phone calls.")
 keys_app = typer.Typer(no_args_is_help=True, help="Manage REST API keys (only their hashes are stored).")
 app.add_typer(keys_app, name="keys")
