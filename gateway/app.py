@@ -118,6 +118,8 @@ class Services:
 
     def __post_init__(self) -> None:
         self.metrics = GatewayMetrics(lambda: len(self.live))
+        if self.media_engine is not None:
+            self.metrics.watch_engine(self.media_engine)
 
     def live_calls(self) -> int:
         """Calls counted against ``Settings.max_calls``: served plus admitted streams."""

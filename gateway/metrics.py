@@ -43,6 +43,19 @@ class GatewayMetrics:
                                            "Caller speech onset to the carrier clear being sent (s).",
                                            ["carrier"], buckets=_LATENCY_BUCKETS, registry=r)
 
+    def watch_engine(self, engine) -> None:
+        """Gauges read from the :class:`~gateway.engine.MediaEngine` at scrape time."""
+        r = self.registry
+        for name, doc, read in (
+            ("gateway_media_engine_lanes", "Calls attached to the media engine now.", lambda: engine.lanes),
+            ("gateway_media_engine_ticks", "Media engine passes run since start.", lambda: engine.ticks),
+            ("gateway_media_engine_busy_seconds", "Time spent in media engine passes since start (s).",
+             lambda: engine.busy_s),
+            ("gateway_media_engine_vad_fallbacks", "Silero runs that failed (their calls were scored by "
+             "WebRTC VAD for that round) since start.", lambda: engine.fallback_ticks),
+        ):  # fmt: skip
+            Gauge(name, doc, registry=r).set_function(read)
+
     def call_finished(self, carrier: str, outcome) -> None:
         """Count one finished call (a :class:`gateway.session.CallOutcome`)."""
         m = outcome.metrics

@@ -6,6 +6,8 @@ it can send exactly the malformed thing under test.
 
 from __future__ import annotations
 
+import re
+
 import asyncio
 import time
 
@@ -71,7 +73,7 @@ async def test_expired_token_is_refused_with_4410(gw):
     store = gw.services.store
     rec, token = store.create_call(CallConfig(), "twilio", ttl_s=0.05)
     time.sleep(0.1)
-    url = f"ws://127.0.0.1:{gw.settings.port}/stream/twilio/{rec.id}/{token}"
+    url = f"{gw.ws}/stream/twilio/{rec.id}/{token}"
     assert (await close_code_of(url))[0] == 4410
 
 
@@ -183,6 +185,8 @@ async def test_metrics_count_finished_calls_and_protocol_errors(gw):
         for frame in d.opening({}):
             await ws.send(frame)
         await ws.send("{not json")
+        for _ in range(5):
+            await ws.send(d.media(b"\xff" * 160))
         await ws.send(d.stop())
         await ws.wait_closed()
     await gw.call_record(call["callId"])
@@ -191,6 +195,10 @@ async def test_metrics_count_finished_calls_and_protocol_errors(gw):
     assert 'gateway_calls_total{carrier="twilio",end_reason="carrier_stop",status="completed"} 1.0' in text
     assert 'gateway_protocol_errors_total{carrier="twilio",kind="malformed_json"} 1.0' in text
     assert "gateway_calls_live 0.0" in text
+    # the media engine's gauges: the call's frames went through at least one pass; none attached now
+    assert "gateway_media_engine_lanes 0.0" in text
+    ticks = float(re.search(r"^gateway_media_engine_ticks (\S+)$", text, re.M).group(1))
+    assert ticks >= 1
 
 
 async def test_a_peer_that_leaves_during_the_handshake_still_gets_a_final_record(gw, monkeypatch):
@@ -208,7 +216,7 @@ async def test_a_peer_that_leaves_during_the_handshake_still_gets_a_final_record
 
     monkeypatch.setattr(store, "mark_call_started", slow_claim)
     call = await gw.create_inline_call(connectionType="raw")
-    port = gw.settings.port
+    port = int(gw.ws.rsplit(":", 1)[1])  # the media listener in use
     path = call["streamUrl"].split(f":{port}", 1)[1]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
