@@ -21,9 +21,11 @@ block) read one window of ``win = (r0 + (Q - 1) * down) // up + taps`` inputs th
 one block-Toeplitz matrix ``T [win, Q]`` built from the bank (column ``r`` holds phase
 ``(r0 + r * down) % up``'s coefficients at row offset ``(r0 + r * down) // up``, zeros
 elsewhere). Every block of every stream is one row of ``windows [N * blocks, win]`` (one
-strided copy of the stacked buffers), and the group's outputs are ``windows @ T``: one GEMM,
-over slabs of streams whose work fits about 1 MB (a core's L2 cache: 125 streams at 8→16 kHz,
-58 at 24→8 kHz; one product over 400 streams spills it and costs up to twice as much).
+strided copy of the stacked buffers), and the group's outputs are ``windows @ T``: one GEMM
+in exact arithmetic, run over slabs of streams (20 streams at 8→16 kHz, 13 at 8→24 and
+24→8 kHz) so that each product stays in a core's L2 cache and below OpenBLAS's threshold for
+waking its threads: one product over 400 streams costs up to twice the CPU on one thread, and
+3-4 times (its threads spinning on a shared core) when OPENBLAS_NUM_THREADS is not 1.
 ``k = round(taps / (2 * down))`` trades the zeros multiplied (``win / taps`` ≈ 1.5 times the
 per-stream products) against the rows copied (``win / (k * down)`` ≈ 3 per input sample).
 
@@ -52,7 +54,6 @@ from itertools import accumulate
 from typing import Sequence
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from gateway.codecs.g711 import ALAW_DECODE_TABLE, ULAW_DECODE_TABLE
 from gateway.codecs.resample import Resampler, _to_dtype
@@ -64,10 +65,14 @@ __all__ = ["decode_many", "resample_many", "MAX_BATCHED_UP"]
 #: Largest upsampling factor (``out_rate / gcd``) a group is batched for; beyond it, per stream.
 MAX_BATCHED_UP = 8
 
-#: float64 values one slab's work may hold (history + chunk, windows, outputs): 1 MB, about a
-#: core's L2 cache. One product over 400 streams spills it and costs up to twice as much.
+#: float64 values one slab's product may touch (history + chunk, windows, outputs): 1 MB,
+#: about a core's L2 cache. One product over 400 streams spills it and costs up to twice as much.
 _SLAB_DOUBLES = 1 << 17
-_MIN_SLAB = 16
+#: Largest ``m * n * k`` of one GEMM: OpenBLAS runs a GEMM on one thread below
+#: ``2 * 65536 * 4`` (``interface/gemm.c``: SMP_THRESHOLD_MIN x GEMM_MULTITHREAD_THRESHOLD per
+#: thread). Above it, unless OPENBLAS_NUM_THREADS=1, it wakes its threads, which on a shared
+#: core spin: measured 4.9-17 instead of 3.1-4.9 CPU µs per call at 400 calls.
+_BLAS_SINGLE_THREAD = 2 * 65536 * 4 - 1
 
 _TABLES = {Encoding.PCMU: ULAW_DECODE_TABLE, Encoding.PCMA: ALAW_DECODE_TABLE}
 _LE_INT16 = np.dtype("<i2")
@@ -112,7 +117,7 @@ def decode_many(payloads: Sequence[bytes], encoding: Encoding | str) -> list[np.
 
 
 def resample_many(resamplers: Sequence[Resampler], xs: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Resamples the next chunk of many streams, one matrix product per matching group.
+    """Resamples the next chunk of many streams, one block-Toeplitz product per matching group.
 
     Equivalent to ``[r.process(x) for r, x in zip(resamplers, xs)]``: same outputs (bit for
     bit for int16, see the module docstring for float), same state afterwards. Streams with
@@ -168,8 +173,8 @@ def _group_key(r: Resampler, x: np.ndarray) -> tuple | None:
 
 
 def _process_group(rs: list[Resampler], xs: list[np.ndarray]) -> list[np.ndarray]:
-    """One group's chunks (same design, length, dtype, phase): one block-Toeplitz GEMM per slab
-    of streams, the slab sized so its float64 work stays within ``_SLAB_DOUBLES``."""
+    """One group's chunks (same design, length, dtype, phase) by block-Toeplitz GEMMs; commits
+    each stream's new state."""
     first = rs[0]
     d, n = first._design, xs[0].shape[0]
     count = first._count(n)
@@ -181,12 +186,13 @@ def _process_group(rs: list[Resampler], xs: list[np.ndarray]) -> list[np.ndarray
     win, q = matrix.shape
     blocks = -(-count // q)
     width = max(first._keep + n, i0 + (blocks - 1) * step + win)
-    slab = max(_MIN_SLAB, _SLAB_DOUBLES // (width + blocks * (win + q)))
     plan = _Plan(n, count, i0, step, blocks, width, matrix)
-    out: list[np.ndarray] = []
-    for s in range(0, len(rs), slab):
-        out += _slab(rs[s : s + slab], xs[s : s + slab], plan)
-    return out
+    work = _stacked(rs, xs, plan)
+    ys = _to_dtype(_products(work, plan), xs[0].dtype)[:, :count]  # converted contiguous: fastest
+    keep, dtype = first._keep, xs[0].dtype
+    for r, history in zip(rs, work[:, n : n + keep]):
+        r._commit(history, n, count, dtype)
+    return list(ys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,22 +209,32 @@ class _Plan:
     matrix: np.ndarray
 
 
-def _slab(rs: list[Resampler], xs: list[np.ndarray], plan: _Plan) -> list[np.ndarray]:
-    """Streams of one group through one GEMM; commits each stream's new state."""
-    n, keep, dtype, rows = plan.n, rs[0]._keep, xs[0].dtype, len(rs)
-    win, q = plan.matrix.shape
+def _stacked(rs: list[Resampler], xs: list[np.ndarray], plan: _Plan) -> np.ndarray:
+    """float64 ``[N, width]``: each stream's history, then its chunk, then zeros."""
+    n, keep, rows = plan.n, rs[0]._keep, len(rs)
     work = np.empty((rows, plan.width))
     work[:, :keep] = np.concatenate([r._history for r in rs]).reshape(rows, keep)
     work[:, keep : keep + n] = np.concatenate(xs).reshape(rows, n)
     work[:, keep + n :] = 0.0  # only read by outputs past ``count``, which are dropped
-    item = work.itemsize
-    strides = (plan.width * item, plan.step * item, item)
-    windows = as_strided(work[:, plan.i0 :], (rows, plan.blocks, win), strides)
-    y = np.dot(windows.reshape(rows * plan.blocks, win), plan.matrix).reshape(rows, -1)
-    ys = _to_dtype(y, dtype)[:, : plan.count]  # converted contiguous: fastest so
-    for r, history in zip(rs, work[:, n : n + keep]):
-        r._commit(history, n, plan.count, dtype)
-    return list(ys)
+    return work
+
+
+def _products(work: np.ndarray, plan: _Plan) -> np.ndarray:
+    """float64 ``[N, blocks * q]``: every block of every stream times the matrix, in slabs of
+    streams (see ``_SLAB_DOUBLES`` and ``_BLAS_SINGLE_THREAD``)."""
+    rows, width, item = work.shape[0], plan.width, work.itemsize
+    win, q = plan.matrix.shape
+    per_stream = plan.blocks * win * q
+    slab = max(1, min(_SLAB_DOUBLES // (width + plan.blocks * (win + q)),
+                      _BLAS_SINGLE_THREAD // per_stream))  # fmt: skip
+    y = np.empty((rows, plan.blocks * q))
+    strides = (width * item, plan.step * item, item)
+    for s in range(0, rows, slab):
+        e = min(rows, s + slab)
+        windows = np.ndarray((e - s, plan.blocks, win), work.dtype, work, (s * width + plan.i0) * item,
+                             strides)  # fmt: skip
+        np.dot(windows.reshape(-1, win), plan.matrix, out=y[s:e].reshape(-1, q))
+    return y
 
 
 @functools.lru_cache(maxsize=128)
