@@ -247,3 +247,26 @@ def test_block_toeplitz_matrix_is_cached_and_read_only():
     assert m1 is m2 and not m1.flags.writeable
     assert step1 == m1.shape[1] // d.up * d.down  # k periods of `down` inputs per block
     assert np.count_nonzero(m1, axis=0).max() <= d.taps
+
+
+@pytest.mark.parametrize(("a", "b"), [(8000, 16000), (24000, 8000), (48000, 16000)])
+def test_every_gemm_stays_on_one_blas_thread(monkeypatch, a, b):
+    """400 streams run as several products, each below OpenBLAS's threshold for threading."""
+    shapes = []
+    dot = np.dot
+
+    def counted(x, y, out=None):
+        shapes.append((x.shape[0], x.shape[1], y.shape[1]))
+        return dot(x, y, out=out)
+
+    monkeypatch.setattr(batch.np, "dot", counted)
+    batched, single = twins(a, b, 400)
+    x = np.zeros(a // 50, np.int16)
+    resample_many(batched, [x] * 400)
+    monkeypatch.undo()
+    blocks = -(-Resampler(a, b)._count(a // 50) // shapes[0][2])  # rows per stream
+    assert len(shapes) > 1 and sum(m for m, _, _ in shapes) == 400 * blocks
+    assert all(m * k * n <= batch._BLAS_SINGLE_THREAD for m, k, n in shapes)
+    for r, s in zip(batched, single):
+        s.process(x)
+        assert_same_state(r, s)
