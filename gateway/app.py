@@ -13,7 +13,8 @@ for their records.
 Stream URL: ``/stream/{carrier}/{call_id}/{token}``. The token is in the path because Twilio
 drops query strings. Before a socket is served: the carrier must be known and match the call's
 connection type, the call must exist, the token must match and not have expired, and the call
-must not already be streaming. A refused socket is accepted and then closed at once with an
+must not already be streaming (the rules, shared by every media listener, are in
+:mod:`gateway.streams`). A refused socket is accepted and then closed at once with an
 application close code, so a client sees why:
 
 ====  =======================================================
@@ -35,6 +36,10 @@ A served call's socket is closed by its session when the call ends
 1008  policy violation: the adapter refused the ``start`` message (reason ``bad_start``)
 1011  the call failed (a model error, the model connection lost, an internal error)
 ====  =======================================================
+
+With ``GATEWAY_MEDIA_LISTENER=picows`` the lifespan also starts the picows media listener
+(:mod:`gateway.picows_listener`) on ``GATEWAY_MEDIA_PORT``, and the API's stream URLs point at
+it; this route keeps serving the same streams under the same rules.
 """
 
 from __future__ import annotations
@@ -45,14 +50,13 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
-from gateway.api.urls import public_url, stream_path
-from gateway.callsetup import build_session, recording_path
-from gateway.carriers.registry import CARRIERS
+from gateway.api.urls import media_base, public_url, stream_path
 from gateway.config import Settings, check_public_url
 from gateway.dialer.service import OutboundService
 from gateway.llm.base import AgentConfig, ModelBridge
@@ -61,35 +65,18 @@ from gateway.metrics import GatewayMetrics
 from gateway.outbound import AppClients
 from gateway.session import CallSession
 from gateway.store.spool import replay_spool
-from gateway.store import (
-    BadToken,
-    CallNotConnectable,
-    CallRecord,
-    IllegalTransition,
-    Store,
-    TokenExpired,
-    UnknownCall,
-    recover_lost_calls,
-    sweep_lapsed_calls,
-)
-from gateway.transport import StarletteTransport  # noqa: F401 - re-exported (it lived here)
+from gateway.store import Store, recover_lost_calls, sweep_lapsed_calls
+from gateway.streams import CLOSE_CODES, StreamRequest, run_stream, twilio_signature_ok  # noqa: F401 - re-exported
+from gateway.transport import StarletteChannel, StarletteTransport  # noqa: F401 - re-exported (it lived here)
 from gateway.engine import MediaEngine
 from gateway.vadrun import VadFactory
+
+if TYPE_CHECKING:
+    from gateway.picows_listener import PicowsMediaListener
 
 __all__ = ["create_app", "Services", "CLOSE_CODES", "StarletteTransport"]
 
 log = logging.getLogger("gateway.app")
-
-CLOSE_CODES = {
-    "bad_carrier": 4400,
-    "bad_token": 4401,
-    "bad_signature": 4403,
-    "unknown_call": 4404,
-    "not_connectable": 4409,
-    "token_expired": 4410,
-    "at_capacity": 1013,
-}
-
 
 @dataclass
 class Services:
@@ -106,6 +93,8 @@ class Services:
     #: The per-tick media engine every call's caller audio goes through (``GATEWAY_MEDIA_ENGINE=tick``);
     #: ``None``: per frame, in each call's carrier task.
     media_engine: MediaEngine | None = None
+    #: The picows media listener (``GATEWAY_MEDIA_LISTENER=picows``) while the app runs.
+    media: PicowsMediaListener | None = None
     #: The shared HTTP clients (tools, the local agent's LLM endpoint), open while the app runs.
     clients: AppClients | None = None
     #: Outbound calls through tenants' carrier accounts (placing, callbacks, hang-up, DTMF).
@@ -181,131 +170,20 @@ class Services:
         return {"transcript": list(session.transcript), "events": list(session.events)}
 
 
-async def _refuse(ws: WebSocket, key: str, reason: str) -> None:
-    await ws.accept()
-    await ws.close(CLOSE_CODES[key], reason)
-
-
 def public_stream_url(ws: WebSocket, settings: Settings) -> str:
-    """The ``ws(s)://`` URL the carrier was given for this socket (what carriers sign).
-
-    Built by :func:`gateway.api.urls.public_url` from the path's parameters, the same way the
-    REST API built the URL it handed out.
-    """
+    """The ``ws(s)://`` URL of this Starlette route's socket as the carrier was given it (what
+    carriers sign), built by :func:`gateway.api.urls.public_url` from the path's parameters."""
     p = ws.path_params
     return public_url(settings, ws, stream_path(p["carrier"], p["call_id"], p["token"]), websocket=True)
 
 
-def twilio_signature_ok(ws: WebSocket, settings: Settings, token: str | None = None) -> bool:
-    """Check Twilio's ``X-Twilio-Signature`` on the upgrade request with ``token`` (default
-    ``GATEWAY_TWILIO_AUTH_TOKEN``; no token at all: True).
-
-    Source: https://www.twilio.com/docs/usage/security#validating-requests (Media Streams
-    sign the WebSocket request's URL with the account's auth token, no parameters).
-    """
-    token = token or settings.twilio_auth_token.get_secret_value()
-    if not token:
-        return True
-    from twilio.request_validator import RequestValidator
-
-    signature = ws.headers.get("x-twilio-signature", "")
-    return bool(signature) and RequestValidator(token).validate(public_stream_url(ws, settings), {}, signature)
-
-
 async def stream_endpoint(ws: WebSocket) -> None:
-    """Serve one carrier media stream: check the URL, then run the call to its end."""
+    """Serve one carrier media stream: admit it (:func:`gateway.streams.run_stream`), then run
+    the call to its end."""
     services: Services = ws.app.state.services
-    carrier = ws.path_params["carrier"]
-    call_id = ws.path_params["call_id"]
-    token = ws.path_params["token"]
-    store = services.store
-    if carrier not in CARRIERS:
-        return await _refuse(ws, "bad_carrier", f"unknown carrier {carrier!r}")
-    try:
-        call = await asyncio.to_thread(store.check_stream_token, call_id, token)
-    except UnknownCall:
-        return await _refuse(ws, "unknown_call", "unknown call")
-    except BadToken:
-        return await _refuse(ws, "bad_token", "invalid stream token")
-    except TokenExpired:
-        return await _refuse(ws, "token_expired", "stream token expired")
-    except CallNotConnectable:
-        if services.outbound is not None:  # an ended outbound call must not stay up at the carrier
-            services.outbound.hang_up_ended_soon(call_id)
-        return await _refuse(ws, "not_connectable", "call already streaming or ended")
-    if call.connection_type != carrier:
-        return await _refuse(ws, "bad_carrier", f"this call streams over {call.connection_type}")
-    if carrier == "twilio" and not await _twilio_stream_signed(services, ws, call):
-        return await _refuse(ws, "bad_signature", "missing or invalid X-Twilio-Signature")
-    if call_id in services.live or call_id in services.admitting:
-        return await _refuse(ws, "not_connectable", "call already streaming")
-    if services.live_calls() >= services.settings.max_calls:
-        return await _refuse(ws, "at_capacity", "gateway at its live call limit; try again later")
-    services.admitting.add(call_id)  # no await since the check: the slot is ours
-    try:
-        await _serve(services, ws, call, carrier)
-    finally:
-        services.admitting.discard(call_id)
-
-
-async def _twilio_stream_signed(services: Services, ws: WebSocket, call: CallRecord) -> bool:
-    """Twilio signs a stream's upgrade with the auth token of the account that placed the call:
-    for a call placed through a carrier account, that account's token (credentials that no
-    longer resolve: refused); otherwise ``GATEWAY_TWILIO_AUTH_TOKEN``."""
-    token = None
-    if call.carrier_account_id and services.outbound is not None:
-        creds = await services.outbound.credentials(call)
-        token = creds.get("auth_token") if creds else None
-        if not token:
-            return False
-    return twilio_signature_ok(ws, services.settings, token)
-
-
-async def _serve(services: Services, ws: WebSocket, call: CallRecord, carrier: str) -> None:
-    """Start an admitted call and run it to its end (it leaves :attr:`Services.live` after).
-
-    The call is claimed for this node (``GATEWAY_NODE_ID``) with its recording's path, so that
-    if the process dies mid-call its next start-up finalises the call and links the file.
-    """
-    call_id = call.id
-    wav = recording_path(services.settings, call_id) if call.call_config().recording_enabled else None
-    try:
-        await asyncio.to_thread(
-            services.store.mark_call_started, call_id, node_id=services.settings.node_id,
-            node_run=services.run_id, lease_s=services.settings.call_lease_s, recording_path=wav,
-        )
-    except IllegalTransition:
-        return await _refuse(ws, "not_connectable", "call already streaming or ended")
-    try:  # claimed: from here on the record is finalised whatever happens
-        await ws.accept()
-        session = build_session(services, call, carrier, ws)
-    except BaseException as exc:  # the peer left during the handshake, a bug, or cancellation
-        await _finalise_unserved(services, call_id, exc)
-        raise
-    services.live[call_id] = session
-    services.admitting.discard(call_id)
-    try:
-        await session.run()
-    finally:
-        services.live.pop(call_id, None)
-
-
-async def _finalise_unserved(services: Services, call_id: str, exc: BaseException, limit_s: float = 10.0) -> None:
-    """Finalise a claimed call whose session never ran (``failed``, ``carrier_closed_before_start``).
-
-    Shielded from a cancellation of the caller and bounded by ``limit_s``; a store error is
-    logged (the start-up recovery of this node finalises the call then).
-    """
-    work = asyncio.ensure_future(asyncio.to_thread(
-        services.store.finalise_call, call_id, status="failed", end_reason="carrier_closed_before_start",
-        duration_ms=0, error_code="no_start", error_message=f"stream ended during the handshake ({type(exc).__name__})",
-    ))
-    try:
-        await asyncio.shield(asyncio.wait_for(work, limit_s))
-    except asyncio.CancelledError:
-        pass  # the shielded write goes on; the caller re-raises its own cancellation
-    except Exception:  # noqa: BLE001 - logged; recovery at the next start finalises it
-        log.warning("could not finalise call %s after a failed handshake", call_id, exc_info=True)
+    p = ws.path_params
+    req = StreamRequest(p["carrier"], p["call_id"], p["token"], ws.headers, public_stream_url(ws, services.settings))
+    await run_stream(services, req, StarletteChannel(ws))
 
 
 async def _expire_calls(services: Services, every_s: float = 30.0) -> None:
@@ -366,6 +244,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
 
     settings = settings or Settings()
     check_public_url(settings.public_url)  # a model_copy(update=…) of settings skips validators
+    if settings.media_listener == "picows":
+        media_base(settings)  # raises ValueError: no base for its stream URLs
     store = store or Store(settings.database_url)
     services = Services(
         settings=settings,
@@ -402,13 +282,22 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
         expiry = asyncio.create_task(_expire_calls(services, min(30.0, settings.call_lease_s / 3)))
         renewal = asyncio.create_task(_renew_leases(services))
         services.clients = AppClients.from_settings(settings)  # one TLS context, not one per call
+        if settings.media_listener == "picows":
+            from gateway.picows_listener import PicowsMediaListener
+
+            services.media = PicowsMediaListener(services)
+            await services.media.start()
         try:
             yield
         finally:
             expiry.cancel()
+            if services.media is not None:
+                services.media.stop_listening()  # no new streams while the calls end
             # uvicorn closes live sockets (1012) before this runs unless the server is a
             # gateway.serving.GatewayServer, which ends the calls first; this catches the rest.
             await services.end_live_calls("shutdown", timeout_s=settings.shutdown_timeout_s)
+            if services.media is not None:  # what is left (streams not yet live) closes with 1001
+                await services.media.aclose(timeout_s=settings.shutdown_timeout_s)
             renewal.cancel()  # after the calls: their leases hold while they end
             await asyncio.gather(expiry, renewal, return_exceptions=True)  # both end at their next await
             if services.warm is not None and not services.warm.done():

@@ -1,7 +1,7 @@
 """Building one served call: its session, its hooks into the store, and its policies.
 
 :func:`build_session` makes the :class:`~gateway.session.CallSession` for an admitted media
-stream (:mod:`gateway.app`): the carrier adapter, the model bridge, the VAD, the recorder, the
+stream (:mod:`gateway.streams`): the carrier adapter, the model bridge, the VAD, the recorder, the
 call's policies (timers; the voicemail policy of an outbound call that asked for detection)
 and the hooks that write the record:
 
@@ -22,17 +22,15 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from starlette.websockets import WebSocket
-
 from gateway.carriers import events as ev
 from gateway.carriers.registry import make_adapter
 from gateway.config import Settings
 from gateway.dialer.service import CARRIER_ENDED_REASONS
 from gateway.session import CallHooks, CallOutcome, CallPolicy, CallSession
+from gateway.session.common import Transport
 from gateway.store import CallRecord, CallRecorder
 from gateway.store.spool import finalise_with_retry
 from gateway.tenants import SecretGrants
-from gateway.transport import StarletteTransport
 from gateway.vadrun import VadFactory
 
 if TYPE_CHECKING:
@@ -110,8 +108,10 @@ def _hooks(services: Services, call: CallRecord, carrier: str) -> CallHooks:
     return CallHooks(on_started=on_started, open_recorder=open_recorder, on_finished=on_finished)
 
 
-def build_session(services: Services, call: CallRecord, carrier: str, ws: WebSocket) -> CallSession:
-    """The session of an admitted stream for ``call`` (its stored config and tenant)."""
+def build_session(services: Services, call: CallRecord, carrier: str, transport: Transport) -> CallSession:
+    """The session of an admitted stream for ``call`` (its stored config and tenant), on the
+    listener's ``transport`` (:class:`gateway.transport.StarletteTransport`,
+    :class:`gateway.picows_listener.PicowsTransport`)."""
     settings = services.settings
     config = call.call_config()
     extra = {}
@@ -124,7 +124,7 @@ def build_session(services: Services, call: CallRecord, carrier: str, ws: WebSoc
     return CallSession(
         call_id=call.id,
         adapter=make_adapter(carrier),
-        transport=StarletteTransport(ws),
+        transport=transport,
         bridge_factory=services.bridge_for,
         # secrets resolve per call, only within the call's tenant's grant (gateway.tenants)
         config=config.agent_config(

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Settings", "ModelEndpoint", "check_public_url"]
+__all__ = ["Settings", "ModelEndpoint", "check_public_url", "check_media_url"]
 
 
 class ModelEndpoint(BaseModel):
@@ -207,6 +207,17 @@ class Settings(BaseSettings):
     max_calls: int = Field(1000, ge=1)
     #: uvicorn's WebSocket implementation: ``websockets-sansio`` (default), ``websockets``, ``wsproto``.
     ws_impl: Literal["websockets-sansio", "websockets", "wsproto"] = "websockets-sansio"
+    #: Where carrier media streams are served: ``starlette`` (the app's own ``/stream/…``
+    #: WebSocket route) or ``picows`` (a picows listener on :attr:`media_port` in the same
+    #: process and event loop, cheaper per frame; :mod:`gateway.picows_listener`). The API's
+    #: stream URLs point at the listener chosen; the Starlette route keeps serving either way.
+    media_listener: Literal["starlette", "picows"] = "starlette"
+    #: TCP port of the picows media listener (on :attr:`host`).
+    media_port: int = Field(8081, ge=1, le=65535)
+    #: Base URL carriers reach the picows listener at: ``ws(s)://host[:port][/prefix]``. Empty:
+    #: :attr:`public_url`'s host with :attr:`media_port` (``https`` → ``wss``), else
+    #: ``ws://<host>:<media_port>``. Never taken from a request's Host header.
+    media_public_url: str = ""
     log_level: str = "INFO"
     #: This gateway node's id, recorded on each call whose stream it serves. At start-up the
     #: node finalises the calls its previous run left ``in_progress`` (``failed``,
@@ -274,3 +285,31 @@ class Settings(BaseSettings):
     @classmethod
     def _public_url_form(cls, value: str) -> str:
         return check_public_url(value)
+
+    @field_validator("media_public_url")
+    @classmethod
+    def _media_url_form(cls, value: str) -> str:
+        return check_media_url(value)
+
+
+def check_media_url(value: str) -> str:
+    """Validate and normalise ``GATEWAY_MEDIA_PUBLIC_URL``: ``ws(s)://host[:port][/prefix]``.
+
+    The same rules as :func:`check_public_url` with WebSocket schemes; ``""`` is kept.
+
+    Raises:
+        ValueError: as :func:`check_public_url`, naming ``GATEWAY_MEDIA_PUBLIC_URL``.
+    """
+    raw = value.strip()
+    if not raw:
+        return ""
+    scheme, sep, rest = raw.partition("://")
+    http = {"ws": "http", "wss": "https"}.get(scheme.lower())
+    if not sep or http is None:
+        raise ValueError(f"GATEWAY_MEDIA_PUBLIC_URL {raw!r}: expected ws(s)://host[:port][/prefix], "
+                         "e.g. wss://media.example.com")
+    try:
+        checked = check_public_url(f"{http}://{rest}")
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("GATEWAY_PUBLIC_URL", "GATEWAY_MEDIA_PUBLIC_URL")) from None
+    return ("wss" if http == "https" else "ws") + checked[len(http):]

@@ -13,6 +13,11 @@ live call to end (reason ``shutdown``, status ``completed``, carrier socket clos
 are finalised; then uvicorn's shutdown runs as usual for whatever is left (a call still live
 then sees its socket closed; if uvicorn cancels its task, ``gateway serve`` sets
 ``timeout_graceful_shutdown`` so it does, the session's finaliser still runs).
+
+With the picows media listener (``GATEWAY_MEDIA_LISTENER=picows``) it stops listening in the
+same first step; its calls are in the same registry and end the same way, and the app's
+lifespan closes what is left of it with 1001 (:meth:`PicowsMediaListener.aclose
+<gateway.picows_listener.PicowsMediaListener.aclose>`).
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ class GatewayServer(uvicorn.Server):
         for server in self.servers:
             server.close()  # no new connections while the calls end (uvicorn closes again: no-op)
         services: Any = getattr(getattr(self.config.app, "state", None), "services", None)
+        media = getattr(services, "media", None)
+        if media is not None:
+            media.stop_listening()  # the picows media listener too (it closes in the lifespan)
         if services is not None and not self.force_exit:
             await services.end_live_calls("shutdown", timeout_s=self.shutdown_timeout_s)
         await super().shutdown(sockets)

@@ -15,7 +15,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from gateway.carriers import events as ev
 
-__all__ = ["StarletteTransport"]
+__all__ = ["StarletteTransport", "StarletteChannel"]
 
 
 class StarletteTransport:
@@ -64,3 +64,19 @@ class StarletteTransport:
             self.closed = True
             with contextlib.suppress(Exception):
                 await self.ws.close(code, reason)
+
+
+class StarletteChannel:
+    """The Starlette route's :class:`gateway.streams.StreamChannel`: a refused socket is
+    accepted and then closed at once with the refusal's code, so the client sees why."""
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+
+    async def refuse(self, refusal) -> None:
+        await self.ws.accept()
+        await self.ws.close(refusal.code, refusal.reason)
+
+    async def accept(self) -> StarletteTransport:
+        await self.ws.accept()
+        return StarletteTransport(self.ws)

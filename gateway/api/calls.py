@@ -31,7 +31,7 @@ from gateway.api.schemas import (
     Instructions,
     RecordingOut,
 )
-from gateway.api.urls import public_url, stream_path
+from gateway.api.urls import public_url, stream_url
 from gateway.api.views import config_out, event_out, transition_out, turn_out
 from gateway.store import TERMINAL_STATUSES, CallConfig, CallRecord, UnknownAgent
 
@@ -71,7 +71,7 @@ async def _issue(
         )  # fmt: skip
     except UnknownAgent:
         raise ApiError(404, "not_found", f"agent {agent_id!r} not found") from None
-    url = public_url(api.settings, request, stream_path(connection_type, call.id, token), websocket=True)
+    url = stream_url(api.settings, request, connection_type, call.id, token)
     doc = api.instruction_document(connection_type, url, parameters=None)
     instructions = None if doc is None else Instructions(content_type=doc[0], body=doc[1])
     log.info("call %s created (%s, agent %s)", call.id, connection_type, agent_id or "inline")

@@ -35,7 +35,7 @@ from gateway.api.deps import Api
 from gateway.api.errors import ApiError
 from gateway.api.responses import _error
 from gateway.api.routing import GatewayRoute
-from gateway.api.urls import public_url, stream_path
+from gateway.api.urls import public_url, stream_url
 from gateway.dialer.base import CallbackEvent
 from gateway.store import TERMINAL_STATUSES, StoreError
 
@@ -200,7 +200,7 @@ async def carrier_answer(kind: Kind, call_id: CallId, request: Request, api: Api
     except StoreError as exc:
         log.warning("call %s: answer URL fetched for a call that cannot stream: %s", call_id, exc)
         raise ApiError(409, "not_connectable", "the call has already started or ended") from None
-    url = public_url(api.settings, request, stream_path(kind, call_id, token), websocket=True)
+    url = stream_url(api.settings, request, kind, call_id, token)
     doc = api.instruction_document(kind, url, parameters=None)  # the call id is in the URL
     if doc is None:
         raise ApiError(404, "not_found", f"{kind} calls have no answer document")

@@ -11,15 +11,21 @@ The base is ``Settings.public_url`` when set (``http(s)://host[:port][/prefix]``
 **not** read: behind a proxy, set ``GATEWAY_PUBLIC_URL`` (or run uvicorn with
 ``--proxy-headers`` and trusted ``--forwarded-allow-ips``, which rewrites the scope's scheme
 before it reaches us).
+
+Stream URLs are built by :func:`stream_url`: with ``GATEWAY_MEDIA_LISTENER=picows`` they point
+at the picows media listener (:func:`media_base`, from operator settings only), else at the
+app's own ``/stream/…`` route through :func:`public_url`.
 """
 
 from __future__ import annotations
+
+from urllib.parse import urlsplit
 
 from starlette.requests import HTTPConnection
 
 from gateway.config import Settings
 
-__all__ = ["public_url", "stream_path"]
+__all__ = ["public_url", "stream_path", "stream_url", "media_base"]
 
 _HTTP = {"http": "http", "ws": "http", "https": "https", "wss": "https"}
 _WS = {"http": "ws", "ws": "ws", "https": "wss", "wss": "wss"}
@@ -53,3 +59,51 @@ def public_url(settings: Settings, conn: HTTPConnection, path: str, *, websocket
     scheme, sep, rest = base.partition("://")
     scheme = (_WS if websocket else _HTTP).get(scheme.lower(), scheme)
     return f"{scheme}{sep}{rest}{path}"
+
+
+def media_base(settings: Settings) -> str:
+    """The ``ws(s)://host[:port][/prefix]`` base of the picows media listener's stream URLs.
+
+    ``Settings.media_public_url`` when set; else ``public_url``'s host with ``media_port``
+    (``https`` → ``wss``, its path prefix dropped: the listener is its own server); else
+    ``ws://<host>:<media_port>``. Never a request's ``Host``.
+
+    Raises:
+        ValueError: nothing names a host carriers can reach (no ``media_public_url`` nor
+            ``public_url``, and ``host`` is a wildcard such as ``0.0.0.0``).
+    """
+    if settings.media_public_url:
+        return settings.media_public_url.rstrip("/")
+    port = settings.media_port
+    if settings.public_url:
+        parts = urlsplit(settings.public_url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{_WS.get(parts.scheme, 'ws')}://{host}:{port}"
+    if settings.host in ("", "0.0.0.0", "::", "[::]"):
+        raise ValueError("GATEWAY_MEDIA_LISTENER=picows listening on a wildcard address needs "
+                         "GATEWAY_MEDIA_PUBLIC_URL (or GATEWAY_PUBLIC_URL) for its stream URLs")
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"ws://{host}:{port}"
+
+
+def stream_url(settings: Settings, conn: HTTPConnection | None, connection_type: str, call_id: str,
+               token: str) -> str:
+    """The stream URL handed to a carrier (and the URL Twilio signs) for one call.
+
+    Args:
+        settings: ``media_listener`` picks the listener; see :func:`media_base` and
+            :func:`public_url` for the base.
+        conn: the request being served (only read for the Starlette route's base when
+            ``public_url`` is empty); ``None`` needs the picows listener or ``public_url``.
+
+    Raises:
+        ValueError: as :func:`media_base`, or ``conn`` is ``None`` with no base configured.
+    """
+    path = stream_path(connection_type, call_id, token)
+    if settings.media_listener == "picows":
+        return media_base(settings) + path
+    if conn is None and not settings.public_url:
+        raise ValueError("no GATEWAY_PUBLIC_URL and no request to take the stream URL's base from")
+    return public_url(settings, conn, path, websocket=True)  # type: ignore[arg-type]

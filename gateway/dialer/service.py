@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from starlette.requests import HTTPConnection
 
-from gateway.api.urls import public_url, stream_path
+from gateway.api.urls import public_url, stream_url
 from gateway.config import Settings
 from gateway.dialer.base import (
     CarrierError,
@@ -162,7 +162,7 @@ class OutboundService:
 
     def request_for(self, call: CallRecord, token: str, conn: HTTPConnection) -> OutboundRequest:
         """The :class:`OutboundRequest` for a stored outbound call (URLs built with
-        :func:`~gateway.api.urls.public_url`, the function the routes check signatures against).
+        :func:`~gateway.api.urls.public_url` and :func:`~gateway.api.urls.stream_url`, the functions the routes check signatures against).
 
         Raises:
             ValueError: the record lacks its numbers (not an outbound call).
@@ -174,7 +174,7 @@ class OutboundService:
             call_id=call.id,
             to=call.to_number or "",
             from_=call.from_number or "",
-            stream_url=public_url(settings, conn, stream_path(kind, call.id, token), websocket=True),
+            stream_url=stream_url(settings, conn, kind, call.id, token),
             status_callback_url=public_url(settings, conn, callback_path(kind, call.id)),
             answer_url=public_url(settings, conn, answer_path(kind, call.id)),
             ring_timeout_s=int(details.get("ringTimeout", 30)),

@@ -7,6 +7,7 @@ engines (one worker process) load once per test session and are shared by every 
 
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,13 @@ class Gateway:
     def services(self):
         return self.app.state.services
 
+    @property
+    def ws(self) -> str:
+        """The base of stream URLs (``ws://127.0.0.1:<port>``: the media listener in use)."""
+        from gateway.api.urls import stream_url
+
+        return stream_url(self.settings, None, "raw", "x", "y").removesuffix("/stream/raw/x/y")
+
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.http, headers={"X-API-Key": self.key}, timeout=30)
 
@@ -72,12 +80,20 @@ class Gateway:
         raise AssertionError(f"call {call_id} never finalised: {rec}")
 
 
+#: ``GATEWAY_TEST_MEDIA_LISTENER=picows`` serves every ``gateway`` fixture's streams on the picows
+#: listener (``make test-e2e-picows``); a test's own ``media_listener=`` override wins.
+MEDIA_LISTENER = os.environ.get("GATEWAY_TEST_MEDIA_LISTENER", "starlette")
+
+
 @pytest.fixture
 async def gateway(tmp_path: Path, local_engines):
     started = []
 
     async def start(**overrides) -> Gateway:
         port = free_port()
+        overrides.setdefault("media_listener", MEDIA_LISTENER)
+        if overrides["media_listener"] == "picows":
+            overrides.setdefault("media_port", free_port())
         settings = Settings(
             host="127.0.0.1",
             port=port,

@@ -38,6 +38,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _media_listener_env() -> dict[str, str]:
+    """``GATEWAY_TEST_MEDIA_LISTENER=picows`` (``make test-e2e-picows``): the process serves its
+    streams on the picows listener, on a port of its own."""
+    if os.environ.get("GATEWAY_TEST_MEDIA_LISTENER", "starlette") != "picows":
+        return {}
+    return {"GATEWAY_MEDIA_LISTENER": "picows", "GATEWAY_MEDIA_PORT": str(free_port())}
+
+
 class GatewayProcess:
     """``gateway serve`` in a subprocess with its own SQLite file and recordings directory.
 
@@ -65,6 +73,7 @@ class GatewayProcess:
             "GATEWAY_VAD": "webrtc",
             "GATEWAY_WARM_UP": "false",
             "GATEWAY_LOG_LEVEL": "INFO",
+            **_media_listener_env(),
             **{f"GATEWAY_{k.upper()}": v for k, v in env.items()},
         }
         store = Store(f"sqlite:///{self.db}")
