@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test serve bench-media bench-load bench-peers bench-report clean
+.PHONY: demo test test-e2e-picows serve bench-media bench-load bench-peers bench-report clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,6 +17,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The whole end-to-end suite with every stream served by the picows media listener.
+test-e2e-picows: $(STAMP)
+	GATEWAY_TEST_MEDIA_LISTENER=picows $(BIN)/python -m pytest -q tests/e2e $(PYTEST_ARGS)
 
 serve: $(STAMP)
 	$(BIN)/gateway serve

@@ -146,8 +146,12 @@ async def run(
     fake_speed: float = 2.0,
     script: str = "full",
     settle: bool = True,
+    media_listener: str = "starlette",
 ) -> dict[str, Any]:
-    """Run one step of ``calls`` calls (or a ramp) and return the JSON-ready result."""
+    """Run one step of ``calls`` calls (or a ramp) and return the JSON-ready result.
+
+    ``media_listener``: where the gateway started here serves the streams (``starlette`` or
+    ``picows``, ``GATEWAY_MEDIA_LISTENER``); the calls use the stream URLs its API hands out."""
     t_start = time.monotonic()
     lines = Lines.load()
     ncpu = os.cpu_count() or 1
@@ -170,7 +174,9 @@ async def run(
             stack.callback(fake.stop)
             model = fake.model
         if url is None:
-            gateway = LocalGateway(tmp, vad=vad, g711=g711, cpus=gw_cpus, env=fake.gateway_env if fake else None)
+            gateway = LocalGateway(tmp, vad=vad, g711=g711, cpus=gw_cpus, env=fake.gateway_env if fake else None,
+                                   media_listener=media_listener)
+            info["media_listener"] = media_listener
             gateway.start()
             stack.callback(gateway.stop)
             if settle:
@@ -335,6 +341,7 @@ def main(
     out_dir: Path | None = Path("bench-out"),
     script: str = "full",
     settle: bool = True,
+    media_listener: str = "starlette",
 ) -> dict[str, Any]:
     """Run the load benchmark, print the table (or one JSON line last), write PNG, Markdown and JSON.
 
@@ -344,7 +351,7 @@ def main(
             calls=calls, carriers=carriers, url=url, api_key=api_key, model=model, gateway_pid=gateway_pid, vad=vad,
             g711=g711, ramp=ramp, ramp_start=ramp_start, ramp_max=ramp_max, time_budget_s=time_budget_s,
             arrival_s=arrival_s, pin=pin, carrier_compression=carrier_compression, progress=sys.stderr.isatty(),
-            script=script, settle=settle,
+            script=script, settle=settle, media_listener=media_listener,
         ))  # fmt: skip
     result["config"]["driver_loop"] = "uvloop" if _driver_loop() is not None else "asyncio"
     if plot is not None:

@@ -101,8 +101,10 @@ class LocalGateway:
     """``gateway serve`` as a separate process, on a free loopback port, state in a temp dir."""
 
     def __init__(self, workdir: Path, *, vad: str = "silero", g711: bool = True, cpus: set[int] | None = None,
-                 env: dict[str, str] | None = None, command: Sequence[str] = ("-m", "gateway.cli", "serve")) -> None:
+                 env: dict[str, str] | None = None, command: Sequence[str] = ("-m", "gateway.cli", "serve"),
+                 media_listener: str = "starlette") -> None:
         self.workdir = workdir
+        self.media_listener = media_listener  # starlette | picows (GATEWAY_MEDIA_LISTENER)
         self.command = list(command)
         self.vad, self.g711, self.cpus = vad, g711, cpus
         self.extra_env = env or {}
@@ -131,6 +133,8 @@ class LocalGateway:
             "GATEWAY_LOG_LEVEL": "WARNING",
             "GATEWAY_VAD": self.vad,
             "GATEWAY_COMPAT_G711": "true" if self.g711 else "false",
+            "GATEWAY_MEDIA_LISTENER": self.media_listener,
+            "GATEWAY_MEDIA_PORT": str(_free_port()),
             "OPENBLAS_NUM_THREADS": "1",
             "OMP_NUM_THREADS": "1",
             "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),

@@ -277,6 +277,7 @@ def bench_load(
     pin: bool = typer.Option(True, help="Pin the gateway to core 0, driver and model to the others."),
     script: str = typer.Option("full", help="Caller script: full (pauses, barge-in) or short (smoke test)."),
     settle: bool = typer.Option(True, help="Wait for the started gateway's start-up work to settle first."),
+    media_listener: str = typer.Option("starlette", help="Streams of the gateway started here: starlette or picows."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document on the last line."),
     plot: Optional[Path] = typer.Option(Path("bench-out/load.png"), help="PNG plot path."),
     out_dir: Optional[Path] = typer.Option(Path("bench-out"), help="Where load.json and load.md go."),
@@ -288,7 +289,7 @@ def bench_load(
     load_main(calls, carriers=[c for c in carriers.split(",") if c], url=url, api_key=api_key, model=model,
               gateway_pid=gateway_pid, vad=vad, g711=g711, ramp=ramp, ramp_start=ramp_start, ramp_max=ramp_max,
               time_budget_s=time_budget, arrival_s=arrival, pin=pin, script=script, settle=settle,
-              json_out=json_out, plot=plot, out_dir=out_dir)  # fmt: skip
+              json_out=json_out, plot=plot, out_dir=out_dir, media_listener=media_listener)  # fmt: skip
 
 
 @bench_app.command("peers")
