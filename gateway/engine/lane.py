@@ -74,11 +74,14 @@ class Lane:
         barge_mode: the latest frame's barge-in mode (agent audio playing on an interruptible
             call): the VAD asks for the shorter confirmation from the next tick on.
         fallback_ticks: ticks this lane was scored by the cheap VAD (the scorer failed).
+        wake_bytes: model audio (bytes) that wakes the session's task by itself (see
+            :meth:`deliver`); the session sets it to what its next model message still needs.
     """
 
     __slots__ = ("engine", "fmt", "vad", "model_format", "hear", "barge_mode", "fallback_ticks", "_queue",
                  "_queued_bytes", "_last_ms", "_carry", "_samples", "_origin", "to_vad", "_vad_skip",
                  "to_model", "_model_skip", "_passthrough", "_model_is_vad", "_outbox", "_ready", "_closed",
+                 "_unread_bytes", "wake_bytes",
                  "_applied_barge")  # fmt: skip
 
     def __init__(self, engine: MediaEngine, fmt: AudioFormat, vad: _Runner, model_format: AudioFormat,
@@ -108,6 +111,8 @@ class Lane:
         self._outbox: deque[TickResult] = deque()
         self._ready = asyncio.Event()
         self._closed = False
+        self._unread_bytes = 0
+        self.wake_bytes = 1
 
     # ------------------------------------------------------------------ the session's side
     def submit(self, payload: bytes, now_ms: float, barge_mode: bool) -> None:
@@ -134,6 +139,7 @@ class Lane:
     async def results(self) -> AsyncIterator[TickResult]:
         """The lane's results in order, as ticks make them; ends after :meth:`close`."""
         while True:
+            self._unread_bytes = 0
             while self._outbox:
                 yield self._outbox.popleft()
             if self._closed:
@@ -198,5 +204,11 @@ class Lane:
             self._applied_barge = self.barge_mode
 
     def deliver(self, result: TickResult) -> None:
+        """Queue ``result`` for the session; wake its task only when there is something to act
+        on now: VAD events, listener actions, an error, or at least :attr:`wake_bytes` of model
+        audio since it last woke (so a call's task wakes about once per model message, not once
+        per frame; the results in between wait in order)."""
         self._outbox.append(result)
-        self._ready.set()
+        self._unread_bytes += len(result.model_audio)
+        if result.vad or result.actions or result.error is not None or self._unread_bytes >= self.wake_bytes:
+            self._ready.set()

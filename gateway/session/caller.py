@@ -172,3 +172,4 @@ class TickCallerPath(CallerPath):
         self._buf += result.model_audio
         if len(self._buf) >= self._chunk_bytes:
             await self.flush()
+        self.lane.wake_bytes = max(1, self._chunk_bytes - len(self._buf))

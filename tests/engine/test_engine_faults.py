@@ -109,3 +109,18 @@ def test_tick_setting_is_bounded():
     with pytest.raises(ValueError, match="tick_ms"):
         MediaEngine(tick_ms=2)
     assert np.isclose(MediaEngine(tick_ms=20).tick_ms, 20)
+
+
+def test_a_session_wakes_once_per_model_message_or_at_once_for_something_to_act_on():
+    engine = MediaEngine(scheduled=False)
+    quiet = engine.attach(PCMU_8K, VadFactory("webrtc").create(8000), PCMU_8K)
+    acting = engine.attach(PCMU_8K, VadFactory("webrtc").create(8000), PCMU_8K, hear=lambda pcm, at: ["note"])
+    quiet.wake_bytes = acting.wake_bytes = 800  # 100 ms of μ-law
+    for k in range(5):
+        for lane in (quiet, acting):
+            lane.submit(b"\xff" * 160, k * 20.0, False)
+        engine.run_tick()
+        assert quiet._ready.is_set() is (k == 4)  # the fifth 20 ms frame completes a message
+        assert acting._ready.is_set()  # listener actions: at once
+    assert len(quiet._outbox) == 5  # nothing was lost in between, in order
+    assert [r.start_sample for r in quiet._outbox] == [0, 160, 320, 480, 640]
