@@ -175,6 +175,21 @@ def test_dtype_mix_and_rate_mix_in_one_call(speech):
             assert_same_state(r, s)
 
 
+@pytest.mark.parametrize(("a", "b"), [(24000, 8000), (16000, 24000)], ids=["24-8k", "16-24k"])
+def test_float_input_agrees_within_rounding(a, b):
+    """Random full-scale float input (inexact products): float32 identical, float64 within
+    float64 rounding of the sums; the state (history = the input itself) identical."""
+    rng = np.random.default_rng(a + b)
+    for dtype, atol in ((np.float32, 0.0), (np.float64, 4e-15)):
+        batched, single = twins(a, b, 6)
+        for _ in range(6):
+            chunks = [rng.uniform(-1, 1, a // 50).astype(dtype) for _ in range(6)]
+            for g, r, s, x in zip(resample_many(batched, chunks), batched, single, chunks):
+                np.testing.assert_allclose(g, s.process(x), rtol=0, atol=atol)
+                assert g.dtype == dtype
+                assert_same_state(r, s)
+
+
 def test_batched_groups_never_run_the_per_stream_kernel(monkeypatch, speech):
     """A group of two or more streams is one product: Resampler._compute is never called."""
     batched, single = twins(8000, 16000, 5)
