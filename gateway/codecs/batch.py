@@ -151,9 +151,12 @@ def resample_many(resamplers: Sequence[Resampler], xs: Sequence[np.ndarray]) -> 
     if len({id(r) for r in resamplers}) != len(resamplers):
         raise ValueError("a resampler appears twice: give each stream one chunk per call")
     checked = [r._checked(x) for r, x in zip(resamplers, xs)]
+    keys = [_group_key(r, x) for r, x in zip(resamplers, checked)]
+    if keys[0] is not None and keys.count(keys[0]) == len(keys):  # one group (steady state)
+        return _process_group(list(resamplers), checked)
     groups: dict[tuple | None, list[int]] = {}
-    for i, (r, x) in enumerate(zip(resamplers, checked)):
-        groups.setdefault(_group_key(r, x), []).append(i)
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
     out: list[np.ndarray] = [None] * len(checked)  # type: ignore[list-item]
     for key, idx in groups.items():
         if key is None or len(idx) < 2:
