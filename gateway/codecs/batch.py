@@ -60,7 +60,7 @@ import numpy as np
 
 from gateway.codecs.g711 import ALAW_DECODE_TABLE, ULAW_DECODE_TABLE
 from gateway.codecs.resample import Resampler, _to_dtype
-from gateway.codecs.transcode import _encoding, decode
+from gateway.codecs.transcode import _DECODERS, _encoding
 from gateway.formats import Encoding
 
 __all__ = ["decode_many", "resample_many", "MAX_BATCHED_UP"]
@@ -101,7 +101,7 @@ def decode_many(payloads: Sequence[bytes], encoding: Encoding | str) -> list[np.
     """
     enc = _encoding(encoding)
     if len(payloads) < 2:  # nothing to join
-        return [decode(p, enc) for p in payloads]
+        return [_DECODERS[enc](p) for p in payloads]
     sizes = [len(p) if type(p) is bytes else memoryview(p).nbytes for p in payloads]
     joined = b"".join(payloads)
     if enc is Encoding.L16:
