@@ -147,6 +147,12 @@ class Lane:
             self._ready.clear()
             await self._ready.wait()
 
+    def unread(self) -> list[TickResult]:
+        """Take every result the session has not read yet (in order)."""
+        out = list(self._outbox)
+        self._outbox.clear()
+        return out
+
     def close(self) -> None:
         """Leave the engine (queued frames are dropped; :meth:`drain` first to keep them)."""
         self._closed = True

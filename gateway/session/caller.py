@@ -162,8 +162,14 @@ class TickCallerPath(CallerPath):
             self.lane.close()
 
     def close(self) -> None:
-        """Leave the engine (the call is over)."""
-        self.lane.close()
+        """Leave the engine (the call is over, however it ended): what is still queued or not
+        yet taken is processed and recorded first, so the recording keeps the caller's last words."""
+        lane = self.lane
+        lane.drain()
+        for result in lane.unread():
+            if self._recorder is not None and result.pcm.size:
+                self._recorder.caller(result.pcm, result.start_sample)
+        lane.close()
 
     async def take(self, result: TickResult) -> None:
         """Record ``result``'s audio and send it to the model (in ``model_chunk_ms`` messages)."""
