@@ -64,6 +64,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from benchmarks.media_engine import engine_table, run_engine
 from benchmarks.media_kernels import kernel_table, measure_kernels
 from benchmarks.media_stages import (  # noqa: F401 - re-exported: tests and the report import them from here
     _STAGES,
@@ -119,10 +120,13 @@ def run(
     bridge: bool = True,
     progress: bool = True,
     kernel_calls: Sequence[int] | None = None,
+    engine_calls: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """The whole benchmark: a Twilio sweep over ``calls`` × ``vads``, then every carrier, then
-    the batched kernels at ``kernel_calls`` (default: the sweep's ``calls``; none if empty)."""
+    the batched kernels at ``kernel_calls`` and the per-tick engine at ``engine_calls`` (each
+    default: the sweep's ``calls``; none if empty)."""
     kernel_calls = calls if kernel_calls is None else kernel_calls
+    engine_calls = calls if engine_calls is None else engine_calls
     audio = load_audio()
     model = SileroModel() if any(v != "webrtc" for v in (*vads, *carrier_vads)) else None
     plan = [("twilio", n, v) for v in vads for n in calls]
@@ -138,6 +142,8 @@ def run(
         "benchmark": "media",
         "rows": rows,
         "kernels": measure_kernels(kernel_calls, seconds=min(seconds, 0.4), audio=audio) if kernel_calls else [],
+        "engine": run_engine(engine_calls, seconds=min(seconds, 2.0), carriers=("twilio", "telnyx"), audio=audio,
+                             model=model) if engine_calls else [],  # fmt: skip
         "target_cpu_ms_per_call_second": TARGET_CPU_MS,
         "amd_target_us_per_frame": AMD_TARGET_US,
         "input": audio.source,
@@ -286,10 +292,12 @@ def main(
     bridge: bool = True,
     out: Path | None = None,
     kernel_calls: Sequence[int] | None = None,
+    engine_calls: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Run, print a table (or one JSON line last with ``json_out``), write the plot; return the result."""
     result = run(calls, seconds=seconds, vads=vads, carriers=carriers, carrier_calls=carrier_calls,
-                 windows=windows, bridge=bridge, progress=sys.stderr.isatty(), kernel_calls=kernel_calls)  # fmt: skip
+                 windows=windows, bridge=bridge, progress=sys.stderr.isatty(), kernel_calls=kernel_calls,
+                 engine_calls=engine_calls)  # fmt: skip
     result["carrier_calls"] = carrier_calls
     if plot is not None:
         written = plot_png(result, Path(plot))
@@ -309,6 +317,9 @@ def main(
         if result["kernels"]:
             print()
             print(kernel_table(result["kernels"]))
+        if result["engine"]:
+            print()
+            print(engine_table(result["engine"]))
         if result.get("plot"):
             print(f"\nplot: {result['plot']}")
     return result
