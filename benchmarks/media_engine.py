@@ -93,6 +93,9 @@ def measure_engine(calls: int, *, vad: str = "silero", carrier: str = "twilio", 
     finally:
         gc.enable()
     n = calls * frames
+    streams = [lane.vad.detector.scorer.stream for lane in lanes] if vad == "silero" else []
+    gates = [lane.vad.pregate for lane in lanes if lane.vad.pregate is not None]
+    seen = sum(g.chunks_seen for g in gates)
     stages = {**{k: cpu[k] / 1000 / n for k in ("parse", "queue")},
               **{k: engine.stage_ns[k] / 1000 / n for k in STAGES}, "take": cpu["take"] / 1000 / n}  # fmt: skip
     total = sum(stages.values())
@@ -101,7 +104,9 @@ def measure_engine(calls: int, *, vad: str = "silero", carrier: str = "twilio", 
         "us_per_in_frame": round(total, 2), "cpu_ms_per_call_second_in": round(total * 50 / 1000, 3),
         "stages_us": {k: round(v, 2) for k, v in stages.items()}, "ticks": engine.ticks,
         "lanes_per_tick": round(engine.lanes_ticked / max(engine.ticks, 1), 1), "vad_events": events,
-        "seconds": frames * FRAME_MS / 1000, "noise_dbfs": noise_dbfs, "vad_pregate": pregate,
+        "seconds": frames * FRAME_MS / 1000, "noise_dbfs": noise_dbfs, "vad_pregate": pregate, "frames": n,
+        "silero_chunks": sum(s.chunks_scored for s in streams),
+        "vad_gate_skipped_share": round(sum(g.chunks_skipped for g in gates) / seen, 3) if seen else None,
     }  # fmt: skip
     if compare:
         old = measure(calls, vad, carrier=carrier, seconds=seconds, audio=audio, model=model, bridge=False,

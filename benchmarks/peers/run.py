@@ -6,11 +6,12 @@ from its own offset, built by that benchmark's own call set-up (:class:`benchmar
 the simulator's Twilio dialect, μ-law 8 kHz via :mod:`gateway.codecs`, base64 in the media JSON),
 written to a JSON-lines file (:func:`write_messages`).
 
-* **gateway**: :func:`benchmarks.media_stages.measure` with Silero at the session's rate
-  (8 kHz for Twilio) and the same calls, ticks and recording offsets, so its calls receive the
-  same payloads in the same message layout (only each call's random ``streamSid`` differs); its
-  inbound figure (``us_per_in_frame``: parse + base64 + μ-law decode + VAD feed + batched Silero)
-  is what is compared.
+* **gateway**: the per-tick media engine, the sessions' default path
+  (:func:`benchmarks.media_engine.measure_engine`), with Silero at the session's rate (8 kHz for
+  Twilio) and the same calls, frames and recording offsets, so its calls receive the same
+  payloads in the same message layout (only each call's random ``streamSid`` differs); its
+  inbound figure (``us_per_in_frame``: parse + base64, queue, batched μ-law decode, pre-gate,
+  batched Silero, events, results taken) is what is compared.
 * **peer**: ``benchmarks/peers/pipecat_media.py`` in its own virtual environment
   (``benchmarks/peers/.venv-pipecat``, created on first use by :func:`ensure_venv`:
   ``pip install "pipecat-ai[silero]==1.14.0"``, and refused if torch is in it), started once in
@@ -38,7 +39,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from benchmarks.media_stages import FRAME_MS, Audio, _Call, load_audio, measure
+from benchmarks.media_engine import measure_engine
+from benchmarks.media_stages import FRAME_MS, Audio, _Call, load_audio
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -178,13 +180,15 @@ def write_messages(path: Path, calls: int, seconds: float, audio: Audio) -> list
 
 
 def gateway_round(calls: int, seconds: float, audio: Audio, model: Any) -> dict[str, Any]:
-    """One timed round of the gateway's inbound path (``measure``, Twilio, Silero) on the same calls."""
-    row = measure(calls, "silero", carrier="twilio", seconds=seconds, audio=audio, model=model, bridge=False)
+    """One timed round of the gateway's inbound path on the same calls: the per-tick media engine
+    (the sessions' default path: :func:`benchmarks.media_engine.measure_engine`, Twilio, Silero,
+    the default pre-gate, no added noise), from the carrier message to the VAD's events."""
+    row = measure_engine(calls, vad="silero", carrier="twilio", seconds=seconds, audio=audio, model=model,
+                         noise_dbfs=None, compare=False)  # fmt: skip
     us = row["us_per_in_frame"]
     return {"side": "gateway", "vad": row["vad"], "calls": calls, "frames": row["frames"], "us_per_frame": us,
-            "cpu_ms_per_call_second": round(us * PER_SECOND / 1000, 3),
-            "stages_us": {k: v for k, v in row["stages_us"].items() if k in ("parse", "to_vad", "vad_feed", "vad_score")},
-            "us_per_frame_wall": row["us_per_in_frame_wall"], "mean_batch": row["mean_batch"],
+            "cpu_ms_per_call_second": round(us * PER_SECOND / 1000, 3), "stages_us": row["stages_us"],
+            "lanes_per_tick": row["lanes_per_tick"],
             # how much of the audio Silero scored (32 ms chunks), so a skipping gate is visible
             "silero_chunks_share": round(row["silero_chunks"] / (row["frames"] * FRAME_MS / 32), 3),
             "vad_gate_skipped_share": row.get("vad_gate_skipped_share")}  # fmt: skip
@@ -282,7 +286,7 @@ def table(result: dict[str, Any]) -> str:
 
     lines = ["| side | µs per call per 20 ms frame | CPU ms per call-second | peer ÷ gateway |",
              "|---|---:|---:|---:|",
-             f"| gateway ({result['gateway_rounds'][0]['vad']}, batched) | {cell(s['gateway']['us_per_frame'])} | "
+             f"| gateway ({result['gateway_rounds'][0]['vad']}, per-tick engine) | {cell(s['gateway']['us_per_frame'])} | "
              f"{cell(s['gateway']['cpu_ms_per_call_second'])} | 1 |"]  # fmt: skip
     for label, p in s["peers"].items():
         lines.append(f"| {label} | {cell(p['us_per_frame'])} | {cell(p['cpu_ms_per_call_second'])} | "
