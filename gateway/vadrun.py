@@ -166,7 +166,8 @@ class _Runner:
         """The next taken chunk's :class:`ChunkPlan`: the pre-gate decides it with the
         detector's state after every earlier chunk, so decisions never depend on how the
         audio was split into frames or ticks. ``power_dbfs``: the chunk's power if already
-        computed (one :func:`~gateway.audio.pregate.chunk_power_dbfs` for many calls)."""
+        computed (one :func:`~gateway.audio.pregate.chunk_energy` for many calls, then
+        :func:`~gateway.audio.pregate.power_dbfs_of`)."""
         one = chunk[None]
         if self.pregate is None:
             return ChunkPlan(one)

@@ -63,14 +63,25 @@ for _a in _NO_WARM.values():
 _CHUNK_S = 0.032  # Silero's chunk: 256 samples at 8 kHz, 512 at 16 kHz
 
 
-def chunk_power_dbfs(chunks: np.ndarray) -> np.ndarray:
-    """Mean power of each int16 chunk ``[k, n]`` in dBFS (a full-scale square wave is 0).
+def chunk_energy(chunks: np.ndarray) -> np.ndarray:
+    """Sum of squares of each int16 chunk ``[k, n]``, float64 ``[k]``: exact (integers below
+    2**53), so any summation order gives the same value."""
+    f = np.asarray(chunks, dtype=np.float64)
+    return np.einsum("ij,ij->i", f, f)
 
-    Returns float64 ``[k]``; digital zero gives −200 rather than −inf.
-    """
-    f = np.asarray(chunks, dtype=np.float32)
-    power = np.einsum("ij,ij->i", f, f, dtype=np.float64) / max(f.shape[1], 1)
-    return 10.0 * np.log10(power / _FULL_SCALE_POWER + 1e-20)
+
+def power_dbfs_of(energy: float, n: int) -> float:
+    """Mean power in dBFS of a chunk of ``n`` samples whose sum of squares is ``energy`` (a
+    full-scale square wave is 0; digital zero gives −200 rather than −inf). One scalar formula,
+    so a chunk's power is the same number whichever path computed its energy."""
+    return 10.0 * math.log10(energy / (max(n, 1) * _FULL_SCALE_POWER) + 1e-20)
+
+
+def chunk_power_dbfs(chunks: np.ndarray) -> np.ndarray:
+    """Mean power of each int16 chunk ``[k, n]`` in dBFS (:func:`power_dbfs_of` of
+    :func:`chunk_energy`): float64 ``[k]``."""
+    n = np.shape(chunks)[1]
+    return np.array([power_dbfs_of(e, n) for e in chunk_energy(chunks).tolist()], np.float64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +154,8 @@ class PreGate:
         """Possible speech per chunk; updates the noise floor with every chunk."""
         if power_dbfs is None:
             if len(chunks) == 1:  # the usual case (one 32 ms chunk per call per tick): no einsum
-                f = chunks[0].astype(np.float32)
-                power_dbfs = [10.0 * math.log10(float(np.dot(f, f)) / (f.size * _FULL_SCALE_POWER) + 1e-20)]
+                f = chunks[0].astype(np.float64)
+                power_dbfs = [power_dbfs_of(float(np.dot(f, f)), f.size)]
             else:
                 power_dbfs = chunk_power_dbfs(chunks).tolist()
         out = []

@@ -15,9 +15,10 @@ bytes and, in one synchronous pass on the event loop's thread:
 4. hands each lane's decoded PCM to its session's listener (answering-machine detection);
 5. delivers each lane one :class:`~gateway.engine.lane.TickResult`.
 
-A failure while scoring a tick never fails its calls: every lane of that run is scored by the
-cheap VAD instead (WebRTC VAD), and the tick is counted (:attr:`MediaEngine.fallback_ticks`,
-each lane's ``fallback_ticks``). An error in one lane's own work (a bug) is delivered to that
+A failure while scoring a tick never fails its calls: the lanes of a failed batched Silero run
+are scored one by one, and a lane whose own run fails is scored by the cheap VAD (WebRTC VAD)
+for that chunk; both are counted (:attr:`MediaEngine.fallback_ticks`, each lane's
+``fallback_ticks``). An error in one lane's own work (a bug) is delivered to that
 lane's session alone. The engine holds no call state beyond the lanes' buffers.
 """
 
@@ -30,7 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from gateway.audio.pregate import chunk_power_dbfs
+from gateway.audio.pregate import chunk_energy, power_dbfs_of
 from gateway.audio.silero import score_blocks
 from gateway.audio.vad import SileroScorer
 from gateway.codecs.batch import decode_many, resample_many
@@ -46,6 +47,7 @@ STAGES = ("decode", "resample", "vad_plan", "vad_score", "vad_apply", "hear", "d
 log = logging.getLogger("gateway.engine")
 
 _EMPTY = np.zeros(0, np.float32)
+_NO_PCM = np.zeros(0, np.int16)
 
 
 class MediaEngine:
@@ -61,8 +63,9 @@ class MediaEngine:
         ValueError: ``tick_ms`` out of range.
 
     Attributes:
-        ticks: passes run. ``lanes_ticked``: lane results made. ``fallback_ticks``: Silero runs
-        that failed (their lanes were scored by the cheap VAD). ``busy_s``: time spent in passes
+        ticks: passes run. ``lanes_ticked``: lane results made. ``fallback_ticks``: batched
+        Silero runs that failed (each of their lanes was then scored alone, and by the cheap VAD
+        if that failed too). ``busy_s``: time spent in passes
         (s, wall clock on the loop's thread). ``stage_ns``: CPU ns per stage (:data:`STAGES`).
     """
 
@@ -124,15 +127,15 @@ class MediaEngine:
         else:
             for lane in lanes:
                 self._pending.pop(lane, None)
-        lanes = [lane for lane in lanes if lane.queued_bytes or lane._carry]
+        lanes = [lane for lane in lanes if lane.queued_bytes]
         if not lanes:
             return
         start, ns = time.perf_counter(), self.stage_ns
         self.ticks += 1
         t0 = _cpu()
         datas = [lane.take() for lane in lanes]
-        pcms = _decode(lanes, datas)
-        results, work = _placed(lanes, pcms)
+        results, work = _placed(lanes, _decode(lanes, datas))
+        pcms = [r.pcm for r in results]
         t1 = _cpu()
         vad_pcms = _resampled(lanes, pcms, work, results, "to_vad", Lane.align_vad, pcms)
         model_pcms = _resampled(lanes, pcms, work, results, "to_model", Lane.align_model, [None] * len(lanes))
@@ -214,14 +217,21 @@ class MediaEngine:
             blocks = score_blocks([lanes[i].vad.detector.scorer.stream for i in silero],
                                   [plans[i].block for i in silero])  # fmt: skip
             scores.update(zip(silero, blocks))
-        except Exception:  # noqa: BLE001 - the calls go on, scored by the cheap VAD this time
-            log.warning("Silero run failed for %d calls; cheap VAD this round", len(silero), exc_info=True)
+        except Exception:  # noqa: BLE001 - nothing was updated: find the calls it fails for
+            log.warning("Silero run failed for %d calls; retried call by call", len(silero), exc_info=True)
             self.fallback_ticks += 1
-            for i in silero:
-                scores[i] = lanes[i].vad.fallback_scores(plans[i].block)
-                lanes[i].fallback_ticks += 1
-                results[i].fallback = True
+            _each(silero, results, lambda i: scores.__setitem__(i, self._score_alone(lanes[i], plans[i], results[i])))
         return scores
+
+    @staticmethod
+    def _score_alone(lane: Lane, plan: ChunkPlan, result: TickResult) -> np.ndarray:
+        """One lane's Silero block on its own; if that fails too, the cheap VAD (counted)."""
+        try:
+            return score_blocks([lane.vad.detector.scorer.stream], [plan.block])[0]
+        except Exception:  # noqa: BLE001 - the call goes on, scored by WebRTC VAD this time
+            lane.fallback_ticks += 1
+            result.fallback = True
+            return lane.vad.fallback_scores(plan.block)
 
     def close(self) -> None:
         """Stop ticking (lanes still attached get no more results)."""
@@ -231,29 +241,44 @@ class MediaEngine:
         self._pending.clear()
 
 
-def _decode(lanes: Sequence[Lane], datas: Sequence[bytes]) -> list[np.ndarray]:
-    """Every lane's bytes as int16 PCM: one lookup per encoding present."""
-    out: list[np.ndarray] = [None] * len(lanes)  # type: ignore[list-item]
+def _decode(lanes: Sequence[Lane], datas: Sequence[bytes]) -> list[np.ndarray | BaseException]:
+    """Every lane's bytes as int16 PCM: one lookup per encoding present (lane by lane if that
+    raises; a lane whose own bytes cannot be decoded gets the exception instead)."""
+    out: list = [None] * len(lanes)
     by_encoding: dict = {}
     for i, lane in enumerate(lanes):
         by_encoding.setdefault(lane.fmt.encoding, []).append(i)
     for encoding, idx in by_encoding.items():
-        for i, pcm in zip(idx, decode_many([datas[i] for i in idx], encoding)):
-            out[i] = pcm
+        try:
+            for i, pcm in zip(idx, decode_many([datas[i] for i in idx], encoding)):
+                out[i] = pcm
+        except Exception:  # noqa: BLE001 - find the lane at fault, the others go on
+            for i in idx:
+                try:
+                    out[i] = decode_many([datas[i]], encoding)[0]
+                except Exception as exc:  # noqa: BLE001
+                    out[i] = exc
     return out
 
 
 def _powers(lanes: Sequence[Lane], chunks: dict[int, np.ndarray], now: list[int], k: int) -> dict[int, float]:
     """Chunk ``k``'s power (dBFS) of every lane whose pre-gate is the energy detector: one
-    :func:`~gateway.audio.pregate.chunk_power_dbfs` per chunk size for all of them."""
+    :func:`~gateway.audio.pregate.chunk_energy` per chunk size for all of them, then the same
+    scalar formula as a lone call's pre-gate (so the decisions are the same). Empty if that
+    fails (each pre-gate then computes its own)."""
     by_size: dict[int, list[int]] = {}
     for i in now:
         gate = lanes[i].vad.pregate
         if gate is not None and gate.mode == "energy":
             by_size.setdefault(chunks[i].shape[1], []).append(i)
     out: dict[int, float] = {}
-    for idx in by_size.values():
-        out.update(zip(idx, chunk_power_dbfs(np.stack([chunks[i][k] for i in idx])).tolist()))
+    try:
+        for n, idx in by_size.items():
+            energy = chunk_energy(np.stack([chunks[i][k] for i in idx])).tolist()
+            out.update((i, power_dbfs_of(e, n)) for i, e in zip(idx, energy))
+    except Exception:  # noqa: BLE001 - an optimisation only
+        log.exception("batched chunk powers failed")
+        return {}
     return out
 
 
@@ -272,33 +297,36 @@ def _each(indices: Iterable[int], results: list, work: Callable[[int], object]) 
                 results[i].error = exc
 
 
-def _placed(lanes: Sequence[Lane], pcms: list[np.ndarray]) -> tuple[list[TickResult], list[int]]:
-    """A result per lane, its audio placed on the call's timeline; the lanes to work on."""
-    results = []
-    for lane, pcm in zip(lanes, pcms):
+def _placed(lanes: Sequence[Lane], pcms: list) -> tuple[list[TickResult], list[int]]:
+    """A result per lane, its audio placed on the call's timeline; the lanes to work on (not
+    those whose bytes could not be decoded: their result carries the error)."""
+    results, work = [], []
+    for i, (lane, pcm) in enumerate(zip(lanes, pcms)):
+        if isinstance(pcm, BaseException):
+            results.append(TickResult(lane._last_ms, _NO_PCM, 0, b"", error=pcm))
+            continue
         start_sample, at_ms = lane.place(pcm.size)
         results.append(TickResult(at_ms, pcm, start_sample, b""))
-    return results, list(range(len(lanes)))
+        work.append(i)
+    return results, work
 
 
 def _resampled(lanes: Sequence[Lane], pcms: list[np.ndarray], work: list[int], results: list, stage: str, align,
                default: list) -> list:
     """Every working lane's PCM through its ``stage`` resampler (``to_vad`` or ``to_model``), time-
     aligned; lanes without that stage keep ``default[i]``. One batched product per matching group
-    (:func:`~gateway.codecs.batch.resample_many`); if that raises, lane by lane."""
+    (:func:`~gateway.codecs.batch.resample_many`); if that raises (a bug), those lanes get the error."""
     out = list(default)
     need = [i for i in work if getattr(lanes[i], stage) is not None and results[i].error is None]
     if not need:
         return out
     try:
         converted = resample_many([getattr(lanes[i], stage) for i in need], [pcms[i] for i in need])
-    except Exception:  # noqa: BLE001 - a bug in the batch path must not cost the calls
-        log.exception("batched resampling failed; lane by lane this tick")
-        converted = None
-    for j, i in enumerate(need):
-        try:
-            y = converted[j] if converted is not None else getattr(lanes[i], stage).process(pcms[i])
-            out[i] = align(lanes[i], y)
-        except Exception as exc:  # noqa: BLE001 - one lane's bug is that lane's error
+    except Exception as exc:  # noqa: BLE001 - a bug: some streams may have advanced, so those
+        log.exception("batched resampling failed")  # calls' audio is no longer right: they end
+        for i in need:
             results[i].error = exc
+        return out
+    for j, i in enumerate(need):
+        out[i] = align(lanes[i], converted[j])
     return out

@@ -116,7 +116,10 @@ class Lane:
 
     # ------------------------------------------------------------------ the session's side
     def submit(self, payload: bytes, now_ms: float, barge_mode: bool) -> None:
-        """Queue one inbound frame's audio (bytes in :attr:`fmt`) that arrived at ``now_ms``."""
+        """Queue one inbound frame's audio (bytes in :attr:`fmt`) that arrived at ``now_ms``
+        (an empty payload carries no audio and is ignored)."""
+        if not payload:
+            return
         if self._origin is None:
             self._origin = int(now_ms * self.fmt.sample_rate / 1000)
         if not self._queue:
@@ -146,6 +149,11 @@ class Lane:
                 return
             self._ready.clear()
             await self._ready.wait()
+
+    @property
+    def unread_ms(self) -> float:
+        """Caller audio delivered to the session and not yet taken (ms)."""
+        return sum(r.pcm.size for r in self._outbox) * 1000.0 / self.fmt.sample_rate
 
     def unread(self) -> list[TickResult]:
         """Take every result the session has not read yet (in order)."""

@@ -53,7 +53,7 @@ from gateway.session.policies import (
 )  # fmt: skip
 from gateway.session.turns import Turns
 from gateway.session.voicemail import VoicemailConfig, VoicemailPolicy
-from gateway.vadrun import VadRunner
+from gateway.vadrun import VadRunner, _Runner
 
 if TYPE_CHECKING:
     from gateway.engine import MediaEngine
@@ -103,8 +103,9 @@ class CallSession(InboundSide):
         control: the call's :class:`~gateway.session.control.ControlPolicy` (default: a new
             one); the app reaches it as :attr:`control`.
         engine: the per-tick :class:`~gateway.engine.MediaEngine` that decodes and scores the
-            caller's audio with every other call's (``None``: per frame, in the carrier task;
-            see :mod:`gateway.session.inbound`).
+            caller's audio with every other call's (``None``, or a ``vad`` runner that is not one
+            of :mod:`gateway.vadrun`'s: per frame, in the carrier task; see
+            :mod:`gateway.session.inbound`).
 
     Attributes:
         control: the app's way in (``control.hang_up()``, ``control.play_dtmf("12#")``),
@@ -316,7 +317,7 @@ class CallSession(InboundSide):
             )  # fmt: skip
         bridge = self.bridge = self._bridge_factory(self.config)
         await bridge.start(self.config, fmt)
-        if self._engine is not None:
+        if self._engine is not None and isinstance(vad, _Runner):  # a runner the engine can drive
             self._caller = TickCallerPath(fmt, vad, bridge.input_format, bridge.send_audio, engine=self._engine,
                                           hear=self._hear_now, recorder=self._recorder,
                                           model_chunk_ms=self._model_chunk_ms)  # fmt: skip

@@ -16,6 +16,7 @@ tick) and, once a chunk is full, one awaited model send.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -25,12 +26,18 @@ from gateway.audio.budget import AudioBudget
 from gateway.codecs.transcode import Transcoder, decode
 from gateway.formats import AudioFormat, Encoding
 from gateway.recording_guard import BestEffortRecording
+from gateway.session.common import CallEnded
 from gateway.vadrun import VadEnd, VadRunner, VadStart
 
 if TYPE_CHECKING:
     from gateway.engine import Hear, MediaEngine, TickResult
 
-__all__ = ["CallerPath", "TickCallerPath"]
+__all__ = ["CallerPath", "TickCallerPath", "MAX_UNREAD_MS"]
+
+#: Caller audio a session on the media engine may leave untaken (ms) before its call ends
+#: ``caller_stalled``: per frame, a stuck model send holds the carrier task (and the carrier's
+#: TCP); per tick, the carrier task goes on reading, so this is the bound instead.
+MAX_UNREAD_MS = 5000.0
 
 
 class CallerPath:
@@ -150,8 +157,18 @@ class TickCallerPath(CallerPath):
         self.ending: Exception | None = None
 
     def submit(self, payload: bytes, now_ms: float, barge_mode: bool) -> None:
-        """Queue one caller frame (bytes in :attr:`fmt`) for the next tick."""
-        self.lane.submit(payload, now_ms, barge_mode)
+        """Queue one caller frame (bytes in :attr:`fmt`) for the next tick.
+
+        Raises:
+            CallEnded: ``caller_stalled``: the session has left more than
+                :data:`MAX_UNREAD_MS` of caller audio untaken (its model sends are stuck), so
+                the call ends rather than buffer without bound.
+        """
+        lane = self.lane
+        lane.submit(payload, now_ms, barge_mode)
+        if lane.unread_ms > MAX_UNREAD_MS:
+            raise CallEnded("caller_stalled", "failed", "caller_stalled",
+                            f"caller audio waited over {MAX_UNREAD_MS / 1000:.0f} s for the model")  # fmt: skip
 
     def finish(self, ending: Exception) -> None:
         """The carrier side ended: process what is queued now, then end the results with
@@ -165,11 +182,15 @@ class TickCallerPath(CallerPath):
         """Leave the engine (the call is over, however it ended): what is still queued or not
         yet taken is processed and recorded first, so the recording keeps the caller's last words."""
         lane = self.lane
-        lane.drain()
-        for result in lane.unread():
-            if self._recorder is not None and result.pcm.size:
-                self._recorder.caller(result.pcm, result.start_sample)
-        lane.close()
+        try:
+            lane.drain()
+            for result in lane.unread():
+                if self._recorder is not None and result.pcm.size:
+                    self._recorder.caller(result.pcm, result.start_sample)
+        except Exception:  # noqa: BLE001 - the call is over either way: its record must be finalised
+            logging.getLogger("gateway.call").exception("the last caller audio could not be processed")
+        finally:
+            lane.close()
 
     async def take(self, result: TickResult) -> None:
         """Record ``result``'s audio and send it to the model (in ``model_chunk_ms`` messages)."""

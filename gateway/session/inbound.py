@@ -62,12 +62,12 @@ class InboundSide:
                     if refused is not None:  # a message or a pace no carrier sends: dropped
                         self.journal.protocol_error(refused, f"{len(event.payload)} bytes of audio", now_ms)
                         continue
-                    barge_mode = interruptible and not self._muted and ledger.playing(now_ms)
                     if ticked:
-                        caller.submit(event.payload, now_ms, barge_mode)
+                        caller.submit(event.payload, now_ms, interruptible and not self._muted and ledger.playing(now_ms))
                         continue
-                    if self._listeners:
+                    if self._listeners:  # first: a verdict may mute the caller or release agent audio
                         await self._hear(decode(event.payload, self._started.audio_format.encoding), now_ms)
+                    barge_mode = interruptible and not self._muted and ledger.playing(now_ms)
                     for vad_event in await caller.feed(event.payload, now_ms, barge_mode):
                         await self._on_vad(vad_event)
                 elif isinstance(event, ev.MarkAck):
