@@ -11,14 +11,15 @@ Tolerance asserted, per stream (~4,300 chunks, 23 turns): ≥ 99 % of chunks agr
 of turns differs by at most 1; ≥ 85 % of turn boundaries are within 1 chunk (32 ms) of the
 other run's, and all but the two of one extra or missing pause within 6 chunks (192 ms).
 
-Measured (energy gate, defaults; printed with ``-s``): 99.41–99.79 % of chunks agree (white
-−60/−50/−40 dBFS 99.75/99.57/99.41, steps 99.50/99.61; pink 99.79/99.57/99.75, steps
-99.77/99.75); one extra pause in 2 of 10 streams (white −40, white −60 → −40); 91–100 % of
-boundaries within 1 chunk, the rest within 6. Skipped (score 0 without Silero): 26.4–36.1 % of
-all chunks (~26 % of all chunks lie outside ungated turns; the rest skipped is the silence that
-ends a turn, its last 600 ms); Silero's work saved, net of warm-up chunks: 19.8–28.2 % (the
-pauses here are only 1–2.5 s). A line where nobody speaks: 98.6 % (white), 93.9 % (pink)
-skipped. The differences are not skipped speech: Silero's LSTM, kept through skipped chunks
+Measured (energy gate, defaults, ``pre_chunks`` 3; printed with ``-s``): 99.32–99.75 % of
+chunks agree (white −60/−50/−40 dBFS 99.61/99.50/99.32, steps 99.38/99.48; pink
+99.75/99.57/99.73, steps 99.70/99.73); one extra pause in 2 of 10 streams (white −40, white
+−60 → −40); 91–100 % of boundaries within 1 chunk, the rest within 6. Skipped (score 0 without
+Silero): 26.4–36.2 % of all chunks (~26 % of all chunks lie outside ungated turns; the rest
+skipped is the silence that ends a turn, its last 600 ms); Silero's work saved, net of warm-up
+chunks: 23.7–32.4 % (the pauses here are only 1–2.5 s). With 8 warm-up chunks: 99.41–99.79 %
+agree, 19.8–28.2 % saved. A line where nobody speaks: 98.6 % (white), 93.9 % (pink) skipped.
+The differences are not skipped speech: Silero's LSTM, kept through skipped chunks
 rather than run on them, scores the next words slightly differently, and scores near the
 hysteresis thresholds flip (resetting it on resume instead agrees less: 98.9–99.6 %, measured
 with the gate held open until QUIET, where keeping it gives 99.50–99.84 %).
