@@ -69,8 +69,13 @@ def boundaries(events) -> list[tuple[str, int]]:
     return [("start", e.onset_sample) if isinstance(e, VadStart) else ("end", e.offset_sample) for e in events]
 
 
+@functools.cache
+def reference_factory() -> VadFactory:
+    return VadFactory("silero", batched=False)  # one model; each call's runner has its own stream
+
+
 async def alone(frames: list[bytes], fmt, rate: int):
-    runner = VadFactory("silero", batched=False).create(rate)
+    runner = reference_factory().create(rate)
     scores = recording(runner)
     events = []
     for f in frames:
