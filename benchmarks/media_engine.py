@@ -61,7 +61,36 @@ def measure_engine(calls: int, *, vad: str = "silero", carrier: str = "twilio", 
     factory.model = model if vad == "silero" else None
     engine = MediaEngine(tick_ms, scheduled=False)
     lanes = [engine.attach(c.fmt, factory.create(VadFactory.rate_for(c.fmt.sample_rate)), c.fmt) for c in world]
-    per_frame = max(1, int(round(FRAME_MS / tick_ms)))
+    cpu, events = _drive(engine, lanes, world, frames, max(1, int(round(FRAME_MS / tick_ms))), carrier)
+    n = calls * frames
+    streams = [lane.vad.detector.scorer.stream for lane in lanes] if vad == "silero" else []
+    gates = [lane.vad.pregate for lane in lanes if lane.vad.pregate is not None]
+    seen = sum(g.chunks_seen for g in gates)
+    stages = {**{k: cpu[k] / 1000 / n for k in ("parse", "queue")},
+              **{k: engine.stage_ns[k] / 1000 / n for k in STAGES}, "take": cpu["take"] / 1000 / n}  # fmt: skip
+    total = sum(stages.values())
+    row = {
+        "calls": calls, "carrier": carrier, "vad": f"{vad}@{world[0].vad_rate // 1000}k", "tick_ms": tick_ms,
+        "us_per_in_frame": round(total, 2), "cpu_ms_per_call_second_in": round(total * 50 / 1000, 3),
+        "stages_us": {k: round(v, 2) for k, v in stages.items()}, "ticks": engine.ticks,
+        "lanes_per_tick": round(engine.lanes_ticked / max(engine.ticks, 1), 1), "vad_events": events,
+        "seconds": frames * FRAME_MS / 1000, "noise_dbfs": noise_dbfs, "vad_pregate": pregate, "frames": n,
+        "silero_chunks": sum(s.chunks_scored for s in streams),
+        "vad_gate_skipped_share": round(sum(g.chunks_skipped for g in gates) / seen, 3) if seen else None,
+    }  # fmt: skip
+    if compare:
+        old = measure(calls, vad, carrier=carrier, seconds=seconds, audio=audio, model=model, bridge=False,
+                      pregate=pregate, noise_dbfs=noise_dbfs)  # fmt: skip
+        row["frame_us_per_in_frame"] = old["us_per_in_frame"]
+        row["ratio_vs_frame"] = round(old["us_per_in_frame"] / total, 2) if total else None
+    return row
+
+
+def _drive(engine: MediaEngine, lanes: list, world: list[_Call], frames: int, per_frame: int,
+           carrier: str) -> tuple[dict[str, int], int]:
+    """Every call's messages through the engine, ``per_frame`` ticks per 20 ms (each tick holds the
+    calls whose frames fell in it); CPU ns of the session-side stages, and the VAD events."""
+    calls = len(world)
     groups = [list(range(g, calls, per_frame)) for g in range(per_frame)]
     cpu = {"parse": 0, "queue": 0, "take": 0}
     events = 0
@@ -92,28 +121,7 @@ def measure_engine(calls: int, *, vad: str = "silero", carrier: str = "twilio", 
                 cpu["take"] += time.process_time_ns() - t3
     finally:
         gc.enable()
-    n = calls * frames
-    streams = [lane.vad.detector.scorer.stream for lane in lanes] if vad == "silero" else []
-    gates = [lane.vad.pregate for lane in lanes if lane.vad.pregate is not None]
-    seen = sum(g.chunks_seen for g in gates)
-    stages = {**{k: cpu[k] / 1000 / n for k in ("parse", "queue")},
-              **{k: engine.stage_ns[k] / 1000 / n for k in STAGES}, "take": cpu["take"] / 1000 / n}  # fmt: skip
-    total = sum(stages.values())
-    row = {
-        "calls": calls, "carrier": carrier, "vad": f"{vad}@{world[0].vad_rate // 1000}k", "tick_ms": tick_ms,
-        "us_per_in_frame": round(total, 2), "cpu_ms_per_call_second_in": round(total * 50 / 1000, 3),
-        "stages_us": {k: round(v, 2) for k, v in stages.items()}, "ticks": engine.ticks,
-        "lanes_per_tick": round(engine.lanes_ticked / max(engine.ticks, 1), 1), "vad_events": events,
-        "seconds": frames * FRAME_MS / 1000, "noise_dbfs": noise_dbfs, "vad_pregate": pregate, "frames": n,
-        "silero_chunks": sum(s.chunks_scored for s in streams),
-        "vad_gate_skipped_share": round(sum(g.chunks_skipped for g in gates) / seen, 3) if seen else None,
-    }  # fmt: skip
-    if compare:
-        old = measure(calls, vad, carrier=carrier, seconds=seconds, audio=audio, model=model, bridge=False,
-                      pregate=pregate, noise_dbfs=noise_dbfs)  # fmt: skip
-        row["frame_us_per_in_frame"] = old["us_per_in_frame"]
-        row["ratio_vs_frame"] = round(old["us_per_in_frame"] / total, 2) if total else None
-    return row
+    return cpu, events
 
 
 def run_engine(calls: Sequence[int] = ENGINE_CALLS, *, seconds: float = 2.0, carriers: Sequence[str] = ("twilio",),
