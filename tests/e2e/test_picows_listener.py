@@ -208,5 +208,26 @@ async def test_sigterm_ends_picows_calls_as_shutdown_and_stops_listening(tmp_pat
     assert (report.close_code, report.close_reason) == (1001, "shutdown")
     rec = gw.stored(created["callId"])
     assert (rec.status, rec.end_reason, rec.error_code) == ("completed", "shutdown", None)
-    with pytest.raises(OSError):
-        await asyncio.open_connection("127.0.0.1", media_port)
+    assert '"WebSocket /stream/twilio/' in gw.log and created["streamUrl"].rsplit("/", 1)[1] not in gw.log
+
+
+async def test_a_listener_that_stopped_listening_refuses_new_sockets_and_keeps_its_calls(gw) -> None:
+    """Shutdown's first step (:meth:`PicowsMediaListener.stop_listening`, called by
+    :class:`gateway.serving.GatewayServer` before the calls are asked to end)."""
+    call = await gw.create_inline_call(firstSpeaker="user")
+    port = int(gw.ws.rsplit(":", 1)[1])
+    d = TwilioCaller()
+    async with connect(call["streamUrl"]) as ws:
+        for frame in d.opening({}):
+            await ws.send(frame)
+        await wait_started(gw, call["callId"])
+        gw.services.media.stop_listening()
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(5):
+            await ws.send(d.media(b"\xff" * 160))
+        await ws.send(d.stop())
+        await ws.wait_closed()
+        assert ws.close_code == 1000
+    rec = await gw.call_record(call["callId"])
+    assert (rec["status"], rec["endReason"], rec["metrics"]["framesIn"]) == ("completed", "carrier_stop", 5)
