@@ -147,11 +147,13 @@ async def run(
     script: str = "full",
     settle: bool = True,
     media_listener: str = "starlette",
+    media_engine: str = "tick",
 ) -> dict[str, Any]:
     """Run one step of ``calls`` calls (or a ramp) and return the JSON-ready result.
 
     ``media_listener``: where the gateway started here serves the streams (``starlette`` or
-    ``picows``, ``GATEWAY_MEDIA_LISTENER``); the calls use the stream URLs its API hands out."""
+    ``picows``, ``GATEWAY_MEDIA_LISTENER``); the calls use the stream URLs its API hands out.
+    ``media_engine``: how it processes caller audio (``tick`` or ``frame``, ``GATEWAY_MEDIA_ENGINE``)."""
     t_start = time.monotonic()
     lines = Lines.load()
     ncpu = os.cpu_count() or 1
@@ -175,8 +177,9 @@ async def run(
             model = fake.model
         if url is None:
             gateway = LocalGateway(tmp, vad=vad, g711=g711, cpus=gw_cpus, env=fake.gateway_env if fake else None,
-                                   media_listener=media_listener)
+                                   media_listener=media_listener, media_engine=media_engine)
             info["media_listener"] = media_listener
+            info["media_engine"] = media_engine
             gateway.start()
             stack.callback(gateway.stop)
             if settle:
@@ -342,6 +345,7 @@ def main(
     script: str = "full",
     settle: bool = True,
     media_listener: str = "starlette",
+    media_engine: str = "tick",
 ) -> dict[str, Any]:
     """Run the load benchmark, print the table (or one JSON line last), write PNG, Markdown and JSON.
 
@@ -351,7 +355,7 @@ def main(
             calls=calls, carriers=carriers, url=url, api_key=api_key, model=model, gateway_pid=gateway_pid, vad=vad,
             g711=g711, ramp=ramp, ramp_start=ramp_start, ramp_max=ramp_max, time_budget_s=time_budget_s,
             arrival_s=arrival_s, pin=pin, carrier_compression=carrier_compression, progress=sys.stderr.isatty(),
-            script=script, settle=settle, media_listener=media_listener,
+            script=script, settle=settle, media_listener=media_listener, media_engine=media_engine,
         ))  # fmt: skip
     result["config"]["driver_loop"] = "uvloop" if _driver_loop() is not None else "asyncio"
     if plot is not None:

@@ -102,9 +102,10 @@ class LocalGateway:
 
     def __init__(self, workdir: Path, *, vad: str = "silero", g711: bool = True, cpus: set[int] | None = None,
                  env: dict[str, str] | None = None, command: Sequence[str] = ("-m", "gateway.cli", "serve"),
-                 media_listener: str = "starlette") -> None:
+                 media_listener: str = "starlette", media_engine: str = "tick") -> None:
         self.workdir = workdir
         self.media_listener = media_listener  # starlette | picows (GATEWAY_MEDIA_LISTENER)
+        self.media_engine = media_engine  # tick | frame (GATEWAY_MEDIA_ENGINE)
         self.command = list(command)
         self.vad, self.g711, self.cpus = vad, g711, cpus
         self.extra_env = env or {}
@@ -134,6 +135,7 @@ class LocalGateway:
             "GATEWAY_VAD": self.vad,
             "GATEWAY_COMPAT_G711": "true" if self.g711 else "false",
             "GATEWAY_MEDIA_LISTENER": self.media_listener,
+            "GATEWAY_MEDIA_ENGINE": self.media_engine,
             "GATEWAY_MEDIA_PORT": str(_free_port()),
             "OPENBLAS_NUM_THREADS": "1",
             "OMP_NUM_THREADS": "1",
