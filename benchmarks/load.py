@@ -148,12 +148,15 @@ async def run(
     settle: bool = True,
     media_listener: str = "starlette",
     media_engine: str = "tick",
+    gateway_root: Path | None = None,
 ) -> dict[str, Any]:
     """Run one step of ``calls`` calls (or a ramp) and return the JSON-ready result.
 
     ``media_listener``: where the gateway started here serves the streams (``starlette`` or
     ``picows``, ``GATEWAY_MEDIA_LISTENER``); the calls use the stream URLs its API hands out.
-    ``media_engine``: how it processes caller audio (``tick`` or ``frame``, ``GATEWAY_MEDIA_ENGINE``)."""
+    ``media_engine``: how it processes caller audio (``tick`` or ``frame``, ``GATEWAY_MEDIA_ENGINE``).
+    ``gateway_root``: run the gateway of another checkout (e.g. a worktree of the previous main),
+    with this checkout's driver and fake model, to compare the two on the same load."""
     t_start = time.monotonic()
     lines = Lines.load()
     ncpu = os.cpu_count() or 1
@@ -177,9 +180,10 @@ async def run(
             model = fake.model
         if url is None:
             gateway = LocalGateway(tmp, vad=vad, g711=g711, cpus=gw_cpus, env=fake.gateway_env if fake else None,
-                                   media_listener=media_listener, media_engine=media_engine)
+                                   media_listener=media_listener, media_engine=media_engine, root=gateway_root)
             info["media_listener"] = media_listener
             info["media_engine"] = media_engine
+            info["gateway_root"] = str(gateway.root)
             gateway.start()
             stack.callback(gateway.stop)
             if settle:
@@ -346,6 +350,7 @@ def main(
     settle: bool = True,
     media_listener: str = "starlette",
     media_engine: str = "tick",
+    gateway_root: Path | None = None,
 ) -> dict[str, Any]:
     """Run the load benchmark, print the table (or one JSON line last), write PNG, Markdown and JSON.
 
@@ -356,6 +361,7 @@ def main(
             g711=g711, ramp=ramp, ramp_start=ramp_start, ramp_max=ramp_max, time_budget_s=time_budget_s,
             arrival_s=arrival_s, pin=pin, carrier_compression=carrier_compression, progress=sys.stderr.isatty(),
             script=script, settle=settle, media_listener=media_listener, media_engine=media_engine,
+            gateway_root=gateway_root,
         ))  # fmt: skip
     result["config"]["driver_loop"] = "uvloop" if _driver_loop() is not None else "asyncio"
     if plot is not None:

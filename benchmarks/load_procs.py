@@ -102,8 +102,9 @@ class LocalGateway:
 
     def __init__(self, workdir: Path, *, vad: str = "silero", g711: bool = True, cpus: set[int] | None = None,
                  env: dict[str, str] | None = None, command: Sequence[str] = ("-m", "gateway.cli", "serve"),
-                 media_listener: str = "starlette", media_engine: str = "tick") -> None:
+                 media_listener: str = "starlette", media_engine: str = "tick", root: Path | None = None) -> None:
         self.workdir = workdir
+        self.root = root or ROOT  # the checkout whose gateway runs (another commit, to compare with)
         self.media_listener = media_listener  # starlette | picows (GATEWAY_MEDIA_LISTENER)
         self.media_engine = media_engine  # tick | frame (GATEWAY_MEDIA_ENGINE)
         self.command = list(command)
@@ -139,7 +140,7 @@ class LocalGateway:
             "GATEWAY_MEDIA_PORT": str(_free_port()),
             "OPENBLAS_NUM_THREADS": "1",
             "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+            "PYTHONPATH": os.pathsep.join(p for p in (str(self.root), os.environ.get("PYTHONPATH", "")) if p),
             **self.extra_env,
         }
         log = open(self.log_path, "wb")

@@ -281,6 +281,7 @@ def bench_load(
     settle: bool = typer.Option(True, help="Wait for the started gateway's start-up work to settle first."),
     media_listener: str = typer.Option("starlette", help="Streams of the gateway started here: starlette or picows."),
     media_engine: str = typer.Option("tick", help="Caller audio in the gateway started here: tick (the engine) or frame."),
+    gateway_root: Optional[Path] = typer.Option(None, help="Start the gateway of this checkout instead (e.g. a worktree of the previous main), with this checkout's driver."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document on the last line."),
     plot: Optional[Path] = typer.Option(Path("bench-out/load.png"), help="PNG plot path."),
     out_dir: Optional[Path] = typer.Option(Path("bench-out"), help="Where load.json and load.md go."),
@@ -293,7 +294,7 @@ def bench_load(
               gateway_pid=gateway_pid, vad=vad, g711=g711, ramp=ramp, ramp_start=ramp_start, ramp_max=ramp_max,
               time_budget_s=time_budget, arrival_s=arrival, pin=pin, script=script, settle=settle,
               json_out=json_out, plot=plot, out_dir=out_dir, media_listener=media_listener,
-              media_engine=media_engine)  # fmt: skip
+              media_engine=media_engine, gateway_root=gateway_root)  # fmt: skip
 
 
 @bench_app.command("peers")
