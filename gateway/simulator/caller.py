@@ -211,12 +211,24 @@ class SimulatedCaller:
             (s) until it closes the socket.
         headers: extra HTTP headers on the WebSocket upgrade (e.g. Twilio's
             ``X-Twilio-Signature``).
+        keep_heard: keep what the caller heard (``report.heard``, decoded per 20 ms); off, the
+            playback buffer keeps only byte counts (the load driver: every timing is the same).
+        link: the socket's client: ``websockets`` (a task per caller for its 20 ms ticks and
+            one for its reads) or ``picows`` (:mod:`gateway.simulator.picows_link`: reads in a
+            callback, sends without awaiting, ticks from one shared :class:`SendClock`).
+        clock: the shared send clock of ``link="picows"`` (one per event loop; a new one if None).
     """
 
     def __init__(self, url: str, dialect: CallerDialect, *, parameters: dict[str, str] | None = None,
                  hangup_quiet_ms: int = 300, noise: LineNoise | None = None, drain_s: float = 2.0,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, keep_heard: bool = True, link: str = "websockets",
+                 clock=None) -> None:
+        if link not in ("websockets", "picows"):
+            raise ValueError(f"link must be websockets or picows, not {link!r}")
         self.url = url
+        self.keep_heard = keep_heard
+        self.link = link
+        self.clock = clock
         self.headers = dict(headers or {})
         self.dialect = dialect
         self.parameters = parameters or {}
@@ -229,6 +241,15 @@ class SimulatedCaller:
         self._frame_bytes = fmt.bytes_for_ms(_FRAME_MS)
         self._frame_samples = fmt.sample_rate * _FRAME_MS // 1000
         self._mouth: deque[np.ndarray] = deque()
+        self._silence = encode(np.zeros(self._frame_samples, np.int16), fmt.encoding)
+        # The line noise repeats every loop: each tick's noise row, and its noise-only frame encoded.
+        self._noise_rows = noise.frames(self._frame_samples) if noise is not None else None
+        self._noise_payloads = ([encode(_clip16(row), fmt.encoding) for row in self._noise_rows]
+                                if self._noise_rows is not None else [])
+        self._outbox: deque = deque()  # frames for the socket, in order
+        self._waiters: list[tuple] = []  # (condition, future) of the script's waits
+        self._failure: BaseException | None = None  # what failed the call (picows link)
+        self._close_received = False  # the gateway's close frame arrived (picows link)
         self._playback: deque[tuple[str, bytes | str, float]] = deque()  # kind, data, arrival ms
         self._playback_bytes = 0
         self._heard: list[np.ndarray] = []
@@ -263,6 +284,7 @@ class SimulatedCaller:
         self._hang_up_requested = True
         self._hang_up_event.set()
         self._mouth.clear()
+        self._wake()
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep ``seconds``, or less if a hang-up is requested."""
@@ -271,6 +293,11 @@ class SimulatedCaller:
 
     async def run(self, script: list[Step]) -> CallerReport:
         """Connect, play the script in real time, hang up, and return the measurements."""
+        if self.link == "picows":
+            from gateway.simulator.picows_link import run_picows
+
+            await run_picows(self, script)
+            return self._finish()
         try:
             async with connect(self.url, max_size=2**20, open_timeout=10,
                                additional_headers=self.headers or None) as ws:
@@ -294,6 +321,9 @@ class SimulatedCaller:
         if self._ws is not None and self.report.close_code is None and self._ws.close_code is not None:
             self.report.close_code = self._ws.close_code
             self.report.close_reason = self._ws.close_reason or ""
+        return self._finish()
+
+    def _finish(self) -> CallerReport:
         self.report.heard = np.concatenate(self._heard) if self._heard else np.zeros(0, np.int16)
         self.report.lateness_ms, self.report.turn_pauses_ms = pacing_lateness(
             self._arrivals, self._durations, resets_ms=self._resets, turn_ends_ms=self._turn_ends)
@@ -308,7 +338,8 @@ class SimulatedCaller:
             return
         stop = self.dialect.stop()
         if stop is not None:
-            await self._ws.send(stop)
+            self._send(stop)
+            await self._flush()
             with contextlib.suppress(TimeoutError):  # the gateway ends the call and closes the socket
                 await asyncio.wait_for(self._closed.wait(), self.drain_s)
         if not self._closed.is_set():
@@ -341,7 +372,9 @@ class SimulatedCaller:
                     await asyncio.sleep(wait / 1000)
                 await self._say(step.pcm, step.label or "barge-in", barge_in=True)
             elif isinstance(step, PressDigit):
-                await self._ws.send(self.dialect.dtmf(step.digit))
+                self._send(self.dialect.dtmf(step.digit))
+                if self.link == "websockets":
+                    await self._flush()
         await self._sleep(self.hangup_quiet_ms / 1000)
 
     async def _say(self, pcm: np.ndarray, label: str, *, barge_in: bool = False) -> None:
@@ -351,7 +384,7 @@ class SimulatedCaller:
         padded = np.concatenate([pcm, np.zeros((-pcm.size) % n, np.int16)])
         start_ms = self._now_ms() + (len(self._mouth)) * _FRAME_MS
         frames = padded.reshape(-1, n)
-        self._mouth.extend(frames)
+        self._mouth.extend(self._mouth_payloads(frames))
         onset_ms = start_ms + onset * 1000 / rate
         end_ms = start_ms + end * 1000 / rate
         self._turn_ends.append(end_ms)
@@ -373,116 +406,203 @@ class SimulatedCaller:
         self._last_agent_audio_ms = None
 
     async def _wait_until(self, cond, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while (not cond() and time.monotonic() < deadline and not self._closed.is_set()
-               and not self._hang_up_requested):
-            await asyncio.sleep(0.01)
+        """Until ``cond()`` holds (checked after every 20 ms tick, where the state it reads
+        changes), the socket closes, a hang-up is requested, or ``timeout_s`` passes."""
+        if self._closed.is_set() or self._hang_up_requested or cond():
+            return
+        fut = asyncio.get_running_loop().create_future()
+        entry = (cond, fut)
+        self._waiters.append(entry)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await fut
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(entry)
+
+    def _wake(self) -> None:
+        """Resolve the script's waits whose condition now holds (all of them once the call ends)."""
+        ending = self._closed.is_set() or self._hang_up_requested
+        for cond, fut in self._waiters:
+            if not fut.done() and (ending or cond()):
+                fut.set_result(None)
 
     # ------------------------------------------------------------------ real-time engine
     async def _ticker(self) -> None:
-        """Every 20 ms: send one mouth frame, play one ear frame (accumulating clock).
-
-        How late each tick ran against its schedule is kept (``send_slip_ms``): when the
-        driving process is overloaded, it shows here first."""
-        fmt = self.dialect.audio_format
-        silence = np.zeros(self._frame_samples, np.int16)
-        noise = self.noise
+        """Every 20 ms: one :meth:`_tick` (accumulating clock), its frames sent in order."""
         while True:
-            due = self._t0 + self._tick * _FRAME_MS / 1000
-            self.report.send_slip_ms.append(max(0.0, (time.monotonic() - due) * 1000))
-            if self._mouth:
-                pcm = self._mouth.popleft()
-                if noise is not None:
-                    pcm = noise.under(pcm)
-            else:
-                pcm = silence if noise is None else noise.frame(self._frame_samples)
-            await self._ws.send(self.dialect.media(encode(pcm, fmt.encoding)))
-            self.report.frames_sent += 1
-            await self._play_out()
-            self._tick += 1
+            self._tick_now(time.monotonic())
+            await self._flush()
             delay = self._t0 + self._tick * _FRAME_MS / 1000 - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
 
-    async def _play_out(self) -> None:
+    def _tick_now(self, now: float) -> None:
+        """One 20 ms tick at ``now`` (``time.monotonic()``): send one mouth frame, play one ear
+        frame, wake the script's waits.
+
+        How late the tick ran against its schedule is kept (``send_slip_ms``): when the driving
+        process is overloaded, it shows here first."""
+        self.report.send_slip_ms.append(max(0.0, (now - self._t0) * 1000 - self._tick * _FRAME_MS))
+        self._send(self.dialect.media(self._next_payload()))
+        self.report.frames_sent += 1
+        self._play_out()
+        self._tick += 1
+        if self._waiters:
+            self._wake()
+
+    def _mouth_payloads(self, frames: np.ndarray) -> list:
+        """A line's frames ``(n, samples)`` int16, as they will go out: mixed with the noise of
+        the tick each will be sent at (the next ticks after what the mouth holds) and encoded,
+        in one pass over the line (elementwise as per frame: the same bytes). Without a
+        repeating noise loop, the frames stay PCM and are mixed when sent."""
+        enc = self.dialect.audio_format.encoding
+        rows = self._noise_rows
+        if rows is None and self.noise is not None:
+            return list(frames)
+        if rows is not None:
+            ticks = (self._tick + len(self._mouth) + np.arange(len(frames))) % len(rows)
+            frames = _clip16(frames.astype(np.float64) + rows[ticks])
+        data = encode(frames.reshape(-1), enc)
+        step = len(data) // len(frames) if len(frames) else 0
+        return [data[i:i + step] for i in range(0, len(data), step)] if step else []
+
+    def _next_payload(self) -> bytes:
+        """This tick's caller audio, encoded: a mouth frame (with the line noise under it, see
+        :meth:`_mouth_payloads`), else the line noise alone (pre-encoded: the loop repeats),
+        else digital zero."""
+        fmt = self.dialect.audio_format
+        rows = self._noise_rows
+        if self._mouth:
+            item = self._mouth.popleft()
+            if type(item) is bytes:
+                return item
+            return encode(self.noise.under(item), fmt.encoding)
+        if rows is not None:
+            return self._noise_payloads[self._tick % len(rows)]
+        if self.noise is not None:
+            return encode(self.noise.frame(self._frame_samples), fmt.encoding)
+        return self._silence
+
+    def _play_out(self) -> None:
         """Play 20 ms from the playback buffer, echoing marks whose audio has played."""
         need = self._frame_bytes
-        out = bytearray()
-        while self._playback and (need > 0 or self._playback[0][0] == "mark"):
-            kind, data, arrival = self._playback[0]
+        out = bytearray() if self.keep_heard else None
+        got = 0
+        playback = self._playback
+        while playback and (need > 0 or playback[0][0] == "mark"):
+            kind, data, arrival = playback[0]
             if kind == "mark":
-                self._playback.popleft()
-                await self._ack(str(data))
+                playback.popleft()
+                self._ack(str(data))
                 continue
-            take = data[:need]
-            out += take
-            need -= len(take)
-            if len(take) == len(data):
-                self._playback.popleft()
+            size = data if type(data) is int else len(data)
+            take = min(need, size)
+            if out is not None:
+                out += data[:take]
+            got += take
+            need -= take
+            if take == size:
+                playback.popleft()
             else:
-                self._playback[0] = (kind, data[len(take):], arrival)
-            self._playback_bytes -= len(take)
+                playback[0] = (kind, (size - take) if type(data) is int else data[take:], arrival)
+            self._playback_bytes -= take
         fmt = self.dialect.audio_format
-        if out:
-            self._item_played_ms += fmt.ms_for_bytes(len(out))
+        if got:
+            self._item_played_ms += fmt.ms_for_bytes(got)
             self._last_agent_audio_ms = self._now_ms()
-            self.report.agent_audio_ms += fmt.ms_for_bytes(len(out))
+            self.report.agent_audio_ms += fmt.ms_for_bytes(got)
             if self._agent_playing_since is None:
                 self._agent_playing_since = self._now_ms()
         else:
             self._agent_playing_since = None
-        out += bytes(need) if fmt.encoding.value == "l16" else b"\xff" * need
-        self._heard.append(decode(bytes(out), fmt.encoding))
+        if out is not None:
+            out += bytes(need) if fmt.encoding.value == "l16" else b"\xff" * need
+            self._heard.append(decode(bytes(out), fmt.encoding))
 
-    async def _ack(self, name: str) -> None:
+    def _ack(self, name: str) -> None:
         if self._hung_up:  # the carrier has left the call: nothing plays, nothing is acknowledged
             return
         frame = self.dialect.mark_played(name)
         if frame is not None:
-            await self._ws.send(frame)
+            self._send(frame)
             self.report.marks_acked += 1
 
+    def _send(self, frame) -> None:
+        """Queue ``frame`` for the socket (sent in order by :meth:`_flush`)."""
+        self._outbox.append(frame)
+
+    async def _flush(self) -> None:
+        outbox = self._outbox
+        while outbox:
+            await self._ws.send(outbox.popleft())
+
     async def _receiver(self) -> None:
-        fmt = self.dialect.audio_format
         try:
             async for frame in self._ws:
-                now = self._now_ms()
-                for msg in self.dialect.parse(frame):
-                    if msg.kind == "media":
-                        self.report.frames_received += 1
-                        if self._hung_up:  # in flight at the hang-up: arrived, never played
-                            self.report.frames_after_hangup += 1
-                            continue
-                        self.report.media_arrivals_ms.append(now)
-                        self._arrivals.append(now)
-                        self._durations.append(fmt.ms_for_bytes(len(msg.audio)))
-                        if self._speech_end_ms is not None:
-                            self.report.turn_latency_ms.append(now - self._speech_end_ms)
-                            self._speech_end_ms = None
-                        self._playback.append(("media", msg.audio, now))
-                        self._playback_bytes += len(msg.audio)
-                    elif msg.kind == "mark":
-                        self._playback.append(("mark", msg.name, now))
-                        if self._playback_bytes == 0 and len(self._playback) == 1:
-                            self._playback.popleft()
-                            await self._ack(msg.name)
-                    elif msg.kind == "clear":
-                        self.report.clears += 1
-                        self.report.clear_at_ms.append(now)
-                        self.report.played_before_clear_ms.append(self._item_played_ms)
-                        if self._onset_ms is not None:
-                            self.report.barge_in_reaction_ms.append(now - self._onset_ms)
-                            self._onset_ms = None
-                        self._item_played_ms = 0.0
-                        pending = [d for k, d, _ in self._playback if k == "mark"]
-                        self._playback.clear()
-                        self._playback_bytes = 0
-                        self._resets.append(now)
-                        for name in pending:
-                            await self._ack(str(name))
-                        self._note("clear")
+                self._on_frame(frame)
+                if self._outbox:
+                    await self._flush()
         finally:
-            self._closed.set()
+            self._set_closed()
             if self._ws.close_code is not None:
                 self.report.close_code = self._ws.close_code
                 self.report.close_reason = self._ws.close_reason or ""
+
+    def _fail(self, exc: BaseException) -> None:
+        """The call failed (``run`` raises ``exc`` once it has hung up)."""
+        if self._failure is None:
+            self._failure = exc
+        self._set_closed()
+
+    def _set_closed(self) -> None:
+        self._closed.set()
+        self._wake()
+
+    def _on_frame(self, frame) -> None:
+        """One message from the gateway (raises ValueError for one the carrier would reject)."""
+        now = self._now_ms()
+        for msg in self.dialect.parse(frame):
+            kind = msg.kind
+            if kind == "media":
+                self.report.frames_received += 1
+                if self._hung_up:  # in flight at the hang-up: arrived, never played
+                    self.report.frames_after_hangup += 1
+                    continue
+                size = len(msg.audio)
+                self.report.media_arrivals_ms.append(now)
+                self._arrivals.append(now)
+                self._durations.append(self.dialect.audio_format.ms_for_bytes(size))
+                if self._speech_end_ms is not None:
+                    self.report.turn_latency_ms.append(now - self._speech_end_ms)
+                    self._speech_end_ms = None
+                self._playback.append(("media", msg.audio if self.keep_heard else size, now))
+                self._playback_bytes += size
+            elif kind == "mark":
+                self._playback.append(("mark", msg.name, now))
+                if self._playback_bytes == 0 and len(self._playback) == 1:
+                    self._playback.popleft()
+                    self._ack(msg.name)
+            elif kind == "clear":
+                self._on_clear(now)
+
+    def _on_clear(self, now: float) -> None:
+        self.report.clears += 1
+        self.report.clear_at_ms.append(now)
+        self.report.played_before_clear_ms.append(self._item_played_ms)
+        if self._onset_ms is not None:
+            self.report.barge_in_reaction_ms.append(now - self._onset_ms)
+            self._onset_ms = None
+        self._item_played_ms = 0.0
+        pending = [d for k, d, _ in self._playback if k == "mark"]
+        self._playback.clear()
+        self._playback_bytes = 0
+        self._resets.append(now)
+        for name in pending:
+            self._ack(str(name))
+        self._note("clear")
+
+
+def _clip16(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x), -32768, 32767).astype(np.int16)

@@ -71,6 +71,7 @@ from gateway.simulator.loadstats import (
     verdict,
 )
 from gateway.simulator.noise import LineNoise
+from gateway.simulator.picows_link import SendClock
 from gateway.simulator.procstat import ProcStat, machine_busy_s
 from gateway.simulator.run import load_wav, to_rate
 
@@ -214,15 +215,17 @@ def _no_permessage_deflate():
         caller_module.connect = original
 
 
-def _prepare(res: CallResult, lines: Lines, rng: random.Random, *, barge_in: bool,
-             script: str) -> tuple[SimulatedCaller, TimedDialect, list[Step]]:
-    """One call's caller (with its line noise, −58…−50 dBFS), dialect and script."""
+def _prepare(res: CallResult, lines: Lines, rng: random.Random, *, barge_in: bool, script: str,
+             link: str = "websockets", clock: SendClock | None = None) -> tuple[SimulatedCaller, TimedDialect, list[Step]]:
+    """One call's caller (with its line noise, −58…−50 dBFS), dialect and script; ``link`` and
+    ``clock`` as :class:`SimulatedCaller`'s (the heard audio is not kept: nothing here reads it)."""
     dialect = TimedDialect(make_dialect(res.carrier))
     call_rng = random.Random(rng.random() + res.index)
     rate = dialect.audio_format.sample_rate
     noise = LineNoise(rate, level_dbfs=call_rng.uniform(-58.0, -50.0), seed=call_rng.randrange(2**32))
     caller = SimulatedCaller(res.report.pop("streamUrl"), dialect, hangup_quiet_ms=300, noise=noise,
-                             drain_s=5.0)  # a loaded gateway may take a while to close: do not cut its last frames off
+                             drain_s=5.0,  # a loaded gateway may take a while to close: do not cut its last frames off
+                             keep_heard=False, link=link, clock=clock)
     return caller, dialect, build_script(lines, rate, call_rng, barge_in=barge_in, kind=script)
 
 
@@ -305,13 +308,15 @@ async def _create_all(http: httpx.AsyncClient, results: Sequence[CallResult], se
 async def _sampler(step: StepResult, proc: ProcStat | None, model_proc: ProcStat | None,
                    live: _Live, stop: asyncio.Event, period_s: float = 0.25) -> None:
     """Every ``period_s`` seconds until ``stop``: machine busy time, the gateway's CPU s, RSS bytes
-    and live calls, and the fake model's CPU s, appended to ``step``."""
+    and live calls, the fake model's CPU s and the driver's own (this process, every thread),
+    appended to ``step``."""
     while not stop.is_set():
         step.machine.append((time.monotonic(), machine_busy_s()))
         if proc is not None and proc.alive():
             step.samples.append((time.monotonic(), proc.cpu_s(), proc.rss_bytes(), live.n))
         if model_proc is not None and model_proc.alive():
             step.model_samples.append((time.monotonic(), model_proc.cpu_s()))
+        step.driver_samples.append((time.monotonic(), time.process_time()))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), period_s)
 
@@ -428,6 +433,7 @@ async def run_step(
     on_progress: Callable[[str, int], None] | None = None,
     create_concurrency: int = 16,
     script: str = "full",
+    caller_link: str = "picows",
 ) -> StepResult:
     """Place ``calls`` calls against the gateway at ``url`` and measure them (see module doc).
 
@@ -450,6 +456,9 @@ async def run_step(
         on_progress: ``(event, n)`` with event ``created`` / ``connected`` / ``finished``.
         create_concurrency: concurrent ``POST /calls/inline`` requests.
         script: ``full`` (see :func:`build_script`) or ``short`` (no barge-in; smoke tests).
+        caller_link: the callers' socket client: ``picows`` (default: one shared send clock,
+            :mod:`gateway.simulator.picows_link`) or ``websockets`` (a ticker task per caller);
+            ``carrier_compression`` needs ``websockets`` (picows offers no permessage-deflate).
     """
     check_loopback(url)
     lines = lines or Lines.load()
@@ -470,7 +479,10 @@ async def run_step(
         await _create_all(http, results, sem, model=model, barge_in=barge_in, progress=progress)
         # 2. Prepare every caller (recordings resampled to its rate, script, line noise) before
         #    any call is live: a resample designed while other callers run would stall them all.
-        prepared = {r.index: _prepare(r, lines, rng, barge_in=barge_in, script=script) for r in results}
+        link = "websockets" if carrier_compression else caller_link
+        clock = SendClock() if link == "picows" else None
+        prepared = {r.index: _prepare(r, lines, rng, barge_in=barge_in, script=script, link=link, clock=clock)
+                    for r in results}
         # 3. Sample the gateway process while the step runs.
         if proc is not None:
             step.rss_baseline = proc.rss_bytes()

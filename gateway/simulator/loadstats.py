@@ -74,6 +74,7 @@ class StepResult:
     lag_ms: list[float] = field(default_factory=list)
     driver_cpu_s: float = 0.0
     model_samples: list[tuple[float, float]] = field(default_factory=list)  # t, fake model CPU s
+    driver_samples: list[tuple[float, float]] = field(default_factory=list)  # t, the driver's own CPU s
     stalls: list[tuple[float, float]] = field(default_factory=list)  # driver loop lag > 20 ms: lag ms, CPU ms
     model_stats: dict[str, Any] | None = None
 
@@ -181,6 +182,12 @@ def _gateway(step: StepResult, calls: int) -> dict[str, Any]:
         model = _rate(step.model_samples, w0, w1) or 0.0
         gw["model_cores"] = round(model, 3)
         gw["other_load_cores"] = round(max(0.0, busy - (cores_used or 0.0) - driver - model), 2)
+    if cores_used is not None and gw.get("mean_live_calls"):
+        mean_live = gw["mean_live_calls"]  # the driver's and the model's cost per call, same window
+        for key, got in (("driver", _rate(step.driver_samples, w0, w1)), ("model", _rate(step.model_samples, w0, w1))):
+            if got is not None:
+                gw[f"{key}_window_cores"] = round(got, 3)
+                gw[f"{key}_cpu_ms_per_call_second"] = round(got * 1000 / mean_live, 3)
     return gw
 
 

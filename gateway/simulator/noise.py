@@ -76,6 +76,17 @@ class LineNoise:
         self._pos = (self._pos + samples) % n
         return self._loop[idx]
 
+    def frames(self, samples: int) -> np.ndarray | None:
+        """The whole loop as frames of ``samples``, float64 ``(period // samples, samples)``,
+        starting at the current position (row ``k`` is what the ``k``-th next call of
+        :meth:`next` with ``samples`` returns, cyclically); the position does not move.
+
+        ``None`` when ``samples`` does not divide the loop (frames would drift across it)."""
+        n = self._loop.size
+        if samples <= 0 or n % samples:
+            return None
+        return np.roll(self._loop, -self._pos).reshape(n // samples, samples)
+
     def frame(self, samples: int) -> np.ndarray:
         """The next ``samples`` of noise alone, int16."""
         return _clip16(self.next(samples))
