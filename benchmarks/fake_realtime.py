@@ -17,8 +17,9 @@ Audio goes out in the session's ``audio.output.format``: ``audio/pcmu`` / ``audi
 For the latency figures it records, per call, the monotonic time (``time.monotonic()``, the
 same clock in every process on the machine) at which the first audio delta of each response
 was sent. A call is named by the first ``[tag]`` in its session instructions.
-``GET /stats`` returns ``{"responses": {tag: [{"id", "first_delta", "cancelled"}, ...]},
-"connections": n, "appends": n}`` as JSON.
+``GET /stats`` (on its own HTTP port, ``stats_port`` of the ready line) returns
+``{"responses": {tag: [{"id", "first_delta", "cancelled"}, ...]}, "connections": n, "appends": n}``
+as JSON.
 
 Run alone: ``python -m benchmarks.fake_realtime --port 8765``. Loopback only.
 """
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
 import logging
@@ -42,10 +44,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Response
+from picows import WSListener, WSMsgType, WSTransport, WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server
 
 __all__ = ["FakeRealtimeModel", "Voice", "main"]
 
@@ -113,17 +112,61 @@ class Voice:
 
 @dataclass
 class _Conn:
-    ws: ServerConnection
+    transport: WSTransport
     tag: str = ""
     fmt: dict[str, Any] = field(default_factory=lambda: {"type": "audio/pcm", "rate": 24000})
     appended: int = 0
     responses: int = 0
     active: asyncio.Task | None = None
-    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    cancel: asyncio.Future | None = None  # resolved by response.cancel (the active reply stops)
+
+
+class _Listener(WSListener):
+    """One model socket: the gateway's events in a callback, the replies written without awaiting."""
+
+    def __init__(self, model: FakeRealtimeModel) -> None:
+        self.model = model
+        self.c: _Conn | None = None
+        self._parts: list[bytes] = []
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.c = _Conn(transport)
+        self.model.connections += 1
+        self.model._send(self.c, {"type": "session.created",
+                                  "session": {"type": "realtime", "id": f"sess_{next(self.model._ids)}"}})
+
+    def on_ws_frame(self, transport: WSTransport, frame: Any) -> None:
+        t = frame.msg_type
+        if t is WSMsgType.CLOSE:
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+            return
+        if t not in (WSMsgType.TEXT, WSMsgType.CONTINUATION):
+            return  # ping (answered by picows), pong; binary: not in this protocol
+        if not frame.fin or self._parts:  # a fragmented message: join it
+            self._parts.append(frame.get_payload_as_bytes())
+            if not frame.fin:
+                return
+            raw, self._parts = b"".join(self._parts), []
+        else:
+            raw = frame.get_payload_as_bytes()
+        if raw.startswith(b'{"type":"input_audio_buffer.append"'):
+            self.c.appended += len(raw)  # hot path: never decoded
+            self.model.appends += 1
+            return
+        self.model._on(self.c, orjson.loads(raw))
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if self.c is not None and self.c.active is not None:
+            self.c.active.cancel()
 
 
 class FakeRealtimeModel:
     """The server. ``async with FakeRealtimeModel(port=0) as m: m.base_url`` (``ws://…/v1``).
+
+    WebSocket on picows (the gateway's model sockets; a callback per message, sends written
+    without awaiting: the model shares the load driver's core, so it must cost little), and
+    ``GET /stats`` on its own small HTTP port (:attr:`stats_port`).
 
     Args:
         host: loopback address to bind.
@@ -136,6 +179,7 @@ class FakeRealtimeModel:
         if not host.startswith("127.") and host not in ("localhost", "::1"):
             raise ValueError("the fake model serves loopback only")
         self.host, self.port = host, port
+        self.stats_port = 0
         self.speed = speed
         self.voice = Voice(chunk_ms)
         self.responses: dict[str, list[dict[str, Any]]] = {}
@@ -143,6 +187,7 @@ class FakeRealtimeModel:
         self.appends = 0
         self._ids = itertools.count(1)
         self._server: Any = None
+        self._http_server: Any = None
 
     @property
     def base_url(self) -> str:
@@ -152,58 +197,58 @@ class FakeRealtimeModel:
         return {"responses": self.responses, "connections": self.connections, "appends": self.appends}
 
     async def __aenter__(self) -> FakeRealtimeModel:
-        self._server = await serve(self._handler, self.host, self.port, process_request=self._http,
-                                   max_size=2**22, compression=None, ping_interval=None,
-                                   logger=log)  # fmt: skip
+        self._server = await ws_create_server(self._listener, self.host, self.port, max_frame_size=2**22,
+                                              logger_name="fake_realtime")  # fmt: skip
         self.port = self._server.sockets[0].getsockname()[1]
+        self._http_server = await asyncio.start_server(self._http, self.host, 0)
+        self.stats_port = self._http_server.sockets[0].getsockname()[1]
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self._server.close()
-        await self._server.wait_closed()
+        for server in (self._server, self._http_server):
+            server.close()
+        for server in (self._server, self._http_server):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 5)
 
     async def serve_forever(self) -> None:
         async with self:
-            print(json.dumps({"ready": True, "port": self.port}), flush=True)
+            print(json.dumps({"ready": True, "port": self.port, "stats_port": self.stats_port}), flush=True)
             await asyncio.Future()
 
-    def _http(self, connection: ServerConnection, request: Any) -> Response | None:
-        path = request.path.split("?", 1)[0]
-        if path == "/stats":
-            body = orjson.dumps(self.stats())
-            return Response(200, "OK", Headers([("Content-Type", "application/json"),
-                                                ("Content-Length", str(len(body)))]), body)  # fmt: skip
-        if not path.endswith("/realtime"):
-            return connection.respond(HTTPStatus.NOT_FOUND, "no such endpoint\n")
-        return None
+    def _listener(self, request: Any) -> Any:
+        path = request.path.split(b"?", 1)[0]
+        if not path.endswith(b"/realtime"):
+            return WSUpgradeResponseWithListener(
+                WSUpgradeResponse.create_error_response(HTTPStatus.NOT_FOUND, b"no such endpoint\n"), None)
+        return _Listener(self)
+
+    async def _http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """``GET /stats`` (JSON); anything else 404. One request per connection."""
+        try:
+            async with asyncio.timeout(10):
+                head = await reader.readuntil(b"\r\n\r\n")
+            path = head.split(b" ", 2)[1].split(b"?", 1)[0] if head.count(b" ") >= 2 else b""
+            if path == b"/stats":
+                status, body = b"200 OK", orjson.dumps(self.stats())
+            else:
+                status, body = b"404 Not Found", b"no such endpoint\n"
+            writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\nContent-Length: "
+                         + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)  # fmt: skip
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
 
     # ------------------------------------------------------------------ protocol
 
-    async def _send(self, c: _Conn, event: dict[str, Any]) -> None:
+    def _send(self, c: _Conn, event: dict[str, Any]) -> None:
         event["event_id"] = f"event_{next(self._ids)}"
-        try:
-            await c.ws.send(orjson.dumps(event).decode())
-        except ConnectionClosed:
-            pass
+        if not c.transport.is_disconnected:
+            c.transport.send(WSMsgType.TEXT, orjson.dumps(event))
 
-    async def _handler(self, ws: ServerConnection) -> None:
-        c = _Conn(ws)
-        self.connections += 1
-        await self._send(c, {"type": "session.created", "session": {"type": "realtime", "id": f"sess_{next(self._ids)}"}})
-        try:
-            async for raw in ws:
-                if isinstance(raw, str) and raw.startswith('{"type":"input_audio_buffer.append"'):
-                    c.appended += len(raw)  # hot path: never decoded
-                    self.appends += 1
-                    continue
-                await self._on(c, orjson.loads(raw))
-        except ConnectionClosed:
-            pass
-        finally:
-            if c.active is not None:
-                c.active.cancel()
-
-    async def _on(self, c: _Conn, msg: dict[str, Any]) -> None:
+    def _on(self, c: _Conn, msg: dict[str, Any]) -> None:
         t = msg.get("type")
         if t == "session.update":
             session = msg.get("session") or {}
@@ -212,46 +257,46 @@ class FakeRealtimeModel:
             fmt = ((session.get("audio") or {}).get("output") or {}).get("format")
             if fmt:
                 c.fmt = fmt
-            await self._send(c, {"type": "session.updated", "session": session})
+            self._send(c, {"type": "session.updated", "session": session})
         elif t == "input_audio_buffer.append":
             c.appended += 1
             self.appends += 1
         elif t == "input_audio_buffer.commit":
             item_id = f"item_user_{next(self._ids)}"
-            await self._send(c, {"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": None})
-            await self._send(c, {"type": "conversation.item.added", "previous_item_id": None, "item": {
+            self._send(c, {"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": None})
+            self._send(c, {"type": "conversation.item.added", "previous_item_id": None, "item": {
                 "id": item_id, "type": "message", "role": "user", "status": "completed",
                 "content": [{"type": "input_audio", "transcript": None}]}})  # fmt: skip
-            await self._send(c, {"type": "conversation.item.input_audio_transcription.completed",
-                                 "item_id": item_id, "content_index": 0, "transcript": "caller turn"})  # fmt: skip
+            self._send(c, {"type": "conversation.item.input_audio_transcription.completed",
+                           "item_id": item_id, "content_index": 0, "transcript": "caller turn"})  # fmt: skip
         elif t == "conversation.item.create":
             item = dict(msg.get("item") or {})
             item.setdefault("id", f"item_{next(self._ids)}")
-            await self._send(c, {"type": "conversation.item.added", "previous_item_id": None, "item": item})
+            self._send(c, {"type": "conversation.item.added", "previous_item_id": None, "item": item})
         elif t == "response.create":
             if c.active is not None and not c.active.done():
-                await self._send(c, {"type": "error", "error": {"type": "invalid_request_error",
-                                     "code": "conversation_already_has_active_response",
-                                     "message": "Conversation already has an active response in progress",
-                                     "event_id": msg.get("event_id")}})  # fmt: skip
+                self._send(c, {"type": "error", "error": {"type": "invalid_request_error",
+                               "code": "conversation_already_has_active_response",
+                               "message": "Conversation already has an active response in progress",
+                               "event_id": msg.get("event_id")}})  # fmt: skip
                 return
-            c.cancel = asyncio.Event()
-            c.active = asyncio.create_task(self._respond(c))
+            c.cancel = asyncio.get_running_loop().create_future()
+            c.active = asyncio.get_running_loop().create_task(self._respond(c, c.cancel))
         elif t == "response.cancel":
             if c.active is None or c.active.done():
-                await self._send(c, {"type": "error", "error": {"type": "invalid_request_error",
-                                     "code": "response_cancel_not_active",
-                                     "message": "Cancellation failed: no active response found",
-                                     "event_id": msg.get("event_id")}})  # fmt: skip
-            else:
-                c.cancel.set()
+                self._send(c, {"type": "error", "error": {"type": "invalid_request_error",
+                               "code": "response_cancel_not_active",
+                               "message": "Cancellation failed: no active response found",
+                               "event_id": msg.get("event_id")}})  # fmt: skip
+            elif c.cancel is not None and not c.cancel.done():
+                c.cancel.set_result(None)
         elif t == "conversation.item.truncate":
-            await self._send(c, {"type": "conversation.item.truncated", "item_id": msg.get("item_id"),
-                                 "content_index": 0, "audio_end_ms": msg.get("audio_end_ms")})  # fmt: skip
+            self._send(c, {"type": "conversation.item.truncated", "item_id": msg.get("item_id"),
+                           "content_index": 0, "audio_end_ms": msg.get("audio_end_ms")})  # fmt: skip
         elif t == "conversation.item.delete":
-            await self._send(c, {"type": "conversation.item.deleted", "item_id": msg.get("item_id")})
+            self._send(c, {"type": "conversation.item.deleted", "item_id": msg.get("item_id")})
 
-    async def _respond(self, c: _Conn) -> None:
+    async def _respond(self, c: _Conn, cancel: asyncio.Future) -> None:
         n = c.responses
         c.responses += 1
         name = _pick(c.tag, n)
@@ -261,8 +306,8 @@ class FakeRealtimeModel:
         self.responses.setdefault(c.tag, []).append(record)
         base = {"response_id": rid, "item_id": item_id, "output_index": 0, "content_index": 0}
         item = {"id": item_id, "type": "message", "role": "assistant", "status": "in_progress", "content": []}
-        await self._send(c, {"type": "response.created", "response": {"id": rid, "status": "in_progress", "output": []}})
-        await self._send(c, {"type": "response.output_item.added", "response_id": rid, "output_index": 0, "item": item})
+        self._send(c, {"type": "response.created", "response": {"id": rid, "status": "in_progress", "output": []}})
+        self._send(c, {"type": "response.output_item.added", "response_id": rid, "output_index": 0, "item": item})
         words = text.split()
         loop = asyncio.get_running_loop()
         pace = self.voice.chunk_ms / 1000 / self.speed if self.speed > 0 else 0.0
@@ -270,32 +315,28 @@ class FakeRealtimeModel:
         status = "completed"
         sent_words = 0
         for i, delta in enumerate(deltas):
-            if c.cancel.is_set():
+            if cancel.done():
                 status = "cancelled"
                 break
             if i == 0:
                 record["first_delta"] = time.monotonic()
-            await self._send(c, {"type": "response.output_audio.delta", **base, "delta": delta})
+            self._send(c, {"type": "response.output_audio.delta", **base, "delta": delta})
             upto = len(words) * (i + 1) // len(deltas)
             if upto > sent_words:
-                await self._send(c, {"type": "response.output_audio_transcript.delta", **base,
-                                     "delta": " ".join(words[sent_words:upto]) + " "})  # fmt: skip
+                self._send(c, {"type": "response.output_audio_transcript.delta", **base,
+                               "delta": " ".join(words[sent_words:upto]) + " "})  # fmt: skip
                 sent_words = upto
-            if pace:
-                delay = t0 + (i + 1) * pace - loop.time()
-                try:
-                    await asyncio.wait_for(c.cancel.wait(), max(0.0, delay))
-                except TimeoutError:
-                    pass
+            if pace:  # until the next chunk's time, or a cancel
+                await asyncio.wait({cancel}, timeout=max(0.0, t0 + (i + 1) * pace - loop.time()))
         record["cancelled"] = status == "cancelled"
         spoken = " ".join(words[:sent_words]) if status == "cancelled" else text
         if status == "completed":
-            await self._send(c, {"type": "response.output_audio.done", **base})
-            await self._send(c, {"type": "response.output_audio_transcript.done", **base, "transcript": text})
+            self._send(c, {"type": "response.output_audio.done", **base})
+            self._send(c, {"type": "response.output_audio_transcript.done", **base, "transcript": text})
         done_item = {**item, "status": "completed" if status == "completed" else "incomplete",
                      "content": [{"type": "output_audio", "transcript": spoken}]}  # fmt: skip
-        await self._send(c, {"type": "response.output_item.done", "response_id": rid, "output_index": 0, "item": done_item})
-        await self._send(c, {"type": "response.done", "response": {"id": rid, "status": status, "output": [done_item]}})
+        self._send(c, {"type": "response.output_item.done", "response_id": rid, "output_index": 0, "item": done_item})
+        self._send(c, {"type": "response.done", "response": {"id": rid, "status": status, "output": [done_item]}})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -309,9 +350,20 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
     model = FakeRealtimeModel(host=args.host, port=args.port, chunk_ms=args.chunk_ms, speed=args.speed)
     try:
-        asyncio.run(model.serve_forever())
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(model.serve_forever())
     except KeyboardInterrupt:
         pass
+
+
+def _loop_factory():
+    """uvloop when installed (as the gateway and the load driver: less loop overhead per message
+    on the core this process shares with the driver), else asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 if __name__ == "__main__":

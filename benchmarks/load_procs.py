@@ -45,6 +45,7 @@ class FakeModelProcess:
         self.cpus, self.speed, self.chunk_ms = cpus, speed, chunk_ms
         self.proc: subprocess.Popen | None = None
         self.port = 0
+        self.stats_port = 0
 
     def start(self, timeout_s: float = 30.0) -> None:
         self.proc = subprocess.Popen(
@@ -63,6 +64,7 @@ class FakeModelProcess:
                 msg = json.loads(line)
                 if msg.get("ready"):
                     self.port = int(msg["port"])
+                    self.stats_port = int(msg.get("stats_port") or self.port)  # /stats: its own HTTP port
                     return
         self.stop()
         raise RuntimeError("the fake realtime model did not start")
@@ -78,7 +80,7 @@ class FakeModelProcess:
 
     async def stats(self) -> dict[str, Any]:
         async with httpx.AsyncClient(timeout=10) as http:
-            r = await http.get(f"http://127.0.0.1:{self.port}/stats")
+            r = await http.get(f"http://127.0.0.1:{self.stats_port}/stats")
             r.raise_for_status()
             return r.json()
 
