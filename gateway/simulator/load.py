@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -481,16 +482,23 @@ async def run_step(
         #    any call is live: a resample designed while other callers run would stall them all.
         link = "websockets" if carrier_compression else caller_link
         clock = SendClock() if link == "picows" else None
+        step.driver_info = {"caller_link": link, "send_slot_ms": round(clock.slot_s * 1000, 3) if clock else None}
         prepared = {r.index: _prepare(r, lines, rng, barge_in=barge_in, script=script, link=link, clock=clock)
                     for r in results}
         # 3. Sample the gateway process while the step runs.
         if proc is not None:
             step.rss_baseline = proc.rss_bytes()
         sample_task = asyncio.create_task(_sampler(step, proc, model_proc, live, stop))
-        # 4. Run the callers, arrivals spread over arrival_s.
-        await _run_callers(step, prepared, arrival_s=arrival_s, live=live, stop=stop, sample_task=sample_task,
-                           carrier_compression=carrier_compression, step_timeout_s=step_timeout_s,
-                           progress=progress)
+        # 4. Run the callers, arrivals spread over arrival_s. What was set up so far (recordings,
+        #    noise loops, pre-encoded frames) is frozen out of the collector's passes meanwhile.
+        gc.collect()
+        gc.freeze()
+        try:
+            await _run_callers(step, prepared, arrival_s=arrival_s, live=live, stop=stop, sample_task=sample_task,
+                               carrier_compression=carrier_compression, step_timeout_s=step_timeout_s,
+                               progress=progress)
+        finally:
+            gc.unfreeze()
         step.ended_at = time.monotonic()
         step.driver_cpu_s = time.process_time() - driver_cpu0
         # 5. The gateway's records: frames it sent and received, status.

@@ -75,6 +75,7 @@ class StepResult:
     driver_cpu_s: float = 0.0
     model_samples: list[tuple[float, float]] = field(default_factory=list)  # t, fake model CPU s
     driver_samples: list[tuple[float, float]] = field(default_factory=list)  # t, the driver's own CPU s
+    driver_info: dict[str, Any] = field(default_factory=dict)  # how the callers were driven (link, send clock)
     stalls: list[tuple[float, float]] = field(default_factory=list)  # driver loop lag > 20 ms: lag ms, CPU ms
     model_stats: dict[str, Any] | None = None
 
@@ -245,6 +246,7 @@ def summarise(step: StepResult, *, calls: int, carriers: Sequence[str], cores: i
         "send_slip_ms": percentiles([x for r in results for x in r.send_slip_ms]),
         "driver_cpu_cores": round(step.driver_cpu_s / duration, 3) if duration > 0 else None,
         "step_s": round(duration, 1),
+        "driver": dict(step.driver_info),
         **_gateway(step, calls),
     }
     row["by_carrier"] = _by_carrier(step)

@@ -110,5 +110,6 @@ def test_cli_tiny_load_run_emits_json(tmp_path):
     assert row["recordings_linked"] == 2
     assert row["frames_in_flight_at_hangup"] >= 0 and row["frames_lost_out"] == 0
     assert row["send_slip_ms"]["n"] > 0 and "driver_bound" in row
+    assert row["driver"] == {"caller_link": "picows", "send_slot_ms": 5.0}  # the light callers, one shared clock
     assert doc["headline"] in (None, 2)
     assert (tmp_path / "load.png").exists() and (tmp_path / "load.md").exists()
