@@ -134,7 +134,7 @@ class SimulatedCaller:
         self._wake()
 
     async def _sleep(self, seconds: float) -> None:
-        """Sleep ``seconds``, or less if a hang-up is requested."""
+        """Sleep ``seconds``, or less if a hang-up is requested or the socket closes."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._hang_up_event.wait(), seconds)
 
@@ -405,6 +405,7 @@ class SimulatedCaller:
 
     def _set_closed(self) -> None:
         self._closed.set()
+        self._hang_up_event.set()  # the script's pauses end too: nobody is on the line
         self._wake()
 
     def _on_frame(self, frame) -> None:

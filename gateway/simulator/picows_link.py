@@ -95,7 +95,11 @@ class SendClock:
         self._task = None
 
     def _tick(self, caller: SimulatedCaller, now: float) -> None:
-        """Every tick of ``caller`` due by ``now`` (one, unless the clock woke late)."""
+        """Every tick of ``caller`` due by ``now`` (one, unless the clock woke late); none once
+        its socket has closed (as the websockets link, whose send then raises)."""
+        if caller._closed.is_set():
+            self.leave(caller)
+            return
         try:
             while caller._t0 + caller._tick * _FRAME_S <= now:
                 caller._tick_now(now)
@@ -121,7 +125,8 @@ class _Listener(WSListener):
             caller.report.close_code = int(code.value) or _NO_STATUS  # a close frame without a code
             caller.report.close_reason = frame.get_close_reason() or ""
             caller._close_received = True
-            transport.send_close(frame.get_close_code())
+            if not transport.is_close_frame_sent:
+                transport.send_close(frame.get_close_code())
             transport.disconnect()
             return
         if t not in (WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION):

@@ -171,3 +171,27 @@ async def test_picows_link_raises_on_a_message_the_carrier_rejects() -> None:
                                  drain_s=0.5)
         with pytest.raises(ValueError, match="another stream"):
             await asyncio.wait_for(caller.run([Pause(2000)]), 10)
+
+
+@pytest.mark.parametrize("link", ["websockets", "picows"])
+@pytest.mark.parametrize("code", [4401, 1011, None])
+async def test_a_gateway_close_ends_the_call_at_once(link: str, code: int | None) -> None:
+    """Closed by the gateway (a refusal code, an error, or a dropped connection): the caller sends
+    nothing more (a frame counted as sent after the close would be reported lost), its script
+    stops, and the close code is what the gateway sent (1006 without a close frame)."""
+    async def handler(ws) -> None:
+        await asyncio.sleep(0.1)
+        if code is None:
+            ws.transport.abort()
+        else:
+            await ws.close(code, "closing")
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        caller = SimulatedCaller(f"ws://127.0.0.1:{port}/x", make_dialect("raw"), link=link, clock=SendClock(),
+                                 drain_s=0.5)
+        t0 = time.monotonic()
+        report = await asyncio.wait_for(caller.run([Pause(3000)]), 10)
+    assert time.monotonic() - t0 < 1.5
+    assert report.close_code == (1006 if code is None else code)
+    assert 2 <= report.frames_sent <= 9  # 100 ms of 20 ms frames, give or take a slow loop
