@@ -142,7 +142,7 @@ def run(
         "benchmark": "media",
         "rows": rows,
         "kernels": measure_kernels(kernel_calls, seconds=min(seconds, 0.4), audio=audio) if kernel_calls else [],
-        "engine": run_engine(engine_calls, seconds=min(seconds, 2.0), carriers=("twilio", "telnyx"), audio=audio,
+        "engine": run_engine(engine_calls, seconds=min(seconds, 2.0), carriers=("twilio", "vonage"), audio=audio,
                              model=model) if engine_calls else [],  # fmt: skip
         "target_cpu_ms_per_call_second": TARGET_CPU_MS,
         "amd_target_us_per_frame": AMD_TARGET_US,

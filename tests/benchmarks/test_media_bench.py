@@ -95,7 +95,7 @@ def test_cli_prints_json_last_and_writes_a_plot(tmp_path):
     assert png.exists() and png.stat().st_size > 1000
     assert {(k["kernel"], k["calls"]) for k in doc["kernels"]} >= {("decode pcmu", 3), ("resample 8->16k", 3)}
     engine = {(r["carrier"], r["calls"]): r for r in doc["engine"]}
-    assert set(engine) == {(c, n) for c in ("twilio", "telnyx") for n in (1, 3)}
+    assert set(engine) == {(c, n) for c in ("twilio", "vonage") for n in (1, 3)}
     for r in engine.values():  # the engine's stages, the per-frame path beside it, their ratio
         assert r["us_per_in_frame"] > 0 and r["stages_us"]["vad_score"] > 0
         assert r["ratio_vs_frame"] == pytest.approx(r["frame_us_per_in_frame"] / r["us_per_in_frame"], rel=0.02)
