@@ -26,6 +26,7 @@ from gateway.simulator.run import to_rate
 from gateway.store import CallConfig
 from tests.conftest import load_wav
 from tests.e2e.gateway_process import KEY, GatewayProcess, LiveCall, free_port, wait_recorded
+from tests.e2e.test_stream_errors import close_code_of, wait_started
 from tests.llm.fake_servers import FakeRealtimeServer, Reply, Say
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -34,26 +35,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 @pytest.fixture
 async def gw(gateway):
     return await gateway(media_listener="picows")
-
-
-async def close_code_of(url: str, headers: dict[str, str] | None = None) -> tuple[int | None, str]:
-    """Connect, wait for the server to close, return (code, reason)."""
-    async with connect(url, open_timeout=5, additional_headers=headers) as ws:
-        try:
-            await asyncio.wait_for(ws.recv(), 5)
-        except websockets.ConnectionClosed:
-            pass
-        await ws.wait_closed()
-        return ws.close_code, ws.close_reason
-
-
-async def wait_started(gw, call_id: str) -> None:
-    for _ in range(200):
-        rec = await gw.call_record(call_id, final=False)
-        if any(e["kind"] == "started" for e in rec["events"]):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the call never started")
 
 
 def starlette_url(gw, url: str) -> str:

@@ -23,9 +23,9 @@ from gateway.store import CallConfig
 pytestmark = pytest.mark.slow
 
 
-async def close_code_of(url: str) -> tuple[int | None, str]:
+async def close_code_of(url: str, headers: dict[str, str] | None = None) -> tuple[int | None, str]:
     """Connect, wait for the server to close, return (code, reason)."""
-    async with connect(url, open_timeout=5) as ws:
+    async with connect(url, open_timeout=5, additional_headers=headers) as ws:
         try:
             await asyncio.wait_for(ws.recv(), 5)
         except websockets.ConnectionClosed:
@@ -35,8 +35,8 @@ async def close_code_of(url: str) -> tuple[int | None, str]:
 
 
 async def wait_started(gw, call_id: str) -> None:
-    """Wait until the live call view shows the session has processed ``start``."""
-    for _ in range(100):
+    """Wait (up to 4 s) until the live call view shows the session has processed ``start``."""
+    for _ in range(200):
         rec = await gw.call_record(call_id, final=False)
         if any(e["kind"] == "started" for e in rec["events"]):
             return
