@@ -226,6 +226,77 @@ async def _renew_leases(services: Services) -> None:
             log.warning("renewing the leases of %d live calls failed", len(ids), exc_info=True)
 
 
+def _services(settings: Settings, store: Store, engines: LocalEngines | None) -> Services:
+    """The app's shared services from its settings (the VAD factory, the media engine, the pool)."""
+    return Services(
+        settings=settings,
+        store=store,
+        vad=VadFactory(
+            settings.vad,
+            threshold=settings.vad_threshold,
+            webrtc_mode=settings.webrtc_mode,
+            min_speech_ms=settings.vad_min_speech_ms,
+            min_silence_ms=settings.vad_min_silence_ms,
+            barge_in_min_speech_ms=settings.barge_in_min_speech_ms,
+            energy_floor_dbfs=settings.vad_energy_floor_dbfs,
+            pregate=settings.vad_pregate,
+            batched=settings.media_engine == "frame",  # per tick, the engine batches Silero itself
+        ),
+        engines=engines or LocalEngines(workers=settings.local_workers),
+        media_engine=MediaEngine(settings.engine_tick_ms) if settings.media_engine == "tick" else None,
+    )
+
+
+async def _start_up(services: Services, *, warm_up: bool) -> tuple[asyncio.Task, asyncio.Task]:
+    """The lifespan's start: schema, spooled records, lost calls, warm-up, the periodic tasks,
+    the shared HTTP clients and (``GATEWAY_MEDIA_LISTENER=picows``) the picows listener."""
+    settings, store = services.settings, services.store
+    await asyncio.to_thread(store.create_all)
+    replayed = await asyncio.to_thread(replay_spool, store.finalise_call, settings.spool_path)
+    if replayed:
+        log.warning("stored %d spooled call records", replayed)
+    # before any stream; calls a live twin may still renew are left to the sweeper's checks
+    lost = await asyncio.to_thread(recover_lost_calls, store, settings.node_id, run_id=services.run_id)
+    if lost:
+        log.warning("finalised %d calls a previous run of node %s left in progress", len(lost), settings.node_id)
+    if warm_up and settings.warm_up:
+        services.warm = asyncio.create_task(services.engines.ready())  # worker processes load
+    expiry = asyncio.create_task(_expire_calls(services, min(30.0, settings.call_lease_s / 3)))
+    renewal = asyncio.create_task(_renew_leases(services))
+    services.clients = AppClients.from_settings(settings)  # one TLS context, not one per call
+    if settings.media_listener == "picows":
+        from gateway.picows_listener import PicowsMediaListener
+
+        services.media = PicowsMediaListener(services)
+        await services.media.start()
+    return expiry, renewal
+
+
+async def _shut_down(services: Services, tasks: tuple[asyncio.Task, asyncio.Task], *, owns_engines: bool) -> None:
+    """The lifespan's end: live calls ended (``shutdown``), then the listener, the periodic tasks,
+    the pool, the outbound service and the HTTP clients, in that order."""
+    settings = services.settings
+    expiry, renewal = tasks
+    expiry.cancel()
+    if services.media is not None:
+        services.media.stop_listening()  # no new streams while the calls end
+    # uvicorn closes live sockets (1012) before this runs unless the server is a
+    # gateway.serving.GatewayServer, which ends the calls first; this catches the rest.
+    await services.end_live_calls("shutdown", timeout_s=settings.shutdown_timeout_s)
+    if services.media is not None:  # what is left (streams not yet live) closes with 1001
+        await services.media.aclose(timeout_s=settings.shutdown_timeout_s)
+    renewal.cancel()  # after the calls: their leases hold while they end
+    await asyncio.gather(expiry, renewal, return_exceptions=True)  # both end at their next await
+    if services.warm is not None and not services.warm.done():
+        services.warm.cancel()  # the pool goes on loading; nothing waits for it here
+    if owns_engines:
+        services.engines.close()  # kills the worker processes (bounded: ~2 s at most)
+    await services.outbound.aclose()  # after the calls: their hang-ups are done
+    clients, services.clients = services.clients, None
+    if clients is not None:  # after the calls: their tool requests are done or cancelled
+        await clients.aclose()
+
+
 def create_app(settings: Settings | None = None, *, store: Store | None = None,
                engines: LocalEngines | None = None, warm_up: bool = True) -> FastAPI:
     """Build the gateway's ASGI app.
@@ -247,67 +318,17 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     if settings.media_listener == "picows":
         media_base(settings)  # raises ValueError: no base for its stream URLs
     store = store or Store(settings.database_url)
-    services = Services(
-        settings=settings,
-        store=store,
-        vad=VadFactory(
-            settings.vad,
-            threshold=settings.vad_threshold,
-            webrtc_mode=settings.webrtc_mode,
-            min_speech_ms=settings.vad_min_speech_ms,
-            min_silence_ms=settings.vad_min_silence_ms,
-            barge_in_min_speech_ms=settings.barge_in_min_speech_ms,
-            energy_floor_dbfs=settings.vad_energy_floor_dbfs,
-            pregate=settings.vad_pregate,
-            batched=settings.media_engine == "frame",  # per tick, the engine batches Silero itself
-        ),
-        engines=engines or LocalEngines(workers=settings.local_workers),
-        media_engine=MediaEngine(settings.engine_tick_ms) if settings.media_engine == "tick" else None,
-    )
+    services = _services(settings, store, engines)
     owns_engines = engines is None
     services.outbound = OutboundService(store, settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await asyncio.to_thread(store.create_all)
-        replayed = await asyncio.to_thread(replay_spool, store.finalise_call, settings.spool_path)
-        if replayed:
-            log.warning("stored %d spooled call records", replayed)
-        # before any stream; calls a live twin may still renew are left to the sweeper's checks
-        lost = await asyncio.to_thread(recover_lost_calls, store, settings.node_id, run_id=services.run_id)
-        if lost:
-            log.warning("finalised %d calls a previous run of node %s left in progress", len(lost), settings.node_id)
-        if warm_up and settings.warm_up:
-            services.warm = asyncio.create_task(services.engines.ready())  # worker processes load
-        expiry = asyncio.create_task(_expire_calls(services, min(30.0, settings.call_lease_s / 3)))
-        renewal = asyncio.create_task(_renew_leases(services))
-        services.clients = AppClients.from_settings(settings)  # one TLS context, not one per call
-        if settings.media_listener == "picows":
-            from gateway.picows_listener import PicowsMediaListener
-
-            services.media = PicowsMediaListener(services)
-            await services.media.start()
+        tasks = await _start_up(services, warm_up=warm_up)
         try:
             yield
         finally:
-            expiry.cancel()
-            if services.media is not None:
-                services.media.stop_listening()  # no new streams while the calls end
-            # uvicorn closes live sockets (1012) before this runs unless the server is a
-            # gateway.serving.GatewayServer, which ends the calls first; this catches the rest.
-            await services.end_live_calls("shutdown", timeout_s=settings.shutdown_timeout_s)
-            if services.media is not None:  # what is left (streams not yet live) closes with 1001
-                await services.media.aclose(timeout_s=settings.shutdown_timeout_s)
-            renewal.cancel()  # after the calls: their leases hold while they end
-            await asyncio.gather(expiry, renewal, return_exceptions=True)  # both end at their next await
-            if services.warm is not None and not services.warm.done():
-                services.warm.cancel()  # the pool goes on loading; nothing waits for it here
-            if owns_engines:
-                services.engines.close()  # kills the worker processes (bounded: ~2 s at most)
-            await services.outbound.aclose()  # after the calls: their hang-ups are done
-            clients, services.clients = services.clients, None
-            if clients is not None:  # after the calls: their tool requests are done or cancelled
-                await clients.aclose()
+            await _shut_down(services, tasks, owns_engines=owns_engines)
 
     app = create_api(store, settings, live_view=services.live_view, live_calls=services.live_calls,
                      # outbound calls need the public URL carriers reach us at (never a Host header)
