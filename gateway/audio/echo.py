@@ -21,7 +21,9 @@ Method (pure numpy, no I/O; time counted in samples from the call's start):
    **Confidence** is ``1 - sidelobe / peak`` of that whitened correlation (sidelobe: the
    largest value more than ``guard`` = 2 ms from the peak): 0 for noise, near 1 for a clean
    echo. An estimate is published once ``min_active_ms`` of active reference were seen and
-   the confidence is at least ``min_confidence``.
+   the confidence is at least ``min_confidence`` (0.45: without echo, with and without the
+   caller talking, the highest confidence seen at any block over 48 ten-second calls of the
+   shared speech was 0.30; a true 45 dB echo under −45 dBFS noise reads 0.55–0.82).
 5. The ERL comes from the least-squares gain of the reference delayed by the peak lag onto
    the caller leg, ``g = sum c[n] r[n - d] / sum r[n - d]^2`` (both sums smoothed with the same
    block weights, the reference energy taken at exactly that lag), so ERL = ``-20 log10 |g|``.
@@ -36,7 +38,12 @@ return loss: an echo can be no louder than the whole caller leg.
 
 Accuracy (``tests/audio/test_echo.py``: speech from ``../shared/audio/speech``, μ-law, line
 noise −60…−45 dBFS, 8 kHz): delay within ±1 sample (±0.125 ms) and ERL within ±2 dB for
-delays 40/120/200 ms and ERL 12/25/35/45 dB; caller speech over the echo keeps the estimate.
+delays 40/120/200 ms and ERL 12/25/35/45 dB. Measured over 3 delays × 2 noise levels × 3
+voices per band after 10 s of agent speech: delay exact in every case; ERL error −0.06…0 dB
+at 12 dB, −0.24…+0.01 at 25, −0.68…+0.07 at 35, −1.89…+0.38 at 45 (noise inflates the
+correlation, so the error leans toward a louder echo, the safe side for barge-in); with the
+caller talking over the second half, the same up to 35 dB and −2.3…+0.3 at 45 dB. The one case that finds nothing (``None``, never a wrong delay) is a 45 dB echo
+under −45 dBFS noise with the caller talking over the agent the whole time.
 
 Cost: bounded memory (two float64 rings of ``2**ceil(log2(4 s))`` samples, 256 KiB each at
 8 kHz, and a few FFT-size arrays); CPU per call per 20 ms frame at 8 kHz, both legs fed
@@ -134,7 +141,7 @@ class EchoPathEstimator:
     """
 
     def __init__(self, sample_rate: int = 8000, *, max_delay_ms: float = 400.0, active_dbfs: float = -50.0,
-                 min_active_ms: float = 1500.0, min_confidence: float = 0.35, smoothing_blocks: float = 24.0,
+                 min_active_ms: float = 1500.0, min_confidence: float = 0.45, smoothing_blocks: float = 24.0,
                  update_every: int = 4) -> None:
         if sample_rate <= 0 or max_delay_ms <= 0:
             raise ValueError("sample_rate and max_delay_ms must be positive")

@@ -107,6 +107,18 @@ def test_no_echo_gives_no_estimate_and_a_bound(voices, noise_dbfs):
     assert m == {"delayMs": None, "erlDb": None, "confidence": 0.0, "erlMinDb": round(bound, 1)}
 
 
+@pytest.mark.parametrize("first", [1, 6, 11, 16])
+def test_caller_speech_without_echo_never_estimates_at_any_time(voices, first):
+    ref = talk(voices, first, 10.0)
+    leg = line(ref, 0, None, -55, over=talk(voices, first + 5, 10.0) * 0.8, seed=first)
+    est = EchoPathEstimator(RATE)
+    ref16 = np.round(ref).astype(np.int16)
+    for o in range(0, ref.size, FRAME):
+        est.reference(ref16[o:o + FRAME], o)
+        est.caller(leg[o:o + FRAME], o)
+        assert est.estimate is None, o
+
+
 def test_reference_silence_never_estimates():
     noise = LineNoise(RATE, level_dbfs=-45, seed=3)
     est = EchoPathEstimator(RATE)
