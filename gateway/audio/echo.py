@@ -111,6 +111,13 @@ class _Ring:
         self._buf[i:i + k] = x[:k]
         self._buf[:x.size - k] = x[k:]
 
+    def truncate(self, at: int) -> None:
+        """Forgets samples from ``at`` on (they read 0 again; later writes start from there)."""
+        if at < self.end:
+            lo = max(at, self.end - self.capacity)
+            self._put(np.zeros(self.end - lo), lo)
+            self.end = max(at, 0)
+
     def read(self, start: int, stop: int) -> np.ndarray:
         """Samples ``[start, stop)`` as a new float64 array (zeros where unknown)."""
         out = np.zeros(stop - start)
@@ -186,6 +193,15 @@ class EchoPathEstimator:
                 ahead by up to ~2 s.
         """
         self._ref.write(np.asarray(pcm, np.float64).reshape(-1), at_sample)
+
+    def truncate_reference(self, at_sample: int) -> None:
+        """Agent audio from ``at_sample`` on never played (a ``clear`` dropped the carrier's
+        buffer): forget it, so the echo search sees silence there.
+
+        Args:
+            at_sample: call-timeline index of the first sample that did not play.
+        """
+        self._ref.truncate(at_sample)
 
     def caller(self, pcm: np.ndarray, at_sample: int) -> None:
         """The caller leg's audio; processes every block it completes.

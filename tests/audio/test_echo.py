@@ -119,6 +119,26 @@ def test_caller_speech_without_echo_never_estimates_at_any_time(voices, first):
         assert est.estimate is None, o
 
 
+def test_truncated_reference_reads_as_silence(voices):
+    ref = talk(voices, 0, 10.0)
+    leg = line(ref, 120, 25, -55)
+    est = EchoPathEstimator(RATE)
+    ref16 = np.round(ref).astype(np.int16)
+    est.reference(ref16[: 2 * RATE], 0)  # 2 s sent ahead; only the first 1.2 s played
+    est.truncate_reference(RATE * 12 // 10)
+    assert np.all(est._ref.read(RATE * 12 // 10, 2 * RATE) == 0.0)
+    assert np.array_equal(est._ref.read(0, 100), ref16[:100].astype(float))
+    est.caller(leg[: 2 * RATE], 0)
+    for o in range(2 * RATE, ref.size, FRAME):  # later audio plays again from 2 s on
+        est.reference(ref16[o:o + FRAME], o)
+        est.caller(leg[o:o + FRAME], o)
+    played = ref.copy()
+    played[RATE * 12 // 10:2 * RATE] = 0.0
+    twin = EchoPathEstimator(RATE)
+    feed(twin, played, leg, 800)
+    assert est.estimate is not None and est.estimate == twin.estimate
+
+
 def test_reference_silence_never_estimates():
     noise = LineNoise(RATE, level_dbfs=-45, seed=3)
     est = EchoPathEstimator(RATE)
