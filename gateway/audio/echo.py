@@ -40,15 +40,18 @@ Accuracy (``tests/audio/test_echo.py``: speech from ``../shared/audio/speech``, 
 noise −60…−45 dBFS, 8 kHz): delay within ±1 sample (±0.125 ms) and ERL within ±2 dB for
 delays 40/120/200 ms and ERL 12/25/35/45 dB. Measured over 3 delays × 2 noise levels × 3
 voices per band after 10 s of agent speech: delay exact in every case; ERL error −0.06…0 dB
-at 12 dB, −0.24…+0.01 at 25, −0.68…+0.07 at 35, −1.89…+0.38 at 45 (noise inflates the
-correlation, so the error leans toward a louder echo, the safe side for barge-in); with the
-caller talking over the second half, the same up to 35 dB and −2.3…+0.3 at 45 dB. The one case that finds nothing (``None``, never a wrong delay) is a 45 dB echo
-under −45 dBFS noise with the caller talking over the agent the whole time.
+at 12 dB, −0.24…+0.01 at 25, −0.68…+0.07 at 35, −1.89…+0.38 at 45 (noise adds variance to
+the correlation, which the squared gain turns into a lean toward a louder echo: the safe side
+for barge-in); with the caller talking over the second half, the same up to 35 dB and
+−2.3…+0.3 at 45 dB. The first estimate comes after three active blocks (1.9 s of agent
+audio) at 12–35 dB; at 45 dB under −45 dBFS noise after 1.9–8 s. The one case that finds
+nothing (``None``, never a wrong delay) is a 45 dB echo under −45 dBFS noise with the caller
+talking over the agent the whole time.
 
 Cost: bounded memory (two float64 rings of ``2**ceil(log2(4 s))`` samples, 256 KiB each at
 8 kHz, and a few FFT-size arrays); CPU per call per 20 ms frame at 8 kHz, both legs fed
-(measured on the shared 2-core dev box, 60 s of audio): ≈ 13–16 µs while the agent talks
-(two 8,192-point real FFTs per 624 ms block, the delay search every 4th block), ≈ 6–7 µs
+(measured on the shared 2-core dev box, 60 s of audio): ≈ 13–22 µs while the agent talks
+(two 8,192-point real FFTs per 624 ms block, the delay search every 4th block), ≈ 6–9 µs
 while it is silent (ring writes; an idle block costs one read and an RMS).
 
 Sources: G. C. Carter, "Coherence and time delay estimation", Proc. IEEE 75(2), 1987
