@@ -207,6 +207,18 @@ async def _watchdog(target: FuzzTarget, http: httpx.AsyncClient, crashed: asynci
         await asyncio.sleep(period_s)
 
 
+async def _gone(target: FuzzTarget, crashed: asyncio.Event, wait_s: float = 3.0) -> bool:
+    """Whether the gateway is gone, waiting up to ``wait_s`` for a dying process to be seen exited
+    (a killed gateway's sockets close a moment before its exit can be observed)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        if crashed.is_set() or not target.alive():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.05)
+
+
 async def _create_call(http: httpx.AsyncClient, dialect: str, rng: random.Random) -> dict[str, Any]:
     body = {
         "systemPrompt": "[fuzz] You are a test agent.", "voice": "joe", "language": "en-US",
@@ -365,7 +377,7 @@ async def fuzz_dialect(target: FuzzTarget, dialect: str, frames: int, *, concurr
                 try:
                     sent = await _one_call(http, report, dialect, rng, budget, call_timeout_s)
                 except (httpx.HTTPError, RuntimeError):
-                    if crashed.is_set() or not target.alive():
+                    if await _gone(target, crashed):
                         return
                     raise
                 remaining += max(0, budget - sent)
