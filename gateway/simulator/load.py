@@ -50,16 +50,14 @@ import gc
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import numpy as np
 
 from gateway.simulator import caller as caller_module
-from gateway.simulator.caller import BargeIn, Pause, Say, SimulatedCaller, Step, WaitForAgent
+from gateway.simulator.caller import SimulatedCaller, Step
 from gateway.simulator.dialects import CallerDialect, Inbound, make_dialect
 from gateway.simulator.loadstats import (
     DRIVER_BOUND_MS,
@@ -74,7 +72,7 @@ from gateway.simulator.loadstats import (
 from gateway.simulator.noise import LineNoise
 from gateway.simulator.picows_link import SendClock
 from gateway.simulator.procstat import ProcStat, machine_busy_s
-from gateway.simulator.run import load_wav, to_rate
+from gateway.simulator.load_lines import SHARED_AUDIO, Lines, build_script
 
 __all__ = [
     "SHARED_AUDIO",
@@ -94,7 +92,6 @@ __all__ = [
     "_call_model_to_carrier",
 ]
 
-SHARED_AUDIO = Path(__file__).resolve().parents[2].parent / "shared" / "audio"
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
@@ -103,61 +100,6 @@ def check_loopback(url: str) -> None:
     host = urlsplit(url).hostname or ""
     if not (host.startswith("127.") or host in LOOPBACK):
         raise ValueError(f"load tests run against loopback addresses only, not {host!r}")
-
-
-# ----------------------------------------------------------------------------- audio
-
-
-@dataclass
-class Lines:
-    """The caller's recordings (int16 at 16 kHz), resampled per dialect rate on demand."""
-
-    lines: list[np.ndarray]
-    interrupt: np.ndarray
-    goodbye: np.ndarray
-    _cache: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, root: Path = SHARED_AUDIO) -> Lines:
-        def wav(rel: str) -> np.ndarray:
-            path = root / rel
-            if not path.exists():  # a fresh clone without ../shared: tone bursts stand in
-                t = np.arange(24000) / 16000
-                return (np.sin(2 * np.pi * 300 * t) * 6000 * (t > 0.2)).astype(np.int16)
-            pcm, rate = load_wav(path)
-            return to_rate(pcm, rate, 16000) if rate != 16000 else pcm
-
-        lines = [wav(f"caller/{n}.wav") for n in ("reschedule", "confirm")]
-        lines += [wav(f"speech/{n}.wav") for n in ("cards-002", "goforward", "librivox-0880")]
-        return cls(lines, wav("caller/interrupt.wav"), wav("caller/goodbye.wav"))
-
-    def at(self, pcm: np.ndarray, rate: int) -> np.ndarray:
-        key = (id(pcm), rate)
-        if key not in self._cache:
-            self._cache[key] = pcm if rate == 16000 else to_rate(pcm, 16000, rate)
-        return self._cache[key]
-
-
-def build_script(lines: Lines, rate: int, rng: random.Random, *, barge_in: bool = True, kind: str = "full") -> list[Step]:
-    """``full``: greeting → pause → a line → barge-in over the long reply → answer → goodbye → hang up.
-
-    ``short`` (smoke tests): greeting → goodbye → answer → hang up.
-    """
-    if kind == "short":
-        return [WaitForAgent(timeout_s=15, quiet_ms=300), Say(lines.at(lines.goodbye, rate), "goodbye"),
-                WaitForAgent(timeout_s=15, quiet_ms=300)]  # fmt: skip
-    line = lines.at(rng.choice(lines.lines), rate)
-    script: list[Step] = [WaitForAgent(timeout_s=20, quiet_ms=500), Pause(rng.randint(200, 600)), Say(line, "line")]
-    if barge_in:
-        script.append(BargeIn(lines.at(lines.interrupt, rate), after_ms=rng.randint(700, 1100), timeout_s=20,
-                              label="interrupt"))  # fmt: skip
-    script += [
-        WaitForAgent(timeout_s=20, quiet_ms=700),
-        Pause(rng.randint(300, 700)),
-        Say(lines.at(lines.goodbye, rate), "goodbye"),
-        WaitForAgent(timeout_s=20, quiet_ms=500),
-    ]
-    return script
 
 
 # ----------------------------------------------------------------------------- one call
@@ -414,6 +356,33 @@ async def _collect_records(http: httpx.AsyncClient, results: Sequence[CallResult
     await asyncio.gather(*(record(r) for r in results))
 
 
+async def _drive(step: StepResult, results: Sequence[CallResult], lines: Lines, rng: random.Random,
+                 proc: ProcStat | None, model_proc: ProcStat | None, live: _Live, stop: asyncio.Event, *,
+                 barge_in: bool, script: str, link: str, arrival_s: float, carrier_compression: bool,
+                 step_timeout_s: float, progress: Callable[[str, int], None]) -> None:
+    """Steps 2–4 of :func:`run_step`: prepare every caller, sample the gateway, run the callers."""
+    # 2. Prepare every caller (recordings resampled to its rate, script, line noise) before
+    #    any call is live: a resample designed while other callers run would stall them all.
+    clock = SendClock() if link == "picows" else None
+    step.driver_info = {"caller_link": link, "send_slot_ms": round(clock.slot_s * 1000, 3) if clock else None}
+    prepared = {r.index: _prepare(r, lines, rng, barge_in=barge_in, script=script, link=link, clock=clock)
+                for r in results}
+    # 3. Sample the gateway process while the step runs.
+    if proc is not None:
+        step.rss_baseline = proc.rss_bytes()
+    sample_task = asyncio.create_task(_sampler(step, proc, model_proc, live, stop))
+    # 4. Run the callers, arrivals spread over arrival_s. What was set up so far (recordings,
+    #    noise loops, pre-encoded frames) is frozen out of the collector's passes meanwhile.
+    gc.collect()
+    gc.freeze()
+    try:
+        await _run_callers(step, prepared, arrival_s=arrival_s, live=live, stop=stop, sample_task=sample_task,
+                           carrier_compression=carrier_compression, step_timeout_s=step_timeout_s,
+                           progress=progress)
+    finally:
+        gc.unfreeze()
+
+
 async def run_step(
     *,
     url: str,
@@ -478,27 +447,9 @@ async def run_step(
         # 1. Create every call first (REST + store), so creation is not in the measured window.
         sem = asyncio.Semaphore(create_concurrency)
         await _create_all(http, results, sem, model=model, barge_in=barge_in, progress=progress)
-        # 2. Prepare every caller (recordings resampled to its rate, script, line noise) before
-        #    any call is live: a resample designed while other callers run would stall them all.
-        link = "websockets" if carrier_compression else caller_link
-        clock = SendClock() if link == "picows" else None
-        step.driver_info = {"caller_link": link, "send_slot_ms": round(clock.slot_s * 1000, 3) if clock else None}
-        prepared = {r.index: _prepare(r, lines, rng, barge_in=barge_in, script=script, link=link, clock=clock)
-                    for r in results}
-        # 3. Sample the gateway process while the step runs.
-        if proc is not None:
-            step.rss_baseline = proc.rss_bytes()
-        sample_task = asyncio.create_task(_sampler(step, proc, model_proc, live, stop))
-        # 4. Run the callers, arrivals spread over arrival_s. What was set up so far (recordings,
-        #    noise loops, pre-encoded frames) is frozen out of the collector's passes meanwhile.
-        gc.collect()
-        gc.freeze()
-        try:
-            await _run_callers(step, prepared, arrival_s=arrival_s, live=live, stop=stop, sample_task=sample_task,
-                               carrier_compression=carrier_compression, step_timeout_s=step_timeout_s,
-                               progress=progress)
-        finally:
-            gc.unfreeze()
+        await _drive(step, results, lines, rng, proc, model_proc, live, stop, barge_in=barge_in, script=script,
+                     link="websockets" if carrier_compression else caller_link, arrival_s=arrival_s,
+                     carrier_compression=carrier_compression, step_timeout_s=step_timeout_s, progress=progress)
         step.ended_at = time.monotonic()
         step.driver_cpu_s = time.process_time() - driver_cpu0
         # 5. The gateway's records: frames it sent and received, status.
