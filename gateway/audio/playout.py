@@ -17,6 +17,17 @@ marks it counts the frames whose scheduled play time ended, frame by frame insid
 marks from an older generation mean "cleared", not "played" (Twilio echoes every pending mark on
 ``clear``), so they are ignored.
 
+Interpolation counts only *scheduled play time*: when a release starts after the carrier ran
+out of our audio (the queue ran dry, or the ledger was paused), the idle interval between is a
+*gap*, and the clock time inside gaps is not counted as heard.
+
+**Pause** (:meth:`PlayoutLedger.pause`, for pause-then-commit barge-in): nothing more is
+released; the carrier plays out what it holds (its lead) and a mark put after the last message
+sent (when it carried none) is acknowledged once that lead has played, so what the caller heard
+stays exact. Queued audio waits, and audio enqueued while paused queues behind it.
+:meth:`PlayoutLedger.resume` releases again from the next unsent frame, its play times shifted
+by the pause (the idle part of the pause is a gap). A clear while paused ends the pause.
+
 Pure and synchronous: time comes in as ``now_ms`` (any monotonic ms clock), nothing sleeps.
 
 Sources: https://www.twilio.com/docs/voice/media-streams/websocket-messages (mark, clear).
@@ -27,11 +38,14 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-__all__ = ["PlayoutLedger", "OutFrame", "Heard", "MAX_PENDING_MARKS"]
+__all__ = ["PlayoutLedger", "OutFrame", "Heard", "MAX_PENDING_MARKS", "MAX_GAPS"]
 
 #: Marks kept waiting for an acknowledgement; past this the oldest is taken as played (a
 #: carrier that stopped acknowledging must not grow the ledger, 256 marks are >= 25 s of audio).
 MAX_PENDING_MARKS = 256
+#: Idle gaps remembered for interpolation (they are dropped whenever every mark is acknowledged;
+#: a carrier that stopped acknowledging must not grow the ledger either).
+MAX_GAPS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +131,9 @@ class PlayoutLedger:
         self._since_mark = 0
         self._play_until_ms: float | None = None  # when the carrier finishes what we sent
         self._pending: deque[tuple[str, str, float, float]] = deque()  # mark, item, pos, play end
+        self._gaps: deque[tuple[float, float]] = deque(maxlen=MAX_GAPS)  # carrier idle between releases
+        self._tail: tuple[str, float, float] | None = None  # last message sent with no mark: item, pos, end
+        self._paused_at: float | None = None  # clock time of the pause, while paused
         self.frames_sent = 0
         self.stale_acks = 0  # acknowledgements of marks a clear dropped
         self.unknown_acks = 0  # acknowledgements of marks that were not pending
@@ -166,7 +183,11 @@ class PlayoutLedger:
         """
         out: list[OutFrame] = []
         queue, fms, most = self._queue, self.frame_ms, self.message_frames
+        if not queue or self._paused_at is not None:
+            return out
         if self._play_until_ms is None or self._play_until_ms < now_ms:
+            if self._play_until_ms is not None:  # the carrier ran out of our audio: an idle gap
+                self._gaps.append((self._play_until_ms, now_ms))
             self._play_until_ms = now_ms
         while queue and self._play_until_ms - now_ms <= self.lead_ms:
             payload, item_id, end_ms, last = queue.popleft()
@@ -193,9 +214,12 @@ class PlayoutLedger:
                 if len(self._pending) > MAX_PENDING_MARKS:  # the carrier stopped acknowledging
                     self._expire_oldest_mark()
                 self._since_mark = 0
+                self._tail = None
             elif not self.has_marks:
                 self._pending.append(("", item_id, end_ms, self._play_until_ms))
                 self._settle_clock(now_ms)
+            else:
+                self._tail = (item_id, end_ms, self._play_until_ms)
             self.frames_sent += n
             item = self._items[item_id]
             if item.first_play_ms is None:
@@ -204,8 +228,9 @@ class PlayoutLedger:
         return out
 
     def next_due_ms(self) -> float | None:
-        """Clock time at which :meth:`due` will release the next message (None: nothing queued)."""
-        if not self._queue:
+        """Clock time at which :meth:`due` will release the next message (None: nothing queued,
+        or paused)."""
+        if not self._queue or self._paused_at is not None:
             return None
         if self._play_until_ms is None:
             return 0.0
@@ -240,7 +265,51 @@ class PlayoutLedger:
             if item is not None:
                 item.acked_ms = max(item.acked_ms, pos)
                 item.ack_at_ms = now_ms
+        if not self._pending:  # no interpolation reaches back past this acknowledgement
+            self._gaps.clear()
         return True
+
+    # ----------------------------------------------------------------- pause
+    @property
+    def paused(self) -> bool:
+        """True between :meth:`pause` and :meth:`resume` (or a clear)."""
+        return self._paused_at is not None
+
+    def pause(self, now_ms: float) -> str | None:
+        """Stop releasing audio (the carrier plays out what it holds); queued audio waits.
+
+        Returns:
+            the name of a mark the caller must send now (after the audio already sent) when the
+            last message sent carried none, so the carrier confirms when its lead has played
+            out; ``None`` otherwise (a mark already follows it, the carrier has no marks, or
+            the ledger was already paused).
+        """
+        if self._paused_at is not None:
+            return None
+        self._paused_at = now_ms
+        if self._tail is None:
+            return None
+        item_id, pos, play_end = self._tail
+        self._tail = None
+        self._seq += 1
+        mark = f"g{self._generation}.{self._seq}"
+        self._pending.append((mark, item_id, pos, play_end))
+        if len(self._pending) > MAX_PENDING_MARKS:
+            self._expire_oldest_mark()
+        self._since_mark = 0
+        return mark
+
+    def resume(self, now_ms: float) -> float:
+        """Release again from the next unsent frame; how long it was paused (ms; 0 if it was not).
+
+        The next message plays at ``max(now, end of what the carrier holds)``: the play times of
+        everything after it shift by the pause's idle part, which interpolation skips (a gap).
+        """
+        if self._paused_at is None:
+            return 0.0
+        paused_ms = max(0.0, now_ms - self._paused_at)
+        self._paused_at = None
+        return paused_ms
 
     # ----------------------------------------------------------------- state
     def playing(self, now_ms: float) -> bool:
@@ -274,13 +343,20 @@ class PlayoutLedger:
         if self.has_marks:
             ref = item.ack_at_ms if item.ack_at_ms is not None else item.first_play_ms
             if nxt is not None and ref is not None:
-                heard = min(nxt[2], heard + max(0.0, now_ms - ref))
+                heard = min(nxt[2], heard + self._played_ms(ref, now_ms))
         else:
             for _, iid, pos, play_end in self._pending:
                 if iid == item_id and play_end <= now_ms:
                     heard = max(heard, pos)
         heard = min(heard, item.queued_ms)
         return Heard(item_id, int(heard), int(round(item.queued_ms)))
+
+    def _played_ms(self, since_ms: float, now_ms: float) -> float:
+        """Clock time from ``since_ms`` to ``now_ms`` outside the idle gaps (ms, >= 0)."""
+        played = max(0.0, now_ms - since_ms)
+        for start, end in self._gaps:
+            played -= max(0.0, min(end, now_ms) - max(start, since_ms))
+        return max(0.0, played)
 
     def _expire_oldest_mark(self) -> None:
         """Fold the oldest pending mark into its item as played (by clock: it is
@@ -339,6 +415,9 @@ class PlayoutLedger:
         self._queue.clear()
         self._partial.clear()
         self._pending.clear()
+        self._gaps.clear()
+        self._tail = None
+        self._paused_at = None  # a clear ends a pause (pause-then-commit: the commit)
         self._generation += 1
         self._since_mark = 0
         self._play_until_ms = now_ms
