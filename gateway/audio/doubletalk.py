@@ -1,0 +1,134 @@
+"""The double-talk rule: may this VAD chunk count as caller speech while the agent plays?
+
+A barge-in needs caller-leg energy above the *predicted* echo by a margin, confirmed by the
+VAD on the residual. The echo canceller (:mod:`gateway.audio.aec`) says, per caller chunk,
+what it subtracted (the echo estimate ``y``) and how much of it it believes is left
+(``leak``: residual echo ≈ ``leak · y²``); before it has adapted, only the reference level
+bounds the echo (``ref_power`` × a prior return loss). The gate keeps those figures on the
+call's sample clock, so a VAD chunk of any length (Silero's 256 samples, webrtc's 10–30 ms)
+is judged over exactly its span:
+
+    allowed  ⇔  no agent audio in the span
+             or  P_residual > 10^(margin_db/10) · P_echo_left + 10^(noise_margin_db/10) · P_floor
+
+``P_floor`` is the line's noise floor, tracked on the residual (the lowest chunk power,
+rising slowly); the noise term keeps an echo that sinks into the noise from passing on the
+noise's own fluctuations.
+
+Sources: J.-M. Valin, IEEE Trans. ASLP 15(3), 2007 (the leak estimate as the residual echo's
+share); ITU-T G.168 (2015) §3 (double talk, echo return loss enhancement).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gateway.audio.aec import AecOut
+from gateway.audio.echo import _Ring
+
+__all__ = ["DoubleTalkGate", "GateDecision"]
+
+_EPS = 1e-3
+
+
+@dataclass(frozen=True, slots=True)
+class GateDecision:
+    """The rule's verdict on one span, with its figures (dBFS, for logs and tuning).
+
+    Attributes:
+        allowed: the span may count as caller speech.
+        agent: agent audio was active in the span (otherwise ``allowed`` is always true).
+        residual_dbfs: mean power of the residual over the span.
+        echo_left_dbfs: the predicted echo left in the residual.
+        floor_dbfs: the tracked noise floor.
+    """
+
+    allowed: bool
+    agent: bool
+    residual_dbfs: float
+    echo_left_dbfs: float
+    floor_dbfs: float
+
+
+def _dbfs(p: float) -> float:
+    return float(10 * np.log10(max(p, _EPS) / 32768.0 ** 2))
+
+
+class DoubleTalkGate:
+    """Per-call double-talk gate over the echo canceller's output.
+
+    Args:
+        sample_rate: Hz of the caller leg (the canceller's rate).
+        margin_db: how far the residual must rise above the predicted echo left, dB.
+        noise_margin_db: how far above the noise floor, dB (added to the echo term's power).
+        prior_erl_db: the echo return loss assumed before the canceller has adapted, dB (the
+            echo path estimator's ERL, when known, via :meth:`set_erl`).
+        history_ms: how far back spans can be judged, ms.
+        floor_rise_db_s: how fast the noise floor may rise, dB per second.
+
+    Raises:
+        ValueError: a non-positive sample rate or history.
+    """
+
+    def __init__(self, sample_rate: int = 8000, *, margin_db: float = 6.0, noise_margin_db: float = 6.0,
+                 prior_erl_db: float = 12.0, history_ms: float = 1000.0, floor_rise_db_s: float = 3.0) -> None:
+        if sample_rate <= 0 or history_ms <= 0:
+            raise ValueError("sample_rate and history_ms must be positive")
+        self.sample_rate = sample_rate
+        self.margin = 10 ** (margin_db / 10)
+        self.noise_margin = 10 ** (noise_margin_db / 10)
+        self.prior_gain = 10 ** (-prior_erl_db / 10)
+        self._rise = 10 ** (floor_rise_db_s / 10 / sample_rate)  # per sample
+        cap = 1 << int(np.ceil(np.log2(max(history_ms * sample_rate / 1000, 64))))
+        self._res = _Ring(cap)  # residual power per sample
+        self._left = _Ring(cap)  # predicted echo left per sample (0: no agent audio)
+        self._agent = _Ring(cap)  # 1 where agent audio was active
+        self.reset()
+
+    def reset(self) -> None:
+        """Forgets everything (a new call)."""
+        self._res.end = self._left.end = self._agent.end = 0
+        self.floor = 0.0  # noise floor, int16 units squared (0: none seen yet)
+
+    def set_erl(self, erl_db: float | None) -> None:
+        """The echo path's return loss when known (dB; ``None``: back to the default 12 dB),
+        used while the canceller has not adapted."""
+        self.prior_gain = 10 ** (-(12.0 if erl_db is None else erl_db) / 10)
+
+    def feed(self, out: AecOut, at_sample: int) -> None:
+        """One canceller output, at the sample of its first residual sample (feed them all)."""
+        n = out.residual.size
+        if n == 0:
+            return
+        r = out.residual.astype(np.float64)
+        p = float(np.dot(r, r)) / n
+        if self.floor == 0.0 or p < self.floor:
+            self.floor = p
+        else:
+            self.floor = min(p, self.floor * self._rise ** n)
+        self._res.write(r * r, at_sample)
+        if not out.active:
+            self._left.write(np.zeros(n), at_sample)
+            self._agent.write(np.zeros(n), at_sample)
+            return
+        e = out.echo.astype(np.float64)
+        left = out.leak * e * e if out.adapted else np.full(n, out.ref_power * self.prior_gain)
+        self._left.write(left, at_sample)
+        self._agent.write(np.ones(n), at_sample)
+
+    def decide(self, start: int, stop: int) -> GateDecision:
+        """The verdict on the caller-leg span ``[start, stop)`` (e.g. one VAD chunk), from what
+        was fed (spans not fed count as no agent audio and silence)."""
+        if stop <= start:
+            return GateDecision(True, False, _dbfs(0.0), _dbfs(0.0), _dbfs(self.floor))
+        res = float(self._res.read(start, stop).mean())
+        agent = bool(self._agent.read(start, stop).any())
+        left = float(self._left.read(start, stop).mean())
+        ok = not agent or res > self.margin * left + self.noise_margin * self.floor
+        return GateDecision(ok, agent, _dbfs(res), _dbfs(left), _dbfs(self.floor))
+
+    def allows(self, start: int, stop: int) -> bool:
+        """Whether the span ``[start, stop)`` may count as caller speech (see :meth:`decide`)."""
+        return self.decide(start, stop).allowed
