@@ -120,17 +120,39 @@ def call(
     barge_in: Optional[Path] = typer.Option(None, help="WAV spoken over the agent's reply."),
     out: Path = typer.Option(Path("heard.wav"), help="Where to save what the caller heard."),
     wait_greeting: bool = typer.Option(True, help="Wait for the agent's greeting before speaking."),
+    echo_db: Optional[float] = typer.Option(None, help="Return the agent's audio as echo on the caller's leg, this "
+                                            "many dB down (echo return loss, 0-90; e.g. 25: a common residual)."),
+    echo_delay_ms: Optional[float] = typer.Option(None, help="Delay of that echo (ms, 20-1000; default 100)."),
+    echo_path: str = typer.Option("hybrid", help="Shape of the echo path: hybrid (a 2-4 wire hybrid), room "
+                                  "(a speakerphone in a small room) or flat."),
 ) -> None:
-    """Place one simulated carrier call against a stream URL and report what happened."""
-    from gateway.simulator.dialects import DIALECTS
+    """Place one simulated carrier call against a stream URL and report what happened.
+
+    With ``--echo-db`` the caller returns what it hears as echo (gateway.simulator.echo), mixed
+    under its own speech and encoded in the carrier's codec, as a phone line does.
+    """
+    from gateway.simulator.dialects import DIALECTS, make_dialect
+    from gateway.simulator.echo import EchoPath
     from gateway.simulator.run import caller_line, run_call
 
     if carrier not in DIALECTS:
         raise typer.BadParameter(f"choose one of {', '.join(sorted(DIALECTS))}", param_hint="--carrier")
+    echo = None
+    if echo_db is None and echo_delay_ms is not None:
+        raise typer.BadParameter("an echo delay needs an echo level: add --echo-db", param_hint="--echo-delay-ms")
+    if echo_db is not None:
+        rate = make_dialect(carrier).audio_format.sample_rate
+        try:
+            echo = EchoPath(rate, return_loss_db=echo_db, delay_ms=100.0 if echo_delay_ms is None else echo_delay_ms,
+                            response=echo_path)  # fmt: skip
+        except ValueError as exc:
+            hint = ("--echo-db" if "loss" in str(exc) else "--echo-delay-ms" if "delay" in str(exc) else "--echo-path")
+            raise typer.BadParameter(str(exc), param_hint=hint) from None
 
     _logging("WARNING")
     line = caller_line(wav, say)
-    report = asyncio.run(run_call(url, carrier, line, barge_in=barge_in, wait_greeting=wait_greeting, out=out))
+    report = asyncio.run(run_call(url, carrier, line, barge_in=barge_in, wait_greeting=wait_greeting, out=out,
+                                  echo=echo))  # fmt: skip
     console.print_json(data=report)
 
 

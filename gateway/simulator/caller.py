@@ -9,7 +9,7 @@ every pending mark at once (as Twilio does). What it "heard" is kept, time-align
 be saved as a WAV and measured.
 
 A call follows a script of steps: :class:`Say`, :class:`Pause`, :class:`WaitForAgent`,
-:class:`BargeIn`, :class:`PressDigit`. Timings are measured on the caller's side, where a
+:class:`BargeIn`, :class:`Backchannel`, :class:`Listen`, :class:`PressDigit`. Timings are measured on the caller's side, where a
 person would notice them: turn latency (end of the caller's speech → first agent audio frame
 received), barge-in reaction (onset of the caller's interrupting speech → ``clear``
 received) and pacing lateness (:func:`pacing_lateness`: how long the caller's ear ran dry
@@ -19,6 +19,14 @@ At hang-up the caller stops sending, sends the carrier's stop message (if it has
 reading until the gateway closes the socket (bounded by ``drain_s``), as a carrier's media
 server does: agent frames that arrive after the hang-up were in flight, not lost, and are
 counted apart (``frames_after_hangup``).
+
+With ``echo`` (:class:`~gateway.simulator.echo.EchoPath`) the caller returns what it is hearing
+as echo on its own leg, as a phone line does: each frame it sends carries the echo of the agent
+audio it played (delayed, filtered, ``return_loss_db`` down) mixed with its own speech and the
+line noise, then encoded in the dialect's codec. The report gives the return loss achieved
+(``echo_return_loss_db``), every gap in the agent audio the caller heard (``agent_gaps_ms``: a
+pause) and the onset of each line spoken over the agent (``onsets``). Without ``echo`` nothing
+of this costs anything (the load driver's frames are pre-encoded as before).
 """
 
 from __future__ import annotations
@@ -34,17 +42,18 @@ from websockets.asyncio.client import connect
 
 from gateway.codecs.transcode import decode, encode
 from gateway.simulator.dialects import CallerDialect
+from gateway.simulator.echo import EchoPath
 from gateway.simulator.noise import LineNoise
-from gateway.simulator.script import (BargeIn, CallerReport, Pause, PressDigit, Say, Step, WaitForAgent, pacing_lateness,
-                                      speech_bounds)
+from gateway.simulator.script import (Backchannel, BargeIn, CallerReport, Listen, Onset, Pause, PressDigit, Say,
+                                      ScriptPlayer, Step, WaitForAgent, pacing_lateness, speech_bounds)
 
-__all__ = ["Say", "Pause", "WaitForAgent", "BargeIn", "PressDigit", "Step", "CallerReport", "SimulatedCaller",
-           "speech_bounds", "pacing_lateness"]
+__all__ = ["Say", "Pause", "WaitForAgent", "BargeIn", "Backchannel", "Listen", "PressDigit", "Step", "CallerReport",
+           "Onset", "SimulatedCaller", "speech_bounds", "pacing_lateness"]
 
 _FRAME_MS = 20
 
 
-class SimulatedCaller:
+class SimulatedCaller(ScriptPlayer):
     """One simulated call against a gateway stream URL.
 
     Args:
@@ -64,12 +73,18 @@ class SimulatedCaller:
             one for its reads) or ``picows`` (:mod:`gateway.simulator.picows_link`: reads in a
             callback, sends without awaiting, ticks from one shared :class:`SendClock`).
         clock: the shared send clock of ``link="picows"`` (one per event loop; a new one if None).
+        echo: return the agent audio the caller plays on its own leg through this echo path
+            (at the dialect's rate); ``None``: no echo.
+
+    Raises:
+        ValueError: an unknown link, or line noise or an echo path at another rate than the
+            dialect's.
     """
 
     def __init__(self, url: str, dialect: CallerDialect, *, parameters: dict[str, str] | None = None,
                  hangup_quiet_ms: int = 300, noise: LineNoise | None = None, drain_s: float = 2.0,
                  headers: dict[str, str] | None = None, keep_heard: bool = True, link: str = "websockets",
-                 clock=None) -> None:
+                 clock=None, echo: EchoPath | None = None) -> None:
         if link not in ("websockets", "picows"):
             raise ValueError(f"link must be websockets or picows, not {link!r}")
         self.url = url
@@ -84,6 +99,11 @@ class SimulatedCaller:
         self.drain_s = drain_s
         if noise is not None and noise.sample_rate != dialect.audio_format.sample_rate:
             raise ValueError(f"line noise at {noise.sample_rate} Hz for a {dialect.audio_format.sample_rate} Hz line")
+        if echo is not None and echo.sample_rate != dialect.audio_format.sample_rate:
+            raise ValueError(f"echo path at {echo.sample_rate} Hz for a {dialect.audio_format.sample_rate} Hz line")
+        self.echo = echo
+        self._echo_energy = [0.0, 0.0]  # agent audio played, its echo sent (sums of squares)
+        self._dry_since: float | None = None  # the ear ran out of agent audio (ms), no clear since
         fmt = dialect.audio_format
         self._frame_bytes = fmt.bytes_for_ms(_FRAME_MS)
         self._frame_samples = fmt.sample_rate * _FRAME_MS // 1000
@@ -172,6 +192,9 @@ class SimulatedCaller:
 
     def _finish(self) -> CallerReport:
         self.report.heard = np.concatenate(self._heard) if self._heard else np.zeros(0, np.int16)
+        if self.echo is not None and self._echo_energy[1] > 0:
+            played, echoed = self._echo_energy
+            self.report.echo_return_loss_db = 10 * np.log10(max(played, 1e-12) / echoed)
         self.report.lateness_ms, self.report.turn_pauses_ms = pacing_lateness(
             self._arrivals, self._durations, resets_ms=self._resets, turn_ends_ms=self._turn_ends)
         return self.report
@@ -199,59 +222,6 @@ class SimulatedCaller:
             self.report.close_reason = rcvd.reason
 
     # ------------------------------------------------------------------ the script
-    async def _play(self, script: list[Step]) -> None:
-        for step in script:
-            if self._closed.is_set() or self._hang_up_requested:
-                return
-            if isinstance(step, Say):
-                await self._say(step.pcm, step.label)
-            elif isinstance(step, Pause):
-                await self._sleep(step.ms / 1000)
-            elif isinstance(step, WaitForAgent):
-                await self._wait_for_agent(step)
-            elif isinstance(step, BargeIn):
-                await self._wait_until(lambda: self._agent_playing_since is not None, step.timeout_s)
-                if self._agent_playing_since is None:
-                    self._note("barge-in skipped: agent never spoke")
-                    continue
-                wait = step.after_ms - (self._now_ms() - self._agent_playing_since)
-                if wait > 0:
-                    await asyncio.sleep(wait / 1000)
-                await self._say(step.pcm, step.label or "barge-in", barge_in=True)
-            elif isinstance(step, PressDigit):
-                self._send(self.dialect.dtmf(step.digit))
-                if self.link == "websockets":
-                    await self._flush()
-        await self._sleep(self.hangup_quiet_ms / 1000)
-
-    async def _say(self, pcm: np.ndarray, label: str, *, barge_in: bool = False) -> None:
-        rate = self.dialect.audio_format.sample_rate
-        onset, end = speech_bounds(pcm, rate)
-        n = self._frame_samples
-        padded = np.concatenate([pcm, np.zeros((-pcm.size) % n, np.int16)])
-        start_ms = self._now_ms() + (len(self._mouth)) * _FRAME_MS
-        frames = padded.reshape(-1, n)
-        self._mouth.extend(self._mouth_payloads(frames))
-        onset_ms = start_ms + onset * 1000 / rate
-        end_ms = start_ms + end * 1000 / rate
-        self._turn_ends.append(end_ms)
-        self._note(f"say {label}")
-        if barge_in:
-            self._onset_ms = onset_ms
-        await self._wait_until(lambda: not self._mouth, len(frames) * _FRAME_MS / 1000 + 10)
-        self._speech_end_ms = end_ms
-        self._agent_playing_since = None
-        if barge_in:  # the interrupted reply does not count as the agent having answered
-            self._last_agent_audio_ms = None
-
-    async def _wait_for_agent(self, step: WaitForAgent) -> None:
-        def quiet_after_speaking() -> bool:
-            last = self._last_agent_audio_ms
-            return last is not None and not self._playback and self._now_ms() - last >= step.quiet_ms
-
-        await self._wait_until(quiet_after_speaking, step.timeout_s)
-        self._last_agent_audio_ms = None
-
     async def _wait_until(self, cond, timeout_s: float) -> None:
         """Until ``cond()`` holds (checked after every 20 ms tick, where the state it reads
         changes), the socket closes, a hang-up is requested, or ``timeout_s`` passes."""
@@ -303,10 +273,10 @@ class SimulatedCaller:
         """A line's frames ``(n, samples)`` int16, as they will go out: mixed with the noise of
         the tick each will be sent at (the next ticks after what the mouth holds) and encoded,
         in one pass over the line (elementwise as per frame: the same bytes). Without a
-        repeating noise loop, the frames stay PCM and are mixed when sent."""
+        repeating noise loop, or with echo, the frames stay PCM and are mixed when sent."""
         enc = self.dialect.audio_format.encoding
         rows = self._noise_rows
-        if rows is None and self.noise is not None:
+        if (rows is None and self.noise is not None) or self.echo is not None:
             return list(frames)
         if rows is not None:
             ticks = (self._tick + len(self._mouth) + np.arange(len(frames))) % len(rows)
@@ -321,6 +291,8 @@ class SimulatedCaller:
         else digital zero."""
         fmt = self.dialect.audio_format
         rows = self._noise_rows
+        if self.echo is not None:
+            return encode(self._with_echo(), fmt.encoding)
         if self._mouth:
             item = self._mouth.popleft()
             if type(item) is bytes:
@@ -332,10 +304,23 @@ class SimulatedCaller:
             return encode(self.noise.frame(self._frame_samples), fmt.encoding)
         return self._silence
 
+    def _with_echo(self) -> np.ndarray:
+        """This tick's frame with echo: the mouth's frame (or silence), the line noise, and
+        the echo of what played up to the previous tick, mixed (int16)."""
+        n = self._frame_samples
+        x = self._mouth.popleft().astype(np.float64) if self._mouth else np.zeros(n)
+        if self._noise_rows is not None:
+            x += self._noise_rows[self._tick % len(self._noise_rows)]
+        elif self.noise is not None:
+            x += self.noise.next(n)
+        echo = self.echo.pull(n)
+        self._echo_energy[1] += float(echo @ echo)
+        return _clip16(x + echo)
+
     def _play_out(self) -> None:
         """Play 20 ms from the playback buffer, echoing marks whose audio has played."""
         need = self._frame_bytes
-        out = bytearray() if self.keep_heard else None
+        out = bytearray() if self.keep_heard or self.echo is not None else None
         got = 0
         playback = self._playback
         while playback and (need > 0 or playback[0][0] == "mark"):
@@ -362,11 +347,22 @@ class SimulatedCaller:
             self.report.agent_audio_ms += fmt.ms_for_bytes(got)
             if self._agent_playing_since is None:
                 self._agent_playing_since = self._now_ms()
+            if self._dry_since is not None:  # agent audio again, no clear since it stopped: a pause
+                self.report.agent_gaps_ms.append((self._dry_since, self._now_ms()))
+                self._dry_since = None
         else:
+            if self._agent_playing_since is not None:
+                self._dry_since = self._now_ms()
             self._agent_playing_since = None
         if out is not None:
             out += bytes(need) if fmt.encoding.value == "l16" else b"\xff" * need
-            self._heard.append(decode(bytes(out), fmt.encoding))
+            heard = decode(bytes(out), fmt.encoding)
+            if self.keep_heard:
+                self._heard.append(heard)
+            if self.echo is not None:
+                self.echo.push(heard)
+                if got:
+                    self._echo_energy[0] += float(np.dot(heard, heard.astype(np.float64)))
 
     def _ack(self, name: str) -> None:
         if self._hung_up:  # the carrier has left the call: nothing plays, nothing is acknowledged
@@ -425,7 +421,8 @@ class SimulatedCaller:
                 if self._speech_end_ms is not None:
                     self.report.turn_latency_ms.append(now - self._speech_end_ms)
                     self._speech_end_ms = None
-                self._playback.append(("media", msg.audio if self.keep_heard else size, now))
+                keep = self.keep_heard or self.echo is not None
+                self._playback.append(("media", msg.audio if keep else size, now))
                 self._playback_bytes += size
             elif kind == "mark":
                 self._playback.append(("mark", msg.name, now))
@@ -443,6 +440,8 @@ class SimulatedCaller:
             self.report.barge_in_reaction_ms.append(now - self._onset_ms)
             self._onset_ms = None
         self._item_played_ms = 0.0
+        self._dry_since = None  # what stops now is not a pause
+        self._agent_playing_since = None
         pending = [d for k, d, _ in self._playback if k == "mark"]
         self._playback.clear()
         self._playback_bytes = 0

@@ -10,6 +10,7 @@ import numpy as np
 from gateway.codecs.resample import resample
 from gateway.simulator.caller import BargeIn, Say, SimulatedCaller, Step, WaitForAgent
 from gateway.simulator.dialects import make_dialect
+from gateway.simulator.echo import EchoPath
 
 __all__ = ["load_wav", "caller_line", "to_rate", "run_call", "transcribe", "save_wav"]
 
@@ -78,8 +79,10 @@ def build_script(line: np.ndarray, *, barge_in: np.ndarray | None = None, wait_g
 
 
 async def run_call(url: str, carrier: str, line: tuple[np.ndarray, int], *, barge_in: Path | None = None,
-                   wait_greeting: bool = True, out: Path | None = None, transcribe_heard: bool = True) -> dict:
-    """Place one simulated call and return its report as a JSON-ready dict."""
+                   wait_greeting: bool = True, out: Path | None = None, transcribe_heard: bool = True,
+                   echo: EchoPath | None = None) -> dict:
+    """Place one simulated call and return its report as a JSON-ready dict; with ``echo`` the
+    caller returns what it hears through that echo path (at the dialect's rate)."""
     dialect = make_dialect(carrier)
     rate = dialect.audio_format.sample_rate
     pcm = to_rate(line[0], line[1], rate)
@@ -87,7 +90,7 @@ async def run_call(url: str, carrier: str, line: tuple[np.ndarray, int], *, barg
     if barge_in is not None:
         b, brate = load_wav(barge_in)
         interrupt = to_rate(b, brate, rate)
-    caller = SimulatedCaller(url, dialect)
+    caller = SimulatedCaller(url, dialect, echo=echo)
     report = await caller.run(build_script(pcm, barge_in=interrupt, wait_greeting=wait_greeting))
     result = report.as_dict()
     if out is not None:

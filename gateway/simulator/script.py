@@ -1,9 +1,11 @@
-"""What a simulated call does and measures: its script steps, its report, and the caller-side
-timings (:func:`speech_bounds`, :func:`pacing_lateness`). Used by
+"""What a simulated call does and measures: its script steps, how they are played
+(:class:`ScriptPlayer`, a part of the caller), its report, and the caller-side timings
+(:func:`speech_bounds`, :func:`pacing_lateness`). Used by
 :class:`~gateway.simulator.caller.SimulatedCaller` (which re-exports all of it)."""
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,8 +13,10 @@ from typing import Union
 
 import numpy as np
 
-__all__ = ["Say", "Pause", "WaitForAgent", "BargeIn", "PressDigit", "Step", "CallerReport", "speech_bounds",
-           "pacing_lateness"]
+__all__ = ["Say", "Pause", "WaitForAgent", "BargeIn", "Backchannel", "Listen", "PressDigit", "Step", "Onset",
+           "CallerReport", "ScriptPlayer", "speech_bounds", "pacing_lateness"]
+
+FRAME_MS = 20
 
 
 @dataclass(frozen=True)
@@ -49,13 +53,123 @@ class BargeIn:
 
 
 @dataclass(frozen=True)
+class Backchannel:
+    """Wait until agent audio is playing for ``after_ms``, then say ``pcm`` (a short "mm-hm",
+    ~250 ms) over it: speech that should not stop the agent. Its onset is reported
+    (:attr:`CallerReport.onsets`, kind ``backchannel``), not timed as a barge-in."""
+
+    pcm: np.ndarray
+    after_ms: int = 800
+    timeout_s: float = 30.0
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Listen:
+    """Wait until agent audio is playing for ``after_ms``, then stay silent for ``ms`` while the
+    agent talks (only the line noise and, with an echo path, the echo are on the line); the
+    window is reported (:attr:`CallerReport.listen_windows_ms`)."""
+
+    ms: int
+    after_ms: int = 0
+    timeout_s: float = 30.0
+    label: str = ""
+
+
+@dataclass(frozen=True)
 class PressDigit:
     """Send one DTMF digit."""
 
     digit: str
 
 
-Step = Union[Say, Pause, WaitForAgent, BargeIn, PressDigit]
+Step = Union[Say, Pause, WaitForAgent, BargeIn, Backchannel, Listen, PressDigit]
+
+
+@dataclass(frozen=True)
+class Onset:
+    """A line the caller spoke over the agent: ``kind`` ``barge-in`` or ``backchannel``, its
+    label, and its speech's onset and end (ms from the caller's first frame, by
+    :func:`speech_bounds` on the caller's own schedule)."""
+
+    kind: str
+    label: str
+    onset_ms: float
+    end_ms: float
+
+
+class ScriptPlayer:
+    """The script's steps, played in real time: the part of
+    :class:`~gateway.simulator.caller.SimulatedCaller` that speaks, waits and listens (it uses
+    the caller's mouth, ear state, waits and report)."""
+
+    async def _play(self, script: list[Step]) -> None:
+        for step in script:
+            if self._closed.is_set() or self._hang_up_requested:
+                return
+            if isinstance(step, Say):
+                await self._say(step.pcm, step.label)
+            elif isinstance(step, Pause):
+                await self._sleep(step.ms / 1000)
+            elif isinstance(step, WaitForAgent):
+                await self._wait_for_agent(step)
+            elif isinstance(step, (BargeIn, Backchannel, Listen)):
+                await self._over_agent(step)
+            elif isinstance(step, PressDigit):
+                self._send(self.dialect.dtmf(step.digit))
+                if self.link == "websockets":
+                    await self._flush()
+        await self._sleep(self.hangup_quiet_ms / 1000)
+
+    async def _over_agent(self, step: BargeIn | Backchannel | Listen) -> None:
+        """Wait until agent audio has played for ``step.after_ms``, then speak over it (or, for
+        :class:`Listen`, stay silent for ``step.ms``: only the echo is on the line)."""
+        kind = {BargeIn: "barge-in", Backchannel: "backchannel", Listen: "listen"}[type(step)]
+        await self._wait_until(lambda: self._agent_playing_since is not None, step.timeout_s)
+        if self._agent_playing_since is None:
+            self._note(f"{kind} skipped: agent never spoke")
+            return
+        wait = step.after_ms - (self._now_ms() - self._agent_playing_since)
+        if wait > 0:
+            await asyncio.sleep(wait / 1000)
+        if isinstance(step, Listen):
+            start = self._now_ms()
+            self._note(f"listen {step.label}")
+            await self._sleep(step.ms / 1000)
+            self.report.listen_windows_ms.append((start, self._now_ms()))
+            return
+        await self._say(step.pcm, step.label or kind, barge_in=isinstance(step, BargeIn), over_agent=kind)
+
+    async def _say(self, pcm: np.ndarray, label: str, *, barge_in: bool = False, over_agent: str = "") -> None:
+        rate = self.dialect.audio_format.sample_rate
+        onset, end = speech_bounds(pcm, rate)
+        n = self._frame_samples
+        padded = np.concatenate([pcm, np.zeros((-pcm.size) % n, np.int16)])
+        start_ms = self._now_ms() + (len(self._mouth)) * FRAME_MS
+        frames = padded.reshape(-1, n)
+        self._mouth.extend(self._mouth_payloads(frames))
+        onset_ms = start_ms + onset * 1000 / rate
+        end_ms = start_ms + end * 1000 / rate
+        self._turn_ends.append(end_ms)
+        self._note(f"say {label}")
+        if barge_in:
+            self._onset_ms = onset_ms
+        if over_agent:
+            self.report.onsets.append(Onset(over_agent, label, onset_ms, end_ms))
+        await self._wait_until(lambda: not self._mouth, len(frames) * FRAME_MS / 1000 + 10)
+        self._speech_end_ms = end_ms
+        self._agent_playing_since = None
+        if barge_in:  # the interrupted reply does not count as the agent having answered
+            self._last_agent_audio_ms = None
+
+    async def _wait_for_agent(self, step: WaitForAgent) -> None:
+        def quiet_after_speaking() -> bool:
+            last = self._last_agent_audio_ms
+            return last is not None and not self._playback and self._now_ms() - last >= step.quiet_ms
+
+        await self._wait_until(quiet_after_speaking, step.timeout_s)
+        self._last_agent_audio_ms = None
+
 
 
 def speech_bounds(pcm: np.ndarray, sample_rate: int, *, threshold_db: float = -40.0) -> tuple[int, int]:
@@ -150,6 +264,15 @@ class CallerReport:
     close_code: int | None = None
     close_reason: str = ""
     log: list[tuple[float, str]] = field(default_factory=list)
+    #: lines spoken over the agent (:class:`BargeIn`, :class:`Backchannel`), in order
+    onsets: list[Onset] = field(default_factory=list)
+    #: gaps in the agent audio the caller heard, ``(ran dry, audio again)`` ms, not ended by a
+    #: ``clear``: a pause of the agent (or the wait between two of its turns)
+    agent_gaps_ms: list[tuple[float, float]] = field(default_factory=list)
+    #: :class:`Listen` windows, ``(start, end)`` ms
+    listen_windows_ms: list[tuple[float, float]] = field(default_factory=list)
+    #: with an echo path: the return loss achieved (dB: agent audio played over its echo sent)
+    echo_return_loss_db: float | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -163,4 +286,10 @@ class CallerReport:
             "agentAudioMs": round(self.agent_audio_ms, 1),
             "closeCode": self.close_code,
             "closeReason": self.close_reason,
+            "clearAtMs": [round(x, 1) for x in self.clear_at_ms],
+            "playedBeforeClearMs": [round(x, 1) for x in self.played_before_clear_ms],
+            "onsets": [{"kind": o.kind, "label": o.label, "onsetMs": round(o.onset_ms, 1), "endMs": round(o.end_ms, 1)}
+                       for o in self.onsets],
+            "agentGapsMs": [[round(a, 1), round(b, 1)] for a, b in self.agent_gaps_ms],
+            "echoReturnLossDb": None if self.echo_return_loss_db is None else round(self.echo_return_loss_db, 1),
         }
