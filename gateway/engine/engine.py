@@ -9,6 +9,8 @@ bytes and, in one synchronous pass on the event loop's thread:
 2. converts to the VAD's rate and to the model's rate where they differ (one matrix product per
    group of lanes with the same rate pair, chunk length and filter phase:
    :func:`gateway.codecs.batch.resample_many`; state stays per lane);
+2b. puts each call's decoded audio on its echo stage's sample clock
+   (:func:`gateway.engine.echo.echo_many`: the echo path estimate; see :mod:`gateway.engine.echo`);
 3. runs the VAD: each lane's pre-gate plans its chunks, then every waiting Silero chunk of every
    lane is scored in one ONNX run per chunk round (:func:`gateway.audio.silero.score_blocks`);
    WebRTC VAD lanes are scored per lane (it is cheap and stateless);
@@ -35,6 +37,7 @@ from gateway.audio.pregate import chunk_energy, power_dbfs_of
 from gateway.audio.silero import score_blocks
 from gateway.audio.vad import SileroScorer
 from gateway.codecs.batch import decode_many, resample_many
+from gateway.engine.echo import EchoStage, echo_many
 from gateway.engine.lane import Hear, Lane, TickResult
 from gateway.formats import AudioFormat
 from gateway.vadrun import ChunkPlan, _Runner
@@ -42,7 +45,7 @@ from gateway.vadrun import ChunkPlan, _Runner
 __all__ = ["MediaEngine", "STAGES"]
 
 #: The pass's stages, as timed in :attr:`MediaEngine.stage_ns` (CPU ns, summed over ticks).
-STAGES = ("decode", "resample", "vad_plan", "vad_score", "vad_apply", "hear", "deliver")
+STAGES = ("decode", "resample", "echo", "vad_plan", "vad_score", "vad_apply", "hear", "deliver")
 
 log = logging.getLogger("gateway.engine")
 
@@ -88,9 +91,10 @@ class MediaEngine:
         """Calls attached now."""
         return len(self._lanes)
 
-    def attach(self, fmt: AudioFormat, vad: _Runner, model_format: AudioFormat, hear: Hear | None = None) -> Lane:
+    def attach(self, fmt: AudioFormat, vad: _Runner, model_format: AudioFormat, hear: Hear | None = None,
+               echo: EchoStage | None = None) -> Lane:
         """A new lane for one call (see :class:`~gateway.engine.lane.Lane` for the arguments)."""
-        lane = Lane(self, fmt, vad, model_format, hear)
+        lane = Lane(self, fmt, vad, model_format, hear, echo)
         self._lanes.add(lane)
         return lane
 
@@ -118,8 +122,8 @@ class MediaEngine:
     def run_tick(self, lanes: Sequence[Lane] | None = None) -> None:
         """Run one pass now over ``lanes`` (default: every lane with queued audio). Synchronous.
 
-        Each stage's CPU time is added to :attr:`stage_ns` (``decode``, ``resample``, ``vad_plan``,
-        ``vad_score``, ``vad_apply``, ``hear``, ``deliver``).
+        Each stage's CPU time is added to :attr:`stage_ns` (``decode``, ``resample``, ``echo``,
+        ``vad_plan``, ``vad_score``, ``vad_apply``, ``hear``, ``deliver``).
         """
         if lanes is None:
             lanes = list(self._pending)
@@ -145,8 +149,11 @@ class MediaEngine:
 
         _each(work, results, model_audio)
         t2 = _cpu()
+        echo_many(lanes, pcms, vad_pcms, work, results)
+        t2e = _cpu()
         ns["decode"] += t1 - t0
         ns["resample"] += t2 - t1
+        ns["echo"] += t2e - t2
         self._vad(lanes, vad_pcms, work, results)
         t3 = _cpu()
 

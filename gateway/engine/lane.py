@@ -25,6 +25,7 @@ from gateway.formats import AudioFormat, Encoding
 from gateway.vadrun import VadEnd, VadStart, _Runner
 
 if TYPE_CHECKING:
+    from gateway.engine.echo import EchoStage
     from gateway.engine.engine import MediaEngine
 
 __all__ = ["Lane", "TickResult", "Hear"]
@@ -69,6 +70,9 @@ class Lane:
         vad: this call's VAD runner (its ``sample_rate`` is 8 or 16 kHz).
         model_format: the model's input format.
         hear: the session's listener (answering-machine detection), or ``None``.
+        echo: the call's :class:`~gateway.engine.echo.EchoStage` (its rate is the carrier's and
+            the VAD's), or ``None``: the engine runs each tick's decoded audio through it before
+            the VAD.
 
     Attributes:
         barge_mode: the latest frame's barge-in mode (agent audio playing on an interruptible
@@ -82,11 +86,14 @@ class Lane:
                  "_queued_bytes", "_last_ms", "_carry", "_samples", "_origin", "to_vad", "_vad_skip",
                  "to_model", "_model_skip", "_passthrough", "_model_is_vad", "_outbox", "_ready", "_closed",
                  "_unread_bytes", "wake_bytes",
-                 "_applied_barge")  # fmt: skip
+                 "_applied_barge", "echo")  # fmt: skip
 
     def __init__(self, engine: MediaEngine, fmt: AudioFormat, vad: _Runner, model_format: AudioFormat,
-                 hear: Hear | None = None) -> None:
+                 hear: Hear | None = None, echo: EchoStage | None = None) -> None:
+        if echo is not None and not echo.rate == fmt.sample_rate == vad.sample_rate:
+            raise ValueError("the echo stage runs at the carrier's rate, which must be the VAD's")
         self.engine = engine
+        self.echo = echo
         self.fmt = fmt
         self.vad = vad
         self.model_format = model_format

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.audio.playout import PlayoutLedger
 from gateway.carriers import events as ev
 from gateway.clock import Clock, MonotonicClock, wait_for
+from gateway.engine.echo import ECHO_RATES, EchoStage
 from gateway.journal import CallJournal
 from gateway.llm import base as llm
 from gateway.recording_guard import BestEffortRecording
@@ -147,6 +148,7 @@ class CallSession(InboundSide):
         self._bridge_factory = bridge_factory
         self._vad_factory = vad
         self._engine = engine
+        self._echo: EchoStage | None = None  # made at the stream's start (its rate)
         self._playout_args = {"lead_ms": lead_ms, "mark_every": mark_every, "send_every_ms": send_every_ms,
                               "message_ms": carrier_message_ms}  # fmt: skip
         self._model_chunk_ms = model_chunk_ms
@@ -234,6 +236,7 @@ class CallSession(InboundSide):
                 transcript=self.turns.transcript, transport=self.transport, hooks=self.hooks, bridge=self.bridge,
                 ledger=self.ledger, recorder=self._recorder, started=self._started,
                 voicemail=self.voicemail.outcome if self.voicemail is not None else None,
+                echo=self._echo.metrics if self._echo is not None else None,
             )  # fmt: skip
             finish = finish_call(parts, ended, requested=ended is self._end_request)
             self._finishing = asyncio.create_task(finish, name=f"finish-{self.call_id}")
@@ -317,15 +320,18 @@ class CallSession(InboundSide):
             )  # fmt: skip
         bridge = self.bridge = self._bridge_factory(self.config)
         await bridge.start(self.config, fmt)
+        if fmt.sample_rate in ECHO_RATES and vad.sample_rate == fmt.sample_rate:  # the VAD hears this leg
+            self._echo = EchoStage(fmt.sample_rate)
         if self._engine is not None and isinstance(vad, _Runner):  # a runner the engine can drive
             self._caller = TickCallerPath(fmt, vad, bridge.input_format, bridge.send_audio, engine=self._engine,
                                           hear=self._hear_now, recorder=self._recorder,
-                                          model_chunk_ms=self._model_chunk_ms)  # fmt: skip
+                                          model_chunk_ms=self._model_chunk_ms, echo=self._echo)  # fmt: skip
         else:
             self._caller = CallerPath(fmt, vad, bridge.input_format, bridge.send_audio, recorder=self._recorder,
-                                      model_chunk_ms=self._model_chunk_ms)  # fmt: skip
+                                      model_chunk_ms=self._model_chunk_ms, echo=self._echo)  # fmt: skip
         self._playout = Playout(self.adapter, fmt, bridge.output_format, self.transport.send, self.clock, self._t0,
-                                self.stats, recorder=self._recorder, **self._playout_args)  # fmt: skip
+                                self.stats, recorder=self._recorder, echo=self._echo,
+                                **self._playout_args)  # fmt: skip
         if self._voicemail_config is not None:
             self.voicemail = VoicemailPolicy(self._voicemail_config, sample_rate=fmt.sample_rate)
             self._policies.append(self.voicemail)

@@ -31,6 +31,7 @@ from gateway.vadrun import VadEnd, VadRunner, VadStart
 
 if TYPE_CHECKING:
     from gateway.engine import Hear, MediaEngine, TickResult
+    from gateway.engine.echo import EchoStage
 
 __all__ = ["CallerPath", "TickCallerPath", "MAX_UNREAD_MS"]
 
@@ -50,10 +51,13 @@ class CallerPath:
         send_to_model: the bridge's ``send_audio`` (bytes in ``model_format``).
         recorder: the call's recording, or ``None``.
         model_chunk_ms: audio per model message (ms).
+        echo: the call's :class:`~gateway.engine.echo.EchoStage` (the VAD runs at the carrier's
+            rate): each decoded frame goes through it on the call's sample clock before the VAD;
+            the recording and the model get the frame as it came.
     """
 
     __slots__ = ("fmt", "vad", "_send", "_recorder", "_at_carrier_rate", "_passthrough", "_to_vad", "_to_model",
-                 "_buf", "_chunk_bytes", "_samples", "_origin", "_barge_mode", "budget", "muted")  # fmt: skip
+                 "_buf", "_chunk_bytes", "_samples", "_origin", "_barge_mode", "budget", "muted", "echo")  # fmt: skip
 
     def __init__(
         self,
@@ -64,8 +68,10 @@ class CallerPath:
         *,
         recorder: BestEffortRecording | None = None,
         model_chunk_ms: float = 40.0,
+        echo: EchoStage | None = None,
     ) -> None:
         self.fmt = fmt
+        self.echo = echo
         self.vad = vad
         self._send = send_to_model
         self._recorder = recorder
@@ -124,6 +130,8 @@ class CallerPath:
         if barge_mode != self._barge_mode:
             self.vad.agent_speaking(barge_mode)
             self._barge_mode = barge_mode
+        if self.echo is not None:
+            pcm = self.echo.caller(pcm, now_ms)
         return await self.vad.process(pcm)
 
     async def flush(self) -> None:
@@ -142,8 +150,9 @@ class TickCallerPath(CallerPath):
     awaiting; the engine decodes, converts and scores the queued audio of every call once per
     tick, and the session's caller task takes each :class:`~gateway.engine.TickResult` through
     :meth:`take` (recording and model audio here; VAD events and listener actions are the
-    session's). Same arguments as :class:`CallerPath`, plus ``engine`` and ``hear`` (the
-    session's synchronous listener for answering-machine detection).
+    session's). Same arguments as :class:`CallerPath` (``echo`` goes to the lane: the engine
+    runs it), plus ``engine`` and ``hear`` (the session's synchronous listener for
+    answering-machine detection).
     """
 
     __slots__ = ("lane", "ending")
@@ -151,9 +160,10 @@ class TickCallerPath(CallerPath):
     def __init__(self, fmt: AudioFormat, vad: VadRunner, model_format: AudioFormat,
                  send_to_model: Callable[[bytes], Awaitable[None]], *, engine: MediaEngine,
                  hear: Hear | None = None, recorder: BestEffortRecording | None = None,
-                 model_chunk_ms: float = 40.0) -> None:
-        super().__init__(fmt, vad, model_format, send_to_model, recorder=recorder, model_chunk_ms=model_chunk_ms)
-        self.lane = engine.attach(fmt, vad, model_format, hear)  # type: ignore[arg-type]
+                 model_chunk_ms: float = 40.0, echo: EchoStage | None = None) -> None:
+        super().__init__(fmt, vad, model_format, send_to_model, recorder=recorder, model_chunk_ms=model_chunk_ms,
+                         echo=echo)  # fmt: skip
+        self.lane = engine.attach(fmt, vad, model_format, hear, echo)  # type: ignore[arg-type]
         self.ending: Exception | None = None
 
     def submit(self, payload: bytes, now_ms: float, barge_mode: bool) -> None:

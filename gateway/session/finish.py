@@ -77,9 +77,12 @@ async def bounded(clock: Clock, log: logging.LoggerAdapter, step: str, work: Awa
         log.warning("%s failed", step, exc_info=task.exception())
 
 
-def metrics(stats: CallStats, journal: CallJournal, ledger: PlayoutLedger | None) -> dict[str, Any]:
-    """The record's ``metrics``: counters, protocol-error counts, latency samples (ms)."""
-    return {
+def metrics(stats: CallStats, journal: CallJournal, ledger: PlayoutLedger | None,
+            echo: Callable[[], dict[str, Any] | None] | None = None) -> dict[str, Any]:
+    """The record's ``metrics``: counters, protocol-error counts, latency samples (ms), and
+    ``echo`` (the call's echo path: :meth:`gateway.engine.echo.EchoStage.metrics`) when agent
+    audio played on a call with an echo stage (absent otherwise)."""
+    out = {
         "framesIn": stats.frames_in,
         "framesOut": stats.frames_out,
         "messagesOut": stats.messages_out,
@@ -95,6 +98,14 @@ def metrics(stats: CallStats, journal: CallJournal, ledger: PlayoutLedger | None
         "turnLatencyMs": [round(x, 1) for x in stats.turn_latency_ms],
         "bargeInReactionMs": [round(x, 1) for x in stats.barge_in_ms],
     }
+    try:
+        found = echo() if echo is not None else None
+    except Exception:  # noqa: BLE001 - a bug there must not lose the record
+        logging.getLogger("gateway.call").exception("the echo metrics could not be made")
+        found = None
+    if found is not None:
+        out["echo"] = found
+    return out
 
 
 @dataclass(slots=True)
@@ -114,6 +125,7 @@ class CallParts:
     recorder: BestEffortRecording | None = None
     started: ev.Started | None = None
     voicemail: Callable[[str], dict[str, Any]] | None = None  # end reason -> the detector's outcome
+    echo: Callable[[], dict[str, Any] | None] | None = None  # the record's metrics.echo, or None
 
 
 async def finish_call(parts: CallParts, ended: CallEnded, *, requested: bool) -> CallOutcome:
@@ -142,7 +154,7 @@ async def finish_call(parts: CallParts, ended: CallEnded, *, requested: bool) ->
         duration_ms=int(ms()),
         transcript=parts.transcript,
         events=parts.journal.events,
-        metrics=metrics(parts.stats, parts.journal, parts.ledger),
+        metrics=metrics(parts.stats, parts.journal, parts.ledger, parts.echo),
         error_code=ended.code,
         error_message=ended.msg,
         recording_path=recording.path if recording else None,

@@ -24,6 +24,7 @@ from gateway.audio.playout import Heard, PlayoutLedger
 from gateway.carriers import events as ev
 from gateway.clock import Clock
 from gateway.codecs.transcode import Transcoder, decode
+from gateway.engine.echo import EchoStage
 from gateway.formats import AudioFormat, Encoding
 from gateway.recording_guard import BestEffortRecording
 from gateway.session.common import CallStats
@@ -56,6 +57,8 @@ class Playout:
         stats: the call's counters (``frames_out`` frames and ``messages_out`` media messages
             sent, ``marks_acked``).
         recorder: the call's recording, or ``None``.
+        echo: the call's :class:`~gateway.engine.echo.EchoStage` (given each message's audio at
+            its play position as the echo reference; truncated at a ``clear``), or ``None``.
         lead_ms: agent audio kept buffered at the carrier ahead of real time (ms).
         mark_every: frames between marks (a mark goes at the first message boundary after).
         send_every_ms: the pacer's wake period while audio plays (ms).
@@ -78,6 +81,7 @@ class Playout:
         stats: CallStats,
         *,
         recorder: BestEffortRecording | None = None,
+        echo: EchoStage | None = None,
         lead_ms: float = 80.0,
         mark_every: int = 5,
         send_every_ms: float = 40.0,
@@ -101,6 +105,7 @@ class Playout:
         self._t0 = t0
         self._stats = stats
         self._recorder = recorder
+        self._echo = echo
         self._slack_ms = max(0.0, send_every_ms - self.ledger.message_frames * frame_ms)
         self._ready = asyncio.Event()
         self._lock = asyncio.Lock()  # frames, marks and clear leave in the ledger's order
@@ -136,6 +141,7 @@ class Playout:
     async def pump(self) -> None:
         """Send every message now due (media, then its mark), in the ledger's order."""
         ledger, adapter, send, stats, recorder = self.ledger, self.adapter, self._send, self._stats, self._recorder
+        echo = self._echo
         async with self._lock:
             now_ms = self._ms()
             for frame in ledger.due(now_ms):
@@ -146,9 +152,13 @@ class Playout:
                     mark = adapter.mark(frame.mark)
                     if mark is not None:
                         await send(mark)
-                if recorder is not None:
+                if recorder is not None or echo is not None:
                     at = int(frame.play_at_ms * self.fmt.sample_rate / 1000)
-                    recorder.agent(decode(frame.payload, self.fmt.encoding), at)
+                    pcm = decode(frame.payload, self.fmt.encoding)
+                    if recorder is not None:
+                        recorder.agent(pcm, at)
+                    if echo is not None:  # the echo reference: what plays, where it plays
+                        echo.reference(pcm, at)
             if ledger.playing(now_ms):
                 self.playing_at = self._clock.now()
 
@@ -179,5 +189,7 @@ class Playout:
             now_ms = self._ms()
             heard = self.ledger.heard(now_ms)
             cut = self.ledger.clear_all(now_ms)
+            if self._echo is not None:  # what the clear dropped never played, so never echoes
+                self._echo.truncate(int(now_ms * self.fmt.sample_rate / 1000))
         self._from_model.reset()
         return heard, cut, now_ms
