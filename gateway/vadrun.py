@@ -25,6 +25,7 @@ from gateway.audio.vad import (
 
 __all__ = [
     "VadStart", "VadEnd", "VadRunner", "ChunkPlan", "DirectVad", "BatchedVad", "SileroBatcher", "VadFactory", "PREGATE_HOLD",
+    "VadVoicing",
 ]
 
 
@@ -43,8 +44,25 @@ class VadEnd:
     offset_sample: int
 
 
+@dataclass(frozen=True, slots=True)
+class VadVoicing:
+    """How far the caller's voice reaches, on the VAD's timeline (samples at ``sample_rate``
+    since the first sample fed, as :class:`VadStart`'s ``onset_sample``): the end of the last
+    chunk the gate heard as speech (STARTING or SPEAKING after it; 0: none yet), and the end of
+    the last chunk scored. Pause-then-commit barge-in decides on it
+    (:mod:`gateway.session.bargein`)."""
+
+    voiced_to: int
+    scored_to: int
+    sample_rate: int
+
+
 class VadRunner(Protocol):
-    """One call's VAD as the session sees it: int16 PCM at ``sample_rate`` in, events out."""
+    """One call's VAD as the session sees it: int16 PCM at ``sample_rate`` in, events out.
+
+    Optional: ``voicing() -> VadVoicing`` (:class:`_Runner` has it); a runner without it gives
+    pause-then-commit barge-in no voiced time (see :mod:`gateway.session.bargein`).
+    """
 
     sample_rate: int
 
@@ -73,6 +91,8 @@ _NONE = np.zeros(0, np.float32)
 #: 3 warm-up chunks): 99.32–99.75 % of chunks agree with ungated Silero, 23.7–32.4 % of Silero's
 #: work saved; held open until QUIET instead (8 warm-up chunks): 99.50–99.84 %, 14.2–19.1 % saved.
 PREGATE_HOLD = frozenset({VadState.STARTING, VadState.SPEAKING})
+#: Detector states after a chunk in which that chunk counts as voiced (:class:`VadVoicing`).
+_VOICED = frozenset({VadState.STARTING, VadState.SPEAKING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +154,7 @@ class _Runner:
         self.pregate = pregate
         self.chunks_skipped = 0
         self._fallback: webrtcvad.Vad | None = None
+        self.voiced_to = 0  # end of the last voiced chunk (samples; see voicing)
 
     def agent_speaking(self, speaking: bool) -> None:
         self.detector.gate.min_speech_samples = self._barge_min if speaking else self._turn_min
@@ -173,8 +194,15 @@ class _Runner:
         """Apply ``plan``'s scores (float ``[len(plan.block)]``; the last is the chunk's);
         the events, relative to the samples fed so far (:class:`VadStart`'s
         ``confirm_delay_ms`` counts to the end of the last PCM given to :meth:`take`)."""
-        event = self.detector.apply_score(float(scores[-1]) if len(plan.block) else 0.0)
+        det = self.detector
+        event = det.apply_score(float(scores[-1]) if len(plan.block) else 0.0)
+        if det.state in _VOICED:
+            self.voiced_to = det.gate.position
         return [] if event is None else _convert((event,), self._fed, self.sample_rate)
+
+    def voicing(self) -> VadVoicing:
+        """How far the caller's voice reaches now (:class:`VadVoicing`)."""
+        return VadVoicing(self.voiced_to, self.detector.gate.position, self.sample_rate)
 
     def fallback_scores(self, block: np.ndarray) -> np.ndarray:
         """Cheap scores (1 or 0 per chunk of int16 ``[k, n]``) when the scorer failed: WebRTC

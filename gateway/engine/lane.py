@@ -22,7 +22,7 @@ import numpy as np
 from gateway.codecs.resample import Resampler
 from gateway.codecs.transcode import encode
 from gateway.formats import AudioFormat, Encoding
-from gateway.vadrun import VadEnd, VadStart, _Runner
+from gateway.vadrun import VadEnd, VadStart, VadVoicing, _Runner
 
 if TYPE_CHECKING:
     from gateway.engine.echo import EchoStage
@@ -49,6 +49,8 @@ class TickResult:
         actions: what the lane's :data:`Hear` listener returned.
         fallback: the scorer failed this tick and the cheap VAD scored it instead.
         error: an exception raised by this lane's own work (a bug): the session re-raises it.
+        voicing: how far the caller's voice reached after this tick (:class:`~gateway.vadrun.VadVoicing`,
+            for pause-then-commit barge-in), or ``None``.
     """
 
     at_ms: float
@@ -59,6 +61,7 @@ class TickResult:
     actions: Sequence[Any] = ()
     fallback: bool = False
     error: BaseException | None = None
+    voicing: VadVoicing | None = None
 
 
 class Lane:
@@ -229,6 +232,7 @@ class Lane:
         on now: VAD events, listener actions, an error, or at least :attr:`wake_bytes` of model
         audio since it last woke (so a call's task wakes about once per model message, not once
         per frame; the results in between wait in order)."""
+        result.voicing = self.vad.voicing()
         self._outbox.append(result)
         self._unread_bytes += len(result.model_audio)
         if result.vad or result.actions or result.error is not None or self._unread_bytes >= self.wake_bytes:

@@ -6,6 +6,10 @@ reaches the :class:`~gateway.session.playout.Playout`:
 - **gates**: policies with ``gates_audio`` answer ALLOW, HOLD or DROP per chunk (the strictest
   wins). Held chunks, and the ends of their items, are kept in arrival order until a policy's
   ``ReleaseAudio``; while anything is held, later audio is held behind it;
+- **pause-then-commit** (:meth:`AgentAudio.pause`, :meth:`AgentAudio.caller_voiced`,
+  :meth:`AgentAudio.resume`; :mod:`gateway.session.bargein`): a barge-in candidate pauses the
+  playout (no ``clear``, the model not told); short speech resumes it, long speech commits it
+  as a barge-in. Any barge-in while paused (the model's too) commits it; a stop ends it;
 - **barge-in** (:meth:`AgentAudio.barge_in`) and **stop** (:meth:`AgentAudio.stop`, a policy's
   ``StopAgentAudio``): the carrier ``clear`` first, the queue dropped (and, for a stop, the
   held audio too), every reply cut marked in the transcript so its late audio is dropped, and
@@ -36,6 +40,7 @@ from gateway.audio.tones import dtmf_sequence
 from gateway.carriers.events import StreamDtmf
 from gateway.codecs.transcode import encode
 from gateway.llm import base as llm
+from gateway.session.bargein import BargeInConfig, PauseGate, PauseInput
 from gateway.session.common import CallStats
 from gateway.session.playout import Playout
 from gateway.session.policies import AudioGate, EndCall, Policy
@@ -77,6 +82,7 @@ class AgentAudio:
         ms: ms from the call's start, now.
         event: adds a journal event ``(kind, **data)``.
         log: the call's logger.
+        barge: the call's barge-in settings (:class:`~gateway.session.bargein.BargeInConfig`).
     """
 
     def __init__(
@@ -89,6 +95,7 @@ class AgentAudio:
         ms: Callable[[], float],
         event: Callable[..., None],
         log: logging.LoggerAdapter,
+        barge: BargeInConfig | None = None,
     ) -> None:
         self.playout = playout
         self.turns = turns
@@ -104,6 +111,10 @@ class AgentAudio:
         self._model_item: str | None = None  # the model's latest item queued
         self._dtmf_seq = itertools.count(1)
         self._pending: _PendingEnd | None = None
+        self.barge = barge if barge is not None else BargeInConfig()
+        self._pause = PauseGate(self.barge.commit_ms, self.barge.resume_gap_ms)
+        self._pause_onset_ms: float | None = None  # the paused speech's onset (ms, call clock)
+        self._paused_at_ms = 0.0
 
     # ------------------------------------------------------------------ model audio in
     def offer(self, event: llm.AudioOut) -> bool:
@@ -163,9 +174,74 @@ class AgentAudio:
                 gate = answer
         return gate
 
+    # ------------------------------------------------------------------ pause, then commit
+    @property
+    def paused(self) -> bool:
+        """A pause-then-commit barge-in candidate is pending (agent audio paused)."""
+        return self._pause.paused
+
+    async def pause(self, onset_ms: float, speech_onset_ms: float, voiced_to_ms: float, heard_to_ms: float) -> None:
+        """A barge-in candidate in ``pause_then_commit`` mode: stop sending agent audio now.
+
+        Journal ``barge_in_paused``. The verdict may come at once (a threshold below the VAD's
+        confirmation). Nothing happens if already paused.
+
+        Args:
+            onset_ms: the speech's onset (ms from the call's start; the commit's reaction time).
+            speech_onset_ms, voiced_to_ms, heard_to_ms: the onset, the end of the last voiced
+                chunk and of the audio scored, on the caller-audio timeline
+                (:meth:`~gateway.session.bargein.PauseGate.hear`).
+        """
+        if not self._pause.pause(speech_onset_ms, voiced_to_ms):
+            return
+        self._pause_onset_ms = onset_ms
+        self._paused_at_ms = self._ms()
+        await self.playout.pause()
+        self.stats.barge_in_pauses += 1
+        self._event("barge_in_paused", onsetMs=int(onset_ms), itemId=self.playout.ledger.latest_sent_item())
+        self.log.info("barge-in candidate: agent audio paused")
+        await self.caller_voiced(voiced_to_ms, heard_to_ms)
+
+    async def caller_voiced(self, voiced_to_ms: float, heard_to_ms: float) -> None:
+        """The VAD's progress while paused (same timeline as :meth:`pause`): commit or resume
+        once the verdict is in."""
+        await self._decide(self._pause.hear(voiced_to_ms, heard_to_ms))
+
+    async def caller_speech_ended(self) -> None:
+        """The VAD's end of speech while paused: the verdict on the voiced span so far."""
+        await self._decide(self._pause.speech_ended())
+
+    async def _decide(self, verdict: PauseInput | None) -> None:
+        if verdict is PauseInput.RESUME:
+            await self.resume("short")
+        elif verdict is PauseInput.COMMIT:
+            if self.playout.playing(self._ms()):
+                await self.barge_in("vad", self._pause_onset_ms)
+            else:  # the reply played out during the pause: nothing is left to cut
+                await self.resume("played_out")
+
+    async def resume(self, reason: str) -> None:
+        """End a pause by playing on from the next unsent frame (no-op if not paused).
+
+        Journal ``barge_in_resumed`` with ``reason`` (``short``: the caller's speech was shorter
+        than the commit threshold; ``played_out``; ``muted``), ``pausedMs`` and ``voicedMs``.
+        """
+        if not self._pause.paused:
+            return
+        voiced_ms = self._pause.voiced_ms
+        self._pause.end(PauseInput.RESUME)
+        paused_ms = await self.playout.resume()
+        self.stats.barge_in_resumes += 1
+        self._event("barge_in_resumed", reason=reason, pausedMs=round(paused_ms), voicedMs=round(voiced_ms))
+        self.log.info("barge-in candidate resumed (%s) after %d ms", reason, paused_ms)
+
     # ------------------------------------------------------------------ stopping
     async def barge_in(self, source: str, onset_ms: float | None = None) -> None:
         """The caller (or the model's VAD) interrupted: clear, drop the queue, cut the reply.
+
+        While paused (pause-then-commit) this is the pause's commit, whatever its source: the
+        caller heard what played before the pause; the ``barge_in`` event then has
+        ``pausedMs`` and ``voicedMs`` too.
 
         Args:
             source: ``vad`` (our VAD), ``model_vad`` or ``model`` (the model cut itself: it is
@@ -173,11 +249,16 @@ class AgentAudio:
             onset_ms: when the caller's speech began (ms from the call's start), for the
                 reaction-time sample.
         """
+        extra: dict[str, int] = {}
+        if self._pause.paused:
+            extra = {"pausedMs": round(self._ms() - self._paused_at_ms), "voicedMs": round(self._pause.voiced_ms)}
+            self._pause.end(PauseInput.COMMIT)
+            self.stats.barge_in_commits += 1
         heard, cut, now_ms = await self.playout.clear()
         self.stats.barge_ins += 1
         reaction_ms = now_ms - onset_ms if onset_ms is not None else None
         item_id, heard_ms = self._cut(heard, cut, reaction_ms)
-        self._event("barge_in", source=source, itemId=item_id, heardMs=heard_ms)
+        self._event("barge_in", source=source, itemId=item_id, heardMs=heard_ms, **extra)
         self.log.info("barge-in (%s): caller heard %d ms of %s", source, heard_ms, item_id)
         if source != "model":
             await self._interrupt(heard, now_ms)
@@ -186,8 +267,10 @@ class AgentAudio:
         """A policy stops the agent: as a barge-in, and held audio is dropped too; not counted.
 
         Every item held or dropped by a gate since the last stop is cut at 0 ms heard (its late
-        audio is dropped); the model is told about the one it was saying.
+        audio is dropped); the model is told about the one it was saying. A pause ends with it.
         """
+        if self._pause.paused:
+            self._pause.end(PauseInput.ABANDON)
         heard, cut, now_ms = await self.playout.clear()
         item_id, heard_ms = self._cut(heard, cut, None)
         self.held.clear()

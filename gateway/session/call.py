@@ -19,7 +19,9 @@ watch) and its record, and it is the only place that awaits sockets. The work is
 Barge-in (caller speech while agent audio is playing, on an interruptible call): send the
 carrier ``clear`` first, then drop queued audio, reset the outbound resampler, and tell the
 bridge to cancel its reply and cut its memory to the ms the caller heard (from mark
-acknowledgements).
+acknowledgements). The call's barge-in mode (``CallPolicy.barge_in_mode``, :mod:`~gateway.session.bargein`)
+makes that ``immediate``, ``pause_then_commit`` (pause first; commit only on speech longer than
+the threshold, else resume) or ``off``.
 
 A call ends on the carrier's ``stop``, the socket closing, a policy (``maxDuration``,
 inactivity, voicemail, a control request), a fatal model error, or
@@ -42,6 +44,7 @@ from gateway.journal import CallJournal
 from gateway.llm import base as llm
 from gateway.recording_guard import BestEffortRecording
 from gateway.session.agent import AgentAudio
+from gateway.session.bargein import BargeInConfig
 from gateway.session.caller import CallerPath, TickCallerPath
 from gateway.session.common import CallEnded, CallHooks, CallOutcome, CallPolicy, CallStats, Transport
 from gateway.session.control import ControlPolicy
@@ -163,6 +166,10 @@ class CallSession(InboundSide):
         self._policies: list[Policy] = [TimerPolicy(policy, self._t0), self.control, *policies]
         self._listeners: list[Policy] = []  # policies hearing the caller (hears_audio and listening)
         self._muted = False  # MuteCaller: the model does not hear the caller
+        self._barge = BargeInConfig(  # a call that is not interruptible never barges in
+            policy.barge_in_mode if config.interruptible else "off",  # type: ignore[arg-type]
+            policy.barge_in_commit_ms, policy.barge_in_resume_gap_ms,
+        )  # fmt: skip
         self._caller: CallerPath | None = None
         self._playout: Playout | None = None
         self._agent: AgentAudio | None = None
@@ -337,7 +344,8 @@ class CallSession(InboundSide):
             self._policies.append(self.voicemail)
         self._listeners = [p for p in self._policies if p.hears_audio]
         gates = [p for p in self._policies if p.gates_audio]
-        self._agent = AgentAudio(self._playout, self.turns, self.stats, bridge, gates, self._ms, self._event, self.log)
+        self._agent = AgentAudio(self._playout, self.turns, self.stats, bridge, gates, self._ms, self._event, self.log,
+                                 barge=self._barge)  # fmt: skip
         for policy in self._policies:  # before any caller audio is read
             await self._act(policy.on_started(self.clock.now()))
 
@@ -360,7 +368,7 @@ class CallSession(InboundSide):
             elif isinstance(event, llm.ResponseDone):
                 agent.item_done(event)
             elif isinstance(event, (llm.SpeechStarted, llm.Interrupted)):
-                if playout.playing(self._ms()) and self.config.interruptible and not self._muted:
+                if playout.playing(self._ms()) and self._barge.enabled and not self._muted:
                     await agent.barge_in("model" if isinstance(event, llm.Interrupted) else "model_vad")
             elif isinstance(event, llm.SessionRenewed):  # the bridge moved to a new model session
                 self._event("model_session", reason=event.reason, attempts=event.attempts, gapMs=event.gap_ms,
@@ -422,6 +430,8 @@ class CallSession(InboundSide):
                 await agent.play_dtmf(action.digits)
             elif isinstance(action, MuteCaller) and action.muted != self._muted:
                 self._muted = self._caller.muted = action.muted
+                if action.muted:  # the caller's speech no longer barges in: a pause plays on
+                    await agent.resume("muted")
                 self._event("caller_muted" if action.muted else "caller_unmuted")
 
     async def _say(self, action: Say) -> None:

@@ -37,13 +37,22 @@ class Transport(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class CallPolicy:
-    """Per-call limits and switches from the agent or inline call (seconds)."""
+    """Per-call limits and switches from the agent or inline call (seconds, unless in ms).
+
+    ``barge_in_mode``, ``barge_in_commit_ms``, ``barge_in_resume_gap_ms``: what caller speech
+    over agent audio does on an interruptible call (``off``, ``immediate``,
+    ``pause_then_commit``; see :mod:`gateway.session.bargein`); a call that is not
+    ``interruptible`` is ``off`` whatever the mode.
+    """
 
     max_duration_s: float = 3000
     inactivity_timeout_s: float = 30
     inactivity_action: str = "hangup"  # or "prompt": ask once, then hang up
     inactivity_prompt: str = "Are you still there?"
     recording_enabled: bool = True
+    barge_in_mode: str = "immediate"
+    barge_in_commit_ms: float = 400.0
+    barge_in_resume_gap_ms: float = 200.0
 
 
 @dataclass(slots=True)
@@ -95,6 +104,9 @@ class CallStats:
     messages_out: int = 0  # media messages they left in (several frames each where the carrier allows)
     marks_acked: int = 0
     barge_ins: int = 0
+    barge_in_pauses: int = 0  # pause-then-commit: pauses begun, and how they ended
+    barge_in_resumes: int = 0
+    barge_in_commits: int = 0
     other_track_frames: int = 0
     vad_fallback_ticks: int = 0  # media-engine ticks scored by the cheap VAD (the scorer failed)
     turn_latency_ms: list[float] = field(default_factory=list)

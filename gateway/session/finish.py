@@ -88,6 +88,9 @@ def metrics(stats: CallStats, journal: CallJournal, ledger: PlayoutLedger | None
         "messagesOut": stats.messages_out,
         "marksAcked": stats.marks_acked,
         "bargeIns": stats.barge_ins,
+        "bargeInPauses": stats.barge_in_pauses,  # pause-then-commit: pauses, and how they ended
+        "bargeInResumes": stats.barge_in_resumes,
+        "bargeInCommits": stats.barge_in_commits,
         "otherTrackFrames": stats.other_track_frames,
         "vadFallbackTicks": stats.vad_fallback_ticks,
         "protocolErrors": dict(journal.protocol_errors),

@@ -13,6 +13,13 @@ and the VAD's events (turns, barge-in). Caller frames take one of two paths:
   task (:meth:`InboundSide._caller_loop`) records, sends to the model, and acts on the VAD
   events and the policies' actions of each tick's result, in order. When the carrier ends, the
   queued frames are processed at once and the caller task ends the call after the last result.
+
+Barge-in (caller speech confirmed while agent audio plays, the call's mode not ``off``):
+``immediate`` clears and interrupts at once; ``pause_then_commit`` pauses, then each frame's (or
+tick's) :class:`~gateway.vadrun.VadVoicing` decides whether to resume or commit
+(:mod:`gateway.session.bargein`); while paused the caller task wakes on every tick. With a VAD
+runner that cannot tell voiced time (no ``voicing()``), the caller counts as voiced from the
+onset until the VAD's end of speech, on the call's clock.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from gateway.carriers import events as ev
 from gateway.codecs.transcode import decode
 from gateway.session.caller import TickCallerPath
 from gateway.session.common import CallEnded
-from gateway.vadrun import VadEnd, VadStart
+from gateway.vadrun import VadEnd, VadStart, VadVoicing
 
 if TYPE_CHECKING:
     import numpy as np
@@ -45,8 +52,9 @@ class InboundSide:
         assert self._caller is not None and self._playout is not None
         receive, adapter, stats = self.transport.receive, self.adapter, self.stats
         caller, playout = self._caller, self._playout
-        ledger, interruptible = playout.ledger, self.config.interruptible
+        ledger, interruptible = playout.ledger, self._barge.enabled
         ticked = isinstance(caller, TickCallerPath)
+        voicing = getattr(caller.vad, "voicing", None)
         while True:
             frame = await receive()
             if frame is None:
@@ -68,8 +76,12 @@ class InboundSide:
                     if self._listeners:  # first: a verdict may mute the caller or release agent audio
                         await self._hear(decode(event.payload, self._started.audio_format.encoding), now_ms)
                     barge_mode = interruptible and not self._muted and ledger.playing(now_ms)
-                    for vad_event in await caller.feed(event.payload, now_ms, barge_mode):
-                        await self._on_vad(vad_event)
+                    vad_events = await caller.feed(event.payload, now_ms, barge_mode)
+                    voiced = voicing() if voicing is not None else None
+                    for vad_event in vad_events:
+                        await self._on_vad(vad_event, voicing=voiced)
+                    if self._agent.paused:
+                        await self._voiced(voiced, now_ms)
                 elif isinstance(event, ev.MarkAck):
                     playout.acknowledge(event.name, self._ms())
                 elif isinstance(event, ev.Stopped):
@@ -103,7 +115,10 @@ class InboundSide:
             if result.actions:
                 await self._act(result.actions)
             for vad_event in result.vad:
-                await self._on_vad(vad_event, result.at_ms)
+                await self._on_vad(vad_event, result.at_ms, result.voicing)
+            if self._agent.paused:
+                await self._voiced(result.voicing, result.at_ms)
+                caller.lane.wake_bytes = 1  # while paused, every tick's result may decide
         await caller.flush()
         raise caller.ending or CallEnded("carrier_closed")
 
@@ -134,11 +149,32 @@ class InboundSide:
         if done:
             self._listeners = [p for p in self._listeners if p.listening]
 
-    async def _on_vad(self: Any, event: VadStart | VadEnd, at_ms: float | None = None) -> None:
+    async def _voiced(self: Any, voicing: VadVoicing | None, now_ms: float) -> None:
+        """While a barge-in is paused: the VAD's progress to the pause's decision (``None``: the
+        runner cannot tell, the caller counts as voiced until now)."""
+        if voicing is None:
+            await self._agent.caller_voiced(now_ms, now_ms)
+        else:
+            rate = voicing.sample_rate
+            await self._agent.caller_voiced(voicing.voiced_to * 1000.0 / rate, voicing.scored_to * 1000.0 / rate)
+
+    async def _barge_in(self: Any, event: VadStart, onset_ms: float, voicing: VadVoicing | None) -> None:
+        """Caller speech confirmed over agent audio: barge in, or pause (pause-then-commit)."""
+        if self._barge.mode != "pause_then_commit":
+            return await self._agent.barge_in("vad", onset_ms)
+        if voicing is None:  # on the call's clock: voiced from the onset, until now
+            now_ms = onset_ms + event.confirm_delay_ms
+            return await self._agent.pause(onset_ms, onset_ms, now_ms, now_ms)
+        ms = 1000.0 / voicing.sample_rate
+        await self._agent.pause(onset_ms, event.onset_sample * ms, voicing.voiced_to * ms, voicing.scored_to * ms)
+
+    async def _on_vad(self: Any, event: VadStart | VadEnd, at_ms: float | None = None,
+                      voicing: VadVoicing | None = None) -> None:
         """The caller started or stopped speaking: turn events, barge-in, then the policies.
 
         ``at_ms``: when the audio the event was decided on ended (ms on the call's clock; per
-        tick, the arrival of the tick's last frame); default now.
+        tick, the arrival of the tick's last frame); default now. ``voicing``: the VAD's voiced
+        time with the event (pause-then-commit barge-in), if its runner tells it.
         """
         assert self._caller is not None and self._agent is not None and self.bridge is not None
         now_ms = self._ms() if at_ms is None else at_ms
@@ -149,13 +185,15 @@ class InboundSide:
             self.turns.speech_started(onset_ms)
             self._event("caller_speech_start", onsetMs=int(onset_ms))
             await self._caller.flush()
-            if self.config.interruptible and not self._muted and self._agent.playout.playing(self._ms()):
-                await self._agent.barge_in("vad", onset_ms)
+            if self._barge.enabled and not self._muted and self._agent.playout.playing(self._ms()):
+                await self._barge_in(event, onset_ms, voicing)
             if gateway_turns:
                 await self.bridge.speech_started()
         else:
             self.turns.speech_ended(now_ms)
             self._event("caller_speech_end")
+            if self._agent.paused:
+                await self._agent.caller_speech_ended()
             await self._caller.flush()
             if gateway_turns:
                 await self.bridge.end_of_turn()

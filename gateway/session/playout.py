@@ -13,6 +13,8 @@ messages; marks go at message boundaries. What the caller heard (ms of each item
 the ledger's mark accounting (interpolated by play time inside a message, as inside a frame);
 :meth:`Playout.clear` (barge-in) sends the carrier ``clear`` first, under the send lock so it
 follows any frame already taken from the queue, then drops the queue and returns what was heard.
+:meth:`Playout.pause` and :meth:`Playout.resume` (pause-then-commit barge-in) stop and restart
+the release without a ``clear``; a ``clear`` while paused ends the pause.
 """
 
 from __future__ import annotations
@@ -174,6 +176,27 @@ class Playout:
                     await self._ready.wait()
             else:
                 await self._clock.sleep(max(0.0, nxt + self._slack_ms - self._ms()) / 1000.0)
+
+    async def pause(self) -> None:
+        """Stop sending agent audio now (pause-then-commit barge-in): the carrier plays out its
+        lead; what is queued, and what the model sends meanwhile, waits. A mark goes after the
+        last message sent when it had none (the ledger asks for it), under the send lock, so
+        the caller's heard ms stays exact through the pause."""
+        mark = self.ledger.pause(self._ms())  # at once: nothing more leaves from here on
+        if mark is None:
+            return
+        async with self._lock:  # after any message already taken from the queue
+            frame = self.adapter.mark(mark) if self.ledger.paused else None
+            if frame is not None:
+                await self._send(frame)
+
+    async def resume(self) -> float:
+        """Send again from the next unsent frame (play times shifted by the pause); how long it
+        was paused (ms; 0 if it was not)."""
+        paused_ms = self.ledger.resume(self._ms())
+        self._ready.set()
+        await self.pump()
+        return paused_ms
 
     async def clear(self) -> tuple[Heard | None, list[Heard], float]:
         """Barge-in: the carrier ``clear`` first, then drop the queue; what was heard, and when.

@@ -1,0 +1,342 @@
+"""Barge-in modes on a real session (virtual clock): pause-then-commit resumes a short burst
+with no ``clear`` and nothing lost, commits a long utterance at what played before the pause,
+and ends a pause safely on every other path; ``immediate`` is unchanged, ``off`` never barges in.
+
+The carrier plays what it is sent back to back from its arrival and acknowledges each mark when
+the audio before it has played; the caller's voice is a tone (speech) or μ-law silence, heard
+by the session's own VAD runner over an energy scorer (per frame, and on the media engine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import numpy as np
+import orjson
+import pytest
+
+from gateway.audio.vad import VadGate, VoiceDetector
+from gateway.carriers.twilio import TwilioAdapter
+from gateway.codecs.transcode import encode
+from gateway.engine import MediaEngine
+from gateway.formats import Encoding
+from gateway.llm import base as llm
+from gateway.session import CallHooks, CallPolicy, CallSession
+from gateway.session.bargein import BargeInConfig
+from gateway.session.policies import MuteCaller, Policy, StopAgentAudio
+from gateway.simulator.dialects import TwilioCaller
+from gateway.vadrun import DirectVad, VadEnd, VadStart
+from tests.test_session import FakeBridge, MemoryTransport, ScriptedVad, VirtualClock
+
+FRAME = 160  # 20 ms of 8 kHz μ-law
+REPLY_FRAMES = 100  # a 2 s reply
+_t = np.arange(FRAME) / 8000.0
+VOICE = encode((8000 * np.sin(2 * np.pi * 440 * _t)).astype(np.int16), Encoding.PCMU)
+SILENCE = b"\xff" * FRAME
+#: The caller's frames arrive every 20 ms, each the 20 ms before its arrival: voiced from 600 ms
+#: on, the voice begins at 580 ms on the call's clock.
+ONSET = 580
+
+
+class EnergyScorer:
+    """Speech (1.0) when a 20 ms frame's mean magnitude is above 1,000, else 0.0."""
+
+    sample_rate = 8000
+    frame_samples = FRAME
+
+    def score(self, frame: np.ndarray) -> float:
+        return 1.0 if float(np.abs(frame.astype(np.int32)).mean()) > 1000 else 0.0
+
+    def reset(self) -> None:
+        pass
+
+
+def energy_vad() -> DirectVad:
+    gate = VadGate(8000, min_speech_ms=160, min_silence_ms=600)
+    return DirectVad(VoiceDetector(EnergyScorer(), gate), barge_in_min_speech_ms=96)
+
+
+def reply() -> bytes:
+    """The agent's reply: frame ``k`` all byte ``0x20 + k % 90`` (to check order)."""
+    return b"".join(bytes([0x20 + k % 90]) * FRAME for k in range(REPLY_FRAMES))
+
+
+class Carrier:
+    """Plays the session's media back to back from its arrival; acknowledges each mark when
+    the audio before it has played; a ``clear`` drops what has not played."""
+
+    def __init__(self, transport: MemoryTransport, dialect: TwilioCaller) -> None:
+        self.transport, self.dialect = transport, dialect
+        self.seen = 0
+        self.play_end = 0.0
+        self.frames: list[tuple[float, bytes]] = []  # (play start ms, 20 ms payload)
+        self.marks: list[tuple[float, str]] = []
+        self.clears: list[float] = []
+
+    def step(self, now: float) -> None:
+        for raw in self.transport.sent[self.seen:]:
+            msg = orjson.loads(raw)
+            if msg["event"] == "media":
+                payload = base64.b64decode(msg["media"]["payload"])
+                start = max(now, self.play_end)
+                for k in range(len(payload) // FRAME):
+                    self.frames.append((start + 20 * k, payload[k * FRAME:(k + 1) * FRAME]))
+                self.play_end = start + 20 * (len(payload) // FRAME)
+            elif msg["event"] == "mark":
+                self.marks.append((self.play_end, msg["mark"]["name"]))
+            elif msg["event"] == "clear":
+                self.clears.append(now)
+                self.frames = [f for f in self.frames if f[0] < now]
+                self.play_end = now
+                for _, name in self.marks:  # Twilio echoes every pending mark on a clear
+                    self.transport.inbox.put_nowait(self.dialect.mark_played(name))
+                self.marks = []
+        self.seen = len(self.transport.sent)
+        for end, name in [m for m in self.marks if m[0] <= now]:
+            self.marks.remove((end, name))
+            self.transport.inbox.put_nowait(self.dialect.mark_played(name))
+
+    def played(self) -> list[bytes]:
+        return [p for _, p in self.frames]
+
+    def gaps(self) -> list[tuple[float, float]]:
+        """Idle stretches between consecutive played frames (start, ms)."""
+        out = []
+        for (a, _), (b, _) in zip(self.frames, self.frames[1:]):
+            if b - a > 20.001:
+                out.append((a + 20, b - a - 20))
+        return out
+
+
+def make(mode: str, *, interruptible: bool = True, vad=None, engine: MediaEngine | None = None,
+         commit_ms: float = 400.0, policies=()):
+    clock, transport, bridge = VirtualClock(), MemoryTransport(), FakeBridge()
+    vad = vad if vad is not None else energy_vad()
+    session = CallSession(
+        call_id="call_barge", adapter=TwilioAdapter(), transport=transport, bridge_factory=lambda cfg: bridge,
+        config=llm.AgentConfig(interruptible=interruptible),
+        policy=CallPolicy(inactivity_timeout_s=10_000, barge_in_mode=mode, barge_in_commit_ms=commit_ms),
+        vad=lambda rate: vad, hooks=CallHooks(), clock=clock, engine=engine, policies=policies,
+    )  # fmt: skip
+    dialect = TwilioCaller()
+    for frame in dialect.opening({}):
+        transport.inbox.put_nowait(frame)
+    return session, clock, transport, bridge, dialect
+
+
+async def drive(session, clock, transport, bridge, dialect, *, speak: tuple[float, float], until_ms: float = 3500,
+                engine: MediaEngine | None = None, at: dict | None = None):
+    """Run the call: the reply queued at 0, the caller voiced from ``speak[0]`` for ``speak[1]``
+    ms (silent otherwise), ``at``: {ms: coroutine function} run once at that time; then stop."""
+    carrier = Carrier(transport, dialect)
+    bridge.queue.put_nowait(llm.Transcript("agent", "one two three four five six seven eight nine ten", "item_1"))
+    bridge.queue.put_nowait(llm.AudioOut("item_1", reply()))
+    bridge.queue.put_nowait(llm.ResponseDone("item_1"))
+    pending = dict(at or {})
+
+    async def caller():
+        step = 0
+        while clock.t * 1000 < until_ms:
+            now = clock.t * 1000
+            carrier.step(now)
+            for when in [w for w in pending if w <= now]:
+                await pending.pop(when)()
+            if step % 4 == 0:
+                voiced = speak[0] <= now < speak[0] + speak[1]
+                transport.inbox.put_nowait(dialect.media(VOICE if voiced else SILENCE))
+                if engine is not None:
+                    for _ in range(5):
+                        await asyncio.sleep(0)
+                    engine.run_tick()
+            step += 1
+            await clock.sleep(0.005)
+        transport.inbox.put_nowait(dialect.stop())
+
+    driver = asyncio.create_task(clock.drive())
+    task = asyncio.get_running_loop().create_task(caller())
+    try:
+        outcome = await asyncio.wait_for(session.run(), 20)
+    finally:
+        driver.cancel()
+        task.cancel()
+    return outcome, carrier
+
+
+def kinds(outcome) -> list[str]:
+    return [e["kind"] for e in outcome.events if e["kind"].startswith("barge_in")]
+
+
+def event(outcome, kind: str) -> dict:
+    return next(e for e in outcome.events if e["kind"] == kind)
+
+
+@pytest.mark.parametrize("ticked", [False, True], ids=["per_frame", "engine"])
+async def test_a_short_burst_pauses_then_resumes_with_no_clear_and_nothing_lost(ticked):
+    engine = MediaEngine(scheduled=False) if ticked else None
+    session, clock, transport, bridge, dialect = make("pause_then_commit", engine=engine)
+    outcome, carrier = await drive(session, clock, transport, bridge, dialect, speak=(600, 250), engine=engine)
+    assert kinds(outcome) == ["barge_in_paused", "barge_in_resumed"]
+    assert "clear" not in transport.events_sent() and not carrier.clears
+    assert not any(c[0] == "interrupt" for c in bridge.calls)
+    resumed = event(outcome, "barge_in_resumed")["data"]
+    assert resumed["reason"] == "short" and 240 <= resumed["voicedMs"] < 400
+    paused_at = event(outcome, "barge_in_paused")["at_ms"]
+    assert ONSET + 96 <= paused_at <= ONSET + 96 + 60  # onset → pause: the VAD's confirmation (+ a tick)
+    # The caller heard the whole reply, in order, each frame once; the only gap is the pause's.
+    assert carrier.played() == [reply()[k * FRAME:(k + 1) * FRAME] for k in range(REPLY_FRAMES)]
+    gaps = carrier.gaps()
+    assert len(gaps) == 1 and paused_at < gaps[0][0] <= paused_at + 120  # after the lead played out
+    assert 0 < gaps[0][1] <= resumed["pausedMs"]
+    m = outcome.metrics
+    assert (m["bargeIns"], m["bargeInPauses"], m["bargeInResumes"], m["bargeInCommits"]) == (0, 1, 1, 0)
+    turn = next(t for t in outcome.transcript if t["role"] == "agent")
+    assert not turn["interrupted"]
+
+
+@pytest.mark.parametrize("ticked", [False, True], ids=["per_frame", "engine"])
+async def test_a_long_utterance_commits_with_clear_and_truncates_at_what_played_before_the_pause(ticked):
+    engine = MediaEngine(scheduled=False) if ticked else None
+    session, clock, transport, bridge, dialect = make("pause_then_commit", engine=engine)
+    outcome, carrier = await drive(session, clock, transport, bridge, dialect, speak=(600, 1500), engine=engine)
+    assert kinds(outcome) == ["barge_in_paused", "barge_in"]
+    paused_at, barge = event(outcome, "barge_in_paused")["at_ms"], event(outcome, "barge_in")
+    assert ONSET + 400 <= barge["at_ms"] <= ONSET + 400 + 60  # committed once voiced 400 ms
+    events = transport.events_sent()
+    clear_at = events.index("clear")
+    assert "media" not in events[clear_at:]
+    sent_before_pause = sum(
+        len(base64.b64decode(orjson.loads(f)["media"]["payload"])) // FRAME
+        for f in transport.sent[:clear_at] if orjson.loads(f)["event"] == "media"
+    ) * 20  # nothing was sent while paused
+    interrupt = next(c for c in bridge.calls if c[0] == "interrupt")
+    assert interrupt == ("interrupt", "item_1", sent_before_pause)
+    assert barge["data"]["heardMs"] == sent_before_pause and barge["data"]["source"] == "vad"
+    assert barge["data"]["voicedMs"] >= 400 and barge["data"]["pausedMs"] == barge["at_ms"] - paused_at
+    assert len(carrier.played()) * 20 == sent_before_pause  # the carrier played what it held, no more
+    m = outcome.metrics
+    assert (m["bargeIns"], m["bargeInPauses"], m["bargeInResumes"], m["bargeInCommits"]) == (1, 1, 0, 1)
+    turn = next(t for t in outcome.transcript if t["role"] == "agent")
+    assert turn["interrupted"] and turn["heard_ms"] == sent_before_pause
+
+
+async def test_immediate_mode_is_unchanged():
+    session, clock, transport, bridge, dialect = make("immediate")
+    outcome, carrier = await drive(session, clock, transport, bridge, dialect, speak=(600, 250))
+    assert kinds(outcome) == ["barge_in"]
+    barge = event(outcome, "barge_in")
+    assert ONSET + 96 <= barge["at_ms"] <= ONSET + 96 + 30 and set(barge["data"]) == {"source", "itemId", "heardMs"}
+    interrupt = next(c for c in bridge.calls if c[0] == "interrupt")
+    assert interrupt[1] == "item_1" and interrupt[2] == barge["data"]["heardMs"]
+    assert carrier.clears and outcome.metrics["bargeInPauses"] == 0 and outcome.metrics["bargeIns"] == 1
+
+
+@pytest.mark.parametrize(("mode", "interruptible"), [("off", True), ("pause_then_commit", False)])
+async def test_off_never_barges_in_on_our_vad_nor_the_model_s(mode, interruptible):
+    session, clock, transport, bridge, dialect = make(mode, interruptible=interruptible)
+
+    async def model_cuts_itself():
+        bridge.queue.put_nowait(llm.Interrupted())
+
+    outcome, carrier = await drive(session, clock, transport, bridge, dialect, speak=(600, 1500),
+                                   at={1000: model_cuts_itself})  # fmt: skip
+    assert kinds(outcome) == [] and not carrier.clears
+    assert not any(c[0] == "interrupt" for c in bridge.calls)
+    assert len(carrier.played()) == REPLY_FRAMES
+
+
+class At(Policy):
+    """Does ``actions`` once the call's clock passes ``at_s``."""
+
+    def __init__(self, at_s: float, *actions) -> None:
+        self.at_s, self.actions, self.done = at_s, list(actions), False
+
+    def on_tick(self, now: float, last_activity: float):
+        if self.done or now < self.at_s:
+            return []
+        self.done = True
+        return self.actions
+
+
+async def test_a_policy_stop_while_paused_ends_the_pause():
+    session, clock, transport, bridge, dialect = make(
+        "pause_then_commit", commit_ms=3000, policies=[At(1.0, StopAgentAudio("test"))])
+    outcome, carrier = await drive(session, clock, transport, bridge, dialect, speak=(600, 1500))
+    assert kinds(outcome) == ["barge_in_paused"]
+    assert any(e["kind"] == "agent_stopped" for e in outcome.events) and carrier.clears
+    assert not session._agent.paused and not session.ledger.paused
+    m = outcome.metrics
+    assert (m["bargeIns"], m["bargeInPauses"], m["bargeInResumes"], m["bargeInCommits"]) == (0, 1, 0, 0)
+
+
+async def test_muting_the_caller_while_paused_resumes():
+    session, clock, transport, bridge, dialect = make(
+        "pause_then_commit", commit_ms=3000, policies=[At(1.0, MuteCaller(True))])
+    outcome, carrier = await drive(session, clock, transport, bridge, dialect, speak=(600, 1500))
+    assert kinds(outcome) == ["barge_in_paused", "barge_in_resumed"]
+    assert event(outcome, "barge_in_resumed")["data"]["reason"] == "muted"
+    assert not carrier.clears and len(carrier.played()) == REPLY_FRAMES
+
+
+async def test_the_model_cutting_itself_while_paused_commits_without_telling_it():
+    session, clock, transport, bridge, dialect = make("pause_then_commit", commit_ms=3000)
+
+    async def model_cuts_itself():
+        bridge.queue.put_nowait(llm.Interrupted())
+
+    outcome, carrier = await drive(session, clock, transport, bridge, dialect, speak=(600, 1500),
+                                   at={1000: model_cuts_itself})  # fmt: skip
+    assert kinds(outcome) == ["barge_in_paused", "barge_in"]
+    assert event(outcome, "barge_in")["data"]["source"] == "model" and carrier.clears
+    assert not any(c[0] == "interrupt" for c in bridge.calls)
+    assert outcome.metrics["bargeInCommits"] == 1
+
+
+async def test_the_call_ending_while_paused_finalises_the_record():
+    session, clock, transport, bridge, dialect = make("pause_then_commit", commit_ms=3000)
+    outcome, carrier = await drive(session, clock, transport, bridge, dialect, speak=(600, 3000), until_ms=1200)
+    assert (outcome.status, outcome.end_reason) == ("completed", "carrier_stop")
+    assert kinds(outcome) == ["barge_in_paused"] and outcome.metrics["bargeInPauses"] == 1
+    assert not carrier.clears
+
+
+async def test_a_reply_that_played_out_while_paused_is_not_cut():
+    """The pause came at the reply's very end (only the carrier's lead left): the commit finds
+    nothing to cut, so the pause just ends (``played_out``) with no clear and no interrupt."""
+    session, clock, transport, bridge, dialect = make("pause_then_commit")
+    outcome, carrier = await drive(session, clock, transport, bridge, dialect, speak=(1910, 1000))
+    assert kinds(outcome) == ["barge_in_paused", "barge_in_resumed"]
+    assert event(outcome, "barge_in_resumed")["data"]["reason"] == "played_out"
+    assert not carrier.clears and not any(c[0] == "interrupt" for c in bridge.calls)
+    assert len(carrier.played()) == REPLY_FRAMES
+
+
+@pytest.mark.parametrize(("end_after_ms", "expected"), [(200, "barge_in_resumed"), (None, "barge_in")])
+async def test_a_vad_that_cannot_tell_voiced_time_decides_on_its_end_of_speech_or_the_clock(end_after_ms, expected):
+    """A runner without ``voicing()``: voiced from the onset until its end of speech."""
+    vad = ScriptedVad()
+    session, clock, transport, bridge, dialect = make("pause_then_commit", vad=vad)
+
+    async def start():
+        vad.pending = [VadStart(0, 100.0)]
+
+    async def end():
+        vad.pending = [VadEnd(1600)]
+
+    at = {600: start}
+    if end_after_ms is not None:
+        at[600 + end_after_ms] = end
+    outcome, carrier = await drive(session, clock, transport, bridge, dialect, speak=(0, 0), at=at)
+    assert kinds(outcome) == ["barge_in_paused", expected]
+    if expected == "barge_in":  # 400 ms from the onset (500 ms on the call's clock)
+        assert 900 <= event(outcome, "barge_in")["at_ms"] <= 930
+    else:
+        assert not carrier.clears and len(carrier.played()) == REPLY_FRAMES
+
+
+def test_barge_in_settings_are_checked():
+    with pytest.raises(ValueError, match="barge-in mode"):
+        BargeInConfig("sometimes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="commit_ms"):
+        BargeInConfig("pause_then_commit", commit_ms=10)
+    assert not BargeInConfig("off").enabled and BargeInConfig().mode == "immediate"
