@@ -4,7 +4,9 @@ The transcript is a list of turns ``{"role", "text", "at_ms", "interrupted"}`` (
 too for an agent turn a barge-in cut). A barge-in cuts the agent turn being played to the text
 the caller heard (by the share of the item's audio heard, :func:`gateway.llm.common.cut_heard`)
 and remembers the item, so its late audio is dropped and its late transcript is flagged (not
-cut again: bridges send such transcripts already cut). Latency samples, at most
+cut again: bridges send such transcripts already cut). A bridge corrects an agent turn by
+sending its transcript again (the local agent does for a reply cut before all of it was
+synthesised, whose queued share of audio was no measure of its text). Latency samples, at most
 :data:`~gateway.session.common.MAX_SAMPLES` each, in ms: end of caller speech → first agent
 audio (``turn_latency_ms``), speech onset → carrier ``clear`` (``barge_in_ms``).
 
@@ -62,7 +64,17 @@ class Turns:
         return True
 
     def add(self, event: llm.Transcript, now_ms: float) -> None:
-        """Append a finished transcript (a caller's or an agent's turn)."""
+        """Append a finished transcript (a caller's or an agent's turn).
+
+        A second agent transcript of an item already in the transcript is the bridge's
+        correction (what was said of a reply it cut or could not finish: the local agent sends
+        its text before its audio is all made, so the session's own cut, by the share of the
+        audio queued so far, is only provisional): it replaces that turn's text.
+        """
+        idx = self._agent_turns.get(event.item_id) if event.role == "agent" and event.item_id else None
+        if idx is not None:
+            self.transcript[idx]["text"] = event.text
+            return
         turn = {"role": event.role, "text": event.text, "at_ms": int(now_ms), "interrupted": False}
         if event.role == "agent" and event.item_id in self.cancelled:
             # The model finalised this transcript after the barge-in; bridges send such late

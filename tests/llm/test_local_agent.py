@@ -114,12 +114,16 @@ async def test_barge_in_cuts_the_agents_memory_to_what_was_heard(local_engines):
     assert isinstance(audio, AudioOut) and audio.item_id == first.item_id
     ms = len(audio.audio) // 2 * 1000 // bridge.output_format.sample_rate
     await bridge.interrupt(first.item_id, ms // 2)  # the caller heard half the first sentence
+    # The transcript went out before the reply's audio was all made: a correction follows,
+    # the text the caller heard, then the end of the item.
+    correction = await anext(events)
+    assert isinstance(correction, Transcript) and correction.item_id == first.item_id
+    assert correction.text in ("One two three four", "One two three", "One two three four five")
     done = await anext(events)
     assert isinstance(done, ResponseDone) and done.status == "cancelled"
     await bridge.say("Sure.")  # the next reply sees the cut history
     history = bridge._history
-    assert history[1]["role"] == "assistant"
-    assert history[1]["content"] in ("One two three four", "One two three", "One two three four five")
+    assert history[1] == {"role": "assistant", "content": correction.text}
     await bridge.close()
 
 
@@ -196,7 +200,9 @@ async def test_a_cut_reaches_its_own_items_message_after_others_were_removed_or_
     bridge = LocalAgentBridge(engines=engines, responder=_Scripted())
     await bridge.start(AgentConfig(greeting="One two three. Four five six."), PCMU_8K)
     events = bridge.events()
-    item1 = (await _until_done(events))[0].item_id
+    seen = await _until_done(events)
+    item1 = seen[0].item_id
+    assert [type(e) for e in seen] == [Transcript, AudioOut, AudioOut, ResponseDone]  # whole: no correction
     await bridge.interrupt(item1, 0)  # the caller heard none of item 1: it leaves the history
     await bridge.say("Seven eight nine. Ten eleven.")
     item2 = (await _until_done(events))[0].item_id
@@ -222,6 +228,43 @@ async def test_a_cut_reaches_its_own_items_message_after_others_were_removed_or_
     await bridge.interrupt(item3, 100)
     await bridge.interrupt(item1, 0)
     assert [m["content"] for m in bridge._history] == ["Deal.", "Seven eight nine. Ten eleven.", "Twelve thirteen."]
+    await bridge.close()
+
+
+class _SlowEngines(_ScriptedEngines):
+    """Each sentence takes a while to synthesise (as Piper does under load)."""
+
+    async def synthesize(self, sentence: str) -> bytes:
+        await asyncio.sleep(0.05)
+        return await super().synthesize(sentence)
+
+
+async def test_a_reply_cut_while_it_is_still_being_synthesised_sends_a_corrected_transcript():
+    bridge = LocalAgentBridge(engines=_SlowEngines(), responder=_Scripted())
+    await bridge.start(AgentConfig(greeting="One two three. Four five six. Seven eight nine."), PCMU_8K)
+    events = bridge.events()
+    first = await anext(events)
+    assert isinstance(first, Transcript) and first.text == "One two three. Four five six. Seven eight nine."
+    assert isinstance(await anext(events), AudioOut)  # sentence 1 (100 ms); sentence 2 is being made
+    await bridge.interrupt(first.item_id, 100)  # the caller heard sentence 1 whole, no more
+    rest = await _until_done(events)
+    assert [type(e) for e in rest] == [Transcript, ResponseDone] and rest[-1].status == "cancelled"
+    assert rest[0].item_id == first.item_id and rest[0].text == "One two three."
+    await bridge.close()
+
+    # A synthesis failure mid-reply corrects the transcript to the sentences spoken.
+    class _Failing(_ScriptedEngines):
+        async def synthesize(self, sentence: str) -> bytes:
+            if sentence.startswith("Four"):
+                from gateway.llm.local.remote import EngineError
+                raise EngineError("tts down")
+            return await super().synthesize(sentence)
+
+    bridge = LocalAgentBridge(engines=_Failing(), responder=_Scripted())
+    await bridge.start(AgentConfig(greeting="One two three. Four five six."), PCMU_8K)
+    seen = await _until_done(bridge.events())
+    texts = [e.text for e in seen if isinstance(e, Transcript)]
+    assert texts == ["One two three. Four five six.", "One two three."] and seen[-1].status == "failed"
     await bridge.close()
 
 

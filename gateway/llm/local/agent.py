@@ -197,9 +197,8 @@ class LocalAgentBridge(ModelBridge):
 
     def _set_said(self, message: Message, kept: str) -> None:
         """The assistant ``message`` now says ``kept``; it leaves the history if ``kept`` is empty."""
-        if kept:
-            message["content"] = kept
-        else:
+        message["content"] = kept  # what the caller heard, for a correction of its transcript
+        if not kept:
             for i, m in enumerate(self._history):
                 if m is message:
                     del self._history[i]
@@ -282,6 +281,8 @@ class LocalAgentBridge(ModelBridge):
             yield AudioOut(item_id, pcm)
         if generation != self._generation:
             status = "cancelled"
+        if message["content"] != text:  # cut by a barge-in, or a synthesis failure, mid-reply: a
+            yield Transcript("agent", message["content"], item_id)  # correction of the transcript
         yield ResponseDone(item_id, status)
 
     async def close(self) -> None:
