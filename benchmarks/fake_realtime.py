@@ -40,7 +40,7 @@ import zlib
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import orjson
@@ -82,14 +82,18 @@ def _load(name: str) -> tuple[np.ndarray, int, str]:
 
 
 class Voice:
-    """Pre-recorded replies, encoded once per output format and cut into ``chunk_ms`` deltas."""
+    """Pre-recorded replies, encoded once per output format and cut into ``chunk_ms`` deltas.
 
-    def __init__(self, chunk_ms: int = 100) -> None:
+    ``recordings``: the replies by name, ``(int16 pcm, rate Hz, transcript)`` (default: the
+    shared recordings of :data:`GREETINGS`, :data:`LONG_REPLIES` and :data:`SHORT_REPLIES`)."""
+
+    def __init__(self, chunk_ms: int = 100, recordings: dict[str, tuple[np.ndarray, int, str]] | None = None) -> None:
         from gateway.codecs.transcode import encode
         from gateway.simulator.run import to_rate
 
         self.chunk_ms = chunk_ms
-        self._raw = {name: _load(name) for name in (*GREETINGS, *LONG_REPLIES, *SHORT_REPLIES)}
+        self._raw = recordings if recordings is not None else {
+            name: _load(name) for name in (*GREETINGS, *LONG_REPLIES, *SHORT_REPLIES)}
         self._encode = encode
         self._to_rate = to_rate
         self._cache: dict[tuple[str, str, int], tuple[list[str], str, int]] = {}
@@ -173,15 +177,20 @@ class FakeRealtimeModel:
         port: TCP port (0: any free one).
         chunk_ms: audio per ``response.output_audio.delta``.
         speed: how much faster than real time replies stream (hosted models burst).
+        voice: the replies (default: :class:`Voice` of the shared recordings).
+        pick: ``pick(tag, n)`` names reply ``n`` of call ``tag`` in ``voice`` (default: a
+            greeting, a long reply, then short ones).
     """
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, chunk_ms: int = 100, speed: float = 2.0) -> None:
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, chunk_ms: int = 100, speed: float = 2.0,
+                 voice: Voice | None = None, pick: Callable[[str, int], str] | None = None) -> None:
         if not host.startswith("127.") and host not in ("localhost", "::1"):
             raise ValueError("the fake model serves loopback only")
         self.host, self.port = host, port
         self.stats_port = 0
         self.speed = speed
-        self.voice = Voice(chunk_ms)
+        self.voice = voice if voice is not None else Voice(chunk_ms)
+        self.pick = pick or _pick
         self.responses: dict[str, list[dict[str, Any]]] = {}
         self.connections = 0
         self.appends = 0
@@ -299,7 +308,7 @@ class FakeRealtimeModel:
     async def _respond(self, c: _Conn, cancel: asyncio.Future) -> None:
         n = c.responses
         c.responses += 1
-        name = _pick(c.tag, n)
+        name = self.pick(c.tag, n)
         deltas, text, _ = self.voice.chunks(name, c.fmt)
         rid, item_id = f"resp_{next(self._ids)}", f"item_{next(self._ids)}"
         record: dict[str, Any] = {"id": rid, "first_delta": None, "cancelled": False, "recording": name}

@@ -319,6 +319,42 @@ def bench_load(
               media_engine=media_engine, gateway_root=gateway_root)  # fmt: skip
 
 
+@bench_app.command("bargein")
+def bench_bargein(
+    bands: str = typer.Option("none,12-20,20-25,25-35,35-50", help="Echo return-loss bands (dB) of the rows, "
+                              "lo-hi, comma-separated; none: line noise only."),
+    utterances: int = typer.Option(20, min=1, help="Agent utterances per row (each: an echo-only call, a "
+                                   "barge-in and a backchannel)."),
+    mode: str = typer.Option("immediate", help="Barge-in mode of the calls: immediate or pause_then_commit."),
+    echo_cancel: Optional[str] = typer.Option(None, help="GATEWAY_ECHO_CANCEL of the gateway started here: on or "
+                                              "off (default: its own default)."),
+    vad: str = typer.Option("silero", help="VAD of the gateway started here: silero or webrtc."),
+    voice: str = typer.Option("piper", help="Agent speech: piper (the bundled voice) or espeak (espeak-ng)."),
+    concurrency: int = typer.Option(10, min=1, help="Calls at once."),
+    seed: int = typer.Option(0, help="Seed of the per-call draws (return loss, delay, noise, timing)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on the last line."),
+    out: Optional[Path] = typer.Option(None, help="Also write the result (JSON) here."),
+) -> None:
+    """False barge-ins on the agent's own echo, recall and latency of real ones, backchannels: real calls."""
+    from benchmarks.bargein import MODES, main as bargein_main, parse_bands
+
+    if mode not in MODES:
+        raise typer.BadParameter(f"choose one of {', '.join(MODES)}", param_hint="--mode")
+    if vad not in ("silero", "webrtc"):
+        raise typer.BadParameter("choose silero or webrtc", param_hint="--vad")
+    if echo_cancel not in (None, "on", "off"):
+        raise typer.BadParameter("choose on or off", param_hint="--echo-cancel")
+    if voice not in ("piper", "espeak"):
+        raise typer.BadParameter("choose piper or espeak", param_hint="--voice")
+    try:
+        parse_bands(bands)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--bands") from None
+    _logging("WARNING")
+    bargein_main(bands=bands, utterances=utterances, mode=mode, echo_cancel=echo_cancel, vad=vad, voice=voice,
+                 concurrency=concurrency, seed=seed, json_out=json_out, out=out)  # fmt: skip
+
+
 @bench_app.command("peers")
 def bench_peers(
     calls: int = typer.Option(100, help="Simultaneous calls (messages per 20 ms tick)."),
