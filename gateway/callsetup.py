@@ -17,6 +17,7 @@ and the hooks that write the record:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -28,7 +29,7 @@ from gateway.config import Settings
 from gateway.dialer.service import CARRIER_ENDED_REASONS
 from gateway.session import CallHooks, CallOutcome, CallPolicy, CallSession
 from gateway.session.common import Transport
-from gateway.store import CallRecord, CallRecorder
+from gateway.store import CallConfig, CallRecord, CallRecorder
 from gateway.store.spool import finalise_with_retry
 from gateway.tenants import SecretGrants
 from gateway.vadrun import VadFactory
@@ -36,7 +37,7 @@ from gateway.vadrun import VadFactory
 if TYPE_CHECKING:
     from gateway.app import Services
 
-__all__ = ["build_session", "recording_path"]
+__all__ = ["build_session", "recording_path", "barge_in_mode_of"]
 
 log = logging.getLogger("gateway.app")
 
@@ -108,12 +109,27 @@ def _hooks(services: Services, call: CallRecord, carrier: str) -> CallHooks:
     return CallHooks(on_started=on_started, open_recorder=open_recorder, on_finished=on_finished)
 
 
+def barge_in_mode_of(config: CallConfig, default: str) -> str:
+    """The barge-in mode a call runs with: its own (``config.barge_in_mode``), else the
+    operator's ``default`` (``GATEWAY_BARGE_IN_MODE``); ``off`` when it is not interruptible."""
+    if not config.interruptible:
+        return "off"
+    return config.barge_in_mode or default
+
+
 def build_session(services: Services, call: CallRecord, carrier: str, transport: Transport) -> CallSession:
     """The session of an admitted stream for ``call`` (its stored config and tenant), on the
     listener's ``transport`` (:class:`gateway.transport.StarletteTransport`,
     :class:`gateway.picows_listener.PicowsTransport`)."""
     settings = services.settings
     config = call.call_config()
+    # secrets resolve per call, only within the call's tenant's grant (gateway.tenants)
+    agent = config.agent_config(
+        secrets=SecretGrants.from_settings(settings).resolve(call.tenant, config.secret_refs, os.environ)
+    )
+    barge_in_mode = barge_in_mode_of(config, settings.barge_in_mode)
+    if barge_in_mode == "off" and agent.interruptible:  # nor does the model cut itself on caller speech
+        agent = dataclasses.replace(agent, interruptible=False)
     extra = {}
     if getattr(config, "voicemail", None):
         from gateway.session.voicemail import VoicemailConfig
@@ -126,15 +142,15 @@ def build_session(services: Services, call: CallRecord, carrier: str, transport:
         adapter=make_adapter(carrier),
         transport=transport,
         bridge_factory=services.bridge_for,
-        # secrets resolve per call, only within the call's tenant's grant (gateway.tenants)
-        config=config.agent_config(
-            secrets=SecretGrants.from_settings(settings).resolve(call.tenant, config.secret_refs, os.environ)
-        ),
+        config=agent,
         policy=CallPolicy(
             max_duration_s=config.max_duration_s,
             inactivity_timeout_s=config.inactivity_timeout_s,
             inactivity_action=config.inactivity_action,
             recording_enabled=config.recording_enabled,
+            barge_in_mode=barge_in_mode,
+            barge_in_commit_ms=config.barge_in_commit_ms,
+            barge_in_resume_gap_ms=settings.barge_in_resume_gap_ms,
         ),
         vad=lambda carrier_rate: services.vad.create(VadFactory.rate_for(carrier_rate)),
         hooks=_hooks(services, call, carrier),

@@ -154,6 +154,14 @@ class Settings(BaseSettings):
     #: Caller speech over agent audio that triggers barge-in (ms): shorter than a turn's
     #: ``vad_min_speech_ms`` so the agent stops quickly, long enough to ignore clicks and coughs.
     barge_in_min_speech_ms: int = Field(96, ge=20, le=2000)
+    #: What caller speech over agent audio does on an interruptible call whose agent (or inline
+    #: call) sets no ``bargeInMode``: ``immediate`` (clear and cut the reply at once),
+    #: ``pause_then_commit`` (pause; cut only if the caller goes on for the call's
+    #: ``bargeInCommitMs``, else resume where it paused) or ``off`` (see
+    #: :mod:`gateway.session.bargein`).
+    barge_in_mode: Literal["off", "immediate", "pause_then_commit"] = "immediate"
+    #: Pause-then-commit: unvoiced caller audio (ms) after shorter speech that resumes the agent.
+    barge_in_resume_gap_ms: int = Field(200, ge=20, le=2000)
     #: OpenAI-compatible chat-completions endpoint for the local agent's responder (e.g.
     #: ``http://127.0.0.1:11434/v1`` for Ollama). Empty: the echo responder (a diagnostic).
     llm_base_url: str = ""

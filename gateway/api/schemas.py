@@ -48,6 +48,7 @@ __all__ = [
 ConnectionType = Literal["twilio", "telnyx", "plivo", "vonage", "exotel", "raw"]
 FirstSpeaker = Literal["agent", "user"]
 TurnModeT = Literal["gateway", "server_vad", "semantic_vad"]
+BargeInModeT = Literal["off", "immediate", "pause_then_commit"]
 InactivityAction = Literal["hangup", "prompt"]
 
 
@@ -163,6 +164,21 @@ class _AgentFields(_Request):
     turn_mode: TurnModeT = Field(
         "gateway", description="Who detects end of turn: the gateway's VAD or the model's."
     )
+    barge_in_mode: BargeInModeT | None = Field(
+        None,
+        description="What caller speech over the agent does on an interruptible call: immediate "
+        "(the agent stops at once: carrier clear, reply cancelled and truncated at what the "
+        "caller heard); pause_then_commit (the agent pauses at once, with no clear; if the "
+        "caller goes on for bargeInCommitMs it stops as in immediate, at what played before the "
+        "pause, else it resumes where it paused: backchannels and coughs do not cut it); off "
+        "(never). null: the operator's default (GATEWAY_BARGE_IN_MODE, immediate unless set). "
+        "interruptible false is off whatever this says.",
+    )
+    barge_in_commit_ms: WholeNumber = Field(
+        400, ge=50, le=5000,
+        description="pause_then_commit: caller speech from its onset (ms) that makes a pause a "
+        "barge-in; shorter speech resumes the agent.",
+    )
     max_duration: WholeNumber = Field(3000, ge=60, le=7200, description="Maximum call length (s).")
     inactivity_timeout: WholeNumber = Field(
         30, ge=10, le=300, description="Silence from both sides before inactivityAction (s)."
@@ -262,6 +278,10 @@ class AgentOut(_Response):
     first_speaker: FirstSpeaker
     interruptible: bool
     turn_mode: TurnModeT
+    barge_in_mode: BargeInModeT | None = Field(
+        None, description="immediate, pause_then_commit or off; null: the operator's default."
+    )
+    barge_in_commit_ms: int = Field(400, description="pause_then_commit: caller speech that commits (ms).")
     max_duration: int = Field(description="Maximum call length (s).")
     inactivity_timeout: int = Field(description="Seconds of silence before inactivityAction.")
     inactivity_action: InactivityAction
@@ -356,6 +376,10 @@ class CallConfigOut(_Response):
     first_speaker: FirstSpeaker
     interruptible: bool
     turn_mode: TurnModeT
+    barge_in_mode: BargeInModeT | None = Field(
+        None, description="immediate, pause_then_commit or off; null: the operator's default at the time the call ran."
+    )
+    barge_in_commit_ms: int = Field(400, description="pause_then_commit: caller speech that commits (ms).")
     max_duration: int
     inactivity_timeout: int
     inactivity_action: InactivityAction

@@ -226,6 +226,9 @@ class Agent(Base):
     first_speaker: Mapped[str] = mapped_column(String(10), default="agent")
     interruptible: Mapped[bool] = mapped_column(Boolean, default=False)
     turn_mode: Mapped[str] = mapped_column(String(20), default="gateway")
+    #: off | immediate | pause_then_commit; NULL: the operator's default (GATEWAY_BARGE_IN_MODE).
+    barge_in_mode: Mapped[str | None] = mapped_column(String(20), default=None, nullable=True)
+    barge_in_commit_ms: Mapped[int] = mapped_column(Integer, default=400)
     max_duration_s: Mapped[int] = mapped_column(Integer, default=3000)
     inactivity_timeout_s: Mapped[int] = mapped_column(Integer, default=30)
     inactivity_action: Mapped[str] = mapped_column(String(10), default="hangup")

@@ -57,6 +57,10 @@ class CallConfig:
     Attributes:
         system_prompt, voice, language, greeting, model, temperature, first_speaker,
         interruptible, turn_mode, tools: as in :class:`gateway.llm.base.AgentConfig`.
+        barge_in_mode: ``off``, ``immediate`` or ``pause_then_commit`` (see
+            :mod:`gateway.session.bargein`); ``None``: the operator's default
+            (``GATEWAY_BARGE_IN_MODE``), taken when the call runs. Not interruptible: off.
+        barge_in_commit_ms: pause-then-commit: caller speech (ms from its onset) that commits.
         max_duration_s: the call is hung up after this many seconds (60–7,200).
         inactivity_timeout_s: seconds of silence from both sides before ``inactivity_action``.
         inactivity_action: ``hangup`` ends the call; ``prompt`` asks the caller if they are
@@ -78,6 +82,8 @@ class CallConfig:
     interruptible: bool = False
     turn_mode: TurnMode = "gateway"
     tools: tuple[dict[str, Any], ...] = ()
+    barge_in_mode: Literal["off", "immediate", "pause_then_commit"] | None = None
+    barge_in_commit_ms: int = 400
     max_duration_s: int = 3000
     inactivity_timeout_s: int = 30
     inactivity_action: Literal["hangup", "prompt"] = "hangup"
@@ -159,6 +165,8 @@ class AgentRecord:
     tools: tuple[dict[str, Any], ...]
     created_at: datetime
     secret_refs: Mapping[str, str] = field(default_factory=dict)
+    barge_in_mode: Literal["off", "immediate", "pause_then_commit"] | None = None
+    barge_in_commit_ms: int = 400
     #: The tenant of the API key that created the agent.
     tenant: str = "default"
 

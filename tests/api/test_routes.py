@@ -82,7 +82,7 @@ async def test_create_and_get_agent(client: httpx.AsyncClient) -> None:
         **AGENT, "id": None, "createdAt": None, "model": "local", "temperature": 0.0,
         "firstSpeaker": "agent", "interruptible": False, "turnMode": "gateway", "maxDuration": 3000,
         "inactivityTimeout": 30, "inactivityAction": "hangup", "recordingEnabled": True, "tools": [],
-        "secretRefs": {},
+        "secretRefs": {}, "bargeInMode": None, "bargeInCommitMs": 400,
     }  # fmt: skip
     assert _iso(body["createdAt"]).tzinfo is not None
     r2 = await client.get(f"/agents/{body['id']}")
@@ -96,7 +96,7 @@ async def test_agent_with_all_fields(client: httpx.AsyncClient, store: Store) ->
     payload = {**AGENT, "model": "openai:gpt-realtime", "temperature": 0.7, "firstSpeaker": "user",
                "interruptible": True, "turnMode": "semantic_vad", "maxDuration": 600,
                "inactivityTimeout": 45, "inactivityAction": "prompt", "recordingEnabled": False,
-               "tools": [tool]}  # fmt: skip
+               "tools": [tool], "bargeInMode": "pause_then_commit", "bargeInCommitMs": 300}  # fmt: skip
     r = await client.post("/agents", json=payload)
     assert r.status_code == 201, r.text
     rec = store.get_agent(r.json()["id"])
@@ -105,6 +105,8 @@ async def test_agent_with_all_fields(client: httpx.AsyncClient, store: Store) ->
         "openai:gpt-realtime", 0.7, "user", True, "semantic_vad")  # fmt: skip
     assert (cfg.max_duration_s, cfg.inactivity_timeout_s, cfg.inactivity_action, cfg.recording_enabled) == (
         600, 45, "prompt", False)  # fmt: skip
+    assert (cfg.barge_in_mode, cfg.barge_in_commit_ms) == ("pause_then_commit", 300)
+    assert (r.json()["bargeInMode"], r.json()["bargeInCommitMs"]) == ("pause_then_commit", 300)
     assert cfg.tools[0]["timeout_s"] == 5 and cfg.tools[0]["secret"] == "booking"
     assert cfg.tools[0]["url"] == "https://tools.example.com/book"
     # the tool declarations are usable by the model layer as stored
@@ -225,6 +227,7 @@ async def test_get_call_after_finalise(client: httpx.AsyncClient, store: Store) 
     q = r.json()
     assert q["status"] == "queued" and q["startedAt"] is None and q["transcript"] == [] and not q["live"]
     assert q["config"]["greeting"] == INLINE["greeting"] and q["config"]["maxDuration"] == 3000
+    assert (q["config"]["bargeInMode"], q["config"]["bargeInCommitMs"]) == (None, 400)  # the operator's default
 
     store.mark_call_started(call_id, carrier_call_id="v3:abc", stream_id="s1", from_="+15550100", to="+15550199")
     store.finalise_call(

@@ -15,7 +15,7 @@ ADDED = {
     "calls": ["node_id", "recording_status", "recording_error", "tenant", "carrier_account_id", "answered_at",
               "carrier_status", "voicemail", "outbound"],
     "api_keys": ["tenant"],
-    "agents": ["tenant"],
+    "agents": ["tenant", "barge_in_mode", "barge_in_commit_ms"],
 }
 
 
@@ -106,3 +106,19 @@ def test_a_not_null_column_without_a_default_needs_a_real_migration(tmp_path: Pa
     Table("t", MetaData(), column)
     with pytest.raises(ValueError, match="NOT NULL"):
         _add_column_sql(store.engine, "t", column)
+
+
+def test_an_agent_stored_before_barge_in_modes_reads_as_the_operator_s_default(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path}/agents.db")
+    store.create_all()
+    agent = store.create_agent(name="old", system_prompt="p", voice="joe", language="en-US", greeting="hi",
+                               interruptible=True)  # fmt: skip
+    with store.engine.begin() as conn:
+        for column in ("barge_in_mode", "barge_in_commit_ms"):
+            conn.execute(text(f'ALTER TABLE "agents" DROP COLUMN "{column}"'))
+    store.close()
+    store = Store(f"sqlite:///{tmp_path}/agents.db")
+    store.create_all()
+    old = store.get_agent(agent.id)
+    assert old is not None and (old.barge_in_mode, old.barge_in_commit_ms) == (None, 400)
+    assert old.call_config().barge_in_mode is None and old.call_config().interruptible
