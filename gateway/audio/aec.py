@@ -49,16 +49,17 @@ frequency domain adaptive filter", IEEE Trans. ASSP 38(2), 1990; Speex ``libspee
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from gateway.audio import mdf
 from gateway.audio.echo import _Ring
 
 __all__ = ["AecOut", "EchoCanceller", "cancel_many"]
 
-_MIN_LEAK = 0.005  # mdf.c: "we don't really hope to get better than 33 dB attenuation anyway"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +101,8 @@ class EchoCanceller:
             :class:`~gateway.audio.echo.EchoPathEstimator`'s delay minus a margin), so a short
             ``tail_ms`` suffices; 0 = the filter covers lags from 0.
         active_dbfs: a reference ``B``-cell counts as agent audio above this RMS, dBFS.
+        short_tail_ms: the filter's span once :meth:`set_delay` gave the echo's delay, ms.
+        pre_ms: how far before that delay the short filter starts, ms.
 
     Raises:
         ValueError: a sample rate, tail or block that is not positive, or a block that is not
@@ -107,7 +110,8 @@ class EchoCanceller:
     """
 
     def __init__(self, sample_rate: int = 8000, *, tail_ms: float = 260.0, block_ms: float = 20.0,
-                 bulk_delay_ms: float = 0.0, active_dbfs: float = -66.0) -> None:
+                 bulk_delay_ms: float = 0.0, active_dbfs: float = -66.0, short_tail_ms: float = 60.0,
+                 pre_ms: float = 10.0) -> None:
         b = block_ms * sample_rate / 1000
         if sample_rate <= 0 or tail_ms <= 0 or b < 8 or b != int(b) or bulk_delay_ms < 0:
             raise ValueError(f"bad echo canceller geometry: rate {sample_rate}, tail {tail_ms} ms, "
@@ -116,44 +120,69 @@ class EchoCanceller:
         self.block = int(b)
         self.partitions = max(1, int(np.ceil(tail_ms * sample_rate / 1000 / self.block)))
         self.bulk = int(round(bulk_delay_ms * sample_rate / 1000))
+        self._long = (self.bulk, self.partitions)
+        self._short_k = max(1, int(np.ceil(short_tail_ms * sample_rate / 1000 / self.block)))
+        self._pre = int(round(pre_ms * sample_rate / 1000))
         self._active_e = (32768.0 * 10 ** (active_dbfs / 20)) ** 2 * self.block
         span = (self.partitions + 1) * self.block + self.bulk
         cap = 1 << int(np.ceil(np.log2(max(4 * sample_rate, 2 * span))))
-        self._ref = _Ring(cap)
+        self._max_bulk = cap // 2 - (max(self.partitions, self._short_k) + 1) * self.block
+        self._ref = _FastRing(cap)
         self._cells = np.zeros(cap // self.block)  # reference energy per absolute B-cell
+        self._pool: mdf.Pool | None = None
         self.reset()
 
     @property
     def key(self) -> tuple[int, int, int]:
-        """Stages with the same key can be batched together: (rate, block, partitions)."""
+        """Stages with the same key are batched together: (rate, block, partitions)."""
         return (self.sample_rate, self.block, self.partitions)
+
+    @property
+    def W(self) -> np.ndarray:
+        """The filter's spectra, complex ``[K, B + 1]`` (a view of the pool's row)."""
+        return self._pool.W[self._slot]
+
+    @property
+    def leak(self) -> float:
+        """The residual echo's estimated share of the echo estimate's power (1 before
+        adaptation)."""
+        return float(self._pool.V[self._slot, mdf.LEAK])
+
+    @property
+    def adapted(self) -> bool:
+        """Whether the filter has passed its initial adaptation."""
+        return bool(self._pool.V[self._slot, mdf.ADAPTED])
+
+    def _place(self, bulk: int, k: int) -> None:
+        """Moves this canceller's state to the pool of ``k`` partitions (a fresh slot)."""
+        old = (self._pool, self._slot) if self._pool is not None else None
+        self._pool = mdf.pool(self.sample_rate, self.block, k)
+        self._slot = self._pool.take()
+        if old is not None:
+            self._fin.detach()
+            p, s = old
+            self._pool.S[self._slot], self._pool.V[self._slot] = p.S[s], p.V[s]
+            self._pool.D[self._slot] = p.D[s]
+            p.give(s)
+        self._fin = weakref.finalize(self, self._pool.give, self._slot)
+        self.bulk, self.partitions = bulk, k
 
     def reset(self) -> None:
         """Forgets the reference, the filter and every average (a new call)."""
-        k, f = self.partitions, self.block + 1
+        bulk, k = self._long
+        if self._pool is None or self.partitions != k:
+            self._place(bulk, k)
+        self.bulk = bulk
+        self._pool.clear(self._slot)
         self._ref.end = 0
         self._cells[:] = 0.0
-        self.W = np.zeros((k, f), np.complex64)
-        self.X = np.zeros((k, f), np.complex64)
-        self.power = np.zeros(f, np.float32)
-        self.Eh = np.zeros(f, np.float32)
-        self.Yh = np.zeros(f, np.float32)
-        self.prop = np.full(k, 0.99 / k, np.float32)
-        self.Pey = 1.0
-        self.Pyy = 1.0
-        self.leak = 1.0
-        self.sum_adapt = 0.0
-        self.adapted = False
-        self.count = 0  # adapted blocks (drives the constraint's partition)
+        self._last_on = -1  # the last cell index (absolute) with active reference
         self._xt: int | None = None  # the block start whose reference spectrum is X[0]
-        self._sxx = 0.0  # energy of the newest reference block
         self._refp = 0.0  # the loudest reference cell's mean square in the current block's span
-        self._t0: int | None = None  # start of the block in progress
-        self._fill = 0
-        self._d = np.zeros(self.block, np.float32)
-        self._y: np.ndarray | None = None  # echo estimate of the block in progress (None: passed through)
+        self._t0 = 0  # start of the block in progress
+        self._fill = 0  # samples of the block in progress received
+        self._on = False  # the block in progress has an echo estimate (else: passed through)
         self._next: int | None = None  # the caller sample expected next
-
     def reference(self, pcm: np.ndarray, at_sample: int) -> None:
         """Agent audio as it played at the carrier.
 
@@ -168,8 +197,13 @@ class EchoCanceller:
         x = _int16(pcm, "reference")
         if x.size == 0:
             return
-        self._ref.write(x.astype(np.float64), at_sample)
-        self._recell(at_sample, at_sample + x.size)
+        self._ref.write(x, at_sample)
+        b = self.block
+        if at_sample % b == 0 and x.size % b == 0 and at_sample >= 0:  # whole cells: from x itself
+            f = x.reshape(-1, b).astype(np.float64)
+            self._set_cells(at_sample // b, np.einsum("ij,ij->i", f, f))
+        else:
+            self._recell(at_sample, at_sample + x.size)
 
     def truncate_reference(self, at_sample: int) -> None:
         """Agent audio from ``at_sample`` on never played (a ``clear`` dropped it): forget it.
@@ -181,29 +215,74 @@ class EchoCanceller:
         self._ref.truncate(at_sample)
         if at_sample < end:
             self._recell(at_sample, end)
+            b, n = self.block, self._cells.size
+            lo = max(0, self._last_on - n + 1)
+            on = np.nonzero(self._cells[np.arange(lo, self._last_on + 1) % n] > self._active_e)[0]
+            self._last_on = int(lo + on[-1]) if on.size else -1
+
+    def set_delay(self, delay_ms: float | None) -> None:
+        """The echo path's delay, when known (:attr:`EchoPathEstimator.estimate`'s
+        ``delay_ms``): the filter narrows to ``short_tail_ms`` from ``pre_ms`` before it (four
+        times cheaper, and it converges faster with less misadjustment); ``None`` widens it
+        back. The weights learnt so far move with it (the taps both spans cover are kept).
+
+        Args:
+            delay_ms: echo delay, ms, or ``None``.
+        """
+        if delay_ms is None:
+            bulk, k = self._long
+        else:
+            bulk = int(round(delay_ms * self.sample_rate / 1000)) - self._pre
+            bulk, k = min(max(bulk, 0), self._max_bulk), self._short_k
+        if (bulk, k) == (self.bulk, self.partitions):
+            return
+        b = self.block
+        taps = np.fft.irfft(self.W, n=2 * b, axis=1)[:, :b].reshape(-1)  # lags bulk .. bulk + K B
+        new = np.zeros(k * b)
+        lo, hi = max(bulk, self.bulk), min(bulk + k * b, self.bulk + taps.size)
+        if hi > lo:
+            new[lo - bulk:hi - bulk] = taps[lo - self.bulk:hi - self.bulk]
+        pad = np.zeros((k, 2 * b))
+        pad[:, :b] = new.reshape(k, b)
+        adapted = self.adapted
+        self._place(bulk, k)
+        self.W[:] = np.fft.rfft(pad, axis=1)
+        self._pool.P[self._slot] = mdf.proportions(self.W[None])[0] if adapted else 0.99 / k
+        self._xt = None  # the spectra history is recomputed at the next block
+        self._on = False  # the block in progress was estimated with the old span: not adapted on
 
     def _recell(self, start: int, stop: int) -> None:
         """Recomputes the reference energy of every ``B``-cell touching ``[start, stop)``."""
-        b, n = self.block, self._cells.size
+        b = self.block
         lo = max(start // b, (self._ref.end - self._ref.capacity) // b + 1, 0)
         hi = -(-stop // b)
-        if hi <= lo:
-            return
-        seg = self._ref.read(lo * b, hi * b).reshape(-1, b)
-        idx = np.arange(lo, hi) % n
-        self._cells[idx] = np.einsum("ij,ij->i", seg, seg)
+        if hi > lo:
+            seg = self._ref.read(lo * b, hi * b).reshape(-1, b)
+            self._set_cells(lo, np.einsum("ij,ij->i", seg, seg))
+
+    def _set_cells(self, first: int, energies: np.ndarray) -> None:
+        """Stores the energies of cells ``first, first + 1, …`` and tracks the last active one."""
+        n = self._cells.size
+        i = first % n
+        k = min(energies.size, n - i)
+        self._cells[i:i + k] = energies[:k]
+        self._cells[:energies.size - k] = energies[k:]
+        on = np.nonzero(energies > self._active_e)[0]
+        if on.size:
+            self._last_on = max(self._last_on, first + int(on[-1]))
 
     def _active(self, t0: int) -> bool:
         """Whether any reference cell in the filter's span for the block at ``t0`` is active
         (the loudest cell's mean square goes to ``_refp``)."""
-        b = self.block
+        b, n = self.block, self._cells.size
         lo = (t0 - self.bulk) // b - self.partitions
         hi = -(-(t0 + b - self.bulk) // b)
-        lo = max(lo, hi - self._cells.size, 0)
+        lo = max(lo, hi - n, 0)
         self._refp = 0.0
-        if hi <= lo or (self._ref.end - self.bulk) <= lo * b:
+        if hi <= lo or self._last_on < lo:
             return False
-        top = float(self._cells[np.arange(lo, hi) % self._cells.size].max())
+        i, j = lo % n, hi % n
+        top = float(self._cells[i:j].max() if i < j else max(self._cells[i:].max(), self._cells[:j].max(initial=0.0)))
         if top <= self._active_e:
             return False
         self._refp = top / b
@@ -223,11 +302,39 @@ class EchoCanceller:
         """
         return cancel_many([self], [pcm], [at_sample])[0]
 
-    @property
-    def erle_hint_db(self) -> float:
-        """``-10 log10(leak)``: the filter's own estimate of the echo removed, dB (0 before
-        adaptation; at most 23 dB, the floor ``leak`` 0.005)."""
-        return float(-10 * np.log10(max(self.leak, 1e-9)))
+
+
+class _FastRing(_Ring):
+    """:class:`~gateway.audio.echo._Ring` with a faster read for the common case."""
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Samples ``[start, stop)`` as a new float64 array (zeros where unknown)."""
+        if self.end - self.capacity <= start and stop <= self.end:
+            i, j = start % self.capacity, stop % self.capacity
+            if i < j:
+                return self._buf[i:j].copy()
+        return super().read(start, stop)
+
+
+def _int16(pcm: np.ndarray, what: str) -> np.ndarray:
+    """``pcm`` as a 1-D int16 array; anything else is a caller bug."""
+    a = np.asarray(pcm)
+    if a.dtype != np.int16:
+        raise TypeError(f"{what} audio must be int16 PCM, not {a.dtype}")
+    return a.reshape(-1)
+
+
+
+class _FastRing(_Ring):
+    """:class:`~gateway.audio.echo._Ring` with a faster read for the common case."""
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Samples ``[start, stop)`` as a new float64 array (zeros where unknown)."""
+        if self.end - self.capacity <= start and stop <= self.end:
+            i, j = start % self.capacity, stop % self.capacity
+            if i < j:
+                return self._buf[i:j].copy()
+        return super().read(start, stop)
 
 
 def _int16(pcm: np.ndarray, what: str) -> np.ndarray:
@@ -242,8 +349,8 @@ def cancel_many(stages: Sequence[EchoCanceller], pcms: Sequence[np.ndarray],
                 at_samples: Sequence[int]) -> list[AecOut]:
     """Runs many calls' caller-leg chunks through their cancellers in one pass.
 
-    Stages with the same :attr:`EchoCanceller.key` share every FFT and partition product;
-    the output of each equals its own :meth:`EchoCanceller.process`.
+    Stages with the same :attr:`EchoCanceller.key` share every FFT and array operation (their
+    state lives in one pool); the output of each equals its own :meth:`EchoCanceller.process`.
 
     Args:
         stages: distinct cancellers (one per call).
@@ -262,25 +369,23 @@ def cancel_many(stages: Sequence[EchoCanceller], pcms: Sequence[np.ndarray],
     if len({id(s) for s in stages}) != len(stages):
         raise ValueError("a stage is listed twice")
     xs = [_int16(p, "caller") for p in pcms]
-    res = [x.astype(np.float32) for x in xs]
+    res = [x.astype(np.float64) for x in xs]
     echo = [np.zeros(x.size, np.float32) for x in xs]
     active = [False] * len(stages)
     refp = [0.0] * len(stages)
     pos = [0] * len(stages)
     for st, x, at in zip(stages, xs, at_samples):
         if st._next is not None and at != st._next:
-            st._fill, st._t0, st._y = 0, None, None  # a gap: drop the unfinished block
+            st._fill, st._on = 0, False  # a gap: drop the unfinished block
         if x.size:
             st._next = at + x.size
-    while True:
-        left = [i for i in range(len(stages)) if pos[i] < xs[i].size]
-        if not left:
-            break
+    left = [i for i in range(len(stages)) if xs[i].size]
+    while left:
         go = []
         for i in left:
             st = stages[i]
             if st._fill == 0:
-                st._t0, st._y = at_samples[i] + pos[i], None
+                st._t0, st._on = at_samples[i] + pos[i], False
                 if st._active(st._t0):
                     go.append(st)
         _grouped(go, _start)
@@ -288,9 +393,10 @@ def cancel_many(stages: Sequence[EchoCanceller], pcms: Sequence[np.ndarray],
         for i in left:
             st, p = stages[i], pos[i]
             k = min(st.block - st._fill, xs[i].size - p)
-            st._d[st._fill:st._fill + k] = res[i][p:p + k]
-            if st._y is not None:
-                seg = st._y[st._fill:st._fill + k]
+            pl, slot, f = st._pool, st._slot, st._fill
+            pl.D[slot, f:f + k] = res[i][p:p + k]
+            if st._on:
+                seg = pl.Y[slot, f:f + k]
                 res[i][p:p + k] -= seg
                 echo[i][p:p + k] = seg
                 active[i] = True
@@ -299,145 +405,46 @@ def cancel_many(stages: Sequence[EchoCanceller], pcms: Sequence[np.ndarray],
             pos[i] += k
             if st._fill == st.block:
                 st._fill = 0
-                if st._y is not None:
+                if st._on:
                     done.append(st)
-        _grouped(done, _adapt)
+        _grouped(done, lambda g: mdf.adapt(g[0]._pool, np.array([st._slot for st in g])))
+        left = [i for i in left if pos[i] < xs[i].size]
     return [AecOut(residual=np.clip(np.rint(r), -32768, 32767).astype(np.int16), echo=e,
-                   leak=float(st.leak), adapted=st.adapted, active=a, ref_power=q)
+                   leak=st.leak, adapted=st.adapted, active=a, ref_power=q)
             for st, r, e, a, q in zip(stages, res, echo, active, refp)]
 
 
+#: Stages per batched kernel call: the temporaries of 16 stages (≤ 123 KiB at 8 kHz with a
+#: 60 ms filter) stay under glibc's mmap threshold, so they are reused from the heap rather than
+#: page-faulted in on every call, which on the shared dev box cost more than the arithmetic.
+BATCH = 16
+
+
 def _grouped(stages: list[EchoCanceller], work) -> None:
-    """Calls ``work(group)`` once per group of stages with the same key."""
+    """Calls ``work(group)`` per group of up to :data:`BATCH` stages with the same key."""
     groups: dict[tuple, list[EchoCanceller]] = {}
     for st in stages:
         groups.setdefault(st.key, []).append(st)
     for group in groups.values():
-        work(group)
+        for i in range(0, len(group), BATCH):
+            work(group[i:i + BATCH])
 
 
-def _spectra(st: EchoCanceller, t0: int, count: int) -> np.ndarray:
-    """The reference spectra of the ``count`` blocks ending at ``t0 + B``, ``t0``, …,
-    ``[count, B + 1]`` complex64, scaled by ``1 / 2B`` (Speex's forward FFT)."""
-    b = st.block
-    r = st._ref.read(t0 - st.bulk - count * b, t0 - st.bulk + b).astype(np.float32)
-    idx = np.arange(count)[:, None] * -b + (count - 1) * b + np.arange(2 * b)[None, :]
-    return (np.fft.rfft(r[idx], axis=1) * np.float32(0.5 / b)).astype(np.complex64)
+def _history(st: EchoCanceller) -> np.ndarray:
+    """The reference spectra of the ``K`` blocks ending at ``t0 + B``, ``t0``, …, ``[K, B + 1]``."""
+    b, k = st.block, st.partitions
+    r = st._ref.read(st._t0 - st.bulk - k * b, st._t0 - st.bulk + b)
+    idx = np.arange(k)[:, None] * -b + (k - 1) * b + np.arange(2 * b)[None, :]
+    return mdf.spectra(r[idx])
 
 
 def _start(group: list[EchoCanceller]) -> None:
-    """Starts a block in every stage of ``group``: the newest reference spectrum (one FFT for
-    all), the spectra history (recomputed where stale) and the echo estimate."""
-    b = group[0].block
-    r = np.stack([st._ref.read(st._t0 - st.bulk - b, st._t0 - st.bulk + b) for st in group]).astype(np.float32)
-    spec = (np.fft.rfft(r, axis=1) * np.float32(0.5 / b)).astype(np.complex64)
-    sxx = np.einsum("mn,mn->m", r[:, b:], r[:, b:])
-    for st, s, e in zip(group, spec, sxx):
-        if st._xt == st._t0 - b:
-            st.X[1:] = st.X[:-1]
-            st.X[0] = s
-        else:  # after a pass-through or a gap: the whole history from the ring
-            st.X[:] = _spectra(st, st._t0, st.partitions)
-        st._xt = st._t0
-        st._sxx = float(e)
-    W = np.stack([st.W for st in group])
-    X = np.stack([st.X for st in group])
-    y = np.fft.irfft(np.einsum("mkf,mkf->mf", W, X), n=2 * b, axis=1)[:, b:] * np.float32(2 * b)
-    for st, yi in zip(group, y.astype(np.float32)):
-        st._y = yi
-
-
-def _adapt(group: list[EchoCanceller]) -> None:
-    """Adapts every stage of ``group`` on its completed block (Speex ``mdf.c``'s update, float
-    build: the leak estimate, the residual-to-error ratio, the per-bin learning rate, the
-    proportionate partition weights and one AUMDF constraint)."""
-    st0 = group[0]
-    b, k, rate = st0.block, st0.partitions, st0.sample_rate
-    n, m = 2 * b, len(group)
-    scale = np.float32(0.5 / b)
-    d = np.stack([st._d for st in group])
-    y = np.stack([st._y for st in group])
-    e = d - y
-    see = np.maximum(np.einsum("mn,mn->m", e, e).astype(np.float64), n * 100 / 64)
-    syy = np.einsum("mn,mn->m", y, y).astype(np.float64)
-    sey = np.einsum("mn,mn->m", e, y).astype(np.float64)
-    sxx = np.array([st._sxx for st in group])
-    z = np.zeros((2 * m, n), np.float32)
-    z[:m, b:] = e
-    z[m:, b:] = y
-    spec = np.fft.rfft(z, axis=1) * scale
-    E = spec[:m].astype(np.complex64)
-    rf = (E.real ** 2 + E.imag ** 2)
-    yf = (spec[m:].real ** 2 + spec[m:].imag ** 2).astype(np.float32)
-    W = np.stack([st.W for st in group])
-    X = np.stack([st.X for st in group])
-    xf = X[:, 0].real ** 2 + X[:, 0].imag ** 2
-    ss = 0.35 / k
-    power = np.stack([st.power for st in group]) * np.float32(1 - ss) + np.float32(1) + np.float32(ss) * xf
-    eh = np.stack([st.Eh for st in group])
-    yh = np.stack([st.Yh for st in group])
-    de, dy = rf - eh, yf - yh
-    pyy_new = np.sqrt(np.einsum("mf,mf->m", dy, dy).astype(np.float64))
-    pey_new = np.einsum("mf,mf->m", de, dy).astype(np.float64) / np.maximum(pyy_new, 1e-12)
-    sa = np.float32(b / rate)
-    eh += sa * de
-    yh += sa * dy
-    alpha = np.minimum(2.0 * b / rate * syy, 0.5 * b / rate * see) / see
-    pey = np.array([st.Pey for st in group]) * (1 - alpha) + alpha * pey_new
-    pyy = np.maximum(np.array([st.Pyy for st in group]) * (1 - alpha) + alpha * pyy_new, 1.0)
-    pey = np.clip(pey, _MIN_LEAK * pyy, pyy)
-    leak = pey / pyy
-    rer = np.minimum(np.maximum((1e-4 * sxx + 3.0 * leak * syy) / see, sey * sey / (1 + see * syy)), 0.5)
-    adapted = np.array([st.adapted for st in group])
-    sum_adapt = np.array([st.sum_adapt for st in group])
-    adapted |= (sum_adapt > k) & (leak > 0.03)
-    # learning rate per bin: adapted (Valin's residual-to-error ratio) or the temporary one
-    r = np.minimum(leak[:, None].astype(np.float32) * yf, 0.5 * (rf + 1))
-    r = 0.7 * r + 0.3 * rer[:, None].astype(np.float32) * (rf + 1)
-    mu_ad = r / ((rf + 1) * (power + 10))
-    rate0 = np.where(sxx > n * 1000 / 64, np.minimum(0.25 * sxx, 0.25 * see) / see, 0.0)
-    mu_un = rate0[:, None].astype(np.float32) / (power + 10)
-    mu = np.where(adapted[:, None], mu_ad, mu_un).astype(np.float32)
-    sum_adapt = np.where(adapted, sum_adapt, sum_adapt + rate0)
-    prop = np.stack([st.prop for st in group])
-    if adapted.any():
-        prop = np.where(adapted[:, None], _prop(W), prop)
-    W += prop[:, :, None] * np.conj(X) * (mu * E)[:, None, :]
-    _constrain(W, [st.count for st in group], b)
-    ok = np.isfinite(W).all(axis=(1, 2))
-    for i, st in enumerate(group):
-        if not ok[i]:  # never seen; Speex resets a filter that went bad, so do we
-            st.W[:] = 0
-            st.adapted, st.sum_adapt, st.leak = False, 0.0, 1.0
-            continue
-        st.W[:] = W[i]
-        st.power[:] = power[i]
-        st.Eh[:] = eh[i]
-        st.Yh[:] = yh[i]
-        st.prop[:] = prop[i]
-        st.Pey, st.Pyy, st.leak = float(pey[i]), float(pyy[i]), float(leak[i]) if adapted[i] else 1.0
-        st.adapted, st.sum_adapt = bool(adapted[i]), float(sum_adapt[i])
-        st.count += 1
-
-
-def _prop(W: np.ndarray) -> np.ndarray:
-    """Proportionate step per partition (``mdf_adjust_prop``): each partition's share of the
-    filter's magnitude plus a tenth of the largest, summing to 0.99. ``[m, K]`` float32."""
-    f = W.shape[2]
-    p = np.sqrt(1e-6 * f + np.einsum("mkf,mkf->mk", W.real, W.real) + np.einsum("mkf,mkf->mk", W.imag, W.imag))
-    p += 0.1 * p.max(axis=1, keepdims=True)
-    return (0.99 * p / p.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-def _constrain(W: np.ndarray, counts: list[int], b: int) -> None:
-    """Zeroes the second half of the impulse response of partition 0 and of partition
-    ``1 + count % (K - 1)`` of each stage (AUMDF), in place."""
-    m, k, _ = W.shape
-    rows = np.arange(m)
-    parts = [np.zeros(m, int)]
-    if k > 1:
-        parts.append(1 + np.array(counts) % (k - 1))
-    for j in parts:
-        w = np.fft.irfft(W[rows, j], n=2 * b, axis=1)
-        w[:, b:] = 0.0
-        W[rows, j] = np.fft.rfft(w, axis=1).astype(np.complex64)
+    """Starts a block in every stage of ``group``: reference spectra and echo estimate."""
+    b, pl = group[0].block, group[0]._pool
+    newest = np.stack([st._ref.read(st._t0 - st.bulk - b, st._t0 - st.bulk + b) for st in group])
+    shift = np.array([st._xt == st._t0 - b for st in group])
+    for st, sh in zip(group, shift):
+        if not sh:  # after a pass-through, a gap or a new span: the whole history from the ring
+            pl.X[st._slot] = _history(st)
+        st._xt, st._on = st._t0, True
+    mdf.predict(pl, np.array([st._slot for st in group]), newest, shift)

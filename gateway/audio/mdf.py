@@ -1,0 +1,206 @@
+"""The batched MDF kernels behind :mod:`gateway.audio.aec`, and the pool that holds their state.
+
+Every canceller with one geometry (sample rate, block ``B``, partitions ``K``) keeps its
+adaptive-filter state in one row ("slot") of a shared :class:`Pool`, so a tick's work for many
+calls is one gather, a few array operations and one scatter, not a Python loop per call.
+Spectra use numpy's real FFT in float64 (in numpy 2.4 a float32 real FFT of 320 points costs
+about six times a float64 one) with Speex's scaling: the forward transform is divided by the
+FFT size ``2 B``, so Speex's constants keep their meaning on int16-scale samples.
+
+The update is Speex ``libspeexdsp/mdf.c`` (float build, single path): the leak estimate (the
+regression of the error's power spectrum on the echo estimate's), the residual-to-error ratio
+``RER``, the per-bin learning rate ``mu = (0.7 min(leak Yf, Rf / 2) + 0.3 RER Rf) / (Rf (P + 10))``
+once adapted, the temporary rate ``min(Sxx, See) / (4 See (P + 10))`` before, the
+proportionate partition weights and the AUMDF constraint (partition 0 and one other per block).
+Two departures: the proportionate weights use a floor of ``1e-6`` per bin instead of Speex's
+``1`` (our echoes are 12–45 dB down, where Speex's floor would make them uniform), and the
+initial partition weights are uniform (Speex's decay towards late partitions suits a
+loudspeaker next to the microphone, not a 40–200 ms line delay).
+
+The pool grows by doubling and never shrinks: its size is the peak number of live cancellers
+(a slot returns to the pool when its canceller is garbage-collected).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["Pool", "adapt", "pool", "predict"]
+
+MIN_LEAK = 0.005  # mdf.c: "we don't really hope to get better than 33 dB attenuation anyway"
+# columns of Pool.V
+PEY, PYY, LEAK, SUM_ADAPT, ADAPTED, COUNT, SXX = range(7)
+
+
+class Pool:
+    """The state of every canceller with one geometry, one row per canceller.
+
+    Arrays (``cap`` rows): ``W`` filter spectra ``[K, B + 1]``, ``X`` reference spectra history
+    ``[K, B + 1]`` (newest first), ``S`` smoothed spectra ``[3, B + 1]`` (far-end power, error
+    and echo-estimate averages), ``P`` partition weights ``[K]``, ``V`` scalars ``[7]``
+    (``PEY`` … ``SXX``), ``D`` the caller block in progress ``[B]``, ``Y`` its echo estimate.
+    """
+
+    def __init__(self, rate: int, block: int, partitions: int) -> None:
+        self.rate, self.block, self.partitions = rate, block, partitions
+        self.cap = 0
+        self._used = 0
+        self._free: list[int] = []
+        self._grow(8)
+
+    def _grow(self, cap: int) -> None:
+        k, f, b = self.partitions, self.block + 1, self.block
+        shapes = {"W": ((k, f), complex), "X": ((k, f), complex), "S": ((3, f), float), "P": ((k,), float),
+                  "V": ((7,), float), "D": ((b,), float), "Y": ((b,), float)}
+        for name, (shape, dtype) in shapes.items():
+            new = np.zeros((cap,) + shape, dtype)
+            if self.cap:
+                new[:self.cap] = getattr(self, name)
+            setattr(self, name, new)
+        self.cap = cap
+
+    def take(self) -> int:
+        """A fresh slot (zeroed, initial weights)."""
+        if self._free:
+            slot = self._free.pop()
+        else:
+            if self._used == self.cap:
+                self._grow(2 * self.cap)
+            slot, self._used = self._used, self._used + 1
+        self.clear(slot)
+        return slot
+
+    def clear(self, slot: int) -> None:
+        """Zeroes one slot's filter and averages."""
+        for a in (self.W, self.X, self.S, self.V, self.D, self.Y):
+            a[slot] = 0
+        self.P[slot] = 0.99 / self.partitions
+        self.V[slot, [PEY, PYY, LEAK]] = 1.0
+
+    def give(self, slot: int) -> None:
+        """Returns a slot (its canceller is gone)."""
+        self._free.append(slot)
+
+    @property
+    def live(self) -> int:
+        """Slots in use."""
+        return self._used - len(self._free)
+
+
+_POOLS: dict[tuple[int, int, int], Pool] = {}
+
+
+def pool(rate: int, block: int, partitions: int) -> Pool:
+    """The process's pool for one geometry."""
+    key = (rate, block, partitions)
+    if key not in _POOLS:
+        _POOLS[key] = Pool(rate, block, partitions)
+    return _POOLS[key]
+
+
+def spectra(blocks: np.ndarray) -> np.ndarray:
+    """Speex-scaled real spectra of ``[..., 2B]`` blocks: ``rfft / 2B``."""
+    return np.fft.rfft(blocks, axis=-1) * (1.0 / blocks.shape[-1])
+
+
+def predict(p: Pool, slots: np.ndarray, newest: np.ndarray, shift: np.ndarray) -> None:
+    """Starts a block in each slot: pushes the newest reference spectrum (rows where
+    ``shift``; other rows' histories were already filled) and writes the echo estimate to
+    ``p.Y``.
+
+    Args:
+        p: the pool.
+        slots: int ``[m]`` distinct slots.
+        newest: float64 ``[m, 2B]``, each slot's reference ``[t0 - B, t0 + B)`` (bulk delay
+            applied).
+        shift: bool ``[m]``, whose history moves down by one block.
+    """
+    b = p.block
+    spec = spectra(newest)
+    p.V[slots, SXX] = np.einsum("mn,mn->m", newest[:, b:], newest[:, b:])
+    s = slots[shift]
+    if s.size:
+        if p.partitions > 1:
+            p.X[s, 1:] = p.X[s, :-1]
+        p.X[s, 0] = spec[shift]
+    W, X = p.W[slots], p.X[slots]
+    Y = W[:, 0] * X[:, 0]
+    for j in range(1, p.partitions):
+        Y += W[:, j] * X[:, j]
+    p.Y[slots] = np.fft.irfft(Y, n=2 * b, axis=1)[:, b:] * (2 * b)
+
+
+def adapt(p: Pool, slots: np.ndarray) -> None:
+    """Adapts each slot's filter on its completed block ``p.D`` (echo estimate ``p.Y``)."""
+    b, k, m = p.block, p.partitions, slots.size
+    n = 2 * b
+    d, y, v = p.D[slots], p.Y[slots], p.V[slots]
+    e = d - y
+    see = np.maximum(np.einsum("mn,mn->m", e, e), n * 100 / 64)
+    syy = np.einsum("mn,mn->m", y, y)
+    sey = np.einsum("mn,mn->m", e, y)
+    sxx = v[:, SXX]
+    z = np.zeros((2 * m, n))
+    z[:m, b:] = e
+    z[m:, b:] = y
+    spec = spectra(z)
+    E = spec[:m]
+    rf = E.real ** 2 + E.imag ** 2
+    yf = spec[m:].real ** 2 + spec[m:].imag ** 2
+    W, X, S = p.W[slots], p.X[slots], p.S[slots]
+    ss = 0.35 / k
+    power = S[:, 0] * (1 - ss) + 1.0 + ss * (X[:, 0].real ** 2 + X[:, 0].imag ** 2)
+    de, dy = rf - S[:, 1], yf - S[:, 2]
+    pyy_new = np.sqrt(np.einsum("mf,mf->m", dy, dy))
+    pey_new = np.einsum("mf,mf->m", de, dy) / np.maximum(pyy_new, 1e-12)
+    S[:, 0] = power
+    S[:, 1] += (b / p.rate) * de
+    S[:, 2] += (b / p.rate) * dy
+    alpha = np.minimum(2.0 * b / p.rate * syy, 0.5 * b / p.rate * see) / see
+    pyy = np.maximum(v[:, PYY] * (1 - alpha) + alpha * pyy_new, 1.0)
+    pey = np.clip(v[:, PEY] * (1 - alpha) + alpha * pey_new, MIN_LEAK * pyy, pyy)
+    leak = pey / pyy
+    rer = np.minimum(np.maximum((1e-4 * sxx + 3.0 * leak * syy) / see, sey * sey / (1 + see * syy)), 0.5)
+    adapted = (v[:, ADAPTED] > 0) | ((v[:, SUM_ADAPT] > k) & (leak > 0.03))
+    rate0 = np.where(sxx > n * 1000 / 64, np.minimum(0.25 * sxx, 0.25 * see) / see, 0.0)
+    rf1 = rf + 1.0
+    r = 0.7 * np.minimum(leak[:, None] * yf, 0.5 * rf1) + 0.3 * rer[:, None] * rf1
+    mu = np.where(adapted[:, None], r / rf1, rate0[:, None]) / (power + 10.0)
+    prop = p.P[slots]
+    if adapted.any():
+        prop = np.where(adapted[:, None], proportions(W), prop)
+    G = mu * E
+    for j in range(k):
+        W[:, j] += prop[:, j:j + 1] * np.conj(X[:, j]) * G
+    constrain(W, v[:, COUNT].astype(int), b)
+    bad = ~np.isfinite(W).all(axis=(1, 2))
+    v[:, PEY], v[:, PYY], v[:, LEAK] = pey, pyy, np.where(adapted, leak, 1.0)
+    v[:, SUM_ADAPT] = np.where(adapted, v[:, SUM_ADAPT], v[:, SUM_ADAPT] + rate0)
+    v[:, ADAPTED] = adapted
+    v[:, COUNT] += 1
+    p.W[slots], p.S[slots], p.P[slots], p.V[slots] = W, S, prop, v
+    for slot in slots[bad]:  # never seen; Speex resets a filter that went bad, so do we
+        p.clear(int(slot))
+
+
+def proportions(W: np.ndarray) -> np.ndarray:
+    """Proportionate step per partition (``mdf_adjust_prop``): each partition's share of the
+    filter's magnitude plus a tenth of the largest, summing to 0.99. ``[m, K]``."""
+    f = W.shape[2]
+    mag = np.sqrt(1e-6 * f + np.einsum("mkf,mkf->mk", W.real, W.real) + np.einsum("mkf,mkf->mk", W.imag, W.imag))
+    mag += 0.1 * mag.max(axis=1, keepdims=True)
+    return 0.99 * mag / mag.sum(axis=1, keepdims=True)
+
+
+def constrain(W: np.ndarray, counts: np.ndarray, b: int) -> None:
+    """Zeroes the second half of the impulse response of partition 0 and of partition
+    ``1 + count % (K - 1)`` of each row (AUMDF), in place."""
+    m, k, _ = W.shape
+    rows = np.arange(m)
+    parts = [np.zeros(m, int)]
+    if k > 1:
+        parts.append(1 + counts % (k - 1))
+    for j in parts:
+        w = np.fft.irfft(W[rows, j], n=2 * b, axis=1)
+        w[:, b:] = 0.0
+        W[rows, j] = np.fft.rfft(w, axis=1)
