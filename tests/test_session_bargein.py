@@ -20,20 +20,22 @@ from gateway.audio.vad import VadGate, VoiceDetector
 from gateway.carriers.twilio import TwilioAdapter
 from gateway.codecs.transcode import encode
 from gateway.engine import MediaEngine
-from gateway.formats import Encoding
+from gateway.formats import PCMU_8K, Encoding
 from gateway.llm import base as llm
 from gateway.session import CallHooks, CallPolicy, CallSession
 from gateway.session.bargein import BargeInConfig
 from gateway.session.policies import MuteCaller, Policy, StopAgentAudio
 from gateway.simulator.dialects import TwilioCaller
-from gateway.vadrun import DirectVad, VadEnd, VadStart
+from gateway.vadrun import DirectVad, VadEnd, VadFactory, VadStart
+from tests.engine.test_engine_vad import frames_of, speech
 from tests.test_session import FakeBridge, MemoryTransport, ScriptedVad, VirtualClock
 
 FRAME = 160  # 20 ms of 8 kHz μ-law
 REPLY_FRAMES = 100  # a 2 s reply
 _t = np.arange(FRAME) / 8000.0
-VOICE = encode((8000 * np.sin(2 * np.pi * 440 * _t)).astype(np.int16), Encoding.PCMU)
-SILENCE = b"\xff" * FRAME
+_NOISE = np.random.default_rng(7).normal(0, 32768 * 10 ** (-60 / 20), FRAME)  # line noise, -60 dBFS
+VOICE = encode(np.rint(8000 * np.sin(2 * np.pi * 440 * _t) + _NOISE).astype(np.int16), Encoding.PCMU)
+SILENCE = encode(np.rint(_NOISE).astype(np.int16), Encoding.PCMU)
 #: The caller's frames arrive every 20 ms, each the 20 ms before its arrival: voiced from 600 ms
 #: on, the voice begins at 580 ms on the call's clock.
 ONSET = 580
@@ -58,8 +60,9 @@ def energy_vad() -> DirectVad:
 
 
 def reply() -> bytes:
-    """The agent's reply: frame ``k`` all byte ``0x20 + k % 90`` (to check order)."""
-    return b"".join(bytes([0x20 + k % 90]) * FRAME for k in range(REPLY_FRAMES))
+    """The agent's reply, quiet (μ-law bytes 0xF0–0xFE: under 0.5 % of full scale) and each
+    frame distinct (frame ``k``: two bytes from ``k``, repeated), to check the order it played in."""
+    return b"".join(bytes([0xF0 + k % 15, 0xF0 + k // 15]) * (FRAME // 2) for k in range(REPLY_FRAMES))
 
 
 class Carrier:
@@ -126,9 +129,10 @@ def make(mode: str, *, interruptible: bool = True, vad=None, engine: MediaEngine
 
 
 async def drive(session, clock, transport, bridge, dialect, *, speak: tuple[float, float], until_ms: float = 3500,
-                engine: MediaEngine | None = None, at: dict | None = None):
+                engine: MediaEngine | None = None, at: dict | None = None, voice: list[bytes] | None = None):
     """Run the call: the reply queued at 0, the caller voiced from ``speak[0]`` for ``speak[1]``
-    ms (silent otherwise), ``at``: {ms: coroutine function} run once at that time; then stop."""
+    ms (silent otherwise; ``voice``: these frames from ``speak[0]`` instead of the tone, then
+    silence), ``at``: {ms: coroutine function} run once at that time; then stop."""
     carrier = Carrier(transport, dialect)
     bridge.queue.put_nowait(llm.Transcript("agent", "one two three four five six seven eight nine ten", "item_1"))
     bridge.queue.put_nowait(llm.AudioOut("item_1", reply()))
@@ -143,8 +147,12 @@ async def drive(session, clock, transport, bridge, dialect, *, speak: tuple[floa
             for when in [w for w in pending if w <= now]:
                 await pending.pop(when)()
             if step % 4 == 0:
-                voiced = speak[0] <= now < speak[0] + speak[1]
-                transport.inbox.put_nowait(dialect.media(VOICE if voiced else SILENCE))
+                k = int((now - speak[0]) // 20)
+                if voice is not None:
+                    frame = voice[k] if 0 <= k < len(voice) else SILENCE
+                else:
+                    frame = VOICE if speak[0] <= now < speak[0] + speak[1] else SILENCE
+                transport.inbox.put_nowait(dialect.media(frame))
                 if engine is not None:
                     for _ in range(5):
                         await asyncio.sleep(0)
@@ -340,3 +348,32 @@ def test_barge_in_settings_are_checked():
     with pytest.raises(ValueError, match="commit_ms"):
         BargeInConfig("pause_then_commit", commit_ms=10)
     assert not BargeInConfig("off").enabled and BargeInConfig().mode == "immediate"
+
+
+def recorded_speech(first_frame: int, frames: int) -> list[bytes]:
+    """``frames`` 20 ms μ-law frames of a real recording (cards-003: speech from about frame 5
+    to frame 75), from ``first_frame``."""
+    return frames_of(speech("cards-003.wav", 8000), 8000, PCMU_8K)[first_frame:first_frame + frames]
+
+
+@pytest.mark.parametrize("kind", ["silero", "webrtc"])
+async def test_recorded_speech_on_the_engine_a_word_resumes_and_a_sentence_commits(kind):
+    """The session's own VAD (Silero or WebRTC, the barge-in confirmation of the operator's
+    default) on the media engine, over a real recording: 240 ms of it pauses and resumes; 1.2 s
+    commits at 400 ms of voice."""
+    factory = VadFactory(kind, barge_in_min_speech_ms=96, batched=False, pregate="off")
+    got = {}
+    for label, voice in (("word", recorded_speech(14, 12)), ("sentence", recorded_speech(8, 60))):
+        engine = MediaEngine(scheduled=False)
+        session, clock, transport, bridge, dialect = make("pause_then_commit", engine=engine,
+                                                          vad=factory.create(8000))  # fmt: skip
+        outcome, carrier = await drive(session, clock, transport, bridge, dialect, speak=(600, 0), engine=engine,
+                                       voice=voice)  # fmt: skip
+        got[label] = (kinds(outcome), len(carrier.clears), carrier.played())
+        if label == "sentence":
+            barge = event(outcome, "barge_in")
+            onset = event(outcome, "barge_in_paused")["data"]["onsetMs"]  # where the VAD found it
+            assert 400 <= barge["data"]["voicedMs"] < 500 and 398 <= barge["at_ms"] - onset <= 520  # whole ms
+    assert got["word"][:2] == (["barge_in_paused", "barge_in_resumed"], 0)
+    assert got["word"][2] == [reply()[k * FRAME:(k + 1) * FRAME] for k in range(REPLY_FRAMES)]
+    assert got["sentence"][:2] == (["barge_in_paused", "barge_in"], 1)
