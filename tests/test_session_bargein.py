@@ -377,3 +377,31 @@ async def test_recorded_speech_on_the_engine_a_word_resumes_and_a_sentence_commi
     assert got["word"][:2] == (["barge_in_paused", "barge_in_resumed"], 0)
     assert got["word"][2] == [reply()[k * FRAME:(k + 1) * FRAME] for k in range(REPLY_FRAMES)]
     assert got["sentence"][:2] == (["barge_in_paused", "barge_in"], 1)
+
+
+async def test_a_pause_no_caller_audio_decides_resumes_after_its_grace():
+    """The carrier stops sending the caller's audio mid-pause: nothing can decide it, so it
+    resumes (``timeout``) once commit + resume gap + grace have passed."""
+    session, clock, transport, bridge, dialect = make("pause_then_commit")
+    carrier = Carrier(transport, dialect)
+    bridge.queue.put_nowait(llm.AudioOut("item_1", reply()))
+
+    async def caller():
+        while clock.t < 4.5:
+            carrier.step(clock.t * 1000)
+            if clock.t < 0.78 and round(clock.t * 1000) % 20 == 0:  # voiced from 600 ms, then nothing
+                transport.inbox.put_nowait(dialect.media(VOICE if clock.t >= 0.6 else SILENCE))
+            await clock.sleep(0.005)
+        transport.inbox.put_nowait(dialect.stop())
+
+    driver = asyncio.create_task(clock.drive())
+    task = asyncio.create_task(caller())
+    try:
+        outcome = await asyncio.wait_for(session.run(), 20)
+    finally:
+        driver.cancel()
+        task.cancel()
+    assert kinds(outcome) == ["barge_in_paused", "barge_in_resumed"]
+    resumed = event(outcome, "barge_in_resumed")
+    assert resumed["data"]["reason"] == "timeout" and 1600 <= resumed["data"]["pausedMs"] <= 1600 + 260
+    assert not carrier.clears and len(carrier.played()) == REPLY_FRAMES

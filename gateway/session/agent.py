@@ -40,7 +40,7 @@ from gateway.audio.tones import dtmf_sequence
 from gateway.carriers.events import StreamDtmf
 from gateway.codecs.transcode import encode
 from gateway.llm import base as llm
-from gateway.session.bargein import BargeInConfig, PauseGate, PauseInput
+from gateway.session.bargein import PAUSE_GRACE_MS, BargeInConfig, PauseGate, PauseInput
 from gateway.session.common import CallStats
 from gateway.session.playout import Playout
 from gateway.session.policies import AudioGate, EndCall, Policy
@@ -211,6 +211,13 @@ class AgentAudio:
         """The VAD's end of speech while paused: the verdict on the voiced span so far."""
         await self._decide(self._pause.speech_ended())
 
+    async def check_pause(self) -> None:
+        """Resume a pause no caller audio decided in time (``timeout``; the session's policy
+        tick asks): commit + resume gap + :data:`~gateway.session.bargein.PAUSE_GRACE_MS`."""
+        limit_ms = self.barge.commit_ms + self.barge.resume_gap_ms + PAUSE_GRACE_MS
+        if self._pause.paused and self._ms() - self._paused_at_ms > limit_ms:
+            await self.resume("timeout")
+
     async def _decide(self, verdict: PauseInput | None) -> None:
         if verdict is PauseInput.RESUME:
             await self.resume("short")
@@ -224,7 +231,8 @@ class AgentAudio:
         """End a pause by playing on from the next unsent frame (no-op if not paused).
 
         Journal ``barge_in_resumed`` with ``reason`` (``short``: the caller's speech was shorter
-        than the commit threshold; ``played_out``; ``muted``), ``pausedMs`` and ``voicedMs``.
+        than the commit threshold; ``played_out``; ``muted``; ``timeout``), ``pausedMs`` and
+        ``voicedMs``.
         """
         if not self._pause.paused:
             return

@@ -32,7 +32,7 @@ from typing import Literal, get_args
 
 __all__ = [
     "BargeInMode", "BARGE_IN_MODES", "BargeInConfig", "COMMIT_MS", "RESUME_GAP_MS",
-    "PauseState", "PauseInput", "TRANSITIONS", "BargeInStateError", "PauseGate",
+    "PauseState", "PauseInput", "TRANSITIONS", "BargeInStateError", "PauseGate", "PAUSE_GRACE_MS",
 ]  # fmt: skip
 
 BargeInMode = Literal["off", "immediate", "pause_then_commit"]
@@ -46,6 +46,9 @@ COMMIT_MS = 400.0
 #: resumes. Longer than the gaps inside one word's voicing (stops, 50–150 ms), far shorter than
 #: the VAD's end of speech (``vad_min_silence_ms``, 600 ms).
 RESUME_GAP_MS = 200.0
+#: A pause the caller's audio has not decided within ``commit_ms + resume_gap_ms`` plus this
+#: (ms) resumes (``timeout``): the caller's audio stopped arriving, so nothing will decide it.
+PAUSE_GRACE_MS = 1000.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -397,6 +397,7 @@ class CallSession(InboundSide):
                 last = playout.playing_at
             for policy in self._policies:
                 await self._act(policy.on_tick(now, last))
+            await self._agent.check_pause()  # type: ignore[union-attr]
             due = self._agent.due_end(now)  # type: ignore[union-attr]
             if due is not None:
                 end, by_limit = due
