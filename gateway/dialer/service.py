@@ -40,6 +40,7 @@ from typing import Any, Literal
 from starlette.requests import HTTPConnection
 
 from gateway.api.urls import public_url, stream_url
+from gateway.carriers.instructions import stream_format
 from gateway.config import Settings
 from gateway.dialer.base import (
     CarrierError,
@@ -170,6 +171,7 @@ class OutboundService:
         kind, settings = call.connection_type, self.settings
         details = call.outbound or {}
         config = call.call_config()
+        codec, rate = stream_format(kind)  # as the inbound instruction documents ask
         return OutboundRequest(
             call_id=call.id,
             to=call.to_number or "",
@@ -179,6 +181,8 @@ class OutboundService:
             answer_url=public_url(settings, conn, answer_path(kind, call.id)),
             ring_timeout_s=int(details.get("ringTimeout", 30)),
             max_duration_s=int(config.max_duration_s) + CARRIER_LIMIT_MARGIN_S,
+            codec=codec,
+            sample_rate=rate,
             parameters={"callId": call.id},
         )
 
