@@ -37,8 +37,10 @@ __all__ = ["CallerPath", "TickCallerPath", "MAX_UNREAD_MS"]
 
 #: Caller audio a session on the media engine may leave untaken (ms) before its call ends
 #: ``caller_stalled``: per frame, a stuck model send holds the carrier task (and the carrier's
-#: TCP); per tick, the carrier task goes on reading, so this is the bound instead.
-MAX_UNREAD_MS = 5000.0
+#: TCP); per tick, the carrier task goes on reading, so this is the bound instead. 15 s: a
+#: few seconds of a starved machine (every call's task late at once) must not end healthy
+#: calls, and the backlog stays small (15 s of 16 kHz L16 is 480 KB).
+MAX_UNREAD_MS = 15000.0
 
 
 class CallerPath:
@@ -72,6 +74,8 @@ class CallerPath:
     ) -> None:
         self.fmt = fmt
         self.echo = echo
+        if echo is not None:
+            echo.bind(vad)  # its double-talk rule judges the VAD's chunks
         self.vad = vad
         self._send = send_to_model
         self._recorder = recorder

@@ -108,13 +108,21 @@ async def test_a_stuck_model_send_ends_the_call_instead_of_buffering_without_bou
     bridge.send_audio = StuckBridgeSend()  # the first 100 ms message never leaves
     task = asyncio.create_task(session.run())
     await asyncio.sleep(0.1)
-    for f in frames * 3:  # 6 s more, which the stuck caller task never takes
+    for f in frames * 8:  # 16 s more (past MAX_UNREAD_MS), which the stuck caller task never takes
         session.transport.inbox.put_nowait(TwilioCaller().media(f))
-    while session.stats.frames_in < 10 + 3 * len(frames):
+    while session.stats.frames_in < 10 + 8 * len(frames):
         await asyncio.sleep(0.005)
-    await asyncio.sleep(0.05)  # a tick delivers the backlog
-    session.transport.inbox.put_nowait(TwilioCaller().media(frames[0]))
-    outcome = await asyncio.wait_for(task, 10)
+
+    async def keep_talking():  # the carrier goes on sending while the ticks deliver the backlog
+        while True:
+            session.transport.inbox.put_nowait(TwilioCaller().media(frames[0]))
+            await asyncio.sleep(0.02)
+
+    talker = asyncio.create_task(keep_talking())
+    try:
+        outcome = await asyncio.wait_for(task, 10)
+    finally:
+        talker.cancel()
     assert (outcome.status, outcome.end_reason, outcome.error_code) == ("failed", "caller_stalled", "caller_stalled")
     assert engine.lanes == 0
 
