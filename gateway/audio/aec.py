@@ -236,20 +236,26 @@ class EchoCanceller:
             bulk, k = min(max(bulk, 0), self._max_bulk), self._short_k
         if (bulk, k) == (self.bulk, self.partitions):
             return
+        moved = [self._moved(a, bulk, k) for a in (self.W, self._pool.F[self._slot])]
+        adapted = self.adapted
+        self._place(bulk, k)
+        self.W[:], self._pool.F[self._slot] = moved
+        self._pool.P[self._slot] = mdf.proportions(self.W[None])[0] if adapted else 0.99 / k
+        self._xt = None  # the spectra history is recomputed at the next block
+        self._on = False  # the block in progress was estimated with the old span: not adapted on
+
+    def _moved(self, spectra: np.ndarray, bulk: int, k: int) -> np.ndarray:
+        """A filter's spectra ``[K, B + 1]`` re-cut to ``k`` partitions from lag ``bulk`` (taps
+        both spans cover are kept, others are zero)."""
         b = self.block
-        taps = np.fft.irfft(self.W, n=2 * b, axis=1)[:, :b].reshape(-1)  # lags bulk .. bulk + K B
+        taps = np.fft.irfft(spectra, n=2 * b, axis=1)[:, :b].reshape(-1)  # lags bulk .. bulk + K B
         new = np.zeros(k * b)
         lo, hi = max(bulk, self.bulk), min(bulk + k * b, self.bulk + taps.size)
         if hi > lo:
             new[lo - bulk:hi - bulk] = taps[lo - self.bulk:hi - self.bulk]
         pad = np.zeros((k, 2 * b))
         pad[:, :b] = new.reshape(k, b)
-        adapted = self.adapted
-        self._place(bulk, k)
-        self.W[:] = np.fft.rfft(pad, axis=1)
-        self._pool.P[self._slot] = mdf.proportions(self.W[None])[0] if adapted else 0.99 / k
-        self._xt = None  # the spectra history is recomputed at the next block
-        self._on = False  # the block in progress was estimated with the old span: not adapted on
+        return np.fft.rfft(pad, axis=1)
 
     def _recell(self, start: int, stop: int) -> None:
         """Recomputes the reference energy of every ``B``-cell touching ``[start, stop)``."""
@@ -396,7 +402,7 @@ def cancel_many(stages: Sequence[EchoCanceller], pcms: Sequence[np.ndarray],
             pl, slot, f = st._pool, st._slot, st._fill
             pl.D[slot, f:f + k] = res[i][p:p + k]
             if st._on:
-                seg = pl.Y[slot, f:f + k]
+                seg = pl.YF[slot, f:f + k]
                 res[i][p:p + k] -= seg
                 echo[i][p:p + k] = seg
                 active[i] = True

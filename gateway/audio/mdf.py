@@ -29,16 +29,20 @@ __all__ = ["Pool", "adapt", "pool", "predict"]
 
 MIN_LEAK = 0.005  # mdf.c: "we don't really hope to get better than 33 dB attenuation anyway"
 # columns of Pool.V
-PEY, PYY, LEAK, SUM_ADAPT, ADAPTED, COUNT, SXX = range(7)
+PEY, PYY, LEAK, SUM_ADAPT, ADAPTED, COUNT, SXX, DAVG1, DAVG2, DVAR1, DVAR2 = range(11)
+VAR1_UPDATE, VAR2_UPDATE, VAR_BACKTRACK = 0.5, 0.25, 4.0  # mdf.c's two-path thresholds
+RER_Y = 0.0  # weight of mdf.c's "y in e" lower bound on RER (dropped: see the module docstring)
 
 
 class Pool:
     """The state of every canceller with one geometry, one row per canceller.
 
-    Arrays (``cap`` rows): ``W`` filter spectra ``[K, B + 1]``, ``X`` reference spectra history
-    ``[K, B + 1]`` (newest first), ``S`` smoothed spectra ``[3, B + 1]`` (far-end power, error
-    and echo-estimate averages), ``P`` partition weights ``[K]``, ``V`` scalars ``[7]``
-    (``PEY`` … ``SXX``), ``D`` the caller block in progress ``[B]``, ``Y`` its echo estimate.
+    Arrays (``cap`` rows): ``W`` the adaptive (background) filter's spectra ``[K, B + 1]``,
+    ``F`` the foreground filter (the one whose estimate is subtracted), ``X`` reference spectra
+    history ``[K, B + 1]`` (newest first), ``S`` smoothed spectra ``[3, B + 1]`` (far-end power,
+    error and echo-estimate averages), ``P`` partition weights ``[K]``, ``V`` scalars ``[11]``
+    (``PEY`` … ``DVAR2``), ``D`` the caller block in progress ``[B]``, ``Y`` and ``YF`` its echo
+    estimates by the background and the foreground filter.
     """
 
     def __init__(self, rate: int, block: int, partitions: int) -> None:
@@ -50,8 +54,9 @@ class Pool:
 
     def _grow(self, cap: int) -> None:
         k, f, b = self.partitions, self.block + 1, self.block
-        shapes = {"W": ((k, f), complex), "X": ((k, f), complex), "S": ((3, f), float), "P": ((k,), float),
-                  "V": ((7,), float), "D": ((b,), float), "Y": ((b,), float)}
+        shapes = {"W": ((k, f), complex), "F": ((k, f), complex), "X": ((k, f), complex), "S": ((3, f), float),
+                  "P": ((k,), float), "V": ((11,), float), "D": ((b,), float), "Y": ((b,), float),
+                  "YF": ((b,), float)}
         for name, (shape, dtype) in shapes.items():
             new = np.zeros((cap,) + shape, dtype)
             if self.cap:
@@ -72,7 +77,7 @@ class Pool:
 
     def clear(self, slot: int) -> None:
         """Zeroes one slot's filter and averages."""
-        for a in (self.W, self.X, self.S, self.V, self.D, self.Y):
+        for a in (self.W, self.F, self.X, self.S, self.V, self.D, self.Y, self.YF):
             a[slot] = 0
         self.P[slot] = 0.99 / self.partitions
         self.V[slot, [PEY, PYY, LEAK]] = 1.0
@@ -123,11 +128,13 @@ def predict(p: Pool, slots: np.ndarray, newest: np.ndarray, shift: np.ndarray) -
         if p.partitions > 1:
             p.X[s, 1:] = p.X[s, :-1]
         p.X[s, 0] = spec[shift]
-    W, X = p.W[slots], p.X[slots]
-    Y = W[:, 0] * X[:, 0]
+    W, F, X = p.W[slots], p.F[slots], p.X[slots]
+    Y, YF = W[:, 0] * X[:, 0], F[:, 0] * X[:, 0]
     for j in range(1, p.partitions):
         Y += W[:, j] * X[:, j]
-    p.Y[slots] = np.fft.irfft(Y, n=2 * b, axis=1)[:, b:] * (2 * b)
+        YF += F[:, j] * X[:, j]
+    y = np.fft.irfft(np.concatenate([Y, YF]), n=2 * b, axis=1)[:, b:] * (2 * b)
+    p.Y[slots], p.YF[slots] = y[:slots.size], y[slots.size:]
 
 
 def adapt(p: Pool, slots: np.ndarray) -> None:
@@ -135,7 +142,12 @@ def adapt(p: Pool, slots: np.ndarray) -> None:
     b, k, m = p.block, p.partitions, slots.size
     n = 2 * b
     d, y, v = p.D[slots], p.Y[slots], p.V[slots]
+    W, X, S = p.W[slots], p.X[slots], p.S[slots]
     e = d - y
+    back = _two_path(p, slots, v, W, e, d)
+    if back.any():  # the background filter went worse: restarted from the foreground's
+        y[back] = p.YF[slots[back]]
+        e[back] = d[back] - y[back]
     see = np.maximum(np.einsum("mn,mn->m", e, e), n * 100 / 64)
     syy = np.einsum("mn,mn->m", y, y)
     sey = np.einsum("mn,mn->m", e, y)
@@ -147,7 +159,6 @@ def adapt(p: Pool, slots: np.ndarray) -> None:
     E = spec[:m]
     rf = E.real ** 2 + E.imag ** 2
     yf = spec[m:].real ** 2 + spec[m:].imag ** 2
-    W, X, S = p.W[slots], p.X[slots], p.S[slots]
     ss = 0.35 / k
     power = S[:, 0] * (1 - ss) + 1.0 + ss * (X[:, 0].real ** 2 + X[:, 0].imag ** 2)
     de, dy = rf - S[:, 1], yf - S[:, 2]
@@ -160,7 +171,7 @@ def adapt(p: Pool, slots: np.ndarray) -> None:
     pyy = np.maximum(v[:, PYY] * (1 - alpha) + alpha * pyy_new, 1.0)
     pey = np.clip(v[:, PEY] * (1 - alpha) + alpha * pey_new, MIN_LEAK * pyy, pyy)
     leak = pey / pyy
-    rer = np.minimum(np.maximum((1e-4 * sxx + 3.0 * leak * syy) / see, sey * sey / (1 + see * syy)), 0.5)
+    rer = np.minimum(np.maximum((1e-4 * sxx + 3.0 * leak * syy) / see, RER_Y * sey * sey / (1 + see * syy)), 0.5)
     adapted = (v[:, ADAPTED] > 0) | ((v[:, SUM_ADAPT] > k) & (leak > 0.03))
     rate0 = np.where(sxx > n * 1000 / 64, np.minimum(0.25 * sxx, 0.25 * see) / see, 0.0)
     rf1 = rf + 1.0
@@ -181,6 +192,36 @@ def adapt(p: Pool, slots: np.ndarray) -> None:
     p.W[slots], p.S[slots], p.P[slots], p.V[slots] = W, S, prop, v
     for slot in slots[bad]:  # never seen; Speex resets a filter that went bad, so do we
         p.clear(int(slot))
+
+
+def _two_path(p: Pool, slots: np.ndarray, v: np.ndarray, W: np.ndarray, e: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """mdf.c's two-path logic on the block just completed: the foreground filter takes the
+    background's weights when the background's error is significantly lower (over one block
+    or two smoothed windows); the background restarts from the foreground when it is
+    significantly worse (double talk made it diverge). Updates ``v``, ``W`` and ``p.F``;
+    returns the rows whose background was restarted."""
+    ef = d - p.YF[slots]
+    sff = np.einsum("mn,mn->m", ef, ef)
+    see = np.einsum("mn,mn->m", e, e)
+    diff = p.YF[slots] - p.Y[slots]
+    dbf = 10.0 + np.einsum("mn,mn->m", diff, diff)
+    delta = sff - see
+    v[:, DAVG1] = 0.6 * v[:, DAVG1] + 0.4 * delta
+    v[:, DAVG2] = 0.85 * v[:, DAVG2] + 0.15 * delta
+    v[:, DVAR1] = 0.36 * v[:, DVAR1] + 0.16 * sff * dbf
+    v[:, DVAR2] = 0.7225 * v[:, DVAR2] + 0.0225 * sff * dbf
+    a1, a2 = v[:, DAVG1], v[:, DAVG2]
+    up = ((delta * np.abs(delta) > sff * dbf) | (a1 * np.abs(a1) > VAR1_UPDATE * v[:, DVAR1])
+          | (a2 * np.abs(a2) > VAR2_UPDATE * v[:, DVAR2]))
+    back = ~up & ((-delta * np.abs(delta) > VAR_BACKTRACK * sff * dbf)
+                  | (-a1 * np.abs(a1) > VAR_BACKTRACK * v[:, DVAR1])
+                  | (-a2 * np.abs(a2) > VAR_BACKTRACK * v[:, DVAR2]))
+    if up.any():
+        p.F[slots[up]] = W[up]
+    if back.any():
+        W[back] = p.F[slots[back]]
+    v[up | back, DAVG1:DVAR2 + 1] = 0.0
+    return back
 
 
 def proportions(W: np.ndarray) -> np.ndarray:

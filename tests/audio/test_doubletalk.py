@@ -1,0 +1,127 @@
+"""Double-talk gate: echo alone rarely passes, caller speech over the agent passes at once.
+
+Mixes as in ``tests/audio/test_aec.py`` (shared speech, μ-law, line noise), through the echo
+canceller (with the echo path estimator's delay, as the session wires it), judged per Silero
+chunk (256 samples at 8 kHz) as the VAD would ask.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gateway.audio.aec import AecOut, EchoCanceller
+from gateway.audio.doubletalk import DoubleTalkGate
+from gateway.audio.echo import EchoPathEstimator
+from tests.audio.test_aec import mix, path, talk, voices  # noqa: F401  (voices: the fixture)
+
+RATE = 8000
+FRAME = 160
+CHUNK = 256
+
+
+def judge(ref: np.ndarray, leg: np.ndarray, gate: DoubleTalkGate | None = None):
+    """Runs canceller + estimator + gate over the call; returns the per-chunk decisions."""
+    aec, est = EchoCanceller(RATE), EchoPathEstimator(RATE)
+    gate = gate or DoubleTalkGate(RATE)
+    ref16 = np.clip(np.round(ref), -32768, 32767).astype(np.int16)
+    out = []
+    for o in range(0, ref.size, FRAME):
+        aec.reference(ref16[o:o + FRAME], o)
+        est.reference(ref16[o:o + FRAME], o)
+        est.caller(leg[o:o + FRAME], o)
+        if est.estimate is not None:
+            aec.set_delay(est.estimate.delay_ms)
+        gate.feed(aec.process(leg[o:o + FRAME], o), o)
+        while (len(out) + 1) * CHUNK <= o + FRAME:
+            j = len(out)
+            out.append(gate.decide(j * CHUNK, (j + 1) * CHUNK))
+    return out
+
+
+def runs_of(allowed: list[bool], n: int = 3) -> int:
+    """How many times ``n`` chunks in a row were allowed (the VAD's 96 ms confirmation)."""
+    return sum(all(allowed[j:j + n]) for j in range(len(allowed) - n + 1))
+
+
+# Tuned on 72 generated calls (echo 12–45 dB down, delays 40–200 ms, noise −60…−40 dBFS,
+# agent −22…−16 dBFS): 0 runs of three allowed echo-only chunks at margin 6 / noise 6 dB.
+@pytest.mark.parametrize(("delay_ms", "erl_db", "noise_dbfs", "dispersive"), [
+    (40, 12, -60, True), (200, 12, -50, False), (120, 20, -55, True), (160, 30, -45, False),
+])
+def test_echo_alone_rarely_passes(voices, delay_ms, erl_db, noise_dbfs, dispersive):
+    ref = talk(voices, 1, 8.0, -18)
+    leg, _, _ = mix(ref, path(delay_ms, erl_db, dispersive), noise_dbfs, seed=delay_ms)
+    got = judge(ref, leg)
+    agent = [d for d in got if d.agent]
+    assert len(agent) > 0.8 * len(got)
+    allowed = [d.allowed for d in agent]
+    assert sum(allowed) <= 0.02 * len(allowed)
+    assert runs_of([d.allowed and d.agent for d in got]) == 0
+
+
+@pytest.mark.parametrize(("onset_s", "caller_dbfs", "erl_db"), [
+    (4.0, -25, 12), (4.5, -30, 20), (5.0, -15, 12), (1.0, -20, 15), (3.0, -30, 30),
+])
+def test_caller_over_the_agent_passes_within_two_chunks(voices, onset_s, caller_dbfs, erl_db):
+    ref = talk(voices, 0, 7.0, -18)
+    caller = talk(voices, 8, 7.0, caller_dbfs)
+    caller[: int(onset_s * RATE)] = 0.0
+    onset = int(np.nonzero(np.abs(caller) > 30)[0][0])
+    leg, _, _ = mix(ref, path(120, erl_db, True), -55, over=caller)
+    got = judge(ref, leg)
+    first = onset // CHUNK
+    allowed = [d.allowed for d in got]
+    assert any(allowed[first:first + 3]), [(d.residual_dbfs, d.echo_left_dbfs) for d in got[first:first + 3]]
+    talking = [j for j in range(first, len(got)) if np.mean(caller[j * CHUNK:(j + 1) * CHUNK] ** 2) > 1000.0 ** 2]
+    assert sum(allowed[j] for j in talking) >= 0.8 * len(talking)
+    assert runs_of(allowed[first:first + 8]) >= 1  # a barge-in can be confirmed within 350 ms
+
+
+def test_no_agent_audio_always_allows():
+    gate = DoubleTalkGate(RATE)
+    rng = np.random.default_rng(0)
+    for k in range(50):
+        pcm = (rng.standard_normal(FRAME) * 30).astype(np.int16)
+        gate.feed(AecOut(pcm, np.zeros(FRAME, np.float32), 1.0, False, False), k * FRAME)
+    d = gate.decide(10 * CHUNK, 11 * CHUNK)
+    assert d.allowed and not d.agent
+    assert -62 < d.floor_dbfs < -55  # 30 RMS ≈ −61 dBFS; the floor is the quietest frame
+    assert gate.allows(0, 0) and gate.decide(5, 5).allowed
+    assert not gate.decide(10**6, 10**6 + CHUNK).agent  # nothing fed there: no agent audio
+
+
+def test_prior_before_adaptation_and_set_erl():
+    """Before the canceller adapts, the echo is bounded by the reference level and a return
+    loss: 12 dB by default, the estimator's once known."""
+    n = FRAME
+    res = np.full(n, 1000, np.int16)  # −30 dBFS on the caller leg
+    out = AecOut(res, np.zeros(n, np.float32), 1.0, False, True, ref_power=3000.0 ** 2)  # ref −21 dBFS
+    gate = DoubleTalkGate(RATE)
+    gate.floor = 10.0 ** 2
+    gate.feed(out, 0)
+    assert not gate.allows(0, n)  # −30 is not above −21 − 12 + 6 = −27
+    gate.set_erl(25.0)
+    gate.feed(out, n)
+    assert gate.allows(n, 2 * n)  # −30 is above −21 − 25 + 6 = −40
+    gate.set_erl(None)
+    assert gate.prior_gain == pytest.approx(10 ** (-1.2))
+
+
+def test_adapted_uses_the_leak():
+    n = FRAME
+    echo = np.full(n, 2000.0, np.float32)
+    gate = DoubleTalkGate(RATE, margin_db=6.0)
+    gate.floor = 1.0
+    gate.feed(AecOut(np.full(n, 300, np.int16), echo, 0.01, True, True, 5000.0 ** 2), 0)
+    d = gate.decide(0, n)  # left = 0.01 · 2000² → −44.3 dBFS; residual −40.8: within 6 dB → refused
+    assert d.agent and not d.allowed and d.echo_left_dbfs == pytest.approx(-44.3, abs=0.1)
+    gate.feed(AecOut(np.full(n, 700, np.int16), echo, 0.01, True, True, 5000.0 ** 2), n)
+    assert gate.allows(n, 2 * n)  # −33.4 dBFS: 10.9 dB above
+
+
+def test_validation():
+    with pytest.raises(ValueError):
+        DoubleTalkGate(0)
+    with pytest.raises(ValueError):
+        DoubleTalkGate(RATE, history_ms=0)
