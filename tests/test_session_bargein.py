@@ -405,3 +405,24 @@ async def test_a_pause_no_caller_audio_decides_resumes_after_its_grace():
     resumed = event(outcome, "barge_in_resumed")
     assert resumed["data"]["reason"] == "timeout" and 1600 <= resumed["data"]["pausedMs"] <= 1600 + 260
     assert not carrier.clears and len(carrier.played()) == REPLY_FRAMES
+
+
+@pytest.mark.parametrize("ticked", [False, True], ids=["per_frame", "engine"])
+async def test_more_speech_soon_after_a_resume_pauses_again_and_can_commit(ticked):
+    """"Mm-hm… wait, stop": the second burst comes before the VAD's end of speech (600 ms), so
+    the VAD confirms no new start; the voice itself pauses the agent again, and commits."""
+    engine = MediaEngine(scheduled=False) if ticked else None
+    session, clock, transport, bridge, dialect = make("pause_then_commit", engine=engine)
+    voice = [VOICE] * 12 + [SILENCE] * 20 + [VOICE] * 40  # 240 ms, 400 ms of silence, 800 ms
+    outcome, carrier = await drive(session, clock, transport, bridge, dialect, speak=(600, 0), engine=engine,
+                                   voice=voice)  # fmt: skip
+    assert kinds(outcome) == ["barge_in_paused", "barge_in_resumed", "barge_in_paused", "barge_in"]
+    second = [e for e in outcome.events if e["kind"] == "barge_in_paused"][1]
+    assert 600 + 640 <= second["at_ms"] <= 600 + 640 + 40  # at its first voiced frame (plus a tick)
+    barge = event(outcome, "barge_in")
+    assert barge["at_ms"] - second["at_ms"] >= 380 and carrier.clears
+    assert [c for c in bridge.calls if c[0] == "interrupt"] == [("interrupt", "item_1", barge["data"]["heardMs"])]
+    caller_starts = [e for e in outcome.events if e["kind"] == "caller_speech_start"]
+    assert len(caller_starts) == 1  # one utterance for the VAD
+    m = outcome.metrics
+    assert (m["bargeIns"], m["bargeInPauses"], m["bargeInResumes"], m["bargeInCommits"]) == (1, 2, 1, 1)

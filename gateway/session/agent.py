@@ -115,6 +115,8 @@ class AgentAudio:
         self._pause = PauseGate(self.barge.commit_ms, self.barge.resume_gap_ms)
         self._pause_onset_ms: float | None = None  # the paused speech's onset (ms, call clock)
         self._paused_at_ms = 0.0
+        self._rearm_ms: float | None = None  # after a short resume: voiced up to here, until the VAD's end
+        self._heard_to_ms = 0.0  # the caller audio scored at the last progress (caller-audio ms)
 
     # ------------------------------------------------------------------ model audio in
     def offer(self, event: llm.AudioOut) -> bool:
@@ -180,6 +182,13 @@ class AgentAudio:
         """A pause-then-commit barge-in candidate is pending (agent audio paused)."""
         return self._pause.paused
 
+    @property
+    def watching(self) -> bool:
+        """The VAD's voiced time matters now: a pause is pending, or one resumed on short speech
+        and the VAD has not yet ended that utterance (new voice in it pauses again: the VAD
+        will not confirm a new start before its end of speech)."""
+        return self._pause.paused or self._rearm_ms is not None
+
     async def pause(self, onset_ms: float, speech_onset_ms: float, voiced_to_ms: float, heard_to_ms: float) -> None:
         """A barge-in candidate in ``pause_then_commit`` mode: stop sending agent audio now.
 
@@ -203,12 +212,23 @@ class AgentAudio:
         await self.caller_voiced(voiced_to_ms, heard_to_ms)
 
     async def caller_voiced(self, voiced_to_ms: float, heard_to_ms: float) -> None:
-        """The VAD's progress while paused (same timeline as :meth:`pause`): commit or resume
-        once the verdict is in."""
-        await self._decide(self._pause.hear(voiced_to_ms, heard_to_ms))
+        """The VAD's progress while :attr:`watching` (same timeline as :meth:`pause`): commit or
+        resume once the verdict is in; after a short resume, a voiced chunk pauses again (its
+        onset taken as the end of the audio scored at the previous progress)."""
+        rearm, previous = self._rearm_ms, self._heard_to_ms
+        self._heard_to_ms = heard_to_ms
+        if not self._pause.paused and rearm is not None:
+            if voiced_to_ms > rearm and self.playout.playing(self._ms()):
+                self._rearm_ms = None
+                onset = min(voiced_to_ms, max(previous, rearm))
+                now_ms = self._ms()
+                await self.pause(now_ms - (heard_to_ms - onset), onset, voiced_to_ms, heard_to_ms)
+            return
+        await self._decide(self._pause.hear(voiced_to_ms, heard_to_ms), rearm=True)
 
     async def caller_speech_ended(self) -> None:
-        """The VAD's end of speech while paused: the verdict on the voiced span so far."""
+        """The VAD's end of speech while :attr:`watching`: the verdict on the voiced span so far."""
+        self._rearm_ms = None
         await self._decide(self._pause.speech_ended())
 
     async def check_pause(self) -> None:
@@ -218,9 +238,12 @@ class AgentAudio:
         if self._pause.paused and self._ms() - self._paused_at_ms > limit_ms:
             await self.resume("timeout")
 
-    async def _decide(self, verdict: PauseInput | None) -> None:
+    async def _decide(self, verdict: PauseInput | None, *, rearm: bool = False) -> None:
         if verdict is PauseInput.RESUME:
+            voiced_to = self._pause.voiced_to_ms
             await self.resume("short")
+            if rearm:  # the VAD is still in the caller's utterance: watch it for more voice
+                self._rearm_ms = voiced_to
         elif verdict is PauseInput.COMMIT:
             if self.playout.playing(self._ms()):
                 await self.barge_in("vad", self._pause_onset_ms)
@@ -258,6 +281,7 @@ class AgentAudio:
                 reaction-time sample.
         """
         extra: dict[str, int] = {}
+        self._rearm_ms = None
         if self._pause.paused:
             extra = {"pausedMs": round(self._ms() - self._paused_at_ms), "voicedMs": round(self._pause.voiced_ms)}
             self._pause.end(PauseInput.COMMIT)
@@ -277,6 +301,7 @@ class AgentAudio:
         Every item held or dropped by a gate since the last stop is cut at 0 ms heard (its late
         audio is dropped); the model is told about the one it was saying. A pause ends with it.
         """
+        self._rearm_ms = None
         if self._pause.paused:
             self._pause.end(PauseInput.ABANDON)
         heard, cut, now_ms = await self.playout.clear()

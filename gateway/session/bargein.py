@@ -145,6 +145,11 @@ class PauseGate:
             return 0.0
         return max(0.0, self._voiced_to_ms - self.onset_ms)
 
+    @property
+    def voiced_to_ms(self) -> float:
+        """The end of the paused speech's last voiced chunk so far (ms)."""
+        return self._voiced_to_ms
+
     def _go(self, event: PauseInput) -> None:
         nxt = TRANSITIONS.get((self.state, event))
         if nxt is None:

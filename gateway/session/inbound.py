@@ -80,7 +80,7 @@ class InboundSide:
                     voiced = voicing() if voicing is not None else None
                     for vad_event in vad_events:
                         await self._on_vad(vad_event, voicing=voiced)
-                    if self._agent.paused:
+                    if self._agent.watching:
                         await self._voiced(voiced, now_ms)
                 elif isinstance(event, ev.MarkAck):
                     playout.acknowledge(event.name, self._ms())
@@ -116,9 +116,9 @@ class InboundSide:
                 await self._act(result.actions)
             for vad_event in result.vad:
                 await self._on_vad(vad_event, result.at_ms, result.voicing)
-            if self._agent.paused:
+            if self._agent.watching:
                 await self._voiced(result.voicing, result.at_ms)
-                caller.lane.wake_bytes = 1  # while paused, every tick's result may decide
+                caller.lane.wake_bytes = 1  # while watching, every tick's result may decide
         await caller.flush()
         raise caller.ending or CallEnded("carrier_closed")
 
@@ -150,8 +150,8 @@ class InboundSide:
             self._listeners = [p for p in self._listeners if p.listening]
 
     async def _voiced(self: Any, voicing: VadVoicing | None, now_ms: float) -> None:
-        """While a barge-in is paused: the VAD's progress to the pause's decision (``None``: the
-        runner cannot tell, the caller counts as voiced until now)."""
+        """While a barge-in is paused (or just resumed): the VAD's progress to the pause's
+        decision (``None``: the runner cannot tell, the caller counts as voiced until now)."""
         if voicing is None:
             await self._agent.caller_voiced(now_ms, now_ms)
         else:
@@ -192,7 +192,7 @@ class InboundSide:
         else:
             self.turns.speech_ended(now_ms)
             self._event("caller_speech_end")
-            if self._agent.paused:
+            if self._agent.watching:
                 await self._agent.caller_speech_ended()
             await self._caller.flush()
             if gateway_turns:
