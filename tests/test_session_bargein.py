@@ -23,7 +23,7 @@ from gateway.engine import MediaEngine
 from gateway.formats import PCMU_8K, Encoding
 from gateway.llm import base as llm
 from gateway.session import CallHooks, CallPolicy, CallSession
-from gateway.session.bargein import BargeInConfig
+from gateway.session.bargein import TRANSITIONS, BargeInConfig, BargeInStateError, PauseGate, PauseInput, PauseState
 from gateway.session.policies import MuteCaller, Policy, StopAgentAudio
 from gateway.simulator.dialects import TwilioCaller
 from gateway.vadrun import DirectVad, VadEnd, VadFactory, VadStart
@@ -426,3 +426,41 @@ async def test_more_speech_soon_after_a_resume_pauses_again_and_can_commit(ticke
     assert len(caller_starts) == 1  # one utterance for the VAD
     m = outcome.metrics
     assert (m["bargeIns"], m["bargeInPauses"], m["bargeInResumes"], m["bargeInCommits"]) == (1, 2, 1, 1)
+
+
+# -- the decision alone -------------------------------------------------------------------------
+
+GATE_CASES = [  # (progress [(voiced_to, heard_to)], verdict) from an onset at 1,000 ms, paused voiced to 1,100
+    ("still voiced, under the threshold", [(1200, 1200), (1300, 1320)], None),
+    ("voiced 400 ms: commit", [(1200, 1200), (1400, 1400)], PauseInput.COMMIT),
+    ("200 ms unvoiced after 250 ms: resume", [(1250, 1250), (1250, 1449)], None),
+    ("200 ms unvoiced after 250 ms: resume", [(1250, 1250), (1250, 1450)], PauseInput.RESUME),
+    ("a short stop inside a word is bridged", [(1200, 1350), (1390, 1390)], None),
+    ("voice coming back late commits on the span", [(1200, 1390), (1410, 1410)], PauseInput.COMMIT),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("label", "progress", "verdict"), GATE_CASES, ids=[c[0] for c in GATE_CASES])
+def test_the_pause_gate_decides_on_voiced_time(label, progress, verdict):
+    gate = PauseGate(400.0, 200.0)
+    assert gate.pause(1000.0, 1100.0) and gate.state is PauseState.PAUSED
+    got = None
+    for voiced_to, heard_to in progress:
+        got = gate.hear(voiced_to, heard_to)
+    assert got is verdict
+
+
+def test_the_pause_gate_s_transitions_are_explicit():
+    gate = PauseGate()
+    assert gate.hear(5000.0, 5000.0) is None and gate.speech_ended() is None  # not paused: no verdict
+    with pytest.raises(BargeInStateError):
+        gate.end(PauseInput.RESUME)  # nothing to end
+    assert gate.pause(0.0, 100.0) and not gate.pause(50.0, 150.0)  # a second candidate keeps the first onset
+    assert gate.onset_ms == 0.0 and gate.voiced_ms == 150.0
+    assert gate.speech_ended() is PauseInput.RESUME  # 150 ms of voice when the VAD ended it
+    with pytest.raises(BargeInStateError):
+        gate.end(PauseInput.CANDIDATE)
+    gate.end(PauseInput.ABANDON)
+    assert gate.state is PauseState.IDLE and gate.voiced_ms == 0.0
+    assert set(TRANSITIONS) == {(PauseState.IDLE, PauseInput.CANDIDATE)} | {
+        (PauseState.PAUSED, i) for i in PauseInput}

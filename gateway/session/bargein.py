@@ -160,13 +160,16 @@ class PauseGate:
         """A barge-in candidate: speech from ``onset_ms``, voiced up to ``voiced_to_ms``.
 
         Returns:
-            True if this paused (False: already paused; the first onset is kept).
+            True if this paused (False: already paused; the first onset is kept, the voice
+            it reached counts).
         """
         first = not self.paused
         self._go(PauseInput.CANDIDATE)
         if first:
             self.onset_ms = onset_ms
             self._voiced_to_ms = max(onset_ms, voiced_to_ms)
+        else:
+            self._voiced_to_ms = max(self._voiced_to_ms, voiced_to_ms)
         return first
 
     def hear(self, voiced_to_ms: float, heard_to_ms: float) -> PauseInput | None:
