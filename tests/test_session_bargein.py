@@ -464,3 +464,11 @@ def test_the_pause_gate_s_transitions_are_explicit():
     assert gate.state is PauseState.IDLE and gate.voiced_ms == 0.0
     assert set(TRANSITIONS) == {(PauseState.IDLE, PauseInput.CANDIDATE)} | {
         (PauseState.PAUSED, i) for i in PauseInput}
+
+
+async def test_a_muted_caller_s_voice_after_a_short_resume_does_not_pause_again():
+    session, clock, transport, bridge, dialect = make("pause_then_commit", policies=[At(1.1, MuteCaller(True))])
+    voice = [VOICE] * 12 + [SILENCE] * 25 + [VOICE] * 40  # 240 ms; more voice from 1,340 ms, muted by then
+    outcome, carrier = await drive(session, clock, transport, bridge, dialect, speak=(600, 0), voice=voice)
+    assert kinds(outcome) == ["barge_in_paused", "barge_in_resumed"]
+    assert not carrier.clears and len(carrier.played()) == REPLY_FRAMES

@@ -255,8 +255,9 @@ class AgentAudio:
 
         Journal ``barge_in_resumed`` with ``reason`` (``short``: the caller's speech was shorter
         than the commit threshold; ``played_out``; ``muted``; ``timeout``), ``pausedMs`` and
-        ``voicedMs``.
+        ``voicedMs``. Any watch for more voice after an earlier short resume ends too.
         """
+        self._rearm_ms = None
         if not self._pause.paused:
             return
         voiced_ms = self._pause.voiced_ms
