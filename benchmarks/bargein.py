@@ -22,8 +22,11 @@ utterance, three calls:
   agent, 1–3 s into it. **Recall**: the agent stopped (a ``barge_in_paused``
   event, or a ``barge_in`` one in immediate mode) within 600 ms of the caller's speech onset;
   **onset → pause** that stop's time, **onset → commit** the ``clear``'s arrival at the caller.
+  A call whose echo stopped the agent before the caller spoke is an **early stop** (a false
+  barge-in of its own) and is left out of recall and latencies (``recallCalls`` counts the rest).
 * ``backchannel``: the caller says a 250 ms burst cut from those recordings over the agent, then
-  listens. **Resumed**: a pause followed by ``barge_in_resumed`` and no ``clear``.
+  listens. **Resumed**: a pause followed by ``barge_in_resumed`` and no ``clear`` (of the calls
+  without an early stop; ``committed``: a ``clear`` came, the agent was cut).
 
 Times: the caller's onsets and ``clear`` arrivals are on its own clock (ms from its first
 frame); the record's events (``at_ms`` on the session's clock) are moved onto it by the
@@ -41,6 +44,7 @@ import json
 import re
 import sys
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -64,6 +68,7 @@ KINDS = ("echo", "barge", "backchannel")
 RECALL_MS = 600.0
 RATE = 8000
 _SHORT = "agent-short"
+_TERMINAL = frozenset({"completed", "failed", "expired", "no_answer", "busy", "declined", "voicemail", "canceled"})
 
 
 @dataclass(frozen=True)
@@ -172,7 +177,7 @@ async def _one(http: httpx.AsyncClient, plan: CallPlan, mode: str) -> Outcome:
     created = r.json()
     echo = None if plan.return_loss_db is None else EchoPath(RATE, return_loss_db=plan.return_loss_db,
                                                              delay_ms=plan.delay_ms, response=plan.response)
-    noise = LineNoise(RATE, level_dbfs=plan.noise_dbfs, seed=hash(plan.tag) & 0xFFFF)
+    noise = LineNoise(RATE, level_dbfs=plan.noise_dbfs, seed=zlib.crc32(plan.tag.encode()))
     caller = SimulatedCaller(created["streamUrl"], TwilioCaller(), noise=noise, echo=echo, hangup_quiet_ms=200,
                              drain_s=2.0, keep_heard=False)  # fmt: skip
     async with asyncio.timeout(60):
@@ -181,7 +186,7 @@ async def _one(http: httpx.AsyncClient, plan: CallPlan, mode: str) -> Outcome:
     for _ in range(150):  # the record is final a moment after the hang-up
         got = await http.get(f"/calls/{created['callId']}")
         rec = got.json() if got.status_code == 200 else {}
-        if rec.get("endedAt") or rec.get("status") in ("completed", "failed"):
+        if rec.get("status") in _TERMINAL:
             break
         await asyncio.sleep(0.1)
     events = rec.get("events") or []
@@ -241,7 +246,9 @@ def score(outcomes: Sequence[Outcome], bands: Sequence[tuple[float, float] | Non
         for o in barge:
             onset = o.report.onsets[0].onset_ms
             stops = _stops(o)
-            early += any(t < onset for t in stops)
+            if any(t < onset for t in stops):  # the echo stopped the agent first: no recall to measure
+                early += 1
+                continue
             after = [t - onset for t in stops if t >= onset]
             if after:
                 to_pause.append(after[0])
@@ -249,7 +256,8 @@ def score(outcomes: Sequence[Outcome], bands: Sequence[tuple[float, float] | Non
             clears = [t - onset for t in o.report.clear_at_ms if t >= onset]
             if clears:
                 to_commit.append(clears[0])
-        bc = [o for o in mine if o.plan.kind == "backchannel" and o.report.onsets]
+        bc = [o for o in mine if o.plan.kind == "backchannel" and o.report.onsets
+              and not any(t < o.report.onsets[0].onset_ms for t in _stops(o))]  # fmt: skip
         bc_paused = bc_resumed = bc_committed = 0
         for o in bc:
             onset = o.report.onsets[0].onset_ms
@@ -266,11 +274,12 @@ def score(outcomes: Sequence[Outcome], bands: Sequence[tuple[float, float] | Non
             "calls": {k: sum(1 for o in mine if o.plan.kind == k) for k in KINDS},
             "falseBargeInRate": _rate(false_bi, len(echo)),
             "falsePauseRate": _rate(false_pause, len(echo)),
-            "recall600": _rate(recall, len(barge)),
+            "recall600": _rate(recall, len(barge) - early),
+            "recallCalls": len(barge) - early,
             "earlyStops": early,
             "onsetToPauseMs": _pct(to_pause),
             "onsetToCommitMs": _pct(to_commit),
-            "commitRate": _rate(len(to_commit), len(barge)),
+            "commitRate": _rate(len(to_commit), len(barge) - early),
             "backchannel": {"n": len(bc), "paused": _rate(bc_paused, len(bc)), "resumed": _rate(bc_resumed, len(bc)),
                             "committed": _rate(bc_committed, len(bc))},
             "echoReturnLossDbMedian": round(float(np.median(erl)), 1) if erl else None,

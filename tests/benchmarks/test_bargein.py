@@ -13,8 +13,8 @@ from benchmarks.bargein import main, parse_bands, run
 
 pytestmark = [pytest.mark.usefixtures("shared_audio"), pytest.mark.timeout(120)]
 
-ROW_KEYS = {"band", "returnLossDb", "calls", "falseBargeInRate", "falsePauseRate", "recall600", "earlyStops",
-            "onsetToPauseMs", "onsetToCommitMs", "commitRate", "backchannel", "echoReturnLossDbMedian",
+ROW_KEYS = {"band", "returnLossDb", "calls", "falseBargeInRate", "falsePauseRate", "recall600", "recallCalls",
+            "earlyStops", "onsetToPauseMs", "onsetToCommitMs", "commitRate", "backchannel", "echoReturnLossDbMedian",
             "echoEstimate"}  # fmt: skip
 
 
@@ -35,7 +35,7 @@ def test_tiny_run_recalls_a_loud_caller_and_ignores_a_45_db_echo(tmp_path) -> No
     assert row["band"] == "45-45" and row["calls"] == {"echo": 1, "barge": 1, "backchannel": 1}
     assert row["falseBargeInRate"] == 0.0, row  # the echo alone did not interrupt the agent
     assert row["recall600"] == 1.0, row  # the caller talking over it did, within 600 ms of its onset
-    assert row["earlyStops"] == 0
+    assert row["earlyStops"] == 0 and row["recallCalls"] == 1
     assert row["onsetToPauseMs"]["n"] == 1 and 0 < row["onsetToPauseMs"]["p50"] <= 600
     assert row["onsetToCommitMs"]["n"] == 1 and row["onsetToCommitMs"]["p50"] >= row["onsetToPauseMs"]["p50"]
     assert 40.0 < row["echoReturnLossDbMedian"] < 50.0  # the caller returned about the echo asked for

@@ -17,6 +17,7 @@ from gateway.simulator.caller import Backchannel, Listen, SimulatedCaller
 from gateway.simulator.dialects import make_dialect
 from gateway.simulator.echo import RESPONSES, EchoPath, echo_response, measured_return_loss_db
 from gateway.simulator.noise import LineNoise
+from gateway.simulator.picows_link import SendClock
 from gateway.simulator.run import load_wav, to_rate
 
 AUDIO = Path(__file__).resolve().parents[2].parent / "shared" / "audio"
@@ -119,7 +120,8 @@ async def _agent_server(agent: bytes, sent: list[bytes], sid: str, *, pause_at: 
     return await serve(handler, "127.0.0.1", 0)
 
 
-async def test_caller_returns_what_it_played_as_echo_bit_exact() -> None:
+@pytest.mark.parametrize("link", ["websockets", "picows"])
+async def test_caller_returns_what_it_played_as_echo_bit_exact(link: str) -> None:
     agent_pcm = _speech("librivox-0890", 8000)[:16000]  # 2 s
     agent = encode(agent_pcm, "pcmu")
     sent: list[bytes] = []
@@ -127,8 +129,9 @@ async def test_caller_returns_what_it_played_as_echo_bit_exact() -> None:
     server = await _agent_server(agent, sent, dialect.stream_sid)
     port = server.sockets[0].getsockname()[1]
     noise = LineNoise(8000, level_dbfs=-50.0, seed=5)
-    caller = SimulatedCaller(f"ws://127.0.0.1:{port}/s", dialect, hangup_quiet_ms=0, drain_s=0.2,
-                             noise=noise, echo=EchoPath(8000, return_loss_db=20.0, delay_ms=120))
+    caller = SimulatedCaller(f"ws://127.0.0.1:{port}/s", dialect, hangup_quiet_ms=0, drain_s=0.2, link=link,
+                             noise=noise, echo=EchoPath(8000, return_loss_db=20.0, delay_ms=120),
+                             keep_heard=True, clock=SendClock() if link == "picows" else None)
     report = await asyncio.wait_for(caller.run([Listen(2600)]), 10)
     server.close()
     heard = report.heard
