@@ -199,7 +199,7 @@ def _db(num: float, den: float) -> float:
     return float(10 * np.log10((num + 1e-9) / (den + 1e-9)))
 
 
-def quality(make, cases) -> dict:
+def quality(make, cases, erls: list[float] | None = None) -> dict:
     rows = []
     for ref, leg, echo, caller, noise in cases:
         c = make(1)
@@ -215,7 +215,12 @@ def quality(make, cases) -> dict:
             "dt_sdr_db": _db(np.sum(caller[dt] ** 2), np.sum((out[dt] - caller[dt] - noise[dt]) ** 2)),
             "dt_caller_db": _db(np.sum(out[dt] ** 2), np.sum((caller[dt] + noise[dt]) ** 2)),
         })
-    return {k: round(float(np.mean([r[k] for r in rows])), 1) for k in rows[0]}
+    out = {k: round(float(np.mean([r[k] for r in rows])), 1) for k in rows[0]}
+    for e in sorted(set(erls or [])):  # converged ERLE and the first 3 s per echo band
+        sel = [r for r, x in zip(rows, erls) if x == e]
+        out[f"erl{e:g}"] = {"erle_first_db": round(float(np.mean([r["erle_first_db"] for r in sel])), 1),
+                            "erle_db": round(float(np.mean([r["erle_db"] for r in sel])), 1)}
+    return out
 
 
 def cost(make, ref, leg, calls: int, seconds: float = 3.0) -> float:
@@ -241,7 +246,7 @@ def main(argv: list[str]) -> dict:
         except Exception as exc:  # not installed here: reported, not fatal
             out["rows"].append({"name": cls.name, "skipped": f"{type(exc).__name__}: {exc}"})
             continue
-        row = {"name": cls.name, **quality(cls, cases)}
+        row = {"name": cls.name, **quality(cls, cases, [e for _, e, _ in grid])}
         ref, leg = cases[0][0], cases[0][1]
         secs = 1.0 if quick else 3.0
         if cls is Ours:  # the 260 ms filter before the delay is known, the 60 ms one after

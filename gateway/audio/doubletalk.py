@@ -15,6 +15,28 @@ is judged over exactly its span:
 rising slowly); the noise term keeps an echo that sinks into the noise from passing on the
 noise's own fluctuations.
 
+The margins, and why (tuned on generated calls only: 3 × 36 calls of 10 s, agent speech
+−22…−16 dBFS from ``../shared/audio/speech``, echo paths of 40–200 ms, flat or dispersive,
+12–45 dB down (one set 12–25 dB), line noise −60…−40 dBFS, μ-law, two calls in three with a
+caller talking over the agent at −30…−15 dBFS from 0.3–8 s in; judged per 256-sample chunk,
+"false barge-in" = three echo-only chunks in a row allowed, the VAD's 96 ms confirmation):
+
+* ``margin_db`` = 6 dB: ``leak · y²`` is the canceller's long-run average; the residual echo of
+  one 32 ms chunk scatters around it by a few dB. At 3 dB 1–4 of 36 calls had a false run; at
+  6 dB none (0.07–0.12 % of echo-only chunks allowed, never three in a row); 9 and 12 dB cost
+  recall (median latency 93 → 205 ms on the 12–25 dB set, one more miss).
+* ``noise_margin_db`` = 6 dB: a 32 ms chunk of line noise rarely strays 6 dB above its level;
+  at 3 dB a residual echo sitting just above the noise passed (0.4–0.7 % of chunks, false runs).
+* ``prior_erl_db`` = 12 dB: before the canceller adapts (the first ~1 s of agent audio in a
+  call) nothing but the reference bounds the echo; 12 dB is the loudest echo the issue's bands
+  consider (a speakerphone). 6 dB cut recall (21/24 against 23/24) for no fewer false passes.
+
+Result at these settings (the held-out set, seed 31, ERL 12–45 dB): no false runs in 36 calls,
+0.09 % of echo-only chunks allowed; caller speech confirmed (three chunks allowed in a row)
+within 600 ms in 23 of 24 calls, median 95 ms after onset; the miss was a −32 dBFS caller
+under a 26 dB echo on a −45 dBFS line (1.1 s). A caller who starts in the first second of the
+call's first agent turn waits for the canceller: 350–590 ms.
+
 Sources: J.-M. Valin, IEEE Trans. ASLP 15(3), 2007 (the leak estimate as the residual echo's
 share); ITU-T G.168 (2015) §3 (double talk, echo return loss enhancement).
 """
