@@ -38,6 +38,10 @@ calls, exactly as :class:`gateway.session.CallSession` runs the pure stages:
   (:func:`~gateway.codecs.batch.decode_many`) and resampling 8 → 16, 8 → 24 and 24 → 8 kHz
   (:func:`~gateway.codecs.batch.resample_many`), CPU µs per call per 20 ms frame
   (``--calls 1,100,400,1000`` gives the issue's sizes).
+* **echo** (reported apart): the echo stage (:mod:`benchmarks.media_echo`: reference, sample
+  clock, echo path estimator, echo canceller batched per tick, double-talk gate), CPU µs per
+  call per 20 ms frame at ``--echo-calls`` (1, 100, 400), with the agent talking the whole time
+  and with it silent; target ≤ 30 µs (``ECHO_TARGET_US``).
 
 Input: the 60 s conversational recording ``../shared/audio/speech/silero-test.wav`` (16 kHz),
 resampled to each carrier's rate with :mod:`gateway.codecs`, encoded (μ-law for Twilio) and
@@ -64,6 +68,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from benchmarks.media_echo import ECHO_CALLS, ECHO_TARGET_US, echo_table, run_echo
 from benchmarks.media_engine import engine_table, run_engine
 from benchmarks.media_kernels import kernel_table, measure_kernels
 from benchmarks.media_stages import (  # noqa: F401 - re-exported: tests and the report import them from here
@@ -121,10 +126,12 @@ def run(
     progress: bool = True,
     kernel_calls: Sequence[int] | None = None,
     engine_calls: Sequence[int] | None = None,
+    echo_calls: Sequence[int] = ECHO_CALLS,
 ) -> dict[str, Any]:
     """The whole benchmark: a Twilio sweep over ``calls`` × ``vads``, then every carrier, then
     the batched kernels at ``kernel_calls`` and the per-tick engine at ``engine_calls`` (each
-    default: the sweep's ``calls``; none if empty)."""
+    default: the sweep's ``calls``; none if empty), and the echo stage at ``echo_calls``
+    (:mod:`benchmarks.media_echo`; none if empty)."""
     kernel_calls = calls if kernel_calls is None else kernel_calls
     engine_calls = calls if engine_calls is None else engine_calls
     audio = load_audio()
@@ -144,6 +151,8 @@ def run(
         "kernels": measure_kernels(kernel_calls, seconds=min(seconds, 0.4), audio=audio) if kernel_calls else [],
         "engine": run_engine(engine_calls, seconds=min(seconds, 2.0), carriers=("twilio", "vonage"), audio=audio,
                              model=model) if engine_calls else [],  # fmt: skip
+        "echo": run_echo(echo_calls, seconds=min(seconds, 2.0), audio=audio) if echo_calls else [],
+        "echo_target_us_per_frame": ECHO_TARGET_US,
         "target_cpu_ms_per_call_second": TARGET_CPU_MS,
         "amd_target_us_per_frame": AMD_TARGET_US,
         "input": audio.source,
@@ -293,11 +302,12 @@ def main(
     out: Path | None = None,
     kernel_calls: Sequence[int] | None = None,
     engine_calls: Sequence[int] | None = None,
+    echo_calls: Sequence[int] = ECHO_CALLS,
 ) -> dict[str, Any]:
     """Run, print a table (or one JSON line last with ``json_out``), write the plot; return the result."""
     result = run(calls, seconds=seconds, vads=vads, carriers=carriers, carrier_calls=carrier_calls,
                  windows=windows, bridge=bridge, progress=sys.stderr.isatty(), kernel_calls=kernel_calls,
-                 engine_calls=engine_calls)  # fmt: skip
+                 engine_calls=engine_calls, echo_calls=echo_calls)  # fmt: skip
     result["carrier_calls"] = carrier_calls
     if plot is not None:
         written = plot_png(result, Path(plot))
@@ -320,6 +330,9 @@ def main(
         if result["engine"]:
             print()
             print(engine_table(result["engine"]))
+        if result["echo"]:
+            print()
+            print(echo_table(result["echo"]))
         if result.get("plot"):
             print(f"\nplot: {result['plot']}")
     return result

@@ -157,5 +157,6 @@ def build_session(services: Services, call: CallRecord, carrier: str, transport:
         model_chunk_ms=settings.model_chunk_ms,
         carrier_message_ms=settings.carrier_message_ms,
         engine=services.media_engine,
+        echo_cancel=settings.echo_cancel == "on",
         **extra,
     )

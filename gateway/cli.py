@@ -273,6 +273,7 @@ def bench_media(
     carriers: str = typer.Option("twilio,telnyx,plivo,vonage,exotel,raw", help="Carriers for the per-carrier rows."),
     carrier_calls: int = typer.Option(100, help="Simultaneous calls in the per-carrier rows."),
     engine_calls: Optional[str] = typer.Option(None, help="Call counts for the per-tick engine rows (default: --calls; e.g. 1,100,400,1000)."),
+    echo_calls: str = typer.Option("1,100,400", help="Call counts for the echo stage rows (empty: none)."),
 ) -> None:
     """CPU cost of the media path per 20 ms frame, per carrier, no sockets."""
     from benchmarks.media import main as bench_main
@@ -280,7 +281,8 @@ def bench_media(
     bench_main(calls=[int(c) for c in calls.split(",") if c], seconds=seconds, json_out=json_out, plot=plot,
                vads=[v for v in vads.split(",") if v], carriers=[c for c in carriers.split(",") if c],
                carrier_calls=carrier_calls,
-               engine_calls=None if engine_calls is None else [int(c) for c in engine_calls.split(",") if c])  # fmt: skip
+               engine_calls=None if engine_calls is None else [int(c) for c in engine_calls.split(",") if c],
+               echo_calls=[int(c) for c in echo_calls.split(",") if c])  # fmt: skip
 
 
 @bench_app.command("load")

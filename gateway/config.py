@@ -144,6 +144,11 @@ class Settings(BaseSettings):
     media_engine: Literal["tick", "frame"] = "tick"
     #: The media engine's tick (ms): a frame waits at most this long for its VAD decision.
     engine_tick_ms: float = Field(10.0, ge=5.0, le=40.0)
+    #: Echo cancelling in front of the VAD while agent audio plays (8 and 16 kHz carriers):
+    #: ``on``, the caller leg's echo of the agent is cancelled and a double-talk rule confirms a
+    #: barge-in; ``off``, the echo path is only estimated (``metrics.echo``) and the VAD hears
+    #: the caller leg as it came. The recording and the model always get the caller leg as is.
+    echo_cancel: Literal["on", "off"] = "on"
     #: Caller audio per message to the model (ms); what is buffered is sent at once before every
     #: turn event (speech start, end of turn, barge-in). Larger: fewer messages per call-second.
     model_chunk_ms: int = Field(100, ge=20, le=500)

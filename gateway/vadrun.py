@@ -11,6 +11,7 @@ so it runs directly.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -138,6 +139,13 @@ class _Runner:
     any warm-up chunks it returns are scored first with their scores dropped. The gate is
     held open while a turn is starting or under way (:data:`PREGATE_HOLD`), so speech, once
     begun, is scored as without the gate; chunks of silence between and after turns are skipped.
+
+    ``echo_gate`` (set by the call's :class:`~gateway.engine.echo.EchoStage`, which also hands
+    this runner the echo canceller's residual instead of the raw caller leg while agent audio
+    is near): the double-talk rule, asked ``echo_gate(start, stop)`` about each chunk whose
+    score would count as speech (at least the gate's ``neg_threshold``), ``start``/``stop``
+    being the chunk's span in samples fed to this runner; a chunk it refuses scores 0. The
+    span is counted in samples, so this too never depends on how the audio arrived.
     """
 
     def __init__(self, detector: VoiceDetector, *, barge_in_min_speech_ms: float | None = None,
@@ -154,6 +162,7 @@ class _Runner:
         self.pregate = pregate
         self.chunks_skipped = 0
         self._fallback: webrtcvad.Vad | None = None
+        self.echo_gate: Callable[[int, int], bool] | None = None
         self.voiced_to = 0  # end of the last voiced chunk (samples; see voicing)
 
     def agent_speaking(self, speaking: bool) -> None:
@@ -195,7 +204,13 @@ class _Runner:
         the events, relative to the samples fed so far (:class:`VadStart`'s
         ``confirm_delay_ms`` counts to the end of the last PCM given to :meth:`take`)."""
         det = self.detector
-        event = det.apply_score(float(scores[-1]) if len(plan.block) else 0.0)
+        score = float(scores[-1]) if len(plan.block) else 0.0
+        gate = self.echo_gate
+        if gate is not None and score >= det.gate.neg_threshold:  # the double-talk rule on its span
+            start = det.gate.position
+            if not gate(start, start + det.frame_samples):
+                score = 0.0
+        event = det.apply_score(score)
         if det.state in _VOICED:
             self.voiced_to = det.gate.position
         return [] if event is None else _convert((event,), self._fed, self.sample_rate)

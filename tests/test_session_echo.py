@@ -108,15 +108,18 @@ class EchoLine:
 
 
 async def echo_call(line: EchoLine, clock: VirtualClock, *, engine: bool, agent: np.ndarray, agent_at_s: float = 0.5,
-                    interruptible: bool = False, vad: str = "webrtc", **session_kw):
-    """Run one call on ``line``: the model says ``agent`` (int16 8 kHz, μ-law) at ``agent_at_s``."""
+                    interruptible: bool = False, vad="webrtc", **session_kw):
+    """Run one call on ``line``: the model says ``agent`` (int16 8 kHz, μ-law) at ``agent_at_s``;
+    ``vad``: a :class:`VadFactory` kind or a runner factory (carrier rate -> runner)."""
     bridge = FakeBridge()
-    factory = VadFactory(vad, batched=False)
+    if isinstance(vad, str):
+        factory = VadFactory(vad, batched=False)
+        vad = lambda rate: factory.create(VadFactory.rate_for(rate))  # noqa: E731
     media = MediaEngine(scheduled=False) if engine else None
     session = CallSession(
         call_id="call_echo", adapter=TwilioAdapter(), transport=line, bridge_factory=lambda cfg: bridge,
-        config=llm.AgentConfig(interruptible=interruptible), policy=QUIET, clock=clock, engine=media,
-        vad=lambda rate: factory.create(VadFactory.rate_for(rate)), **session_kw,
+        config=llm.AgentConfig(interruptible=interruptible), policy=QUIET, clock=clock, engine=media, vad=vad,
+        **session_kw,
     )  # fmt: skip
 
     async def model() -> None:
@@ -158,3 +161,54 @@ async def test_no_agent_audio_no_metrics_echo():
     outcome, _, _ = await echo_call(line, clock, engine=True, agent=talk(0, 1.0), agent_at_s=5.0)
     assert outcome.end_reason == "carrier_stop"
     assert "echo" not in outcome.metrics
+
+
+def speech_events(outcome) -> list[float]:
+    return [e["data"]["onsetMs"] for e in outcome.events if e["kind"] == "caller_speech_start"]
+
+
+@pytest.mark.parametrize("engine", [False, True], ids=["per_frame", "per_tick"])
+@pytest.mark.parametrize("erl_db", [25, 15])
+async def test_the_agent_s_echo_never_barges_in_and_the_caller_over_it_does(engine, erl_db):
+    agent = talk(0, 9.0)
+    clock = VirtualClock()
+    line = EchoLine(clock, 8.0, delay_ms=120, erl_db=erl_db, noise_dbfs=-50)
+    outcome, _, session = await echo_call(line, clock, engine=engine, agent=agent, interruptible=True, vad="silero")
+    assert outcome.metrics["bargeIns"] == 0 and line.clears == 0
+    assert speech_events(outcome) == []
+    echo = outcome.metrics["echo"]
+    assert echo["vetoedChunks"] > 0 and echo["cancelledMs"] > 5000
+    if erl_db == 15:  # at 25 dB the echo never stands 10 dB above this line's noise: no ERLE to measure
+        assert echo["erleDb"] >= 6.0, echo
+    # the same line with the caller speaking over the agent from 4 s on
+    clock = VirtualClock()
+    caller = talk(3, 2.0, level_db=-3)
+    line = EchoLine(clock, 8.0, delay_ms=120, erl_db=erl_db, noise_dbfs=-50, caller=(caller, 4.0))
+    outcome, bridge, _ = await echo_call(line, clock, engine=engine, agent=agent, interruptible=True, vad="silero")
+    assert outcome.metrics["bargeIns"] == 1 and line.clears == 1
+    onset = speech_events(outcome)[0]
+    voiced = np.flatnonzero(np.abs(caller.astype(np.int32)) > 1000)[0] * 1000 / RATE + 4000  # the voice's start
+    assert voiced - 100 <= onset <= voiced + 300, (onset, voiced)
+    assert any(c[0] == "interrupt" for c in bridge.calls)
+
+
+async def test_without_cancelling_the_same_echo_barges_in_and_the_vad_hears_the_raw_leg():
+    clock = VirtualClock()
+    line = EchoLine(clock, 6.0, delay_ms=120, erl_db=15, noise_dbfs=-50)
+    heard: list[np.ndarray] = []
+    factory = VadFactory("silero", batched=False)
+
+    def vad(rate: int):
+        runner = factory.create(VadFactory.rate_for(rate))
+        take = runner.take
+        runner.take = lambda pcm: (heard.append(pcm.copy()), take(pcm))[1]
+        return runner
+
+    outcome, _, session = await echo_call(line, clock, engine=True, agent=talk(0, 9.0), interruptible=True,
+                                          echo_cancel=False, vad=vad)  # fmt: skip
+    assert outcome.metrics["bargeIns"] >= 1  # what the canceller is for
+    assert session._echo is not None and session._echo.canceller is None
+    assert set(outcome.metrics["echo"]) == {"delayMs", "erlDb", "confidence", "erlMinDb"}
+    leg = np.concatenate([ulaw_decode(ulaw_encode(line.leg(k))) for k in range(line.frames)])
+    got = np.concatenate(heard)
+    assert np.array_equal(got, leg[: got.size]) and got.size == leg.size  # exactly the caller leg

@@ -1,26 +1,51 @@
 """One call's echo stage: the played agent audio as the echo reference, the caller leg on the same
-sample clock, the echo path estimate for the record.
+sample clock, the echo canceller and double-talk rule in front of the VAD, the echo path
+estimate for the record.
 
 The gateway knows which agent audio played and when (the playout ledger's play times); the
 caller leg carries it back as residual echo. :class:`EchoStage` puts both legs on one sample
 clock counted from the call's start (samples at the carrier's rate) and feeds the
-:class:`~gateway.audio.echo.EchoPathEstimator`:
+:class:`~gateway.audio.echo.EchoPathEstimator` and the
+:class:`~gateway.audio.aec.EchoCanceller`:
 
 - **reference** (:meth:`EchoStage.reference`): each agent message as it leaves
   :meth:`gateway.session.playout.Playout.pump`, decoded, at its play position
   (``play_at_ms × rate / 1000``); a barge-in ``clear`` truncates it at the clear time
   (:meth:`EchoStage.truncate`: audio dropped at the carrier never played, so never echoes);
-- **caller leg** (:meth:`EchoStage.place`): inbound frames are contiguous audio, but their
+- **caller leg** (:func:`process_many`): inbound frames are contiguous audio, but their
   arrival times jitter (tens of ms; a tick joins several). Each block's position is therefore
   counted in samples from an anchor, the first block's arrival (its *end* arrived then), by
   :class:`CallerClock`, re-anchored only when the count drifts from the arrivals by more than a
   bound (lost frames, a late first frame, a carrier clock that runs fast or slow). A constant
   offset between the two legs (network, carrier buffering) is absorbed by the estimator as
-  echo delay.
+  echo delay and by the canceller's filter span.
+- **canceller** (``cancel``, ``GATEWAY_ECHO_CANCEL=on``): near agent audio (from the first
+  sample of a run of agent audio to the echo tail after its last: :meth:`EchoStage.near_reference`)
+  the caller leg goes
+  through the call's canceller in pieces on its 20 ms block grid (the grid starts at the
+  clock's anchor), one :func:`~gateway.audio.aec.cancel_many` per round of pieces for every
+  call of the tick; elsewhere it is passed through untouched (the canceller would pass it
+  through too: no agent audio in its span). The VAD scores what comes out: the **residual**.
+- **double-talk rule**: every piece's canceller output goes to the call's
+  :class:`~gateway.audio.doubletalk.DoubleTalkGate` at its position on the *VAD's* own sample
+  count; the call's VAD runner asks :meth:`EchoStage.allows` about each chunk it scores
+  (:meth:`gateway.vadrun._Runner.apply`): a chunk with agent audio in its span counts as
+  speech only if its residual stands above the predicted echo left by the gate's margin.
+  Pieces, grid and chunk spans are all counted in samples, so no decision depends on how
+  frames were joined into ticks or ticks into batches.
 
-Cost while the agent is silent: the caller leg goes to the estimator only while some reference
-may still be seen by one of its blocks (from one block before the first agent audio of a burst
-to the echo tail after its last); otherwise :meth:`EchoStage.caller` only counts samples.
+**What keeps the caller's original audio**: the recording and the model. The recording is the
+record of what the line carried (echo included, as the caller's side heard and sent it). The
+model hears the caller leg as it came because a realtime model does its own turn detection
+and echo handling on its input (OpenAI's and Gemini's server VADs, a local recogniser), tuned
+on natural audio: the canceller's residual is shaped for a VAD (artefacts while it adapts, the
+caller's speech removed with the echo where they overlap and the filter misadapts), which
+would cost recognition more than the echo it removes; our canceller only decides what our
+VAD — barge-in and the gateway's turns — hears.
+
+Cost while the agent is silent and past its echo tail: the estimator, the canceller and the
+gate are skipped (the VAD's chunks there have no agent audio in their span: the rule allows
+them); what is left is the sample clock (see ``gateway bench media``'s echo rows).
 
 Pure numpy, no I/O, synchronous (rule 4 of the architecture); one instance per call, used from
 the call's own tasks (the playout and the caller path) and the media engine's tick.
@@ -28,17 +53,22 @@ the call's own tasks (the playout and the caller path) and the media engine's ti
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gateway.audio.echo import EchoPathEstimator, to_metrics
+from gateway.audio.aec import EchoCanceller, cancel_many
+from gateway.audio.doubletalk import DoubleTalkGate
+from gateway.audio.echo import EchoEstimate, EchoPathEstimator, to_metrics
 
 if TYPE_CHECKING:
     from gateway.engine.lane import Lane, TickResult
 
-__all__ = ["CallerClock", "EchoStage", "ECHO_RATES", "echo_many"]
+__all__ = ["CallerClock", "EchoStage", "ECHO_RATES", "echo_many", "process_many"]
+
+log = logging.getLogger("gateway.echo")
 
 #: Carrier rates the echo stage runs at (Hz): those where the VAD runs at the carrier's rate too
 #: (:meth:`gateway.vadrun.VadFactory.rate_for`), so the caller leg it sees is the VAD's input.
@@ -66,6 +96,12 @@ class CallerClock:
     """
 
     __slots__ = ("rate", "_bound", "_window", "_origin", "_counted", "_min_lag", "_since", "reanchors")
+
+    @property
+    def origin(self) -> int | None:
+        """The timeline index the count starts from (``None`` before the first block); it moves
+        when the clock re-anchors."""
+        return self._origin
 
     def __init__(self, sample_rate: int, *, bound_ms: float = 30.0, window_ms: float = 2000.0) -> None:
         self.rate = sample_rate
@@ -97,11 +133,16 @@ class CallerClock:
         return start
 
 
+
 class EchoStage:
-    """One call's echo reference, caller-leg clock and echo path estimate (see the module).
+    """One call's echo reference, caller-leg clock, canceller, double-talk rule and echo path
+    estimate (see the module).
 
     Args:
-        sample_rate: the carrier's rate, one of :data:`ECHO_RATES` (Hz).
+        sample_rate: the carrier's rate, one of :data:`ECHO_RATES` (Hz); the VAD's too.
+        cancel: run the canceller and the double-talk rule in front of the VAD
+            (``GATEWAY_ECHO_CANCEL=on``); ``False``: estimate only, the VAD hears the caller
+            leg as it came.
         max_delay_ms: the largest echo delay searched (ms; the echo tail after the last agent
             audio during which the caller leg is still analysed).
 
@@ -111,22 +152,42 @@ class EchoStage:
     Attributes:
         estimator: the call's :class:`~gateway.audio.echo.EchoPathEstimator`.
         clock: the caller leg's :class:`CallerClock`.
+        canceller: the call's :class:`~gateway.audio.aec.EchoCanceller` (``None`` with
+            ``cancel=False``).
+        gate: the call's :class:`~gateway.audio.doubletalk.DoubleTalkGate` (or ``None``).
+        cancelled_samples: caller samples that went through the canceller with agent audio in
+            their span. ``vetoed_chunks``: VAD chunks the double-talk rule kept from counting as
+            speech. ``failures``: ticks whose echo work raised (a bug; the VAD heard the raw leg).
     """
 
-    __slots__ = ("rate", "estimator", "clock", "_tail", "_lead", "_ref_end", "_burst", "_first")
+    __slots__ = ("rate", "estimator", "clock", "canceller", "gate", "_tail", "_est_block", "_ref_end", "_burst",
+                 "_first", "_vad_pos", "_grid", "_anchors", "_hint", "_block", "_erle", "_sampled",
+                 "cancelled_samples", "vetoed_chunks", "failures")  # fmt: skip
 
-    def __init__(self, sample_rate: int, *, max_delay_ms: float = 400.0) -> None:
+    def __init__(self, sample_rate: int, *, cancel: bool = True, max_delay_ms: float = 400.0) -> None:
         if sample_rate not in ECHO_RATES:
             raise ValueError(f"the echo stage runs at {ECHO_RATES} Hz, not {sample_rate!r}")
         self.rate = sample_rate
         self.estimator = EchoPathEstimator(sample_rate, max_delay_ms=max_delay_ms)
         self.clock = CallerClock(sample_rate)
+        self.canceller = EchoCanceller(sample_rate) if cancel else None
+        self.gate = DoubleTalkGate(sample_rate) if cancel else None
         est = self.estimator
-        self._lead = est._b  # a caller block [t0, t0 + B) sees the reference over [t0 - D, t0 + B)
+        self._est_block = est._b  # the estimator's block: its grid is on multiples of it
         self._tail = est._d + est._b
         self._ref_end: int | None = None  # one past the last reference sample (as played)
         self._burst = 0  # first sample of the current run of agent audio
         self._first: int | None = None  # first reference sample of the call
+        self._vad_pos = 0  # caller samples handed to the VAD so far (the gate's and the VAD's count)
+        self._grid = 0  # the VAD count at which the canceller's block grid starts
+        self._anchors = 0  # the clock's re-anchors seen
+        self._hint: EchoEstimate | None = None  # the estimate last handed to the canceller and gate
+        self._block = self.canceller.block if self.canceller is not None else 0
+        self._sampled = 0  # pieces with agent audio seen (ERLE is measured on every 4th)
+        self._erle = [0.0, 0.0]  # caller-leg and residual energy over echo-only pieces
+        self.cancelled_samples = 0
+        self.vetoed_chunks = 0
+        self.failures = 0
 
     # ------------------------------------------------------------------ agent side
     def reference(self, pcm: np.ndarray, at_sample: int) -> None:
@@ -141,72 +202,199 @@ class EchoStage:
             self._first = at_sample
         self._ref_end = max(self._ref_end or 0, at_sample + n)
         self.estimator.reference(pcm, at_sample)
+        if self.canceller is not None:
+            self.canceller.reference(pcm, at_sample)
 
     def truncate(self, at_sample: int) -> None:
         """A ``clear`` dropped the carrier's buffer: agent audio from ``at_sample`` on never played."""
         if self._ref_end is not None and at_sample < self._ref_end:
             self._ref_end = max(at_sample, self._burst)
             self.estimator.truncate_reference(at_sample)
-
-    # ------------------------------------------------------------------ caller side
-    def near_reference(self, start: int, n: int) -> bool:
-        """Whether caller samples ``[start, start + n)`` may meet agent audio or its echo tail."""
-        end = self._ref_end
-        return end is not None and start + n + self._lead > self._burst and start < end + self._tail
-
-    def place(self, n: int, arrival_ms: float) -> int:
-        """The timeline index of ``n`` caller samples whose end arrived at ``arrival_ms``."""
-        return self.clock.place(n, arrival_ms)
-
-    def caller(self, pcm: np.ndarray, arrival_ms: float) -> np.ndarray:
-        """One block of the caller leg (int16 ``[n]`` at :attr:`rate`, its end arrived at
-        ``arrival_ms``, ms from the call's start); returns what the VAD scores."""
-        start = self.clock.place(int(pcm.size), arrival_ms)
-        self.analyse(pcm, start)
-        return pcm
-
-    def analyse(self, pcm: np.ndarray, start: int) -> None:
-        """The estimator's share of a caller block placed at ``start`` (skipped far from agent
-        audio). Its first block starts on a multiple of its block length, so its block grid, and
-        so its estimate, never depends on how the caller leg was split into frames or ticks."""
-        n = int(pcm.size)
-        if not n or not self.near_reference(start, n):
-            return
-        est = self.estimator
-        if est._next is None:
-            skip = -start % self._lead
-            if skip >= n:
-                return
-            pcm, start = pcm[skip:], start + skip
-        est.caller(pcm, start)
+            if self.canceller is not None:
+                self.canceller.truncate_reference(at_sample)
 
     @property
     def played(self) -> bool:
         """Whether any agent audio played (was given and not all truncated before it played)."""
         return self._first is not None and self._ref_end is not None and self._ref_end > self._first
 
+    # ------------------------------------------------------------------ caller side
+    def near_reference(self, start: int, n: int) -> bool:
+        """Whether caller samples ``[start, start + n)`` may carry agent audio's echo: from the
+        first sample of a run of agent audio to the echo tail after its last.
+
+        Never earlier than the run's first sample: that sample's reference is written when its
+        message is sent, at the latest when it starts to play, and a caller sample at or after
+        that position arrives later still, so whether a caller sample is worked on never depends
+        on when a tick ran (the caller leg before it reads as silence to the estimator)."""
+        end = self._ref_end
+        return end is not None and start + n > self._burst and start < end + self._tail
+
+    def caller(self, pcm: np.ndarray, arrival_ms: float) -> np.ndarray:
+        """One block of the caller leg (int16 ``[n]`` at :attr:`rate`, its end arrived at
+        ``arrival_ms``, ms from the call's start); returns what the VAD scores (int16 ``[n]``:
+        the residual, or ``pcm`` itself). ``process_many([self], [pcm], [arrival_ms])[0]``."""
+        try:
+            return process_many([self], [pcm], [arrival_ms])[0]
+        except Exception:  # noqa: BLE001 - echo handling is a refinement: the VAD hears the raw leg
+            log.exception("echo stage failed; the VAD hears the raw caller leg for this frame")
+            self.failures += 1
+            return pcm
+
+    def analyse(self, pcm: np.ndarray, start: int) -> None:
+        """The estimator's share of a caller block placed at ``start``: exactly its samples
+        near agent audio (:meth:`near_reference`; the rest reads as silence). Its first block
+        starts on a multiple of its block length, so its block grid, and so its estimate, never
+        depends on how the caller leg was split into frames or ticks. A new estimate goes to the
+        canceller (:meth:`~gateway.audio.aec.EchoCanceller.set_delay`: its filter narrows around
+        the delay) and to the gate (its return loss, used before the canceller has adapted)."""
+        end = self._ref_end
+        if end is None:
+            return
+        lo, hi = max(start, self._burst), min(start + int(pcm.size), end + self._tail)
+        if hi <= lo:
+            return
+        pcm, start = pcm[lo - start : hi - start], lo  # exactly the samples near agent audio
+        est = self.estimator
+        if est._next is None:  # its grid from the multiple of its block at or before the start
+            pad = start % self._est_block
+            pcm, start = np.concatenate((np.zeros(pad, np.int16), pcm)), start - pad
+        est.caller(pcm, start)
+        found = est.estimate
+        if found is not self._hint:  # a new estimate: the canceller narrows to its delay
+            self._hint = found
+            if self.gate is not None and self.canceller is not None:
+                self.gate.set_erl(found.erl_db if found is not None else None)
+                self.canceller.set_delay(found.delay_ms if found is not None else None)
+
+    def allows(self, start: int, stop: int) -> bool:
+        """The double-talk rule on VAD samples ``[start, stop)`` (counted as the VAD counts them):
+        may that chunk count as caller speech? Always with ``cancel=False``."""
+        if self.gate is None or self.gate.allows(start, stop):
+            return True
+        self.vetoed_chunks += 1
+        return False
+
+    def bind(self, vad: object) -> None:
+        """Give ``vad`` (a :class:`gateway.vadrun._Runner`) this stage's double-talk rule."""
+        if self.gate is not None and hasattr(vad, "echo_gate"):
+            vad.echo_gate = self.allows  # type: ignore[attr-defined]
+
+    def _pieces(self, start: int, n: int) -> list[tuple[int, int]]:
+        """``(offset, length)`` of the pieces of a block of ``n`` samples placed at ``start``, cut
+        on the canceller's block grid (restarted when the clock re-anchored)."""
+        if self.clock.reanchors != self._anchors:
+            self._anchors, self._grid = self.clock.reanchors, self._vad_pos
+        b = self._block
+        first = min(n, -(self._vad_pos - self._grid) % b or b)
+        out = [(0, first)]
+        out += [(o, min(b, n - o)) for o in range(first, n, b)]
+        return out
+
+    def _measure(self, leg: np.ndarray, residual: np.ndarray, at: int) -> None:
+        """ERLE's sums over a piece with agent audio once the canceller has adapted (every 4th:
+        a statistic, and the rule's verdict costs three ring reads), if it is echo alone by the
+        double-talk rule's account and at least 10 dB above the line's noise floor (noise is
+        not echo)."""
+        d = leg.astype(np.float64)
+        pd = float(np.dot(d, d))
+        gate = self.gate
+        if pd > 10.0 * gate.floor * d.size and not gate.decide(at, at + d.size).allowed:  # type: ignore[union-attr]
+            e = residual.astype(np.float64)
+            self._erle[0] += pd
+            self._erle[1] += float(np.dot(e, e))
+
     # ------------------------------------------------------------------ the record
     def metrics(self) -> dict | None:
         """The record's ``metrics.echo`` (see :func:`gateway.audio.echo.to_metrics`): ``delayMs``,
-        ``erlDb``, ``confidence`` (and ``erlMinDb`` without a confident estimate); ``None`` when no
-        agent audio played."""
+        ``erlDb``, ``confidence`` (and ``erlMinDb`` without a confident estimate), and with the
+        canceller ``erleDb``: the echo return loss enhancement (G.168 §3: caller-leg power over
+        residual power, dB) over the pieces with agent audio, once the canceller has adapted, that
+        the double-talk rule judged echo alone and that stand 10 dB above the line's noise floor
+        (``None`` if none did), ``cancelledMs`` (caller audio the canceller worked on
+        with agent audio in its span) and ``vetoedChunks`` (VAD chunks the rule kept from
+        counting as speech); ``None`` when no agent audio played."""
         if not self.played:
             return None
         est = self.estimator
-        return to_metrics(est.estimate, erl_lower_bound_db=est.erl_lower_bound_db)
+        out = to_metrics(est.estimate, erl_lower_bound_db=est.erl_lower_bound_db)
+        aec = self.canceller
+        if aec is not None:
+            d, e = self._erle
+            out["erleDb"] = round(float(10 * np.log10((d + 1.0) / (e + 1.0))), 1) if d > 0 else None
+            out["cancelledMs"] = round(self.cancelled_samples * 1000 / self.rate)
+            out["vetoedChunks"] = self.vetoed_chunks
+        return out
+
+
+def process_many(stages: Sequence[EchoStage], pcms: Sequence[np.ndarray], arrivals: Sequence[float]) -> list:
+    """Many calls' caller-leg blocks through their echo stages, the canceller batched.
+
+    Each block is placed on its stage's clock and given to its estimator (near agent audio);
+    with a canceller, near agent audio, it is cut into pieces on the canceller's block grid,
+    round ``r`` runs piece ``r`` of every such call in one :func:`~gateway.audio.aec.cancel_many`,
+    and every piece's output goes to the call's double-talk gate.
+
+    Args:
+        stages: distinct stages, one per call.
+        pcms: each call's block, int16 ``[n_i]`` at its stage's rate.
+        arrivals: when each block's end arrived (ms from its call's start).
+
+    Returns:
+        What each call's VAD scores: int16 ``[n_i]``, the residual where the canceller worked,
+        else the block itself.
+    """
+    out = list(pcms)
+    starts = [st.clock.place(int(p.size), a) for st, p, a in zip(stages, pcms, arrivals)]
+    work = [i for i, st in enumerate(stages)
+            if st.canceller is not None and pcms[i].size and st.near_reference(starts[i], int(pcms[i].size))]
+    pieces = {i: stages[i]._pieces(starts[i], int(pcms[i].size)) for i in work}
+    for i, st in enumerate(stages):
+        if i not in pieces:
+            st.analyse(pcms[i], starts[i])
+    for r in range(max((len(p) for p in pieces.values()), default=0)):
+        now = [i for i in work if len(pieces[i]) > r]
+        for i in now:  # piece by piece: a new estimate reaches the canceller at the same sample
+            o, k = pieces[i][r]
+            stages[i].analyse(pcms[i][o : o + k], starts[i] + o)
+        near = [i for i in now if stages[i].near_reference(starts[i] + pieces[i][r][0], pieces[i][r][1])]
+        done = dict(zip(near, cancel_many([stages[i].canceller for i in near],  # type: ignore[misc]
+                                          [pcms[i][o : o + k] for i in near for o, k in (pieces[i][r],)],
+                                          [starts[i] + pieces[i][r][0] for i in near]))) if near else {}
+        for i in near:
+            st, (o, k), res = stages[i], pieces[i][r], done[i]
+            if res.active:
+                if out[i] is pcms[i]:
+                    out[i] = pcms[i].copy()
+                out[i][o : o + k] = res.residual
+                st.cancelled_samples += k
+            st.gate.feed(res, st._vad_pos + o)  # type: ignore[union-attr]
+            if res.active and res.adapted:
+                st._sampled += 1
+                if st._sampled % 4 == 0:
+                    st._measure(pcms[i][o : o + k], res.residual, st._vad_pos + o)
+    for st, p in zip(stages, pcms):
+        st._vad_pos += int(p.size)
+    return out
 
 
 def echo_many(lanes: Sequence[Lane], pcms: Sequence[np.ndarray], vad_pcms: list, work: Sequence[int],
               results: Sequence[TickResult]) -> None:
-    """The media engine's echo stage for one tick: each working lane with an :class:`EchoStage`
-    gets its decoded caller audio (``pcms[i]``, at the carrier's rate, which is the VAD's) placed
-    on its sample clock by its result's arrival time, and ``vad_pcms[i]`` becomes what its VAD
-    scores. An exception in one lane's stage (a bug) becomes that lane's error alone."""
-    for i in work:
-        stage, result = lanes[i].echo, results[i]
-        if stage is None or result.error is not None:
-            continue
-        try:
-            vad_pcms[i] = stage.caller(pcms[i], result.at_ms)
-        except Exception as exc:  # noqa: BLE001 - one lane's bug is that lane's error
-            result.error = exc
+    """The media engine's echo stage for one tick: every working lane with an
+    :class:`EchoStage` through :func:`process_many` together (its decoded caller audio,
+    ``pcms[i]``, at the carrier's rate, which is the VAD's, placed by its result's arrival
+    time); ``vad_pcms[i]`` becomes what its VAD scores. If that raises (a bug), those lanes'
+    VADs hear their raw audio this tick (each stage counts a failure) and the calls go on."""
+    idx = [i for i in work if lanes[i].echo is not None and results[i].error is None]
+    if not idx:
+        return
+    stages = [lanes[i].echo for i in idx]
+    try:
+        heard = process_many(stages, [pcms[i] for i in idx], [results[i].at_ms for i in idx])  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - echo handling is a refinement: the VAD falls back to the raw leg
+        log.exception("echo stage failed for %d calls; their VADs hear the raw caller leg this tick", len(idx))
+        for st in stages:
+            st.failures += 1  # type: ignore[union-attr]
+        return
+    for i, pcm in zip(idx, heard):
+        vad_pcms[i] = pcm

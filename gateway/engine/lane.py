@@ -97,6 +97,8 @@ class Lane:
             raise ValueError("the echo stage runs at the carrier's rate, which must be the VAD's")
         self.engine = engine
         self.echo = echo
+        if echo is not None:
+            echo.bind(vad)  # its double-talk rule judges the VAD's chunks
         self.fmt = fmt
         self.vad = vad
         self.model_format = model_format

@@ -110,6 +110,10 @@ class CallSession(InboundSide):
             caller's audio with every other call's (``None``, or a ``vad`` runner that is not one
             of :mod:`gateway.vadrun`'s: per frame, in the carrier task; see
             :mod:`gateway.session.inbound`).
+        echo_cancel: with the call's :class:`~gateway.engine.echo.EchoStage` (8 and 16 kHz
+            carriers), cancel the agent's echo on the caller leg before the VAD, with the
+            double-talk rule, near agent audio (``GATEWAY_ECHO_CANCEL=on``); ``False``: the echo
+            path is only estimated (``metrics.echo``) and the VAD hears the caller leg as it came.
 
     Attributes:
         control: the app's way in (``control.hang_up()``, ``control.play_dtmf("12#")``),
@@ -139,6 +143,7 @@ class CallSession(InboundSide):
         voicemail: VoicemailConfig | None = None,
         control: ControlPolicy | None = None,
         engine: MediaEngine | None = None,
+        echo_cancel: bool = True,
     ) -> None:
         self.call_id = call_id
         self.adapter = adapter
@@ -152,6 +157,7 @@ class CallSession(InboundSide):
         self._vad_factory = vad
         self._engine = engine
         self._echo: EchoStage | None = None  # made at the stream's start (its rate)
+        self._echo_cancel = echo_cancel
         self._playout_args = {"lead_ms": lead_ms, "mark_every": mark_every, "send_every_ms": send_every_ms,
                               "message_ms": carrier_message_ms}  # fmt: skip
         self._model_chunk_ms = model_chunk_ms
@@ -328,7 +334,7 @@ class CallSession(InboundSide):
         bridge = self.bridge = self._bridge_factory(self.config)
         await bridge.start(self.config, fmt)
         if fmt.sample_rate in ECHO_RATES and vad.sample_rate == fmt.sample_rate:  # the VAD hears this leg
-            self._echo = EchoStage(fmt.sample_rate)
+            self._echo = EchoStage(fmt.sample_rate, cancel=self._echo_cancel)
         if self._engine is not None and isinstance(vad, _Runner):  # a runner the engine can drive
             self._caller = TickCallerPath(fmt, vad, bridge.input_format, bridge.send_audio, engine=self._engine,
                                           hear=self._hear_now, recorder=self._recorder,

@@ -76,7 +76,7 @@ def test_cli_prints_json_last_and_writes_a_plot(tmp_path):
     png = tmp_path / "media.png"
     proc = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "bench", "media", "--calls", "1,3", "--seconds", "0.2", "--json",
-         "--plot", str(png), "--carriers", "twilio,vonage", "--carrier-calls", "2"],
+         "--plot", str(png), "--carriers", "twilio,vonage", "--carrier-calls", "2", "--echo-calls", "1,3"],
         cwd=ROOT, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -99,3 +99,6 @@ def test_cli_prints_json_last_and_writes_a_plot(tmp_path):
     for r in engine.values():  # the engine's stages, the per-frame path beside it, their ratio
         assert r["us_per_in_frame"] > 0 and r["stages_us"]["vad_score"] > 0
         assert r["ratio_vs_frame"] == pytest.approx(r["frame_us_per_in_frame"] / r["us_per_in_frame"], rel=0.02)
+    echo = {(r["agent"], r["calls"]): r for r in doc["echo"]}  # the echo stage, agent talking and silent
+    assert set(echo) == {(a, n) for a in ("talking", "silent") for n in (1, 3)}
+    assert all(r["us_per_frame"] > 0 and r["target_us"] == 30.0 for r in echo.values())

@@ -19,7 +19,7 @@ from gateway.engine.echo import CallerClock, EchoStage
 from gateway.formats import PCMU_8K
 from gateway.simulator.noise import LineNoise
 from gateway.simulator.run import to_rate
-from gateway.vadrun import VadFactory
+from gateway.vadrun import VadFactory, VadStart
 from tests.conftest import SHARED_AUDIO, load_wav
 
 RATE = 8000
@@ -165,7 +165,11 @@ def test_no_agent_audio_no_metrics_and_a_clear_before_playing_counts_as_none():
     assert stage.metrics() is None
     stage.reference(talk(0, 1.0), RATE * 4)
     stage.truncate(RATE * 4 + 800)  # 100 ms of it played
-    assert stage.metrics() == {"delayMs": None, "erlDb": None, "confidence": 0.0}
+    assert stage.metrics() == {"delayMs": None, "erlDb": None, "confidence": 0.0, "erleDb": None, "cancelledMs": 0,
+                               "vetoedChunks": 0}
+    off = EchoStage(RATE, cancel=False)
+    off.reference(talk(0, 1.0), 0)
+    assert off.metrics() == {"delayMs": None, "erlDb": None, "confidence": 0.0}
 
 
 def test_the_caller_leg_skips_the_estimator_far_from_agent_audio():
@@ -189,3 +193,103 @@ def test_the_caller_leg_skips_the_estimator_far_from_agent_audio():
     assert RATE * 3 - first <= stage.estimator._b + FRAME  # one block ahead of the agent audio
     tail = stage.estimator._d + stage.estimator._b  # and the echo tail after it
     assert RATE * 4 + tail - FRAME <= last < RATE * 4 + tail
+
+
+def _double_talk_call(i: int, seconds: float):
+    """Call ``i``: agent speech from 0.5 s, its echo (delay, return loss per call), line noise, and
+    the caller speaking over the agent for 1.5 s from 3 s on."""
+    played, messages = _playing(seconds, i)
+    caller = np.zeros(int(seconds * RATE), np.int16)
+    words = talk(i + 3, 1.5, level_db=-4)
+    caller[3 * RATE : 3 * RATE + words.size] = words[: max(0, caller.size - 3 * RATE)]
+    delay, erl, noise = CASES[i % len(CASES)]
+    return messages, ulaw_encode(echo_leg(played, delay, erl, noise, over=caller, seed=i))
+
+
+def _residual_run(n_calls: int, seconds: float, *, ticks: bool, seed: int = 0):
+    """Every call's VAD input and VAD events, on one engine (0–3 frames per tick) or frame by
+    frame through each stage alone; the reference 100 ms ahead of play in both."""
+    factory = VadFactory("silero", batched=False)
+    engine = MediaEngine(scheduled=False)
+    rng = np.random.default_rng(seed)
+    calls = []
+    for i in range(n_calls):
+        messages, leg = _double_talk_call(i, seconds)
+        stage, runner = EchoStage(RATE), factory.create(RATE)
+        heard: list = []
+        take = runner.take
+        runner.take = lambda pcm, take=take, heard=heard: (heard.append(pcm.copy()), take(pcm))[1]
+        lane = engine.attach(PCMU_8K, runner, PCMU_8K, echo=stage) if ticks else stage.bind(runner)
+        calls.append({"stage": stage, "runner": runner, "lane": lane, "messages": messages, "leg": leg,
+                      "sent": 0, "heard": heard, "events": []})  # fmt: skip
+    frames = int(seconds * 50)
+    for tick in range(2 * frames + 10):
+        now_ms = tick * 10.0
+        for c in calls:
+            while c["messages"] and c["messages"][0][0] <= (now_ms + 100) * RATE / 1000:
+                c["stage"].reference(*c["messages"].pop(0)[::-1])
+            for _ in range(int(rng.integers(0, 4)) if ticks else 1):
+                k = c["sent"]
+                if k >= frames or 20.0 * (k + 1) > now_ms:
+                    break
+                frame = c["leg"][k * FRAME : (k + 1) * FRAME]
+                if ticks:
+                    c["lane"].submit(frame, 20.0 * (k + 1), False)
+                else:
+                    pcm = c["stage"].caller(ulaw_decode(frame), 20.0 * (k + 1))
+                    for chunk in c["runner"].take(pcm):
+                        c["events"] += c["runner"].apply(plan := c["runner"].plan(chunk),
+                                                         c["runner"].score_now(plan.block) if plan.scored else
+                                                         np.zeros(0, np.float32))  # fmt: skip
+                c["sent"] += 1
+        if ticks:
+            engine.run_tick()
+            for c in calls:
+                for r in c["lane"].unread():
+                    assert r.error is None
+                    c["events"] += r.vad
+    return engine, calls
+
+
+def test_the_residual_and_the_vad_s_decisions_do_not_depend_on_ticks():
+    engine, on = _residual_run(7, 5.0, ticks=True, seed=4)
+    _, alone = _residual_run(7, 5.0, ticks=False)
+    starts = 0
+    for i, (a, b) in enumerate(zip(on, alone)):
+        assert a["sent"] == b["sent"] == 250
+        got, want = np.concatenate(a["heard"]), np.concatenate(b["heard"])
+        assert np.array_equal(got, want), i
+        assert a["stage"].cancelled_samples == b["stage"].cancelled_samples > 3 * RATE, i
+        # Silero's batched scores agree within 1e-5, so a score at the hysteresis threshold may be
+        # asked about on one side only (vetoed or below the threshold: the same decision either way)
+        assert abs(a["stage"].vetoed_chunks - b["stage"].vetoed_chunks) <= 2, i
+        assert a["events"] == b["events"], i  # the same turn boundaries
+        onsets = [e.onset_sample for e in a["events"] if isinstance(e, VadStart)]
+        starts += len(onsets)
+        assert all(o >= 3 * RATE - 800 for o in onsets), (i, onsets)  # the caller's words, not the echo
+    assert starts >= 5  # the caller's words over the agent are heard on (nearly) every line
+    assert engine.stage_ns["echo"] > 0
+
+
+def test_the_canceller_runs_once_per_round_for_every_call_of_the_tick(monkeypatch):
+    import gateway.engine.echo as echo_mod
+
+    sizes: list[int] = []
+    real = echo_mod.cancel_many
+    monkeypatch.setattr(echo_mod, "cancel_many", lambda st, p, a: (sizes.append(len(st)), real(st, p, a))[1])
+    engine, calls = _residual_run(7, 3.5, ticks=True, seed=1)
+    assert max(sizes) == 7
+    assert sum(sizes) <= 7 * 175  # each call's 20 ms piece in one run at most
+    assert len(sizes) < sum(sizes) / 2  # batched: many calls per run
+
+
+def test_off_passes_the_caller_leg_through_untouched():
+    stage = EchoStage(RATE, cancel=False)
+    played, messages = _playing(3.0, 0)
+    leg = echo_leg(played, 120, 15, -50)
+    for at, pcm in messages:
+        stage.reference(pcm, at)
+    for k in range(150):
+        frame = leg[k * FRAME : (k + 1) * FRAME]
+        assert stage.caller(frame, 20.0 * (k + 1)) is frame
+    assert stage.canceller is None and stage.allows(0, 10**9)
