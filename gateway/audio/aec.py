@@ -50,8 +50,8 @@ caller's signal-to-distortion ratio during it (dB) and its level change; CPU µs
 canceller                   ERL 12 dB    ERL 25 dB    ERL 35 dB    after    DT     DT      µs, 1     µs, 100
                             first/conv   first/conv   first/conv   DT       SDR    level   call      calls
 ==========================  ===========  ===========  ===========  =======  =====  ======  ========  =========
-numpy MDF (this), 60 ms     6.7 / 20.7   4.0 / 11.2   −0.4 / 3.0   10.9     28.9   0.0     294–475   74–85
-numpy MDF, 260 ms (no delay)                                                              435–633   104–106
+numpy MDF (this), 60 ms     6.7 / 20.7   4.0 / 11.2   −0.4 / 3.0   10.9     28.9   0.0     294–690   46–52
+numpy MDF, 260 ms (no delay)                                                              435–633   73–102
 speexdsp 1.2.1 (ctypes)     7.1 / 15.9   2.3 / 3.8    −5.5 / −5.0  4.5      2.0    −1.6    30        45–47
 WebRTC AEC3 (livekit 1.2)   18.9 / 17.5  4.8 / −1.1   −9.3 / −10   −0.2     −2.4   −1.5    151–167   226–256
 WebRTC (aec-audio-proc.)    18.8 / 17.4  4.8 / −1.2   −9.4 / −10   −0.4     −2.4   −1.4    140–176   187–199
@@ -64,11 +64,11 @@ but suppresses the caller in double talk, which is exactly what a barge-in detec
 speexdsp is cheapest but distorts the caller too and removes little of a weak echo. Ours keeps
 the caller intact (28.9 dB SDR, 0.0 dB level), removes the most after convergence, needs no
 new dependency, and is the only one that batches. Its cost is over the issue's 30 µs target
-on this box (74–85 µs per call per frame at 100 calls with the 60 ms filter, reference writes
-included; ~300–475 µs for a lone call, numpy call overhead); idle calls (no agent audio) pass
-through for the price of a check. On this VM numpy's temporaries page-fault in on every call
-once they exceed glibc's mmap threshold, hence :data:`BATCH`; with
-``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` raised the kernels ran ~3× faster.
+on this box: 46–52 µs per call per frame at 100 calls with the 60 ms filter (reference writes
+included: ~7 µs; the two kernels ~31 µs, the rest per-call bookkeeping), 73–102 µs with the
+260 ms one (a call's first ~2 s of agent audio), ~300–700 µs for a lone call (numpy's per-call
+overhead over ~100 small operations); idle calls (no agent audio) pass through for the price
+of a check. See :data:`BATCH` for the batch size (page faults of large temporaries).
 
 Sources: J.-M. Valin, "On adjusting the learning rate in frequency domain echo cancellation
 with double-talk", IEEE Trans. ASLP 15(3), 2007; J.-S. Soo, K. K. Pang, "Multidelay block
@@ -462,10 +462,11 @@ def cancel_many(stages: Sequence[EchoCanceller], pcms: Sequence[np.ndarray],
     return outs
 
 
-#: Stages per batched kernel call: the temporaries of 16 stages (≤ 123 KiB at 8 kHz with a
-#: 60 ms filter) stay under glibc's mmap threshold, so they are reused from the heap rather than
-#: page-faulted in on every call, which on the shared dev box cost more than the arithmetic.
-BATCH = 16
+#: Stages per batched kernel call. Larger batches share numpy's per-call overhead, but past a
+#: size their temporaries are page-faulted in afresh on every call (glibc returns them to the
+#: system), which on the shared dev box cost more than the arithmetic: at 100 calls (60 ms
+#: filter, µs per call per frame) 16 → 69–71, 32 → 57–59, 64 → 51–55, 100 → 120.
+BATCH = 64
 
 
 def _grouped(stages: list[EchoCanceller], work) -> None:
