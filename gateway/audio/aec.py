@@ -68,7 +68,7 @@ on this box: 46–52 µs per call per frame at 100 calls with the 60 ms filter (
 included: ~7 µs; the two kernels ~31 µs, the rest per-call bookkeeping), 73–102 µs with the
 260 ms one (a call's first ~2 s of agent audio), ~300–700 µs for a lone call (numpy's per-call
 overhead over ~100 small operations); idle calls (no agent audio) pass through for the price
-of a check. See :data:`BATCH` for the batch size (page faults of large temporaries).
+of a check: ~6 µs per call per frame at 100 calls (~12 µs with silent reference still fed). See :data:`BATCH` for the batch size (page faults of large temporaries).
 
 Sources: J.-M. Valin, "On adjusting the learning rate in frequency domain echo cancellation
 with double-talk", IEEE Trans. ASLP 15(3), 2007; J.-S. Soo, K. K. Pang, "Multidelay block
