@@ -35,6 +35,10 @@ class GatewayMetrics:
         self.protocol_errors = Counter("gateway_protocol_errors_total",
                                        "Carrier messages counted and skipped, by kind.", ["carrier", "kind"], registry=r)
         self.barge_ins = Counter("gateway_barge_ins_total", "Barge-ins (agent audio cleared).", ["carrier"], registry=r)
+        self.barge_in_pauses = Counter("gateway_barge_in_pauses_total",
+                                       "Pause-then-commit barge-in candidates (agent audio paused), by how they "
+                                       "ended: resumed, committed, or neither (a stop, the call's end).",
+                                       ["carrier", "outcome"], registry=r)  # fmt: skip
         self.call_seconds = Counter("gateway_call_seconds_total", "Call time streamed (s).", ["carrier"], registry=r)
         self.turn_latency = Histogram("gateway_turn_latency_seconds",
                                       "Caller's end of turn (VAD) to the first agent audio queued (s).",
@@ -64,6 +68,11 @@ class GatewayMetrics:
         self.frames.labels(carrier, "in").inc(m.get("framesIn", 0))
         self.frames.labels(carrier, "out").inc(m.get("framesOut", 0))
         self.barge_ins.labels(carrier).inc(m.get("bargeIns", 0))
+        pauses, resumes, commits = m.get("bargeInPauses", 0), m.get("bargeInResumes", 0), m.get("bargeInCommits", 0)
+        if pauses:
+            self.barge_in_pauses.labels(carrier, "resumed").inc(resumes)
+            self.barge_in_pauses.labels(carrier, "committed").inc(commits)
+            self.barge_in_pauses.labels(carrier, "abandoned").inc(max(0, pauses - resumes - commits))
         for kind, n in m.get("protocolErrors", {}).items():
             self.protocol_errors.labels(carrier, kind).inc(n)
         for ms in m.get("turnLatencyMs", []):
