@@ -20,12 +20,14 @@ clock counted from the call's start (samples at the carrier's rate) and feeds th
   offset between the two legs (network, carrier buffering) is absorbed by the estimator as
   echo delay and by the canceller's filter span.
 - **canceller** (``cancel``, ``GATEWAY_ECHO_CANCEL=on``): near agent audio (from the first
-  sample of a run of agent audio to the echo tail after its last: :meth:`EchoStage.near_reference`)
-  the caller leg goes
-  through the call's canceller in pieces on its 20 ms block grid (the grid starts at the
-  clock's anchor), one :func:`~gateway.audio.aec.cancel_many` per round of pieces for every
-  call of the tick; elsewhere it is passed through untouched (the canceller would pass it
-  through too: no agent audio in its span). The VAD scores what comes out: the **residual**.
+  sample of a run of agent audio to the echo tail after its last:
+  :meth:`EchoStage.near_reference`) the caller leg goes through the call's canceller in pieces
+  on its 20 ms block grid (counted in caller samples from the first, restarted where the clock
+  re-anchors), one :func:`~gateway.audio.aec.cancel_many` per round of pieces for every call
+  of the tick; elsewhere it is passed through untouched (the canceller would pass it through
+  too: no agent audio in its span). The VAD scores what comes out: the **residual**. Agent
+  audio is near for barge-in and for the gateway's own turns alike, and in the echo tail after
+  the agent stops (where barge mode is already off but the echo still arrives).
 - **double-talk rule**: every piece's canceller output goes to the call's
   :class:`~gateway.audio.doubletalk.DoubleTalkGate` at its position on the *VAD's* own sample
   count; the call's VAD runner asks :meth:`EchoStage.allows` about each chunk it scores
@@ -282,9 +284,7 @@ class EchoStage:
 
     def _pieces(self, start: int, n: int) -> list[tuple[int, int]]:
         """``(offset, length)`` of the pieces of a block of ``n`` samples placed at ``start``, cut
-        on the canceller's block grid (restarted when the clock re-anchored)."""
-        if self.clock.reanchors != self._anchors:
-            self._anchors, self._grid = self.clock.reanchors, self._vad_pos
+        on the canceller's block grid (restarted where the clock re-anchored: :func:`process_many`)."""
         b = self._block
         first = min(n, -(self._vad_pos - self._grid) % b or b)
         out = [(0, first)]
@@ -345,6 +345,9 @@ def process_many(stages: Sequence[EchoStage], pcms: Sequence[np.ndarray], arriva
         else the block itself.
     """
     out = list(pcms)
+    for st in stages:
+        if st.clock.reanchors != st._anchors:  # the last block moved the count: the grid restarts here
+            st._anchors, st._grid = st.clock.reanchors, st._vad_pos
     starts = [st.clock.place(int(p.size), a) for st, p, a in zip(stages, pcms, arrivals)]
     work = [i for i, st in enumerate(stages)
             if st.canceller is not None and pcms[i].size and st.near_reference(starts[i], int(pcms[i].size))]

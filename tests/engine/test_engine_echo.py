@@ -293,3 +293,62 @@ def test_off_passes_the_caller_leg_through_untouched():
         frame = leg[k * FRAME : (k + 1) * FRAME]
         assert stage.caller(frame, 20.0 * (k + 1)) is frame
     assert stage.canceller is None and stage.allows(0, 10**9)
+
+
+def test_a_reanchor_restarts_the_canceller_s_grid_at_the_moved_position():
+    stage = EchoStage(RATE)
+    stage.reference(talk(0, 6.0), 0)
+    seen: list[tuple[int, int]] = []
+    aec = stage.canceller
+    real = aec.process
+
+    def process(pcm, at):
+        seen.append((at, pcm.size))
+        return real(pcm, at)
+
+    import gateway.engine.echo as echo_mod
+
+    batch = echo_mod.cancel_many
+    try:
+        echo_mod.cancel_many = lambda st, p, a: [process(x, y) for x, y in zip(p, a)]
+        for k in range(260):  # 5.2 s of frames; 25 frames (500 ms) lost after the first second
+            stage.caller(np.zeros(FRAME, np.int16), 20.0 * (k + 1 + (25 if k >= 50 else 0)))
+    finally:
+        echo_mod.cancel_many = batch
+    assert stage.clock.reanchors == 1
+    assert all(n == FRAME for _, n in seen)  # whole 20 ms blocks, before and after the jump
+    jumps = [b[0] - a[0] for a, b in zip(seen, seen[1:]) if b[0] - a[0] != FRAME]
+    assert jumps == [FRAME + 25 * FRAME]  # the count moved once, by the frames lost
+
+
+def test_a_16_khz_line_is_estimated_and_cancelled_on_the_engine():
+    from gateway.formats import L16_16K
+
+    rate, frame = 16000, 320
+    agent = to_rate(talk(0, 8.0), RATE, rate).astype(np.int16)
+    played = np.zeros(rate * 8, np.int16)
+    played[rate // 2 :] = agent[: played.size - rate // 2]
+    leg = LineNoise(rate, level_dbfs=-60, seed=2).next(played.size).astype(np.float64)
+    d = int(0.080 * rate)
+    leg[d:] += played[:-d] * 10 ** (-15 / 20)
+    leg = np.clip(np.rint(leg), -32768, 32767).astype(np.int16)
+    engine = MediaEngine(scheduled=False)
+    stage = EchoStage(rate)
+    runner = VadFactory("webrtc").create(rate)
+    heard: list = []
+    take = runner.take
+    runner.take = lambda pcm: (heard.append(pcm.copy()), take(pcm))[1]
+    lane = engine.attach(L16_16K, runner, L16_16K, echo=stage)
+    messages = [(p, played[p : p + rate // 10]) for p in range(rate // 2, played.size, rate // 10)]
+    for k in range(played.size // frame):
+        while messages and messages[0][0] <= k * frame + rate // 10:
+            stage.reference(*messages.pop(0)[::-1])
+        lane.submit(leg[k * frame : (k + 1) * frame].astype("<i2").tobytes(), 20.0 * (k + 1), False)
+        if k % 2:
+            engine.run_tick()
+    engine.run_tick()
+    m = stage.metrics()
+    assert m["delayMs"] == pytest.approx(80, abs=2.0) and m["erlDb"] == pytest.approx(15, abs=3.0), m
+    res = np.concatenate(heard).astype(np.float64)[4 * rate :]
+    raw = leg[4 * rate : 4 * rate + res.size].astype(np.float64)
+    assert 10 * np.log10(np.dot(raw, raw) / np.dot(res, res)) >= 10.0  # the echo is cancelled
