@@ -260,7 +260,9 @@ class EchoCanceller:
         """The echo path's delay, when known (:attr:`EchoPathEstimator.estimate`'s
         ``delay_ms``): the filter narrows to ``short_tail_ms`` from ``pre_ms`` before it (four
         times cheaper, and it converges faster with less misadjustment); ``None`` widens it
-        back. The weights learnt so far move with it (the taps both spans cover are kept).
+        back. The weights learnt so far move with it (the taps both spans cover are kept); if
+        that keeps less than half the filter's energy (the echo path changed), the filter counts
+        as not adapted again, so the double-talk rule falls back on its prior until it is.
 
         Args:
             delay_ms: echo delay, ms, or ``None``.
@@ -272,10 +274,16 @@ class EchoCanceller:
             bulk, k = min(max(bulk, 0), self._max_bulk), self._short_k
         if (bulk, k) == (self.bulk, self.partitions):
             return
-        moved = [self._moved(a, bulk, k) for a in (self.W, self._pool.F[self._slot])]
-        adapted = self.adapted
+        fg = self._pool.F[self._slot]
+        before = float(np.vdot(fg, fg).real)
+        moved = [self._moved(a, bulk, k) for a in (self.W, fg)]
+        after = float(np.vdot(moved[1], moved[1]).real)  # the taps' energy, both spans alike
+        adapted = self.adapted and after >= 0.5 * before
         self._place(bulk, k)
         self.W[:], self._pool.F[self._slot] = moved
+        if not adapted:  # the echo moved out of the span: the double-talk rule falls back on its prior
+            self._pool.V[self._slot, [mdf.ADAPTED, mdf.SUM_ADAPT]] = 0.0
+            self._pool.V[self._slot, mdf.LEAK] = 1.0
         self._pool.P[self._slot] = mdf.proportions(self.W[None])[0] if adapted else 0.99 / k
         self._xt = None  # the spectra history is recomputed at the next block
         self._on = False  # the block in progress was estimated with the old span: not adapted on

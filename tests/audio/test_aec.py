@@ -276,3 +276,18 @@ def test_odd_input():
     x = np.full(100, 50, np.int16)
     assert aec.process(x, 1000).residual.size == 100 and aec.process(x, 5000).residual.size == 100
     assert isinstance(mdf.pool(RATE, FRAME, 13), mdf.Pool)
+
+
+def test_a_moved_echo_path_counts_as_not_adapted(voices):
+    """A new delay whose span misses the learnt echo: the filter is no longer 'adapted' (the
+    double-talk gate goes back to its prior); one that keeps it stays adapted."""
+    ref = talk(voices, 0, 4.0, -20)
+    leg, _, _ = mix(ref, path(120, 12, False), -55)
+    aec = EchoCanceller(RATE)
+    aec.set_delay(120)
+    run(aec, ref, leg)
+    assert aec.adapted and aec.leak < 0.5
+    aec.set_delay(125)  # still covers 120 ms
+    assert aec.adapted
+    aec.set_delay(200)  # 190–250 ms: the echo at 120 ms is gone
+    assert not aec.adapted and aec.leak == 1.0
