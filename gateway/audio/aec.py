@@ -23,20 +23,15 @@ and the batched kernels are in :mod:`gateway.audio.mdf`.
   is complete. Two filters (Speex's two-path): the adaptive one, and the one subtracted, which
   takes the adaptive one's weights only when its error is significantly lower, so double talk
   cannot make the output diverge.
-* Step size: Valin's (2007) per-bin ratio of the residual echo (``leak`` × echo-estimate
-  power) to the error power: while the caller talks the error is large and the step falls.
-* Pass-through: a block whose reference span holds no agent audio (every ``B``-cell below
-  ``active_dbfs``) costs no FFT: the caller leg is returned as it is. The weights are kept for
-  the next agent turn.
+* Step size: Valin's (2007) per-bin ratio of the residual echo to the error power (the step
+  falls while the caller talks). Pass-through: a block whose reference span holds no agent
+  audio (every ``B``-cell below ``active_dbfs``) costs no FFT; the weights wait for the next turn.
 
-Outputs per caller chunk (:class:`AecOut`): the residual (int16), the predicted echo that was
-subtracted, the filter's ``leak`` (residual echo ≈ ``leak · echo²``) and the reference level,
-from which the double-talk rule predicts how much echo is left.
-
-Batching: :func:`cancel_many` runs many calls' chunks in one pass: per geometry, the state of
-every call is a row of one pool, so each step is one gather, a few array operations and one
-FFT over ``(calls, 2 B)``, one scatter; :meth:`EchoCanceller.process` is the same code with one
-call and gives the same output (tested).
+Outputs per caller chunk (:class:`AecOut`): the residual, the echo subtracted, ``leak``
+(residual echo ≈ ``leak · echo²``) and the reference level, for the double-talk rule.
+Batching: :func:`cancel_many` runs many calls in one pass (per geometry every call's state is
+a row of one pool: a gather, array operations, one FFT over ``(calls, 2 B)``, a scatter);
+:meth:`EchoCanceller.process` is the same code with one call, same output (tested).
 
 Why this one (``benchmarks/aec_choice.py``, 18 generated calls: agent speech −20 dBFS from
 ``../shared/audio/speech``, delays 40/120/200 ms, flat or 20 ms dispersive paths, ERL
