@@ -63,7 +63,8 @@ on this box: 46–52 µs per call per frame at 100 calls with the 60 ms filter (
 included: ~7 µs; the two kernels ~31 µs, the rest per-call bookkeeping), 73–102 µs with the
 260 ms one (a call's first ~2 s of agent audio), ~300–700 µs for a lone call (numpy's per-call
 overhead over ~100 small operations); idle calls (no agent audio) pass through for the price
-of a check: ~6 µs per call per frame at 100 calls (~12 µs with silent reference still fed). See :data:`BATCH` for the batch size (page faults of large temporaries).
+of a check: ~6 µs per call per frame at 100 calls (~12 µs with silent reference still fed).
+See :data:`BATCH_BINS` for the batch size (page faults of large temporaries).
 
 Sources: J.-M. Valin, "On adjusting the learning rate in frequency domain echo cancellation
 with double-talk", IEEE Trans. ASLP 15(3), 2007; J.-S. Soo, K. K. Pang, "Multidelay block
@@ -465,21 +466,23 @@ def cancel_many(stages: Sequence[EchoCanceller], pcms: Sequence[np.ndarray],
     return outs
 
 
-#: Stages per batched kernel call. Larger batches share numpy's per-call overhead, but past a
-#: size their temporaries are page-faulted in afresh on every call (glibc returns them to the
-#: system), which on the shared dev box cost more than the arithmetic: at 100 calls (60 ms
-#: filter, µs per call per frame) 16 → 69–71, 32 → 57–59, 64 → 51–55, 100 → 120.
-BATCH = 64
+#: Filter bins (partitions × bins × stages) per batched kernel call. Larger batches share
+#: numpy's per-call overhead, but past a size their temporaries are page-faulted in afresh on
+#: every call (glibc hands them back to the system), which on the shared dev box cost more than
+#: the arithmetic: at 100 calls of the 60 ms filter (8 kHz: 3 × 161 bins), µs per call per frame
+#: for 16 / 32 / 64 / 100 stages per call: 69–71 / 57–59 / 51–55 / 120 (loaded box).
+BATCH_BINS = 64 * 3 * 161
 
 
 def _grouped(stages: list[EchoCanceller], work) -> None:
-    """Calls ``work(group)`` per group of up to :data:`BATCH` stages with the same key."""
+    """Calls ``work(group)`` per batch of stages with the same key (:data:`BATCH_BINS`)."""
     groups: dict[tuple, list[EchoCanceller]] = {}
     for st in stages:
         groups.setdefault(st.key, []).append(st)
     for group in groups.values():
-        for i in range(0, len(group), BATCH):
-            work(group[i:i + BATCH])
+        size = max(8, BATCH_BINS // (group[0].partitions * (group[0].block + 1)))
+        for i in range(0, len(group), size):
+            work(group[i:i + size])
 
 
 def _history(st: EchoCanceller) -> np.ndarray:
