@@ -45,8 +45,8 @@ caller's signal-to-distortion ratio during it (dB) and its level change; CPU µs
 canceller                   ERL 12 dB    ERL 25 dB    ERL 35 dB    after    DT     DT      µs, 1     µs, 100
                             first/conv   first/conv   first/conv   DT       SDR    level   call      calls
 ==========================  ===========  ===========  ===========  =======  =====  ======  ========  =========
-numpy MDF (this), 60 ms     6.7 / 20.7   4.0 / 11.2   −0.4 / 3.0   10.9     28.9   0.0     294–690   46–52
-numpy MDF, 260 ms (no delay)                                                              435–633   73–102
+numpy MDF (this), 60 ms     6.7 / 20.7   4.0 / 11.2   −0.4 / 3.0   10.9     28.9   0.0     294–475   31–52
+numpy MDF, 260 ms (no delay)                                                              300–633   60–104
 speexdsp 1.2.1 (ctypes)     7.1 / 15.9   2.3 / 3.8    −5.5 / −5.0  4.5      2.0    −1.6    30        45–47
 WebRTC AEC3 (livekit 1.2)   18.9 / 17.5  4.8 / −1.1   −9.3 / −10   −0.2     −2.4   −1.5    151–167   226–256
 WebRTC (aec-audio-proc.)    18.8 / 17.4  4.8 / −1.2   −9.4 / −10   −0.4     −2.4   −1.4    140–176   187–199
@@ -59,10 +59,11 @@ but suppresses the caller in double talk, which is exactly what a barge-in detec
 speexdsp is cheapest but distorts the caller too and removes little of a weak echo. Ours keeps
 the caller intact (28.9 dB SDR, 0.0 dB level), removes the most after convergence, needs no
 new dependency, and is the only one that batches. Its cost is over the issue's 30 µs target
-on this box: 46–52 µs per call per frame at 100 calls with the 60 ms filter (reference writes
-included: ~7 µs; the two kernels ~31 µs, the rest per-call bookkeeping), 73–102 µs with the
-260 ms one (a call's first ~2 s of agent audio), ~300–700 µs for a lone call (numpy's per-call
-overhead over ~100 small operations); idle calls (no agent audio) pass through for the price
+on this box when others load it: 31 µs per call per frame at 100 calls with the 60 ms filter
+at a load of 2.6 (reference writes ~4 µs of it), 40–52 µs at loads of 3–6 (the two kernels
+~31 µs of it, the rest per-call bookkeeping); 60–104 µs with the 260 ms filter (a call's first
+~2 s of agent audio); ~300–475 µs for a lone call (numpy's overhead over ~100 small
+operations: batch every call of a tick in one :func:`cancel_many`); idle calls (no agent audio) pass through for the price
 of a check: ~6 µs per call per frame at 100 calls (~12 µs with silent reference still fed).
 See :data:`BATCH_BINS` for the batch size (page faults of large temporaries).
 
