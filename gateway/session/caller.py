@@ -37,9 +37,10 @@ __all__ = ["CallerPath", "TickCallerPath", "MAX_UNREAD_MS"]
 
 #: Caller audio a session on the media engine may leave untaken (ms) before its call ends
 #: ``caller_stalled``: per frame, a stuck model send holds the carrier task (and the carrier's
-#: TCP); per tick, the carrier task goes on reading, so this is the bound instead. 15 s: a
-#: few seconds of a starved machine (every call's task late at once) must not end healthy
-#: calls, and the backlog stays small (15 s of 16 kHz L16 is 480 KB).
+#: TCP); per tick, the carrier task goes on reading, so this is the bound instead. 15 s: above
+#: the :class:`AudioBudget`'s 10 s burst, so audio a client may send at once (a recorded
+#: utterance: the engine turns it into results in one tick) never trips it, nor do a few
+#: seconds of a starved machine; the backlog stays small (15 s of 16 kHz L16 is 480 KB).
 MAX_UNREAD_MS = 15000.0
 
 
