@@ -45,8 +45,8 @@ caller's signal-to-distortion ratio during it (dB) and its level change; CPU µs
 canceller                   ERL 12 dB    ERL 25 dB    ERL 35 dB    after    DT     DT      µs, 1     µs, 100
                             first/conv   first/conv   first/conv   DT       SDR    level   call      calls
 ==========================  ===========  ===========  ===========  =======  =====  ======  ========  =========
-numpy MDF (this), 60 ms     6.7 / 20.7   4.0 / 11.2   −0.4 / 3.0   10.9     28.9   0.0     294–475   31–52
-numpy MDF, 260 ms (no delay)                                                              300–633   60–104
+numpy MDF (this), 60 ms     6.7 / 20.7   4.0 / 11.2   −0.4 / 3.0   10.9     28.9   0.0     250–475   28–52
+numpy MDF, 260 ms (no delay)                                                              274–633   62–104
 speexdsp 1.2.1 (ctypes)     7.1 / 15.9   2.3 / 3.8    −5.5 / −5.0  4.5      2.0    −1.6    30        45–47
 WebRTC AEC3 (livekit 1.2)   18.9 / 17.5  4.8 / −1.1   −9.3 / −10   −0.2     −2.4   −1.5    151–167   226–256
 WebRTC (aec-audio-proc.)    18.8 / 17.4  4.8 / −1.2   −9.4 / −10   −0.4     −2.4   −1.4    140–176   187–199
@@ -58,14 +58,14 @@ negative figures on weak echo and in double talk.) WebRTC converges fastest on a
 but suppresses the caller in double talk, which is exactly what a barge-in detector must hear;
 speexdsp is cheapest but distorts the caller too and removes little of a weak echo. Ours keeps
 the caller intact (28.9 dB SDR, 0.0 dB level), removes the most after convergence, needs no
-new dependency, and is the only one that batches. Its cost is over the issue's 30 µs target
-on this box when others load it: 31 µs per call per frame at 100 calls with the 60 ms filter
-at a load of 2.6 (reference writes ~4 µs of it), 40–52 µs at loads of 3–6 (the two kernels
-~31 µs of it, the rest per-call bookkeeping); 60–104 µs with the 260 ms filter (a call's first
-~2 s of agent audio); ~300–475 µs for a lone call (numpy's overhead over ~100 small
-operations: batch every call of a tick in one :func:`cancel_many`); idle calls (no agent audio) pass through for the price
-of a check: ~6 µs per call per frame at 100 calls (~12 µs with silent reference still fed).
-See :data:`BATCH_BINS` for the batch size (page faults of large temporaries).
+new dependency, and is the only one that batches. Cost at 100 calls with the 60 ms filter,
+reference writes included: 28 µs per call per frame at a load of ~3 on this shared box (the
+issue's target is 30), up to 52 µs when others load it harder (4–6); the two kernels are ~19 µs
+of it, reference writes ~4, the rest per-call bookkeeping. 62–104 µs with the 260 ms filter (a
+call's first ~2 s of agent audio); 16 kHz ≈ 2× (66 µs); a lone call 250–475 µs (numpy's overhead
+over ~100 small operations: batch every call of a tick in one :func:`cancel_many`); idle calls
+(no agent audio) 2.3 µs (5.6 with silent reference still fed).
+See :data:`gateway.audio.aec_batch.BATCH_BINS` for the batch size (page faults of large temporaries).
 
 Sources: J.-M. Valin, "On adjusting the learning rate in frequency domain echo cancellation
 with double-talk", IEEE Trans. ASLP 15(3), 2007; J.-S. Soo, K. K. Pang, "Multidelay block
@@ -77,42 +77,15 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from gateway.audio import mdf
+from gateway.audio import aec_batch, mdf
 from gateway.audio.echo import _Ring
+from gateway.audio.mdf import AecOut
 
 __all__ = ["AecOut", "EchoCanceller", "cancel_many"]
 
-
-
-@dataclass(frozen=True, slots=True)
-class AecOut:
-    """What the canceller made of one caller-leg chunk.
-
-    Attributes:
-        residual: int16 ``[n]``, the caller leg minus the predicted echo (where no agent audio
-            was active in the whole chunk, the input array itself: do not modify it).
-        echo: float32 ``[n]``, the predicted echo that was subtracted, int16 scale (zeros where
-            passed through).
-        leak: the filter's residual-echo estimate relative to the echo estimate's power (0–1;
-            1 before the filter has adapted): the echo left in ``residual`` is about
-            ``leak * mean(echo ** 2)``.
-        adapted: the filter has passed its initial adaptation (Speex's ``adapted``).
-        active: some agent audio was active in the chunk's reference span.
-        ref_power: the loudest reference ``B``-cell's mean square in the filter's span, int16
-            units squared (0 when passed through): an echo ``E`` dB down is at most
-            ``ref_power * 10 ** (-E / 10)``, whatever the filter has learnt.
-    """
-
-    residual: np.ndarray
-    echo: np.ndarray
-    leak: float
-    adapted: bool
-    active: bool
-    ref_power: float = 0.0
 
 
 class EchoCanceller:
@@ -371,27 +344,6 @@ def _int16(pcm: np.ndarray, what: str) -> np.ndarray:
     return a.reshape(-1)
 
 
-
-class _FastRing(_Ring):
-    """:class:`~gateway.audio.echo._Ring` with a faster read for the common case."""
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Samples ``[start, stop)`` as a new float64 array (zeros where unknown)."""
-        if self.end - self.capacity <= start and stop <= self.end:
-            i, j = start % self.capacity, stop % self.capacity
-            if i < j:
-                return self._buf[i:j].copy()
-        return super().read(start, stop)
-
-
-def _int16(pcm: np.ndarray, what: str) -> np.ndarray:
-    """``pcm`` as a 1-D int16 array; anything else is a caller bug."""
-    a = np.asarray(pcm)
-    if a.dtype != np.int16:
-        raise TypeError(f"{what} audio must be int16 PCM, not {a.dtype}")
-    return a.reshape(-1)
-
-
 def cancel_many(stages: Sequence[EchoCanceller], pcms: Sequence[np.ndarray],
                 at_samples: Sequence[int]) -> list[AecOut]:
     """Runs many calls' caller-leg chunks through their cancellers in one pass.
@@ -416,91 +368,15 @@ def cancel_many(stages: Sequence[EchoCanceller], pcms: Sequence[np.ndarray],
     if len({id(s) for s in stages}) != len(stages):
         raise ValueError("a stage is listed twice")
     xs = [_int16(p, "caller") for p in pcms]
-    res = [x.astype(np.float64) for x in xs]
-    echo = [np.zeros(x.size, np.float32) for x in xs]
-    active = [False] * len(stages)
-    refp = [0.0] * len(stages)
-    pos = [0] * len(stages)
     for st, x, at in zip(stages, xs, at_samples):
         if st._next is not None and at != st._next:
             st._fill, st._on = 0, False  # a gap: drop the unfinished block
         if x.size:
             st._next = at + x.size
-    left = [i for i in range(len(stages)) if xs[i].size]
-    while left:
-        go = []
-        for i in left:
-            st = stages[i]
-            if st._fill == 0:
-                st._t0, st._on = at_samples[i] + pos[i], False
-                if st._active(st._t0):
-                    go.append(st)
-        _grouped(go, _start)
-        done = []
-        for i in left:
-            st, p = stages[i], pos[i]
-            k = min(st.block - st._fill, xs[i].size - p)
-            pl, slot, f = st._pool, st._slot, st._fill
-            pl.D[slot, f:f + k] = res[i][p:p + k]
-            if st._on:
-                seg = pl.YF[slot, f:f + k]
-                res[i][p:p + k] -= seg
-                echo[i][p:p + k] = seg
-                active[i] = True
-                refp[i] = max(refp[i], st._refp)
-            st._fill += k
-            pos[i] += k
-            if st._fill == st.block:
-                st._fill = 0
-                if st._on:
-                    done.append(st)
-        _grouped(done, lambda g: mdf.adapt(g[0]._pool, np.array([st._slot for st in g])))
-        left = [i for i in left if pos[i] < xs[i].size]
-    outs = []
-    for st, x, r, e, a, q in zip(stages, xs, res, echo, active, refp):
-        if a:
-            np.rint(r, out=r)
-            r = r.clip(-32768, 32767, out=r).astype(np.int16)
-        else:  # passed through: the input itself
-            r = x
-        outs.append(AecOut(residual=r, echo=e, leak=st.leak, adapted=st.adapted, active=a, ref_power=q))
-    return outs
-
-
-#: Filter bins (partitions × bins × stages) per batched kernel call. Larger batches share
-#: numpy's per-call overhead, but past a size their temporaries are page-faulted in afresh on
-#: every call (glibc hands them back to the system), which on the shared dev box cost more than
-#: the arithmetic: at 100 calls of the 60 ms filter (8 kHz: 3 × 161 bins), µs per call per frame
-#: for 16 / 32 / 64 / 100 stages per call: 69–71 / 57–59 / 51–55 / 120 (loaded box).
-BATCH_BINS = 64 * 3 * 161
-
-
-def _grouped(stages: list[EchoCanceller], work) -> None:
-    """Calls ``work(group)`` per batch of stages with the same key (:data:`BATCH_BINS`)."""
-    groups: dict[tuple, list[EchoCanceller]] = {}
-    for st in stages:
-        groups.setdefault(st.key, []).append(st)
-    for group in groups.values():
-        size = max(8, BATCH_BINS // (group[0].partitions * (group[0].block + 1)))
-        for i in range(0, len(group), size):
-            work(group[i:i + size])
-
-
-def _history(st: EchoCanceller) -> np.ndarray:
-    """The reference spectra of the ``K`` blocks ending at ``t0 + B``, ``t0``, …, ``[K, B + 1]``."""
-    b, k = st.block, st.partitions
-    r = st._ref.read(st._t0 - st.bulk - k * b, st._t0 - st.bulk + b)
-    idx = np.arange(k)[:, None] * -b + (k - 1) * b + np.arange(2 * b)[None, :]
-    return mdf.spectra(r[idx])
-
-
-def _start(group: list[EchoCanceller]) -> None:
-    """Starts a block in every stage of ``group``: reference spectra and echo estimate."""
-    b, pl = group[0].block, group[0]._pool
-    newest = np.stack([st._ref.read(st._t0 - st.bulk - b, st._t0 - st.bulk + b) for st in group])
-    shift = np.array([st._xt == st._t0 - b for st in group])
-    for st, sh in zip(group, shift):
-        if not sh:  # after a pass-through, a gap or a new span: the whole history from the ring
-            pl.X[st._slot] = _history(st)
-        st._xt, st._on = st._t0, True
-    mdf.predict(pl, np.array([st._slot for st in group]), newest, shift)
+    outs: list[AecOut | None] = [None] * len(stages)
+    whole = [i for i, (st, x) in enumerate(zip(stages, xs)) if x.size == st.block and st._fill == 0]
+    if whole:  # the usual case: one 20 ms frame is one block, all of it in array operations
+        aec_batch.whole(stages, xs, at_samples, whole, outs)
+    if len(whole) < len(stages):
+        aec_batch.pieces(stages, xs, at_samples, [i for i in range(len(stages)) if outs[i] is None], outs)
+    return outs  # type: ignore[return-value]

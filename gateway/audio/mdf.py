@@ -31,15 +31,44 @@ The pool grows by doubling and never shrinks: its size is the peak number of liv
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-__all__ = ["Pool", "adapt", "pool", "predict"]
+__all__ = ["AecOut", "Pool", "adapt", "pool", "predict"]
 
 MIN_LEAK = 0.005  # mdf.c: "we don't really hope to get better than 33 dB attenuation anyway"
 # columns of Pool.V
 PEY, PYY, LEAK, SUM_ADAPT, ADAPTED, COUNT, SXX, DAVG1, DAVG2, DVAR1, DVAR2 = range(11)
 VAR1_UPDATE, VAR2_UPDATE, VAR_BACKTRACK = 0.5, 0.25, 4.0  # mdf.c's two-path thresholds
 RER_Y = 0.0  # weight of mdf.c's "y in e" lower bound on RER (dropped: see the module docstring)
+
+
+@dataclass(frozen=True, slots=True)
+class AecOut:
+    """What the canceller made of one caller-leg chunk.
+
+    Attributes:
+        residual: int16 ``[n]``, the caller leg minus the predicted echo (where no agent audio
+            was active in the whole chunk, the input array itself: do not modify it).
+        echo: float32 ``[n]``, the predicted echo that was subtracted, int16 scale (zeros where
+            passed through).
+        leak: the filter's residual-echo estimate relative to the echo estimate's power (0–1;
+            1 before the filter has adapted): the echo left in ``residual`` is about
+            ``leak * mean(echo ** 2)``.
+        adapted: the filter has passed its initial adaptation (Speex's ``adapted``).
+        active: some agent audio was active in the chunk's reference span.
+        ref_power: the loudest reference ``B``-cell's mean square in the filter's span, int16
+            units squared (0 when passed through): an echo ``E`` dB down is at most
+            ``ref_power * 10 ** (-E / 10)``, whatever the filter has learnt.
+    """
+
+    residual: np.ndarray
+    echo: np.ndarray
+    leak: float
+    adapted: bool
+    active: bool
+    ref_power: float = 0.0
 
 
 class Pool:

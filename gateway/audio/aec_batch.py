@@ -1,0 +1,132 @@
+"""The batched driver behind :func:`gateway.audio.aec.cancel_many`: cuts each call's caller
+chunk on its canceller's block grid and runs the :mod:`gateway.audio.mdf` kernels for every
+call of a geometry in batches (one 20 ms frame that is exactly one block takes an all-array
+path; other chunk sizes go piece by piece, a round of pieces at a time). Works on
+:class:`~gateway.audio.aec.EchoCanceller` internals; nothing here is public API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from gateway.audio import mdf
+from gateway.audio.mdf import AecOut
+
+__all__ = ["BATCH_BINS", "pieces", "whole"]
+
+
+def whole(stages: Sequence, xs: list[np.ndarray], ats: Sequence[int], idx: list[int],
+           outs: list) -> None:
+    """Stages whose chunk is exactly their next block: predict, subtract, adapt, per batch."""
+    go: dict[int, int] = {}
+    for i in idx:
+        st = stages[i]
+        st._t0, st._on = ats[i], False
+        if st._active(st._t0):
+            go[id(st)] = i
+        else:
+            outs[i] = AecOut(xs[i], np.zeros(xs[i].size, np.float32), st.leak, st.adapted, False, 0.0)
+
+    def work(group: list) -> None:
+        _start(group)
+        pl, rows = group[0]._pool, [go[id(st)] for st in group]
+        slots = np.array([st._slot for st in group])
+        x = np.stack([xs[i] for i in rows]).astype(np.float64)
+        pl.D[slots] = x
+        y = pl.YF[slots]
+        r = np.clip(np.rint(x - y), -32768, 32767).astype(np.int16)
+        e = y.astype(np.float32)
+        mdf.adapt(pl, slots)
+        for k, (i, st) in enumerate(zip(rows, group)):
+            outs[i] = AecOut(r[k], e[k], st.leak, st.adapted, True, st._refp)
+
+    _grouped([stages[i] for i in go.values()], work)
+
+
+def pieces(stages: Sequence, xs: list[np.ndarray], ats: Sequence[int], idx: list[int],
+            outs: list) -> None:
+    """Stages with other chunks: cut on each one's block grid, a round of pieces at a time."""
+    res = {i: xs[i].astype(np.float64) for i in idx}
+    echo = {i: np.zeros(xs[i].size, np.float32) for i in idx}
+    active = dict.fromkeys(idx, False)
+    refp = dict.fromkeys(idx, 0.0)
+    pos = dict.fromkeys(idx, 0)
+    left = [i for i in idx if xs[i].size]
+    while left:
+        go = []
+        for i in left:
+            st = stages[i]
+            if st._fill == 0:
+                st._t0, st._on = ats[i] + pos[i], False
+                if st._active(st._t0):
+                    go.append(st)
+        _grouped(go, _start)
+        done = []
+        for i in left:
+            st, p = stages[i], pos[i]
+            k = min(st.block - st._fill, xs[i].size - p)
+            pl, slot, f = st._pool, st._slot, st._fill
+            if st._on:
+                pl.D[slot, f:f + k] = res[i][p:p + k]
+                seg = pl.YF[slot, f:f + k]
+                res[i][p:p + k] -= seg
+                echo[i][p:p + k] = seg
+                active[i] = True
+                refp[i] = max(refp[i], st._refp)
+            st._fill += k
+            pos[i] += k
+            if st._fill == st.block:
+                st._fill = 0
+                if st._on:
+                    done.append(st)
+        _grouped(done, lambda g: mdf.adapt(g[0]._pool, np.array([st._slot for st in g])))
+        left = [i for i in left if pos[i] < xs[i].size]
+    for i in idx:
+        st, r = stages[i], res[i]
+        if active[i]:
+            r = np.clip(np.rint(r), -32768, 32767).astype(np.int16)
+        else:  # passed through: the input itself
+            r = xs[i]
+        outs[i] = AecOut(residual=r, echo=echo[i], leak=st.leak, adapted=st.adapted, active=active[i],
+                         ref_power=refp[i])
+
+
+#: Filter bins (partitions × bins × stages) per batched kernel call. Larger batches share
+#: numpy's per-call overhead, but past a size their temporaries are page-faulted in afresh on
+#: every call (glibc hands them back to the system), which on the shared dev box cost more than
+#: the arithmetic: at 100 calls of the 60 ms filter (8 kHz: 3 × 161 bins), µs per call per frame
+#: for 16 / 32 / 64 / 100 stages per call: 69–71 / 57–59 / 51–55 / 120 (loaded box).
+BATCH_BINS = 64 * 3 * 161
+
+
+def _grouped(stages: list, work) -> None:
+    """Calls ``work(group)`` per batch of stages with the same key (:data:`BATCH_BINS`)."""
+    groups: dict[tuple, list] = {}
+    for st in stages:
+        groups.setdefault(st.key, []).append(st)
+    for group in groups.values():
+        size = max(8, BATCH_BINS // (group[0].partitions * (group[0].block + 1)))
+        for i in range(0, len(group), size):
+            work(group[i:i + size])
+
+
+def _history(st) -> np.ndarray:
+    """The reference spectra of the ``K`` blocks ending at ``t0 + B``, ``t0``, …, ``[K, B + 1]``."""
+    b, k = st.block, st.partitions
+    r = st._ref.read(st._t0 - st.bulk - k * b, st._t0 - st.bulk + b)
+    idx = np.arange(k)[:, None] * -b + (k - 1) * b + np.arange(2 * b)[None, :]
+    return mdf.spectra(r[idx])
+
+
+def _start(group: list) -> None:
+    """Starts a block in every stage of ``group``: reference spectra and echo estimate."""
+    b, pl = group[0].block, group[0]._pool
+    newest = np.stack([st._ref.read(st._t0 - st.bulk - b, st._t0 - st.bulk + b) for st in group])
+    shift = np.array([st._xt == st._t0 - b for st in group])
+    for st, sh in zip(group, shift):
+        if not sh:  # after a pass-through, a gap or a new span: the whole history from the ring
+            pl.X[st._slot] = _history(st)
+        st._xt, st._on = st._t0, True
+    mdf.predict(pl, np.array([st._slot for st in group]), newest, shift)
