@@ -291,3 +291,15 @@ def test_a_moved_echo_path_counts_as_not_adapted(voices):
     assert aec.adapted
     aec.set_delay(200)  # 190–250 ms: the echo at 120 ms is gone
     assert not aec.adapted and aec.leak == 1.0
+
+
+def test_chunk_size_does_not_change_the_output(voices):
+    """Whole 20 ms blocks (the all-array path) and 10 ms or ragged pieces give the same residual."""
+    ref = talk(voices, 3, 3.0, -20)
+    leg, _, _ = mix(ref, path(120, 15, True), -55)
+    got = []
+    for chunk in (160, 80, 230):
+        aec = EchoCanceller(RATE)
+        aec.set_delay(120)
+        got.append(run(aec, ref, leg, chunk)[0])
+    assert np.array_equal(got[0], got[1]) and np.array_equal(got[0], got[2])
