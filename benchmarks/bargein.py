@@ -29,9 +29,12 @@ utterance, three calls:
   without an early stop; ``committed``: a ``clear`` came, the agent was cut).
 
 Times: the caller's onsets and ``clear`` arrivals are on its own clock (ms from its first
-frame); the record's events (``at_ms`` on the session's clock) are moved onto it by the
-``started`` event (the caller's start message, sent at its 0 ms; loopback: within ~1 ms). The
-caller knows its onset from its own schedule (:func:`~gateway.simulator.script.speech_bounds`).
+frame); the record's events (``at_ms`` on the session's clock, logged when the session acted)
+are moved onto it by the ``started`` event (the caller's start message, sent at its 0 ms;
+loopback: within ~1 ms). The caller knows its onset from its own schedule
+(:func:`~gateway.simulator.script.speech_bounds`). So onset → pause is when the gateway stopped
+sending, onset → commit when the caller *processed* the ``clear``: the second also carries the
+delivery and this process's own lag (``callerSlipMsP95``: how late the callers' ticks ran).
 
 ``--json`` prints one JSON object on the last line: the configuration and one row per band.
 """
@@ -284,8 +287,16 @@ def score(outcomes: Sequence[Outcome], bands: Sequence[tuple[float, float] | Non
                             "committed": _rate(bc_committed, len(bc))},
             "echoReturnLossDbMedian": round(float(np.median(erl)), 1) if erl else None,
             "echoEstimate": _estimates(mine),
+            "callerSlipMsP95": _slip(mine),
         })  # fmt: skip
     return rows
+
+
+def _slip(outcomes: Sequence[Outcome]) -> float | None:
+    """p95 of how late the callers' 20 ms ticks ran (ms): this process's own lag, which delays
+    what the callers send and when they notice a ``clear`` (large: the figures are driver-bound)."""
+    slips = [x for o in outcomes for x in o.report.send_slip_ms]
+    return round(float(np.percentile(slips, 95)), 1) if slips else None
 
 
 def _estimates(outcomes: Sequence[Outcome]) -> dict[str, Any]:
