@@ -94,12 +94,19 @@ def test_a_caller_refuses_an_echo_path_at_another_rate() -> None:
         SimulatedCaller("ws://127.0.0.1:1/x", make_dialect("twilio"), echo=EchoPath(16000, return_loss_db=20, delay_ms=50))
 
 
-async def _agent_server(agent: bytes, sent: list[bytes], sid: str, *, pause_at: int | None = None, pause_ms: int = 0):
+async def _agent_server(agent: bytes, sent: list[bytes], sid: str | None = None, *, pause_at: int | None = None,
+                        pause_ms: int = 0):
     """A gateway stand-in (Twilio protocol): sends ``agent`` (μ-law) as 100 ms media messages,
     at once, or with ``pause_at`` paced 100 ms ahead of real time with a ``pause_ms`` gap
-    before message ``pause_at``; keeps the caller's payloads."""
+    before message ``pause_at``; keeps the caller's payloads. ``sid``: the stream's id (default:
+    the one in the caller's start message)."""
 
     async def handler(ws):
+        stream = sid
+        while stream is None:
+            msg = orjson.loads(await ws.recv())
+            stream = msg.get("streamSid") if msg.get("event") == "start" else None
+
         async def reader():
             async for raw in ws:
                 msg = orjson.loads(raw)
@@ -114,7 +121,7 @@ async def _agent_server(agent: bytes, sent: list[bytes], sid: str, *, pause_at: 
                 due = t0 + (i // 800) * 0.1 - 0.1 + (pause_ms / 1000 if i // 800 >= pause_at else 0.0)
                 await asyncio.sleep(max(0.0, due - loop.time()))
             payload = base64.b64encode(agent[i:i + 800]).decode()
-            await ws.send(orjson.dumps({"event": "media", "streamSid": sid, "media": {"payload": payload}}).decode())
+            await ws.send(orjson.dumps({"event": "media", "streamSid": stream, "media": {"payload": payload}}).decode())
         await task
 
     return await serve(handler, "127.0.0.1", 0)
