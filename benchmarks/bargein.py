@@ -62,7 +62,7 @@ from gateway.simulator.dialects import TwilioCaller
 from gateway.simulator.echo import EchoPath
 from gateway.simulator.noise import LineNoise
 
-__all__ = ["BANDS", "MODES", "CallPlan", "plan_calls", "score", "run", "main", "parse_bands"]
+__all__ = ["BANDS", "MODES", "CallPlan", "Outcome", "plan_calls", "run_calls", "score", "run", "main", "parse_bands"]
 
 #: Echo return-loss bands (dB) of the rows; ``None``: line noise only (no echo).
 BANDS: tuple[tuple[float, float] | None, ...] = (None, (12, 20), (20, 25), (25, 35), (35, 50))
@@ -389,6 +389,11 @@ async def run(*, bands: Sequence[tuple[float, float] | None] = BANDS, utterances
                 say(f"{len(plans)} calls, {concurrency} at once")
                 outcomes = await run_calls(plans, url=gw.url, api_key=gw.api_key, mode=mode, concurrency=concurrency,
                                            progress=lambda d, n: say(f"{d}/{n} calls") if d % 20 == 0 else None)
+            except (httpx.HTTPError, OSError) as exc:
+                code = gw.proc.poll() if gw.proc is not None else None
+                tail = gw.log_path.read_text(errors="replace")[-2000:] if gw.log_path.exists() else ""
+                raise RuntimeError(f"a call failed ({exc!r}); the gateway {'exited ' + str(code) if code is not None else 'is running'}"
+                                   f"; the end of its log:\n{tail}") from exc
             finally:
                 await asyncio.to_thread(gw.stop)
     return {
