@@ -53,6 +53,10 @@ from gateway.audio.echo import _Ring
 __all__ = ["DoubleTalkGate", "GateDecision"]
 
 _EPS = 1e-3
+#: The lowest noise floor (int16 units squared, about −96 dBFS: one LSB): a leg of digital
+#: silence (μ-law ``0xFF``, L16 zeros) has a floor, not "none seen yet", so the first voiced
+#: chunk after it does not become the floor and veto itself and all that follow.
+_MIN_FLOOR = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +116,7 @@ class DoubleTalkGate:
     def reset(self) -> None:
         """Forgets everything (a new call)."""
         self._res.end = self._left.end = self._agent.end = 0
-        self.floor = 0.0  # noise floor, int16 units squared (0: none seen yet)
+        self.floor = 0.0  # noise floor, int16 units squared (0: none seen yet; else >= _MIN_FLOOR)
 
     def set_erl(self, erl_db: float | None) -> None:
         """The echo path's return loss when known (dB; ``None``: back to the default 12 dB),
@@ -125,7 +129,7 @@ class DoubleTalkGate:
         if n == 0:
             return
         r = out.residual.astype(np.float64)
-        p = float(np.dot(r, r)) / n
+        p = max(float(np.dot(r, r)) / n, _MIN_FLOOR)
         if self.floor == 0.0 or p < self.floor:
             self.floor = p
         else:
