@@ -53,7 +53,7 @@ from gateway.audio.echo import _Ring
 __all__ = ["DoubleTalkGate", "GateDecision"]
 
 _EPS = 1e-3
-#: The lowest noise floor (int16 units squared, about −96 dBFS: one LSB): a leg of digital
+#: The lowest noise floor (int16 units squared: an RMS of one LSB, −90.3 dBFS): a leg of digital
 #: silence (μ-law ``0xFF``, L16 zeros) has a floor, not "none seen yet", so the first voiced
 #: chunk after it does not become the floor and veto itself and all that follow.
 _MIN_FLOOR = 1.0
