@@ -230,9 +230,10 @@ class EchoCanceller:
         """The echo path's delay, when known (:attr:`EchoPathEstimator.estimate`'s
         ``delay_ms``): the filter narrows to ``short_tail_ms`` from ``pre_ms`` before it (four
         times cheaper, and it converges faster with less misadjustment); ``None`` widens it
-        back. The weights learnt so far move with it (the taps both spans cover are kept); if
-        that keeps less than half the filter's energy (the echo path changed), the filter counts
-        as not adapted again, so the double-talk rule falls back on its prior until it is.
+        back. The weights learnt so far move with it (the taps both spans cover are kept); if a
+        move between two short spans keeps less than half the filter's energy (the echo path
+        changed), the filter counts as not adapted again, so the double-talk rule falls back on
+        its prior until it is.
 
         Args:
             delay_ms: echo delay, ms, or ``None``.
@@ -248,7 +249,9 @@ class EchoCanceller:
         before = float(np.vdot(fg, fg).real)
         moved = [self._moved(a, bulk, k) for a in (self.W, fg)]
         after = float(np.vdot(moved[1], moved[1]).real)  # the taps' energy, both spans alike
-        adapted = self.adapted and after >= 0.5 * before
+        # narrowing from the full span keeps the echo by construction (its other taps are
+        # misadjustment); between short spans, less than half the energy kept = the path moved
+        adapted = self.adapted and (self.partitions == self._long[1] or after >= 0.5 * before)
         self._place(bulk, k)
         self.W[:], self._pool.F[self._slot] = moved
         if not adapted:  # the echo moved out of the span: the double-talk rule falls back on its prior
