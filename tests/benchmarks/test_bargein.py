@@ -59,3 +59,15 @@ def test_main_prints_the_json_object_on_the_last_line(monkeypatch, capsys) -> No
     lines = capsys.readouterr().out.strip().splitlines()
     assert json.loads(lines[-1]) == canned
     assert any(line.startswith("| none | 0 % | 0 % | 100 % | 200 / 210 | 205 / 215 | 0 % | - |") for line in lines)
+
+
+@pytest.mark.parametrize(("args", "option"), [(["--mode", "eager"], "--mode"), (["--bands", "20-12"], "--bands"),
+                                              (["--echo-cancel", "maybe"], "--echo-cancel"),
+                                              (["--vad", "energy"], "--vad"), (["--voice", "sam"], "--voice")])
+def test_bad_command_options_fail_clearly(args: list[str], option: str) -> None:
+    from typer.testing import CliRunner
+
+    from gateway.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "bargein", *args])
+    assert result.exit_code == 2 and option in result.output, result.output
