@@ -32,7 +32,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from gateway.audio.playout import Heard
@@ -117,6 +117,11 @@ class AgentAudio:
         self._paused_at_ms = 0.0
         self._rearm_ms: float | None = None  # after a short resume: voiced up to here, until the VAD's end
         self._heard_to_ms = 0.0  # the caller audio scored at the last progress (caller-audio ms)
+        self._model_done = True  # the model's latest item has ended (its ResponseDone came)
+        #: Told when a paused barge-in proves to be a caller turn (:meth:`hold_turn`): the
+        #: session's start of the model's turn, held back while the pause was undecided.
+        self.on_turn: Callable[[], Awaitable[None]] | None = None
+        self._turn_held = False
 
     # ------------------------------------------------------------------ model audio in
     def offer(self, event: llm.AudioOut) -> bool:
@@ -156,6 +161,8 @@ class AgentAudio:
         if not self.turns.agent_audio(event.item_id, self._ms()):
             return False  # a barge-in or stop cut this item
         self.playout.enqueue(event.item_id, event.audio)
+        if event.item_id != self._model_item:
+            self._model_done = False
         self._model_item = event.item_id
         if self._pending is not None:
             self._pending.items.add(event.item_id)
@@ -163,6 +170,8 @@ class AgentAudio:
 
     def _end_item(self, item_id: str) -> None:
         self.playout.end_item(item_id)
+        if item_id == self._model_item:
+            self._model_done = True
         if self._pending is not None:
             self._pending.ended.add(item_id)
 
@@ -188,6 +197,25 @@ class AgentAudio:
         and the VAD has not yet ended that utterance (new voice in it pauses again: the VAD
         will not confirm a new start before its end of speech)."""
         return self._pause.paused or self._rearm_ms is not None
+
+    def hold_turn(self) -> None:
+        """The caller's speech paused the agent: the session holds back the model's start of
+        turn until the pause proves a turn (a commit, or any end but short speech: then
+        :attr:`on_turn` is awaited). A backchannel that resumes never reaches the model as a
+        turn (it would cut a Gemini reply, or be answered after the agent's sentence)."""
+        self._turn_held = True
+
+    def drop_held_turn(self) -> bool:
+        """The VAD's end of speech: whether that utterance's turn was still held (a backchannel:
+        the session then sends no end of turn either); the hold ends."""
+        held, self._turn_held = self._turn_held, False
+        return held
+
+    async def _release_turn(self) -> None:
+        if self._turn_held:
+            self._turn_held = False
+            if self.on_turn is not None:
+                await self.on_turn()
 
     async def pause(self, onset_ms: float, speech_onset_ms: float, voiced_to_ms: float, heard_to_ms: float) -> None:
         """A barge-in candidate in ``pause_then_commit`` mode: stop sending agent audio now.
@@ -218,8 +246,10 @@ class AgentAudio:
         rearm, previous = self._rearm_ms, self._heard_to_ms
         self._heard_to_ms = heard_to_ms
         if not self._pause.paused and rearm is not None:
-            if voiced_to_ms > rearm and self.playout.playing(self._ms()):
+            if voiced_to_ms > rearm:
                 self._rearm_ms = None
+                if not self.playout.playing(self._ms()):  # the caller talks on with no agent audio:
+                    return await self._release_turn()  # a turn, not a backchannel
                 onset = min(voiced_to_ms, max(previous, rearm))
                 now_ms = self._ms()
                 await self.pause(now_ms - (heard_to_ms - onset), onset, voiced_to_ms, heard_to_ms)
@@ -245,9 +275,11 @@ class AgentAudio:
             if rearm:  # the VAD is still in the caller's utterance: watch it for more voice
                 self._rearm_ms = voiced_to
         elif verdict is PauseInput.COMMIT:
-            if self.playout.playing(self._ms()):
+            # The reply is cut unless it had ended and played out during the pause: a model
+            # pausing between chunks (or sentences) leaves the ledger empty for a moment.
+            if self.playout.playing(self._ms()) or not self._model_done or self.held:
                 await self.barge_in("vad", self._pause_onset_ms)
-            else:  # the reply played out during the pause: nothing is left to cut
+            else:  # nothing is left to cut
                 await self.resume("played_out")
 
     async def resume(self, reason: str) -> None:
@@ -266,6 +298,8 @@ class AgentAudio:
         self.stats.barge_in_resumes += 1
         self._event("barge_in_resumed", reason=reason, pausedMs=round(paused_ms), voicedMs=round(voiced_ms))
         self.log.info("barge-in candidate resumed (%s) after %d ms", reason, paused_ms)
+        if reason != "short":  # the caller's speech was no backchannel
+            await self._release_turn()
 
     # ------------------------------------------------------------------ stopping
     async def barge_in(self, source: str, onset_ms: float | None = None) -> None:
@@ -295,6 +329,7 @@ class AgentAudio:
         self.log.info("barge-in (%s): caller heard %d ms of %s", source, heard_ms, item_id)
         if source != "model":
             await self._interrupt(heard, now_ms)
+        await self._release_turn()
 
     async def stop(self, reason: str) -> None:
         """A policy stops the agent: as a barge-in, and held audio is dropped too; not counted.
@@ -317,6 +352,7 @@ class AgentAudio:
         if heard is None and gated:  # nothing played: the model's reply is the one it was gated on
             heard = Heard(gated[-1], 0, 0)
         await self._interrupt(heard, now_ms)
+        await self._release_turn()  # the caller's speech that paused the agent goes on as a turn
 
     def _cut(self, heard: Heard | None, cut: list[Heard], reaction_ms: float | None) -> tuple[str | None, int]:
         """Mark the items a clear cut in the transcript; the item playing and its heard ms."""

@@ -352,6 +352,7 @@ class CallSession(InboundSide):
         gates = [p for p in self._policies if p.gates_audio]
         self._agent = AgentAudio(self._playout, self.turns, self.stats, bridge, gates, self._ms, self._event, self.log,
                                  barge=self._barge)  # fmt: skip
+        self._agent.on_turn = self._turn_proven
         for policy in self._policies:  # before any caller audio is read
             await self._act(policy.on_started(self.clock.now()))
 

@@ -158,6 +158,12 @@ class InboundSide:
             rate = voicing.sample_rate
             await self._agent.caller_voiced(voicing.voiced_to * 1000.0 / rate, voicing.scored_to * 1000.0 / rate)
 
+    async def _turn_proven(self: Any) -> None:
+        """A paused barge-in proved a caller turn: the model's start of turn, held back till now
+        (:meth:`~gateway.session.agent.AgentAudio.hold_turn`)."""
+        if self.config.turn_mode == "gateway" and not self._muted and self.bridge is not None:
+            await self.bridge.speech_started()
+
     async def _barge_in(self: Any, event: VadStart, onset_ms: float, voicing: VadVoicing | None) -> None:
         """Caller speech confirmed over agent audio: barge in, or pause (pause-then-commit)."""
         if self._barge.mode != "pause_then_commit":
@@ -188,14 +194,18 @@ class InboundSide:
             if self._barge.enabled and not self._muted and self._agent.playout.playing(self._ms()):
                 await self._barge_in(event, onset_ms, voicing)
             if gateway_turns:
-                await self.bridge.speech_started()
+                if self._agent.paused:  # the model hears of this turn only once the pause proves it
+                    self._agent.hold_turn()
+                else:
+                    await self.bridge.speech_started()
         else:
             self.turns.speech_ended(now_ms)
             self._event("caller_speech_end")
             if self._agent.watching:
                 await self._agent.caller_speech_ended()
+            backchannel = self._agent.drop_held_turn()  # it paused the agent, which resumed
             await self._caller.flush()
-            if gateway_turns:
+            if gateway_turns and not backchannel:
                 await self.bridge.end_of_turn()
         for policy in self._policies:
             await self._act(policy.on_vad(event, now_ms))

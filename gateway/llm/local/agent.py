@@ -54,7 +54,10 @@ __all__ = ["LocalAgentBridge", "split_sentences", "bound_history", "HISTORY_LIMI
 
 log = logging.getLogger(__name__)
 
-_PREROLL_MS = 600
+#: Caller audio kept before the start of a turn (ms): the VAD's confirmation, or a
+#: pause-then-commit barge-in's commit (the model hears of that turn once the caller has been
+#: voiced ``commit_ms``, 400 ms by default, after the onset).
+_PREROLL_MS = 1200
 _FEED_BYTES = 16000 * 2 * 320 // 1000  # hand the decoder 320 ms of audio at a time
 _TTS_RETRY_S = 0.5  # a failed synthesis is tried once more after this (a worker may be restarting)
 #: Said when the caller's turn could not be recognised (its engine failed).
