@@ -11,7 +11,7 @@ is judged over exactly its span:
     allowed  ⇔  no agent audio in the span
              or  P_residual > 10^(margin_db/10) · P_echo_left + 10^(noise_margin_db/10) · P_floor
 
-``P_floor`` is the line's noise floor, tracked on the residual (the lowest chunk power,
+``P_floor`` is the line's noise floor, tracked on the residual (the lowest 20 ms block's power,
 rising slowly); the noise term keeps an echo that sinks into the noise from passing on the
 noise's own fluctuations.
 
@@ -110,7 +110,9 @@ class DoubleTalkGate:
         self.margin = 10 ** (margin_db / 10)
         self.noise_margin = 10 ** (noise_margin_db / 10)
         self.prior_gain = 10 ** (-prior_erl_db / 10)
-        self._rise = 10 ** (floor_rise_db_s / 10 / sample_rate)  # per sample
+        #: samples per block of the noise floor's updates (20 ms)
+        self.floor_block = max(1, sample_rate // 50)
+        self._rise_block = 10 ** (floor_rise_db_s / 10 / sample_rate * self.floor_block)  # per block
         cap = 1 << int(np.ceil(np.log2(max(history_ms * sample_rate / 1000, 64))))
         self._res = _Ring(cap)  # residual power per sample
         self._left = _Ring(cap)  # predicted echo left per sample (0: no agent audio)
@@ -121,6 +123,7 @@ class DoubleTalkGate:
         """Forgets everything (a new call)."""
         self._res.end = self._left.end = self._agent.end = 0
         self.floor = 0.0  # noise floor, int16 units squared (0: none seen yet; else >= _MIN_FLOOR)
+        self._acc_e, self._acc_n, self._acc_next = 0.0, 0, -1  # the floor block in progress
 
     def set_erl(self, erl_db: float | None) -> None:
         """The echo path's return loss when known (dB; ``None``: back to the default 12 dB),
@@ -133,12 +136,9 @@ class DoubleTalkGate:
         if n == 0:
             return
         r = out.residual.astype(np.float64)
-        p = max(float(np.dot(r, r)) / n, _MIN_FLOOR)
-        if self.floor == 0.0 or p < self.floor:
-            self.floor = p
-        else:
-            self.floor = min(p, self.floor * self._rise ** n)
-        self._res.write(r * r, at_sample)
+        r2 = r * r
+        self._track_floor(r2, at_sample)
+        self._res.write(r2, at_sample)
         if not out.active:
             self._left.write(np.zeros(n), at_sample)
             self._agent.write(np.zeros(n), at_sample)
@@ -147,6 +147,25 @@ class DoubleTalkGate:
         left = out.leak * e * e if out.adapted else np.full(n, out.ref_power * self.prior_gain)
         self._left.write(left, at_sample)
         self._agent.write(np.ones(n), at_sample)
+
+    def _track_floor(self, r2: np.ndarray, at: int) -> None:
+        """The noise floor, updated once per complete 20 ms block on multiples of
+        :attr:`floor_block` samples of the VAD's count with that block's mean power, so it never
+        depends on how the residual was cut into pieces (a block fed only in part, across a gap,
+        is skipped). ``r2``: the piece's squared samples (exact integers: int16 squared)."""
+        fb, o, n = self.floor_block, 0, r2.size
+        while o < n:
+            pos = at + o
+            k = min(n - o, fb - pos % fb)
+            if pos % fb == 0 or pos != self._acc_next:  # a new block (or a gap: start over)
+                self._acc_e, self._acc_n = 0.0, (0 if pos % fb == 0 else -fb)
+            self._acc_e += float(r2[o:o + k].sum())  # int16² sums stay exact in float64
+            self._acc_n += k
+            self._acc_next = pos + k
+            if self._acc_n == fb:  # the block is complete
+                p = max(self._acc_e / fb, _MIN_FLOOR)
+                self.floor = p if self.floor == 0.0 or p < self.floor else min(p, self.floor * self._rise_block)
+            o += k
 
     def decide(self, start: int, stop: int) -> GateDecision:
         """The verdict on the caller-leg span ``[start, stop)`` (e.g. one VAD chunk), from what

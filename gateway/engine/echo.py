@@ -23,8 +23,9 @@ clock counted from the call's start (samples at the carrier's rate) and feeds th
   sample of a run of agent audio to the echo tail after its last:
   :meth:`EchoStage.near_reference`) the caller leg goes through the call's canceller in pieces
   on its 20 ms block grid (counted in caller samples from the first, restarted where the clock
-  re-anchors), one :func:`~gateway.audio.aec.cancel_many` per round of pieces for every call
-  of the tick; elsewhere it is passed through untouched (the canceller would pass it through
+  re-anchors; a block is near, and worked on, whole or not at all), one
+  :func:`~gateway.audio.aec.cancel_many` per round of pieces for every call of the tick; a new
+  echo-delay estimate reaches the canceller between two of its blocks; elsewhere it is passed through untouched (the canceller would pass it through
   too: no agent audio in its span). The VAD scores what comes out: the **residual**. Agent
   audio is near for barge-in and for the gateway's own turns alike, and in the echo tail after
   the agent stops (where barge mode is already off but the echo still arrives).
@@ -163,7 +164,7 @@ class EchoStage:
     """
 
     __slots__ = ("rate", "estimator", "clock", "canceller", "gate", "_tail", "_est_block", "_ref_end", "_burst",
-                 "_first", "_vad_pos", "_grid", "_anchors", "_hint", "_block", "_erle", "_sampled",
+                 "_first", "_vad_pos", "_grid", "_anchors", "_hint", "_pending", "_block", "_erle", "_sampled",
                  "cancelled_samples", "vetoed_chunks", "failures")  # fmt: skip
 
     def __init__(self, sample_rate: int, *, cancel: bool = True, max_delay_ms: float = 400.0) -> None:
@@ -183,7 +184,9 @@ class EchoStage:
         self._vad_pos = 0  # caller samples handed to the VAD so far (the gate's and the VAD's count)
         self._grid = 0  # the VAD count at which the canceller's block grid starts
         self._anchors = 0  # the clock's re-anchors seen
-        self._hint: EchoEstimate | None = None  # the estimate last handed to the canceller and gate
+        self._hint: EchoEstimate | None = None  # the estimator's estimate last seen
+        # a new estimate waiting for the canceller's next block: (estimate, first sample it applies from)
+        self._pending: tuple[EchoEstimate | None, int] | None = None
         self._block = self.canceller.block if self.canceller is not None else 0
         self._sampled = 0  # pieces with agent audio seen (ERLE is measured on every 4th)
         self._erle = [0.0, 0.0]  # caller-leg and residual energy over echo-only pieces
@@ -249,7 +252,9 @@ class EchoStage:
         starts on a multiple of its block length, so its block grid, and so its estimate, never
         depends on how the caller leg was split into frames or ticks. A new estimate goes to the
         canceller (:meth:`~gateway.audio.aec.EchoCanceller.set_delay`: its filter narrows around
-        the delay) and to the gate (its return loss, used before the canceller has adapted)."""
+        the delay) and to the gate (its return loss, used before the canceller has adapted) at
+        the first canceller block that starts at or after the end of the estimator block that
+        produced it (:meth:`_apply_pending`), never in the middle of one."""
         end = self._ref_end
         if end is None:
             return
@@ -263,11 +268,22 @@ class EchoStage:
             pcm, start = np.concatenate((np.zeros(pad, np.int16), pcm)), start - pad
         est.caller(pcm, start)
         found = est.estimate
-        if found is not self._hint:  # a new estimate: the canceller narrows to its delay
+        if found is not self._hint:  # a new estimate: the canceller narrows to its delay ...
             self._hint = found
-            if self.gate is not None and self.canceller is not None:
-                self.gate.set_erl(found.erl_db if found is not None else None)
-                self.canceller.set_delay(found.delay_ms if found is not None else None)
+            if self.gate is not None and self.canceller is not None:  # ... at its next block
+                self._pending = (found, int(est._next))  # est._next: the end of the block that made it
+
+    def _apply_pending(self, at: int, fresh: bool) -> None:
+        """Hands a new estimate (:meth:`analyse`) to the canceller and the gate when a canceller
+        block starts at timeline index ``at`` (``fresh``: a block starts there) at or after the
+        estimator block that produced it: the filter changes between two of its blocks, at the
+        same sample however the caller leg was split into frames and pieces."""
+        pending = self._pending
+        if pending is None or not fresh or at < pending[1]:
+            return
+        found, self._pending = pending[0], None
+        self.gate.set_erl(found.erl_db if found is not None else None)  # type: ignore[union-attr]
+        self.canceller.set_delay(found.delay_ms if found is not None else None)  # type: ignore[union-attr]
 
     def allows(self, start: int, stop: int) -> bool:
         """The double-talk rule on VAD samples ``[start, stop)`` (counted as the VAD counts them):
@@ -290,6 +306,14 @@ class EchoStage:
         out = [(0, first)]
         out += [(o, min(b, n - o)) for o in range(first, n, b)]
         return out
+
+    def _near_block(self, start: int, offset: int, n: int = 1) -> bool:
+        """:meth:`near_reference` over the canceller blocks (on its grid) that samples
+        ``[start + offset, start + offset + n)`` of a block placed at ``start`` touch: the
+        canceller gets a block whole or not at all, however it was split."""
+        b = self._block
+        g = (self._vad_pos + offset - self._grid) % b  # where the first sample sits in its block
+        return self.near_reference(start + offset - g, g + n + (-(g + n) % b))
 
     def _measure(self, leg: np.ndarray, residual: np.ndarray, at: int) -> None:
         """ERLE's sums over a piece with agent audio once the canceller has adapted (every 4th:
@@ -350,7 +374,7 @@ def process_many(stages: Sequence[EchoStage], pcms: Sequence[np.ndarray], arriva
             st._anchors, st._grid = st.clock.reanchors, st._vad_pos
     starts = [st.clock.place(int(p.size), a) for st, p, a in zip(stages, pcms, arrivals)]
     work = [i for i, st in enumerate(stages)
-            if st.canceller is not None and pcms[i].size and st.near_reference(starts[i], int(pcms[i].size))]
+            if st.canceller is not None and pcms[i].size and st._near_block(starts[i], 0, int(pcms[i].size))]
     pieces = {i: stages[i]._pieces(starts[i], int(pcms[i].size)) for i in work}
     for i, st in enumerate(stages):
         if i not in pieces:
@@ -360,7 +384,10 @@ def process_many(stages: Sequence[EchoStage], pcms: Sequence[np.ndarray], arriva
         for i in now:  # piece by piece: a new estimate reaches the canceller at the same sample
             o, k = pieces[i][r]
             stages[i].analyse(pcms[i][o : o + k], starts[i] + o)
-        near = [i for i in now if stages[i].near_reference(starts[i] + pieces[i][r][0], pieces[i][r][1])]
+        near = [i for i in now if stages[i]._near_block(starts[i], pieces[i][r][0])]
+        for i in near:
+            c, at = stages[i].canceller, starts[i] + pieces[i][r][0]
+            stages[i]._apply_pending(at, c._fill == 0 or c._next != at)  # type: ignore[union-attr]
         done = dict(zip(near, cancel_many([stages[i].canceller for i in near],  # type: ignore[misc]
                                           [pcms[i][o : o + k] for i in near for o, k in (pieces[i][r],)],
                                           [starts[i] + pieces[i][r][0] for i in near]))) if near else {}

@@ -125,3 +125,35 @@ def test_validation():
         DoubleTalkGate(0)
     with pytest.raises(ValueError):
         DoubleTalkGate(RATE, history_ms=0)
+
+
+def _floors(pcm: np.ndarray, cuts: list[int], at: int = 0) -> dict[int, float]:
+    """The gate's floor after every piece of ``pcm`` cut at ``cuts``, keyed by the piece's end."""
+    gate, out, edges = DoubleTalkGate(RATE), {}, [0, *cuts, pcm.size]
+    for a, b in zip(edges, edges[1:]):
+        gate.feed(AecOut(pcm[a:b], np.zeros(b - a, np.float32), 1.0, False, False), at + a)
+        out[at + b] = gate.floor
+    return out
+
+
+def test_the_floor_moves_once_per_20_ms_block_however_the_residual_is_cut():
+    """The floor takes each complete 20 ms block's mean power (blocks on multiples of 160
+    samples of the count), never a piece's: small pieces of the same noise do not lower it."""
+    rng = np.random.default_rng(3)
+    level = np.repeat(rng.uniform(20, 400, 40), 200)  # the line's noise level changes every 25 ms
+    pcm = (rng.standard_normal(level.size) * level).astype(np.int16)
+    whole = _floors(pcm, list(range(160, pcm.size, 160)))
+    for cuts in (list(range(80, pcm.size, 80)), list(range(100, pcm.size, 100)),
+                 sorted(rng.choice(np.arange(1, pcm.size), 300, replace=False).tolist())):
+        got = _floors(pcm, cuts)
+        assert all(got[p] == whole[p] for p in got if p % 160 == 0)
+        assert got[pcm.size] == whole[pcm.size]
+    first = float(np.mean(pcm[:160].astype(np.float64) ** 2))
+    assert _floors(pcm[:160], [40, 90])[160] == first  # one block: its mean power, not its quietest piece
+    assert _floors(pcm[:159], [])[159] == 0.0  # an incomplete block moves nothing
+    shifted = _floors(pcm[:260], [], at=100)  # off the grid: only [160, 320) is complete
+    assert shifted[360] == float(np.mean(pcm[60:220].astype(np.float64) ** 2))
+    gap = DoubleTalkGate(RATE)
+    for a, b in ((0, 100), (120, 160)):  # a gap in the block: skipped
+        gap.feed(AecOut(pcm[a:b], np.zeros(b - a, np.float32), 1.0, False, False), a)
+    assert gap.floor == 0.0

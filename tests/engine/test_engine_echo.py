@@ -352,3 +352,44 @@ def test_a_16_khz_line_is_estimated_and_cancelled_on_the_engine():
     res = np.concatenate(heard).astype(np.float64)[4 * rate :]
     raw = leg[4 * rate : 4 * rate + res.size].astype(np.float64)
     assert 10 * np.log10(np.dot(raw, raw) / np.dot(res, res)) >= 10.0  # the echo is cancelled
+
+
+def _split_run(split, seconds: float = 5.0, i: int = 1):
+    """Call ``i`` through one stage with the caller leg cut by ``split(pos)`` (samples per
+    piece), the reference 100 ms ahead of each piece's end: the residual, the gate's verdict on
+    every 256-sample chunk, the floor after every 20 ms of the VAD's count, the stage."""
+    messages, leg = _double_talk_call(i, seconds)
+    pcm = ulaw_decode(leg)
+    st = EchoStage(RATE)
+    out, floors, pos = [], {}, 0
+    while pos < pcm.size:
+        k = min(split(pos), pcm.size - pos)
+        end_ms = (pos + k) * 1000 / RATE
+        while messages and messages[0][0] <= (end_ms + 100) * RATE / 1000:
+            at, ref = messages.pop(0)
+            st.reference(ref, at)
+        out.append(st.caller(pcm[pos : pos + k], end_ms))
+        pos += k
+        if pos % 160 == 0:
+            floors[pos] = st.gate.floor
+    verdicts = [st.gate.allows(s, s + 256) for s in range(0, pcm.size - 256, 256)]
+    return np.concatenate(out), verdicts, floors, st
+
+
+def test_the_residual_the_verdicts_and_the_floor_do_not_depend_on_how_the_leg_is_split():
+    """A new delay estimate reaches the canceller at its next block, and the gate's floor moves
+    once per 20 ms block, however the caller leg was cut (whole frames, halves, ragged pieces)."""
+    rng = np.random.default_rng(5)
+    ragged = rng.integers(1, 500, 1000)
+    base_res, base_v, base_f, base = _split_run(lambda pos: 160)
+    assert base.estimator.estimate is not None and base.canceller.partitions == 3  # it narrowed
+    assert not all(base_v) and any(base_v)  # echo vetoed, the caller over it allowed
+    splits = [lambda pos, n=n: n for n in (80, 100, 240, 320, 480)]
+    splits.append(lambda pos: int(ragged[pos % ragged.size]))
+    for j, split in enumerate(splits):
+        res, v, floors, st = _split_run(split)
+        assert np.array_equal(res, base_res)
+        assert v == base_v
+        assert st.gate.floor == base.gate.floor
+        assert all(floors[p] == base_f[p] for p in floors)  # the floor at every 20 ms both saw
+        assert j == len(splits) - 1 or len(floors) >= 40
