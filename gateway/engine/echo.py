@@ -68,6 +68,7 @@ from gateway.audio.echo import EchoEstimate, EchoPathEstimator, to_metrics
 
 if TYPE_CHECKING:
     from gateway.engine.lane import Lane, TickResult
+    from gateway.formats import AudioFormat
 
 __all__ = ["CallerClock", "EchoStage", "ECHO_RATES", "echo_many", "process_many"]
 
@@ -94,11 +95,17 @@ class CallerClock:
         bound_ms: drift tolerated before re-anchoring (ms).
         window_ms: audio (ms of samples counted) over which the smallest lag is taken.
 
+    Frames the call refused (the audio budget dropped them before the echo stage) are real time
+    on the line: :meth:`skip` moves the origin by their samples where they fell in the count, so
+    the positions stay on real time instead of falling behind until a window re-anchors.
+
     Attributes:
-        reanchors: how many times the origin moved.
+        reanchors: how many times the origin moved by a window's lag.
+        gaps: how many times it moved by refused frames (:meth:`skip`).
     """
 
-    __slots__ = ("rate", "_bound", "_window", "_origin", "_counted", "_min_lag", "_since", "reanchors")
+    __slots__ = ("rate", "_bound", "_window", "_origin", "_counted", "_min_lag", "_since", "reanchors",
+                 "_gaps", "gaps")  # fmt: skip
 
     @property
     def origin(self) -> int | None:
@@ -115,11 +122,27 @@ class CallerClock:
         self._min_lag = float("inf")
         self._since = 0
         self.reanchors = 0
+        self._gaps: list[tuple[int, int]] = []  # (count position, samples) of refused frames
+        self.gaps = 0
+
+    def skip(self, n: int, queued: int = 0) -> None:
+        """``n`` samples of the caller leg were refused (dropped, never placed) after everything
+        placed so far and ``queued`` samples more (admitted, waiting for a tick): the blocks
+        after them are placed ``n`` samples later. The block they fall in or before takes the
+        move before it is placed (its end, which arrived last, is right)."""
+        if n > 0:
+            self._gaps.append((self._counted + max(queued, 0), n))
 
     def place(self, n: int, arrival_ms: float) -> int:
         """The timeline index of the first of ``n`` samples whose end arrived at ``arrival_ms``
         (ms from the call's start)."""
         arrived = arrival_ms * self.rate / 1000.0
+        if self._gaps and self._gaps[0][0] < self._counted + n:  # refused frames before this block's end
+            due = [g for g in self._gaps if g[0] < self._counted + n]
+            self._gaps = self._gaps[len(due):]
+            if self._origin is not None:  # (the first block's arrival already counts them)
+                self._origin += sum(k for _, k in due)
+                self.gaps += 1
         if self._origin is None:
             self._origin = int(round(arrived)) - n
         start = self._origin + self._counted
@@ -164,7 +187,7 @@ class EchoStage:
     """
 
     __slots__ = ("rate", "estimator", "clock", "canceller", "gate", "_tail", "_est_block", "_ref_end", "_burst",
-                 "_first", "_vad_pos", "_grid", "_anchors", "_hint", "_pending", "_block", "_erle", "_sampled",
+                 "_first", "_vad_pos", "_grid", "_anchors", "_gaps", "_hint", "_pending", "_block", "_erle", "_sampled",
                  "cancelled_samples", "vetoed_chunks", "failures")  # fmt: skip
 
     def __init__(self, sample_rate: int, *, cancel: bool = True, max_delay_ms: float = 400.0) -> None:
@@ -184,6 +207,7 @@ class EchoStage:
         self._vad_pos = 0  # caller samples handed to the VAD so far (the gate's and the VAD's count)
         self._grid = 0  # the VAD count at which the canceller's block grid starts
         self._anchors = 0  # the clock's re-anchors seen
+        self._gaps = 0  # the clock's moves by refused frames seen
         self._hint: EchoEstimate | None = None  # the estimator's estimate last seen
         # a new estimate waiting for the canceller's next block: (estimate, first sample it applies from)
         self._pending: tuple[EchoEstimate | None, int] | None = None
@@ -245,6 +269,13 @@ class EchoStage:
             log.exception("echo stage failed; the VAD hears the raw caller leg for this frame")
             self.failures += 1
             return pcm
+
+    def refused(self, n_bytes: int, queued_bytes: int, fmt: AudioFormat) -> None:
+        """A caller frame of ``n_bytes`` (in ``fmt``, the carrier's format at :attr:`rate`) was
+        refused and dropped after ``queued_bytes`` admitted but not yet processed (a tick's
+        queue; 0 when frames are processed as they come): the caller clock skips its samples
+        (:meth:`CallerClock.skip`), so the leg stays on real time against the reference."""
+        self.clock.skip(fmt.samples_for_bytes(n_bytes), fmt.samples_for_bytes(queued_bytes))
 
     def analyse(self, pcm: np.ndarray, start: int) -> None:
         """The estimator's share of a caller block placed at ``start``: exactly its samples
@@ -373,6 +404,9 @@ def process_many(stages: Sequence[EchoStage], pcms: Sequence[np.ndarray], arriva
         if st.clock.reanchors != st._anchors:  # the last block moved the count: the grid restarts here
             st._anchors, st._grid = st.clock.reanchors, st._vad_pos
     starts = [st.clock.place(int(p.size), a) for st, p, a in zip(stages, pcms, arrivals)]
+    for st in stages:
+        if st.clock.gaps != st._gaps:  # refused frames moved this block: the grid restarts at it
+            st._gaps, st._grid = st.clock.gaps, st._vad_pos
     work = [i for i, st in enumerate(stages)
             if st.canceller is not None and pcms[i].size and st._near_block(starts[i], 0, int(pcms[i].size))]
     pieces = {i: stages[i]._pieces(starts[i], int(pcms[i].size)) for i in work}

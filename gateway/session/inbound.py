@@ -69,6 +69,9 @@ class InboundSide:
                     refused = caller.admit(event.payload, now_ms)
                     if refused is not None:  # a message or a pace no carrier sends: dropped
                         self.journal.protocol_error(refused, f"{len(event.payload)} bytes of audio", now_ms)
+                        if caller.echo is not None:  # its samples were real time: the echo clock skips them
+                            caller.echo.refused(len(event.payload), caller.lane.queued_bytes if ticked else 0,
+                                                caller.fmt)
                         continue
                     if ticked:
                         caller.submit(event.payload, now_ms, interruptible and not self._muted and ledger.playing(now_ms))

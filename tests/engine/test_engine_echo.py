@@ -78,6 +78,53 @@ def test_caller_clock_reanchors_after_lost_frames_and_a_late_first_frame():
     assert got[-1] == FRAME * (599 + lost) and clock.reanchors == 2
 
 
+def test_refused_frames_move_the_clock_at_once_and_never_reanchor_it():
+    """Frames the audio budget refused are real time: the frames after them are placed where
+    they played, at once, not after a window of drift (which would put the echo outside a
+    narrowed filter's span for up to 2 s)."""
+    clock = CallerClock(RATE)
+    clock.skip(FRAME)  # refused before any frame was placed: the first arrival places it anyway
+    assert [clock.place(FRAME, 20.0 * (k + 2)) for k in range(100)][0] == FRAME
+    clock.skip(2 * FRAME)  # frames 101 and 102 refused
+    got = [clock.place(FRAME, 20.0 * (k + 1)) for k in range(103, 400)]
+    assert got == [FRAME * k for k in range(103, 400)] and clock.reanchors == 0 and clock.gaps == 1
+    # per tick: two frames admitted and queued, one refused, one more queued; a tick joins them
+    clock = CallerClock(RATE)
+    clock.place(FRAME, 20.0)
+    clock.skip(FRAME, queued=2 * FRAME)
+    assert clock.place(3 * FRAME, 100.0) == 2 * FRAME  # the joined block ends where it arrived
+    assert [clock.place(FRAME, 20.0 * k) for k in range(6, 300)] == [FRAME * (k - 1) for k in range(6, 300)]
+    assert clock.reanchors == 0
+
+
+async def test_a_session_s_refused_frame_keeps_the_echo_clock_on_real_time():
+    """Over the session: a 2.2 s message (over the budget's 2 s: refused and dropped) in the
+    middle of the agent's audio moves the echo clock by its samples; the next frames are placed
+    where they played (no re-anchor) and the echo keeps being cancelled."""
+    from tests.test_session_echo import EchoLine, echo_call
+    from tests.test_session import VirtualClock
+
+    class Dropping(EchoLine):
+        async def run(self) -> None:
+            big = range(150, 260)  # frames 150..259 (3.0–5.2 s) sent as one message at 5.2 s
+            for k in range(self.frames):
+                await self.clock.sleep(max(0.0, (k + 1) * FRAME / RATE - self.clock.now()))
+                if k in big and k != big[-1]:
+                    continue
+                pcm = np.concatenate([self.leg(j) for j in big]) if k == big[-1] else self.leg(k)
+                self.inbox.put_nowait(self.dialect.media(ulaw_encode(pcm)))
+            self.inbox.put_nowait(self.dialect.stop())
+
+    for engine in (False, True):
+        clock = VirtualClock()
+        line = Dropping(clock, 6.6, delay_ms=120, erl_db=15, noise_dbfs=-50)
+        outcome, _, session = await echo_call(line, clock, engine=engine, agent=talk(0, 6.0, level_db=-2))
+        st = session._echo
+        assert abs(st.clock.origin + st.clock._counted - line.frames * FRAME) <= FRAME, engine  # the end, on time
+        assert st.clock.gaps == 1 and st.clock.reanchors == 0, engine
+        assert outcome.metrics["echo"]["delayMs"] == pytest.approx(120, abs=2.0)
+
+
 CASES = [(40, 12, -55), (120, 25, -50), (200, 35, -50), (120, 25, -45), (80, 20, -60)]
 
 
