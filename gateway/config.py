@@ -166,7 +166,7 @@ class Settings(BaseSettings):
     #: :mod:`gateway.session.bargein`).
     barge_in_mode: Literal["off", "immediate", "pause_then_commit"] = "immediate"
     #: Pause-then-commit: unvoiced caller audio (ms) after shorter speech that resumes the agent.
-    barge_in_resume_gap_ms: int = Field(200, ge=20, le=2000)
+    barge_in_resume_gap_ms: int = Field(400, ge=20, le=2000)
     #: OpenAI-compatible chat-completions endpoint for the local agent's responder (e.g.
     #: ``http://127.0.0.1:11434/v1`` for Ollama). Empty: the echo responder (a diagnostic).
     llm_base_url: str = ""

@@ -25,7 +25,7 @@ def test_the_call_s_own_mode_else_the_operator_s_and_off_when_not_interruptible(
 
 
 def test_the_operator_default_is_immediate_and_checked(monkeypatch):
-    assert Settings().barge_in_mode == "immediate" and Settings().barge_in_resume_gap_ms == 200
+    assert Settings().barge_in_mode == "immediate" and Settings().barge_in_resume_gap_ms == 400
     monkeypatch.setenv("GATEWAY_BARGE_IN_MODE", "pause_then_commit")
     assert Settings().barge_in_mode == "pause_then_commit"
     monkeypatch.setenv("GATEWAY_BARGE_IN_MODE", "sometimes")

@@ -43,9 +43,12 @@ BARGE_IN_MODES: tuple[str, ...] = get_args(BargeInMode)
 #: within about half a second.
 COMMIT_MS = 400.0
 #: Unvoiced caller audio (ms) after the last voiced chunk that ends a short speech: the pause
-#: resumes. Longer than the gaps inside one word's voicing (stops, 50–150 ms), far shorter than
-#: the VAD's end of speech (``vad_min_silence_ms``, 600 ms).
-RESUME_GAP_MS = 200.0
+#: resumes. Longer than the gaps inside one word's voicing (stops, 50–150 ms) and than the
+#: short pause a caller often takes after a first word when interrupting ("Sorry — can I …",
+#: pauses inside a phrase run 200–400 ms; at 200 ms such a barge-in resumed, paused again and
+#: committed late, a stutter), shorter than the VAD's end of speech (``vad_min_silence_ms``,
+#: 600 ms). A backchannel of 250 ms holds the agent about 0.7 s.
+RESUME_GAP_MS = 400.0
 #: A pause the caller's audio has not decided within ``commit_ms + resume_gap_ms`` plus this
 #: (ms) resumes (``timeout``): the caller's audio stopped arriving, so nothing will decide it.
 PAUSE_GRACE_MS = 1000.0

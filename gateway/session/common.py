@@ -52,7 +52,7 @@ class CallPolicy:
     recording_enabled: bool = True
     barge_in_mode: str = "immediate"
     barge_in_commit_ms: float = 400.0
-    barge_in_resume_gap_ms: float = 200.0
+    barge_in_resume_gap_ms: float = 400.0
 
 
 @dataclass(slots=True)
