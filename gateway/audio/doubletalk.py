@@ -117,6 +117,7 @@ class DoubleTalkGate:
         self._res = _Ring(cap)  # residual power per sample
         self._left = _Ring(cap)  # predicted echo left per sample (0: no agent audio)
         self._agent = _Ring(cap)  # 1 where agent audio was active
+        self._consts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -136,17 +137,37 @@ class DoubleTalkGate:
         if n == 0:
             return
         r = out.residual.astype(np.float64)
-        r2 = r * r
-        self._track_floor(r2, at_sample)
+        r2 = np.multiply(r, r, out=r)
+        fb = self.floor_block
+        if n == fb and at_sample % fb == 0:  # the usual piece: one whole floor block
+            self._floor_block_power(float(r2.sum()))
+            self._acc_next = at_sample + n
+        else:
+            self._track_floor(r2, at_sample)
         self._res.write(r2, at_sample)
+        zeros, ones = self._const(n)
         if not out.active:
-            self._left.write(np.zeros(n), at_sample)
-            self._agent.write(np.zeros(n), at_sample)
+            self._left.write(zeros, at_sample)
+            self._agent.write(zeros, at_sample)
             return
         e = out.echo.astype(np.float64)
         left = out.leak * e * e if out.adapted else np.full(n, out.ref_power * self.prior_gain)
         self._left.write(left, at_sample)
-        self._agent.write(np.ones(n), at_sample)
+        self._agent.write(ones, at_sample)
+
+    def _const(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Read-only zeros and ones ``[n]`` (the rings copy what they are given)."""
+        c = self._consts.get(n)
+        if c is None:
+            if len(self._consts) > 64:
+                self._consts.clear()
+            c = self._consts[n] = (np.zeros(n), np.ones(n))
+        return c
+
+    def _floor_block_power(self, energy: float) -> None:
+        """One complete floor block's residual energy (sum of squares) updates the floor."""
+        p = max(energy / self.floor_block, _MIN_FLOOR)
+        self.floor = p if self.floor == 0.0 or p < self.floor else min(p, self.floor * self._rise_block)
 
     def _track_floor(self, r2: np.ndarray, at: int) -> None:
         """The noise floor, updated once per complete 20 ms block on multiples of
@@ -163,8 +184,7 @@ class DoubleTalkGate:
             self._acc_n += k
             self._acc_next = pos + k
             if self._acc_n == fb:  # the block is complete
-                p = max(self._acc_e / fb, _MIN_FLOOR)
-                self.floor = p if self.floor == 0.0 or p < self.floor else min(p, self.floor * self._rise_block)
+                self._floor_block_power(self._acc_e)
             o += k
 
     def decide(self, start: int, stop: int) -> GateDecision:

@@ -16,8 +16,9 @@ clock counted from the call's start (samples at the carrier's rate) and feeds th
   arrival times jitter (tens of ms; a tick joins several). Each block's position is therefore
   counted in samples from an anchor, the first block's arrival (its *end* arrived then), by
   :class:`CallerClock`, re-anchored only when the count drifts from the arrivals by more than a
-  bound (lost frames, a late first frame, a carrier clock that runs fast or slow). A constant
-  offset between the two legs (network, carrier buffering) is absorbed by the estimator as
+  bound (lost frames, a late first frame, a carrier clock that runs fast or slow); frames the
+  call refuses (the audio budget) move it by their samples at once (:meth:`EchoStage.refused`).
+  A constant offset between the two legs (network, carrier buffering) is absorbed by the estimator as
   echo delay and by the canceller's filter span.
 - **canceller** (``cancel``, ``GATEWAY_ECHO_CANCEL=on``): near agent audio (from the first
   sample of a run of agent audio to the echo tail after its last:
@@ -25,8 +26,8 @@ clock counted from the call's start (samples at the carrier's rate) and feeds th
   on its 20 ms block grid (counted in caller samples from the first, restarted where the clock
   re-anchors; a block is near, and worked on, whole or not at all), one
   :func:`~gateway.audio.aec.cancel_many` per round of pieces for every call of the tick; a new
-  echo-delay estimate reaches the canceller between two of its blocks; elsewhere it is passed through untouched (the canceller would pass it through
-  too: no agent audio in its span). The VAD scores what comes out: the **residual**. Agent
+  echo-delay estimate reaches the canceller between two of its blocks; elsewhere it is passed
+  through untouched (the canceller would pass it through too: no agent audio in its span). The VAD scores what comes out: the **residual**. Agent
   audio is near for barge-in and for the gateway's own turns alike, and in the echo tail after
   the agent stops (where barge mode is already off but the echo still arrives).
 - **double-talk rule**: every piece's canceller output goes to the call's
