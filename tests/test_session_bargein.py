@@ -129,14 +129,17 @@ def make(mode: str, *, interruptible: bool = True, vad=None, engine: MediaEngine
 
 
 async def drive(session, clock, transport, bridge, dialect, *, speak: tuple[float, float], until_ms: float = 3500,
-                engine: MediaEngine | None = None, at: dict | None = None, voice: list[bytes] | None = None):
+                engine: MediaEngine | None = None, at: dict | None = None, voice: list[bytes] | None = None,
+                first: bytes | None = None):
     """Run the call: the reply queued at 0, the caller voiced from ``speak[0]`` for ``speak[1]``
     ms (silent otherwise; ``voice``: these frames from ``speak[0]`` instead of the tone, then
-    silence), ``at``: {ms: coroutine function} run once at that time; then stop."""
+    silence), ``at``: {ms: coroutine function} run once at that time; then stop. ``first``:
+    only this much of the reply is queued at 0, and it does not end (``at`` sends the rest)."""
     carrier = Carrier(transport, dialect)
     bridge.queue.put_nowait(llm.Transcript("agent", "one two three four five six seven eight nine ten", "item_1"))
-    bridge.queue.put_nowait(llm.AudioOut("item_1", reply()))
-    bridge.queue.put_nowait(llm.ResponseDone("item_1"))
+    bridge.queue.put_nowait(llm.AudioOut("item_1", reply() if first is None else first))
+    if first is None:
+        bridge.queue.put_nowait(llm.ResponseDone("item_1"))
     pending = dict(at or {})
 
     async def caller():

@@ -4,10 +4,8 @@ chunks of its reply still cuts the reply."""
 
 from __future__ import annotations
 
-import asyncio
-
 from gateway.llm import base as llm
-from tests.test_session_bargein import FRAME, SILENCE, VOICE, Carrier, drive, kinds, make, reply
+from tests.test_session_bargein import FRAME, drive, kinds, make, reply
 
 
 async def test_a_backchannel_that_resumes_never_reaches_the_model_as_a_turn():
@@ -38,36 +36,15 @@ async def test_immediate_mode_tells_the_model_at_once():
 
 async def test_a_commit_while_the_model_stalls_between_chunks_still_cuts_the_reply():
     session, clock, transport, bridge, dialect = make("pause_then_commit")
-    carrier = Carrier(transport, dialect)
     audio = reply()
     first = 36 * FRAME  # 720 ms, all sent before the pause: the ledger runs dry during it
-    bridge.queue.put_nowait(llm.Transcript("agent", "one two three four five six", "item_1"))
-    bridge.queue.put_nowait(llm.AudioOut("item_1", audio[:first]))
-    speak = (600, 1500)
 
-    async def caller():
-        sent_rest, step = False, 0
-        while clock.t * 1000 < 3500:
-            now = clock.t * 1000
-            carrier.step(now)
-            if now >= 1100 and not sent_rest:  # the model's next chunk, after a stall
-                sent_rest = True
-                bridge.queue.put_nowait(llm.AudioOut("item_1", audio[first:]))
-                bridge.queue.put_nowait(llm.ResponseDone("item_1"))
-            if step % 4 == 0:
-                frame = VOICE if speak[0] <= now < speak[0] + speak[1] else SILENCE
-                transport.inbox.put_nowait(dialect.media(frame))
-            step += 1
-            await clock.sleep(0.005)
-        transport.inbox.put_nowait(dialect.stop())
+    async def rest():  # the model's next chunk, after a stall
+        bridge.queue.put_nowait(llm.AudioOut("item_1", audio[first:]))
+        bridge.queue.put_nowait(llm.ResponseDone("item_1"))
 
-    driver = asyncio.create_task(clock.drive())
-    task = asyncio.get_running_loop().create_task(caller())
-    try:
-        outcome = await asyncio.wait_for(session.run(), 20)
-    finally:
-        driver.cancel()
-        task.cancel()
+    outcome, carrier = await drive(session, clock, transport, bridge, dialect, speak=(600, 1500),
+                                   first=audio[:first], at={1100: rest})
     assert kinds(outcome)[:2] == ["barge_in_paused", "barge_in"], kinds(outcome)
     played_while_talking = [t for t, _ in carrier.frames if 1150 <= t < 2100]
     assert played_while_talking == []  # the rest of the reply never played over the caller
