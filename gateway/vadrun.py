@@ -11,6 +11,7 @@ so it runs directly.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -56,6 +57,10 @@ class VadVoicing:
     voiced_to: int
     scored_to: int
     sample_rate: int
+    #: The latest voiced runs ``(start, end)`` (samples, oldest first; at most
+    #: :data:`VOICED_RUNS_KEPT`): a gap between two of them that closed before this was read
+    #: is still seen, however coarsely the session reads it (a tick result may carry seconds).
+    runs: tuple[tuple[int, int], ...] = ()
 
 
 class VadRunner(Protocol):
@@ -94,6 +99,8 @@ _NONE = np.zeros(0, np.float32)
 PREGATE_HOLD = frozenset({VadState.STARTING, VadState.SPEAKING})
 #: Detector states after a chunk in which that chunk counts as voiced (:class:`VadVoicing`).
 _VOICED = frozenset({VadState.STARTING, VadState.SPEAKING})
+#: Voiced runs a runner keeps for :attr:`VadVoicing.runs` (bounded per-call state).
+VOICED_RUNS_KEPT = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +171,7 @@ class _Runner:
         self._fallback: webrtcvad.Vad | None = None
         self.echo_gate: Callable[[int, int], bool] | None = None
         self.voiced_to = 0  # end of the last voiced chunk (samples; see voicing)
+        self._runs: deque[tuple[int, int]] = deque(maxlen=VOICED_RUNS_KEPT)
 
     def agent_speaking(self, speaking: bool) -> None:
         self.detector.gate.min_speech_samples = self._barge_min if speaking else self._turn_min
@@ -212,12 +220,18 @@ class _Runner:
                 score = 0.0
         event = det.apply_score(score)
         if det.state in _VOICED:
-            self.voiced_to = det.gate.position
+            end = det.gate.position
+            runs = self._runs
+            if runs and runs[-1][1] >= end - det.frame_samples:
+                runs[-1] = (runs[-1][0], end)
+            else:
+                runs.append((end - det.frame_samples, end))
+            self.voiced_to = end
         return [] if event is None else _convert((event,), self._fed, self.sample_rate)
 
     def voicing(self) -> VadVoicing:
         """How far the caller's voice reaches now (:class:`VadVoicing`)."""
-        return VadVoicing(self.voiced_to, self.detector.gate.position, self.sample_rate)
+        return VadVoicing(self.voiced_to, self.detector.gate.position, self.sample_rate, tuple(self._runs))
 
     def fallback_scores(self, block: np.ndarray) -> np.ndarray:
         """Cheap scores (1 or 0 per chunk of int16 ``[k, n]``) when the scorer failed: WebRTC

@@ -239,7 +239,8 @@ class AgentAudio:
         self.log.info("barge-in candidate: agent audio paused")
         await self.caller_voiced(voiced_to_ms, heard_to_ms)
 
-    async def caller_voiced(self, voiced_to_ms: float, heard_to_ms: float) -> None:
+    async def caller_voiced(self, voiced_to_ms: float, heard_to_ms: float,
+                            runs_ms: tuple[tuple[float, float], ...] = ()) -> None:
         """The VAD's progress while :attr:`watching` (same timeline as :meth:`pause`): commit or
         resume once the verdict is in; after a short resume, a voiced chunk pauses again (its
         onset taken as the end of the audio scored at the previous progress)."""
@@ -254,7 +255,7 @@ class AgentAudio:
                 now_ms = self._ms()
                 await self.pause(now_ms - (heard_to_ms - onset), onset, voiced_to_ms, heard_to_ms)
             return
-        await self._decide(self._pause.hear(voiced_to_ms, heard_to_ms), rearm=True)
+        await self._decide(self._pause.hear(voiced_to_ms, heard_to_ms, runs_ms), rearm=True)
 
     async def caller_speech_ended(self) -> None:
         """The VAD's end of speech while :attr:`watching`: the verdict on the voiced span so far."""

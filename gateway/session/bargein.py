@@ -175,12 +175,25 @@ class PauseGate:
             self._voiced_to_ms = max(self._voiced_to_ms, voiced_to_ms)
         return first
 
-    def hear(self, voiced_to_ms: float, heard_to_ms: float) -> PauseInput | None:
+    def hear(self, voiced_to_ms: float, heard_to_ms: float,
+             runs_ms: tuple[tuple[float, float], ...] = ()) -> PauseInput | None:
         """The VAD's progress: its last voiced chunk ended at ``voiced_to_ms``, and it has
-        scored the caller's audio up to ``heard_to_ms``. The verdict (the caller then ends the
-        pause with :meth:`end`): ``COMMIT``, ``RESUME``, or ``None`` (not yet; or not paused)."""
+        scored the caller's audio up to ``heard_to_ms``; ``runs_ms``: its latest voiced runs
+        ``(start, end)`` (oldest first), so that whichever came first, a gap of
+        ``resume_gap_ms`` or ``commit_ms`` of voice, decides however seldom this is asked. The
+        verdict (the caller then ends the pause with :meth:`end`): ``COMMIT``, ``RESUME``, or
+        ``None`` (not yet; or not paused)."""
         if not self.paused:
             return None
+        assert self.onset_ms is not None
+        for start, end in runs_ms:  # the voice since the last progress, in order
+            if end <= self._voiced_to_ms:
+                continue
+            if start - self._voiced_to_ms >= self.resume_gap_ms:
+                return PauseInput.RESUME  # a gap that closed before this progress came
+            self._voiced_to_ms = end
+            if self.voiced_ms >= self.commit_ms:
+                return PauseInput.COMMIT
         self._voiced_to_ms = max(self._voiced_to_ms, voiced_to_ms)
         if self.voiced_ms >= self.commit_ms:
             return PauseInput.COMMIT

@@ -158,8 +158,9 @@ class InboundSide:
         if voicing is None:
             await self._agent.caller_voiced(now_ms, now_ms)
         else:
-            rate = voicing.sample_rate
-            await self._agent.caller_voiced(voicing.voiced_to * 1000.0 / rate, voicing.scored_to * 1000.0 / rate)
+            ms = 1000.0 / voicing.sample_rate
+            runs = tuple((start * ms, end * ms) for start, end in voicing.runs)
+            await self._agent.caller_voiced(voicing.voiced_to * ms, voicing.scored_to * ms, runs)
 
     async def _turn_proven(self: Any) -> None:
         """A paused barge-in proved a caller turn: the model's start of turn, held back till now
