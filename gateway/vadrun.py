@@ -172,6 +172,7 @@ class _Runner:
         self.echo_gate: Callable[[int, int], bool] | None = None
         self.voiced_to = 0  # end of the last voiced chunk (samples; see voicing)
         self._runs: deque[tuple[int, int]] = deque(maxlen=VOICED_RUNS_KEPT)
+        self._voicing: VadVoicing | None = None  # voicing() of the last chunk applied, once asked
 
     def agent_speaking(self, speaking: bool) -> None:
         self.detector.gate.min_speech_samples = self._barge_min if speaking else self._turn_min
@@ -219,6 +220,7 @@ class _Runner:
             if not gate(start, start + det.frame_samples):
                 score = 0.0
         event = det.apply_score(score)
+        self._voicing = None
         if det.state in _VOICED:
             end = det.gate.position
             runs = self._runs
@@ -230,8 +232,12 @@ class _Runner:
         return [] if event is None else _convert((event,), self._fed, self.sample_rate)
 
     def voicing(self) -> VadVoicing:
-        """How far the caller's voice reaches now (:class:`VadVoicing`)."""
-        return VadVoicing(self.voiced_to, self.detector.gate.position, self.sample_rate, tuple(self._runs))
+        """How far the caller's voice reaches now (:class:`VadVoicing`; made once per chunk
+        applied, however many ticks ask)."""
+        if self._voicing is None:
+            self._voicing = VadVoicing(self.voiced_to, self.detector.gate.position, self.sample_rate,
+                                       tuple(self._runs))  # fmt: skip
+        return self._voicing
 
     def fallback_scores(self, block: np.ndarray) -> np.ndarray:
         """Cheap scores (1 or 0 per chunk of int16 ``[k, n]``) when the scorer failed: WebRTC

@@ -80,6 +80,8 @@ class InboundSide:
                         await self._hear(decode(event.payload, self._started.audio_format.encoding), now_ms)
                     barge_mode = interruptible and not self._muted and ledger.playing(now_ms)
                     vad_events = await caller.feed(event.payload, now_ms, barge_mode)
+                    if not vad_events and not self._agent.watching:
+                        continue  # the usual frame: no voiced time is needed
                     voiced = voicing() if voicing is not None else None
                     for vad_event in vad_events:
                         await self._on_vad(vad_event, voicing=voiced)

@@ -43,7 +43,7 @@ class WaitForAgent:
 
 
 @dataclass(frozen=True)
-class BargeIn:
+class _OverAgent:
     """Wait until agent audio is playing for ``after_ms``, then speak ``pcm`` over it."""
 
     pcm: np.ndarray
@@ -53,15 +53,15 @@ class BargeIn:
 
 
 @dataclass(frozen=True)
-class Backchannel:
+class BargeIn(_OverAgent):
+    """Wait until agent audio is playing for ``after_ms``, then speak ``pcm`` over it."""
+
+
+@dataclass(frozen=True)
+class Backchannel(_OverAgent):
     """Wait until agent audio is playing for ``after_ms``, then say ``pcm`` (a short "mm-hm",
     ~250 ms) over it: speech that should not stop the agent. Its onset is reported
     (:attr:`CallerReport.onsets`, kind ``backchannel``), not timed as a barge-in."""
-
-    pcm: np.ndarray
-    after_ms: int = 800
-    timeout_s: float = 30.0
-    label: str = ""
 
 
 @dataclass(frozen=True)
