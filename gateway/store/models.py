@@ -342,6 +342,19 @@ class Call(Base):
     #: An outbound call's request details kept for the record: ``{"objective", "context",
     #: "ringTimeout", "voicemail": {...}, "variables": [names]}`` (variable names only).
     outbound: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    #: The request's ``fields`` to extract after the call (``FieldSpec.stored()`` dicts);
+    #: NULL or empty: none asked for.
+    post_call_fields: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
+    #: ``pending`` (to compute), ``completed``, ``skipped`` (no chat endpoint configured:
+    #: ``post_call_error`` says so) or ``failed`` (``post_call_error`` says why); NULL: the
+    #: call has not ended.
+    post_call_status: Mapped[str | None] = mapped_column(String(16), default=None)
+    post_call_error: Mapped[str | None] = mapped_column(Text, default=None)
+    #: The post-call plain-language summary, and the extracted values (name -> value or null).
+    summary: Mapped[str | None] = mapped_column(Text, default=None)
+    extracted: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    #: The request's per-call ``webhookUrl`` (events and the end-of-call report go there too).
+    webhook_url: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 #: Who caused a status change: the gateway itself (creation, placement, expiry, a session's

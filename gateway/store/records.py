@@ -253,6 +253,14 @@ class CallRecord:
     carrier_status: str | None = None
     voicemail: dict[str, Any] | None = None
     outbound: dict[str, Any] | None = None
+    #: After the call (:mod:`gateway.api.after_call_schemas`): the fields asked for, the
+    #: post-call step's status / error / summary / extracted values, the per-call webhook URL.
+    post_call_fields: list[dict[str, Any]] | None = None
+    post_call_status: str | None = None
+    post_call_error: str | None = None
+    summary: str | None = None
+    extracted: dict[str, Any] | None = None
+    webhook_url: str | None = None
     turns: tuple[TurnRecord, ...] = ()
     events: tuple[EventRecord, ...] = ()
     transitions: list[dict[str, Any]] = field(default_factory=list)

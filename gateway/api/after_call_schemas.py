@@ -1,0 +1,106 @@
+"""What a call request asks for after the call: the fields to extract and where to send events.
+
+Every call-creating body (``POST /calls/create``, ``/calls/inline``, ``/calls/outbound``)
+takes these, through :class:`AfterCallFields`:
+
+* ``fields``: the values the post-call step extracts from the conversation, each with a
+  name and a type (``string``, ``boolean``, ``number``, ``integer`` or ``enum`` with its
+  ``values``) and an optional description for the model. A value the conversation does
+  not support comes back ``null``.
+* ``webhookUrl``: where this call's lifecycle events and end-of-call report are POSTed
+  (signed with Standard Webhooks); the API key's default endpoints get them too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from gateway.api.schemas import TOOL_URL, _Request
+
+__all__ = ["FieldSpec", "FieldType", "AfterCallFields", "MAX_FIELDS", "MAX_ENUM_VALUES"]
+
+FieldType = Literal["string", "boolean", "number", "integer", "enum"]
+
+#: At most this many fields per call (a JSON-schema response format stays small).
+MAX_FIELDS = 50
+#: At most this many values per ``enum`` field.
+MAX_ENUM_VALUES = 50
+
+
+class FieldSpec(_Request):
+    """One value to extract after the call, e.g. ``{"name": "callback_time", "type": "string"}``."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+        description="Identifier (letters, digits, _; 1–64), the key in extracted.",
+    )
+    type: FieldType
+    description: str = Field("", max_length=1_000, description="What the value means, for the model.")
+    values: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_ENUM_VALUES,
+        description="enum only: the allowed values (1–50 distinct strings of 1–200 characters).",
+    )
+
+    @model_validator(mode="after")
+    def _values_iff_enum(self) -> FieldSpec:
+        if self.type == "enum":
+            if not self.values:
+                raise ValueError("an enum field needs values")
+            if any(not v or len(v) > 200 for v in self.values):
+                raise ValueError("enum values are strings of 1–200 characters")
+            if len(set(self.values)) != len(self.values):
+                raise ValueError("enum values must be distinct")
+        elif self.values is not None:
+            raise ValueError(f"values is for enum fields only, not {self.type}")
+        return self
+
+    def stored(self) -> dict[str, Any]:
+        """The dict kept on the call record (``calls.post_call_fields``)."""
+        out: dict[str, Any] = {"name": self.name, "type": self.type, "description": self.description}
+        if self.values is not None:
+            out["values"] = list(self.values)
+        return out
+
+
+class AfterCallFields(_Request):
+    """Mixin of the call-creating bodies: ``fields`` and ``webhookUrl``."""
+
+    fields: list[FieldSpec] = Field(
+        default_factory=list,
+        max_length=MAX_FIELDS,
+        description="Values to extract when the call ends (names distinct; at most 50).",
+    )
+    webhook_url: str | None = Field(
+        None,
+        min_length=1,
+        max_length=2048,
+        description="Where this call's events and end-of-call report are POSTed: https:// to a "
+        "public host; private, loopback and link-local targets (and http://) only when the "
+        "operator allows them (GATEWAY_OUTBOUND_ALLOW).",
+        json_schema_extra={"pattern": f"^{TOOL_URL.pattern}$"},
+    )
+
+    @field_validator("fields")
+    @classmethod
+    def _distinct_names(cls, fields: list[FieldSpec]) -> list[FieldSpec]:
+        names = [f.name for f in fields]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"field names must be distinct: {', '.join(dupes)}")
+        return fields
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _url_form(cls, url: str | None) -> str | None:
+        """The URL's form only; which hosts are allowed is the outbound policy's."""
+        if url is not None and not TOOL_URL.fullmatch(url):
+            raise ValueError("must be http(s)://host[:port][/path] with no user name, password or spaces")
+        return url
+
+    def post_call_fields(self) -> list[dict[str, Any]]:
+        """``fields`` as stored on the call record."""
+        return [f.stored() for f in self.fields]
