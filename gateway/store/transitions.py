@@ -45,6 +45,7 @@ from gateway.store.models import (
     CallTransition,
     IllegalTransition,
 )
+from gateway.store.outbox import write_call_events
 from gateway.store.records import CallRecord
 
 __all__ = ["TransitionsMixin", "CARRIER_STATUSES", "CONNECTABLE_STATUSES", "CarrierResult"]
@@ -98,7 +99,9 @@ class TransitionsMixin(StoreBase):
     ) -> None:  # fmt: skip
         """Add the row for ``old -> new`` (``seq``: next after the call's last if ``None``).
 
-        Call it only after the ``UPDATE`` that made the change, in the same transaction.
+        Call it only after the ``UPDATE`` that made the change, in the same transaction. The
+        change's webhook events go into the outbox here too, in the same transaction
+        (:func:`gateway.store.outbox.write_call_events`).
 
         Raises:
             ValueError: ``source`` is not one of :data:`TRANSITION_SOURCES`.
@@ -107,12 +110,14 @@ class TransitionsMixin(StoreBase):
         if seq is None:
             last = s.scalar(select(func.max(CallTransition.seq)).where(CallTransition.call_id == call_id))
             seq = 0 if last is None else last + 1
+        at, row_detail = at or self.now(), _str_detail(detail)
         s.add(
             CallTransition(
                 call_id=call_id, seq=seq, from_status=old.value if old is not None else None,
-                to_status=new.value, at=at or self.now(), source=source, detail=_str_detail(detail),
+                to_status=new.value, at=at, source=source, detail=row_detail,
             )  # fmt: skip
         )
+        write_call_events(s, call_id, old, new, at=at, source=source, detail=row_detail, seq=seq)
 
     def _move(
         self, s: Session, call_id: str, new: CallStatus, values: Mapping[str, Any], *,

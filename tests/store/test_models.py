@@ -75,7 +75,7 @@ def test_schema_compiles_for_postgresql() -> None:
     ddl = "\n".join(str(CreateTable(t).compile(dialect=dialect)) for t in Base.metadata.sorted_tables)
     assert "TIMESTAMP WITH TIME ZONE" in ddl and "JSON" in ddl
     assert set(Base.metadata.tables) == {"api_keys", "agents", "carrier_accounts", "calls", "call_transitions",
-                                         "transcript_turns", "call_events"}  # fmt: skip
+                                         "transcript_turns", "call_events", "webhook_endpoints", "webhook_outbox"}  # fmt: skip
     assert "CREATE UNIQUE INDEX uq_call_transitions_to_status ON call_transitions (call_id, to_status)" in "\n".join(
         str(CreateIndex(i).compile(dialect=dialect)) for i in Base.metadata.tables["call_transitions"].indexes
     )
