@@ -201,6 +201,13 @@ class Settings(BaseSettings):
     #: Non-public targets tool URLs may reach (comma-separated hosts, ``host:port``, addresses
     #: or CIDRs; see :mod:`gateway.netpolicy`). Empty: public HTTPS hosts only.
     outbound_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: Webhook deliveries (:mod:`gateway.webhooks`): the Standard Webhooks retry schedule
+    #: (immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h) is multiplied by this (tests
+    #: compress it, e.g. 0.001); each request's time limit (s); how often (s) the outbox is
+    #: polled for due deliveries.
+    webhook_retry_scale: float = Field(1.0, gt=0, le=1)
+    webhook_timeout_s: float = Field(10.0, gt=0, le=60)
+    webhook_poll_s: float = Field(1.0, gt=0, le=60)
     #: Secrets each tenant's API keys may reference (JSON: tenant → list of ``GATEWAY_SECRET_*``
     #: names, ``PREFIX*`` patterns or ``"*"``), on top of the built-in grant of
     #: ``GATEWAY_SECRET_<TENANT>_*`` to each tenant (see :mod:`gateway.tenants`).
