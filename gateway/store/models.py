@@ -282,6 +282,11 @@ class Call(Base):
         Index("ix_calls_created_at", "created_at"),
         Index("ix_calls_node_status", "node_id", "status"),
         Index("ix_calls_status_lease", "status", "lease_until"),
+        # GET /calls: a tenant's calls newest first, alone or by status or direction
+        # (gateway.store.calls_query); id breaks ties in the order
+        Index("ix_calls_tenant_created", "tenant", "created_at", "id"),
+        Index("ix_calls_tenant_status_created", "tenant", "status", "created_at", "id"),
+        Index("ix_calls_tenant_direction_created", "tenant", "direction", "created_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -17,8 +17,11 @@ SHA-256 hex digests are stored. Nothing here logs a key or a token.
 # before it was split.
 from gateway.store.accounts import AgentsMixin, ApiKeysMixin
 from gateway.store.calls import CallsMixin, log  # noqa: F401
+from gateway.store.calls_query import CallsQueryMixin
 from gateway.store.carrier_accounts import CarrierAccountsMixin
 from gateway.store.leases import LeasesMixin
+from gateway.store.webhook_delivery import WebhookDeliveryMixin
+from gateway.store.webhook_endpoints import WebhookEndpointsMixin
 from gateway.store.helpers import (  # noqa: F401
     API_KEY_PREFIX,
     CONNECTION_TYPES,
@@ -39,7 +42,10 @@ from gateway.store.helpers import (  # noqa: F401
 __all__ = ["Store", "hash_secret", "new_id", "CONNECTION_TYPES"]
 
 
-class Store(ApiKeysMixin, AgentsMixin, CarrierAccountsMixin, CallsMixin, LeasesMixin):
+class Store(
+    ApiKeysMixin, AgentsMixin, CarrierAccountsMixin, CallsMixin, CallsQueryMixin, LeasesMixin, WebhookEndpointsMixin,
+    WebhookDeliveryMixin,
+):
     """Persistence for the gateway, over one SQLAlchemy engine.
 
     Args:
@@ -55,5 +61,7 @@ class Store(ApiKeysMixin, AgentsMixin, CarrierAccountsMixin, CallsMixin, LeasesM
     sessions, clock, ``create_all``/``close``), :mod:`gateway.store.accounts` (API keys,
     agents), :mod:`gateway.store.carrier_accounts` (carrier accounts) and
     :mod:`gateway.store.calls` (calls, stream tokens, transcripts, events),
-    :mod:`gateway.store.leases` (call leases, lost and lapsed calls).
+    :mod:`gateway.store.calls_query` (listing calls), :mod:`gateway.store.leases` (call
+    leases, lost and lapsed calls), :mod:`gateway.store.webhook_endpoints` and
+    :mod:`gateway.store.webhook_delivery` (webhook endpoints, the outbox's deliveries).
     """
