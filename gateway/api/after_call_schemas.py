@@ -13,11 +13,13 @@ takes these, through :class:`AfterCallFields`:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from gateway.api.schemas import TOOL_URL, _Request
+from gateway.api.context import scope_of
+from gateway.api.schema_base import TOOL_URL, _Request
+from gateway.netpolicy import OutboundRefused
 
 __all__ = ["FieldSpec", "FieldType", "AfterCallFields", "MAX_FIELDS", "MAX_ENUM_VALUES"]
 
@@ -38,11 +40,12 @@ class FieldSpec(_Request):
     )
     type: FieldType
     description: str = Field("", max_length=1_000, description="What the value means, for the model.")
-    values: list[str] | None = Field(
+    values: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
         None,
         min_length=1,
         max_length=MAX_ENUM_VALUES,
         description="enum only: the allowed values (1–50 distinct strings of 1–200 characters).",
+        json_schema_extra={"uniqueItems": True},
     )
 
     @model_validator(mode="after")
@@ -95,10 +98,18 @@ class AfterCallFields(_Request):
 
     @field_validator("webhook_url")
     @classmethod
-    def _url_form(cls, url: str | None) -> str | None:
-        """The URL's form only; which hosts are allowed is the outbound policy's."""
-        if url is not None and not TOOL_URL.fullmatch(url):
+    def _url_form(cls, url: str | None, info: ValidationInfo) -> str | None:
+        """The URL's form, then the outbound policy's static check (scheme, literal addresses:
+        :meth:`gateway.netpolicy.OutboundPolicy.check_static`, no DNS); the addresses a host
+        name resolves to are checked again when events are delivered (:mod:`gateway.outbound`)."""
+        if url is None:
+            return url
+        if not TOOL_URL.fullmatch(url):
             raise ValueError("must be http(s)://host[:port][/path] with no user name, password or spaces")
+        try:
+            scope_of(info).outbound.check_static(url)
+        except OutboundRefused as exc:
+            raise ValueError(str(exc)) from None
         return url
 
     def post_call_fields(self) -> list[dict[str, Any]]:

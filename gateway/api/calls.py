@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import FileResponse
 
+from gateway.api.after_call_schemas import AfterCallFields
 from gateway.api.auth import Tenant
 from gateway.api.deps import Api, ApiServices
 from gateway.api.errors import ApiError
@@ -61,13 +62,15 @@ def check_capacity(api: ApiServices) -> None:
 
 async def _issue(
     request: Request, response: Response, api: ApiServices, tenant: str,
-    config: CallConfig, connection_type: str, agent_id: str | None,
+    config: CallConfig, connection_type: str, agent_id: str | None, after: AfterCallFields,
 ) -> CallCreated:  # fmt: skip
-    """Store the call, build its stream URL and instructions, run the created hook."""
+    """Store the call (with its post-call ``fields`` and ``webhookUrl``), build its stream URL
+    and instructions, run the created hook."""
     try:
         call, token = await asyncio.to_thread(
             api.store.create_call, config, connection_type, agent_id=agent_id,
             ttl_s=api.settings.stream_token_ttl_s, tenant=tenant,
+            post_call_fields=after.post_call_fields(), webhook_url=after.webhook_url,
         )  # fmt: skip
     except UnknownAgent:
         raise ApiError(404, "not_found", f"agent {agent_id!r} not found") from None
@@ -99,7 +102,7 @@ async def create_call(body: CallCreate, tenant: Tenant, api: Api, request: Reque
     agent = await asyncio.to_thread(api.store.get_agent, body.agent_id, tenant=tenant)
     if agent is None:
         raise ApiError(404, "not_found", f"agent {body.agent_id!r} not found")
-    return await _issue(request, response, api, tenant, agent.call_config(), body.connection_type, agent.id)
+    return await _issue(request, response, api, tenant, agent.call_config(), body.connection_type, agent.id, body)
 
 
 @router.post(
@@ -114,7 +117,7 @@ async def create_inline_call(
     body: InlineCallCreate, tenant: Tenant, api: Api, request: Request, response: Response
 ) -> CallCreated:
     check_capacity(api)
-    return await _issue(request, response, api, tenant, CallConfig(**body.policy()), body.connection_type, None)
+    return await _issue(request, response, api, tenant, CallConfig(**body.policy()), body.connection_type, None, body)
 
 
 async def _own_call(api: ApiServices, call_id: str, tenant: str) -> CallRecord:

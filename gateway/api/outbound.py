@@ -179,6 +179,7 @@ async def place_outbound_call(
             api.store.create_call, _config(body, agent, res), account.kind, agent_id=body.agent_id,
             ttl_s=max(api.settings.stream_token_ttl_s, body.ring_timeout + 120), direction="outbound",
             tenant=tenant, to=body.to, from_=caller, carrier_account_id=account.id, outbound=_record(body),
+            post_call_fields=body.post_call_fields(), webhook_url=body.webhook_url,
         )  # fmt: skip
     except UnknownAgent:  # deleted since it was read
         raise ApiError(404, "not_found", f"agent {body.agent_id!r} not found") from None

@@ -32,6 +32,7 @@ from typing import Annotated, Any, Literal
 import phonenumbers
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
+from gateway.api.after_call_schemas import AfterCallFields
 from gateway.api.schemas import WholeNumber, _AgentFields, _integral, _Request, _Response
 from gateway.llm.base import AgentConfig
 from gateway.llm.endpoints import parse_selector
@@ -192,7 +193,7 @@ class VoicemailIn(_Request):
                 "hold_greeting_ms": self.hold_greeting_ms}  # fmt: skip
 
 
-class OutboundCallCreate(_AgentFields):
+class OutboundCallCreate(_AgentFields, AfterCallFields):
     """Body of ``POST /calls/outbound``: place a call through the tenant's carrier account."""
 
     country_code: Literal[tuple(sorted(phonenumbers.SUPPORTED_REGIONS))] | None = Field(  # type: ignore[valid-type]

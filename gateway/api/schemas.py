@@ -13,10 +13,11 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
-from pydantic.alias_generators import to_camel
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
+from gateway.api.after_call_schemas import AfterCallFields
 from gateway.api.context import scope_of
+from gateway.api.schema_base import TOOL_URL, _Request, _Response
 from gateway.llm.endpoints import ENDPOINT_NAME, SelectorError, check_selector
 from gateway.llm.tools import ToolConfigError, parse_tools
 from gateway.tenants import UNAVAILABLE
@@ -70,26 +71,6 @@ def _integral(value: Any) -> Any:
 
 #: An integer field of a (strict) request body: ``60`` or ``60.0``; never ``"60"`` or ``true``.
 WholeNumber = Annotated[int, BeforeValidator(_integral)]
-
-
-#: A tool URL's form, ``http(s)://host[:port][/path?query#fragment]``: a host name or IPv4
-#: literal or bracketed IPv6 literal, no user name or password, no spaces or control
-#: characters. Written with explicit ranges so Python and ECMA-262 (the OpenAPI document's
-#: regex dialect) read it alike.
-TOOL_URL = re.compile(
-    r"[Hh][Tt][Tt][Pp][Ss]?://(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
-    r"(?:[/?#][^\x00-\x20\x7f]*)?"
-)
-
-
-class _Request(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", strict=True
-    )
-
-
-class _Response(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
 class ToolSpec(_Request):
@@ -251,14 +232,14 @@ class AgentCreate(_AgentFields):
     name: str = Field(min_length=1, max_length=200)
 
 
-class CallCreate(_Request):
+class CallCreate(AfterCallFields):
     """Body of ``POST /calls/create``: a call running a stored agent."""
 
     agent_id: str = Field(min_length=1, max_length=64)
     connection_type: ConnectionType = "twilio"
 
 
-class InlineCallCreate(_AgentFields):
+class InlineCallCreate(_AgentFields, AfterCallFields):
     """Body of ``POST /calls/inline``: a call with its configuration in the request."""
 
     connection_type: ConnectionType = "twilio"

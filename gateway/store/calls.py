@@ -23,7 +23,7 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,8 @@ class CallsMixin(TransitionsMixin):
         from_: str | None = None,
         carrier_account_id: str | None = None,
         outbound: Mapping[str, Any] | None = None,
+        post_call_fields: Sequence[Mapping[str, Any]] | None = None,
+        webhook_url: str | None = None,
     ) -> tuple[CallRecord, str]:
         """Create a queued call and its one-time stream token, with its creation transition.
 
@@ -99,6 +101,9 @@ class CallsMixin(TransitionsMixin):
             to, from_: the numbers (E.164) of an outbound call (``to_number``, ``from_number``).
             carrier_account_id: the carrier account an outbound call is placed through.
             outbound: the outbound request details kept for the record (JSON).
+            post_call_fields: the values to extract when the call ends, as
+                :meth:`gateway.api.after_call_schemas.FieldSpec.stored` dicts (JSON list).
+            webhook_url: where this call's events go (checked by the caller's outbound policy).
 
         The ``None`` → ``queued`` transition row (source ``gateway``) is written with it.
 
@@ -137,6 +142,8 @@ class CallsMixin(TransitionsMixin):
             from_number=from_ or None,
             carrier_account_id=carrier_account_id or None,
             outbound=dict(outbound) if outbound is not None else None,
+            post_call_fields=[dict(f) for f in post_call_fields or ()],
+            webhook_url=webhook_url or None,
         )
         with self._session() as s, s.begin():
             agent = s.get(Agent, agent_id) if agent_id is not None else None

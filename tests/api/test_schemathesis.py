@@ -22,7 +22,9 @@ numbers of a real numbering plan (``phonenumbers`` metadata, which no pattern st
 outbound call (:func:`_outbound_rules`) calls a valid number from the account's own caller ID,
 through the tenant's default account (made on demand) unless one is named, with ``agentId`` or
 the inline agent fields (not both), a message to leave when it leaves one, and every ``{{name}}``
-it uses among its ``variables`` (rules across fields, or about stored records).
+it uses among its ``variables`` (rules across fields, or about stored records). Post-call
+``fields`` get distinct names and ``values`` only on enum fields, and a ``webhookUrl`` the
+outbound policy refuses is swapped for a public one (:func:`_after_call_rules`).
 Schema-violating requests are sent as generated.
 """
 
@@ -123,6 +125,25 @@ def _outbound_rules(body: dict[str, Any]) -> None:
         body["variables"] = {n: "v" for t in texts for n in unknown_variables(t or "", {})}
 
 
+def _after_call_rules(body: dict[str, Any]) -> None:
+    """``fields``: distinct names, ``values`` given for (and only for) an enum field; a
+    ``webhookUrl`` the outbound policy refuses is swapped for a public one."""
+    fields = body.get("fields")
+    if isinstance(fields, list):
+        for i, spec in enumerate(fields):
+            if isinstance(spec, dict):
+                spec["name"] = f"{str(spec.get('name', 'f'))[:58]}_{i}"
+                if spec.get("type") == "enum":
+                    spec["values"] = list(dict.fromkeys(spec.get("values") or ["yes"]))
+                else:
+                    spec.pop("values", None)
+    if isinstance(body.get("webhookUrl"), str):
+        try:
+            _POLICY.check_static(body["webhookUrl"])
+        except OutboundRefused:
+            body["webhookUrl"] = TOOL_URL
+
+
 def _satisfy_server_state(case: Any) -> None:
     """Make a valid body also meet the rules that depend on the gateway, not the schema."""
     body = case.body
@@ -140,6 +161,7 @@ def _satisfy_server_state(case: Any) -> None:
         body["secretRefs"] = {name: SECRET_VAR for name in refs}
     if spec is not None and isinstance(body.get("numbers"), list):
         body["numbers"] = NUMBERS[: len(body["numbers"])]
+    _after_call_rules(body)
     tools = body.get("tools")
     if isinstance(tools, list):
         for i, tool in enumerate(tools):
