@@ -62,6 +62,7 @@ from gateway.store.models import (
     IllegalTransition,
     TranscriptTurn,
 )
+from gateway.store.postcall import mark_post_call_pending
 from gateway.store.records import CallConfig, CallRecord
 
 __all__ = ["CallsMixin"]
@@ -434,6 +435,7 @@ class CallsMixin(TransitionsMixin):
                 .execution_options(synchronize_session=False)
             )
             if _rowcount(res) == 1:
+                mark_post_call_pending(s, call_id)  # made anew from the real outcome
                 for model, rows in ((TranscriptTurn, turn_rows), (CallEvent, event_rows)):
                     last = s.scalar(select(func.max(model.seq)).where(model.call_id == call_id))
                     for row in rows:

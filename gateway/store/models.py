@@ -287,6 +287,8 @@ class Call(Base):
         Index("ix_calls_tenant_created", "tenant", "created_at", "id"),
         Index("ix_calls_tenant_status_created", "tenant", "status", "created_at", "id"),
         Index("ix_calls_tenant_direction_created", "tenant", "direction", "created_at", "id"),
+        # the post-call worker's claims (gateway.store.postcall): pending rows, lapsed leases
+        Index("ix_calls_post_call_status_lease", "post_call_status", "post_call_lease_until"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -350,11 +352,17 @@ class Call(Base):
     #: The request's ``fields`` to extract after the call (``FieldSpec.stored()`` dicts);
     #: NULL or empty: none asked for.
     post_call_fields: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
-    #: ``pending`` (to compute), ``completed``, ``skipped`` (no chat endpoint configured:
+    #: ``pending`` (to compute), ``running`` (a worker holds it), ``completed``, ``skipped`` (no chat endpoint configured:
     #: ``post_call_error`` says so) or ``failed`` (``post_call_error`` says why); NULL: the
     #: call has not ended.
     post_call_status: Mapped[str | None] = mapped_column(String(16), default=None)
     post_call_error: Mapped[str | None] = mapped_column(Text, default=None)
+    #: The post-call worker's claim (``running``): a token per claim, until when it holds
+    #: (another worker may take the row over once it lapsed), and how many claims the row had
+    #: (bounded: a row that keeps killing its worker ends ``failed``). See gateway.store.postcall.
+    post_call_claim: Mapped[str | None] = mapped_column(String(64), default=None)
+    post_call_lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    post_call_attempts: Mapped[int] = mapped_column(Integer, default=0)
     #: The post-call plain-language summary, and the extracted values (name -> value or null).
     summary: Mapped[str | None] = mapped_column(Text, default=None)
     extracted: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)

@@ -20,6 +20,7 @@ from gateway.store.calls import CallsMixin, log  # noqa: F401
 from gateway.store.calls_query import CallsQueryMixin
 from gateway.store.carrier_accounts import CarrierAccountsMixin
 from gateway.store.leases import LeasesMixin
+from gateway.store.postcall import PostCallMixin
 from gateway.store.webhook_delivery import WebhookDeliveryMixin
 from gateway.store.webhook_endpoints import WebhookEndpointsMixin
 from gateway.store.helpers import (  # noqa: F401
@@ -44,7 +45,7 @@ __all__ = ["Store", "hash_secret", "new_id", "CONNECTION_TYPES"]
 
 class Store(
     ApiKeysMixin, AgentsMixin, CarrierAccountsMixin, CallsMixin, CallsQueryMixin, LeasesMixin, WebhookEndpointsMixin,
-    WebhookDeliveryMixin,
+    WebhookDeliveryMixin, PostCallMixin,
 ):
     """Persistence for the gateway, over one SQLAlchemy engine.
 
@@ -63,5 +64,6 @@ class Store(
     :mod:`gateway.store.calls` (calls, stream tokens, transcripts, events),
     :mod:`gateway.store.calls_query` (listing calls), :mod:`gateway.store.leases` (call
     leases, lost and lapsed calls), :mod:`gateway.store.webhook_endpoints` and
-    :mod:`gateway.store.webhook_delivery` (webhook endpoints, the outbox's deliveries).
+    :mod:`gateway.store.webhook_delivery` (webhook endpoints, the outbox's deliveries),
+    :mod:`gateway.store.postcall` (post-call results: claims and finish).
     """

@@ -46,6 +46,7 @@ from gateway.store.models import (
     IllegalTransition,
 )
 from gateway.store.outbox import write_call_events
+from gateway.store.postcall import mark_post_call_pending
 from gateway.store.records import CallRecord
 
 __all__ = ["TransitionsMixin", "CARRIER_STATUSES", "CONNECTABLE_STATUSES", "CarrierResult"]
@@ -101,7 +102,8 @@ class TransitionsMixin(StoreBase):
 
         Call it only after the ``UPDATE`` that made the change, in the same transaction. The
         change's webhook events go into the outbox here too, in the same transaction
-        (:func:`gateway.store.outbox.write_call_events`).
+        (:func:`gateway.store.outbox.write_call_events`), and a terminal status queues the
+        call's post-call results (:func:`gateway.store.postcall.mark_post_call_pending`).
 
         Raises:
             ValueError: ``source`` is not one of :data:`TRANSITION_SOURCES`.
@@ -118,6 +120,8 @@ class TransitionsMixin(StoreBase):
             )  # fmt: skip
         )
         write_call_events(s, call_id, old, new, at=at, source=source, detail=row_detail, seq=seq)
+        if new in TERMINAL_STATUSES:  # the call ended: its post-call results are due (same transaction)
+            mark_post_call_pending(s, call_id)
 
     def _move(
         self, s: Session, call_id: str, new: CallStatus, values: Mapping[str, Any], *,
