@@ -129,7 +129,7 @@ class OutboxMessage(Base):
     url: Mapped[str | None] = mapped_column(Text, default=None)
     event_type: Mapped[str] = mapped_column(String(32))
     #: The body sent, ``{"type", "timestamp", "data"}``; NULL until a ``call.report`` is rendered.
-    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     #: Attempts made so far (0: never tried).
