@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from gateway.api import agents, calls, calls_list, carrier_accounts, carrier_callbacks, control, meta, outbound
+from gateway.api import agents, calls, calls_list, carrier_accounts, carrier_callbacks, control, meta, outbound, webhooks
 from gateway.api.deps import ApiServices, InstructionDocument, LiveCalls, LiveView, OnCallCreated, OnOutboundCall
 from gateway.api.errors import exception_handlers, http_exception_handler
 from gateway.api.openapi import TITLE, openapi_document
@@ -29,7 +29,7 @@ __all__ = ["create_api", "ROUTERS"]
 #: Every resource's router, in the document's order.
 ROUTERS = (
     meta.router, agents.router, calls_list.router, calls.router, outbound.router, control.router, carrier_accounts.router,
-    carrier_callbacks.router,
+    carrier_callbacks.router, webhooks.router,
 )
 
 

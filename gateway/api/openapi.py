@@ -30,6 +30,7 @@ TAGS = [
     {"name": "calls", "description": "Calls, their stream URLs and records."},
     {"name": "carrier-accounts", "description": "The tenant's own carrier accounts, credentials by reference."},
     {"name": "meta", "description": "Health and this document."},
+    {"name": "webhooks", "description": "Where call events are sent (Standard Webhooks signatures)."},
 ]
 _SECURITY = [{"ApiKeyAuth": []}]
 _FASTAPI_422 = "#/components/schemas/HTTPValidationError"

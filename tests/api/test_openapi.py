@@ -133,7 +133,7 @@ def test_json_body_operations_document_415_and_call_creation_503() -> None:
     bodies = {(p, m) for p, ops in doc["paths"].items() for m, op in ops.items() if "requestBody" in op}
     assert bodies == {("/agents", "post"), ("/calls/create", "post"), ("/calls/inline", "post"),
                       ("/calls/outbound", "post"), ("/calls/{callId}/control", "post"),
-                      ("/carrier-accounts", "post")}  # fmt: skip
+                      ("/carrier-accounts", "post"), ("/webhook-endpoints", "post")}  # fmt: skip
     for path, method in bodies:
         op = doc["paths"][path][method]
         assert list(op["requestBody"]["content"]) == ["application/json"]
