@@ -1,7 +1,8 @@
 """The ASGI application: REST API, per-call media-stream WebSockets, shared services.
 
 ``create_app(settings)`` builds the app: the REST API's FastAPI app
-(:func:`gateway.api.create_api`) plus the media-stream WebSocket and ``/metrics``. Its lifespan opens the store, finalises the
+(:func:`gateway.api.create_api`) plus the media-stream WebSocket, ``/metrics`` and the MCP
+endpoint ``/mcp`` (streamable HTTP behind the API key, :class:`gateway.mcp.McpHttp`). Its lifespan opens the store, finalises the
 calls a previous run of this node left in progress (``node_lost``, see
 :mod:`gateway.store.recovery`; its sweeper finalises later the calls whose process is gone and
 whose lease lapsed, and it renews the leases of its own live calls), loads the VAD model (and the local agent's speech engines, in
@@ -53,7 +54,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
-from starlette.routing import WebSocketRoute
+from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from gateway.api.urls import media_base, public_url, stream_path
@@ -61,8 +62,10 @@ from gateway.config import Settings, check_public_url
 from gateway.dialer.service import OutboundService
 from gateway.llm.base import AgentConfig, ModelBridge
 from gateway.llm.local.remote import LocalEngines
+from gateway.mcp import McpHttp
 from gateway.metrics import GatewayMetrics
 from gateway.outbound import AppClients
+from gateway.postcall import PostCallWorker
 from gateway.session import CallSession
 from gateway.store.spool import replay_spool
 from gateway.store import Store, recover_lost_calls, sweep_lapsed_calls
@@ -70,6 +73,8 @@ from gateway.streams import CLOSE_CODES, StreamRequest, run_stream, twilio_signa
 from gateway.transport import StarletteChannel, StarletteTransport  # noqa: F401 - re-exported (it lived here)
 from gateway.engine import MediaEngine
 from gateway.vadrun import VadFactory
+from gateway.webhooks import WebhookWorker, report_renderer
+from gateway.webhooks.report import call_report_view
 
 if TYPE_CHECKING:
     from gateway.picows_listener import PicowsMediaListener
@@ -99,6 +104,10 @@ class Services:
     clients: AppClients | None = None
     #: Outbound calls through tenants' carrier accounts (placing, callbacks, hang-up, DTMF).
     outbound: OutboundService | None = None
+    #: Delivers the webhook outbox (:mod:`gateway.webhooks`) while the app runs.
+    webhooks: WebhookWorker | None = None
+    #: Computes ended calls' summaries and fields (:mod:`gateway.postcall`) while the app runs.
+    postcall: PostCallWorker | None = None
     metrics: GatewayMetrics = field(init=False)
     #: This process's run id, recorded with each stream it claims and each lease renewal
     #: (:mod:`gateway.store.recovery`): a restart, or a twin with the same node id, never
@@ -264,6 +273,10 @@ async def _start_up(services: Services, *, warm_up: bool) -> tuple[asyncio.Task,
     expiry = asyncio.create_task(_expire_calls(services, min(30.0, settings.call_lease_s / 3)))
     renewal = asyncio.create_task(_renew_leases(services))
     services.clients = AppClients.from_settings(settings)  # one TLS context, not one per call
+    services.webhooks = WebhookWorker.from_settings(store, settings, render=report_renderer(store, call_report_view))
+    services.webhooks.start()
+    services.postcall = PostCallWorker.from_settings(store, settings)
+    services.postcall.start()
     if settings.media_listener == "picows":
         from gateway.picows_listener import PicowsMediaListener
 
@@ -291,6 +304,10 @@ async def _shut_down(services: Services, tasks: tuple[asyncio.Task, asyncio.Task
         services.warm.cancel()  # the pool goes on loading; nothing waits for it here
     if owns_engines:
         services.engines.close()  # kills the worker processes (bounded: ~2 s at most)
+    if services.postcall is not None:  # after the calls; work in flight is handed back for the next start
+        await services.postcall.aclose()
+    if services.webhooks is not None:  # after the calls: their last events are in the outbox
+        await services.webhooks.aclose()  # attempts in flight finish; the rest wait for the next start
     await services.outbound.aclose()  # after the calls: their hang-ups are done
     clients, services.clients = services.clients, None
     if clients is not None:  # after the calls: their tool requests are done or cancelled
@@ -322,11 +339,14 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     owns_engines = engines is None
     services.outbound = OutboundService(store, settings)
 
+    mcp = McpHttp()  # the MCP endpoint (/mcp): its tools call this app's routes in process
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tasks = await _start_up(services, warm_up=warm_up)
         try:
-            yield
+            async with mcp.lifespan():
+                yield
         finally:
             await _shut_down(services, tasks, owns_engines=owns_engines)
 
@@ -335,6 +355,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
                      on_outbound_call=services.outbound.start if settings.public_url else None,
                      lifespan=lifespan)  # fmt: skip
     app.router.routes.append(WebSocketRoute("/stream/{carrier}/{call_id}/{token}", stream_endpoint))
+    app.router.routes.append(Route("/mcp", mcp, methods=["GET", "POST", "DELETE"]))
     app.add_route("/metrics", services.metrics.endpoint, methods=["GET"], include_in_schema=False)
     app.state.api.outbound = services.outbound
     app.state.api.live_session = services.live.get

@@ -1,4 +1,4 @@
-"""Command line: ``gateway serve | demo | call | fuzz | amd | keys | bench``."""
+"""Command line: ``gateway serve | mcp | demo | call | fuzz | amd | keys | bench``."""
 
 from __future__ import annotations
 
@@ -83,6 +83,29 @@ def serve(
     server.run()
     if not server.started:
         raise typer.Exit(3)  # as uvicorn.run: start-up failed (port in use, lifespan error …)
+
+
+@app.command()
+def mcp(
+    url: str = typer.Option(..., help="The gateway's base URL, e.g. https://gw.example.com."),
+    api_key_env: str = typer.Option("GATEWAY_API_KEY", help="Environment variable holding the API key."),
+    timeout: float = typer.Option(30.0, min=0.1, help="Limit of each request to the gateway (s)."),
+) -> None:
+    """Serve MCP over stdin/stdout (for Claude Desktop, Cursor …): tools place_call, get_call,
+    list_calls, hangup_call and wait_for_call act on the gateway at --url with the key in
+    --api-key-env (the key is read from the environment so it stays out of process listings).
+    Exits 2 when the variable is unset or empty."""
+    key = os.environ.get(api_key_env, "").strip()
+    if not key:
+        typer.echo(f"{api_key_env} is not set: put the gateway API key in it (or name another with --api-key-env)",
+                   err=True)  # fmt: skip
+        raise typer.Exit(2)
+    if not url.startswith(("http://", "https://")):
+        raise typer.BadParameter("must be an http(s):// URL", param_hint="--url")
+    from gateway.mcp import run_stdio
+
+    _logging(os.environ.get("GATEWAY_LOG_LEVEL", "WARNING"))  # logs go to stderr: stdout is the protocol
+    asyncio.run(run_stdio(url, key, timeout_s=timeout))
 
 
 @keys_app.command("create")
