@@ -42,6 +42,8 @@ or was deleted). Claims are leases (:mod:`gateway.store.webhook_delivery`).
 
 from __future__ import annotations
 
+import secrets
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -49,7 +51,6 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, exists, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from gateway.store.helpers import new_id
 from gateway.store.models import TERMINAL_STATUSES, Base, Call, CallStatus, UTCDateTime, utcnow
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "write_call_events",
     "write_call_report",
     "call_targets",
+    "new_message_id",
 ]
 
 #: Every event type a destination can receive (``events`` of an endpoint picks from these).
@@ -144,6 +146,12 @@ class OutboxMessage(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
+def new_message_id() -> str:
+    """A ``webhook-id``: ``msg_`` + the creation time (ns, 16 hex digits, so ids sort in the
+    order they were made, the tie-break under equal ``created_at``) + 64 random bits."""
+    return f"msg_{time.time_ns():016x}{secrets.token_hex(8)}"
+
+
 def call_targets(s: Session, tenant: str, call_id: str, webhook_url: str | None,
                  event_type: str) -> list[tuple[str | None, str | None]]:  # fmt: skip
     """``(endpoint_id, url)`` of each destination of ``event_type`` for a call (see the module
@@ -170,7 +178,7 @@ def _add_rows(s: Session, tenant: str, call_id: str, webhook_url: str | None, ev
     targets = call_targets(s, tenant, call_id, webhook_url, event_type)
     for endpoint_id, url in targets:
         s.add(OutboxMessage(
-            id=new_id("msg"), tenant=tenant, call_id=call_id, endpoint_id=endpoint_id, url=url,
+            id=new_message_id(), tenant=tenant, call_id=call_id, endpoint_id=endpoint_id, url=url,
             event_type=event_type, payload=payload, created_at=at, status="pending", attempts=0,
             next_attempt_at=at,
         ))  # fmt: skip

@@ -89,7 +89,7 @@ class WebhookDeliveryMixin(StoreBase):
             ids = list(s.scalars(
                 select(OutboxMessage.id)
                 .where(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now, free)
-                .order_by(OutboxMessage.next_attempt_at, OutboxMessage.created_at).limit(limit)
+                .order_by(OutboxMessage.next_attempt_at, OutboxMessage.created_at, OutboxMessage.id).limit(limit)
             ))  # fmt: skip
             if not ids:
                 return []
@@ -100,7 +100,7 @@ class WebhookDeliveryMixin(StoreBase):
             rows = s.scalars(
                 select(OutboxMessage).where(OutboxMessage.id.in_(ids), OutboxMessage.lease_owner == owner,
                                             OutboxMessage.lease_until == until)
-                .order_by(OutboxMessage.next_attempt_at, OutboxMessage.created_at)
+                .order_by(OutboxMessage.next_attempt_at, OutboxMessage.created_at, OutboxMessage.id)
             ).all()  # fmt: skip
             return [self._delivery(s, row) for row in rows]
 
