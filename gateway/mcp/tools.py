@@ -1,15 +1,11 @@
 """The MCP tools of the gateway: what each takes and returns (JSON Schemas of the API's own
 pydantic models) and how it runs (through :class:`gateway.client.AsyncGatewayClient`).
 
-=================  ==============================  =====================  ======================
-tool               arguments (schema)              API call               result (schema)
-=================  ==============================  =====================  ======================
-``place_call``     ``OutboundCallCreate``          ``POST /calls/outbound``  ``OutboundCallCreated``
-``get_call``       :class:`CallRef`                ``GET /calls/{id}``    ``CallOut``
-``list_calls``     :class:`ListCallsArgs`          ``GET /calls``         ``CallList``
-``hangup_call``    :class:`CallRef`                ``POST …/control``     ``ControlOut``
-``wait_for_call``  :class:`WaitArgs`               polls ``GET /calls/{id}``  ``CallOut``
-=================  ==============================  =====================  ======================
+* ``place_call``: arguments ``OutboundCallCreate`` → ``POST /calls/outbound`` → ``OutboundCallCreated``
+* ``get_call``: :class:`CallRef` → ``GET /calls/{callId}`` → ``CallOut``
+* ``list_calls``: :class:`ListCallsArgs` → ``GET /calls`` → ``CallList``
+* ``hangup_call``: :class:`CallRef` → ``POST /calls/{callId}/control`` (hangup) → ``ControlOut``
+* ``wait_for_call``: :class:`WaitArgs` → polls ``GET /calls/{callId}`` → ``CallOut``
 
 A result carries the model as ``structuredContent`` (wire names, as the REST API answers)
 and the same JSON as text. A gateway error is a tool error (``isError``) whose text is the
