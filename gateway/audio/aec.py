@@ -102,15 +102,21 @@ class EchoCanceller:
         active_dbfs: a reference ``B``-cell counts as agent audio above this RMS, dBFS.
         short_tail_ms: the filter's span once :meth:`set_delay` gave the echo's delay, ms.
         pre_ms: how far before that delay the short filter starts, ms.
+        ring: the reference ring to read, shared with its writer (the call's
+            :class:`~gateway.audio.echo.EchoPathEstimator`'s, which holds the same samples):
+            the writer writes it first and :meth:`reference` then skips the write (one ring
+            write per message instead of two); :meth:`truncate_reference` truncates it (call it
+            before the writer's own truncation, which then has nothing left to do) and
+            :meth:`reset` leaves it to its writer. ``None``: a ring of its own.
 
     Raises:
         ValueError: a sample rate, tail or block that is not positive, or a block that is not
-            a whole number of samples.
+            a whole number of samples; a shared ring shorter than this canceller needs.
     """
 
     def __init__(self, sample_rate: int = 8000, *, tail_ms: float = 260.0, block_ms: float = 20.0,
                  bulk_delay_ms: float = 0.0, active_dbfs: float = -66.0, short_tail_ms: float = 60.0,
-                 pre_ms: float = 10.0) -> None:
+                 pre_ms: float = 10.0, ring: _Ring | None = None) -> None:
         b = block_ms * sample_rate / 1000
         if sample_rate <= 0 or tail_ms <= 0 or b < 8 or b != int(b) or bulk_delay_ms < 0:
             raise ValueError(f"bad echo canceller geometry: rate {sample_rate}, tail {tail_ms} ms, "
@@ -126,7 +132,10 @@ class EchoCanceller:
         span = (self.partitions + 1) * self.block + self.bulk
         cap = 1 << int(np.ceil(np.log2(max(4 * sample_rate, 2 * span))))
         self._max_bulk = cap // 2 - (max(self.partitions, self._short_k) + 1) * self.block
-        self._ref = _FastRing(cap)
+        if ring is not None and ring.capacity < cap:
+            raise ValueError(f"a shared reference ring of {ring.capacity} samples is shorter than {cap}")
+        self._shared = ring is not None  # the owner writes and truncates the ring (reference_written)
+        self._ref = ring if ring is not None else _Ring(cap)
         self._cells = np.zeros(cap // self.block)  # reference energy per absolute B-cell
         self._pool: mdf.Pool | None = None
         self.reset()
@@ -173,7 +182,8 @@ class EchoCanceller:
             self._place(bulk, k)
         self.bulk = bulk
         self._pool.clear(self._slot)
-        self._ref.end = 0
+        if not self._shared:  # a shared ring is its writer's to reset
+            self._ref.end = 0
         self._cells[:] = 0.0
         self._last_on = -1  # the last cell index (absolute) with active reference
         self._xt: int | None = None  # the block start whose reference spectrum is X[0]
@@ -196,7 +206,8 @@ class EchoCanceller:
         x = _int16(pcm, "reference")
         if x.size == 0:
             return
-        self._ref.write(x, at_sample)
+        if not self._shared:  # (a shared ring: its writer wrote it already)
+            self._ref.write(x, at_sample)
         b = self.block
         if at_sample % b == 0 and x.size == b and at_sample >= 0:  # one whole cell (the usual frame)
             f = x.astype(np.float64)
@@ -304,8 +315,9 @@ class EchoCanceller:
         self._refp = 0.0
         if hi <= lo or self._last_on < lo:
             return False
-        i, j = lo % n, hi % n
-        top = float(self._cells[i:j].max() if i < j else max(self._cells[i:].max(), self._cells[:j].max(initial=0.0)))
+        i, j = lo % n, hi % n  # (a few cells: Python's max of a list beats numpy's reduction here)
+        c = self._cells
+        top = max(c[i:j].tolist()) if i < j else max(c[i:].tolist() + c[:j].tolist())
         if top <= self._active_e:
             return False
         self._refp = top / b
@@ -325,18 +337,6 @@ class EchoCanceller:
         """
         return cancel_many([self], [pcm], [at_sample])[0]
 
-
-
-class _FastRing(_Ring):
-    """:class:`~gateway.audio.echo._Ring` with a faster read for the common case."""
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Samples ``[start, stop)`` as a new float64 array (zeros where unknown)."""
-        if self.end - self.capacity <= start and stop <= self.end:
-            i, j = start % self.capacity, stop % self.capacity
-            if i < j:
-                return self._buf[i:j].copy()
-        return super().read(start, stop)
 
 
 def _int16(pcm: np.ndarray, what: str) -> np.ndarray:

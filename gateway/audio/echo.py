@@ -88,49 +88,72 @@ class EchoEstimate:
 
 
 class _Ring:
-    """A ring of float64 samples on an absolute timeline; unwritten or lost samples read 0."""
+    """A ring of float64 samples on an absolute timeline; unwritten or lost samples read 0.
 
-    def __init__(self, capacity: int) -> None:
-        self._buf = np.zeros(capacity)
+    ``rows`` > 0 keeps that many parallel signals (buffer ``[rows, capacity]``, written and
+    read as ``[rows, n]``) on one timeline: one write and one read for all of them."""
+
+    def __init__(self, capacity: int, rows: int = 0) -> None:
+        self._buf = np.zeros((rows, capacity) if rows else capacity)
         self.capacity = capacity
         self.end = 0  # one past the highest sample index written
 
     def write(self, pcm: np.ndarray, at: int) -> None:
-        """Writes ``pcm`` (1-D) at absolute index ``at``; a gap since :attr:`end` is zeroed."""
-        n = pcm.size
+        """Writes ``pcm`` (``[n]``, or ``[rows, n]``; any real dtype, stored as float64) at
+        absolute index ``at``; a gap since :attr:`end` is zeroed."""
+        n = pcm.shape[-1]
+        i = at % self.capacity
+        if at == self.end and i + n <= self.capacity:  # the usual write: right after the last, no wrap
+            self._buf[..., i:i + n] = pcm
+            self.end = at + n
+            return
         if at + n <= self.end - self.capacity or n == 0:
             return
         if at > self.end:
             gap = min(at - self.end, self.capacity)
-            self._put(np.zeros(gap), at - gap)
+            self._put(np.zeros(self._buf.shape[:-1] + (gap,)), at - gap)
         if n > self.capacity:
-            pcm, at = pcm[n - self.capacity:], at + n - self.capacity
+            pcm, at = pcm[..., n - self.capacity:], at + n - self.capacity
         self._put(pcm, at)
-        self.end = max(self.end, at + pcm.size)
+        self.end = max(self.end, at + pcm.shape[-1])
 
     def _put(self, x: np.ndarray, at: int) -> None:
         i = at % self.capacity
-        k = min(x.size, self.capacity - i)
-        self._buf[i:i + k] = x[:k]
-        self._buf[:x.size - k] = x[k:]
+        n = x.shape[-1]
+        k = min(n, self.capacity - i)
+        self._buf[..., i:i + k] = x[..., :k]
+        if k < n:
+            self._buf[..., :n - k] = x[..., k:]
 
     def truncate(self, at: int) -> None:
         """Forgets samples from ``at`` on (they read 0 again; later writes start from there)."""
         if at < self.end:
             lo = max(at, self.end - self.capacity)
-            self._put(np.zeros(self.end - lo), lo)
+            self._put(np.zeros(self._buf.shape[:-1] + (self.end - lo,)), lo)
             self.end = max(at, 0)
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Samples ``[start, stop)`` as a new float64 array (zeros where unknown)."""
-        out = np.zeros(stop - start)
-        lo, hi = max(start, self.end - self.capacity), min(stop, self.end)
+        cap = self.capacity
+        if self.end - cap <= start and stop <= self.end:  # all of it known: one copy unless it wraps
+            i, j = start % cap, stop % cap
+            if i < j:
+                return self._buf[..., i:j].copy()
+        out = np.zeros(self._buf.shape[:-1] + (stop - start,))
+        lo, hi = max(start, self.end - cap), min(stop, self.end)
         if hi > lo:
-            i = lo % self.capacity
-            k = min(hi - lo, self.capacity - i)
-            out[lo - start:lo - start + k] = self._buf[i:i + k]
-            out[lo - start + k:hi - start] = self._buf[:hi - lo - k]
+            i = lo % cap
+            k = min(hi - lo, cap - i)
+            out[..., lo - start:lo - start + k] = self._buf[..., i:i + k]
+            out[..., lo - start + k:hi - start] = self._buf[..., :hi - lo - k]
         return out
+
+
+def _flat(pcm: np.ndarray) -> np.ndarray:
+    """``pcm`` as a 1-D array for a ring write (which stores float64): a 1-D array as it is."""
+    if isinstance(pcm, np.ndarray) and pcm.ndim == 1:
+        return pcm
+    return np.asarray(pcm, np.float64).reshape(-1)
 
 
 class EchoPathEstimator:
@@ -195,7 +218,7 @@ class EchoPathEstimator:
                 reference no later than the caller-leg audio of the same time; it may run
                 ahead by up to ~2 s.
         """
-        self._ref.write(np.asarray(pcm, np.float64).reshape(-1), at_sample)
+        self._ref.write(_flat(pcm), at_sample)
 
     def truncate_reference(self, at_sample: int) -> None:
         """Agent audio from ``at_sample`` on never played (a ``clear`` dropped the carrier's
@@ -213,7 +236,7 @@ class EchoPathEstimator:
             pcm: int16 ``[n]`` at :attr:`sample_rate` (decoded from the carrier's codec).
             at_sample: call-timeline index of its first sample.
         """
-        x = np.asarray(pcm, np.float64).reshape(-1)
+        x = _flat(pcm)
         if self._next is None:
             self._next = at_sample
         for off in range(0, x.size, self._b):

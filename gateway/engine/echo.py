@@ -78,6 +78,9 @@ log = logging.getLogger("gateway.echo")
 #: Carrier rates the echo stage runs at (Hz): those where the VAD runs at the carrier's rate too
 #: (:meth:`gateway.vadrun.VadFactory.rate_for`), so the caller leg it sees is the VAD's input.
 ECHO_RATES = (8000, 16000)
+#: How far above the noise floor a barge-in cue's chunk must be (dB; :meth:`EchoStage.cue_allows`):
+#: the double-talk rule's own noise margin, applied where it has no agent audio to judge too.
+CUE_FLOOR_DB = 6.0
 
 
 class CallerClock:
@@ -197,7 +200,8 @@ class EchoStage:
         self.rate = sample_rate
         self.estimator = EchoPathEstimator(sample_rate, max_delay_ms=max_delay_ms)
         self.clock = CallerClock(sample_rate)
-        self.canceller = EchoCanceller(sample_rate) if cancel else None
+        # the canceller reads the estimator's reference ring (the same samples: one write per message)
+        self.canceller = EchoCanceller(sample_rate, ring=self.estimator._ref) if cancel else None
         self.gate = DoubleTalkGate(sample_rate) if cancel else None
         est = self.estimator
         self._est_block = est._b  # the estimator's block: its grid is on multiples of it
@@ -239,9 +243,9 @@ class EchoStage:
         """A ``clear`` dropped the carrier's buffer: agent audio from ``at_sample`` on never played."""
         if self._ref_end is not None and at_sample < self._ref_end:
             self._ref_end = max(at_sample, self._burst)
-            self.estimator.truncate_reference(at_sample)
-            if self.canceller is not None:
+            if self.canceller is not None:  # first: it truncates the shared ring, seeing its old end
                 self.canceller.truncate_reference(at_sample)
+            self.estimator.truncate_reference(at_sample)
 
     @property
     def played(self) -> bool:
@@ -325,10 +329,22 @@ class EchoStage:
         self.vetoed_chunks += 1
         return False
 
+    def cue_allows(self, start: int, stop: int) -> bool:
+        """The stricter rule for a barge-in cue's chunk (:class:`gateway.vadrun.VadCue`): the
+        double-talk rule, and the residual :data:`CUE_FLOOR_DB` above the noise floor even where
+        no agent audio is predicted (the echo's tail, a gap between words: there the rule
+        alone allows anything, and a cue detector calls the line's noise speech)."""
+        if self.gate is None:
+            return True
+        d = self.gate.decide(start, stop)
+        return d.allowed and d.residual_dbfs >= d.floor_dbfs + CUE_FLOOR_DB
+
     def bind(self, vad: object) -> None:
-        """Give ``vad`` (a :class:`gateway.vadrun._Runner`) this stage's double-talk rule."""
+        """Give ``vad`` (a :class:`gateway.vadrun._Runner`) this stage's double-talk rule (and
+        the stricter one for barge-in cues)."""
         if self.gate is not None and hasattr(vad, "echo_gate"):
             vad.echo_gate = self.allows  # type: ignore[attr-defined]
+            vad.cue_gate = self.cue_allows  # type: ignore[attr-defined]
 
     def _pieces(self, start: int, n: int) -> list[tuple[int, int]]:
         """``(offset, length)`` of the pieces of a block of ``n`` samples placed at ``start``, cut
