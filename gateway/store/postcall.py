@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from gateway.store.base import StoreBase
 from gateway.store.helpers import _call_record, _rowcount
 from gateway.store.models import Call, CallEvent, CallTransition, TranscriptTurn
+from gateway.store.outbox import write_call_report
 from gateway.store.records import CallRecord
 
 __all__ = ["PostCallMixin", "PostCallJob", "mark_post_call_pending", "POST_CALL_FINAL", "POST_CALL_STATUSES"]
@@ -126,6 +127,9 @@ class PostCallMixin(StoreBase):
             claim: the worker's claim token; given, only that claim's holder may finish
                 (``running`` with this token). ``None``: any ``pending`` or ``running`` row.
 
+        The call's ``call.report`` webhook rows are written in the same transaction
+        (:func:`gateway.store.outbox.write_call_report`).
+
         Returns:
             ``True`` if the results were stored; ``False`` if the row is not waiting for them
             (already final, never ended, or claimed by another worker since).
@@ -150,7 +154,7 @@ class PostCallMixin(StoreBase):
             )
             if _rowcount(res) != 1:
                 return False
-            # (the end-of-call report's outbox rows are written here, in this transaction)
+            write_call_report(s, call_id, at=self.now())  # the end-of-call report, in this transaction
         return True
 
     def release_post_calls(self, claims: Iterable[tuple[str, str]]) -> int:

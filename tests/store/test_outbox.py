@@ -77,7 +77,7 @@ def test_destinations_per_tenant_subscription_and_call_url(store: Store) -> None
         (None, "https://me.example.com/call/1", "call.ended"),
     ], key=str)  # fmt: skip
     assert store.enqueue_call_report(call) == 2  # the endpoint taking every type, and the call's URL
-    assert [e.id for e in store.list_webhook_endpoints()] == [everything.id, ends.id]
+    assert {e.id for e in store.list_webhook_endpoints()} == {everything.id, ends.id}
     with pytest.raises(ValueError):
         store.create_webhook_endpoint("https://x.example.com", events=["call.nope"])
 
@@ -112,3 +112,17 @@ def test_claims_are_exclusive_and_leases_lapse(store: Store, clock: Clock) -> No
         store.finish_webhook(b.id, "b", status="pending")
     with pytest.raises(ValueError):
         store.claim_webhooks("c", lease_s=0)
+
+
+def test_post_call_results_write_the_report_in_their_transaction(store: Store) -> None:
+    store.create_webhook_endpoint("https://hooks.example.com/a", events=["call.report"])
+    call = _call(store, webhook_url="https://me.example.com/call/1")
+    store.mark_call_started(call, stream_id="MZ1")
+    store.finalise_call(call, status="completed", end_reason="caller_hangup", duration_ms=1000)
+    rows = store.list_outbox(call_id=call)  # the endpoint takes reports only; the call's URL takes everything
+    assert [(r.endpoint_id, r.event_type) for r in rows] == [(None, "call.answered"), (None, "call.ended")]
+    assert store.finish_post_call(call, status="skipped", error="no chat endpoint configured")
+    reports = [r for r in store.list_outbox(call_id=call) if r.event_type == "call.report"]
+    assert len(reports) == 2 and all(r.payload is None and r.status == "pending" for r in reports)
+    assert not store.finish_post_call(call, status="completed", summary="again")  # not waiting: no new rows
+    assert len([r for r in store.list_outbox(call_id=call) if r.event_type == "call.report"]) == 2
