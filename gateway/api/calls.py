@@ -11,30 +11,30 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import stat
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import FileResponse
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from gateway.api.after_call_schemas import AfterCallFields
 from gateway.api.auth import Tenant
 from gateway.api.deps import Api, ApiServices
 from gateway.api.errors import ApiError
-from gateway.api.responses import AT_CAPACITY, AUTH, BODY, NOT_FOUND, location
+from gateway.api.responses import AT_CAPACITY, AUTH, BODY, NOT_FOUND, _error, location
 from gateway.api.routing import RETRY_AFTER_S, GatewayRoute
 from gateway.api.schemas import (
     CallCreate,
     CallCreated,
-    CallErrorOut,
     CallOut,
     InlineCallCreate,
     Instructions,
-    RecordingOut,
 )
-from gateway.api.urls import public_url, stream_url
-from gateway.api.views import config_out, event_out, transition_out, turn_out
-from gateway.store import TERMINAL_STATUSES, CallConfig, CallRecord, UnknownAgent
+from gateway.api.urls import stream_url
+from gateway.api.call_views import call_out
+from gateway.store import CallConfig, CallRecord, UnknownAgent
 
 __all__ = ["router"]
 
@@ -127,18 +127,6 @@ async def _own_call(api: ApiServices, call_id: str, tenant: str) -> CallRecord:
     return rec
 
 
-def _recording(api: ApiServices, request: Request, rec: CallRecord) -> RecordingOut | None:
-    if rec.recording_state is None:
-        return None
-    done = rec.recording_state == "completed"
-    return RecordingOut(
-        status=rec.recording_state,  # type: ignore[arg-type]
-        path=rec.recording_path,
-        url=public_url(api.settings, request, f"/calls/{rec.id}/recording") if done else None,
-        error=rec.recording_error,
-    )
-
-
 @router.get(
     "/calls/{callId}",
     operation_id="getCall",
@@ -148,31 +136,10 @@ def _recording(api: ApiServices, request: Request, rec: CallRecord) -> Recording
 )
 async def get_call(call_id: CallId, tenant: Tenant, api: Api, request: Request) -> CallOut:
     rec = await _own_call(api, call_id, tenant)
-    transcript = [turn_out(t) for t in rec.turns]
-    events = [event_out(e) for e in rec.events]
-    duration_ms, live = rec.duration_ms, False
-    if api.live_view is not None and rec.status not in TERMINAL_STATUSES:
-        view = await maybe_await(api.live_view(call_id))
-        if view is not None:
-            live = True
-            transcript = [turn_out(t) for t in view.get("transcript", ())]
-            events = [event_out(e) for e in view.get("events", ())]
-            duration_ms = view.get("duration_ms", duration_ms)
-    error = None
-    if rec.error_code or rec.error_message:
-        error = CallErrorOut(code=rec.error_code or "error", message=rec.error_message or "")
-    return CallOut(
-        id=rec.id, agent_id=rec.agent_id, status=rec.status.value,  # type: ignore[arg-type]
-        live=live, direction=rec.direction, connection_type=rec.connection_type,
-        created_at=rec.created_at, started_at=rec.started_at, ended_at=rec.ended_at,
-        end_reason=rec.end_reason, error=error, duration_ms=duration_ms,
-        from_=rec.from_number,  # type: ignore[call-arg]  # alias "from"
-        to=rec.to_number, carrier_call_id=rec.carrier_call_id, carrier_account_id=rec.carrier_account_id,
-        answered_at=rec.answered_at, carrier_status=rec.carrier_status, stream_id=rec.stream_id,
-        transitions=[transition_out(t) for t in rec.transitions], voicemail=rec.voicemail,
-        config=config_out(rec.call_config()), transcript=transcript, events=events,
-        recording=_recording(api, request, rec), metrics=rec.metrics,
-    )  # fmt: skip
+    return await call_out(rec, api, request)
+
+
+_WAV = {"audio/wav": {"schema": {"type": "string", "contentMediaType": "audio/wav"}}}
 
 
 @router.get(
@@ -181,20 +148,56 @@ async def get_call(call_id: CallId, tenant: Tenant, api: Api, request: Request) 
     summary="Download a call's recording",
     description="Two-channel 16-bit PCM WAV: left the caller, right the agent. Served once the "
     "call's recording.status is completed: 404 while it is still recording, when recording "
-    "failed, or when the call was not recorded.",
+    "failed, or when the call was not recorded. Honours Range (RFC 9110 byte ranges, e.g. "
+    "bytes=0-1023, bytes=-4096; several give multipart/byteranges) and If-Range.",
     response_class=FileResponse,
     responses={
-        200: {
-            "description": "The WAV file.",
-            "content": {"audio/wav": {"schema": {"type": "string", "contentMediaType": "audio/wav"}}},
+        200: {"description": "The WAV file (Accept-Ranges: bytes).", "content": _WAV},
+        206: {
+            "description": "The byte range asked for (Content-Range: bytes first-last/size).",
+            "content": {**_WAV, "multipart/byteranges": {"schema": {"type": "string"}}},
         },
+        400: _error("A Range header that is not bytes=first-last[, …] (code invalid_range)."),
         **AUTH,
         **NOT_FOUND,
+        416: _error(
+            "No range asked for starts inside the file (code range_not_satisfiable).",
+            headers={"Content-Range": {"description": "bytes */<size>", "schema": {"type": "string"}}},
+        ),
     },
 )
-async def get_call_recording(call_id: CallId, tenant: Tenant, api: Api) -> FileResponse:
+async def get_call_recording(call_id: CallId, tenant: Tenant, api: Api, request: Request) -> FileResponse:
     rec = await _own_call(api, call_id, tenant)
     path = FilePath(rec.recording_path) if rec.recording_path else None
-    if path is None or rec.recording_state != "completed" or not await asyncio.to_thread(path.is_file):
+    size = await asyncio.to_thread(_file_size, path) if path is not None else None
+    if size is None or rec.recording_state != "completed":
         raise ApiError(404, "not_found", f"call {call_id!r} has no finished recording")
+    if (wanted := request.headers.get("range")) is not None:
+        _check_range(wanted, size)
     return FileResponse(path, media_type="audio/wav", filename=f"{rec.id}.wav")
+
+
+def _file_size(path: FilePath) -> int | None:
+    """The size (bytes) of the regular file at ``path``; ``None`` if there is none."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+def _check_range(header: str, size: int) -> None:
+    """Refuse, in the API's error shape, the ``Range`` headers :class:`FileResponse` would answer
+    with a plain-text 400 or 416 (it serves the others: 206, multipart for several ranges).
+
+    Raises:
+        ApiError: 400 ``invalid_range`` (not ``bytes=…``, or a range that ends before it
+            starts); 416 ``range_not_satisfiable`` with ``Content-Range: bytes */<size>``.
+    """
+    try:
+        FileResponse._parse_range_header(header, size)  # Starlette's own parser: the same verdict
+    except MalformedRangeHeader as exc:
+        raise ApiError(400, "invalid_range", f"bad Range header: {exc.content}") from None
+    except RangeNotSatisfiable:
+        raise ApiError(416, "range_not_satisfiable", f"the recording has {size} bytes: no range starts inside it",
+                       headers={"Content-Range": f"bytes */{size}"}) from None  # fmt: skip

@@ -6,16 +6,13 @@ camelCase on the wire like every API model (:mod:`gateway.api.schemas`).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 
 from pydantic import Field
 
+from gateway.api.record_schemas import PostCallStatusT
 from gateway.api.schemas import CallStatusT, _Response
 
 __all__ = ["CallSummaryOut", "PaginationOut", "CallList", "PostCallStatusT"]
-
-#: ``calls.post_call_status`` values (``None``: the call has not ended).
-PostCallStatusT = Literal["pending", "running", "completed", "skipped", "failed"]
 
 
 class CallSummaryOut(_Response):

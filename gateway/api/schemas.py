@@ -17,6 +17,7 @@ from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
 from gateway.api.after_call_schemas import AfterCallFields
 from gateway.api.context import scope_of
+from gateway.api.record_schemas import LatencyOut, PostCallOut
 from gateway.api.schema_base import TOOL_URL, _Request, _Response
 from gateway.llm.endpoints import ENDPOINT_NAME, SelectorError, check_selector
 from gateway.llm.tools import ToolConfigError, parse_tools
@@ -299,10 +300,16 @@ class TurnOut(_Response):
     """A transcript turn."""
 
     role: Literal["user", "agent"]
+    speaker: Literal["caller", "agent"] = Field(description="Who spoke: the caller (role user) or the agent.")
     text: str
-    at_ms: int = Field(description="ms since the call started.")
+    at_ms: int = Field(description="ms since the call started, when the turn's text was final.")
+    start_ms: int | None = Field(None, description="Caller: speech onset; agent: first audio sent (ms since start).")
+    end_ms: int | None = Field(None, description="Caller: end of speech; agent: end of its audio (heard part).")
     interrupted: bool
     heard_ms: int | None = Field(None, description="For interrupted agent turns: ms the caller heard.")
+    latency_ms: int | None = Field(
+        None, description="Agent turns: the caller's end of speech → this reply's first audio sent (ms)."
+    )
 
 
 class EventOut(_Response):
@@ -422,6 +429,14 @@ class CallOut(_Response):
     events: list[EventOut]
     recording: RecordingOut | None
     metrics: dict[str, Any] | None
+    # after the call (gateway.api.call_views.call_out)
+    objective: str | None = Field(description="An outbound call's objective, as requested.")
+    summary: str | None = Field(description="Plain-language summary (post-call step); null until done.")
+    extracted: dict[str, Any] | None = Field(description="The requested fields' values (null: not supported).")
+    post_call: PostCallOut
+    recording_url: str | None = Field(description="recording.url: the finished WAV (X-API-Key), else null.")
+    duration_sec: float | None = Field(description="Call length (s), null until it ended.")
+    latency: LatencyOut
 
 
 class FieldError(_Response):

@@ -53,14 +53,29 @@ def config_out(cfg: CallConfig) -> CallConfigOut:
 def turn_out(t: Mapping[str, Any] | TurnRecord) -> TurnOut:
     """A transcript turn (a stored record, or a live session's dict) as ``TurnOut``."""
     if isinstance(t, TurnRecord):
-        return TurnOut(role=t.role, text=t.text, at_ms=t.at_ms, interrupted=t.interrupted, heard_ms=t.heard_ms)
+        return TurnOut(
+            role=t.role, speaker=_SPEAKERS[t.role], text=t.text, at_ms=t.at_ms, start_ms=t.start_ms,
+            end_ms=t.end_ms, interrupted=t.interrupted, heard_ms=t.heard_ms, latency_ms=t.latency_ms,
+        )  # fmt: skip
     return TurnOut(
         role=t["role"],
+        speaker=_SPEAKERS[t["role"]],
         text=str(t.get("text", "")),
         at_ms=int(t.get("at_ms", 0)),
+        start_ms=_ms_or_none(t.get("start_ms")),
+        end_ms=_ms_or_none(t.get("end_ms")),
         interrupted=bool(t.get("interrupted", False)),
         heard_ms=t.get("heard_ms"),
+        latency_ms=_ms_or_none(t.get("latency_ms")),
     )
+
+
+#: A turn's role → its speaker.
+_SPEAKERS = {"user": "caller", "agent": "agent"}
+
+
+def _ms_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def event_out(e: Mapping[str, Any] | EventRecord) -> EventOut:

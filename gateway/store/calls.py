@@ -358,7 +358,7 @@ class CallsMixin(TransitionsMixin):
                 ``max_duration``, ``inactivity``, ``model_error``.
             duration_ms: call length in ms (0 if it never started).
             transcript: dicts ``{"role": "user"|"agent", "text", "at_ms", "interrupted"?,
-                "heard_ms"?}`` in order.
+                "heard_ms"?, "start_ms"?, "end_ms"?, "latency_ms"?}`` in order.
             events: dicts ``{"kind", "at_ms", "data"?}`` in order.
             error_code, error_message: for ``failed`` calls.
             recording_path: where the WAV was written, if recorded (and valid).

@@ -177,7 +177,6 @@ def _turn_rows(call_id: str, transcript: Iterable[Mapping[str, Any]]) -> list[Tr
         role = turn.get("role")
         if role not in ("user", "agent"):
             raise ValueError(f"transcript turn {seq}: role must be 'user' or 'agent', got {role!r}")
-        heard = turn.get("heard_ms")
         rows.append(
             TranscriptTurn(
                 call_id=call_id,
@@ -186,10 +185,14 @@ def _turn_rows(call_id: str, transcript: Iterable[Mapping[str, Any]]) -> list[Tr
                 text=str(turn.get("text", "")),
                 at_ms=int(turn.get("at_ms", 0)),
                 interrupted=bool(turn.get("interrupted", False)),
-                heard_ms=None if heard is None else int(heard),
+                **{k: _int_or_none(turn.get(k)) for k in ("heard_ms", "start_ms", "end_ms", "latency_ms")},
             )
         )
     return rows
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _event_rows(call_id: str, events: Iterable[Mapping[str, Any]]) -> list[CallEvent]:

@@ -421,6 +421,12 @@ class TranscriptTurn(Base):
     interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
     #: For interrupted agent turns: ms of the turn's audio the caller actually heard.
     heard_ms: Mapped[int | None] = mapped_column(Integer, default=None)
+    #: The turn's span (ms since the call started): the caller's speech onset and end, or the
+    #: agent's first audio and the end of its audio; NULL: not measured.
+    start_ms: Mapped[int | None] = mapped_column(Integer, default=None)
+    end_ms: Mapped[int | None] = mapped_column(Integer, default=None)
+    #: Agent turns after caller speech: the end of that speech → the turn's first audio (ms).
+    latency_ms: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class CallEvent(Base):

@@ -177,7 +177,11 @@ class AgentRecord:
 
 @dataclass(frozen=True, slots=True)
 class TurnRecord:
-    """A transcript turn: ``role`` ``user`` (caller) or ``agent``; ``at_ms`` since call start."""
+    """A transcript turn: ``role`` ``user`` (caller) or ``agent``; ``at_ms`` since call start
+    (when its text was final). ``start_ms`` / ``end_ms``: the caller's speech onset and end, or
+    the agent's first audio sent and the end of its audio (the heard part when interrupted);
+    ``latency_ms``: for an agent turn that followed caller speech, the end of that speech → its
+    first audio. All ms since the call started; ``None`` when not measured."""
 
     seq: int
     role: Literal["user", "agent"]
@@ -185,6 +189,9 @@ class TurnRecord:
     at_ms: int
     interrupted: bool = False
     heard_ms: int | None = None
+    start_ms: int | None = None
+    end_ms: int | None = None
+    latency_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

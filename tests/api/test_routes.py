@@ -234,8 +234,9 @@ async def test_get_call_after_finalise(client: httpx.AsyncClient, store: Store) 
         call_id, status="completed", end_reason="caller_hangup", duration_ms=42_000,
         transcript=[
             {"role": "agent", "text": INLINE["greeting"], "at_ms": 200},
-            {"role": "user", "text": "I'd like to book a cleaning", "at_ms": 3100},
-            {"role": "agent", "text": "Sure, which day", "at_ms": 5200, "interrupted": True, "heard_ms": 700},
+            {"role": "user", "text": "I'd like to book a cleaning", "at_ms": 3100, "start_ms": 1500, "end_ms": 2900},
+            {"role": "agent", "text": "Sure, which day", "at_ms": 5200, "interrupted": True, "heard_ms": 700,
+             "start_ms": 3320, "end_ms": 4020, "latency_ms": 420},
         ],
         events=[{"kind": "barge_in", "at_ms": 5900, "data": {"heard_ms": 700}}],
         metrics={"turn_latency_ms_p50": 420},
@@ -248,11 +249,17 @@ async def test_get_call_after_finalise(client: httpx.AsyncClient, store: Store) 
     assert (body["from"], body["to"], body["carrierCallId"], body["streamId"]) == (
         "+15550100", "+15550199", "v3:abc", "s1")  # fmt: skip
     assert _iso(body["createdAt"]) <= _iso(body["startedAt"]) <= _iso(body["endedAt"])
+    unmeasured = {"startMs": None, "endMs": None, "latencyMs": None}
     assert body["transcript"] == [
-        {"role": "agent", "text": INLINE["greeting"], "atMs": 200, "interrupted": False, "heardMs": None},
-        {"role": "user", "text": "I'd like to book a cleaning", "atMs": 3100, "interrupted": False, "heardMs": None},
-        {"role": "agent", "text": "Sure, which day", "atMs": 5200, "interrupted": True, "heardMs": 700},
+        {"role": "agent", "speaker": "agent", "text": INLINE["greeting"], "atMs": 200, "interrupted": False,
+         "heardMs": None, **unmeasured},
+        {"role": "user", "speaker": "caller", "text": "I'd like to book a cleaning", "atMs": 3100,
+         "interrupted": False, "heardMs": None, **unmeasured, "startMs": 1500, "endMs": 2900},
+        {"role": "agent", "speaker": "agent", "text": "Sure, which day", "atMs": 5200, "interrupted": True,
+         "heardMs": 700, "startMs": 3320, "endMs": 4020, "latencyMs": 420},
     ]
+    assert body["latency"] == {"turns": [{"turn": 2, "ms": 420}], "responseP50Ms": 420, "responseMaxMs": 420,
+                               "bargeInMs": []}  # fmt: skip
     assert body["events"] == [{"kind": "barge_in", "atMs": 5900, "data": {"heard_ms": 700}}]
     assert body["metrics"] == {"turn_latency_ms_p50": 420} and body["recording"] is None
 
