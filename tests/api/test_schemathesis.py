@@ -151,6 +151,13 @@ def _satisfy_server_state(case: Any) -> None:
         return
     if case.path == "/calls/outbound":
         _outbound_rules(body)
+    if case.path == "/webhook-endpoints":  # a URL the policy accepts, events distinct
+        try:
+            _POLICY.check_static(str(body.get("url")))
+        except OutboundRefused:
+            body["url"] = TOOL_URL
+        if isinstance(body.get("events"), list):
+            body["events"] = list(dict.fromkeys(body["events"]))
     if "@" in str(body.get("model", "")):
         body["model"] = "local"  # no endpoints are configured here
     refs = body.get("secretRefs")
