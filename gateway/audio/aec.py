@@ -82,9 +82,9 @@ import numpy as np
 
 from gateway.audio import aec_batch, mdf
 from gateway.audio.echo import _Ring
-from gateway.audio.mdf import AecOut
+from gateway.audio.mdf import AecOut, Blocks
 
-__all__ = ["AecOut", "EchoCanceller", "cancel_many"]
+__all__ = ["AecOut", "Blocks", "EchoCanceller", "cancel_batch", "cancel_many"]
 
 
 
@@ -370,6 +370,21 @@ def cancel_many(stages: Sequence[EchoCanceller], pcms: Sequence[np.ndarray],
         raise ValueError("stages, pcms and at_samples must have the same length")
     if len({id(s) for s in stages}) != len(stages):
         raise ValueError("a stage is listed twice")
+    batches, outs = cancel_batch(stages, pcms, at_samples)
+    for blocks in batches:
+        for j, i in enumerate(blocks.rows):
+            outs[i] = blocks.out(j)
+    return outs  # type: ignore[return-value]
+
+
+def cancel_batch(stages: Sequence[EchoCanceller], pcms: Sequence[np.ndarray],
+                 at_samples: Sequence[int]) -> tuple[list[Blocks], list[AecOut | None]]:
+    """:func:`cancel_many` with the outputs of the chunks that were each exactly their next
+    block left as arrays (a :class:`~gateway.audio.mdf.Blocks` per block length; their places in
+    the list are ``None``): what a batched consumer (the double-talk gate's
+    :func:`~gateway.audio.doubletalk.feed_blocks`) takes without a Python object per call. Same
+    arguments and errors as :func:`cancel_many`; the chunks' lengths must match the stages'
+    (checked there, not here)."""
     xs = [_int16(p, "caller") for p in pcms]
     for st, x, at in zip(stages, xs, at_samples):
         if st._next is not None and at != st._next:
@@ -378,8 +393,11 @@ def cancel_many(stages: Sequence[EchoCanceller], pcms: Sequence[np.ndarray],
             st._next = at + x.size
     outs: list[AecOut | None] = [None] * len(stages)
     whole = [i for i, (st, x) in enumerate(zip(stages, xs)) if x.size == st.block and st._fill == 0]
-    if whole:  # the usual case: one 20 ms frame is one block, all of it in array operations
-        aec_batch.whole(stages, xs, at_samples, whole, outs)
+    by_block: dict[int, list[int]] = {}
+    for i in whole:  # the usual case: one 20 ms frame is one block, all of it in array operations
+        by_block.setdefault(stages[i].block, []).append(i)
+    batches = [aec_batch.whole(stages, xs, at_samples, idx) for idx in by_block.values()]
     if len(whole) < len(stages):
-        aec_batch.pieces(stages, xs, at_samples, [i for i in range(len(stages)) if outs[i] is None], outs)
-    return outs  # type: ignore[return-value]
+        done = set(whole)
+        aec_batch.pieces(stages, xs, at_samples, [i for i in range(len(stages)) if i not in done], outs)
+    return batches, outs

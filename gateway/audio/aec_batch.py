@@ -12,37 +12,44 @@ from collections.abc import Sequence
 import numpy as np
 
 from gateway.audio import mdf
-from gateway.audio.mdf import AecOut
+from gateway.audio.mdf import AecOut, Blocks
 
 __all__ = ["BATCH_BINS", "pieces", "whole"]
 
 
-def whole(stages: Sequence, xs: list[np.ndarray], ats: Sequence[int], idx: list[int],
-           outs: list) -> None:
-    """Stages whose chunk is exactly their next block: predict, subtract, adapt, per batch."""
-    go: dict[int, int] = {}
-    for i in idx:
+def whole(stages: Sequence, xs: list[np.ndarray], ats: Sequence[int], idx: list[int]) -> Blocks:
+    """Stages whose chunk is exactly their next block: predict, subtract, adapt, per batch.
+    Returns their outputs as arrays, in the order of ``idx``."""
+    m, b = len(idx), stages[idx[0]].block
+    x16 = np.stack([xs[i] for i in idx])
+    out = Blocks(list(idx), x16.copy(), np.zeros((m, b), np.float32), np.zeros(m), np.zeros(m, bool),
+                 np.zeros(m, bool), np.zeros(m))
+    go: dict[int, int] = {}  # id(stage) -> its row
+    for j, i in enumerate(idx):
         st = stages[i]
         st._t0, st._on = ats[i], False
         if st._active(st._t0):
-            go[id(st)] = i
-        else:
-            outs[i] = AecOut(xs[i], np.zeros(xs[i].size, np.float32), st.leak, st.adapted, False, 0.0)
+            go[id(st)] = j
+            out.ref_power[j] = st._refp
 
     def work(group: list) -> None:
         _start(group)
-        pl, rows = group[0]._pool, [go[id(st)] for st in group]
+        pl, rows = group[0]._pool, np.array([go[id(st)] for st in group])
         slots = np.array([st._slot for st in group])
-        x = np.stack([xs[i] for i in rows]).astype(np.float64)
+        x = x16[rows].astype(np.float64)
         pl.D[slots] = x
         y = pl.YF[slots]
-        r = np.clip(np.rint(x - y), -32768, 32767).astype(np.int16)
-        e = y.astype(np.float32)
+        out.residual[rows] = np.clip(np.rint(x - y), -32768, 32767)
+        out.echo[rows] = y
         mdf.adapt(pl, slots)
-        for k, (i, st) in enumerate(zip(rows, group)):
-            outs[i] = AecOut(r[k], e[k], st.leak, st.adapted, True, st._refp)
 
-    _grouped([stages[i] for i in go.values()], work)
+    _grouped([stages[idx[j]] for j in go.values()], work)
+    out.active[list(go.values())] = True
+    for j, i in enumerate(idx):  # (after adapting: the figures the block left)
+        st = stages[i]
+        v = st._pool.V[st._slot]
+        out.leak[j], out.adapted[j] = v[mdf.LEAK], v[mdf.ADAPTED]
+    return out
 
 
 def pieces(stages: Sequence, xs: list[np.ndarray], ats: Sequence[int], idx: list[int],

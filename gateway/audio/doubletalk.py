@@ -47,14 +47,15 @@ share); ITU-T G.168 (2015) §3 (double talk, echo return loss enhancement).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from gateway.audio.aec import AecOut
+from gateway.audio.aec import AecOut, Blocks
 from gateway.audio.echo import _Ring
 
-__all__ = ["DoubleTalkGate", "GateDecision"]
+__all__ = ["DoubleTalkGate", "GateDecision", "feed_blocks"]
 
 _EPS = 1e-3
 #: The lowest noise floor (int16 units squared: an RMS of one LSB, −90.3 dBFS): a leg of digital
@@ -114,15 +115,13 @@ class DoubleTalkGate:
         self.floor_block = max(1, sample_rate // 50)
         self._rise_block = 10 ** (floor_rise_db_s / 10 / sample_rate * self.floor_block)  # per block
         cap = 1 << int(np.ceil(np.log2(max(history_ms * sample_rate / 1000, 64))))
-        self._res = _Ring(cap)  # residual power per sample
-        self._left = _Ring(cap)  # predicted echo left per sample (0: no agent audio)
-        self._agent = _Ring(cap)  # 1 where agent audio was active
-        self._consts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        # per sample: residual power, predicted echo left (0: no agent audio), 1 where agent audio was active
+        self._ring = _Ring(cap, rows=3)
         self.reset()
 
     def reset(self) -> None:
         """Forgets everything (a new call)."""
-        self._res.end = self._left.end = self._agent.end = 0
+        self._ring.end = 0
         self.floor = 0.0  # noise floor, int16 units squared (0: none seen yet; else >= _MIN_FLOOR)
         self._acc_e, self._acc_n, self._acc_next = 0.0, 0, -1  # the floor block in progress
 
@@ -138,31 +137,23 @@ class DoubleTalkGate:
             return
         r = out.residual.astype(np.float64)
         r2 = np.multiply(r, r, out=r)
-        fb = self.floor_block
-        if n == fb and at_sample % fb == 0:  # the usual piece: one whole floor block
-            self._floor_block_power(float(r2.sum()))
-            self._acc_next = at_sample + n
-        else:
-            self._track_floor(r2, at_sample)
-        self._res.write(r2, at_sample)
-        zeros, ones = self._const(n)
-        if not out.active:
-            self._left.write(zeros, at_sample)
-            self._agent.write(zeros, at_sample)
-            return
-        e = out.echo.astype(np.float64)
-        left = out.leak * e * e if out.adapted else np.full(n, out.ref_power * self.prior_gain)
-        self._left.write(left, at_sample)
-        self._agent.write(ones, at_sample)
+        self._floor(r2, float(r2.sum()), at_sample)
+        rows = np.zeros((3, n))
+        rows[0] = r2
+        if out.active:
+            e = out.echo.astype(np.float64)
+            rows[1] = out.leak * e * e if out.adapted else out.ref_power * self.prior_gain
+            rows[2] = 1.0
+        self._ring.write(rows, at_sample)
 
-    def _const(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Read-only zeros and ones ``[n]`` (the rings copy what they are given)."""
-        c = self._consts.get(n)
-        if c is None:
-            if len(self._consts) > 64:
-                self._consts.clear()
-            c = self._consts[n] = (np.zeros(n), np.ones(n))
-        return c
+    def _floor(self, r2: np.ndarray, energy: float, at: int) -> None:
+        """The floor's share of a piece: ``r2`` its squared residual, ``energy`` their sum."""
+        fb = self.floor_block
+        if r2.size == fb and at % fb == 0:  # the usual piece: one whole floor block
+            self._floor_block_power(energy)
+            self._acc_next = at + fb
+        else:
+            self._track_floor(r2, at)
 
     def _floor_block_power(self, energy: float) -> None:
         """One complete floor block's residual energy (sum of squares) updates the floor."""
@@ -192,12 +183,33 @@ class DoubleTalkGate:
         was fed (spans not fed count as no agent audio and silence)."""
         if stop <= start:
             return GateDecision(True, False, _dbfs(0.0), _dbfs(0.0), _dbfs(self.floor))
-        res = float(self._res.read(start, stop).mean())
-        agent = bool(self._agent.read(start, stop).any())
-        left = float(self._left.read(start, stop).mean())
+        rows = self._ring.read(start, stop)
+        res, left, agent = float(rows[0].mean()), float(rows[1].mean()), bool(rows[2].any())
         ok = not agent or res > self.margin * left + self.noise_margin * self.floor
         return GateDecision(ok, agent, _dbfs(res), _dbfs(left), _dbfs(self.floor))
 
     def allows(self, start: int, stop: int) -> bool:
         """Whether the span ``[start, stop)`` may count as caller speech (see :meth:`decide`)."""
         return self.decide(start, stop).allowed
+
+
+def feed_blocks(gates: Sequence[DoubleTalkGate], blocks: Blocks, at_samples: Sequence[int]) -> None:
+    """:meth:`DoubleTalkGate.feed` of every row of ``blocks`` (the canceller's batched output,
+    :func:`~gateway.audio.aec.cancel_batch`), row ``j`` to ``gates[j]`` at ``at_samples[j]``: the
+    squares, the echo left and the floor's block sums in array operations over all rows, then
+    one ring write per gate. Same state as feeding each row's :class:`AecOut` in turn."""
+    m = len(gates)
+    if m == 0 or blocks.residual.shape[1] == 0:
+        return
+    rows = np.empty((m, 3, blocks.residual.shape[1]))
+    r2 = rows[:, 0]
+    np.multiply(blocks.residual, blocks.residual, out=r2, dtype=np.float64)
+    energy = r2.sum(axis=1).tolist()  # int16² sums stay exact in float64, whatever the order
+    e = blocks.echo.astype(np.float64)
+    prior = np.array([g.prior_gain for g in gates]) * blocks.ref_power
+    left = np.where(blocks.adapted[:, None], blocks.leak[:, None] * e * e, prior[:, None])
+    rows[:, 1] = np.where(blocks.active[:, None], left, 0.0)
+    rows[:, 2] = blocks.active[:, None]
+    for j, (g, at) in enumerate(zip(gates, at_samples)):
+        g._floor(r2[j], energy[j], at)
+        g._ring.write(rows[j], at)

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["AecOut", "Pool", "adapt", "pool", "predict"]
+__all__ = ["AecOut", "Blocks", "Pool", "adapt", "pool", "predict"]
 
 MIN_LEAK = 0.005  # mdf.c: "we don't really hope to get better than 33 dB attenuation anyway"
 # columns of Pool.V
@@ -69,6 +69,33 @@ class AecOut:
     adapted: bool
     active: bool
     ref_power: float = 0.0
+
+
+@dataclass(slots=True)
+class Blocks:
+    """What the canceller made of many calls' chunks that were each exactly their next block
+    (the usual 20 ms frame), as arrays: row ``j`` is :class:`AecOut` ``out(j)`` of call
+    ``rows[j]``.
+
+    Attributes:
+        rows: the calls' indices in the batch's order, ``[m]``.
+        residual: int16 ``[m, B]`` (a passed-through row: the input).
+        echo: float32 ``[m, B]`` (zeros where passed through).
+        leak: float64 ``[m]``. adapted, active: bool ``[m]``. ref_power: float64 ``[m]``.
+    """
+
+    rows: list
+    residual: np.ndarray
+    echo: np.ndarray
+    leak: np.ndarray
+    adapted: np.ndarray
+    active: np.ndarray
+    ref_power: np.ndarray
+
+    def out(self, j: int) -> AecOut:
+        """Row ``j`` as an :class:`AecOut`."""
+        return AecOut(self.residual[j], self.echo[j], float(self.leak[j]), bool(self.adapted[j]),
+                      bool(self.active[j]), float(self.ref_power[j]))
 
 
 class Pool:

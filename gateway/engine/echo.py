@@ -63,8 +63,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gateway.audio.aec import EchoCanceller, cancel_many
-from gateway.audio.doubletalk import DoubleTalkGate
+from gateway.audio.aec import EchoCanceller, cancel_batch
+from gateway.audio.doubletalk import DoubleTalkGate, feed_blocks
 from gateway.audio.echo import EchoEstimate, EchoPathEstimator, to_metrics
 
 if TYPE_CHECKING:
@@ -439,24 +439,57 @@ def process_many(stages: Sequence[EchoStage], pcms: Sequence[np.ndarray], arriva
         for i in near:
             c, at = stages[i].canceller, starts[i] + pieces[i][r][0]
             stages[i]._apply_pending(at, c._fill == 0 or c._next != at)  # type: ignore[union-attr]
-        done = dict(zip(near, cancel_many([stages[i].canceller for i in near],  # type: ignore[misc]
-                                          [pcms[i][o : o + k] for i in near for o, k in (pieces[i][r],)],
-                                          [starts[i] + pieces[i][r][0] for i in near]))) if near else {}
-        for i in near:
-            st, (o, k), res = stages[i], pieces[i][r], done[i]
-            if res.active:
-                if out[i] is pcms[i]:
-                    out[i] = pcms[i].copy()
-                out[i][o : o + k] = res.residual
-                st.cancelled_samples += k
-            st.gate.feed(res, st._vad_pos + o)  # type: ignore[union-attr]
-            if res.active and res.adapted:
-                st._sampled += 1
-                if st._sampled % 4 == 0:
-                    st._measure(pcms[i][o : o + k], res.residual, st._vad_pos + o)
+        if near:
+            _cancel_round(stages, near, [pieces[i][r] for i in near], pcms, starts, out)
     for st, p in zip(stages, pcms):
         st._vad_pos += int(p.size)
     return out
+
+
+def _cancel_round(stages: Sequence[EchoStage], near: list[int], cuts: list[tuple[int, int]],
+                  pcms: Sequence[np.ndarray], starts: list[int], out: list) -> None:
+    """One round of :func:`process_many`: piece ``cuts[j]`` (offset, length) of call ``near[j]``
+    through the cancellers in one :func:`~gateway.audio.aec.cancel_batch`, the residual into
+    ``out``, every output to its call's gate (whole blocks in one
+    :func:`~gateway.audio.doubletalk.feed_blocks`), ERLE's sums on every 4th adapted piece."""
+    batches, outs = cancel_batch([stages[i].canceller for i in near],  # type: ignore[misc]
+                                 [pcms[i][o : o + k] for i, (o, k) in zip(near, cuts)],
+                                 [starts[i] + o for i, (o, _) in zip(near, cuts)])
+    for blocks in batches:
+        feed_blocks([stages[near[j]].gate for j in blocks.rows],  # type: ignore[misc]
+                    blocks, [stages[near[j]]._vad_pos + cuts[j][0] for j in blocks.rows])
+        for j, active, adapted in zip(blocks.rows, blocks.active.tolist(), blocks.adapted.tolist()):
+            if active:
+                _took(stages[near[j]], near[j], cuts[j], pcms, out, blocks.residual[j], adapted)
+    for j, res in enumerate(outs):
+        if res is not None:
+            st = stages[near[j]]
+            st.gate.feed(res, st._vad_pos + cuts[j][0])  # type: ignore[union-attr]
+            if res.active:
+                _took(st, near[j], cuts[j], pcms, out, res.residual, res.adapted)
+
+
+def _took(st: EchoStage, i: int, cut: tuple[int, int], pcms: Sequence[np.ndarray], out: list,
+          residual: np.ndarray, adapted: bool) -> None:
+    """A piece the canceller worked on (agent audio in its span): its residual into ``out[i]``,
+    the count, and ERLE's sums on every 4th once adapted (after the gate was fed)."""
+    o, k = cut
+    if out[i] is pcms[i]:
+        if o == 0 and k == pcms[i].size:  # the piece is the whole block: its residual is the output
+            out[i] = residual
+            st.cancelled_samples += k
+            if adapted:
+                st._sampled += 1
+                if st._sampled % 4 == 0:
+                    st._measure(pcms[i], residual, st._vad_pos)
+            return
+        out[i] = pcms[i].copy()
+    out[i][o : o + k] = residual
+    st.cancelled_samples += k
+    if adapted:
+        st._sampled += 1
+        if st._sampled % 4 == 0:
+            st._measure(pcms[i][o : o + k], residual, st._vad_pos + o)
 
 
 def echo_many(lanes: Sequence[Lane], pcms: Sequence[np.ndarray], vad_pcms: list, work: Sequence[int],

@@ -157,3 +157,36 @@ def test_the_floor_moves_once_per_20_ms_block_however_the_residual_is_cut():
     for a, b in ((0, 100), (120, 160)):  # a gap in the block: skipped
         gap.feed(AecOut(pcm[a:b], np.zeros(b - a, np.float32), 1.0, False, False), a)
     assert gap.floor == 0.0
+
+
+def test_batched_feed_equals_feeding_each_output(voices):
+    """feed_blocks over cancel_batch's arrays leaves every gate as feeding each call's AecOut in
+    turn: the same floor, ring contents and verdicts (calls at different delays, one silent)."""
+    from gateway.audio.aec import cancel_batch, cancel_many
+    from gateway.audio.doubletalk import feed_blocks
+
+    n, calls = 3 * RATE, 4
+    refs = [talk(voices, k, 3.0, -20.0) for k in range(calls)]
+    refs[3][:] = 0.0  # no agent audio: passed through
+    legs = [mix(r, path(40 + 50 * k, 20.0, k % 2 == 1), -55.0, seed=k)[0] for k, r in enumerate(refs)]
+    a = [EchoCanceller(RATE) for _ in range(calls)]
+    b = [EchoCanceller(RATE) for _ in range(calls)]
+    ga = [DoubleTalkGate(RATE) for _ in range(calls)]
+    gb = [DoubleTalkGate(RATE) for _ in range(calls)]
+    for o in range(0, n, FRAME):
+        for k in range(calls):
+            r16 = np.clip(np.round(refs[k][o:o + FRAME]), -32768, 32767).astype(np.int16)
+            a[k].reference(r16, o)
+            b[k].reference(r16, o)
+        chunks = [leg[o:o + FRAME] for leg in legs]
+        for g, out in zip(ga, cancel_many(a, chunks, [o] * calls)):
+            g.feed(out, o)
+        (blocks,), outs = cancel_batch(b, chunks, [o] * calls)
+        assert outs == [None] * calls and blocks.rows == list(range(calls))
+        feed_blocks([gb[j] for j in blocks.rows], blocks, [o] * calls)
+    assert blocks.active.tolist() == [True, True, True, False]
+    for x, y in zip(ga, gb):
+        assert x.floor == y.floor and x._ring.end == y._ring.end
+        assert np.array_equal(x._ring._buf, y._ring._buf)
+        for c in range(0, n - CHUNK, 997):
+            assert x.decide(c, c + CHUNK) == y.decide(c, c + CHUNK)

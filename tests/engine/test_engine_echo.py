@@ -322,8 +322,8 @@ def test_the_canceller_runs_once_per_round_for_every_call_of_the_tick(monkeypatc
     import gateway.engine.echo as echo_mod
 
     sizes: list[int] = []
-    real = echo_mod.cancel_many
-    monkeypatch.setattr(echo_mod, "cancel_many", lambda st, p, a: (sizes.append(len(st)), real(st, p, a))[1])
+    real = echo_mod.cancel_batch
+    monkeypatch.setattr(echo_mod, "cancel_batch", lambda st, p, a: (sizes.append(len(st)), real(st, p, a))[1])
     engine, calls = _residual_run(7, 3.5, ticks=True, seed=1)
     assert max(sizes) == 7
     assert sum(sizes) <= 7 * 175  # each call's 20 ms piece in one run at most
@@ -355,13 +355,13 @@ def test_a_reanchor_restarts_the_canceller_s_grid_at_the_moved_position():
 
     import gateway.engine.echo as echo_mod
 
-    batch = echo_mod.cancel_many
-    try:
-        echo_mod.cancel_many = lambda st, p, a: [process(x, y) for x, y in zip(p, a)]
+    batch = echo_mod.cancel_batch
+    try:  # every chunk as its own AecOut (no batched blocks)
+        echo_mod.cancel_batch = lambda st, p, a: ([], [process(x, y) for x, y in zip(p, a)])
         for k in range(260):  # 5.2 s of frames; 25 frames (500 ms) lost after the first second
             stage.caller(np.zeros(FRAME, np.int16), 20.0 * (k + 1 + (25 if k >= 50 else 0)))
     finally:
-        echo_mod.cancel_many = batch
+        echo_mod.cancel_batch = batch
     assert stage.clock.reanchors == 1
     assert all(n == FRAME for _, n in seen)  # whole 20 ms blocks, before and after the jump
     jumps = [b[0] - a[0] for a, b in zip(seen, seen[1:]) if b[0] - a[0] != FRAME]
