@@ -65,6 +65,7 @@ from gateway.llm.local.remote import LocalEngines
 from gateway.mcp import McpHttp
 from gateway.metrics import GatewayMetrics
 from gateway.outbound import AppClients
+from gateway.postcall import PostCallWorker
 from gateway.session import CallSession
 from gateway.store.spool import replay_spool
 from gateway.store import Store, recover_lost_calls, sweep_lapsed_calls
@@ -105,6 +106,8 @@ class Services:
     outbound: OutboundService | None = None
     #: Delivers the webhook outbox (:mod:`gateway.webhooks`) while the app runs.
     webhooks: WebhookWorker | None = None
+    #: Computes ended calls' summaries and fields (:mod:`gateway.postcall`) while the app runs.
+    postcall: PostCallWorker | None = None
     metrics: GatewayMetrics = field(init=False)
     #: This process's run id, recorded with each stream it claims and each lease renewal
     #: (:mod:`gateway.store.recovery`): a restart, or a twin with the same node id, never
@@ -272,6 +275,8 @@ async def _start_up(services: Services, *, warm_up: bool) -> tuple[asyncio.Task,
     services.clients = AppClients.from_settings(settings)  # one TLS context, not one per call
     services.webhooks = WebhookWorker.from_settings(store, settings, render=report_renderer(store, call_report_view))
     services.webhooks.start()
+    services.postcall = PostCallWorker.from_settings(store, settings)
+    services.postcall.start()
     if settings.media_listener == "picows":
         from gateway.picows_listener import PicowsMediaListener
 
@@ -299,6 +304,8 @@ async def _shut_down(services: Services, tasks: tuple[asyncio.Task, asyncio.Task
         services.warm.cancel()  # the pool goes on loading; nothing waits for it here
     if owns_engines:
         services.engines.close()  # kills the worker processes (bounded: ~2 s at most)
+    if services.postcall is not None:  # after the calls; work in flight is handed back for the next start
+        await services.postcall.aclose()
     if services.webhooks is not None:  # after the calls: their last events are in the outbox
         await services.webhooks.aclose()  # attempts in flight finish; the rest wait for the next start
     await services.outbound.aclose()  # after the calls: their hang-ups are done

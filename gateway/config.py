@@ -208,6 +208,27 @@ class Settings(BaseSettings):
     webhook_retry_scale: float = Field(1.0, gt=0, le=1)
     webhook_timeout_s: float = Field(10.0, gt=0, le=60)
     webhook_poll_s: float = Field(1.0, gt=0, le=60)
+    #: Post-call results (:mod:`gateway.postcall`): the OpenAI-compatible chat-completions
+    #: endpoint that writes each ended call's summary and extracts its ``fields`` (base URL,
+    #: e.g. ``https://api.openai.com/v1`` or ``http://127.0.0.1:11434/v1``; an operator
+    #: setting, never from a request). Empty: results are ``skipped`` (the record says why).
+    postcall_base_url: str = ""
+    postcall_model: str = Field("gpt-4o-mini", min_length=1, max_length=200)
+    postcall_api_key: SecretStr = SecretStr("")
+    #: Each chat request's time limit (s) and the SDK's retries of a failed request
+    #: (connection errors, 408/409/429/5xx; exponential backoff).
+    postcall_timeout_s: float = Field(30.0, gt=0, le=300)
+    postcall_max_retries: int = Field(2, ge=0, le=5)
+    #: How often (s) the worker looks for ended calls; calls worked on at once per node.
+    postcall_poll_s: float = Field(1.0, gt=0, le=60)
+    postcall_concurrency: int = Field(2, ge=1, le=32)
+    #: How long (s) a worker's claim on a call holds (its work is cut off at half of it);
+    #: claims per call before it is given up as ``failed`` (a call that stopped its worker
+    #: each time, e.g. by a crash).
+    postcall_lease_s: float = Field(600.0, ge=10, le=86400)
+    postcall_max_attempts: int = Field(3, ge=1, le=20)
+    #: The transcript sent to the model is cut to this many characters (its middle dropped).
+    postcall_max_transcript_chars: int = Field(60_000, ge=1_000, le=1_000_000)
     #: Secrets each tenant's API keys may reference (JSON: tenant → list of ``GATEWAY_SECRET_*``
     #: names, ``PREFIX*`` patterns or ``"*"``), on top of the built-in grant of
     #: ``GATEWAY_SECRET_<TENANT>_*`` to each tenant (see :mod:`gateway.tenants`).
@@ -300,6 +321,15 @@ class Settings(BaseSettings):
 
         SecretGrants({t: tuple(p) for t, p in value.items()})  # raises ValueError naming the bad grant
         return value
+
+    @field_validator("postcall_base_url")
+    @classmethod
+    def _postcall_url_form(cls, value: str) -> str:
+        """``http(s)://host[:port][/path]`` (no query), trailing ``/`` dropped; ``""`` kept."""
+        url = value.strip()
+        if url and not re.fullmatch(r"https?://[^/?#\s@]+(/[^?#\s]*)?", url):
+            raise ValueError(f"postcall_base_url: {url!r} is not an http(s):// base URL (e.g. https://api.openai.com/v1)")
+        return url.rstrip("/")
 
     @field_validator("public_url")
     @classmethod

@@ -218,6 +218,9 @@ async def serve(services: Services, call: CallRecord, carrier: str, channel: Str
         await session.run()
     finally:
         services.live.pop(call_id, None)
+        postcall = getattr(services, "postcall", None)
+        if postcall is not None:  # its record is final: its post-call results are due
+            postcall.wake()
 
 
 async def _finalise_unserved(services: Services, call_id: str, exc: BaseException, limit_s: float = 10.0) -> None:
