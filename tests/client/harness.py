@@ -6,7 +6,8 @@ carrier account through ``POST /carrier-accounts`` (credentials by ``GATEWAY_SEC
 reference, set in this process for the block) and yields a :class:`Served`. The callee
 numbers below answer cheaply: :data:`QUIET` picks up, stays silent for half a second and
 hangs up (a call that completes in about a second, with no speech to synthesise or
-recognise); :data:`RINGING` rings for a minute.
+recognise); :data:`LISTENER` does the same for three seconds (long enough to hear an agent's
+first message); :data:`RINGING` rings for a minute.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from gateway.simulator.carrier_api import CarrierSimulator, ScriptBook, simple
 from gateway.simulator.carrier_api.accounts import new_account, secret_refs
 from gateway.simulator.demo import serve_in_background
 
-QUIET, RINGING, FROM = "+14155550111", "+14155550112", "+14155550199"
+QUIET, RINGING, LISTENER, FROM = "+14155550111", "+14155550112", "+14155550113", "+14155550199"
 #: An inline agent that waits for the callee (no greeting: nothing to synthesise).
 AGENT: dict[str, Any] = {"systemPrompt": "You are a test agent.", "objective": "Say nothing.", "ringTimeout": 30}
 
@@ -57,6 +58,7 @@ async def outbound_gateway(workdir: Path, engines: Any, **overrides: Any) -> Asy
     saved = {var: os.environ.get(var) for var in env}
     os.environ.update(env)
     book = ScriptBook({QUIET: simple("silence", ring_ms=100, answer_pause_ms=0, silence_ms=500),
+                       LISTENER: simple("silence", ring_ms=100, answer_pause_ms=0, silence_ms=3000),
                        RINGING: simple("no_answer", ring_ms=60_000)})  # fmt: skip
     sim = CarrierSimulator({"twilio": creds}, scripts=book)
     try:

@@ -4,6 +4,7 @@ through the carrier simulator: typed results, the API's errors, ``wait_for_call`
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 
@@ -15,14 +16,23 @@ from gateway.api.outbound_schemas import OutboundCallCreated
 from gateway.api.schemas import CallCreated, CallOut
 from gateway.client import AsyncGatewayClient, CallWaitTimeout, GatewayClient, GatewayConnectionError, GatewayError
 from gateway.client.core import TERMINAL
-from tests.client.harness import AGENT, QUIET, RINGING, Served, outbound_gateway
+from tests.client.harness import AGENT, LISTENER, QUIET, RINGING, Served, outbound_gateway
+from tests.postcall.fake_chat import FakeChat, answer
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
+@pytest.fixture(scope="module")
+def chat():
+    """The post-call step's chat-completions endpoint: every answer confirms the visit."""
+    with FakeChat([answer("The agent greeted the callee, who confirmed the visit.", confirmed=True)]) as fake:
+        yield fake
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def gw(tmp_path_factory, local_engines):
-    async with outbound_gateway(tmp_path_factory.mktemp("client"), local_engines) as served:
+async def gw(tmp_path_factory, local_engines, chat: FakeChat):
+    async with outbound_gateway(tmp_path_factory.mktemp("client"), local_engines, postcall_base_url=chat.base_url,
+                                postcall_poll_s=0.1) as served:  # fmt: skip
         yield served
 
 
@@ -46,9 +56,23 @@ async def test_sync_client_places_a_call_and_wait_for_call_returns_the_finished_
     assert rec.status == "completed", rec
     assert rec.ended_at is not None and rec.direction == "outbound" and rec.carrier_account_id == gw.account_id
     assert [t.to for t in rec.transitions][-1] == "completed"
-    post = getattr(rec, "post_call", None)
-    assert post is None or post.status not in ("pending", "running"), post
-    assert waited < 30
+    assert rec.post_call.status == "completed" and rec.summary, rec  # no conversation: no model call needed
+    assert rec.extracted == {} and waited < 30
+
+
+async def test_wait_for_call_returns_the_summary_and_extracted_fields_of_the_post_call_step(client, chat):
+    placed = await client.place_call(to=LISTENER, system_prompt="You confirm visits.",
+                                     first_message="Hello, this is the clinic calling about your visit.",
+                                     fields=[{"name": "confirmed", "type": "boolean",
+                                              "description": "Did the callee confirm?"}])  # fmt: skip
+    rec = await client.wait_for_call(placed.call_id, timeout=60)
+    assert rec.status == "completed" and [t.role for t in rec.transcript][:1] == ["agent"], rec.transcript
+    assert rec.post_call.status == "completed" and rec.post_call.error is None, rec.post_call
+    assert rec.summary == "The agent greeted the callee, who confirmed the visit."
+    assert rec.extracted == {"confirmed": True}
+    sent = chat.requests[-1].body
+    assert "Hello, this is the clinic calling" in json.dumps(sent["messages"])
+    assert sent["response_format"]["type"] == "json_schema"
 
 
 async def test_async_client_reads_calls_and_errors_carry_the_api_code_message_and_fields(gw: Served, client):

@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from gateway.api.outbound_schemas import OutboundCallCreate, VoicemailIn
+from gateway.api.record_schemas import PostCallOut
 from gateway.api.schemas import CallOut
 from gateway.client.core import GatewayError, WaitPlan, get_call, list_calls, parse, place_call, wire_body
 
@@ -56,10 +57,9 @@ def test_wait_plan_backs_off_to_its_cap_and_never_sleeps_past_the_deadline() -> 
 
 
 def _rec(status: str, post: str | None) -> CallOut:
-    rec = CallOut.model_construct(id="call_1", status=status)
-    if post is not None:
-        object.__setattr__(rec, "post_call", type("P", (), {"status": post})())
-    return rec
+    if post is None:  # a record of a gateway without post-call results
+        return CallOut.model_construct(id="call_1", status=status)
+    return CallOut.model_construct(id="call_1", status=status, post_call=PostCallOut(status=post, error=None))
 
 
 @pytest.mark.parametrize("status, post, done", [
