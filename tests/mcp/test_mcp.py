@@ -47,6 +47,7 @@ async def _tools_and_a_completed_call(client: Client) -> CallOut:
     assert not done.is_error, done.content
     rec = CallOut.model_validate(done.structured_content)
     assert rec.id == call_id and rec.status == "completed", rec
+    assert rec.post_call.status in ("completed", "skipped"), rec.post_call  # final, as wait_for_call promises
 
     bad = await client.call_tool("place_call", {"to": "12", "systemPrompt": "x"})
     assert bad.is_error and '"validation_error"' in bad.content[0].text and '"to"' in bad.content[0].text
