@@ -73,8 +73,7 @@ from gateway.streams import CLOSE_CODES, StreamRequest, run_stream, twilio_signa
 from gateway.transport import StarletteChannel, StarletteTransport  # noqa: F401 - re-exported (it lived here)
 from gateway.engine import MediaEngine
 from gateway.vadrun import VadFactory
-from gateway.webhooks import WebhookWorker, report_renderer
-from gateway.webhooks.report import call_report_view
+from gateway.webhooks import WebhookWorker, call_report_renderer
 
 if TYPE_CHECKING:
     from gateway.picows_listener import PicowsMediaListener
@@ -273,7 +272,7 @@ async def _start_up(services: Services, *, warm_up: bool) -> tuple[asyncio.Task,
     expiry = asyncio.create_task(_expire_calls(services, min(30.0, settings.call_lease_s / 3)))
     renewal = asyncio.create_task(_renew_leases(services))
     services.clients = AppClients.from_settings(settings)  # one TLS context, not one per call
-    services.webhooks = WebhookWorker.from_settings(store, settings, render=report_renderer(store, call_report_view))
+    services.webhooks = WebhookWorker.from_settings(store, settings, render=call_report_renderer(store, settings))
     services.webhooks.start()
     services.postcall = PostCallWorker.from_settings(store, settings)
     services.postcall.start()

@@ -6,11 +6,11 @@ delivers them, signed with ``standardwebhooks``, on the Standard Webhooks retry 
 (:mod:`gateway.webhooks.schedule`), through the outbound policy (:mod:`gateway.outbound`).
 """
 
-from gateway.webhooks.report import report_renderer
+from gateway.webhooks.report import call_report_renderer, report_renderer
 from gateway.webhooks.schedule import SCHEDULE_S, encode_body, retry_delay_s, signed_request
 from gateway.webhooks.worker import ReportRenderer, WebhookWorker
 
 __all__ = [
-    "WebhookWorker", "ReportRenderer", "report_renderer", "SCHEDULE_S", "retry_delay_s", "signed_request",
+    "WebhookWorker", "ReportRenderer", "report_renderer", "call_report_renderer", "SCHEDULE_S", "retry_delay_s", "signed_request",
     "encode_body",
 ]  # fmt: skip

@@ -36,7 +36,7 @@ import contextlib
 import logging
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -51,9 +51,9 @@ __all__ = ["WebhookWorker", "ReportRenderer"]
 
 log = logging.getLogger("gateway.webhooks")
 
-#: ``render(call_id)`` → the ``data`` of a ``call.report`` (the call's full record as JSON),
-#: or ``None`` when the call no longer exists. Synchronous (run in a thread).
-ReportRenderer = Callable[[str], "dict[str, Any] | None"]
+#: ``await render(call_id)`` → the ``data`` of a ``call.report`` (the call's full record as
+#: JSON), or ``None`` when the call no longer exists.
+ReportRenderer = Callable[[str], "Awaitable[dict[str, Any] | None]"]
 
 _USER_AGENT = "gateway-webhooks/1 (Standard Webhooks)"
 
@@ -195,7 +195,7 @@ class WebhookWorker:
     async def _report(self, item: OutboxDelivery) -> dict[str, Any] | None:
         """Render and store a ``call.report`` body; ``None``: not sent now (call gone: failed;
         lease lost: left to its new holder)."""
-        data = await asyncio.to_thread(self._render, item.call_id) if item.call_id else None
+        data = await self._render(item.call_id) if item.call_id else None
         if data is None:
             await self._finish(item, "failed", error="the call no longer exists")
             return None

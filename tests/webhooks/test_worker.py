@@ -32,7 +32,7 @@ def store(db: str) -> Store:
     s.close()
 
 
-def _render(call_id: str) -> dict:
+async def _render(call_id: str) -> dict:
     return {"id": call_id, "summary": "a test call"}
 
 
@@ -197,8 +197,12 @@ async def test_call_report_rendered_once_and_call_url_secret(store: Store, recei
     assert store.enqueue_call_report(call) == 2
     receiver.answer = lambda path, msg_id, attempt: 500 if attempt == 1 and path == "/a" else 204
     renders: list[str] = []
-    w = WebhookWorker(store, OutboundPolicy((f"127.0.0.1:{receiver.port}",)), **FAST,  # type: ignore[arg-type]
-                      render=lambda cid: renders.append(cid) or {"id": cid, "n": len(renders)})  # fmt: skip
+
+    async def render(cid: str) -> dict:
+        renders.append(cid)
+        return {"id": cid, "n": len(renders)}
+
+    w = WebhookWorker(store, OutboundPolicy((f"127.0.0.1:{receiver.port}",)), render=render, **FAST)  # type: ignore[arg-type]
     w.start()
     try:
         await receiver.wait(lambda: len(receiver.accepted("/a")) == 1)
