@@ -33,15 +33,12 @@ def whole(stages: Sequence, xs: list[np.ndarray], ats: Sequence[int], idx: list[
             out.ref_power[j] = st._refp
 
     def work(group: list) -> None:
-        _start(group)
-        pl, rows = group[0]._pool, np.array([go[id(st)] for st in group])
-        slots = np.array([st._slot for st in group])
+        slots, newest, shift = _prepare(group)
+        rows = np.array([go[id(st)] for st in group])
         x = x16[rows].astype(np.float64)
-        pl.D[slots] = x
-        y = pl.YF[slots]
+        y = mdf.step(group[0]._pool, slots, newest, shift, x)
         out.residual[rows] = np.clip(np.rint(x - y), -32768, 32767)
         out.echo[rows] = y
-        mdf.adapt(pl, slots)
 
     _grouped([stages[idx[j]] for j in go.values()], work)
     out.active[list(go.values())] = True
@@ -127,13 +124,21 @@ def _history(st) -> np.ndarray:
     return mdf.spectra(r[idx])
 
 
-def _start(group: list) -> None:
-    """Starts a block in every stage of ``group``: reference spectra and echo estimate."""
+def _prepare(group: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each stage of ``group`` starts a block: its slot, its newest reference ``[t0 - B, t0 + B)``
+    (float64 ``[m, 2 B]``, bulk delay applied) and whether its spectra history just moves down
+    by one block (else it is recomputed from the ring here)."""
     b, pl = group[0].block, group[0]._pool
     newest = np.stack([st._ref.read(st._t0 - st.bulk - b, st._t0 - st.bulk + b) for st in group])
     shift = np.array([st._xt == st._t0 - b for st in group])
-    for st, sh in zip(group, shift):
+    for st, sh in zip(group, shift.tolist()):
         if not sh:  # after a pass-through, a gap or a new span: the whole history from the ring
             pl.X[st._slot] = _history(st)
         st._xt, st._on = st._t0, True
-    mdf.predict(pl, np.array([st._slot for st in group]), newest, shift)
+    return np.array([st._slot for st in group]), newest, shift
+
+
+def _start(group: list) -> None:
+    """Starts a block in every stage of ``group``: reference spectra and echo estimate."""
+    slots, newest, shift = _prepare(group)
+    mdf.predict(group[0]._pool, slots, newest, shift)

@@ -168,6 +168,12 @@ class EchoPathEstimator:
         smoothing_blocks: time constant of the exponential smoothing, in active blocks.
         update_every: once published, the estimate is recomputed every this many active blocks
             (4 = every 2.5 s of agent audio at 8 kHz); before that, after every block.
+        duty_every: once an estimate is published, only every this many active blocks is
+            analysed (its two FFTs and the smoothing; a skipped block costs one read and an
+            RMS), with the smoothing weight raised to ``1 - (1 - 1 / smoothing_blocks) **
+            duty_every`` so the averages keep their time constant in audio; 1 = every block.
+            The estimate stays up to date (recomputed on the analysed blocks that fall on
+            ``update_every``), at a fraction of the cost.
 
     Raises:
         ValueError: a non-positive ``sample_rate`` or ``max_delay_ms``.
@@ -175,7 +181,7 @@ class EchoPathEstimator:
 
     def __init__(self, sample_rate: int = 8000, *, max_delay_ms: float = 400.0, active_dbfs: float = -50.0,
                  min_active_ms: float = 1500.0, min_confidence: float = 0.45, smoothing_blocks: float = 24.0,
-                 update_every: int = 4) -> None:
+                 update_every: int = 4, duty_every: int = 1) -> None:
         if sample_rate <= 0 or max_delay_ms <= 0:
             raise ValueError("sample_rate and max_delay_ms must be positive")
         self.sample_rate = sample_rate
@@ -187,6 +193,8 @@ class EchoPathEstimator:
         self._min_conf = min_confidence
         self._alpha = 1.0 / smoothing_blocks
         self._update_every = max(1, int(update_every))
+        self._duty = max(1, int(duty_every))
+        self._duty_alpha = 1.0 - (1.0 - self._alpha) ** self._duty  # the same time constant, per analysed block
         self._lags = np.arange(self._d + 1)
         self._guard = max(1, int(0.002 * sample_rate))
         cap = 1 << int(np.ceil(np.log2(4 * sample_rate)))
@@ -205,7 +213,8 @@ class EchoPathEstimator:
         self._ser = np.zeros(self._d + 1)  # weighted reference energy at each lag, per sample
         self._ec = 0.0  # smoothed weighted caller-block energy per sample
         self._er = 0.0  # smoothed weighted reference energy per sample, aligned span
-        self._blocks = 0
+        self._blocks = 0  # active blocks analysed
+        self._seen = 0  # active blocks seen (analysed or skipped by the duty cycle)
         self._active_samples = 0
         self._last: EchoEstimate | None = None
 
@@ -265,6 +274,10 @@ class EchoPathEstimator:
         er = float(np.dot(r, r)) / r.size
         if er < self._active:
             return
+        self._seen += 1
+        duty = self._last is not None and self._duty > 1
+        if duty and self._seen % self._duty:
+            return  # published: analyse only every duty-th active block
         c = self._cal.read(t0, t0 + self._b)
         ec = float(np.dot(c, c)) / c.size
         w = 1.0 / (ec + 1.0)
@@ -273,7 +286,7 @@ class EchoPathEstimator:
         fa, fr = np.fft.rfft(a), np.fft.rfft(r, self._n)
         self._blocks += 1
         self._active_samples += self._b
-        k = max(self._alpha, 1.0 / self._blocks)
+        k = max(self._duty_alpha if duty else self._alpha, 1.0 / self._blocks)
         self._scr += k * (w * fa * np.conj(fr) - self._scr)
         self._srr += k * (w * (fr.real ** 2 + fr.imag ** 2) - self._srr)
         self._scc += k * (w * (fa.real ** 2 + fa.imag ** 2) - self._scc)
@@ -282,7 +295,7 @@ class EchoPathEstimator:
         cum = np.concatenate(([0.0], np.cumsum(r * r)))  # energy of r[t0 + n - lag], n < B:
         lagged = cum[self._d + self._b - self._lags] - cum[self._d - self._lags]
         self._ser += k * (w * lagged / self._b - self._ser)
-        due = self._last is None or self._blocks % self._update_every == 0
+        due = self._last is None or self._seen % self._update_every == 0
         if self._active_samples >= self._min_active and due:
             self._update(t0 + self._b)
 

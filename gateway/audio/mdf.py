@@ -192,25 +192,55 @@ def predict(p: Pool, slots: np.ndarray, newest: np.ndarray, shift: np.ndarray) -
         if p.partitions > 1:
             p.X[s, 1:] = p.X[s, :-1]
         p.X[s, 0] = spec[shift]
-    W, F, X = p.W[slots], p.F[slots], p.X[slots]
+    y, yf = _estimate(p.W[slots], p.F[slots], p.X[slots], b)
+    p.Y[slots], p.YF[slots] = y, yf
+
+
+def _estimate(W: np.ndarray, F: np.ndarray, X: np.ndarray, b: int) -> tuple[np.ndarray, np.ndarray]:
+    """The background and foreground filters' echo estimates ``[m, B]`` from the spectra history."""
     Y, YF = W[:, 0] * X[:, 0], F[:, 0] * X[:, 0]
-    for j in range(1, p.partitions):
+    for j in range(1, W.shape[1]):
         Y += W[:, j] * X[:, j]
         YF += F[:, j] * X[:, j]
     y = np.fft.irfft(np.concatenate([Y, YF]), n=2 * b, axis=1)[:, b:] * (2 * b)
-    p.Y[slots], p.YF[slots] = y[:slots.size], y[slots.size:]
+    return y[:W.shape[0]], y[W.shape[0]:]
+
+
+def step(p: Pool, slots: np.ndarray, newest: np.ndarray, shift: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """:func:`predict` then :func:`adapt` on a block that is complete at once (``d``, float64
+    ``[m, B]``: the usual 20 ms frame), with one gather and one scatter of each slot's state;
+    returns the foreground filter's echo estimate ``[m, B]`` (what is subtracted). The pool ends
+    as after ``predict``, writing ``d`` to ``p.D`` and ``adapt``, except ``p.D``, ``p.Y`` and
+    ``p.YF``, which only a block in progress needs."""
+    b = p.block
+    spec = spectra(newest)
+    W, F, X, v = p.W[slots], p.F[slots], p.X[slots], p.V[slots]
+    v[:, SXX] = np.einsum("mn,mn->m", newest[:, b:], newest[:, b:])
+    if shift.any():
+        if p.partitions > 1:
+            X[shift, 1:] = X[shift, :-1]
+        X[shift, 0] = spec[shift]
+        p.X[slots] = X
+    y, yf = _estimate(W, F, X, b)
+    _adapt(p, slots, d, y, yf, v, W, X, p.S[slots])
+    return yf
 
 
 def adapt(p: Pool, slots: np.ndarray) -> None:
     """Adapts each slot's filter on its completed block ``p.D`` (echo estimate ``p.Y``)."""
+    _adapt(p, slots, p.D[slots], p.Y[slots], p.YF[slots], p.V[slots], p.W[slots], p.X[slots], p.S[slots])
+
+
+def _adapt(p: Pool, slots: np.ndarray, d: np.ndarray, y: np.ndarray, yf: np.ndarray, v: np.ndarray,
+           W: np.ndarray, X: np.ndarray, S: np.ndarray) -> None:
+    """:func:`adapt` on gathered rows (``y``, ``yf``: the two filters' estimates; ``y`` is
+    overwritten), scattered back to the pool."""
     b, k, m = p.block, p.partitions, slots.size
     n = 2 * b
-    d, y, v = p.D[slots], p.Y[slots], p.V[slots]
-    W, X, S = p.W[slots], p.X[slots], p.S[slots]
     e = d - y
-    back = _two_path(p, slots, v, W, e, d)
+    back = _two_path(p, slots, v, W, e, d, y, yf)
     if back.any():  # the background filter went worse: restarted from the foreground's
-        y[back] = p.YF[slots[back]]
+        y[back] = yf[back]
         e[back] = d[back] - y[back]
     see = np.maximum(np.einsum("mn,mn->m", e, e), n * 100 / 64)
     syy = np.einsum("mn,mn->m", y, y)
@@ -244,9 +274,7 @@ def adapt(p: Pool, slots: np.ndarray) -> None:
     prop = p.P[slots]
     if adapted.any():
         prop = np.where(adapted[:, None], proportions(W), prop)
-    G = mu * E
-    for j in range(k):
-        W[:, j] += prop[:, j:j + 1] * np.conj(X[:, j]) * G
+    W += prop[:, :, None] * np.conj(X) * (mu * E)[:, None, :]  # each partition's step, as mdf.c
     constrain(W, v[:, COUNT].astype(int), b)
     bad = ~np.isfinite(W).all(axis=(1, 2))
     v[:, PEY], v[:, PYY], v[:, LEAK] = pey, pyy, np.where(adapted, leak, 1.0)
@@ -258,16 +286,17 @@ def adapt(p: Pool, slots: np.ndarray) -> None:
         p.clear(int(slot))
 
 
-def _two_path(p: Pool, slots: np.ndarray, v: np.ndarray, W: np.ndarray, e: np.ndarray, d: np.ndarray) -> np.ndarray:
+def _two_path(p: Pool, slots: np.ndarray, v: np.ndarray, W: np.ndarray, e: np.ndarray, d: np.ndarray,
+              y: np.ndarray, yf: np.ndarray) -> np.ndarray:
     """mdf.c's two-path logic on the block just completed: the foreground filter takes the
     background's weights when the background's error is significantly lower (over one block
     or two smoothed windows); the background restarts from the foreground when it is
     significantly worse (double talk made it diverge). Updates ``v``, ``W`` and ``p.F``;
     returns the rows whose background was restarted."""
-    ef = d - p.YF[slots]
+    ef = d - yf
     sff = np.einsum("mn,mn->m", ef, ef)
     see = np.einsum("mn,mn->m", e, e)
-    diff = p.YF[slots] - p.Y[slots]
+    diff = yf - y
     dbf = 10.0 + np.einsum("mn,mn->m", diff, diff)
     delta = sff - see
     v[:, DAVG1] = 0.6 * v[:, DAVG1] + 0.4 * delta
@@ -301,11 +330,9 @@ def constrain(W: np.ndarray, counts: np.ndarray, b: int) -> None:
     """Zeroes the second half of the impulse response of partition 0 and of partition
     ``1 + count % (K - 1)`` of each row (AUMDF), in place."""
     m, k, _ = W.shape
-    rows = np.arange(m)
-    parts = [np.zeros(m, int)]
-    if k > 1:
-        parts.append(1 + counts % (k - 1))
-    for j in parts:
-        w = np.fft.irfft(W[rows, j], n=2 * b, axis=1)
-        w[:, b:] = 0.0
-        W[rows, j] = np.fft.rfft(w, axis=1)
+    rows, parts = np.arange(m), np.zeros(m, int)
+    if k > 1:  # both partitions' rows in one pair of transforms
+        rows, parts = np.concatenate((rows, rows)), np.concatenate((parts, 1 + counts % (k - 1)))
+    w = np.fft.irfft(W[rows, parts], n=2 * b, axis=1)
+    w[:, b:] = 0.0
+    W[rows, parts] = np.fft.rfft(w, axis=1)

@@ -78,6 +78,10 @@ log = logging.getLogger("gateway.echo")
 #: Carrier rates the echo stage runs at (Hz): those where the VAD runs at the carrier's rate too
 #: (:meth:`gateway.vadrun.VadFactory.rate_for`), so the caller leg it sees is the VAD's input.
 ECHO_RATES = (8000, 16000)
+#: Once the echo path estimator has published an estimate, it analyses one active block in this
+#: many (:class:`~gateway.audio.echo.EchoPathEstimator`'s ``duty_every``): every 2.5 s of agent
+#: audio at 8 kHz, when it recomputes the estimate anyway; ~11 -> ~3 µs per call per frame.
+ESTIMATOR_DUTY = 4
 #: How far above the noise floor a barge-in cue's chunk must be (dB; :meth:`EchoStage.cue_allows`):
 #: the double-talk rule's own noise margin, applied where it has no agent audio to judge too.
 CUE_FLOOR_DB = 6.0
@@ -198,7 +202,7 @@ class EchoStage:
         if sample_rate not in ECHO_RATES:
             raise ValueError(f"the echo stage runs at {ECHO_RATES} Hz, not {sample_rate!r}")
         self.rate = sample_rate
-        self.estimator = EchoPathEstimator(sample_rate, max_delay_ms=max_delay_ms)
+        self.estimator = EchoPathEstimator(sample_rate, max_delay_ms=max_delay_ms, duty_every=ESTIMATOR_DUTY)
         self.clock = CallerClock(sample_rate)
         # the canceller reads the estimator's reference ring (the same samples: one write per message)
         self.canceller = EchoCanceller(sample_rate, ring=self.estimator._ref) if cancel else None
