@@ -8,7 +8,8 @@ takes these, through :class:`AfterCallFields`:
   ``values``) and an optional description for the model. A value the conversation does
   not support comes back ``null``.
 * ``webhookUrl``: where this call's lifecycle events and end-of-call report are POSTed
-  (signed with Standard Webhooks); the API key's default endpoints get them too.
+  (signed with Standard Webhooks, with the tenant's call-URL secret from ``POST
+  /webhook-call-secret``); the tenant's endpoints (``/webhook-endpoints``) get them too.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ class AfterCallFields(_Request):
         max_length=2048,
         description="Where this call's events and end-of-call report are POSTed: https:// to a "
         "public host; private, loopback and link-local targets (and http://) only when the "
-        "operator allows them (GATEWAY_OUTBOUND_ALLOW).",
+        "operator allows them (GATEWAY_OUTBOUND_ALLOW). Signed (Standard Webhooks) with the "
+        "tenant's call-URL secret (POST /webhook-call-secret); retried until the tenant has one.",
         json_schema_extra={"pattern": f"^{TOOL_URL.pattern}$"},
     )
 
