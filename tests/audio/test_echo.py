@@ -236,3 +236,40 @@ def test_sixteen_khz(voices):
         est.caller(leg16[o:o + 320], o)
     e = est.estimate
     assert e is not None and abs(e.delay_ms - 80.0) <= 1000 / 16000 and abs(e.erl_db - 30) <= 2.0
+
+
+@pytest.mark.parametrize(("delay_ms", "erl_db", "noise_dbfs"), [(40, 12, -60), (120, 25, -55), (200, 35, -50)])
+def test_a_duty_cycle_after_the_first_estimate_keeps_it_and_analyses_a_quarter(voices, delay_ms, erl_db,
+                                                                                noise_dbfs):
+    """duty_every=4: the same first estimate (same blocks until then), a quarter of the blocks
+    analysed after it, the delay exact and the ERL within ±2 dB after 20 s as without it."""
+    ref = talk(voices, 1, 20.0)
+    leg = line(ref, delay_ms, erl_db, noise_dbfs)
+    full, duty = EchoPathEstimator(RATE), EchoPathEstimator(RATE, duty_every=4)
+    firsts, at = [], []
+    for est in (full, duty):
+        ref16 = np.clip(np.round(ref), -32768, 32767).astype(np.int16)
+        first = None
+        for o in range(0, ref.size, FRAME):
+            est.reference(ref16[o:o + FRAME], o)
+            est.caller(leg[o:o + FRAME], o)
+            if first is None and est.estimate is not None:
+                first = est.estimate
+                at.append(est._blocks)
+        firsts.append(first)
+    assert firsts[0] is not None and firsts[0] == firsts[1] and at[0] == at[1]
+    assert duty._seen == full._seen == full._blocks
+    assert duty._blocks - at[0] == full._blocks // 4 - at[0] // 4  # after it: the multiples of 4 only
+    for e in (full.estimate, duty.estimate):
+        assert e.delay_ms == delay_ms and abs(e.erl_db - erl_db) <= 2.0
+    assert abs(full.estimate.erl_db - duty.estimate.erl_db) <= 1.0
+
+
+def test_a_duty_cycle_still_follows_a_change_of_echo_path(voices):
+    ref = talk(voices, 0, 40.0)
+    cut = 12 * RATE
+    leg = np.concatenate([line(ref[:cut], 40, 25, -55), line(ref, 200, 35, -55, seed=2)[cut:]])
+    est = EchoPathEstimator(RATE, duty_every=4)
+    feed(est, ref, leg)
+    e = est.estimate
+    assert e is not None and e.delay_ms == 200.0 and abs(e.erl_db - 35) <= 2.0
