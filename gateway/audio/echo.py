@@ -54,9 +54,9 @@ Cost: bounded memory (two float64 rings of ``2**ceil(log2(4 s))`` samples, 256 K
 (two 8,192-point real FFTs per 624 ms block, the delay search every 4th block), ≈ 6–9 µs
 while it is silent (ring writes; an idle block costs one read and an RMS). With
 ``duty_every=4`` (as the echo stage runs it) the blocks after the first estimate cost a quarter
-of that: ~11 → ~3 µs per frame for the blocks (24 of 24 first estimates unchanged, the delay
-exact and the ERL within 0.1 dB of the full rate over 12 s on 40 generated calls; see
-``tests/audio/test_echo.py``).
+of that: ~11 → ~3 µs per frame for the blocks. The first estimate is the same (the duty cycle
+starts after it); over 12 s on 40 generated calls (``benchmarks/media_echo.py``'s legs) the
+delay stayed the same and the ERL within 0.1 dB of the full rate (``tests/audio/test_echo.py``).
 
 Sources: G. C. Carter, "Coherence and time delay estimation", Proc. IEEE 75(2), 1987
 (GCC, SCOT weighting); ITU-T G.168 (2015) §3 for echo return loss and echo path delay.
