@@ -36,16 +36,19 @@ def whole(stages: Sequence, xs: list[np.ndarray], ats: Sequence[int], idx: list[
         slots, newest, shift = _prepare(group)
         rows = np.array([go[id(st)] for st in group])
         x = x16[rows].astype(np.float64)
-        y = mdf.step(group[0]._pool, slots, newest, shift, x)
+        pl = group[0]._pool
+        y = mdf.step(pl, slots, newest, shift, x)
         out.residual[rows] = np.clip(np.rint(x - y), -32768, 32767)
         out.echo[rows] = y
+        out.leak[rows], out.adapted[rows] = pl.V[slots, mdf.LEAK], pl.V[slots, mdf.ADAPTED]  # as the block left them
 
+    rows_on = set(go.values())
     _grouped([stages[idx[j]] for j in go.values()], work)
     out.active[list(go.values())] = True
-    for j, i in enumerate(idx):  # (after adapting: the figures the block left)
-        st = stages[i]
-        v = st._pool.V[st._slot]
-        out.leak[j], out.adapted[j] = v[mdf.LEAK], v[mdf.ADAPTED]
+    for j, i in enumerate(idx):
+        if j not in rows_on:  # passed through: the filter's figures as they were
+            st = stages[i]
+            out.leak[j], out.adapted[j] = st._pool.V[st._slot, mdf.LEAK], st._pool.V[st._slot, mdf.ADAPTED]
     return out
 
 
@@ -129,7 +132,9 @@ def _prepare(group: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     (float64 ``[m, 2 B]``, bulk delay applied) and whether its spectra history just moves down
     by one block (else it is recomputed from the ring here)."""
     b, pl = group[0].block, group[0]._pool
-    newest = np.stack([st._ref.read(st._t0 - st.bulk - b, st._t0 - st.bulk + b) for st in group])
+    newest = np.empty((len(group), 2 * b))
+    for row, st in zip(newest, group):
+        st._ref.read_into(row, st._t0 - st.bulk - b)
     shift = np.array([st._xt == st._t0 - b for st in group])
     for st, sh in zip(group, shift.tolist()):
         if not sh:  # after a pass-through, a gap or a new span: the whole history from the ring

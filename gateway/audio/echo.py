@@ -136,6 +136,17 @@ class _Ring:
             self._put(np.zeros(self._buf.shape[:-1] + (self.end - lo,)), lo)
             self.end = max(at, 0)
 
+    def read_into(self, out: np.ndarray, start: int) -> None:
+        """Samples ``[start, start + n)`` into ``out`` (``[n]``, or ``[rows, n]``): :meth:`read`
+        without a new array in the usual case."""
+        cap, stop = self.capacity, start + out.shape[-1]
+        if self.end - cap <= start and stop <= self.end:
+            i, j = start % cap, stop % cap
+            if i < j:
+                out[...] = self._buf[..., i:j]
+                return
+        out[...] = self.read(start, stop)
+
     def read(self, start: int, stop: int) -> np.ndarray:
         """Samples ``[start, stop)`` as a new float64 array (zeros where unknown)."""
         cap = self.capacity

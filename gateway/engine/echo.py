@@ -354,6 +354,8 @@ class EchoStage:
         """``(offset, length)`` of the pieces of a block of ``n`` samples placed at ``start``, cut
         on the canceller's block grid (restarted where the clock re-anchored: :func:`process_many`)."""
         b = self._block
+        if n == b and (self._vad_pos - self._grid) % b == 0:  # the usual frame: one whole block
+            return [(0, n)]
         first = min(n, -(self._vad_pos - self._grid) % b or b)
         out = [(0, first)]
         out += [(o, min(b, n - o)) for o in range(first, n, b)]
@@ -375,7 +377,7 @@ class EchoStage:
         d = leg.astype(np.float64)
         pd = float(np.dot(d, d))
         gate = self.gate
-        if pd > 10.0 * gate.floor * d.size and not gate.decide(at, at + d.size).allowed:  # type: ignore[union-attr]
+        if pd > 10.0 * gate.floor * d.size and not gate.allows(at, at + d.size):  # type: ignore[union-attr]
             e = residual.astype(np.float64)
             self._erle[0] += pd
             self._erle[1] += float(np.dot(e, e))
@@ -421,19 +423,22 @@ def process_many(stages: Sequence[EchoStage], pcms: Sequence[np.ndarray], arriva
         else the block itself.
     """
     out = list(pcms)
-    for st in stages:
-        if st.clock.reanchors != st._anchors:  # the last block moved the count: the grid restarts here
-            st._anchors, st._grid = st.clock.reanchors, st._vad_pos
-    starts = [st.clock.place(int(p.size), a) for st, p, a in zip(stages, pcms, arrivals)]
-    for st in stages:
-        if st.clock.gaps != st._gaps:  # refused frames moved this block: the grid restarts at it
-            st._gaps, st._grid = st.clock.gaps, st._vad_pos
-    work = [i for i, st in enumerate(stages)
-            if st.canceller is not None and pcms[i].size and st._near_block(starts[i], 0, int(pcms[i].size))]
-    pieces = {i: stages[i]._pieces(starts[i], int(pcms[i].size)) for i in work}
-    for i, st in enumerate(stages):
-        if i not in pieces:
-            st.analyse(pcms[i], starts[i])
+    starts: list[int] = []
+    work: list[int] = []  # calls whose canceller works on this block: cut into pieces
+    pieces: dict[int, list[tuple[int, int]]] = {}
+    for i, (st, p, a) in enumerate(zip(stages, pcms, arrivals)):  # each call on its own state
+        n, clock = int(p.size), st.clock
+        if clock.reanchors != st._anchors:  # the last block moved the count: the grid restarts here
+            st._anchors, st._grid = clock.reanchors, st._vad_pos
+        start = clock.place(n, a)
+        starts.append(start)
+        if clock.gaps != st._gaps:  # refused frames moved this block: the grid restarts at it
+            st._gaps, st._grid = clock.gaps, st._vad_pos
+        if st.canceller is not None and n and st._near_block(start, 0, n):
+            work.append(i)
+            pieces[i] = st._pieces(start, n)
+        else:
+            st.analyse(p, start)
     for r in range(max((len(p) for p in pieces.values()), default=0)):
         now = [i for i in work if len(pieces[i]) > r]
         for i in now:  # piece by piece: a new estimate reaches the canceller at the same sample
