@@ -26,7 +26,7 @@ from gateway.audio.vad import (
 )
 
 __all__ = [
-    "VadStart", "VadEnd", "VadRunner", "ChunkPlan", "DirectVad", "BatchedVad", "SileroBatcher", "VadFactory", "PREGATE_HOLD",
+    "VadStart", "VadEnd", "VadCue", "CUE_CHUNKS", "CUE_QUIET_CHUNKS", "VadRunner", "ChunkPlan", "DirectVad", "BatchedVad", "SileroBatcher", "VadFactory", "PREGATE_HOLD",
     "VadVoicing",
 ]
 
@@ -34,6 +34,21 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class VadStart:
     """Caller speech confirmed; it began ``confirm_delay_ms`` before this event (onset)."""
+
+    onset_sample: int
+    confirm_delay_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class VadCue:
+    """A likely onset of caller speech over agent audio, before the VAD confirmed any: a
+    pause-then-commit barge-in may pause on it (never commit: that takes the VAD's voiced
+    time). It began ``confirm_delay_ms`` before this event (onset), as :class:`VadStart`.
+
+    Why: Silero scores voiced speech; an unvoiced onset ("s", "f", "sh", "h" of "seven",
+    "five", "sure", "hold on") scores low until the vowel, 100–200 ms later, on a phone line's
+    band. WebRTC VAD, a band-energy model, hears it at once. See :attr:`_Runner.cues`.
+    """
 
     onset_sample: int
     confirm_delay_ms: float
@@ -101,6 +116,19 @@ PREGATE_HOLD = frozenset({VadState.STARTING, VadState.SPEAKING})
 _VOICED = frozenset({VadState.STARTING, VadState.SPEAKING})
 #: Voiced runs a runner keeps for :attr:`VadVoicing.runs` (bounded per-call state).
 VOICED_RUNS_KEPT = 16
+#: Consecutive chunks (32 ms each with Silero: 64 ms) that WebRTC VAD (aggressiveness 3)
+#: hears as speech, each passing the double-talk rule, that make a :class:`VadCue`: longer
+#: than a click, shorter than the VAD's barge-in confirmation (96 ms) plus its lag on an
+#: unvoiced onset.
+CUE_CHUNKS = 2
+#: Chunks with no cue (and the VAD quiet) after which another :class:`VadCue` may come.
+CUE_QUIET_CHUNKS = 8
+#: Detector states in which a chunk may be a cue chunk: no speech confirmed yet.
+_UNCONFIRMED = frozenset({VadState.QUIET, VadState.STARTING})
+#: Chunks a new cue detector hears before its verdicts count (its noise model adapts).
+_CUE_WARM_UP = 3
+#: WebRTC VAD's most aggressive mode (fewest non-speech frames called speech) for cues.
+_CUE_MODE = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,12 +198,25 @@ class _Runner:
         self.chunks_skipped = 0
         self._fallback: webrtcvad.Vad | None = None
         self.echo_gate: Callable[[int, int], bool] | None = None
+        #: The stricter rule a barge-in cue's chunk must pass (set with ``echo_gate``; no cues without it).
+        self.cue_gate: Callable[[int, int], bool] | None = None
         self.voiced_to = 0  # end of the last voiced chunk (samples; see voicing)
         self._runs: deque[tuple[int, int]] = deque(maxlen=VOICED_RUNS_KEPT)
         self._voicing: VadVoicing | None = None  # voicing() of the last chunk applied, once asked
+        #: Make :class:`VadCue` events while agent audio plays (the session sets it for
+        #: pause-then-commit barge-in); only a Silero detector makes them (WebRTC VAD is the
+        #: cue detector itself, and as fast).
+        self.cues = False
+        self._speaking = False  # agent audio plays (agent_speaking)
+        self._cue_vad: webrtcvad.Vad | None = None
+        self._cue_warm = 0  # its first verdicts, not counted (see _CUE_WARM_UP)
+        self._cue_run = 0  # consecutive cue chunks
+        self._cue_onset = 0  # where that run began (samples)
+        self._cue_quiet = CUE_QUIET_CHUNKS  # chunks since the last cue chunk (re-arms at the limit)
 
     def agent_speaking(self, speaking: bool) -> None:
         self.detector.gate.min_speech_samples = self._barge_min if speaking else self._turn_min
+        self._speaking = speaking
 
     async def _score(self, chunks: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -215,10 +256,13 @@ class _Runner:
         det = self.detector
         score = float(scores[-1]) if len(plan.block) else 0.0
         gate = self.echo_gate
+        start = det.gate.position
+        allowed: bool | None = None
         if gate is not None and score >= det.gate.neg_threshold:  # the double-talk rule on its span
-            start = det.gate.position
-            if not gate(start, start + det.frame_samples):
+            allowed = gate(start, start + det.frame_samples)
+            if not allowed:
                 score = 0.0
+        cue = self._cue(plan, start, score, allowed) if self.cues and self._speaking else None
         event = det.apply_score(score)
         self._voicing = None
         if det.state in _VOICED:
@@ -229,7 +273,47 @@ class _Runner:
             else:
                 runs.append((end - det.frame_samples, end))
             self.voiced_to = end
-        return [] if event is None else _convert((event,), self._fed, self.sample_rate)
+        out = [] if event is None else _convert((event,), self._fed, self.sample_rate)
+        if cue is not None:
+            out.insert(0, VadCue(cue, (self._fed - cue) * 1000.0 / self.sample_rate))
+        return out
+
+    def _cue(self, plan: ChunkPlan, start: int, score: float, allowed: bool | None) -> int | None:
+        """The onset (samples) of a :class:`VadCue` this chunk completes, if any. Only with the
+        call's echo stage's cue rule (``cue_gate``: the double-talk rule, and above the line's
+        noise floor even where no agent audio is predicted): it is what tells speech from the
+        floor and the agent's echo. The chunk
+        (``plan``'s last, starting at ``start``) is a cue chunk when the detector has not
+        confirmed speech, the double-talk rule did not refuse it (``allowed``), either Silero
+        scored it at its threshold or WebRTC VAD calls its first 30 ms speech, and the cue rule
+        lets it count; :data:`CUE_CHUNKS` in a row make a cue, then none until
+        :data:`CUE_QUIET_CHUNKS` chunks without one."""
+        det, gate = self.detector, self.cue_gate
+        heard = False
+        if (gate is not None and len(plan.block) and det.state in _UNCONFIRMED
+                and isinstance(det.scorer, SileroScorer) and allowed is not False):
+            heard = score >= det.gate.threshold
+            if not heard:
+                if self._cue_vad is None:
+                    self._cue_vad, self._cue_warm = webrtcvad.Vad(_CUE_MODE), _CUE_WARM_UP
+                pcm = plan.block[-1][: self.sample_rate * 30 // 1000]
+                heard = self._cue_vad.is_speech(pcm.astype("<i2", copy=False).tobytes(), self.sample_rate)
+                if self._cue_warm:  # its noise model starts from nothing: the first verdicts are not heard
+                    self._cue_warm -= 1
+                    heard = False
+            heard = heard and gate(start, start + det.frame_samples)
+        if not heard:
+            self._cue_run = 0
+            self._cue_quiet += 1
+            return None
+        if self._cue_run == 0:
+            self._cue_onset = start
+        self._cue_run += 1
+        armed = self._cue_quiet >= CUE_QUIET_CHUNKS
+        if self._cue_run < CUE_CHUNKS or not armed:
+            return None
+        self._cue_quiet = 0
+        return self._cue_onset
 
     def voicing(self) -> VadVoicing:
         """How far the caller's voice reaches now (:class:`VadVoicing`; made once per chunk

@@ -22,7 +22,7 @@ import numpy as np
 from gateway.codecs.resample import Resampler
 from gateway.codecs.transcode import encode
 from gateway.formats import AudioFormat, Encoding
-from gateway.vadrun import VadEnd, VadStart, VadVoicing, _Runner
+from gateway.vadrun import VadCue, VadEnd, VadStart, VadVoicing, _Runner
 
 if TYPE_CHECKING:
     from gateway.engine.echo import EchoStage
@@ -57,7 +57,7 @@ class TickResult:
     pcm: np.ndarray
     start_sample: int
     model_audio: bytes
-    vad: list[VadStart | VadEnd] = field(default_factory=list)
+    vad: list[VadStart | VadEnd | VadCue] = field(default_factory=list)
     actions: Sequence[Any] = ()
     fallback: bool = False
     error: BaseException | None = None

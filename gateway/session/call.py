@@ -335,6 +335,8 @@ class CallSession(InboundSide):
         await bridge.start(self.config, fmt)
         if fmt.sample_rate in ECHO_RATES and vad.sample_rate == fmt.sample_rate:  # the VAD hears this leg
             self._echo = EchoStage(fmt.sample_rate, cancel=self._echo_cancel)
+        if isinstance(vad, _Runner):  # pause-then-commit pauses on a likely onset too (VadCue)
+            vad.cues = self._barge.mode == "pause_then_commit"
         if self._engine is not None and isinstance(vad, _Runner):  # a runner the engine can drive
             self._caller = TickCallerPath(fmt, vad, bridge.input_format, bridge.send_audio, engine=self._engine,
                                           hear=self._hear_now, recorder=self._recorder,

@@ -27,7 +27,7 @@ from gateway.codecs.transcode import Transcoder, decode
 from gateway.formats import AudioFormat, Encoding
 from gateway.recording_guard import BestEffortRecording
 from gateway.session.common import CallEnded
-from gateway.vadrun import VadEnd, VadRunner, VadStart
+from gateway.vadrun import VadCue, VadEnd, VadRunner, VadStart
 
 if TYPE_CHECKING:
     from gateway.engine import Hear, MediaEngine, TickResult
@@ -101,7 +101,7 @@ class CallerPath:
         protocol-error kind that refuses it (the frame must then be dropped, not fed)."""
         return self.budget.admit(self.fmt.ms_for_bytes(len(payload)), now_ms)
 
-    async def feed(self, payload: bytes, now_ms: float, barge_mode: bool) -> list[VadStart | VadEnd]:
+    async def feed(self, payload: bytes, now_ms: float, barge_mode: bool) -> list[VadStart | VadEnd | VadCue]:
         """One caller frame in; the VAD's events for it out.
 
         Args:

@@ -30,7 +30,7 @@ from gateway.carriers import events as ev
 from gateway.codecs.transcode import decode
 from gateway.session.caller import TickCallerPath
 from gateway.session.common import CallEnded
-from gateway.vadrun import VadEnd, VadStart, VadVoicing
+from gateway.vadrun import VadCue, VadEnd, VadStart, VadVoicing
 
 if TYPE_CHECKING:
     import numpy as np
@@ -170,7 +170,7 @@ class InboundSide:
         if self.config.turn_mode == "gateway" and not self._muted and self.bridge is not None:
             await self.bridge.speech_started()
 
-    async def _barge_in(self: Any, event: VadStart, onset_ms: float, voicing: VadVoicing | None) -> None:
+    async def _barge_in(self: Any, event: VadStart | VadCue, onset_ms: float, voicing: VadVoicing | None) -> None:
         """Caller speech confirmed over agent audio: barge in, or pause (pause-then-commit)."""
         if self._barge.mode != "pause_then_commit":
             return await self._agent.barge_in("vad", onset_ms)
@@ -180,9 +180,11 @@ class InboundSide:
         ms = 1000.0 / voicing.sample_rate
         await self._agent.pause(onset_ms, event.onset_sample * ms, voicing.voiced_to * ms, voicing.scored_to * ms)
 
-    async def _on_vad(self: Any, event: VadStart | VadEnd, at_ms: float | None = None,
+    async def _on_vad(self: Any, event: VadStart | VadEnd | VadCue, at_ms: float | None = None,
                       voicing: VadVoicing | None = None) -> None:
         """The caller started or stopped speaking: turn events, barge-in, then the policies.
+        A :class:`~gateway.vadrun.VadCue` (a likely onset the VAD has not confirmed) only
+        pauses agent audio in pause-then-commit mode: no turn, no policy hears of it.
 
         ``at_ms``: when the audio the event was decided on ended (ms on the call's clock; per
         tick, the arrival of the tick's last frame); default now. ``voicing``: the VAD's voiced
@@ -190,6 +192,10 @@ class InboundSide:
         """
         assert self._caller is not None and self._agent is not None and self.bridge is not None
         now_ms = self._ms() if at_ms is None else at_ms
+        if isinstance(event, VadCue):
+            if self._barge.mode == "pause_then_commit" and not self._muted and self._agent.playout.playing(self._ms()):
+                await self._barge_in(event, now_ms - event.confirm_delay_ms, voicing)
+            return
         self._last_activity = self.clock.now()
         gateway_turns = self.config.turn_mode == "gateway" and not self._muted
         if isinstance(event, VadStart):
