@@ -158,7 +158,8 @@ class AgentAudio:
             await self.playout.pump()
 
     def _queue(self, event: llm.AudioOut) -> bool:
-        if not self.turns.agent_audio(event.item_id, self._ms()):
+        audio_ms = self.bridge.output_format.ms_for_bytes(len(event.audio))
+        if not self.turns.agent_audio(event.item_id, self._ms(), audio_ms):
             return False  # a barge-in or stop cut this item
         self.playout.enqueue(event.item_id, event.audio)
         if event.item_id != self._model_item:

@@ -1,7 +1,11 @@
 """Turns and transcript of one call: caller speech, agent turns, barge-in cuts, latency samples.
 
 The transcript is a list of turns ``{"role", "text", "at_ms", "interrupted"}`` (``heard_ms``
-too for an agent turn a barge-in cut). A barge-in cuts the agent turn being played to the text
+too for an agent turn a barge-in cut), with the turn's span where it was measured: a caller
+turn's ``start_ms`` / ``end_ms`` are the onset of its first speech and the end of its last
+(the VAD's) since the previous caller turn; an agent turn's are its item's first audio queued
+for the caller and that plus the item's audio (the heard part when cut), and ``latency_ms`` the
+end of the caller's speech → that first audio, when the reply followed caller speech. A barge-in cuts the agent turn being played to the text
 the caller heard (by the share of the item's audio heard, :func:`gateway.llm.common.cut_heard`)
 and remembers the item, so its late audio is dropped and its late transcript is flagged (not
 cut again: bridges send such transcripts already cut). A bridge corrects an agent turn by
@@ -31,7 +35,8 @@ class Turns:
         stats: the call's counters (its latency sample lists).
     """
 
-    __slots__ = ("transcript", "cancelled", "_agent_turns", "_stats", "speech_end_ms", "speech_onset_ms")
+    __slots__ = ("transcript", "cancelled", "_agent_turns", "_stats", "speech_end_ms", "speech_onset_ms",
+                 "_user_span", "_last_user", "_items")
 
     def __init__(self, stats: CallStats) -> None:
         self.transcript: list[dict[str, Any]] = []
@@ -40,28 +45,64 @@ class Turns:
         self._stats = stats
         self.speech_end_ms: float | None = None
         self.speech_onset_ms: float | None = None
+        self._user_span: list[float | None] = [None, None]  # the next caller turn's first onset, last end
+        self._last_user: dict[str, Any] | None = None  # the latest caller turn, while its speech may go on
+        self._items: dict[str, _ItemSpan] = {}  # agent item -> its audio's span
 
     def speech_started(self, onset_ms: float) -> None:
         """The caller started speaking at ``onset_ms``."""
         self.speech_onset_ms = onset_ms
         self.speech_end_ms = None
+        if self._user_span[0] is None:
+            self._user_span[0] = onset_ms
 
     def speech_ended(self, now_ms: float) -> None:
-        """The caller stopped speaking (the VAD's end of speech) at ``now_ms``."""
+        """The caller stopped speaking (the VAD's end of speech) at ``now_ms``.
+
+        An end that comes after the speech's transcript (the model's own turn detection ends a
+        turn before the gateway's VAD does) ends that caller turn, when no speech began since.
+        """
         self.speech_end_ms = now_ms
+        last = self._last_user
+        if self._user_span[0] is None and last is not None:
+            if now_ms >= last.get("start_ms", now_ms):
+                last["end_ms"] = int(now_ms)
+            return
+        self._user_span[1] = now_ms
 
-    def agent_audio(self, item_id: str, now_ms: float) -> bool:
-        """Agent audio of ``item_id`` arrived; False if a barge-in cut that item (drop it).
+    def agent_audio(self, item_id: str, now_ms: float, audio_ms: float = 0.0) -> bool:
+        """Agent audio of ``item_id`` (``audio_ms`` of it) arrived; False if a barge-in cut that
+        item (drop it).
 
-        The first audio after the caller stopped speaking gives one turn latency sample.
+        The first audio after the caller stopped speaking gives one turn latency sample (and the
+        item's ``latency_ms``).
         """
         if item_id in self.cancelled:
             return False
+        span = self._items.get(item_id)
+        if span is None:
+            span = self._items[item_id] = _ItemSpan(now_ms)
         if self.speech_end_ms is not None:
+            latency = now_ms - self.speech_end_ms
             if len(self._stats.turn_latency_ms) < MAX_SAMPLES:
-                self._stats.turn_latency_ms.append(now_ms - self.speech_end_ms)
+                self._stats.turn_latency_ms.append(latency)
+            if span.latency_ms is None and span.audio_ms == 0.0:
+                span.latency_ms = latency
             self.speech_end_ms = None
+        span.audio_ms += audio_ms
+        idx = self._agent_turns.get(item_id)
+        if idx is not None:
+            self._place(self.transcript[idx], span)
         return True
+
+    @staticmethod
+    def _place(turn: dict[str, Any], span: _ItemSpan) -> None:
+        """Put an agent item's span on its turn (the heard part when the turn was cut)."""
+        turn["start_ms"] = int(span.start_ms)
+        heard = turn.get("heard_ms") if turn.get("interrupted") else None
+        turn["end_ms"] = int(span.start_ms + (heard if heard is not None else span.audio_ms))
+        if span.latency_ms is not None:
+            turn["latency_ms"] = max(0, int(round(span.latency_ms)))
 
     def add(self, event: llm.Transcript, now_ms: float) -> None:
         """Append a finished transcript (a caller's or an agent's turn).
@@ -75,7 +116,7 @@ class Turns:
         if idx is not None:
             self.transcript[idx]["text"] = event.text
             return
-        turn = {"role": event.role, "text": event.text, "at_ms": int(now_ms), "interrupted": False}
+        turn: dict[str, Any] = {"role": event.role, "text": event.text, "at_ms": int(now_ms), "interrupted": False}
         if event.role == "agent" and event.item_id in self.cancelled:
             # The model finalised this transcript after the barge-in; bridges send such late
             # transcripts already cut to what was heard, so flag it without cutting again.
@@ -83,6 +124,17 @@ class Turns:
             turn["heard_ms"] = self.cancelled[event.item_id]
         if event.role == "agent" and event.item_id:
             self._agent_turns[event.item_id] = len(self.transcript)
+            span = self._items.get(event.item_id)
+            if span is not None:
+                self._place(turn, span)
+        elif event.role == "user":
+            start, end = self._user_span
+            if start is not None:
+                turn["start_ms"] = int(start)
+            if end is not None and (start is None or end >= start):
+                turn["end_ms"] = int(end)
+            self._user_span = [None, None]
+            self._last_user = turn if start is not None else None
         self.transcript.append(turn)
 
     def barge_in(self, item_id: str | None, heard_ms: int, queued_ms: int, reaction_ms: float | None) -> None:
@@ -106,3 +158,18 @@ class Turns:
         turn["interrupted"] = True
         turn["heard_ms"] = heard_ms
         turn["text"] = cut_heard([(turn["text"], queued_ms)], heard_ms, suffix="")
+        span = self._items.get(item_id)
+        if span is not None:
+            self._place(turn, span)
+
+
+class _ItemSpan:
+    """An agent item's audio: when its first audio was queued (ms since the call started), how
+    much audio it had (ms), and the response time it answered with (ms), if it followed speech."""
+
+    __slots__ = ("start_ms", "audio_ms", "latency_ms")
+
+    def __init__(self, start_ms: float) -> None:
+        self.start_ms = start_ms
+        self.audio_ms = 0.0
+        self.latency_ms: float | None = None

@@ -69,6 +69,13 @@ async def test_twilio_call_on_real_speech_is_understood_and_answered(gateway, sh
     # Pacing: the caller received whole 20 ms frames, and acknowledged marks.
     assert report.marks_acked > 5 and rec["metrics"]["marksAcked"] > 5
     assert report.turn_latency_ms and report.turn_latency_ms[0] < 10_000
+    # The record's spans and response time: the caller's turn from the gateway's VAD, the reply
+    # after it with its end of speech → first audio (gateway turn mode measures each reply).
+    caller_turn = next(t for t in rec["transcript"] if t["speaker"] == "caller")
+    reply = rec["transcript"][rec["transcript"].index(caller_turn) + 1]
+    assert caller_turn["startMs"] < caller_turn["endMs"] <= reply["startMs"] < reply["endMs"], rec["transcript"]
+    assert 0 < reply["latencyMs"] < 10_000 and {"turn": rec["transcript"].index(reply), "ms": reply["latencyMs"]} in (
+        rec["latency"]["turns"])  # fmt: skip
     # The record keeps a two-channel recording: caller left, agent right.
     path = rec["recording"]["path"]
     with wave.open(path, "rb") as w:

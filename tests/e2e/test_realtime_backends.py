@@ -136,6 +136,14 @@ async def test_openai_model_turn_detection_barge_in_truncates_at_heard_ms(gatewa
     assert texts[2][0] == "agent" and 0 < len(said) < len(full) and full[: len(said)] == said
     assert rec["transcript"][2]["interrupted"] is True and rec["transcript"][2]["heardMs"] == end_ms
     assert texts[3:] == [("user", transcript_of("caller/interrupt")), ("agent", transcript_of(THIRD))]
+    # Spans: the caller's turns from the gateway's VAD (its end of speech comes after the model's
+    # turn detection answered, so no response time is measured here), the cut reply ends where
+    # it was heard.
+    turns = rec["transcript"]
+    assert [t["speaker"] for t in turns] == ["agent", "caller", "agent", "caller", "agent"]
+    spans = [(t["speaker"], t["atMs"], t["startMs"], t["endMs"], t["latencyMs"]) for t in turns]
+    assert all(t["startMs"] is not None and t["endMs"] is not None and t["startMs"] < t["endMs"] for t in turns), spans
+    assert turns[2]["endMs"] - turns[2]["startMs"] == end_ms
     conforms_openai(srv)
     print(f"barge-in {call.created['callId']} ({turn_mode}, {barge['source']}): "
           f"truncate audio_end_ms={end_ms} heard_ms={barge['heardMs']} played_ms={played}")  # fmt: skip
