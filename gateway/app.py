@@ -117,6 +117,7 @@ class Services:
         self.metrics = GatewayMetrics(lambda: len(self.live))
         if self.media_engine is not None:
             self.metrics.watch_engine(self.media_engine)
+        self.metrics.watch_webhooks(lambda: self.webhooks.counts if self.webhooks is not None else {})
 
     def live_calls(self) -> int:
         """Calls counted against ``Settings.max_calls``: served plus admitted streams."""

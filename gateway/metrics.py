@@ -6,9 +6,11 @@ module-level state), so several apps in one process (tests) do not mix their fig
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
@@ -59,6 +61,21 @@ class GatewayMetrics:
              "WebRTC VAD for that round) since start.", lambda: engine.fallback_ticks),
         ):  # fmt: skip
             Gauge(name, doc, registry=r).set_function(read)
+
+    def watch_webhooks(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        """``gateway_webhook_attempts_total{outcome}``: webhook delivery attempts by outcome
+        (``delivered``, ``retry``, ``failed``, ``disabled``), read from the delivery worker's
+        ``counts`` at scrape time."""
+
+        class _Attempts(Collector):
+            def collect(self) -> Iterator[CounterMetricFamily]:
+                family = CounterMetricFamily("gateway_webhook_attempts", "Webhook delivery attempts, by outcome.",
+                                             labels=["outcome"])  # fmt: skip
+                for outcome, n in sorted(counts().items()):
+                    family.add_metric([outcome], n)
+                yield family
+
+        self.registry.register(_Attempts())
 
     def call_finished(self, carrier: str, outcome) -> None:
         """Count one finished call (a :class:`gateway.session.CallOutcome`)."""

@@ -101,7 +101,7 @@ async def test_every_event_once_across_a_restart_mid_schedule(gateway: Callable[
     assert receiver.accepted() == [] and all(r.status == "pending" for r in store.list_outbox())
     phase["n"] = 2
 
-    _, store2, _ = await gateway()
+    base2, store2, _ = await gateway()
     await receiver.wait(lambda: len(receiver.accepted()) >= len(rows))
     await receiver.wait(lambda: all(r.status == "delivered" for r in store2.list_outbox()))
     await asyncio.sleep(0.1)  # a doubled delivery would show now
@@ -119,6 +119,9 @@ async def test_every_event_once_across_a_restart_mid_schedule(gateway: Callable[
             assert record["id"] == r.call_id and record["status"] in ("completed", "voicemail")
             assert record["postCall"]["status"] == "skipped" and record["summary"] is None
             assert {"transcript", "transitions", "extracted", "durationSec"} <= set(record)
+    async with httpx.AsyncClient(base_url=base2, timeout=10) as http:
+        scrape = (await http.get("/metrics")).text
+    assert f'gateway_webhook_attempts_total{{outcome="delivered"}} {len(rows)}.0' in scrape
     ended = [by_id[r.id].payload["data"] for r in rows if r.event_type == "call.ended" and r.call_id == done]
     assert ended[0]["status"] == "completed" and ended[0]["endReason"] == "caller_hangup"
 
