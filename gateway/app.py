@@ -6,7 +6,8 @@ endpoint ``/mcp`` (streamable HTTP behind the API key, :class:`gateway.mcp.McpHt
 calls a previous run of this node left in progress (``node_lost``, see
 :mod:`gateway.store.recovery`; its sweeper finalises later the calls whose process is gone and
 whose lease lapsed, and it renews the leases of its own live calls), loads the VAD model (and the local agent's speech engines, in
-the background), and keeps the registry of live calls. On shutdown (SIGTERM, served by
+the background), starts the webhook delivery worker (:mod:`gateway.webhooks`, the outbox) and
+keeps the registry of live calls. On shutdown (SIGTERM, served by
 :class:`gateway.serving.GatewayServer`) live calls end with reason ``shutdown`` and their
 sockets close with 1001 "going away"; the gateway waits up to ``GATEWAY_SHUTDOWN_TIMEOUT_S``
 for their records.
