@@ -102,7 +102,8 @@ async def test_every_event_once_across_a_restart_mid_schedule(gateway: Callable[
     phase["n"] = 2
 
     base2, store2, _ = await gateway()
-    await receiver.wait(lambda: len(receiver.accepted()) >= len(rows))
+    # the third attempts (~1.5 s after the second; under load perhaps a fourth, ~9 s later)
+    await receiver.wait(lambda: len(receiver.accepted()) >= len(rows), timeout_s=30)
     await receiver.wait(lambda: all(r.status == "delivered" for r in store2.list_outbox()))
     await asyncio.sleep(0.1)  # a doubled delivery would show now
     accepted = receiver.accepted()
