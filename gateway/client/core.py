@@ -144,7 +144,9 @@ def _path_id(value: str) -> str:
     return quote(value, safe="")
 
 
-def wire_body(model: type[BaseModel], body: BaseModel | Mapping[str, Any] | None, fields: Mapping[str, Any]) -> dict[str, Any]:
+def wire_body(
+    model: type[BaseModel], body: BaseModel | Mapping[str, Any] | None, fields: Mapping[str, Any]
+) -> dict[str, Any]:
     """The JSON body of a request for ``model`` (see the module docstring).
 
     Args:
@@ -193,8 +195,8 @@ def parse(op: Op[T], response: httpx.Response) -> T:
     try:
         return op.model.model_validate_json(response.content)
     except ValidationError as exc:
-        raise GatewayError(response.status_code, "invalid_response",
-                           f"{op.method} {op.path}: not a {op.model.__name__}: {exc.error_count()} errors") from exc  # fmt: skip
+        what = f"{op.method} {op.path}: not a {op.model.__name__}: {exc.error_count()} errors"
+        raise GatewayError(response.status_code, "invalid_response", what) from exc
 
 
 def transport_error(op: Op[Any], exc: httpx.TransportError) -> GatewayConnectionError:
@@ -216,7 +218,9 @@ def create_inline_call(body: InlineCallCreate | Mapping[str, Any] | None, fields
     return Op("POST", "/calls/inline", CallCreated, 201, wire_body(InlineCallCreate, body, fields))
 
 
-def place_call(body: OutboundCallCreate | Mapping[str, Any] | None, fields: Mapping[str, Any]) -> Op[OutboundCallCreated]:
+def place_call(
+    body: OutboundCallCreate | Mapping[str, Any] | None, fields: Mapping[str, Any]
+) -> Op[OutboundCallCreated]:
     """``POST /calls/outbound``: dial ``to`` through a carrier account."""
     return Op("POST", "/calls/outbound", OutboundCallCreated, 201, wire_body(OutboundCallCreate, body, fields))
 

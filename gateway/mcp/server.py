@@ -59,7 +59,9 @@ def _version() -> str:
 def build_server(connect: Connect) -> Server[Any]:
     """The MCP server: ``tools/list`` and ``tools/call`` of :mod:`gateway.mcp.tools`."""
 
-    async def list_tools(ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+    async def list_tools(
+        ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
         return types.ListToolsResult(tools=tool_list())
 
     async def call(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
