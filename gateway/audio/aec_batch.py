@@ -38,7 +38,7 @@ def whole(stages: Sequence, xs: list[np.ndarray], ats: Sequence[int], idx: list[
         x = x16[rows].astype(np.float64)
         pl = group[0]._pool
         y = mdf.step(pl, slots, newest, shift, x)
-        out.residual[rows] = np.clip(np.rint(x - y), -32768, 32767)
+        out.residual[rows] = np.minimum(np.maximum(np.rint(x - y), -32768), 32767)  # (np.clip, cheaper)
         out.echo[rows] = y
         out.leak[rows], out.adapted[rows] = pl.V[slots, mdf.LEAK], pl.V[slots, mdf.ADAPTED]  # as the block left them
 

@@ -263,9 +263,10 @@ def _adapt(p: Pool, slots: np.ndarray, d: np.ndarray, y: np.ndarray, yf: np.ndar
     S[:, 2] += (b / p.rate) * dy
     alpha = np.minimum(2.0 * b / p.rate * syy, 0.5 * b / p.rate * see) / see
     pyy = np.maximum(v[:, PYY] * (1 - alpha) + alpha * pyy_new, 1.0)
-    pey = np.clip(v[:, PEY] * (1 - alpha) + alpha * pey_new, MIN_LEAK * pyy, pyy)
+    pey = np.minimum(np.maximum(v[:, PEY] * (1 - alpha) + alpha * pey_new, MIN_LEAK * pyy), pyy)  # (np.clip)
     leak = pey / pyy
-    rer = np.minimum(np.maximum((1e-4 * sxx + 3.0 * leak * syy) / see, RER_Y * sey * sey / (1 + see * syy)), 0.5)
+    rer_floor = RER_Y * sey * sey / (1 + see * syy) if RER_Y else 0.0  # (0 * a finite sum: exactly 0)
+    rer = np.minimum(np.maximum((1e-4 * sxx + 3.0 * leak * syy) / see, rer_floor), 0.5)
     adapted = (v[:, ADAPTED] > 0) | ((v[:, SUM_ADAPT] > k) & (leak > 0.03))
     rate0 = np.where(sxx > n * 1000 / 64, np.minimum(0.25 * sxx, 0.25 * see) / see, 0.0)
     rf1 = rf + 1.0
@@ -299,22 +300,29 @@ def _two_path(p: Pool, slots: np.ndarray, v: np.ndarray, W: np.ndarray, e: np.nd
     diff = yf - y
     dbf = 10.0 + np.einsum("mn,mn->m", diff, diff)
     delta = sff - see
-    v[:, DAVG1] = 0.6 * v[:, DAVG1] + 0.4 * delta
-    v[:, DAVG2] = 0.85 * v[:, DAVG2] + 0.15 * delta
-    v[:, DVAR1] = 0.36 * v[:, DVAR1] + 0.16 * sff * dbf
-    v[:, DVAR2] = 0.7225 * v[:, DVAR2] + 0.0225 * sff * dbf
-    a1, a2 = v[:, DAVG1], v[:, DAVG2]
-    up = ((delta * np.abs(delta) > sff * dbf) | (a1 * np.abs(a1) > VAR1_UPDATE * v[:, DVAR1])
-          | (a2 * np.abs(a2) > VAR2_UPDATE * v[:, DVAR2]))
-    back = ~up & ((-delta * np.abs(delta) > VAR_BACKTRACK * sff * dbf)
-                  | (-a1 * np.abs(a1) > VAR_BACKTRACK * v[:, DVAR1])
-                  | (-a2 * np.abs(a2) > VAR_BACKTRACK * v[:, DVAR2]))
+    c = v[:, DAVG1:DVAR2 + 1]  # DAVG1, DAVG2, DVAR1, DVAR2: each smoothed as mdf.c does, all at once
+    new = np.empty_like(c)
+    new[:, :2], new[:, 2:] = delta[:, None], sff[:, None]
+    new *= _TP_IN
+    new[:, 2:] *= dbf[:, None]  # (0.16 sff) dbf, (0.0225 sff) dbf
+    c *= _TP_KEEP
+    c += new
+    dd, aa, var = delta * np.abs(delta), c[:, :2] * np.abs(c[:, :2]), c[:, 2:]
+    up = (dd > sff * dbf) | (aa > var * _TP_UPDATE).any(axis=1)
+    back = ~up & ((-dd > VAR_BACKTRACK * sff * dbf) | (-aa > VAR_BACKTRACK * var).any(axis=1))
     if up.any():
         p.F[slots[up]] = W[up]
     if back.any():
         W[back] = p.F[slots[back]]
-    v[up | back, DAVG1:DVAR2 + 1] = 0.0
+    c[up | back] = 0.0
     return back
+
+
+# _two_path's smoothing (mdf.c): DAVG1, DAVG2 = 0.6, 0.85 of the old + 0.4, 0.15 of Sff - See;
+# DVAR1, DVAR2 = 0.36, 0.7225 of the old + 0.16, 0.0225 of Sff Dbf; and the update thresholds
+_TP_KEEP = np.array([0.6, 0.85, 0.36, 0.7225])
+_TP_IN = np.array([0.4, 0.15, 0.16, 0.0225])
+_TP_UPDATE = np.array([VAR1_UPDATE, VAR2_UPDATE])
 
 
 def proportions(W: np.ndarray) -> np.ndarray:
