@@ -5,6 +5,7 @@ simulator that completes; the endpoint refuses requests without a valid key."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -17,6 +18,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from gateway.api.outbound_schemas import OutboundCallCreate
 from gateway.api.schemas import CallOut
+from gateway.client import AsyncGatewayClient
 from gateway.mcp.tools import CallRef
 from tests.client.harness import AGENT, QUIET, Served, outbound_gateway
 
@@ -53,6 +55,10 @@ async def _tools_and_a_completed_call(client: Client) -> CallOut:
     assert bad.is_error and '"validation_error"' in bad.content[0].text and '"to"' in bad.content[0].text
     listing = await client.call_tool("list_calls", {"limit": 5, "direction": "outbound"})
     assert call_id in [c["id"] for c in listing.structured_content["calls"]]
+    read = await client.call_tool("get_call", {"callId": call_id})
+    assert read.structured_content["id"] == call_id and read.structured_content["status"] == "completed"
+    gone = await client.call_tool("hangup_call", {"callId": call_id})
+    assert gone.is_error and '"not_live"' in gone.content[0].text, gone.content
     return rec
 
 
@@ -71,6 +77,13 @@ async def test_http_endpoint_lists_the_tools_and_places_a_call_that_completes(gw
     async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {gw.key}"}, timeout=90) as http:
         async with Client(streamable_http_client(f"{gw.url}/mcp", http_client=http), read_timeout_seconds=90) as client:
             await _tools_and_a_completed_call(client)
+            async with AsyncGatewayClient(gw.url, api_key=gw.key) as rest:  # a call that never streams
+                queued = await rest.create_inline_call(system_prompt="x", voice="joe", language="en-US", greeting="",
+                                                       connection_type="raw")  # fmt: skip
+            late = await client.call_tool("wait_for_call", {"callId": queued.call_id, "timeoutS": 0.3})
+            assert late.is_error and json.loads(late.content[0].text)["error"]["lastStatus"] == "queued", late.content
+            bad = await client.call_tool("wait_for_call", {"callId": queued.call_id, "timeoutS": 601})
+            assert bad.is_error and '"timeoutS"' in bad.content[0].text, bad.content
 
 
 async def test_http_endpoint_refuses_requests_without_a_valid_key(gw: Served):
