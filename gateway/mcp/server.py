@@ -95,8 +95,8 @@ def api_key_of(headers: Headers) -> str | None:
 class McpHttp:
     """The streamable HTTP endpoint: an ASGI app behind the API key, and its lifespan.
 
-    Mount the instance (an ASGI app) as a route (``/mcp``) and run :meth:`lifespan` around the app's own
-    (the SDK's session manager needs a running task group). A tool call's requests go to
+    Mount the instance (an ASGI app) as a route (``/mcp``) and run :meth:`lifespan` around the
+    app's own (the SDK's session manager needs a running task group). A tool call's requests go to
     ``scope["app"]`` (the app serving the MCP request) over ``httpx.ASGITransport``, with the
     request's key and Host, each limited to ``timeout_s`` (``wait_for_call`` to its own
     limit, at most 600 s).
