@@ -339,8 +339,13 @@ class EchoCanceller:
 
 
 
+_I16 = np.dtype(np.int16)
+
+
 def _int16(pcm: np.ndarray, what: str) -> np.ndarray:
     """``pcm`` as a 1-D int16 array; anything else is a caller bug."""
+    if type(pcm) is np.ndarray and pcm.dtype is _I16 and pcm.ndim == 1:  # the usual frame, as it is
+        return pcm
     a = np.asarray(pcm)
     if a.dtype != np.int16:
         raise TypeError(f"{what} audio must be int16 PCM, not {a.dtype}")
@@ -366,10 +371,6 @@ def cancel_many(stages: Sequence[EchoCanceller], pcms: Sequence[np.ndarray],
         ValueError: lengths differ or a stage is listed twice.
         TypeError: a chunk is not int16.
     """
-    if not len(stages) == len(pcms) == len(at_samples):
-        raise ValueError("stages, pcms and at_samples must have the same length")
-    if len({id(s) for s in stages}) != len(stages):
-        raise ValueError("a stage is listed twice")
     batches, outs = cancel_batch(stages, pcms, at_samples)
     for blocks in batches:
         for j, i in enumerate(blocks.rows):
@@ -383,21 +384,25 @@ def cancel_batch(stages: Sequence[EchoCanceller], pcms: Sequence[np.ndarray],
     block left as arrays (a :class:`~gateway.audio.mdf.Blocks` per block length; their places in
     the list are ``None``): what a batched consumer (the double-talk gate's
     :func:`~gateway.audio.doubletalk.feed_blocks`) takes without a Python object per call. Same
-    arguments and errors as :func:`cancel_many`; the chunks' lengths must match the stages'
-    (checked there, not here)."""
-    xs = [_int16(p, "caller") for p in pcms]
-    for st, x, at in zip(stages, xs, at_samples):
+    arguments and errors as :func:`cancel_many`."""
+    if not len(stages) == len(pcms) == len(at_samples):
+        raise ValueError("stages, pcms and at_samples must have the same length")
+    if len({id(s) for s in stages}) != len(stages):
+        raise ValueError("a stage is listed twice")
+    xs = [_int16(p, "caller") for p in pcms]  # (all checked before any state moves)
+    by_block: dict[int, list[int]] = {}  # chunks that are their stage's next whole block, per block length
+    rest: list[int] = []
+    for i, (st, x, at) in enumerate(zip(stages, xs, at_samples)):  # each stage on its own state
         if st._next is not None and at != st._next:
             st._fill, st._on = 0, False  # a gap: drop the unfinished block
         if x.size:
             st._next = at + x.size
+        if x.size == st.block and st._fill == 0:  # the usual case: one 20 ms frame is one block
+            by_block.setdefault(st.block, []).append(i)
+        else:
+            rest.append(i)
     outs: list[AecOut | None] = [None] * len(stages)
-    whole = [i for i, (st, x) in enumerate(zip(stages, xs)) if x.size == st.block and st._fill == 0]
-    by_block: dict[int, list[int]] = {}
-    for i in whole:  # the usual case: one 20 ms frame is one block, all of it in array operations
-        by_block.setdefault(stages[i].block, []).append(i)
     batches = [aec_batch.whole(stages, xs, at_samples, idx) for idx in by_block.values()]
-    if len(whole) < len(stages):
-        done = set(whole)
-        aec_batch.pieces(stages, xs, at_samples, [i for i in range(len(stages)) if i not in done], outs)
+    if rest:
+        aec_batch.pieces(stages, xs, at_samples, rest, outs)
     return batches, outs

@@ -263,6 +263,12 @@ class EchoPathEstimator:
         x = _flat(pcm)
         if self._next is None:
             self._next = at_sample
+        if x.size <= self._b:  # one piece (the usual frame)
+            self._cal.write(x, at_sample)
+            while self._cal.end >= self._next + self._b:
+                self._block(self._next)
+                self._next += self._b
+            return
         for off in range(0, x.size, self._b):
             piece = x[off:off + self._b]
             self._cal.write(piece, at_sample + off)

@@ -426,6 +426,7 @@ def process_many(stages: Sequence[EchoStage], pcms: Sequence[np.ndarray], arriva
     starts: list[int] = []
     work: list[int] = []  # calls whose canceller works on this block: cut into pieces
     pieces: dict[int, list[tuple[int, int]]] = {}
+    whole: set[int] = set()  # calls whose block is one aligned canceller block (near, as just checked)
     for i, (st, p, a) in enumerate(zip(stages, pcms, arrivals)):  # each call on its own state
         n, clock = int(p.size), st.clock
         if clock.reanchors != st._anchors:  # the last block moved the count: the grid restarts here
@@ -437,6 +438,8 @@ def process_many(stages: Sequence[EchoStage], pcms: Sequence[np.ndarray], arriva
         if st.canceller is not None and n and st._near_block(start, 0, n):
             work.append(i)
             pieces[i] = st._pieces(start, n)
+            if n == st._block and len(pieces[i]) == 1:
+                whole.add(i)
         else:
             st.analyse(p, start)
     for r in range(max((len(p) for p in pieces.values()), default=0)):
@@ -444,10 +447,11 @@ def process_many(stages: Sequence[EchoStage], pcms: Sequence[np.ndarray], arriva
         for i in now:  # piece by piece: a new estimate reaches the canceller at the same sample
             o, k = pieces[i][r]
             stages[i].analyse(pcms[i][o : o + k], starts[i] + o)
-        near = [i for i in now if stages[i]._near_block(starts[i], pieces[i][r][0])]
+        near = [i for i in now if i in whole or stages[i]._near_block(starts[i], pieces[i][r][0])]
         for i in near:
-            c, at = stages[i].canceller, starts[i] + pieces[i][r][0]
-            stages[i]._apply_pending(at, c._fill == 0 or c._next != at)  # type: ignore[union-attr]
+            if stages[i]._pending is not None:
+                c, at = stages[i].canceller, starts[i] + pieces[i][r][0]
+                stages[i]._apply_pending(at, c._fill == 0 or c._next != at)  # type: ignore[union-attr]
         if near:
             _cancel_round(stages, near, [pieces[i][r] for i in near], pcms, starts, out)
     for st, p in zip(stages, pcms):
