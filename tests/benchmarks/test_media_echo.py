@@ -13,7 +13,7 @@ def audio():
 
 
 def test_talking_rows_run_the_canceller_on_every_frame_and_silent_rows_skip_it(audio):
-    talking = media_echo.measure_echo(3, talking=True, seconds=0.4, warm_s=2.0, audio=audio)
+    talking = media_echo.measure_echo(3, talking=True, seconds=0.4, warm_s=media_echo.STEADY_WARM_S, audio=audio)
     silent = media_echo.measure_echo(3, talking=False, seconds=0.4, warm_s=0.2, audio=audio)
     assert talking["agent"] == "talking" and talking["cancelled_share"] > 0.95
     assert talking["estimates"] >= 1  # the estimator ran on the echo: it found the path
@@ -24,6 +24,7 @@ def test_talking_rows_run_the_canceller_on_every_frame_and_silent_rows_skip_it(a
 
 def test_the_table_has_a_row_per_call_count_and_agent_state(audio):
     rows = media_echo.run_echo((1, 2), seconds=0.1, audio=audio)
-    assert [(r["agent"], r["calls"]) for r in rows] == [("talking", 1), ("talking", 2), ("silent", 1), ("silent", 2)]
+    assert [(r["agent"], r["calls"]) for r in rows] == [("talking", 1), ("talking", 2), ("first 2 s", 1),
+                                                        ("first 2 s", 2), ("silent", 1), ("silent", 2)]
     table = media_echo.echo_table(rows)
-    assert table.count("\n") == 5 and "agent silent | 2 |" in table
+    assert table.count("\n") == 7 and "agent silent | 2 |" in table and "agent first 2 s | 1 |" in table
