@@ -135,7 +135,7 @@ class EchoCanceller:
         if ring is not None and ring.capacity < cap:
             raise ValueError(f"a shared reference ring of {ring.capacity} samples is shorter than {cap}")
         self._shared = ring is not None  # the owner writes and truncates the ring (reference_written)
-        self._ref = ring if ring is not None else _Ring(cap)
+        self._ref = ring if ring is not None else _Ring(cap, dtype=np.int16)
         self._cells = np.zeros(cap // self.block)  # reference energy per absolute B-cell
         self._pool: mdf.Pool | None = None
         self.reset()

@@ -48,7 +48,7 @@ audio) at 12–35 dB; at 45 dB under −45 dBFS noise after 1.9–8 s. The one c
 nothing (``None``, never a wrong delay) is a 45 dB echo under −45 dBFS noise with the caller
 talking over the agent the whole time.
 
-Cost: bounded memory (two float64 rings of ``2**ceil(log2(4 s))`` samples, 256 KiB each at
+Cost: bounded memory (two int16 rings of ``2**ceil(log2(4 s))`` samples, 64 KiB each at
 8 kHz, and a few FFT-size arrays); CPU per call per 20 ms frame at 8 kHz, both legs fed
 (measured on the shared 2-core dev box, 60 s of audio): ≈ 13–22 µs while the agent talks
 (two 8,192-point real FFTs per 624 ms block, the delay search every 4th block), ≈ 6–9 µs
@@ -92,19 +92,22 @@ class EchoEstimate:
 
 
 class _Ring:
-    """A ring of float64 samples on an absolute timeline; unwritten or lost samples read 0.
+    """A ring of samples on an absolute timeline; unwritten or lost samples read 0; reads are
+    float64.
 
     ``rows`` > 0 keeps that many parallel signals (buffer ``[rows, capacity]``, written and
-    read as ``[rows, n]``) on one timeline: one write and one read for all of them."""
+    read as ``[rows, n]``) on one timeline: one write and one read for all of them. ``dtype``
+    is the storage: float64, or int16 for PCM (a quarter of the memory, so a write touches a
+    quarter of the cache lines; writers check their input is int16)."""
 
-    def __init__(self, capacity: int, rows: int = 0) -> None:
-        self._buf = np.zeros((rows, capacity) if rows else capacity)
+    def __init__(self, capacity: int, rows: int = 0, dtype: type = np.float64) -> None:
+        self._buf = np.zeros((rows, capacity) if rows else capacity, dtype)
         self.capacity = capacity
         self.end = 0  # one past the highest sample index written
 
     def write(self, pcm: np.ndarray, at: int) -> None:
-        """Writes ``pcm`` (``[n]``, or ``[rows, n]``; any real dtype, stored as float64) at
-        absolute index ``at``; a gap since :attr:`end` is zeroed."""
+        """Writes ``pcm`` (``[n]``, or ``[rows, n]``, cast to the ring's dtype) at absolute index
+        ``at``; a gap since :attr:`end` is zeroed."""
         n = pcm.shape[-1]
         i = at % self.capacity
         if at == self.end and i + n <= self.capacity:  # the usual write: right after the last, no wrap
@@ -153,7 +156,7 @@ class _Ring:
         if self.end - cap <= start and stop <= self.end:  # all of it known: one copy unless it wraps
             i, j = start % cap, stop % cap
             if i < j:
-                return self._buf[..., i:j].copy()
+                return self._buf[..., i:j].astype(np.float64)
         out = np.zeros(self._buf.shape[:-1] + (stop - start,))
         lo, hi = max(start, self.end - cap), min(stop, self.end)
         if hi > lo:
@@ -164,11 +167,21 @@ class _Ring:
         return out
 
 
+_I16 = np.dtype(np.int16)
+
+
 def _flat(pcm: np.ndarray) -> np.ndarray:
-    """``pcm`` as a 1-D array for a ring write (which stores float64): a 1-D array as it is."""
-    if isinstance(pcm, np.ndarray) and pcm.ndim == 1:
+    """``pcm`` as a 1-D int16 array for a ring write (a 1-D int16 array as it is).
+
+    Raises:
+        TypeError: ``pcm`` is not int16 (the rings store int16: anything else would be cast).
+    """
+    if type(pcm) is np.ndarray and pcm.dtype is _I16 and pcm.ndim == 1:
         return pcm
-    return np.asarray(pcm, np.float64).reshape(-1)
+    a = np.asarray(pcm)
+    if a.dtype != np.int16:
+        raise TypeError(f"echo path estimator audio must be int16 PCM, not {a.dtype}")
+    return a.reshape(-1)
 
 
 class EchoPathEstimator:
@@ -213,8 +226,8 @@ class EchoPathEstimator:
         self._lags = np.arange(self._d + 1)
         self._guard = max(1, int(0.002 * sample_rate))
         cap = 1 << int(np.ceil(np.log2(4 * sample_rate)))
-        self._ref = _Ring(max(cap, 2 * self._n))
-        self._cal = _Ring(max(cap, 2 * self._n))
+        self._ref = _Ring(max(cap, 2 * self._n), dtype=np.int16)
+        self._cal = _Ring(max(cap, 2 * self._n), dtype=np.int16)
         self.reset()
 
     def reset(self) -> None:
@@ -241,6 +254,9 @@ class EchoPathEstimator:
             at_sample: call-timeline index of its first sample (when it played). Feed the
                 reference no later than the caller-leg audio of the same time; it may run
                 ahead by up to ~2 s.
+
+        Raises:
+            TypeError: ``pcm`` is not int16.
         """
         self._ref.write(_flat(pcm), at_sample)
 
@@ -259,6 +275,9 @@ class EchoPathEstimator:
         Args:
             pcm: int16 ``[n]`` at :attr:`sample_rate` (decoded from the carrier's codec).
             at_sample: call-timeline index of its first sample.
+
+        Raises:
+            TypeError: ``pcm`` is not int16.
         """
         x = _flat(pcm)
         if self._next is None:
