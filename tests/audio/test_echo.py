@@ -273,3 +273,17 @@ def test_a_duty_cycle_still_follows_a_change_of_echo_path(voices):
     feed(est, ref, leg)
     e = est.estimate
     assert e is not None and e.delay_ms == 200.0 and abs(e.erl_db - 35) <= 2.0
+
+
+def test_audio_must_be_int16_and_the_rings_hold_it_as_given():
+    est = EchoPathEstimator(RATE)
+    with pytest.raises(TypeError):
+        est.reference(np.zeros(FRAME), 0)
+    with pytest.raises(TypeError):
+        est.caller(np.zeros(FRAME, np.float32), 0)
+    pcm = np.array([-32768, -1, 0, 1, 32767] * 32, np.int16)
+    est.reference(pcm, 0)
+    est.caller(pcm[::-1].copy(), 0)
+    assert est._ref.read(0, pcm.size).dtype == np.float64
+    assert np.array_equal(est._ref.read(0, pcm.size), pcm.astype(np.float64))
+    assert np.array_equal(est._cal.read(0, pcm.size), pcm[::-1].astype(np.float64))
