@@ -9,9 +9,9 @@ and the hooks that write the record:
   keeps the carrier id its placement returned: hang-up and callbacks key on it; the stream's
   own id is in the ``started`` event);
 * ``on_finished``: for a call placed through a carrier account that the gateway ended (not the
-  carrier's ``stop``), first the hang-up through the carrier's REST API (bounded by
-  :data:`HANG_UP_LIMIT_S`; its result is a ``carrier_hangup`` event), then the record,
-  retried, spooled to disk if the database will not take it.
+  carrier's ``stop``, not a transfer the API recorded), first the hang-up through the carrier's
+  REST API (bounded by :data:`HANG_UP_LIMIT_S`; its result is a ``carrier_hangup`` event), then
+  the record, retried, spooled to disk if the database will not take it.
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ async def _carrier_hang_up(services: Services, call: CallRecord, outcome: CallOu
     if services.outbound is None or outcome.end_reason in CARRIER_ENDED_REASONS:
         return
     fresh = await asyncio.to_thread(services.store.get_call, call.id)  # its carrier id from the placement
+    if fresh is not None and fresh.transferred_to:  # the carrier's call went on to another party
+        return
     fallback = None if fresh is not None and fresh.carrier_call_id else stream_call_id
     limit_s = services.settings.dialer_timeout_s + 1.0
     try:

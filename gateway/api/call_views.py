@@ -15,7 +15,7 @@ from starlette.requests import HTTPConnection
 
 from gateway.api.calls_schemas import CallSummaryOut
 from gateway.api.deps import ApiServices
-from gateway.api.record_schemas import LatencyOut, PostCallOut, TurnLatencyOut
+from gateway.api.record_schemas import LatencyOut, PostCallOut, TransferOut, TurnLatencyOut
 from gateway.api.schemas import CallErrorOut, CallOut, RecordingOut, TurnOut
 from gateway.api.urls import public_url
 from gateway.api.views import config_out, event_out, transition_out, turn_out
@@ -137,4 +137,5 @@ async def call_out(rec: CallRecord, api: ApiServices, conn: HTTPConnection | Non
         post_call=PostCallOut(status=rec.post_call_status, error=rec.post_call_error),  # type: ignore[arg-type]
         recording_url=recording.url if recording is not None else None,
         duration_sec=duration_sec(rec), latency=latency_out(transcript, rec.metrics),
+        transfer=TransferOut(to=rec.transferred_to, at=rec.transferred_at) if rec.transferred_to else None,
     )  # fmt: skip

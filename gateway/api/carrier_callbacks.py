@@ -29,7 +29,7 @@ import logging
 from datetime import datetime, timezone
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from gateway.api.deps import Api
 from gateway.api.errors import ApiError
@@ -37,6 +37,7 @@ from gateway.api.responses import _error
 from gateway.api.routing import GatewayRoute
 from gateway.api.urls import public_url, stream_url
 from gateway.dialer.base import CallbackEvent
+from gateway.dialer.service import TRANSFER_URL_KINDS
 from gateway.store import TERMINAL_STATUSES, StoreError
 
 __all__ = ["router", "MAX_CALLBACK_BYTES"]
@@ -68,8 +69,9 @@ def _forbidden() -> ApiError:
     return ApiError(403, "forbidden", "missing or invalid carrier signature")
 
 
-async def _verified(api: Api, request: Request, kind: str, call_id: str) -> tuple[object, CallbackEvent]:
-    """The callback's target and its event, once its signature is checked; else 403 / 400."""
+async def _signed(api: Api, request: Request, kind: str, call_id: str) -> tuple[object, str, bytes]:
+    """The request's target, the URL it was signed for and its body, once its signature is
+    checked; else 403."""
     if api.outbound is None:
         raise _forbidden()
     body = await _body(request)
@@ -78,10 +80,16 @@ async def _verified(api: Api, request: Request, kind: str, call_id: str) -> tupl
         raise _forbidden()
     query = request.url.query
     url = public_url(api.settings, request, request.url.path + (f"?{query}" if query else ""))
-    headers = dict(request.headers)
-    if not target.dialer.verify_callback(request.method, url, headers, body, target.creds):
+    if not target.dialer.verify_callback(request.method, url, dict(request.headers), body, target.creds):
         log.warning("call %s: %s callback with a bad signature refused", call_id, kind)
         raise _forbidden()
+    return target, url, body
+
+
+async def _verified(api: Api, request: Request, kind: str, call_id: str) -> tuple[object, CallbackEvent]:
+    """The callback's target and its event, once its signature is checked; else 403 / 400."""
+    target, url, body = await _signed(api, request, kind, call_id)
+    headers = dict(request.headers)
     try:
         event = target.dialer.parse_callback(request.method, url, headers, body)
     except ValueError as exc:
@@ -205,3 +213,32 @@ async def carrier_answer(kind: Kind, call_id: CallId, request: Request, api: Api
     if doc is None:
         raise ApiError(404, "not_found", f"{kind} calls have no answer document")
     return Response(doc[1], media_type=doc[0])
+
+
+@router.post(
+    "/carriers/{kind}/transfer/{callId}",
+    operation_id="carrierTransferUrl",
+    summary="A carrier's transfer URL (Plivo aleg_url): the <Dial> XML of a transfer",
+    description="Signed by the carrier (no API key): fetched when POST /calls/{callId}/control "
+    "transfers a call; dials `to` with the call's own number as caller ID.",
+    response_class=Response,
+    responses={
+        200: {"description": "The <Dial> document.", "content": {"application/xml": {"schema": {"type": "string"}}}},
+        403: _REFUSED[403],
+        413: _REFUSED[413],
+        404: _error("The carrier takes no transfer document (code not_found)."),
+        422: _error("`to` is not an E.164 number (code validation_error)."),
+    },
+)
+async def carrier_transfer(
+    kind: Kind, call_id: CallId, request: Request, api: Api,
+    to: Annotated[str, Query(pattern=r"^\+[1-9][0-9]{6,14}$", description="The new party, E.164.")],
+) -> Response:  # fmt: skip
+    if kind not in TRANSFER_URL_KINDS:  # the others are told where to go in the transfer request
+        raise ApiError(404, "not_found", f"{kind} calls have no transfer URL")
+    target, _url, _body = await _signed(api, request, kind, call_id)
+    from gateway.dialer.plivo import dial_xml  # the SDK is imported when first used
+
+    call = target.call  # type: ignore[attr-defined]
+    log.info("call %s: %s fetched its transfer instructions", call_id, kind)
+    return Response(dial_xml(to, call.from_number), media_type="application/xml")

@@ -7,13 +7,14 @@ module small; built on :mod:`gateway.api.schema_base` so neither imports the oth
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import Field
 
 from gateway.api.schema_base import _Response
 
-__all__ = ["PostCallStatusT", "PostCallOut", "TurnLatencyOut", "LatencyOut"]
+__all__ = ["PostCallStatusT", "PostCallOut", "TurnLatencyOut", "LatencyOut", "TransferOut"]
 
 #: ``calls.post_call_status`` values (``None``: the call has not ended).
 PostCallStatusT = Literal["pending", "running", "completed", "skipped", "failed"]
@@ -28,6 +29,13 @@ class PostCallOut(_Response):
         "null while the call runs."
     )
     error: str | None = Field(description="Why it failed or was skipped (else null).")
+
+
+class TransferOut(_Response):
+    """Where the call was transferred (``POST /calls/{callId}/control`` ``transfer``)."""
+
+    to: str = Field(description="E.164.")
+    at: datetime | None = Field(description="When the carrier took the transfer.")
 
 
 class TurnLatencyOut(_Response):

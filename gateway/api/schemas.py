@@ -17,7 +17,7 @@ from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
 from gateway.api.after_call_schemas import AfterCallFields
 from gateway.api.context import scope_of
-from gateway.api.record_schemas import LatencyOut, PostCallOut
+from gateway.api.record_schemas import LatencyOut, PostCallOut, TransferOut
 from gateway.api.schema_base import TOOL_URL, _Request, _Response
 from gateway.llm.endpoints import ENDPOINT_NAME, SelectorError, check_selector
 from gateway.llm.tools import ToolConfigError, parse_tools
@@ -437,6 +437,7 @@ class CallOut(_Response):
     recording_url: str | None = Field(description="recording.url: the finished WAV (X-API-Key), else null.")
     duration_sec: float | None = Field(description="Call length (s), null until it ended.")
     latency: LatencyOut
+    transfer: TransferOut | None = Field(None, description="Where the call was transferred (control transfer).")
 
 
 class FieldError(_Response):

@@ -10,7 +10,7 @@ validator; ``False`` means 403 and nothing changes) and read them with
 
 Rules every implementation follows (so a carrier fault is a record field, never a crash):
 
-* **Only** :class:`CarrierError` leaves ``place`` / ``hang_up`` / ``send_dtmf``: every SDK
+* **Only** :class:`CarrierError` leaves ``place`` / ``hang_up`` / ``send_dtmf`` / ``transfer``: every SDK
   exception, HTTP error, timeout and malformed answer is mapped to one, with the carrier's own
   error ``code`` (Twilio ``21211``, Plivo ``400``, Telnyx ``10015``, …) and message.
   :class:`NotSupported` (a subclass) says the carrier has no REST way to do it (the session then
@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib
+import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -67,6 +68,8 @@ __all__ = [
     "iso_timestamp",
     "DTMF_DIGITS",
     "DEFAULT_TIMEOUT_S",
+    "Transfer",
+    "check_e164",
 ]
 
 T = TypeVar("T")
@@ -104,6 +107,35 @@ DIALER_KINDS: tuple[str, ...] = tuple(_MODULES)
 
 #: Default time limit (s) on each carrier API request.
 DEFAULT_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """Where a live call's callee goes when the agent hands the call over.
+
+    Attributes:
+        to: the new party, E.164 (``+14155550123``).
+        caller_id: the caller ID the new party sees (E.164): the call's own number, else
+            ``None`` (the carrier's default for the leg).
+        instructions_url: for carriers that fetch the transfer's instructions (Plivo's
+            ``aleg_url``): a gateway URL serving the ``<Dial>`` document (signed by the carrier
+            when fetched). ``None`` for the others.
+    """
+
+    to: str
+    caller_id: str | None = None
+    instructions_url: str | None = None
+
+
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+def check_e164(number: str) -> str:
+    """``number`` if it is E.164 (``+`` and 7–15 digits). Raises :class:`CarrierError`
+    ``invalid_request`` otherwise."""
+    if not _E164.fullmatch(number or ""):
+        raise CarrierError("invalid_request", f"not an E.164 number: {str(number)[:32]!r}")
+    return number
 
 
 @dataclass(frozen=True)
@@ -232,6 +264,11 @@ class Dialer(Protocol):
         """Send ``digits`` to the callee. Raises :class:`NotSupported` or :class:`CarrierError`."""
         ...
 
+    async def transfer(self, carrier_call_id: str, transfer: Transfer, creds: Credentials) -> None:
+        """Move the callee's leg off the media stream to ``transfer.to`` (the stream ends).
+        Raises :class:`NotSupported` or :class:`CarrierError`."""
+        ...
+
     def verify_callback(self, method: str, url: str, headers: Mapping[str, str], body: bytes,
                         creds: Credentials) -> bool:
         """Whether a callback really comes from the carrier (SDK validator; headers are
@@ -328,6 +365,16 @@ class SdkDialer:
 
     async def send_dtmf(self, carrier_call_id: str, digits: str, creds: Credentials) -> None:
         raise NotSupported(f"{self.kind} has no REST API for DTMF: play in-band tones")
+
+    def _transfer_sync(self, carrier_call_id: str, transfer: Transfer, creds: Credentials) -> None:
+        raise NotSupported(f"{self.kind} calls cannot be transferred through its API")
+
+    async def transfer(self, carrier_call_id: str, transfer: Transfer, creds: Credentials) -> None:
+        """Transfer the callee to ``transfer.to`` through the carrier's REST API (see each
+        dialer's module docstring). Raises :class:`NotSupported` or :class:`CarrierError`."""
+        check_e164(transfer.to)
+        require_credentials(self.kind, creds)
+        await self._run(self._transfer_sync, carrier_call_id, transfer, creds)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -14,6 +14,10 @@
   destination; callbacks carry both ``RequestUUID`` and ``CallUUID`` and we key on the former.
 * **DTMF**: ``POST …/Call/{uuid}/DTMF/`` (``calls.send_digits``, ``leg="aleg"``: the callee's
   leg of an API call). The stream protocol also has ``sendDTMF`` (the carrier adapter's way).
+* **Transfer**: ``POST …/Call/{uuid}/`` (``calls.transfer``, ``legs="aleg"``, ``aleg_url``):
+  Plivo fetches ``aleg_url`` (signed like the answer URL) and follows the XML it returns, the
+  gateway's ``<Response><Dial callerId><Number>to…`` (:func:`dial_xml`), which ends the stream.
+  https://www.plivo.com/docs/voice/api/call/transfer-a-call, https://www.plivo.com/docs/voice/xml/dial
 * **Callbacks** (ring, answer and hangup URLs; form POSTs): signed with signature V3 —
   ``X-Plivo-Signature-V3`` (comma-separated base64 HMAC-SHA256 values) over the URL, the sorted
   POST fields and ``X-Plivo-Signature-V3-Nonce``, keyed by the auth token — checked with
@@ -36,6 +40,7 @@ from collections.abc import Mapping
 
 import plivo
 import requests
+from plivo import plivoxml
 from plivo import exceptions as plivo_errors
 from plivo.utils.signature_v3 import validate_v3_signature
 
@@ -47,11 +52,12 @@ from gateway.dialer.base import (
     OutboundRequest,
     PlacedCall,
     SdkDialer,
+    Transfer,
     check_digits,
     lower_headers,
 )
 
-__all__ = ["PlivoDialer", "create", "HANGUP_STATUS", "EVENT_ORDER"]
+__all__ = ["PlivoDialer", "create", "dial_xml", "HANGUP_STATUS", "EVENT_ORDER"]
 
 #: ``Event`` → its place in a call's life (the idempotency sequence of a callback).
 EVENT_ORDER = {"Ring": 1, "StartApp": 2, "Hangup": 3}
@@ -163,6 +169,15 @@ class PlivoDialer(SdkDialer):
             raise CarrierError("invalid_request", str(exc)) from None
         await self._run(self._dtmf_sync, carrier_call_id, digits, creds)
 
+    def _transfer_sync(self, carrier_call_id: str, transfer: Transfer, creds: Credentials) -> None:
+        if not transfer.instructions_url:
+            raise CarrierError("invalid_request", "plivo needs an aleg_url that serves the <Dial> XML")
+        client = self._client(creds)
+        try:
+            client.calls.transfer(carrier_call_id, legs="aleg", aleg_url=transfer.instructions_url, aleg_method="POST")
+        except plivo_errors.PlivoRestError as exc:
+            raise self._plivo_error(exc, client.last_status) from exc
+
     def _plivo_error(self, exc: plivo_errors.PlivoRestError, status: int | None) -> CarrierError:
         if status is None or status < 400:  # refused by the SDK before any request was sent
             status = None
@@ -227,3 +242,11 @@ class PlivoDialer(SdkDialer):
 def create(*, api_base_url: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> PlivoDialer:
     """The Plivo dialer (see :func:`gateway.dialer.base.make_dialer`)."""
     return PlivoDialer(api_base_url=api_base_url, timeout_s=timeout_s)
+
+
+def dial_xml(to: str, caller_id: str | None = None) -> str:
+    """``<Response><Dial callerId=…><Number>to</Number></Dial></Response>`` (the SDK's
+    :mod:`plivo.plivoxml`): the document a transfer's ``aleg_url`` answers."""
+    dial = plivoxml.DialElement(caller_id=caller_id) if caller_id else plivoxml.DialElement()
+    dial.add_number(to)
+    return plivoxml.ResponseElement().add(dial).to_string(False)

@@ -32,6 +32,7 @@ import asyncio
 import logging
 import os
 import time
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -48,6 +49,7 @@ from gateway.dialer.base import (
     Dialer,
     NotSupported,
     OutboundRequest,
+    Transfer,
     check_digits,
     make_dialer,
 )
@@ -55,12 +57,16 @@ from gateway.store import TERMINAL_STATUSES, CallRecord, Store, StoreError
 from gateway.store.carrier_accounts import CarrierAccountRecord, CredentialsUnavailable, resolve_account_credentials
 from gateway.tenants import SecretGrants
 
-__all__ = ["OutboundService", "CallbackTarget", "callback_path", "answer_path", "CARRIER_ENDED_REASONS"]
+__all__ = ["OutboundService", "CallbackTarget", "callback_path", "answer_path", "transfer_path", "CARRIER_ENDED_REASONS",
+           "TRANSFER_URL_KINDS", "TRANSFERRED"]
 
 log = logging.getLogger("gateway.dialer")
 
-#: End reasons of calls the carrier (or the callee) ended: no hang-up request is sent for them.
-CARRIER_ENDED_REASONS = frozenset({"carrier_stop"})
+#: End reason of a call the API transferred: the carrier call goes on with the new party.
+TRANSFERRED = "transferred"
+#: End reasons of calls the carrier (or the callee) ended, or that left the gateway for another
+#: party: no hang-up request is sent for them.
+CARRIER_ENDED_REASONS = frozenset({"carrier_stop", TRANSFERRED})
 #: Extra seconds the carrier's own limit on a call gets over its ``maxDuration`` (the gateway's
 #: timer ends it first; the carrier's is the backstop if the gateway is gone).
 CARRIER_LIMIT_MARGIN_S = 60
@@ -81,6 +87,16 @@ def callback_path(kind: str, call_id: str) -> str:
 def answer_path(kind: str, call_id: str) -> str:
     """``/carriers/<kind>/answer/<callId>``: the answer URL (Plivo fetches its XML there)."""
     return f"/carriers/{kind}/answer/{call_id}"
+
+
+def transfer_path(kind: str, call_id: str, to: str) -> str:
+    """``/carriers/<kind>/transfer/<callId>?to=<E.164>``: where a carrier that fetches a
+    transfer's instructions (Plivo's ``aleg_url``) gets its ``<Dial>`` (the URL is signed)."""
+    return f"/carriers/{kind}/transfer/{call_id}?to={urllib.parse.quote(to, safe='')}"
+
+
+#: Carriers that fetch a transfer's instructions from a gateway URL.
+TRANSFER_URL_KINDS = frozenset({"plivo"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,6 +397,30 @@ class OutboundService:
         except NotSupported:
             return "in_band"
         return "carrier"
+
+    async def transfer(self, call: CallRecord, to: str, conn: HTTPConnection) -> None:
+        """Transfer a live outbound call's callee to ``to`` (E.164) through its carrier: the
+        callee leaves the media stream (which ends) for ``to``, who sees the call's own number.
+
+        Args:
+            conn: the API request, for the public URL of Plivo's ``aleg_url``.
+
+        Raises:
+            CarrierError: the carrier refused (``credentials`` when they do not resolve,
+                ``not_placed`` when the carrier has no id for the call yet); :class:`NotSupported`
+                when its API has no way.
+        """
+        if not call.carrier_call_id or not call.carrier_account_id:
+            raise CarrierError("not_placed", "the carrier has no id for this call")
+        try:
+            _account, creds = await self._account(call)
+        except CredentialsUnavailable as exc:
+            raise CarrierError("credentials", str(exc)) from None
+        kind = call.connection_type
+        url = public_url(self.settings, conn, transfer_path(kind, call.id, to)) if kind in TRANSFER_URL_KINDS else None
+        transfer = Transfer(to=to, caller_id=call.from_number, instructions_url=url)
+        await self.dialer(kind).transfer(call.carrier_call_id, transfer, creds)
+        log.info("call %s transferred through %s", call.id, kind)
 
     async def callback_target(self, kind: str, call_id: str) -> CallbackTarget | None:
         """The call a callback route names, with its dialer and credentials; ``None`` when there

@@ -13,6 +13,9 @@
 * **Hang up**: ``client.calls.actions.hangup`` (``POST /v2/calls/{id}/actions/hangup``); the error
   code ``90018`` ("Call has already ended", HTTP 422) is success.
 * **DTMF**: ``client.calls.actions.send_dtmf`` (``digits`` 0-9 A-D * #).
+* **Transfer**: ``client.calls.actions.transfer`` (``POST /v2/calls/{id}/actions/transfer``,
+  ``to``, ``from_`` the call's own number): Telnyx dials ``to`` and bridges the callee to it.
+  https://developers.telnyx.com/api/call-control/transfer-call
 * **Errors**: Telnyx answers ``{"errors": [{"code", "title", "detail"}]}``; the first error's
   ``code`` and ``title: detail`` become the :class:`~gateway.dialer.base.CarrierError`.
   https://developers.telnyx.com/development/api-fundamentals/api-errors
@@ -54,6 +57,7 @@ from gateway.dialer.base import (
     OutboundRequest,
     PlacedCall,
     SdkDialer,
+    Transfer,
     check_digits,
     iso_timestamp,
     lower_headers,
@@ -155,6 +159,11 @@ class TelnyxDialer(SdkDialer):
         check_digits(digits)
         require_credentials(self.kind, creds)
         await self._run(self._dtmf_sync, carrier_call_id, digits, creds)
+
+    def _transfer_sync(self, carrier_call_id: str, transfer: Transfer, creds: Credentials) -> None:
+        extra = {"from_": transfer.caller_id} if transfer.caller_id else {}
+        with self._client(creds) as client:
+            client.calls.actions.transfer(carrier_call_id, to=transfer.to, **extra)
 
     def _map_error(self, exc: Exception) -> CarrierError:
         if isinstance(exc, CarrierError):

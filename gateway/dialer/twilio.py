@@ -12,6 +12,10 @@
   "already ended" is success:
   ``20404`` (no such call: Twilio forgets nothing, so the SID is gone or was never ours) and
   ``21220`` (the call is not in progress). https://www.twilio.com/docs/api/errors/21220
+* **Transfer**: ``client.calls(sid).update(twiml=<Response><Dial callerId><Number>to…)``: the
+  new TwiML replaces ``<Connect><Stream>`` (the media stream ends) and Twilio dials ``to``,
+  bridging the callee to it. https://www.twilio.com/docs/voice/tutorials/how-to-modify-calls-in-progress,
+  https://www.twilio.com/docs/voice/twiml/dial
 * **DTMF**: :class:`~gateway.dialer.base.NotSupported`. Twilio's only REST way is replacing the
   call's TwiML with ``<Play digits>``, which ends the ``<Connect><Stream>`` (the media stream
   closes); the session plays in-band tones on the stream instead.
@@ -40,7 +44,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.rest import Client
-from twilio.twiml.voice_response import Connect, VoiceResponse
+from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
 
 from gateway.dialer.base import (
     DEFAULT_TIMEOUT_S,
@@ -50,10 +54,11 @@ from gateway.dialer.base import (
     OutboundRequest,
     PlacedCall,
     SdkDialer,
+    Transfer,
     lower_headers,
 )
 
-__all__ = ["TwilioDialer", "create", "stream_twiml", "STATUS_MAP"]
+__all__ = ["TwilioDialer", "create", "stream_twiml", "dial_twiml", "STATUS_MAP"]
 
 #: Twilio ``CallStatus`` → the gateway's lifecycle vocabulary.
 STATUS_MAP = {
@@ -101,6 +106,15 @@ def stream_twiml(stream_url: str, parameters: Mapping[str, str] | None = None) -
     for name, value in (parameters or {}).items():
         stream.parameter(name=name, value=value)
     response.append(connect)
+    return str(response)
+
+
+def dial_twiml(transfer: Transfer) -> str:
+    """``<Response><Dial callerId=…><Number>to</Number></Dial></Response>`` (the SDK's TwiML)."""
+    response = VoiceResponse()
+    dial = Dial(caller_id=transfer.caller_id) if transfer.caller_id else Dial()
+    dial.number(transfer.to)
+    response.append(dial)
     return str(response)
 
 
@@ -156,6 +170,9 @@ class TwilioDialer(SdkDialer):
         except TwilioRestException as exc:
             if str(exc.code) not in ALREADY_ENDED:
                 raise
+
+    def _transfer_sync(self, carrier_call_id: str, transfer: Transfer, creds: Credentials) -> None:
+        self._client(creds).calls(carrier_call_id).update(twiml=dial_twiml(transfer))
 
     def _map_error(self, exc: Exception) -> CarrierError:
         if isinstance(exc, TwilioRestException):

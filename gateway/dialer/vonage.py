@@ -11,6 +11,10 @@
   call is not active) is success.
 * **DTMF**: ``Voice.play_dtmf_into_call`` (``PUT /v1/calls/{uuid}/dtmf``; digits 0-9 * #; A–D
   have no REST way: :class:`~gateway.dialer.base.NotSupported`, so the session plays them in band).
+* **Transfer**: ``Voice.transfer_call_ncco`` (``PUT /v1/calls/{uuid}`` ``{"action": "transfer",
+  "destination": {"type": "ncco", "ncco": [{"action": "connect", "from", "endpoint": [{"type":
+  "phone", "number"}]}]}}``): the callee's leg leaves the websocket NCCO for a connect to ``to``.
+  https://developer.vonage.com/en/api/voice#updateCall
 * **Errors**: Vonage answers RFC 7807 problem JSON ``{"type": "https://…/api-errors#<code>",
   "title", "detail", "instance"}``; the ``type``'s fragment (else the whole ``type`` when it is
   a bare word, else the HTTP status) is the code and ``title: detail`` the message.
@@ -54,7 +58,7 @@ from vonage_http_client.errors import HttpRequestError, JWTGenerationError, NotF
 from vonage_jwt import VonageJwtError, verify_signature
 from vonage_utils.errors import VonageError
 from vonage_voice import Voice
-from vonage_voice.models import Connect, CreateCallRequest, Phone, ToPhone, WebsocketEndpoint
+from vonage_voice.models import Connect, CreateCallRequest, Phone, PhoneEndpoint, ToPhone, WebsocketEndpoint
 
 from gateway.dialer.base import (
     DEFAULT_TIMEOUT_S,
@@ -66,6 +70,7 @@ from gateway.dialer.base import (
     OutboundRequest,
     PlacedCall,
     SdkDialer,
+    Transfer,
     check_digits,
     iso_timestamp,
     lower_headers,
@@ -179,6 +184,15 @@ class VonageDialer(SdkDialer):
         voice, client = self._voice(creds)
         try:
             voice.play_dtmf_into_call(carrier_call_id, digits)
+        finally:
+            client.close()
+
+    def _transfer_sync(self, carrier_call_id: str, transfer: Transfer, creds: Credentials) -> None:
+        caller = {"from_": transfer.caller_id.lstrip("+")} if transfer.caller_id else {}
+        ncco = [Connect(endpoint=[PhoneEndpoint(number=transfer.to.lstrip("+"))], **caller)]
+        voice, client = self._voice(creds)
+        try:
+            voice.transfer_call_ncco(carrier_call_id, ncco)
         finally:
             client.close()
 

@@ -1,4 +1,5 @@
-"""Control requests from the app (the REST API) to one live call: hang up, send DTMF.
+"""Control requests from the app (the REST API) to one live call: hang up, send DTMF, say a
+line, mute or unmute the agent.
 
 :class:`ControlPolicy` is always present on a :class:`~gateway.session.call.CallSession`
 (``session.control``), so the app can do ``services.live[call_id].control.hang_up()`` or
@@ -15,6 +16,15 @@ request past either bound raises :class:`ControlBusy`, which the API answers 429
 always taken (it supersedes the rest), and :attr:`requests` keeps only the latest
 :data:`MAX_KEPT_REQUESTS`.
 
+:meth:`ControlPolicy.say` asks the model to speak a line (the session's ``Say`` action, bounded
+by its ``SAY_TIMEOUT_S``). :meth:`ControlPolicy.mute_agent` silences the agent at once: what it
+is saying stops (``StopAgentAudio``, as a barge-in cuts it, not counted as one) and its audio is
+dropped, never sent, until :meth:`ControlPolicy.unmute_agent`, which first stops (as above) what
+the agent said meanwhile, if anything, so its turns show 0 ms heard and the model knows the
+caller heard none of it. The model hears the caller throughout (journal events ``agent_muted``
+/ ``agent_unmuted``).
+Both are bounded by :data:`MAX_PENDING` like DTMF.
+
 Not thread-safe: call it from the event loop that runs the call (an API route handler is).
 """
 
@@ -22,21 +32,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import ClassVar
 
 from gateway.audio.tones import DTMF_KEYS
 from gateway.clock import Clock, MonotonicClock
 from gateway.session.agent import DTMF_OFF_MS, DTMF_ON_MS
-from gateway.session.policies import Action, EndCall, PlayDtmf, Policy
+from gateway.session.policies import Action, AudioGate, EndCall, Note, PlayDtmf, Policy, Say, StopAgentAudio
 
 __all__ = [
     "ControlBusy", "ControlPolicy", "DTMF_DIGITS", "MAX_DTMF_BACKLOG_S", "MAX_DTMF_DIGITS", "MAX_KEPT_REQUESTS",
-    "MAX_PENDING",
+    "MAX_PENDING", "MAX_SAY_CHARS",
 ]  # fmt: skip
 
 #: Keys :meth:`ControlPolicy.play_dtmf` takes (ITU-T Q.23 keypad), upper case.
 DTMF_DIGITS = frozenset("".join(DTMF_KEYS))
 #: At most this many digits per request (each takes 200 ms of playout).
 MAX_DTMF_DIGITS = 64
+#: At most this many characters in one :meth:`ControlPolicy.say` line.
+MAX_SAY_CHARS = 2000
 #: At most this many requests wait to be carried out; more raise :class:`ControlBusy`.
 MAX_PENDING = 32
 #: :attr:`ControlPolicy.requests` keeps the latest this many.
@@ -59,10 +72,15 @@ class ControlPolicy(Policy):
         clock: the call's clock, for the tones' backlog (default: the real one).
 
     Attributes:
-        requests: the latest :data:`MAX_KEPT_REQUESTS` requests taken, ``("hang_up", reason)``
-            or ``("play_dtmf", digits)`` (for the record and tests).
+        requests: the latest :data:`MAX_KEPT_REQUESTS` requests taken, ``("hang_up", reason)``,
+            ``("play_dtmf", digits)``, ``("say", text)``, ``("mute_agent", "")`` or
+            ``("unmute_agent", "")`` (for the record and tests).
         taken: how many requests were taken in all.
+        agent_muted: the agent's audio is dropped (:meth:`mute_agent`).
     """
+
+    #: Asked about each piece of agent audio: dropped while the agent is muted.
+    gates_audio: ClassVar[bool] = True
 
     def __init__(self, clock: Clock | None = None) -> None:
         self._clock = clock or MonotonicClock()
@@ -72,6 +90,8 @@ class ControlPolicy(Policy):
         self._ended = False
         self.requests: list[tuple[str, str]] = []
         self.taken = 0
+        self.agent_muted = False
+        self._dropped = False  # agent audio was dropped since the mute
 
     def hang_up(self, reason: str = "api_hangup") -> None:
         """End the call (``completed``, end reason ``reason``) as soon as the session can.
@@ -108,6 +128,57 @@ class ControlPolicy(Policy):
         if not self._ended:
             self._tones_until = until
             self._push(PlayDtmf(keys), ("play_dtmf", keys))
+
+    def say(self, text: str) -> None:
+        """Have the agent say ``text`` now (the model speaks it; a muted agent is not heard).
+
+        Raises:
+            ValueError: empty (or blank) or longer than :data:`MAX_SAY_CHARS`.
+            ControlBusy: :data:`MAX_PENDING` requests already wait.
+        """
+        if not text.strip() or len(text) > MAX_SAY_CHARS:
+            raise ValueError(f"a line to say must be 1-{MAX_SAY_CHARS} characters, not blank")
+        self._check_room()
+        if not self._ended:
+            self._push(Say(text), ("say", text))
+
+    def mute_agent(self) -> None:
+        """Silence the agent: its audio playing now stops and later audio is dropped.
+
+        Raises:
+            ControlBusy: :data:`MAX_PENDING` requests already wait.
+        """
+        self._check_room()
+        if self._ended or self.agent_muted:
+            return
+        self.agent_muted = True  # audio arriving from now on is dropped (on_agent_audio)
+        self._push(StopAgentAudio("agent_muted"), ("mute_agent", ""))
+        self._queue.append(Note("agent_muted"))
+
+    def unmute_agent(self) -> None:
+        """Let the agent be heard again (its next audio plays).
+
+        Raises:
+            ControlBusy: :data:`MAX_PENDING` requests already wait.
+        """
+        self._check_room()
+        if self._ended or not self.agent_muted:
+            return
+        self.agent_muted = False
+        self._push(Note("agent_unmuted"), ("unmute_agent", ""))
+        if self._dropped:  # what the agent said while muted was never heard: its turns say so
+            self._dropped = False
+            self._queue.append(StopAgentAudio("agent_unmuted"))
+
+    def on_agent_audio(self, item_id: str, now_ms: float) -> AudioGate:
+        if self.agent_muted:
+            self._dropped = True
+            return AudioGate.DROP
+        return AudioGate.ALLOW
+
+    def _check_room(self) -> None:
+        if len(self._queue) >= MAX_PENDING:
+            raise ControlBusy(f"{MAX_PENDING} control requests already wait to be carried out")
 
     def _push(self, action: Action, request: tuple[str, str]) -> None:
         self._queue.append(action)

@@ -368,6 +368,9 @@ class Call(Base):
     extracted: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     #: The request's per-call ``webhookUrl`` (events and the end-of-call report go there too).
     webhook_url: Mapped[str | None] = mapped_column(Text, default=None)
+    #: Where ``POST /calls/{id}/control`` transferred the call (E.164), and when; NULL: never.
+    transferred_to: Mapped[str | None] = mapped_column(String(64), default=None)
+    transferred_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
 #: Who caused a status change: the gateway itself (creation, placement, expiry, a session's

@@ -268,6 +268,9 @@ class CallRecord:
     summary: str | None = None
     extracted: dict[str, Any] | None = None
     webhook_url: str | None = None
+    #: Where the API transferred the call (E.164) and when (``Store.mark_transferred``).
+    transferred_to: str | None = None
+    transferred_at: datetime | None = None
     turns: tuple[TurnRecord, ...] = ()
     events: tuple[EventRecord, ...] = ()
     transitions: list[dict[str, Any]] = field(default_factory=list)

@@ -21,6 +21,7 @@ from gateway.store.calls_query import CallsQueryMixin
 from gateway.store.carrier_accounts import CarrierAccountsMixin
 from gateway.store.leases import LeasesMixin
 from gateway.store.postcall import PostCallMixin
+from gateway.store.transfers import TransfersMixin
 from gateway.store.webhook_delivery import WebhookDeliveryMixin
 from gateway.store.webhook_endpoints import WebhookEndpointsMixin
 from gateway.store.helpers import (  # noqa: F401
@@ -45,7 +46,7 @@ __all__ = ["Store", "hash_secret", "new_id", "CONNECTION_TYPES"]
 
 class Store(
     ApiKeysMixin, AgentsMixin, CarrierAccountsMixin, CallsMixin, CallsQueryMixin, LeasesMixin, WebhookEndpointsMixin,
-    WebhookDeliveryMixin, PostCallMixin,
+    WebhookDeliveryMixin, PostCallMixin, TransfersMixin,
 ):
     """Persistence for the gateway, over one SQLAlchemy engine.
 

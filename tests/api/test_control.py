@@ -57,7 +57,8 @@ async def test_a_bad_control_body_names_the_field(store, settings, api_key) -> N
         ({"action": "send_dtmf"}, "digits", "field required"),
         ({"action": "send_dtmf", "digits": "12x"}, "digits", "String should match pattern '^[0-9*#A-D]{1,32}$'"),
         ({"action": "hangup", "digits": "1"}, "digits", "unknown field"),
-        ({"action": "transfer"}, "action", "must be one of 'hangup', 'send_dtmf'"),
+        ({"action": "teleport"}, "action", "must be one of 'hangup', 'send_dtmf', 'say', 'mute', 'unmute', 'transfer'"),
+        ({"action": "transfer"}, "to", "field required"),
         ({"digits": "1"}, "action", "field required"),
     ]
     async with httpx.AsyncClient(transport=transport, base_url=BASE_URL, headers={"X-API-Key": api_key}) as c:

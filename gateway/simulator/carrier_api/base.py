@@ -116,6 +116,8 @@ class SimCall:
         report: what the callee's media stream measured and heard (answered calls).
         hung_up_by_api: the REST API's hang-up was called while the call was live.
         dtmf: digits sent to the callee through the REST API, one string per request.
+        transferred_to: where the REST API transferred the answered call (E.164): the media
+            stream then ends, as the carrier moves the callee's leg to the new party.
         ended_at: monotonic time the call ended.
     """
 
@@ -136,6 +138,7 @@ class SimCall:
     hang_up_event: asyncio.Event = field(default_factory=asyncio.Event)
     sent: dict[str, Callback | None] = field(default_factory=dict)
     dtmf: list[str] = field(default_factory=list)
+    transferred_to: str | None = None
     error: str | None = None
 
     @property
@@ -246,6 +249,17 @@ class CarrierSimulator:
         call.hang_up_event.set()
         if call.caller is not None:
             call.caller.request_hang_up()
+        return True
+
+    def transfer(self, carrier_call_id: str, to: str) -> bool:
+        """Transfer an answered, live call to ``to`` as the REST API's transfer does: the callee
+        leaves the media stream (the simulated caller closes it) for the new party, and the call
+        completes. ``False``: unknown, not answered, or already ended."""
+        call = self.calls.get(carrier_call_id)
+        if call is None or not call.live or call.status != "answered" or call.caller is None:
+            return False
+        call.transferred_to = to
+        call.caller.request_hang_up()
         return True
 
     @property

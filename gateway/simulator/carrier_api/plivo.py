@@ -10,6 +10,9 @@ trailing slash on every path):
 * ``DELETE /v1/Account/{auth_id}/Call/{uuid}/`` — hang up a live (answered) call; 204, or 404.
 * ``DELETE /v1/Account/{auth_id}/Request/{uuid}/`` — cancel a call still ringing; 204, or 404.
 * ``POST   /v1/Account/{auth_id}/Call/{uuid}/DTMF/`` — ``digits``, ``leg``; 202, or 404.
+* ``POST   /v1/Account/{auth_id}/Call/{uuid}/`` — transfer: ``legs=aleg``, ``aleg_url``
+  (``aleg_method``); the ``aleg_url`` is fetched (signed, ``Event=Transfer``) and the
+  ``<Dial><Number>`` of its XML followed; 202 ``{"message": "call transferred"}``, or 404.
 
 Errors are ``{"api_id", "error"}`` (no numeric code). The call's UUID is its request UUID
 (see :mod:`gateway.dialer.plivo`).
@@ -95,6 +98,7 @@ class PlivoApi:
         return [
             Route(_BASE + "/Call/", self._create, methods=["POST"]),
             Route(_BASE + "/Call/{uuid}/", self._hang_up, methods=["DELETE"]),
+            Route(_BASE + "/Call/{uuid}/", self._transfer, methods=["POST"]),
             Route(_BASE + "/Request/{uuid}/", self._cancel, methods=["DELETE"]),
             Route(_BASE + "/Call/{uuid}/DTMF/", self._dtmf, methods=["POST"]),
         ]
@@ -165,6 +169,30 @@ class PlivoApi:
             return plivo_error(400, "digits must be 1-32 of 0-9 * # A-D w W; leg aleg or bleg")
         call.dtmf.append(digits)
         return JSONResponse({"api_id": new_id(), "message": "digits sent"}, status_code=202)
+
+    async def _transfer(self, request: Request) -> Response:
+        if not self._authorised(request):
+            return plivo_error(401, "Authentication failed")
+        body = await json_object(request) or {}
+        call = self._live(request, answered=True)
+        if call is None:
+            return plivo_error(404, "not found")
+        url = str(body.get("aleg_url") or "")
+        if body.get("legs") != "aleg" or not url.startswith(("http://", "https://")):
+            return plivo_error(400, "only legs=aleg with an aleg_url is simulated")
+        method = "GET" if str(body.get("aleg_method", "POST")).upper() == "GET" else "POST"
+        cb = plivo_signed(self.auth_token, url, self._params(call, "Transfer", "in-progress"), method)
+        r = await self.sim.http.request(cb.method, cb.url, headers=dict(cb.headers), content=cb.body)
+        call.callbacks.append(("aleg_url", r.status_code))
+        try:
+            number = ET.fromstring(r.content).find("./Dial/Number") if r.status_code == 200 else None
+        except ET.ParseError:
+            number = None
+        to = (number.text or "").strip() if number is not None else ""
+        if not to or not self.sim.transfer(call.carrier_call_id, to):
+            return plivo_error(400, f"the aleg_url answered {r.status_code} without a <Dial><Number>")
+        call.request["transfer_caller_id"] = ET.fromstring(r.content).find("./Dial").get("callerId")
+        return JSONResponse({"api_id": new_id(), "message": "call transferred"}, status_code=202)
 
     # ------------------------------------------------------------------ the callee side
     def _params(self, call: SimCall, event: str, status: str) -> dict[str, str]:

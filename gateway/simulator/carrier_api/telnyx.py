@@ -112,6 +112,7 @@ class TelnyxApi:
             Route("/v2/calls", self._dial, methods=["POST"]),
             Route("/v2/calls/{call_control_id}/actions/hangup", self._hangup, methods=["POST"]),
             Route("/v2/calls/{call_control_id}/actions/send_dtmf", self._send_dtmf, methods=["POST"]),
+            Route("/v2/calls/{call_control_id}/actions/transfer", self._transfer, methods=["POST"]),
         ]
 
     def _authorised(self, request: Request) -> bool:
@@ -191,6 +192,19 @@ class TelnyxApi:
         if type(digits) is not str or not re.fullmatch(r"[0-9A-D*#wW]{1,64}", digits):
             return telnyx_error(422, "10015", "Invalid parameter", "digits must be 0-9, A-D, *, #, w or W.")
         call.request["dtmf"].append(digits)
+        return JSONResponse({"data": {"result": "ok"}})
+
+    async def _transfer(self, request: Request) -> JSONResponse:
+        call = self._live_call(request)
+        if isinstance(call, JSONResponse):
+            return call
+        body = await json_object(request) or {}
+        to, from_ = body.get("to"), body.get("from")
+        if type(to) is not str or not _E164.match(to) or (from_ is not None and not _E164.match(str(from_))):
+            return telnyx_error(422, "10015", "Invalid parameter", "to (and from) must be E.164 numbers.")
+        if not self.sim.transfer(call.carrier_call_id, to):
+            return telnyx_error(422, "90018", "Call has already ended", "Only an answered call can be transferred.")
+        call.request["transfer_from"] = from_
         return JSONResponse({"data": {"result": "ok"}})
 
     # ------------------------------------------------------------------ the callee side

@@ -8,7 +8,8 @@ Paths as the ``twilio`` SDK calls them (API 2010-04-01, form-encoded, HTTP Basic
   ``Url``), ``StatusCallback``, ``StatusCallbackMethod``, ``StatusCallbackEvent`` (repeated),
   ``Timeout``, ``TimeLimit``; 201 with the call resource (``sid`` ``CA…``, ``status: queued``).
 * ``GET  …/Calls/{CallSid}.json`` — the call resource.
-* ``POST …/Calls/{CallSid}.json`` with ``Status=completed|canceled`` — hang-up.
+* ``POST …/Calls/{CallSid}.json`` with ``Status=completed|canceled`` — hang-up; with ``Twiml``
+  holding ``<Dial><Number>`` — a transfer of the answered call (its stream ends).
 
 Errors in Twilio's format ``{"code", "message", "more_info", "status"}``: 20003 (bad
 credentials, 401), 21211 (invalid ``To``), 21212 (invalid ``From``), 21205 (no ``Url`` /
@@ -140,9 +141,24 @@ class TwilioApi:
         call = self.sim.calls.get(request.path_params["call_sid"])
         if call is None:
             return twilio_error(404, 20404, f"The requested resource {request.url.path} was not found")
+        if form.get("Twiml"):
+            return self._redirect(call, form.get("Twiml"))
         if form.get("Status") not in ("completed", "canceled"):
             return twilio_error(400, 21218, "Invalid Status; only completed and canceled are supported here")
         if not self.sim.hang_up(call.carrier_call_id):
+            return twilio_error(400, 21220, "Call is not in-progress. Cannot redirect.")
+        return JSONResponse(self._resource(call))
+
+    def _redirect(self, call: SimCall, twiml: str) -> JSONResponse:
+        """New TwiML for a live call: only ``<Dial><Number>`` (a transfer) is simulated."""
+        try:
+            number = ET.fromstring(twiml).find("./Dial/Number")
+        except ET.ParseError:
+            number = None
+        to = (number.text or "").strip() if number is not None else ""
+        if not _E164.match(to):
+            return twilio_error(400, 21218, "Invalid Twiml; only <Dial><Number>E.164</Number></Dial> is simulated")
+        if not self.sim.transfer(call.carrier_call_id, to):
             return twilio_error(400, 21220, "Call is not in-progress. Cannot redirect.")
         return JSONResponse(self._resource(call))
 

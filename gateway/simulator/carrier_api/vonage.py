@@ -171,9 +171,26 @@ class VonageApi:
         if isinstance(call, Response):
             return call
         body = await json_object(request) or {}
+        if body.get("action") == "transfer":
+            return self._transfer(call, body.get("destination"))
         if body.get("action") != "hangup":
-            return vonage_error(400, "validation", "Bad Request", "Only the hangup action is simulated.")
+            return vonage_error(400, "validation", "Bad Request", "Only the hangup and transfer actions are simulated.")
         self.sim.hang_up(call.carrier_call_id)
+        return Response(status_code=204)
+
+    def _transfer(self, call: SimCall, destination: object) -> Response:
+        """A transfer to an inline NCCO: only ``connect`` to one phone endpoint is simulated."""
+        ncco = destination.get("ncco") if type(destination) is dict and destination.get("type") == "ncco" else None
+        action = ncco[0] if type(ncco) is list and len(ncco) == 1 and type(ncco[0]) is dict else {}
+        endpoint = action.get("endpoint") if action.get("action") == "connect" else None
+        phone = endpoint[0] if type(endpoint) is list and len(endpoint) == 1 and type(endpoint[0]) is dict else {}
+        number = str(phone.get("number", ""))
+        if phone.get("type") != "phone" or not _NUMBER.match(number):
+            return vonage_error(400, "validation", "Bad Request",
+                                "destination must be an ncco with one connect to one phone endpoint.")
+        if not self.sim.transfer(call.carrier_call_id, "+" + number):
+            return vonage_error(400, "validation", "Bad Request", "Only an answered call can be transferred.")
+        call.request["transfer_from"] = action.get("from")
         return Response(status_code=204)
 
     async def _dtmf(self, request: Request) -> Response:
