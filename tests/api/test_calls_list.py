@@ -77,7 +77,8 @@ def test_newest_first_with_the_total_and_the_page(world) -> None:
     assert [c["id"] for c in body["calls"]] == world["ids"]["default"][::-1]
     assert body["pagination"] == {"total": 9, "limit": 100, "offset": 0}
     done = next(c for c in body["calls"] if c["status"] == "completed")
-    assert done["durationSec"] == 61.5 and done["endReason"] == "caller_hangup" and done["postCallStatus"] is None
+    assert done["durationSec"] == 61.5 and done["endReason"] == "caller_hangup"
+    assert done["postCallStatus"] == "pending" == world["store"].get_call(done["id"]).post_call_status
     assert set(done) >= {"id", "agentId", "direction", "connectionType", "from", "to", "createdAt", "startedAt",
                          "answeredAt", "endedAt", "objective"}  # fmt: skip
 
