@@ -66,6 +66,7 @@ from gateway.llm.local.remote import LocalEngines
 from gateway.mcp import McpHttp
 from gateway.metrics import GatewayMetrics
 from gateway.outbound import AppClients
+from gateway.retention import RetentionPurger
 from gateway.postcall import PostCallWorker
 from gateway.session import CallSession
 from gateway.store.spool import replay_spool
@@ -108,6 +109,8 @@ class Services:
     webhooks: WebhookWorker | None = None
     #: Computes ended calls' summaries and fields (:mod:`gateway.postcall`) while the app runs.
     postcall: PostCallWorker | None = None
+    #: Deletes call data older than ``GATEWAY_RETENTION_DAYS`` (:mod:`gateway.retention`); ``None``: kept.
+    retention: RetentionPurger | None = None
     metrics: GatewayMetrics = field(init=False)
     #: This process's run id, recorded with each stream it claims and each lease renewal
     #: (:mod:`gateway.store.recovery`): a restart, or a twin with the same node id, never
@@ -278,6 +281,9 @@ async def _start_up(services: Services, *, warm_up: bool) -> tuple[asyncio.Task,
     services.webhooks.start()
     services.postcall = PostCallWorker.from_settings(store, settings)
     services.postcall.start()
+    services.retention = RetentionPurger.from_settings(store, settings)
+    if services.retention is not None:
+        services.retention.start()
     if settings.media_listener == "picows":
         from gateway.picows_listener import PicowsMediaListener
 
@@ -307,6 +313,8 @@ async def _shut_down(services: Services, tasks: tuple[asyncio.Task, asyncio.Task
         services.engines.close()  # kills the worker processes (bounded: ~2 s at most)
     if services.postcall is not None:  # after the calls; work in flight is handed back for the next start
         await services.postcall.aclose()
+    if services.retention is not None:
+        await services.retention.aclose()
     if services.webhooks is not None:  # after the calls: their last events are in the outbox
         await services.webhooks.aclose()  # attempts in flight finish; the rest wait for the next start
     await services.outbound.aclose()  # after the calls: their hang-ups are done

@@ -229,6 +229,11 @@ class Settings(BaseSettings):
     postcall_max_attempts: int = Field(3, ge=1, le=20)
     #: The transcript sent to the model is cut to this many characters (its middle dropped).
     postcall_max_transcript_chars: int = Field(60_000, ge=1_000, le=1_000_000)
+    #: Call data kept (days): ended calls created longer ago are deleted with their transcript,
+    #: events, transitions, webhook outbox rows and recording file (:mod:`gateway.retention`);
+    #: 0 keeps everything forever. The purge runs at start-up and every ``retention_every_s``.
+    retention_days: int = Field(0, ge=0, le=36_500)
+    retention_every_s: float = Field(3600.0, gt=0, le=86_400)
     #: Secrets each tenant's API keys may reference (JSON: tenant → list of ``GATEWAY_SECRET_*``
     #: names, ``PREFIX*`` patterns or ``"*"``), on top of the built-in grant of
     #: ``GATEWAY_SECRET_<TENANT>_*`` to each tenant (see :mod:`gateway.tenants`).

@@ -21,6 +21,7 @@ from gateway.store.calls_query import CallsQueryMixin
 from gateway.store.carrier_accounts import CarrierAccountsMixin
 from gateway.store.leases import LeasesMixin
 from gateway.store.postcall import PostCallMixin
+from gateway.store.retention import RetentionMixin
 from gateway.store.transfers import TransfersMixin
 from gateway.store.webhook_delivery import WebhookDeliveryMixin
 from gateway.store.webhook_endpoints import WebhookEndpointsMixin
@@ -46,7 +47,7 @@ __all__ = ["Store", "hash_secret", "new_id", "CONNECTION_TYPES"]
 
 class Store(
     ApiKeysMixin, AgentsMixin, CarrierAccountsMixin, CallsMixin, CallsQueryMixin, LeasesMixin, WebhookEndpointsMixin,
-    WebhookDeliveryMixin, PostCallMixin, TransfersMixin,
+    WebhookDeliveryMixin, PostCallMixin, TransfersMixin, RetentionMixin,
 ):
     """Persistence for the gateway, over one SQLAlchemy engine.
 
