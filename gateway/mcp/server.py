@@ -120,7 +120,9 @@ class McpHttp:
 
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
-        """Run the SDK's session manager (once per app)."""
+        """Run a session manager for this run of the app: the SDK's runs once per instance, and
+        an app's lifespan may run more than once (a test client per test, schemathesis per case)."""
+        self.manager = StreamableHTTPSessionManager(app=self.server, stateless=True, json_response=True)
         async with self.manager.run():
             yield
 
