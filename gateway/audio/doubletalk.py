@@ -216,6 +216,11 @@ def feed_blocks(gates: Sequence[DoubleTalkGate], blocks: Blocks, at_samples: Seq
     left = np.where(blocks.adapted[:, None], blocks.leak[:, None] * e * e, prior[:, None])
     rows[:, 1] = np.where(blocks.active[:, None], left, 0.0)
     rows[:, 2] = blocks.active[:, None]
+    n = blocks.residual.shape[1]
     for j, (g, at) in enumerate(zip(gates, at_samples)):
-        g._floor(r2[j], energy[j], at)
+        if n == g.floor_block and at % n == 0:  # the usual piece: one whole floor block
+            g._floor_block_power(energy[j])
+            g._acc_next = at + n
+        else:
+            g._track_floor(r2[j], at)
         g._ring.write(rows[j], at)
