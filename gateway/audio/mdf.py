@@ -216,7 +216,11 @@ def step(p: Pool, slots: np.ndarray, newest: np.ndarray, shift: np.ndarray, d: n
     spec = spectra(newest)
     W, F, X, v = p.W[slots], p.F[slots], p.X[slots], p.V[slots]
     v[:, SXX] = np.einsum("mn,mn->m", newest[:, b:], newest[:, b:])
-    if shift.any():
+    if shift.all():  # the usual block: every history moves down by one
+        X[:, 1:] = X[:, :-1].copy()
+        X[:, 0] = spec
+        p.X[slots] = X
+    elif shift.any():
         if p.partitions > 1:
             X[shift, 1:] = X[shift, :-1]
         X[shift, 0] = spec[shift]
@@ -244,7 +248,7 @@ def _adapt(p: Pool, slots: np.ndarray, d: np.ndarray, y: np.ndarray, yf: np.ndar
         e[back] = d[back] - y[back]
     see = np.maximum(np.einsum("mn,mn->m", e, e), n * 100 / 64)
     syy = np.einsum("mn,mn->m", y, y)
-    sey = np.einsum("mn,mn->m", e, y)
+    sey = np.einsum("mn,mn->m", e, y) if RER_Y else None  # (only the dropped RER floor reads it)
     sxx = v[:, SXX]
     z = np.zeros((2 * m, n))
     z[:m, b:] = e

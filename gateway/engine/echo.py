@@ -218,16 +218,18 @@ class EchoStage:
         end = self._ref_end
         if end is None:
             return
-        lo, hi = max(start, self._burst), min(start + int(pcm.size), end + self._tail)
+        n = int(pcm.size)
+        lo, hi = max(start, self._burst), min(start + n, end + self._tail)
         if hi <= lo:
             return
-        pcm, start = pcm[lo - start : hi - start], lo  # exactly the samples near agent audio
+        if lo != start or hi != start + n:
+            pcm, start = pcm[lo - start : hi - start], lo  # exactly the samples near agent audio
         est = self.estimator
         if est._next is None:  # its grid from the multiple of its block at or before the start
             pad = start % self._est_block
             pcm, start = np.concatenate((np.zeros(pad, np.int16), pcm)), start - pad
         est.caller(pcm, start)
-        found = est.estimate
+        found = est._last  # (its estimate)
         if found is not self._hint:  # a new estimate: the canceller narrows to its delay ...
             self._hint = found
             if self.gate is not None and self.canceller is not None:  # ... at its next block
