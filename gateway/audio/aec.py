@@ -31,7 +31,9 @@ Outputs per caller chunk (:class:`AecOut`): the residual, the echo subtracted, `
 (residual echo ≈ ``leak · echo²``) and the reference level, for the double-talk rule.
 Batching: :func:`cancel_many` runs many calls in one pass (per geometry every call's state is
 a row of one pool: a gather, array operations, one FFT over ``(calls, 2 B)``, a scatter);
-:meth:`EchoCanceller.process` is the same code with one call, same output (tested).
+:meth:`EchoCanceller.process` is the same code with one call, same output (tested);
+:func:`cancel_batch` is the same with whole blocks' outputs left as arrays (what the echo stage
+hands to the double-talk gate's batched feed).
 
 Why this one (``benchmarks/aec_choice.py``, 18 generated calls: agent speech −20 dBFS from
 ``../shared/audio/speech``, delays 40/120/200 ms, flat or 20 ms dispersive paths, ERL
@@ -58,13 +60,15 @@ negative figures on weak echo and in double talk.) WebRTC converges fastest on a
 but suppresses the caller in double talk, which is exactly what a barge-in detector must hear;
 speexdsp is cheapest but distorts the caller too and removes little of a weak echo. Ours keeps
 the caller intact (28.9 dB SDR, 0.0 dB level), removes the most after convergence, needs no
-new dependency, and is the only one that batches. Cost at 100 calls with the 60 ms filter,
-reference writes included: 28 µs per call per frame at a load of ~3 on this shared box (the
-issue's target is 30), up to 52 µs when others load it harder (4–6); the two kernels are ~19 µs
-of it, reference writes ~4, the rest per-call bookkeeping. 62–104 µs with the 260 ms filter (a
-call's first ~2 s of agent audio); 16 kHz ≈ 2× (66 µs); a lone call 250–475 µs (numpy's overhead
-over ~100 small operations: batch every call of a tick in one :func:`cancel_many`); idle calls
-(no agent audio) 2.3 µs (5.6 with silent reference still fed).
+new dependency, and is the only one that batches. (Those costs are this module's alone, measured
+then.) The whole echo stage as ``gateway bench media`` runs it (:mod:`benchmarks.media_echo`:
+reference writes, estimator, canceller, gate, bookkeeping), steady state with the 60 ms filter,
+beside the code before the batched gate, the fused :func:`~gateway.audio.mdf.step` and the
+estimator's duty cycle, interleaved in one process (medians of 4–6 runs each on the shared
+2-core box, 2026-12-02): 100 calls 78 → 41 µs per call per frame, 400 calls 106 → 54, a lone
+call 336 → 239; the canceller is about half of it (per row nine 320-point transforms and a few
+dozen array operations over its spectra). A call's first ~2 s (the 260 ms filter) 145 → 89 µs
+at 100 calls; idle calls (no agent audio) about 1 µs. The issue's target is 30.
 See :data:`gateway.audio.aec_batch.BATCH_BINS` for the batch size (page faults of large temporaries).
 
 Sources: J.-M. Valin, "On adjusting the learning rate in frequency domain echo cancellation

@@ -1,7 +1,10 @@
 """The batched driver behind :func:`gateway.audio.aec.cancel_many`: cuts each call's caller
 chunk on its canceller's block grid and runs the :mod:`gateway.audio.mdf` kernels for every
 call of a geometry in batches (one 20 ms frame that is exactly one block takes an all-array
-path; other chunk sizes go piece by piece, a round of pieces at a time). Works on
+path, :func:`whole`: :func:`gateway.audio.mdf.step` predicts and adapts it in one pass and the
+outputs stay arrays, :class:`~gateway.audio.mdf.Blocks`; other chunk sizes go piece by piece, a
+round of pieces at a time, :func:`~gateway.audio.mdf.predict` then
+:func:`~gateway.audio.mdf.adapt`, to the same output). Works on
 :class:`~gateway.audio.aec.EchoCanceller` internals; nothing here is public API.
 """
 
