@@ -348,7 +348,7 @@ def process_many(stages: Sequence[EchoStage], pcms: Sequence[np.ndarray], arriva
     starts: list[int] = []
     work: list[int] = []  # calls whose canceller works on this block: cut into pieces
     pieces: dict[int, list[tuple[int, int]]] = {}
-    whole: set[int] = set()  # calls whose block is one aligned canceller block (near, as just checked)
+    ready: list[int] = []  # calls whose block is one aligned canceller block, near: analysed, in round 0
     for i, (st, p, a) in enumerate(zip(stages, pcms, arrivals)):  # each call on its own state
         n, clock = int(p.size), st.clock
         if clock.reanchors != st._anchors:  # the last block moved the count: the grid restarts here
@@ -357,25 +357,34 @@ def process_many(stages: Sequence[EchoStage], pcms: Sequence[np.ndarray], arriva
         starts.append(start)
         if clock.gaps != st._gaps:  # refused frames moved this block: the grid restarts at it
             st._gaps, st._grid = clock.gaps, st._vad_pos
-        if st.canceller is not None and n and st._near_block(start, 0, n):
-            work.append(i)
-            pieces[i] = st._pieces(start, n)
-            if n == st._block and len(pieces[i]) == 1:
-                whole.add(i)
-        else:
+        if st.canceller is None or not n or not st._near_block(start, 0, n):
             st.analyse(p, start)
-    for r in range(max((len(p) for p in pieces.values()), default=0)):
+            continue
+        cut = st._pieces(start, n)
+        if n == st._block and len(cut) == 1:  # the usual frame: its one piece at once, as a round would
+            st.analyse(p, start)
+            if st._pending is not None:
+                c = st.canceller
+                st._apply_pending(start, c._fill == 0 or c._next != start)
+            ready.append(i)
+        else:
+            work.append(i)
+            pieces[i] = cut
+    for r in range(max((len(p) for p in pieces.values()), default=1 if ready else 0)):
         now = [i for i in work if len(pieces[i]) > r]
         for i in now:  # piece by piece: a new estimate reaches the canceller at the same sample
             o, k = pieces[i][r]
             stages[i].analyse(pcms[i][o : o + k], starts[i] + o)
-        near = [i for i in now if i in whole or stages[i]._near_block(starts[i], pieces[i][r][0])]
+        near = [i for i in now if stages[i]._near_block(starts[i], pieces[i][r][0])]
         for i in near:
             if stages[i]._pending is not None:
                 c, at = stages[i].canceller, starts[i] + pieces[i][r][0]
                 stages[i]._apply_pending(at, c._fill == 0 or c._next != at)  # type: ignore[union-attr]
+        cuts = [pieces[i][r] for i in near]
+        if r == 0 and ready:
+            near, cuts = ready + near, [(0, int(pcms[i].size)) for i in ready] + cuts
         if near:
-            _cancel_round(stages, near, [pieces[i][r] for i in near], pcms, starts, out)
+            _cancel_round(stages, near, cuts, pcms, starts, out)
     for st, p in zip(stages, pcms):
         st._vad_pos += int(p.size)
     return out
