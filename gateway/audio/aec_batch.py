@@ -48,7 +48,7 @@ def whole(stages: Sequence, xs: list[np.ndarray], ats: Sequence[int], idx: list[
     rows_on = set(go.values())
     _grouped([stages[idx[j]] for j in go.values()], work)
     out.active[list(go.values())] = True
-    for j, i in enumerate(idx):
+    for j, i in enumerate(idx if len(rows_on) < m else ()):
         if j not in rows_on:  # passed through: the filter's figures as they were
             st = stages[i]
             out.leak[j], out.adapted[j] = st._pool.V[st._slot, mdf.LEAK], st._pool.V[st._slot, mdf.ADAPTED]
@@ -136,14 +136,14 @@ def _prepare(group: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     by one block (else it is recomputed from the ring here)."""
     b, pl = group[0].block, group[0]._pool
     newest = np.empty((len(group), 2 * b))
+    shift = []
     for row, st in zip(newest, group):
         st._ref.read_into(row, st._t0 - st.bulk - b)
-    shift = np.array([st._xt == st._t0 - b for st in group])
-    for st, sh in zip(group, shift.tolist()):
-        if not sh:  # after a pass-through, a gap or a new span: the whole history from the ring
+        shift.append(st._xt == st._t0 - b)
+        if not shift[-1]:  # after a pass-through, a gap or a new span: the whole history from the ring
             pl.X[st._slot] = _history(st)
         st._xt, st._on = st._t0, True
-    return np.array([st._slot for st in group]), newest, shift
+    return np.array([st._slot for st in group]), newest, np.array(shift)
 
 
 def _start(group: list) -> None:
