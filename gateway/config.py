@@ -232,6 +232,8 @@ class Settings(BaseSettings):
     #: Call data kept (days): ended calls created longer ago are deleted with their transcript,
     #: events, transitions, webhook outbox rows and recording file (:mod:`gateway.retention`);
     #: 0 keeps everything forever. The purge runs at start-up and every ``retention_every_s``.
+    #: A call whose post-call results are still ``pending``/``running``, or with a webhook
+    #: delivery still in its retry schedule (~27.6 h), is kept until they are done.
     retention_days: int = Field(0, ge=0, le=36_500)
     retention_every_s: float = Field(3600.0, gt=0, le=86_400)
     #: Secrets each tenant's API keys may reference (JSON: tenant → list of ``GATEWAY_SECRET_*``

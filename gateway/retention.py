@@ -2,7 +2,8 @@
 
 :class:`RetentionPurger` runs in the app's lifespan when ``retention_days`` > 0: at start-up and
 every ``retention_every_s`` it deletes, batch by batch (:meth:`gateway.store.Store.purge_calls`),
-the ended calls created more than ``retention_days`` days ago with their rows, then their
+the ended calls created more than ``retention_days`` days ago whose after-call work is done
+(post-call results final, no webhook delivery still scheduled) with their rows, then their
 recording files (a file already gone is fine; one that cannot be removed is logged and left).
 Database work runs on a thread; a failed round is logged and the next one tries again.
 """

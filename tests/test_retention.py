@@ -1,6 +1,7 @@
 """Retention: old ended calls are deleted with every row naming them and their recordings, live
-and recent calls kept; the app's lifespan runs the purge when GATEWAY_RETENTION_DAYS is set
-(served on loopback, read back over HTTP)."""
+and recent calls kept, and calls whose post-call results or webhook deliveries are still to
+come kept until they are done; the app's lifespan runs the purge when GATEWAY_RETENTION_DAYS is
+set (served on loopback, read back over HTTP)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.llm.base import AgentConfig
 from gateway.retention import RetentionPurger
 from gateway.store import Store
-from gateway.store.models import CallEvent, CallTransition, TranscriptTurn
+from gateway.store.models import Call, CallEvent, CallTransition, TranscriptTurn
 from gateway.store.outbox import OutboxMessage, new_message_id
 from tests.api.loopback import serve
 
@@ -33,6 +34,7 @@ class Clock:
 
 
 def _ended_call(store: Store, recordings: Path | None = None) -> str:
+    """An ended call with a transcript, an event, a delivered webhook and its post-call results."""
     rec, _ = store.create_call(AgentConfig(), "twilio")
     store.mark_call_started(rec.id)
     path = None
@@ -45,8 +47,20 @@ def _ended_call(store: Store, recordings: Path | None = None) -> str:
                         events=[{"kind": "barge_in", "at_ms": 20}], recording_path=path)  # fmt: skip
     with store._session() as s, s.begin():  # a webhook delivery of the call, as the outbox holds it
         s.add(OutboxMessage(id=new_message_id(), tenant="default", call_id=rec.id, url="https://example.com/h",
-                            event_type="call.ended", payload={}, created_at=store.now(), next_attempt_at=store.now()))
+                            event_type="call.ended", payload={}, created_at=store.now(), next_attempt_at=store.now(),
+                            status="delivered"))
+    _set(store, rec.id, post_call_status="completed")
     return rec.id
+
+
+def _set(store: Store, call_id: str, **values: object) -> None:
+    with store._session() as s, s.begin():
+        s.execute(update(Call).where(Call.id == call_id).values(**values))
+
+
+def _set_outbox(store: Store, call_id: str, status: str) -> None:
+    with store._session() as s, s.begin():
+        s.execute(update(OutboxMessage).where(OutboxMessage.call_id == call_id).values(status=status))
 
 
 def _rows(store: Store, call_id: str) -> int:
@@ -81,6 +95,31 @@ def test_a_purge_deletes_old_ended_calls_only_with_their_rows_and_recordings(tmp
     with pytest.raises(ValueError):
         store.purge_calls(before=datetime(2026, 1, 1))  # naive
     assert RetentionPurger.from_settings(store, Settings(_env_file=None)) is None, "0: kept forever (default)"
+    store.close()
+
+
+def test_a_call_with_after_call_work_to_come_is_kept_until_it_is_done(tmp_path: Path) -> None:
+    clock = Clock(NOW)
+    store = Store(f"sqlite:///{tmp_path / 'gw.db'}", clock=clock)
+    store.create_all()
+    store.create_webhook_endpoint("https://hooks.example.com/a")
+    call, _ = store.create_call(AgentConfig(), "twilio")
+    store.mark_call_started(call.id)
+    store.finalise_call(call.id, status="completed", end_reason="caller_hangup", duration_ms=1000)
+    clock.now = NOW + timedelta(hours=25)  # call.ended's last attempts are due 17.6 h .. 27.6 h after the first
+    assert {r.status for r in store.list_outbox(call_id=call.id)} == {"pending"}
+    assert store.get_call(call.id).post_call_status == "pending"
+    cutoff = clock.now - timedelta(days=1)
+    assert store.purge_calls(before=cutoff).call_ids == (), "post-call results and a delivery still to come"
+    _set(store, call.id, post_call_status="running")
+    _set_outbox(store, call.id, "delivered")
+    assert store.purge_calls(before=cutoff).call_ids == (), "a worker is computing its results"
+    _set(store, call.id, post_call_status="failed")
+    _set_outbox(store, call.id, "pending")
+    assert store.purge_calls(before=cutoff).call_ids == (), "results final, a delivery still to come"
+    _set_outbox(store, call.id, "failed")  # the schedule ran out
+    assert store.purge_calls(before=cutoff).call_ids == (call.id,)
+    assert store.get_call(call.id) is None and _rows(store, call.id) == 0
     store.close()
 
 
