@@ -11,13 +11,17 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import FileResponse
+from starlette.datastructures import Headers
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
+from starlette.types import Receive, Scope, Send
 
 from gateway.api.after_call_schemas import AfterCallFields
 from gateway.api.auth import Tenant
@@ -149,7 +153,9 @@ _WAV = {"audio/wav": {"schema": {"type": "string", "contentMediaType": "audio/wa
     description="Two-channel 16-bit PCM WAV: left the caller, right the agent. Served once the "
     "call's recording.status is completed: 404 while it is still recording, when recording "
     "failed, or when the call was not recorded. Honours Range (RFC 9110 byte ranges, e.g. "
-    "bytes=0-1023, bytes=-4096; several give multipart/byteranges) and If-Range.",
+    "bytes=0-1023, bytes=-4096; several give multipart/byteranges) and If-Range: a Range of "
+    "another unit than bytes, or one under an If-Range that matches neither the ETag nor "
+    "Last-Modified, is ignored (200, the whole file).",
     response_class=FileResponse,
     responses={
         200: {"description": "The WAV file (Accept-Ranges: bytes).", "content": _WAV},
@@ -157,7 +163,7 @@ _WAV = {"audio/wav": {"schema": {"type": "string", "contentMediaType": "audio/wa
             "description": "The byte range asked for (Content-Range: bytes first-last/size).",
             "content": {**_WAV, "multipart/byteranges": {"schema": {"type": "string"}}},
         },
-        400: _error("A Range header that is not bytes=first-last[, …] (code invalid_range)."),
+        400: _error("A bytes Range header that is not bytes=first-last[, …] (code invalid_range)."),
         **AUTH,
         **NOT_FOUND,
         416: _error(
@@ -169,21 +175,45 @@ _WAV = {"audio/wav": {"schema": {"type": "string", "contentMediaType": "audio/wa
 async def get_call_recording(call_id: CallId, tenant: Tenant, api: Api, request: Request) -> FileResponse:
     rec = await _own_call(api, call_id, tenant)
     path = FilePath(rec.recording_path) if rec.recording_path else None
-    size = await asyncio.to_thread(_file_size, path) if path is not None else None
-    if size is None or rec.recording_state != "completed":
+    st = await asyncio.to_thread(_file_stat, path) if path is not None else None
+    if st is None or rec.recording_state != "completed":
         raise ApiError(404, "not_found", f"call {call_id!r} has no finished recording")
-    if (wanted := request.headers.get("range")) is not None:
-        _check_range(wanted, size)
-    return FileResponse(path, media_type="audio/wav", filename=f"{rec.id}.wav")
+    response = _Recording(path, media_type="audio/wav", filename=f"{rec.id}.wav", stat_result=st)
+    if (wanted := request.headers.get("range")) is not None and response.range_applies(wanted, request.headers):
+        _check_range(wanted, st.st_size)
+    return response
 
 
-def _file_size(path: FilePath) -> int | None:
-    """The size (bytes) of the regular file at ``path``; ``None`` if there is none."""
+def _file_stat(path: FilePath) -> os.stat_result | None:
+    """The ``stat`` of the regular file at ``path``; ``None`` if there is none."""
     try:
         st = path.stat()
     except OSError:
         return None
-    return st.st_size if stat.S_ISREG(st.st_mode) else None
+    return st if stat.S_ISREG(st.st_mode) else None
+
+
+class _Recording(FileResponse):
+    """A :class:`FileResponse` that ignores, as RFC 9110 says, a ``Range`` it must not apply:
+    one of a unit other than ``bytes`` (§14.2: "MUST ignore a Range header field that
+    contains a range unit it does not understand"), or one under an ``If-Range`` matching
+    neither its ETag nor its Last-Modified (§13.1.5: send the whole representation). Starlette
+    answers the first with a plain-text 400; it ignores the second itself (judged the same way
+    here, so the API's 400/416 pre-check is skipped exactly when Starlette skips the range)."""
+
+    def range_applies(self, header: str, request_headers: Mapping[str, str]) -> bool:
+        """Whether the ``Range`` value ``header`` is to be applied, given the request's headers."""
+        if header.split("=", 1)[0].strip().lower() != "bytes":  # range units are case-insensitive
+            return False
+        if_range = request_headers.get("if-range")
+        return if_range is None or self._should_use_range(if_range)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = Headers(scope=scope)
+        wanted = headers.get("range")
+        if wanted is not None and not self.range_applies(wanted, headers):
+            scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() != b"range"]}
+        await super().__call__(scope, receive, send)
 
 
 def _check_range(header: str, size: int) -> None:
@@ -191,8 +221,8 @@ def _check_range(header: str, size: int) -> None:
     with a plain-text 400 or 416 (it serves the others: 206, multipart for several ranges).
 
     Raises:
-        ApiError: 400 ``invalid_range`` (not ``bytes=…``, or a range that ends before it
-            starts); 416 ``range_not_satisfiable`` with ``Content-Range: bytes */<size>``.
+        ApiError: 400 ``invalid_range`` (``bytes`` but no well-formed range, or a range that
+            ends before it starts); 416 ``range_not_satisfiable`` with ``Content-Range: bytes */<size>``.
     """
     try:
         FileResponse._parse_range_header(header, size)  # Starlette's own parser: the same verdict

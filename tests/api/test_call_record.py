@@ -132,11 +132,35 @@ def test_a_range_past_the_end_is_416_with_the_size(world) -> None:
     assert r.json()["error"]["code"] == "range_not_satisfiable"
 
 
-@pytest.mark.parametrize("header", ["items=0-10", "bytes=10-5", "bytes"])
+@pytest.mark.parametrize("header", ["bytes=10-5", "bytes", "Bytes=x-y"])
 def test_a_malformed_range_is_400(world, header) -> None:
     r = world["http"].get(f"/calls/{world['id']}/recording", headers={"Range": header})
     assert r.status_code == 400, r.text
     assert r.json()["error"]["code"] == "invalid_range"
+
+
+@pytest.mark.parametrize("header", ["items=0-10", "items", "none=abc"])
+def test_a_range_of_another_unit_is_ignored(world, header) -> None:
+    """RFC 9110 §14.2: a server MUST ignore a Range of a unit it does not understand."""
+    r = world["http"].get(f"/calls/{world['id']}/recording", headers={"Range": header})
+    assert r.status_code == 200 and r.content == world["wav"], (r.status_code, r.text[:200])
+
+
+def test_if_range_decides_whether_the_range_applies(world) -> None:
+    """RFC 9110 §13.1.5: an If-Range matching the ETag or Last-Modified applies the Range (206,
+    or 416 past the end); any other serves the whole file (200), whatever the Range asks."""
+    http, wav, url = world["http"], world["wav"], f"/calls/{world['id']}/recording"
+    whole = http.get(url)
+    etag, modified = whole.headers["etag"], whole.headers["last-modified"]
+    for validator in (etag, modified):
+        r = http.get(url, headers={"Range": "bytes=0-43", "If-Range": validator})
+        assert r.status_code == 206 and r.content == wav[:44]
+        r = http.get(url, headers={"Range": f"bytes={len(wav) + 10}-", "If-Range": validator})
+        assert r.status_code == 416 and r.json()["error"]["code"] == "range_not_satisfiable"
+    for validator in ('"not-the-etag"', f"W/{etag}", "Thu, 01 Jan 1970 00:00:00 GMT"):
+        for wanted in ("bytes=0-43", f"bytes={len(wav) + 10}-", "bytes=10-5"):
+            r = http.get(url, headers={"Range": wanted, "If-Range": validator})
+            assert r.status_code == 200 and r.content == wav, (validator, wanted, r.status_code)
 
 
 def test_no_recording_another_tenant_or_no_key(world) -> None:
