@@ -12,6 +12,13 @@ The endpoint is an operator setting (never from a request), so it is not put thr
 outbound policy that request-supplied URLs get. The key is sent as ``Authorization: Bearer``
 and never logged or stored in an error.
 
+A failure's reason (:class:`ExtractionFailed`, stored as the call's ``postCall.error``, which
+its tenant reads) is generic: "the chat endpoint answered HTTP 401", "… did not answer within
+30 s", "… could not be reached (ConnectError)", or the invalid answer's field-level reason.
+The endpoint's own words (an error body may echo part of the operator's key, a connection
+error names the operator's host) go only to the operator's log (``gateway.postcall``,
+WARNING, with the call's id).
+
 Sources: OpenAI API reference, "Create chat completion" (``response_format`` of type
 ``json_schema`` with ``name``, ``schema``, ``strict``; ``message.refusal``); openai-python
 README (timeouts, ``max_retries``).
@@ -34,7 +41,8 @@ __all__ = ["ChatExtractor", "ExtractionFailed"]
 
 log = logging.getLogger("gateway.postcall")
 
-#: Longest error text kept from the endpoint (characters).
+#: Longest error text kept from the endpoint (characters): the invalid answer's reason and
+#: a refusal in ``post_call_error``, the endpoint's error body in the log.
 _MAX_ERROR = 300
 
 
@@ -83,14 +91,15 @@ class ChatExtractor:
 
         Raises:
             ExtractionFailed: the endpoint failed after its retries, refused, or answered
-                invalid JSON twice (the message says which, with the endpoint's own words).
+                invalid JSON twice (the message says which in generic words, the invalid
+                answer's field-level reason; the endpoint's error text is only logged).
         """
         fields = call.post_call_fields or []
         messages: list[dict[str, str]] = messages_for(call, max_chars=self.max_transcript_chars)
         fmt = {"type": "json_schema", "json_schema": {"name": SCHEMA_NAME, "schema": answer_schema(fields), "strict": True}}
         problem = ""
         for attempt in (1, 2):
-            text = await self._complete(messages, fmt)
+            text = await self._complete(messages, fmt, call.id)
             try:
                 return parse_answer(fields, text)
             except InvalidAnswer as exc:
@@ -104,8 +113,9 @@ class ChatExtractor:
             ]  # fmt: skip
         raise ExtractionFailed(f"the chat endpoint's answer was invalid twice: {_short(problem)}")
 
-    async def _complete(self, messages: list[dict[str, str]], fmt: dict[str, Any]) -> str | None:
-        """One chat completion (with the SDK's retries); the answer's text."""
+    async def _complete(self, messages: list[dict[str, str]], fmt: dict[str, Any], call_id: str) -> str | None:
+        """One chat completion (with the SDK's retries); the answer's text. A failure is
+        logged with the endpoint's words and raised with a generic reason."""
         try:
             resp = await self.client.chat.completions.create(
                 model=self.model, messages=messages, response_format=fmt, temperature=0,  # type: ignore[arg-type]
@@ -113,11 +123,16 @@ class ChatExtractor:
         except openai.APITimeoutError:
             raise ExtractionFailed(f"the chat endpoint did not answer within {self.client.timeout} s") from None
         except openai.APIConnectionError as exc:
-            raise ExtractionFailed(f"the chat endpoint could not be reached: {_short(str(exc.__cause__ or exc))}") from None
+            cause = exc.__cause__ or exc
+            log.warning("call %s: post-call chat endpoint unreachable: %s", call_id, _short(str(cause)))
+            raise ExtractionFailed(f"the chat endpoint could not be reached ({type(cause).__name__})") from None
         except openai.APIStatusError as exc:
-            raise ExtractionFailed(f"the chat endpoint answered HTTP {exc.status_code}: {_short(_detail(exc))}") from None
+            log.warning("call %s: post-call chat endpoint answered HTTP %d: %s", call_id, exc.status_code,
+                        _short(_detail(exc)))  # fmt: skip
+            raise ExtractionFailed(f"the chat endpoint answered HTTP {exc.status_code}") from None
         except openai.OpenAIError as exc:  # e.g. a body that is not a chat completion
-            raise ExtractionFailed(f"the chat endpoint's response was unusable: {_short(str(exc))}") from None
+            log.warning("call %s: post-call chat endpoint's response unusable: %s", call_id, _short(str(exc)))
+            raise ExtractionFailed(f"the chat endpoint's response was unusable ({type(exc).__name__})") from None
         if not resp.choices:
             raise ExtractionFailed("the chat endpoint answered with no choices")
         message = resp.choices[0].message
