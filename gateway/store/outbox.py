@@ -48,7 +48,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, exists, select
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, exists, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from gateway.store.models import TERMINAL_STATUSES, Base, Call, CallStatus, UTCDateTime, utcnow
@@ -95,7 +95,14 @@ class WebhookEndpoint(Base):
     """
 
     __tablename__ = "webhook_endpoints"
-    __table_args__ = (Index("ix_webhook_endpoints_tenant_kind", "tenant", "kind"),)
+    __table_args__ = (
+        Index("ix_webhook_endpoints_tenant_kind", "tenant", "kind"),
+        # One live call-URL secret per tenant, even when two rotations race (PostgreSQL's
+        # READ COMMITTED lets both insert): the loser's INSERT fails and it retries.
+        Index("uq_webhook_endpoints_call_url_live", "tenant", unique=True,
+              sqlite_where=text("kind = 'call_url' AND deleted_at IS NULL"),
+              postgresql_where=text("kind = 'call_url' AND deleted_at IS NULL")),
+    )  # fmt: skip
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant: Mapped[str] = mapped_column(String(64), default="default")

@@ -12,17 +12,18 @@ but whose answer was never recorded is sent again, with the same ``webhook-id``)
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, not_, or_, select, update
 
 from gateway.store.base import StoreBase
 from gateway.store.helpers import _rowcount
 from gateway.store.outbox import OutboxMessage, WebhookEndpoint, write_call_report
 
-__all__ = ["OutboxDelivery", "OutboxRecord", "WebhookDeliveryMixin"]
+__all__ = ["OutboxDelivery", "OutboxRecord", "WebhookDeliveryMixin", "url_origin"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,14 @@ class OutboxDelivery:
     attempts: int
     secret: str | None = field(default=None, repr=False)
 
+    @property
+    def destination(self) -> tuple[str, str]:
+        """Where it goes, for per-destination limits: ``("endpoint", id)`` or ``("origin",
+        url_origin(url))`` for a call's own ``webhookUrl``."""
+        if self.endpoint_id is not None:
+            return "endpoint", self.endpoint_id
+        return "origin", url_origin(self.url or "")
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxRecord:
@@ -71,11 +80,35 @@ class OutboxRecord:
 _LIVE = (WebhookEndpoint.disabled_at.is_(None), WebhookEndpoint.deleted_at.is_(None))
 
 
+def url_origin(url: str) -> str:
+    """A per-call URL's destination key: the URL as written up to its path, query or fragment
+    (``https://user@Host:8443/x?y`` → ``https://user@Host:8443``). A string prefix, so the
+    claim can match it in SQL exactly as the worker computes it."""
+    start = url.find("://")
+    start = start + 3 if start >= 0 else 0
+    ends = [i for i in (url.find(c, start) for c in "/?#") if i >= 0]
+    return url[: min(ends)] if ends else url
+
+
+def _has_origin(origin: str) -> Any:
+    """SQL: the row's ``url`` has ``origin`` (:func:`url_origin`)."""
+    head = func.substr(OutboxMessage.url, 1, len(origin) + 1)
+    return or_(OutboxMessage.url == origin, head.in_([origin + "/", origin + "?", origin + "#"]))
+
+
 class WebhookDeliveryMixin(StoreBase):
     """Claim due webhook deliveries and record their outcomes."""
 
-    def claim_webhooks(self, owner: str, *, lease_s: float, limit: int = 50) -> list[OutboxDelivery]:
+    def claim_webhooks(
+        self, owner: str, *, lease_s: float, limit: int = 50, skip_endpoints: Collection[str] = (),
+        skip_origins: Collection[str] = (),
+    ) -> list[OutboxDelivery]:  # fmt: skip
         """Lease up to ``limit`` due rows to ``owner`` for ``lease_s`` seconds, oldest due first.
+
+        Args:
+            skip_endpoints: endpoint ids whose rows are left alone (the worker's saturated
+                destinations).
+            skip_origins: per-call URL origins (:func:`url_origin`) whose rows are left alone.
 
         Raises:
             ValueError: ``lease_s`` or ``limit`` not positive.
@@ -85,16 +118,22 @@ class WebhookDeliveryMixin(StoreBase):
         now = self.now()
         until = now + timedelta(seconds=lease_s)
         free = or_(OutboxMessage.lease_until.is_(None), OutboxMessage.lease_until <= now)
+        wanted = [OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now, free]
+        if skip_endpoints:
+            wanted.append(or_(OutboxMessage.endpoint_id.is_(None), OutboxMessage.endpoint_id.not_in(skip_endpoints)))
+        for origin in skip_origins:
+            wanted.append(or_(OutboxMessage.endpoint_id.is_not(None), not_(_has_origin(origin))))
         with self._session() as s, s.begin():
             ids = list(s.scalars(
                 select(OutboxMessage.id)
-                .where(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now, free)
+                .where(*wanted)
                 .order_by(OutboxMessage.next_attempt_at, OutboxMessage.created_at, OutboxMessage.id).limit(limit)
             ))  # fmt: skip
             if not ids:
                 return []
             s.execute(
-                update(OutboxMessage).where(OutboxMessage.id.in_(ids), OutboxMessage.status == "pending", free)
+                update(OutboxMessage).where(OutboxMessage.id.in_(ids), OutboxMessage.status == "pending",
+                                            OutboxMessage.next_attempt_at <= now, free)
                 .values(lease_owner=owner, lease_until=until).execution_options(synchronize_session=False)
             )  # fmt: skip
             rows = s.scalars(
@@ -120,6 +159,20 @@ class WebhookDeliveryMixin(StoreBase):
             id=row.id, tenant=row.tenant, call_id=row.call_id, endpoint_id=row.endpoint_id,
             event_type=row.event_type, url=url, payload=row.payload, attempts=row.attempts, secret=secret,
         )  # fmt: skip
+
+    def release_webhooks(self, message_ids: Collection[str], owner: str) -> int:
+        """Give back rows claimed but not attempted (their destination was busy): the lease
+        is dropped, no attempt counted. Returns how many ``owner`` still held."""
+        if not message_ids:
+            return 0
+        with self._session() as s, s.begin():
+            res = s.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id.in_(list(message_ids)), OutboxMessage.lease_owner == owner,
+                       OutboxMessage.status == "pending")
+                .values(lease_owner=None, lease_until=None).execution_options(synchronize_session=False)
+            )  # fmt: skip
+            return _rowcount(res)
 
     def save_webhook_payload(self, message_id: str, owner: str, payload: dict[str, Any]) -> bool:
         """Store a rendered ``call.report`` body (once: only while it is NULL and leased to

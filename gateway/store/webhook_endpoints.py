@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from gateway.store.base import StoreBase
 from gateway.store.helpers import _rowcount, new_id
@@ -131,19 +132,36 @@ class WebhookEndpointsMixin(StoreBase):
     def rotate_call_url_secret(self, *, tenant: str = "default") -> tuple[datetime, str]:
         """Make (or replace) the tenant's secret for its calls' ``webhookUrl`` deliveries.
 
+        Two rotations at once leave one live secret: a partial unique index
+        (``uq_webhook_endpoints_call_url_live``) refuses a second live row, and the rotation
+        that lost the race retires the winner's and inserts again (last one wins).
+
         Returns:
             ``(created_at, secret)``: the secret (``whsec_…``) is returned this once; the
             previous one stops signing at once (pending deliveries use the new one).
+
+        Raises:
+            sqlalchemy.exc.IntegrityError: still racing after a few tries.
         """
-        now = self.now()
-        secret = new_webhook_secret()
-        with self._session() as s, s.begin():
-            s.execute(
-                update(WebhookEndpoint)
-                .where(WebhookEndpoint.tenant == tenant, WebhookEndpoint.kind == "call_url",
-                       WebhookEndpoint.deleted_at.is_(None))
-                .values(deleted_at=now).execution_options(synchronize_session=False)
-            )  # fmt: skip
-            s.add(WebhookEndpoint(id=new_id("whs"), tenant=tenant, kind="call_url", url=None,
-                                  events=None, secret=secret, created_at=now))  # fmt: skip
-        return now, secret
+        for attempt in range(_ROTATE_TRIES):
+            now = self.now()
+            secret = new_webhook_secret()
+            try:
+                with self._session() as s, s.begin():
+                    s.execute(
+                        update(WebhookEndpoint)
+                        .where(WebhookEndpoint.tenant == tenant, WebhookEndpoint.kind == "call_url",
+                               WebhookEndpoint.deleted_at.is_(None))
+                        .values(deleted_at=now).execution_options(synchronize_session=False)
+                    )  # fmt: skip
+                    s.add(WebhookEndpoint(id=new_id("whs"), tenant=tenant, kind="call_url", url=None,
+                                          events=None, secret=secret, created_at=now))  # fmt: skip
+                return now, secret
+            except IntegrityError:
+                if attempt == _ROTATE_TRIES - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+#: Tries of a rotation racing others (each retry follows a committed rival).
+_ROTATE_TRIES = 3

@@ -126,3 +126,84 @@ def test_post_call_results_write_the_report_in_their_transaction(store: Store) -
     assert len(reports) == 2 and all(r.payload is None and r.status == "pending" for r in reports)
     assert not store.finish_post_call(call, status="completed", summary="again")  # not waiting: no new rows
     assert len([r for r in store.list_outbox(call_id=call) if r.event_type == "call.report"]) == 2
+
+
+def test_a_claim_does_not_take_a_row_rescheduled_meanwhile(tmp_path, clock: Clock) -> None:
+    """Between a claim's SELECT and UPDATE another worker takes the row, fails it and
+    schedules it an hour on: the claim leaves it (it is not due)."""
+    from datetime import timedelta
+
+    from sqlalchemy import event
+
+    db = f"sqlite:///{tmp_path}/race.db"
+    b = Store(db, clock=clock)
+    b.create_all()
+    a = Store(db, clock=clock)
+    try:
+        b.create_webhook_endpoint("https://hooks.example.com/a")
+        _call(b)
+        later = clock.now + timedelta(hours=1)
+        fired: list[int] = []
+
+        def between(conn, cursor, statement, params, context, executemany) -> None:  # noqa: ANN001
+            if not fired and statement.lstrip().upper().startswith("SELECT WEBHOOK_OUTBOX.ID"):
+                fired.append(1)
+                (row,) = a.claim_webhooks("A", lease_s=30)
+                assert a.finish_webhook(row.id, "A", status="pending", http_status=503, error="HTTP 503",
+                                        next_attempt_at=later)  # fmt: skip
+
+        event.listen(b.engine, "after_cursor_execute", between)
+        assert b.claim_webhooks("B", lease_s=30) == [] and fired
+        (rec,) = b.list_outbox()
+        assert rec.next_attempt_at == later and rec.attempts == 1
+    finally:
+        a.close()
+        b.close()
+
+
+def test_claims_skip_busy_destinations_and_release_gives_back(store: Store) -> None:
+    from gateway.store.webhook_delivery import url_origin
+
+    busy, _ = store.create_webhook_endpoint("https://hooks.example.com/busy")
+    free, _ = store.create_webhook_endpoint("https://hooks.example.com/free")
+    slow, other = _call(store, webhook_url="https://slow.example:8443/cb?t=1"), _call(store, webhook_url="https://slow.example.org/x")
+    for call in (slow, other):  # queued: to both endpoints; ringing: to both and to the call's URL
+        store.set_call_status(call, "ringing")
+    assert url_origin("https://u@Slow.example:8443/cb?t=1") == "https://u@Slow.example:8443"
+    assert url_origin("https://a.example?x") == "https://a.example" and url_origin("https://a.example") == "https://a.example"
+    got = store.claim_webhooks("w", lease_s=30, skip_endpoints=[busy.id], skip_origins=["https://slow.example:8443"])
+    assert sorted((d.endpoint_id or d.call_id) for d in got) == sorted([free.id] * 4 + [other])
+    assert {d.destination for d in got} == {("endpoint", free.id), ("origin", "https://slow.example.org")}
+    assert store.release_webhooks([d.id for d in got], "someone else") == 0
+    assert store.release_webhooks([d.id for d in got], "w") == 5
+    again = store.claim_webhooks("v", lease_s=30)  # released rows come back with no attempt counted
+    assert len(again) == 10 and all(d.attempts == 0 for d in again) and slow in {d.call_id for d in again}
+
+
+def test_concurrent_rotations_leave_one_live_call_url_secret(store: Store) -> None:
+    """A rival's live secret appears between this rotation's UPDATE and INSERT (what two
+    rotations at once do on PostgreSQL): the unique index refuses a second live secret, and
+    the rotation retries and retires the rival's."""
+    from sqlalchemy import event, select
+    from sqlalchemy.exc import IntegrityError
+
+    from gateway.store.outbox import WebhookEndpoint
+
+    store.rotate_call_url_secret()
+    rival: list[str] = []
+
+    def before(conn, cursor, statement, params, context, executemany) -> None:  # noqa: ANN001
+        if not rival and statement.lstrip().upper().startswith("INSERT INTO WEBHOOK_ENDPOINTS"):
+            rival.append("x")
+            cursor.execute("INSERT INTO webhook_endpoints (id, tenant, kind, secret, created_at) "
+                           "VALUES ('whs_rival', 'default', 'call_url', 'whsec_rival', '2026-03-01 09:00:00.000000')")
+
+    event.listen(store.engine, "before_cursor_execute", before)
+    _, secret = store.rotate_call_url_secret()
+    event.remove(store.engine, "before_cursor_execute", before)
+    with store._session() as s:
+        live = s.scalars(select(WebhookEndpoint.secret).where(WebhookEndpoint.kind == "call_url",
+                                                              WebhookEndpoint.deleted_at.is_(None))).all()  # fmt: skip
+        assert list(live) == [secret] and rival
+    with pytest.raises(IntegrityError), store._session() as s, s.begin():
+        s.add(WebhookEndpoint(id="whs_two", tenant="default", kind="call_url", secret="whsec_two"))
