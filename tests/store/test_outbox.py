@@ -166,11 +166,12 @@ def test_claims_skip_busy_destinations_and_release_gives_back(store: Store) -> N
 
     busy, _ = store.create_webhook_endpoint("https://hooks.example.com/busy")
     free, _ = store.create_webhook_endpoint("https://hooks.example.com/free")
-    slow, other = _call(store, webhook_url="https://slow.example:8443/cb?t=1"), _call(store, webhook_url="https://slow.example.org/x")
+    slow = _call(store, webhook_url="https://slow.example:8443/cb?t=1")
+    other = _call(store, webhook_url="https://slow.example.org/x")
     for call in (slow, other):  # queued: to both endpoints; ringing: to both and to the call's URL
         store.set_call_status(call, "ringing")
     assert url_origin("https://u@Slow.example:8443/cb?t=1") == "https://u@Slow.example:8443"
-    assert url_origin("https://a.example?x") == "https://a.example" and url_origin("https://a.example") == "https://a.example"
+    assert url_origin("https://a.example?x") == url_origin("https://a.example") == "https://a.example"
     got = store.claim_webhooks("w", lease_s=30, skip_endpoints=[busy.id], skip_origins=["https://slow.example:8443"])
     assert sorted((d.endpoint_id or d.call_id) for d in got) == sorted([free.id] * 4 + [other])
     assert {d.destination for d in got} == {("endpoint", free.id), ("origin", "https://slow.example.org")}

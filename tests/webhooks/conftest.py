@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +30,7 @@ class Delivery:
     body: bytes
     status: int
     verified: bool
+    at: float = 0.0  # time.monotonic() on arrival
 
     @property
     def id(self) -> str:
@@ -51,6 +54,8 @@ class Receiver:
     answer: Callable[[str, str, int], int] = lambda path, msg_id, attempt: 204
     got: list[Delivery] = field(default_factory=list)
     hang_s: float = 0.0
+    hang: dict[str, float] = field(default_factory=dict)  # per path, added to hang_s
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -78,9 +83,10 @@ class Receiver:
             verified = False
         msg_id = headers.get("webhook-id", "")
         status = self.answer(path, msg_id, self.attempts(msg_id) + 1)
-        self.got.append(Delivery(path, headers, body, status, verified))
-        if self.hang_s:
-            await asyncio.sleep(self.hang_s)
+        self.got.append(Delivery(path, headers, body, status, verified, time.monotonic()))
+        if hang := self.hang_s + self.hang.get(path, 0.0):
+            with contextlib.suppress(TimeoutError):  # until the fixture shuts the receiver down
+                await asyncio.wait_for(self.closing.wait(), hang)
         return Response(status_code=status)
 
 
@@ -97,5 +103,6 @@ async def receiver() -> AsyncIterator[Receiver]:
     while not server.started:
         await asyncio.sleep(0.01)
     yield rec
+    rec.closing.set()
     server.should_exit = True
     await asyncio.wait_for(task, 5)
