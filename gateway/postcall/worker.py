@@ -21,13 +21,22 @@ never lapses under a live worker and no row is worked on twice at once; a row cl
 ``GATEWAY_POSTCALL_MAX_ATTEMPTS`` times without finishing (its worker stopped or crashed
 each time) is given up as ``failed``. Stopping (:meth:`PostCallWorker.aclose`) cancels the
 work in flight and hands those rows back, so the next start (or another node) does them.
+
+Its blocking store calls (claims, finishes, the hand-back) run on its own small thread pool
+(:data:`STORE_THREADS` threads), not asyncio's default executor, which the calls' own store
+work (a hang-up's finalise, a stream's start) uses: a slow database under post-call load
+never queues a live call's store work behind it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -37,12 +46,16 @@ from gateway.postcall.prompt import has_conversation, no_conversation_summary
 from gateway.store.postcall import PostCallJob
 from gateway.store.records import CallRecord
 
-__all__ = ["PostCallWorker", "Outcome", "NOT_CONFIGURED"]
+__all__ = ["PostCallWorker", "Outcome", "NOT_CONFIGURED", "STORE_THREADS"]
 
 log = logging.getLogger("gateway.postcall")
 
 #: ``post_call_error`` of a call whose results were skipped for want of an endpoint.
 NOT_CONFIGURED = "post-call results are off: no chat endpoint is configured (GATEWAY_POSTCALL_BASE_URL)"
+#: Threads of the worker's own pool for its store calls (each call is one short transaction).
+STORE_THREADS = 2
+#: How long (s) :meth:`PostCallWorker.aclose` waits for a store call still on the pool.
+POOL_CLOSE_S = 5.0
 
 
 class Extractor(Protocol):
@@ -85,6 +98,7 @@ class PostCallWorker:
         self._active: dict[asyncio.Task[None], PostCallJob] = {}
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     @classmethod
     def from_settings(cls, store: Any, settings: Any) -> PostCallWorker:
@@ -109,6 +123,12 @@ class PostCallWorker:
         """Look for waiting calls now rather than at the next poll."""
         self._wake.set()
 
+    async def _store_call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` (a blocking store method) on the worker's own pool."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=STORE_THREADS, thread_name_prefix="postcall-store")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
     async def compute(self, call: CallRecord) -> Outcome:
         """The results of ``call`` (see the module docstring's table). Never raises
         :class:`ExtractionFailed` (it becomes a ``failed`` outcome)."""
@@ -126,9 +146,10 @@ class PostCallWorker:
         while True:
             free = self.concurrency - len(self._active)
             jobs: list[PostCallJob] = []
+            self._wake.clear()  # before the claim: a wake() while it runs is for a later claim
             if free > 0:
                 try:
-                    jobs = await asyncio.to_thread(
+                    jobs = await self._store_call(
                         self.store.claim_post_calls, lease_s=self.lease_s, limit=free, prefix=self.name
                     )
                 except Exception:  # the database is down: try again at the next poll
@@ -139,7 +160,6 @@ class PostCallWorker:
                 task.add_done_callback(self._done)
             if jobs and len(jobs) == free:
                 continue  # every free slot filled: maybe more are waiting
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_s)
 
@@ -161,7 +181,7 @@ class PostCallWorker:
             except Exception as exc:  # a bug of ours: the row must not stay claimed
                 log.exception("post-call results of call %s failed", call.id)
                 outcome = Outcome("failed", error=f"internal error ({type(exc).__name__})")
-        stored = await asyncio.to_thread(
+        stored = await self._store_call(
             self.store.finish_post_call, call.id, status=outcome.status, summary=outcome.summary,
             extracted=outcome.extracted, error=outcome.error, claim=job.claim,
         )  # fmt: skip
@@ -173,7 +193,12 @@ class PostCallWorker:
 
     async def aclose(self) -> None:
         """Stop: cancel the poll and the work in flight, hand unfinished rows back, close the
-        endpoint's client. Cancellation-safe; idempotent."""
+        endpoint's client and the store pool (waiting up to :data:`POOL_CLOSE_S` for a store
+        call on it). Cancellation-safe; idempotent.
+
+        Raises:
+            Exception: the hand-back's store error (the client and pool are closed all the same).
+        """
         loop_task, self._loop_task = self._loop_task, None
         if loop_task is not None:
             loop_task.cancel()
@@ -185,8 +210,34 @@ class PostCallWorker:
         claims = [(job.call.id, job.claim) for task, job in active.items() if task.cancelled()]
         try:
             if claims:
-                handed = await asyncio.to_thread(self.store.release_post_calls, claims)
+                handed = await self._store_call(self.store.release_post_calls, claims)
                 log.info("post-call worker stopped: %d call(s) handed back for the next start", handed)
         finally:
-            if self.extractor is not None:
-                await self.extractor.aclose()
+            try:
+                if self.extractor is not None:
+                    await self.extractor.aclose()
+            finally:
+                await self._close_pool()
+
+    async def _close_pool(self) -> None:
+        """Shut the store pool down: queued calls dropped, a running one waited for up to
+        :data:`POOL_CLOSE_S` on a helper thread (then left to finish on its own, logged)."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        pool.shutdown(wait=False, cancel_futures=True)
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        waiter = threading.Thread(target=_join_pool, args=(pool, loop, done), name="postcall-pool-close", daemon=True)
+        waiter.start()
+        try:
+            await asyncio.wait_for(asyncio.shield(done), POOL_CLOSE_S)
+        except TimeoutError:
+            log.warning("post-call worker: a store call still running after %g s; left to finish", POOL_CLOSE_S)
+
+
+def _join_pool(pool: ThreadPoolExecutor, loop: asyncio.AbstractEventLoop, done: asyncio.Future[None]) -> None:
+    """Wait (on a helper thread) for ``pool``'s threads, then resolve ``done`` in ``loop``."""
+    pool.shutdown(wait=True)
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+        loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))

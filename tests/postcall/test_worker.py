@@ -1,11 +1,13 @@
 """The post-call worker on a real store and the fake chat server over loopback HTTP: results
 stored, the skipped and no-conversation paths, and restart safety (a crashed worker's claim is
 taken over once it lapses, a stopped worker hands its calls back, two workers never do one
-call twice, a call that keeps stopping its worker is given up)."""
+call twice, a call that keeps stopping its worker is given up), a wake() during a claim not
+lost, and the store calls on the worker's own thread pool."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -170,3 +172,42 @@ async def test_work_longer_than_half_the_lease_fails(store: Store, chat: FakeCha
         await worker.aclose()
     rec = store.get_call(call_id)
     assert rec.post_call_status == "failed" and rec.post_call_error == "post-call results took longer than 0.2 s"
+
+
+class _Watched:
+    """The real store, its post-call calls' threads noted; a call ends during the first claim."""
+
+    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop) -> None:
+        self.store, self.loop, self.threads, self.claims = store, loop, set(), 0
+        self.worker: PostCallWorker | None = None
+        self.ended: str | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def claim_post_calls(self, **kw: Any) -> Any:
+        self.threads.add(threading.current_thread().name)
+        jobs = self.store.claim_post_calls(**kw)
+        self.claims += 1
+        if self.claims == 1:  # a served call ends while this claim runs, and wakes the worker
+            self.ended = ended_call(self.store)
+            self.loop.call_soon_threadsafe(self.worker.wake)
+            time.sleep(0.05)  # the wake lands before the claim returns
+        return jobs
+
+    def finish_post_call(self, *args: Any, **kw: Any) -> Any:
+        self.threads.add(threading.current_thread().name)
+        return self.store.finish_post_call(*args, **kw)
+
+
+async def test_a_wake_during_a_claim_is_not_lost_and_store_calls_use_the_workers_pool(store: Store) -> None:
+    watched = _Watched(store, asyncio.get_running_loop())
+    worker = watched.worker = _worker(watched, None, poll_s=30.0)  # type: ignore[arg-type]  # only a wake() looks soon
+    worker.start()
+    try:
+        await _until(lambda: watched.ended is not None and _final(store, watched.ended)(), timeout_s=3.0)
+    finally:
+        await worker.aclose()
+    assert store.get_call(watched.ended).post_call_status == "skipped"
+    assert watched.threads and all(n.startswith("postcall-store_") for n in watched.threads), watched.threads
+    assert not any(t.name.startswith("postcall-store_") for t in threading.enumerate()), "pool shut down"
