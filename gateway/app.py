@@ -50,7 +50,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -292,9 +292,23 @@ async def _start_up(services: Services, *, warm_up: bool) -> tuple[asyncio.Task,
     return expiry, renewal
 
 
+async def _close(name: str, close: Callable[[], Awaitable[object]], timeout_s: float) -> None:
+    """Await ``close()`` for at most ``timeout_s`` (then it is cancelled); a failure or an
+    overrun is logged, never raised, so the rest of the shutdown still runs."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await close()
+    except TimeoutError:
+        log.warning("shutdown: %s did not close within %g s; going on without it", name, timeout_s)
+    except Exception:  # noqa: BLE001 - e.g. the database is down: the other parts still close
+        log.exception("shutdown: closing %s failed; going on", name)
+
+
 async def _shut_down(services: Services, tasks: tuple[asyncio.Task, asyncio.Task], *, owns_engines: bool) -> None:
     """The lifespan's end: live calls ended (``shutdown``), then the listener, the periodic tasks,
-    the pool, the outbound service and the HTTP clients, in that order."""
+    the pool, the outbound service and the HTTP clients, in that order. From the post-call
+    worker on, each part's close is bounded and a failing one is logged and passed over
+    (:func:`_close`): a database down at shutdown does not leave the rest open."""
     settings = services.settings
     expiry, renewal = tasks
     expiry.cancel()
@@ -311,16 +325,20 @@ async def _shut_down(services: Services, tasks: tuple[asyncio.Task, asyncio.Task
         services.warm.cancel()  # the pool goes on loading; nothing waits for it here
     if owns_engines:
         services.engines.close()  # kills the worker processes (bounded: ~2 s at most)
+    bound = settings.shutdown_timeout_s
     if services.postcall is not None:  # after the calls; work in flight is handed back for the next start
-        await services.postcall.aclose()
+        await _close("the post-call worker", services.postcall.aclose, bound)
     if services.retention is not None:
-        await services.retention.aclose()
+        await _close("the retention purge", services.retention.aclose, bound)
     if services.webhooks is not None:  # after the calls: their last events are in the outbox
-        await services.webhooks.aclose()  # attempts in flight finish; the rest wait for the next start
-    await services.outbound.aclose()  # after the calls: their hang-ups are done
+        # attempts in flight finish; the rest wait for the next start. Its own waits (loop,
+        # attempts, threads) are each bounded by the attempt limit + 5 s.
+        await _close("the webhook worker", services.webhooks.aclose, 3 * (settings.webhook_timeout_s + 5.0) + bound)
+    # after the calls: their hang-ups are done (placements in flight: the dialer's limit + 1 s, then 5 s)
+    await _close("the outbound service", services.outbound.aclose, settings.dialer_timeout_s + 6.0 + bound)
     clients, services.clients = services.clients, None
     if clients is not None:  # after the calls: their tool requests are done or cancelled
-        await clients.aclose()
+        await _close("the HTTP clients", clients.aclose, bound)
 
 
 def create_app(settings: Settings | None = None, *, store: Store | None = None,
