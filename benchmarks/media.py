@@ -40,8 +40,9 @@ calls, exactly as :class:`gateway.session.CallSession` runs the pure stages:
   (``--calls 1,100,400,1000`` gives the issue's sizes).
 * **echo** (reported apart): the echo stage (:mod:`benchmarks.media_echo`: reference, sample
   clock, echo path estimator, echo canceller batched per tick, double-talk gate), CPU µs per
-  call per 20 ms frame at ``--echo-calls`` (1, 100, 400), with the agent talking the whole time
-  and with it silent; target ≤ 30 µs (``ECHO_TARGET_US``).
+  call per 20 ms frame at ``--echo-calls`` (1, 100, 400): with the agent talking (steady state,
+  after 3 s of agent audio), over the first 2 s of agent audio (the canceller on its long filter
+  before the echo path is known), and with the agent silent; target ≤ 30 µs (``ECHO_TARGET_US``).
 
 Input: the 60 s conversational recording ``../shared/audio/speech/silero-test.wav`` (16 kHz),
 resampled to each carrier's rate with :mod:`gateway.codecs`, encoded (μ-law for Twilio) and

@@ -99,6 +99,6 @@ def test_cli_prints_json_last_and_writes_a_plot(tmp_path):
     for r in engine.values():  # the engine's stages, the per-frame path beside it, their ratio
         assert r["us_per_in_frame"] > 0 and r["stages_us"]["vad_score"] > 0
         assert r["ratio_vs_frame"] == pytest.approx(r["frame_us_per_in_frame"] / r["us_per_in_frame"], rel=0.02)
-    echo = {(r["agent"], r["calls"]): r for r in doc["echo"]}  # the echo stage, agent talking and silent
-    assert set(echo) == {(a, n) for a in ("talking", "silent") for n in (1, 3)}
+    echo = {(r["agent"], r["calls"]): r for r in doc["echo"]}  # the echo stage: steady, its first 2 s, silent
+    assert set(echo) == {(a, n) for a in ("talking", "first 2 s", "silent") for n in (1, 3)}
     assert all(r["us_per_frame"] > 0 and r["target_us"] == 30.0 for r in echo.values())
