@@ -1,5 +1,6 @@
 """``GET /calls`` over real HTTP on loopback: newest first, pagination, filters, tenant scope,
-every documented 4xx; and the store's listing on its indexes (SQLite's query plan)."""
+every documented 4xx; the document's date parameters (a string pattern every match of which is
+taken); and the store's listing on its indexes (SQLite's query plan)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import TypeAdapter
 
 from gateway.api import create_api
+from gateway.api.calls_list import ISO_8601_PATTERN, IsoDateTime, _instant
 from gateway.config import Settings
 from gateway.llm.base import AgentConfig
 from gateway.store import Store
@@ -113,6 +118,27 @@ def test_filters_by_status_direction_and_creation_time(world) -> None:
     assert _list(world, end_date="9999-12-31T23:00:00-05:00")["pagination"]["total"] == 9
 
 
+def test_the_document_declares_the_dates_as_the_iso_strings_taken(world) -> None:
+    """Not ``format: date-time`` (RFC 3339, offset required): a string with the listing's pattern,
+    so a date alone and a time without offset are in the document too."""
+    doc = world["http"].get("/openapi.json").json()
+    params = {p["name"]: p["schema"] for p in doc["paths"]["/calls"]["get"]["parameters"]}
+    for name in ("start_date", "end_date"):
+        assert params[name]["type"] == "string" and params[name]["pattern"] == ISO_8601_PATTERN
+        assert "format" not in params[name] and "anyOf" not in params[name]
+    assert _list(world, start_date="2028-02-29", end_date="2028-02-29T23:59:59.5+0130")["pagination"]["total"] == 0
+
+
+_PARSE = TypeAdapter(IsoDateTime)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.from_regex(ISO_8601_PATTERN, fullmatch=True))
+def test_every_string_the_pattern_allows_is_taken(text: str) -> None:
+    """A schema-valid value is never refused (what the document states is what the route takes)."""
+    assert _instant(_PARSE.validate_python(text), text, whole_day=True).utcoffset() == timedelta(0)
+
+
 def test_only_the_keys_tenant_is_listed(world) -> None:
     r = world["http"].get("/calls", headers={"X-API-Key": world["other_key"]})
     assert r.status_code == 200, r.text
@@ -132,6 +158,10 @@ def test_only_the_keys_tenant_is_listed(world) -> None:
         ({"start_date": "yesterday"}, "start_date", None),
         ({"start_date": "1767225600"}, "start_date", None),  # a Unix time is not ISO 8601
         ({"end_date": "2026-13-01"}, "end_date", None),
+        ({"end_date": "2026-02-29"}, "end_date", None),  # not a leap year
+        ({"start_date": "2026-03-01T12:00:00+05"}, "start_date", None),  # an offset is hh:mm or hhmm
+        ({"start_date": "２０２６-03-01"}, "start_date", None),  # digits are ASCII
+        ({"start_date": " 2026-03-01"}, "start_date", None),
     ],
 )
 def test_a_bad_query_parameter_is_422_naming_it(world, params, field, message) -> None:
