@@ -153,6 +153,7 @@ def build_session(services: Services, call: CallRecord, carrier: str, transport:
             barge_in_mode=barge_in_mode,
             barge_in_commit_ms=config.barge_in_commit_ms,
             barge_in_resume_gap_ms=settings.barge_in_resume_gap_ms,
+            barge_in_cues=settings.barge_in_cues == "on",
         ),
         vad=lambda carrier_rate: services.vad.create(VadFactory.rate_for(carrier_rate)),
         hooks=_hooks(services, call, carrier),

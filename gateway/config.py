@@ -167,6 +167,12 @@ class Settings(BaseSettings):
     barge_in_mode: Literal["off", "immediate", "pause_then_commit"] = "immediate"
     #: Pause-then-commit: unvoiced caller audio (ms) after shorter speech that resumes the agent.
     barge_in_resume_gap_ms: int = Field(400, ge=20, le=2000)
+    #: Pause-then-commit: ``on``, a likely onset over agent audio (two 32 ms chunks Silero scores
+    #: as speech or WebRTC VAD calls speech, each passing the echo stage's double-talk rule and
+    #: 6 dB over the line's floor) pauses the agent before Silero confirms speech (an unvoiced
+    #: "s", "f", "sh" scores low until its vowel, 100–200 ms later); ``off``, only the VAD's
+    #: confirmation pauses. Commit always takes the VAD's voiced time (:class:`gateway.vadrun.VadCue`).
+    barge_in_cues: Literal["on", "off"] = "on"
     #: OpenAI-compatible chat-completions endpoint for the local agent's responder (e.g.
     #: ``http://127.0.0.1:11434/v1`` for Ollama). Empty: the echo responder (a diagnostic).
     llm_base_url: str = ""

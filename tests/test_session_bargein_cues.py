@@ -7,6 +7,8 @@ Silero VAD (per frame and on the media engine) with the double-talk rule of its 
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -58,3 +60,11 @@ async def test_an_unvoiced_onset_before_a_sentence_pauses_early_and_commits_from
     start = event(outcome, "caller_speech_start")
     assert start["at_ms"] > paused["at_ms"] + 60  # Silero confirmed the voice well after the cue paused
     assert len(carrier.clears) == 1 and barge["data"]["voicedMs"] >= 400
+
+
+async def test_with_cues_off_only_the_vad_s_confirmation_pauses():
+    engine, (session, clock, transport, bridge, dialect) = session_for(True)
+    session.policy = dataclasses.replace(session.policy, barge_in_cues=False)  # GATEWAY_BARGE_IN_CUES=off
+    outcome, carrier = await drive(session, clock, transport, bridge, dialect, speak=(600, 0), engine=engine,
+                                   voice=burst_frames())  # fmt: skip
+    assert kinds(outcome) == [] and not carrier.clears

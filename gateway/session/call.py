@@ -336,7 +336,7 @@ class CallSession(InboundSide):
         if fmt.sample_rate in ECHO_RATES and vad.sample_rate == fmt.sample_rate:  # the VAD hears this leg
             self._echo = EchoStage(fmt.sample_rate, cancel=self._echo_cancel)
         if isinstance(vad, _Runner):  # pause-then-commit pauses on a likely onset too (VadCue)
-            vad.cues = self._barge.mode == "pause_then_commit"
+            vad.cues = self._barge.mode == "pause_then_commit" and self.policy.barge_in_cues
         if self._engine is not None and isinstance(vad, _Runner):  # a runner the engine can drive
             self._caller = TickCallerPath(fmt, vad, bridge.input_format, bridge.send_audio, engine=self._engine,
                                           hear=self._hear_now, recorder=self._recorder,

@@ -42,7 +42,8 @@ class CallPolicy:
     ``barge_in_mode``, ``barge_in_commit_ms``, ``barge_in_resume_gap_ms``: what caller speech
     over agent audio does on an interruptible call (``off``, ``immediate``,
     ``pause_then_commit``; see :mod:`gateway.session.bargein`); a call that is not
-    ``interruptible`` is ``off`` whatever the mode.
+    ``interruptible`` is ``off`` whatever the mode. ``barge_in_cues``: in ``pause_then_commit``,
+    a likely onset the VAD has not confirmed yet pauses too (:class:`~gateway.vadrun.VadCue`).
     """
 
     max_duration_s: float = 3000
@@ -53,6 +54,7 @@ class CallPolicy:
     barge_in_mode: str = "immediate"
     barge_in_commit_ms: float = 400.0
     barge_in_resume_gap_ms: float = 400.0
+    barge_in_cues: bool = True
 
 
 @dataclass(slots=True)
