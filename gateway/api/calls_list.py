@@ -48,8 +48,8 @@ _OFFSET = r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):?[0-5][0-9])"
 #: none: UTC); digits are ASCII (``[0-9]``: Python's ``\\d`` takes any Unicode digit).
 #: Sources: ISO 8601-1:2019 §5.2.2 (calendar dates), §5.3 (times); what pydantic's datetime
 #: parser then takes (every string matching it, checked by a fuzz test).
-ISO_8601_PATTERN = rf"^(?:{_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)(?:{_TIME}{_OFFSET}?)?$"
-_ISO_8601 = re.compile(ISO_8601_PATTERN)
+_ISO_8601 = re.compile(rf"(?:{_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)(?:{_TIME}{_OFFSET}?)?")  # fullmatch it
+ISO_8601_PATTERN = f"^{_ISO_8601.pattern}$"
 _MIN = datetime.min.replace(tzinfo=timezone.utc)
 _MAX = datetime.max.replace(tzinfo=timezone.utc)
 _START = "ISO 8601: only calls created at or after it (no offset: UTC)."
