@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/gateway demo $(DEMO_ARGS)
 
+# Two pytest-xdist workers; the end-to-end tests keep to one of them (tests/conftest.py).
+PYTEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The whole end-to-end suite with every stream served by the picows media listener.
 test-e2e-picows: $(STAMP)

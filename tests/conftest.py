@@ -41,3 +41,14 @@ def local_engines():
     engines.warm_up()
     yield engines
     engines.close()
+
+
+def pytest_collection_modifyitems(config, items):
+    """With pytest-xdist (``make test`` runs two workers, ``--dist loadgroup``): the end-to-end
+    tests (``tests/e2e``: real calls, the local agent's speech engines, timings on a real clock)
+    run one at a time on one worker, while the other worker takes the rest, so two of them never
+    compete for the machine's cores."""
+    e2e = Path(__file__).parent / "e2e"
+    for item in items:
+        if e2e in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.xdist_group("e2e"))
