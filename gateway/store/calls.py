@@ -45,6 +45,7 @@ from gateway.store.helpers import (
     _call_record,
     _details,
     _event_rows,
+    _recording_values,
     _rowcount,
     _turn_rows,
     hash_secret,
@@ -490,17 +491,3 @@ class CallsMixin(TransitionsMixin):
             ).all()
             return _call_record(row, turns, events, transitions)
 
-
-def _recording_values(path: str | Path | None, status: str | None, error: str | None) -> dict[str, Any]:
-    """The ``calls`` recording columns of a finalise: ``status`` defaults to ``failed`` with an
-    ``error``, else ``completed`` with a ``path``, else none (not recorded).
-
-    Raises:
-        ValueError: ``status`` is not ``completed``, ``failed`` or ``None``.
-    """
-    if status is None:
-        status = "failed" if error else ("completed" if path else None)
-    if status not in (None, "completed", "failed"):
-        raise ValueError(f"recording_status must be completed or failed, got {status!r}")
-    return {"recording_path": str(path) if path is not None else None, "recording_status": status,
-            "recording_error": error}

@@ -212,3 +212,17 @@ def _event_rows(call_id: str, events: Iterable[Mapping[str, Any]]) -> list[CallE
         )
     return rows
 
+
+def _recording_values(path: str | Path | None, status: str | None, error: str | None) -> dict[str, Any]:
+    """The ``calls`` recording columns of a finalise: ``status`` defaults to ``failed`` with an
+    ``error``, else ``completed`` with a ``path``, else none (not recorded).
+
+    Raises:
+        ValueError: ``status`` is not ``completed``, ``failed`` or ``None``.
+    """
+    if status is None:
+        status = "failed" if error else ("completed" if path else None)
+    if status not in (None, "completed", "failed"):
+        raise ValueError(f"recording_status must be completed or failed, got {status!r}")
+    return {"recording_path": str(path) if path is not None else None, "recording_status": status,
+            "recording_error": error}
