@@ -22,7 +22,25 @@ from gateway.api.context import scope_of
 from gateway.api.schema_base import TOOL_URL, _Request
 from gateway.netpolicy import OutboundRefused
 
-__all__ = ["FieldSpec", "FieldType", "AfterCallFields", "MAX_FIELDS", "MAX_ENUM_VALUES"]
+__all__ = ["FieldSpec", "FieldType", "AfterCallFields", "MAX_FIELDS", "MAX_ENUM_VALUES", "webhook_target"]
+
+
+def webhook_target(url: str, info: ValidationInfo) -> str:
+    """``url`` if it may receive webhooks: its form (:data:`TOOL_URL`), then the outbound policy's
+    static check (scheme, literal addresses: :meth:`gateway.netpolicy.OutboundPolicy.check_static`,
+    no DNS); the addresses a host name resolves to are checked again at delivery
+    (:mod:`gateway.outbound`).
+
+    Raises:
+        ValueError: the form, or the policy's refusal (a 422 naming the field).
+    """
+    if not TOOL_URL.fullmatch(url):
+        raise ValueError("must be http(s)://host[:port][/path] with no user name, password or spaces")
+    try:
+        scope_of(info).outbound.check_static(url)
+    except OutboundRefused as exc:
+        raise ValueError(str(exc)) from None
+    return url
 
 FieldType = Literal["string", "boolean", "number", "integer", "enum"]
 
@@ -101,18 +119,8 @@ class AfterCallFields(_Request):
     @field_validator("webhook_url")
     @classmethod
     def _url_form(cls, url: str | None, info: ValidationInfo) -> str | None:
-        """The URL's form, then the outbound policy's static check (scheme, literal addresses:
-        :meth:`gateway.netpolicy.OutboundPolicy.check_static`, no DNS); the addresses a host
-        name resolves to are checked again when events are delivered (:mod:`gateway.outbound`)."""
-        if url is None:
-            return url
-        if not TOOL_URL.fullmatch(url):
-            raise ValueError("must be http(s)://host[:port][/path] with no user name, password or spaces")
-        try:
-            scope_of(info).outbound.check_static(url)
-        except OutboundRefused as exc:
-            raise ValueError(str(exc)) from None
-        return url
+        """:func:`webhook_target`."""
+        return None if url is None else webhook_target(url, info)
 
     def post_call_fields(self) -> list[dict[str, Any]]:
         """``fields`` as stored on the call record."""

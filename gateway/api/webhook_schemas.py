@@ -13,9 +13,8 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from gateway.api.context import scope_of
+from gateway.api.after_call_schemas import webhook_target
 from gateway.api.schemas import TOOL_URL, _Request, _Response
-from gateway.netpolicy import OutboundRefused
 from gateway.store.webhook_endpoints import WebhookEndpointRecord
 
 __all__ = [
@@ -44,14 +43,8 @@ class WebhookEndpointCreate(_Request):
     @field_validator("url")
     @classmethod
     def _url_form(cls, url: str, info: ValidationInfo) -> str:
-        """The URL's form, then :meth:`gateway.netpolicy.OutboundPolicy.check_static` (no DNS)."""
-        if not TOOL_URL.fullmatch(url):
-            raise ValueError("must be http(s)://host[:port][/path] with no user name, password or spaces")
-        try:
-            scope_of(info).outbound.check_static(url)
-        except OutboundRefused as exc:
-            raise ValueError(str(exc)) from None
-        return url
+        """:func:`~gateway.api.after_call_schemas.webhook_target`."""
+        return webhook_target(url, info)
 
     @field_validator("events")
     @classmethod
