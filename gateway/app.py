@@ -232,9 +232,10 @@ async def _renew_leases(services: Services) -> None:
         if not ids:
             continue
         try:
-            await asyncio.wait_for(
-                asyncio.to_thread(store.renew_leases, ids, run_id=services.run_id, lease_s=lease_s), every_s
-            )
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel that lands as
+            # the renewal finishes, and this loop (so the app's shutdown) would never end.
+            async with asyncio.timeout(every_s):
+                await asyncio.to_thread(store.renew_leases, ids, run_id=services.run_id, lease_s=lease_s)
         except Exception:  # noqa: BLE001 - a timeout or a database error: the next renewal may land
             log.warning("renewing the leases of %d live calls failed", len(ids), exc_info=True)
 
