@@ -48,7 +48,11 @@ def pytest_collection_modifyitems(config, items):
     tests (``tests/e2e``: real calls, the local agent's speech engines, timings on a real clock)
     run one at a time on one worker, while the other worker takes the rest, so two of them never
     compete for the machine's cores."""
-    e2e = Path(__file__).parent / "e2e"
+    here = Path(__file__).parent
+    e2e = here / "e2e"
+    # Also on that worker: the engine-worker pool's timing tests (deadlines of about a second).
+    timed = {here / "llm" / "test_workers.py"}
     for item in items:
-        if e2e in Path(str(item.fspath)).parents:
+        path = Path(str(item.fspath))
+        if e2e in path.parents or path in timed:
             item.add_marker(pytest.mark.xdist_group("e2e"))
