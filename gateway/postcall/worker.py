@@ -160,8 +160,9 @@ class PostCallWorker:
                 task.add_done_callback(self._done)
             if jobs and len(jobs) == free:
                 continue  # every free slot filled: maybe more are waiting
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+            with contextlib.suppress(TimeoutError):  # not wait_for: on 3.11 it can drop a cancel
+                async with asyncio.timeout(self.poll_s):
+                    await self._wake.wait()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._active.pop(task, None)

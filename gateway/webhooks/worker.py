@@ -168,8 +168,9 @@ class WebhookWorker:
             if free > 0 and await self._claim(free) == free:
                 await asyncio.sleep(0)
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_s)
+            with contextlib.suppress(TimeoutError):  # not wait_for: on 3.11 it can drop a cancel
+                async with asyncio.timeout(self._poll_s):
+                    await self._wake.wait()
 
     async def _claim(self, free: int) -> int:
         """Claim up to ``free`` rows, skipping busy destinations, and start their attempts;
