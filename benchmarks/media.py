@@ -38,6 +38,9 @@ calls, exactly as :class:`gateway.session.CallSession` runs the pure stages:
   (:func:`~gateway.codecs.batch.decode_many`) and resampling 8 → 16, 8 → 24 and 24 → 8 kHz
   (:func:`~gateway.codecs.batch.resample_many`), CPU µs per call per 20 ms frame
   (``--calls 1,100,400,1000`` gives the issue's sizes).
+* **webrtc** (reported apart): a browser call's Opus leg (:mod:`benchmarks.media_webrtc`):
+  aiortc's Opus decode + resampling to the session's rate per inbound frame, resampling + Opus
+  encode per outbound frame, CPU µs per call per 20 ms frame at ``--webrtc-calls`` (1, 100).
 * **echo** (reported apart): the echo stage (:mod:`benchmarks.media_echo`: reference, sample
   clock, echo path estimator, echo canceller batched per tick, double-talk gate), CPU µs per
   call per 20 ms frame at ``--echo-calls`` (1, 100, 400): with the agent talking (steady state,
@@ -72,6 +75,7 @@ import numpy as np
 from benchmarks.media_echo import ECHO_CALLS, ECHO_TARGET_US, echo_table, run_echo
 from benchmarks.media_engine import engine_table, run_engine
 from benchmarks.media_kernels import kernel_table, measure_kernels
+from benchmarks.media_webrtc import WEBRTC_CALLS, run_webrtc, webrtc_table
 from benchmarks.media_stages import (  # noqa: F401 - re-exported: tests and the report import them from here
     _STAGES,
     AMD_TARGET_US,
@@ -128,11 +132,13 @@ def run(
     kernel_calls: Sequence[int] | None = None,
     engine_calls: Sequence[int] | None = None,
     echo_calls: Sequence[int] = ECHO_CALLS,
+    webrtc_calls: Sequence[int] = WEBRTC_CALLS,
 ) -> dict[str, Any]:
     """The whole benchmark: a Twilio sweep over ``calls`` × ``vads``, then every carrier, then
     the batched kernels at ``kernel_calls`` and the per-tick engine at ``engine_calls`` (each
-    default: the sweep's ``calls``; none if empty), and the echo stage at ``echo_calls``
-    (:mod:`benchmarks.media_echo`; none if empty)."""
+    default: the sweep's ``calls``; none if empty), the echo stage at ``echo_calls``
+    (:mod:`benchmarks.media_echo`) and the WebRTC leg's Opus codec at ``webrtc_calls``
+    (:mod:`benchmarks.media_webrtc`; each none if empty)."""
     kernel_calls = calls if kernel_calls is None else kernel_calls
     engine_calls = calls if engine_calls is None else engine_calls
     audio = load_audio()
@@ -153,6 +159,7 @@ def run(
         "engine": run_engine(engine_calls, seconds=min(seconds, 2.0), carriers=("twilio", "vonage"), audio=audio,
                              model=model) if engine_calls else [],  # fmt: skip
         "echo": run_echo(echo_calls, seconds=min(seconds, 2.0), audio=audio) if echo_calls else [],
+        "webrtc": run_webrtc(webrtc_calls, seconds=min(seconds, 2.0), audio=audio) if webrtc_calls else [],
         "echo_target_us_per_frame": ECHO_TARGET_US,
         "target_cpu_ms_per_call_second": TARGET_CPU_MS,
         "amd_target_us_per_frame": AMD_TARGET_US,
@@ -304,11 +311,12 @@ def main(
     kernel_calls: Sequence[int] | None = None,
     engine_calls: Sequence[int] | None = None,
     echo_calls: Sequence[int] = ECHO_CALLS,
+    webrtc_calls: Sequence[int] = WEBRTC_CALLS,
 ) -> dict[str, Any]:
     """Run, print a table (or one JSON line last with ``json_out``), write the plot; return the result."""
     result = run(calls, seconds=seconds, vads=vads, carriers=carriers, carrier_calls=carrier_calls,
                  windows=windows, bridge=bridge, progress=sys.stderr.isatty(), kernel_calls=kernel_calls,
-                 engine_calls=engine_calls, echo_calls=echo_calls)  # fmt: skip
+                 engine_calls=engine_calls, echo_calls=echo_calls, webrtc_calls=webrtc_calls)  # fmt: skip
     result["carrier_calls"] = carrier_calls
     if plot is not None:
         written = plot_png(result, Path(plot))
@@ -334,6 +342,9 @@ def main(
         if result["echo"]:
             print()
             print(echo_table(result["echo"]))
+        if result["webrtc"]:
+            print()
+            print(webrtc_table(result["webrtc"]))
         if result.get("plot"):
             print(f"\nplot: {result['plot']}")
     return result

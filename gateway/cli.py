@@ -297,6 +297,7 @@ def bench_media(
     carrier_calls: int = typer.Option(100, help="Simultaneous calls in the per-carrier rows."),
     engine_calls: Optional[str] = typer.Option(None, help="Call counts for the per-tick engine rows (default: --calls; e.g. 1,100,400,1000)."),
     echo_calls: str = typer.Option("1,100,400", help="Call counts for the echo stage rows (empty: none)."),
+    webrtc_calls: str = typer.Option("1,100", help="Call counts for the webrtc rows, Opus decode/encode (empty: none)."),
 ) -> None:
     """CPU cost of the media path per 20 ms frame, per carrier, no sockets."""
     from benchmarks.media import main as bench_main
@@ -305,7 +306,8 @@ def bench_media(
                vads=[v for v in vads.split(",") if v], carriers=[c for c in carriers.split(",") if c],
                carrier_calls=carrier_calls,
                engine_calls=None if engine_calls is None else [int(c) for c in engine_calls.split(",") if c],
-               echo_calls=[int(c) for c in echo_calls.split(",") if c])  # fmt: skip
+               echo_calls=[int(c) for c in echo_calls.split(",") if c],
+               webrtc_calls=[int(c) for c in webrtc_calls.split(",") if c])  # fmt: skip
 
 
 @bench_app.command("load")

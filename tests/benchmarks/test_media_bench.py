@@ -76,7 +76,8 @@ def test_cli_prints_json_last_and_writes_a_plot(tmp_path):
     png = tmp_path / "media.png"
     proc = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "bench", "media", "--calls", "1,3", "--seconds", "0.2", "--json",
-         "--plot", str(png), "--carriers", "twilio,vonage", "--carrier-calls", "2", "--echo-calls", "1,3"],
+         "--plot", str(png), "--carriers", "twilio,vonage", "--carrier-calls", "2", "--echo-calls", "1,3",
+         "--webrtc-calls", "2"],
         cwd=ROOT, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -102,3 +103,5 @@ def test_cli_prints_json_last_and_writes_a_plot(tmp_path):
     echo = {(r["agent"], r["calls"]): r for r in doc["echo"]}  # the echo stage: steady, its first 2 s, silent
     assert set(echo) == {(a, n) for a in ("talking", "first 2 s", "silent") for n in (1, 3)}
     assert all(r["us_per_frame"] > 0 and r["target_us"] == 30.0 for r in echo.values())
+    [webrtc] = doc["webrtc"]  # the Opus leg of a browser call
+    assert webrtc["calls"] == 2 and webrtc["us_in_per_frame"] > 0 and webrtc["us_out_per_frame"] > 0
