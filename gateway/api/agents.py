@@ -13,10 +13,11 @@ from gateway.api.deps import Api
 from gateway.api.errors import ApiError
 from gateway.api.responses import AUTH, BODY, NOT_FOUND, location
 from gateway.api.routing import GatewayRoute
+from gateway.api.schema_base import _Response
 from gateway.api.schemas import AgentCreate, AgentOut
 from gateway.api.views import agent_out
 
-__all__ = ["router"]
+__all__ = ["router", "AgentList"]
 
 log = logging.getLogger("gateway.api")
 
@@ -38,6 +39,24 @@ async def create_agent(body: AgentCreate, tenant: Tenant, api: Api, response: Re
     log.info("agent %s created", rec.id)
     response.headers["Location"] = f"/agents/{rec.id}"
     return agent_out(rec)
+
+
+class AgentList(_Response):
+    """``GET /agents``: the tenant's agents, oldest first (at most 1000)."""
+
+    data: list[AgentOut]
+
+
+@router.get(
+    "/agents",
+    operation_id="listAgents",
+    summary="List the tenant's agents",
+    response_model=AgentList,
+    responses={200: {"description": "The agents, oldest first (at most 1000)."}, **AUTH},
+)
+async def list_agents(tenant: Tenant, api: Api) -> AgentList:
+    recs = await asyncio.to_thread(api.store.list_agents, tenant=tenant)
+    return AgentList(data=[agent_out(r) for r in recs])
 
 
 @router.get(

@@ -148,3 +148,11 @@ class AgentsMixin(StoreBase):
             if row is None or (tenant is not None and row.tenant != tenant):
                 return None
             return _agent_record(row)
+
+    def list_agents(self, *, tenant: str = DEFAULT_TENANT, limit: int = 1000) -> list[AgentRecord]:
+        """The agents of ``tenant``, oldest first, at most ``limit`` of them."""
+        with self._session() as s:
+            rows = s.scalars(
+                select(Agent).where(Agent.tenant == tenant).order_by(Agent.created_at, Agent.id).limit(limit)
+            ).all()
+            return [_agent_record(r) for r in rows]

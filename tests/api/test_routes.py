@@ -35,7 +35,7 @@ def _iso(s: str) -> datetime:
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("POST", "/agents"), ("GET", "/agents/agt_x"), ("POST", "/calls/create"),
+    [("POST", "/agents"), ("GET", "/agents"), ("GET", "/agents/agt_x"), ("POST", "/calls/create"),
      ("POST", "/calls/inline"), ("GET", "/calls/call_x"), ("GET", "/calls/call_x/recording")],
 )  # fmt: skip
 async def test_missing_or_wrong_key_is_401(anon: httpx.AsyncClient, method: str, path: str) -> None:
@@ -119,6 +119,18 @@ async def test_unknown_agent_is_404(client: httpx.AsyncClient) -> None:
     r = await client.get("/agents/agt_missing")
     assert r.status_code == 404
     assert r.json()["error"]["code"] == "not_found" and "agt_missing" in r.json()["error"]["message"]
+
+
+async def test_list_agents_oldest_first_of_the_keys_tenant_only(client: httpx.AsyncClient, store: Store) -> None:
+    assert (await client.get("/agents")).json() == {"data": []}
+    first = (await client.post("/agents", json=AGENT)).json()
+    second = (await client.post("/agents", json={**AGENT, "name": "Night desk"})).json()
+    acme_key, _ = store.create_api_key("acme's", tenant="acme")
+    (await client.post("/agents", json={**AGENT, "name": "Acme"}, headers={"X-API-Key": acme_key})).raise_for_status()
+    r = await client.get("/agents")
+    assert r.status_code == 200 and r.json() == {"data": [first, second]}
+    acme = (await client.get("/agents", headers={"X-API-Key": acme_key})).json()["data"]
+    assert [a["name"] for a in acme] == ["Acme"]
 
 
 # -- calls --------------------------------------------------------------------------------------
