@@ -22,6 +22,7 @@ from gateway.api.errors import exception_handlers, http_exception_handler
 from gateway.api.openapi import TITLE, openapi_document
 from gateway.carriers.instructions import instruction_document as default_instruction_document
 from gateway.config import Settings
+from gateway import playground
 from gateway.store import Store
 
 __all__ = ["create_api", "ROUTERS"]
@@ -78,7 +79,8 @@ def create_api(
 
     Returns:
         A FastAPI app serving ``/health``, ``/openapi.json``, ``/agents``, ``/calls/…``
-        (``/calls/outbound`` included) and ``/carrier-accounts``; every error is ``{"error": {"code", "message", "fields"?}}``.
+        (``/calls/outbound`` included), ``/carrier-accounts`` and the playground page
+        (``/playground``, :mod:`gateway.playground`); every error is ``{"error": {"code", "message", "fields"?}}``.
     """
     app = FastAPI(
         title=TITLE,
@@ -99,6 +101,7 @@ def create_api(
     )
     for router in ROUTERS:
         app.include_router(router)
+    app.router.routes.extend(playground.routes())  # the browser page (not in the OpenAPI document)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
