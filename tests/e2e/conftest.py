@@ -85,29 +85,42 @@ class Gateway:
 MEDIA_LISTENER = os.environ.get("GATEWAY_TEST_MEDIA_LISTENER", "starlette")
 
 
+async def start_gateway(tmp_path: Path, engines, **overrides) -> tuple[Gateway, object, object]:
+    """Serve a gateway on a free loopback port: ``(gateway, server, serve task)``; stop it with
+    :func:`stop_gateway`. Its SQLite file and recordings are under ``tmp_path``; ``overrides``
+    are :class:`Settings` fields."""
+    port = free_port()
+    overrides.setdefault("media_listener", MEDIA_LISTENER)
+    if overrides["media_listener"] == "picows":
+        overrides.setdefault("media_port", free_port())
+    settings = Settings(
+        host="127.0.0.1",
+        port=port,
+        public_url=f"http://127.0.0.1:{port}",
+        database_url=f"sqlite:///{tmp_path}/gw-{port}.db",
+        recordings_dir=tmp_path / "recordings",
+        **overrides,
+    )
+    server, task, app = await serve_in_background(settings, engines=engines, warm_up=False)
+    key, _ = app.state.services.store.create_api_key("test")
+    return Gateway(f"http://127.0.0.1:{port}", key, app, settings), server, task
+
+
+async def stop_gateway(server, task) -> None:
+    """Stop a gateway :func:`start_gateway` served (its live calls end, its records are written)."""
+    server.should_exit = True
+    await task
+
+
 @pytest.fixture
 async def gateway(tmp_path: Path, local_engines):
     started = []
 
     async def start(**overrides) -> Gateway:
-        port = free_port()
-        overrides.setdefault("media_listener", MEDIA_LISTENER)
-        if overrides["media_listener"] == "picows":
-            overrides.setdefault("media_port", free_port())
-        settings = Settings(
-            host="127.0.0.1",
-            port=port,
-            public_url=f"http://127.0.0.1:{port}",
-            database_url=f"sqlite:///{tmp_path}/gw-{port}.db",
-            recordings_dir=tmp_path / "recordings",
-            **overrides,
-        )
-        server, task, app = await serve_in_background(settings, engines=local_engines, warm_up=False)
+        gw, server, task = await start_gateway(tmp_path, local_engines, **overrides)
         started.append((server, task))
-        key, _ = app.state.services.store.create_api_key("test")
-        return Gateway(f"http://127.0.0.1:{port}", key, app, settings)
+        return gw
 
     yield start
     for server, task in started:
-        server.should_exit = True
-        await task
+        await stop_gateway(server, task)
