@@ -39,6 +39,10 @@ A served call's socket is closed by its session when the call ends
 1011  the call failed (a model error, the model connection lost, an internal error)
 ====  =======================================================
 
+A WebRTC call (``connectionType: "webrtc"``) has an offer URL instead,
+``POST /webrtc/{call_id}/{token}/offer`` (:mod:`gateway.webrtc.offer`): the same admission
+rules, answered as HTTP errors; its call runs in a task of ``Services.webrtc``.
+
 With ``GATEWAY_MEDIA_LISTENER=picows`` the lifespan also starts the picows media listener
 (:mod:`gateway.picows_listener`) on ``GATEWAY_MEDIA_PORT``, and the API's stream URLs point at
 it; this route keeps serving the same streams under the same rules.
@@ -76,9 +80,11 @@ from gateway.transport import StarletteChannel, StarletteTransport  # noqa: F401
 from gateway.engine import MediaEngine
 from gateway.vadrun import VadFactory
 from gateway.webhooks import WebhookWorker, call_report_renderer
+from gateway.webrtc.offer import offer_endpoint
 
 if TYPE_CHECKING:
     from gateway.picows_listener import PicowsMediaListener
+    from gateway.webrtc.offer import WebRtcCalls
 
 __all__ = ["create_app", "Services", "CLOSE_CODES", "StarletteTransport"]
 
@@ -111,6 +117,8 @@ class Services:
     postcall: PostCallWorker | None = None
     #: Deletes call data older than ``GATEWAY_RETENTION_DAYS`` (:mod:`gateway.retention`); ``None``: kept.
     retention: RetentionPurger | None = None
+    #: The WebRTC calls' tasks (:mod:`gateway.webrtc.offer`), made at the first offer.
+    webrtc: WebRtcCalls | None = None
     metrics: GatewayMetrics = field(init=False)
     #: This process's run id, recorded with each stream it claims and each lease renewal
     #: (:mod:`gateway.store.recovery`): a restart, or a twin with the same node id, never
@@ -318,6 +326,8 @@ async def _shut_down(services: Services, tasks: tuple[asyncio.Task, asyncio.Task
     # uvicorn closes live sockets (1012) before this runs unless the server is a
     # gateway.serving.GatewayServer, which ends the calls first; this catches the rest.
     await services.end_live_calls("shutdown", timeout_s=settings.shutdown_timeout_s)
+    if services.webrtc is not None:  # WebRTC calls still connecting end too; every task is awaited
+        await services.webrtc.aclose(timeout_s=settings.shutdown_timeout_s)
     if services.media is not None:  # what is left (streams not yet live) closes with 1001
         await services.media.aclose(timeout_s=settings.shutdown_timeout_s)
     renewal.cancel()  # after the calls: their leases hold while they end
@@ -383,6 +393,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
                      on_outbound_call=services.outbound.start if settings.public_url else None,
                      lifespan=lifespan)  # fmt: skip
     app.router.routes.append(WebSocketRoute("/stream/{carrier}/{call_id}/{token}", stream_endpoint))
+    app.router.routes.append(Route("/webrtc/{call_id}/{token}/offer", offer_endpoint, methods=["POST"]))
     app.router.routes.append(Route("/mcp", mcp, methods=["GET", "POST", "DELETE"]))
     app.add_route("/metrics", services.metrics.endpoint, methods=["GET"], include_in_schema=False)
     app.state.api.outbound = services.outbound

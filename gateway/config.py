@@ -290,6 +290,18 @@ class Settings(BaseSettings):
     #: waits this long (s) for their records before closing what is left (then as long again
     #: before cancelling it).
     shutdown_timeout_s: float = Field(10.0, gt=0, le=300)
+    #: WebRTC calls (:mod:`gateway.webrtc`): STUN server URLs (``stun:host:port``, a comma
+    #: list) for the gateway's ICE agent and the browser's (the call's ``iceServers``); empty:
+    #: host candidates only (loopback and LAN).
+    webrtc_stun_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: TURN server URLs (``turn:host:port?transport=udp``, ``turns:…``, a comma list) and their
+    #: username and credential, for peers behind NATs that block direct paths.
+    webrtc_turn_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webrtc_turn_username: str = ""
+    webrtc_turn_credential: SecretStr = SecretStr("")
+    #: A WebRTC call's ICE and DTLS must complete within this long (s) after its offer is
+    #: answered, else the call ends (``failed``, ``webrtc_connect_timeout``).
+    webrtc_connect_timeout_s: float = Field(15.0, ge=1, le=120)
     #: Load the local agent's speech models at start-up (in the background) rather than at
     #: the first ``local`` call. Off: cheaper start-up for gateways that use hosted models.
     warm_up: bool = True
@@ -306,6 +318,21 @@ class Settings(BaseSettings):
     @classmethod
     def _allow_list(cls, value: Any) -> Any:
         return _comma_list(value)
+
+    @field_validator("webrtc_stun_urls", "webrtc_turn_urls", mode="before")
+    @classmethod
+    def _ice_lists(cls, value: Any) -> Any:
+        return _comma_list(value)
+
+    @field_validator("webrtc_stun_urls", "webrtc_turn_urls")
+    @classmethod
+    def _ice_urls(cls, value: list[str], info: Any) -> list[str]:
+        """``stun:``/``stuns:`` URLs for STUN, ``turn:``/``turns:`` for TURN (RFC 7064, 7065)."""
+        schemes = ("stun:", "stuns:") if info.field_name == "webrtc_stun_urls" else ("turn:", "turns:")
+        for url in value:
+            if not url.lower().startswith(schemes) or len(url) <= len(url.split(":", 1)[0]) + 1:
+                raise ValueError(f"{info.field_name}: {url!r} is not a {' or '.join(schemes)} URL")
+        return value
 
     @field_validator("outbound_allow")
     @classmethod

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["CallJournal"]
@@ -61,6 +62,9 @@ class CallJournal:
         self._log_every_ms = log_every_s * 1000.0
         self._logged_at_ms: float | None = None
         self._suppressed = 0
+        #: Optional observer, called with each event kept (the record's dict, not a copy): the
+        #: WebRTC transport's live view (:meth:`gateway.webrtc.transport.WebRtcTransport.observe`).
+        self.on_event: Callable[[dict[str, Any]], None] | None = None
 
     def event(self, kind: str, at_ms: float, data: dict[str, Any], *, final: bool = False) -> bool:
         """Append an event unless a bound is reached (then count it); True if it was kept."""
@@ -68,7 +72,10 @@ class CallJournal:
             self.dropped[kind] += 1
             return False
         self._kinds[kind] += 1
-        self.events.append({"kind": kind, "at_ms": int(at_ms), "data": data})
+        entry = {"kind": kind, "at_ms": int(at_ms), "data": data}
+        self.events.append(entry)
+        if self.on_event is not None:
+            self.on_event(entry)
         return True
 
     def protocol_error(self, kind: str, detail: str, at_ms: float) -> None:

@@ -33,6 +33,10 @@ __all__ = ["redact", "RedactStreamTokens", "log_config", "setup_logging", "insta
 _STREAM_PATH = re.compile(
     r"(?P<head>/stream/[^/\s?#\"']+/[^/\s?#\"']+/)[^/\s?#\"'\\]+(?P<rest>/[^\s?#\"']*)?(?P<query>\?[^\s#\"']*)?"
 )
+#: ``/webrtc/<call id>/``, a WebRTC offer URL's token segment, then ``/offer`` (as above).
+_OFFER_PATH = re.compile(
+    r"(?P<head>/webrtc/[^/\s?#\"']+/)[^/\s?#\"'\\]+(?P<rest>/[^\s?#\"']*)?(?P<query>\?[^\s#\"']*)?"
+)
 _MASK = "***"
 
 
@@ -43,13 +47,17 @@ _STRUCTURED = ("uvicorn.access",)
 
 
 def redact(text: str) -> str:
-    """``text`` with the token segment (and any query string) of every stream path masked.
+    """``text`` with the token segment (and any query string) of every stream path and WebRTC
+    offer path masked.
 
-    ``GET /stream/twilio/call_1/AbC-xyz?t=AbC`` → ``GET /stream/twilio/call_1/***?***``.
+    ``GET /stream/twilio/call_1/AbC-xyz?t=AbC`` → ``GET /stream/twilio/call_1/***?***``;
+    ``POST /webrtc/call_1/AbC-xyz/offer`` → ``POST /webrtc/call_1/***/offer``.
     """
-    if "/stream/" not in text:
-        return text
-    return _STREAM_PATH.sub(_mask, text)
+    if "/stream/" in text:
+        text = _STREAM_PATH.sub(_mask, text)
+    if "/webrtc/" in text:
+        text = _OFFER_PATH.sub(_mask, text)
+    return text
 
 
 def _redact_arg(value: Any) -> Any:
@@ -61,7 +69,7 @@ def _redact_arg(value: Any) -> Any:
         text = str(value)
     except Exception:  # noqa: BLE001 - an object whose str() fails is left for logging to report
         return value
-    return redact(text) if "/stream/" in text else value
+    return redact(text) if "/stream/" in text or "/webrtc/" in text else value
 
 
 class RedactStreamTokens(logging.Filter):

@@ -226,12 +226,21 @@ async def serve(services: Services, call: CallRecord, carrier: str, channel: Str
 async def _finalise_unserved(services: Services, call_id: str, exc: BaseException, limit_s: float = 10.0) -> None:
     """Finalise a claimed call whose session never ran (``failed``, ``carrier_closed_before_start``).
 
-    Shielded from a cancellation of the caller and bounded by ``limit_s``; a store error is
-    logged (the start-up recovery of this node finalises the call then).
+    An ``accept`` error that names its own ``end_reason`` (and ``error_code``), such as
+    :class:`gateway.webrtc.peer.ConnectFailed` (``webrtc_connect_timeout``), is recorded with
+    those and its message. Shielded from a cancellation of the caller and bounded by
+    ``limit_s``; a store error is logged (the start-up recovery of this node finalises the call
+    then).
     """
+    reason = getattr(exc, "end_reason", None)
+    if reason is not None:
+        code, message = getattr(exc, "error_code", "no_start"), str(exc)[:500]
+    else:
+        reason, code = "carrier_closed_before_start", "no_start"
+        message = f"stream ended during the handshake ({type(exc).__name__})"
     work = asyncio.ensure_future(asyncio.to_thread(
-        services.store.finalise_call, call_id, status="failed", end_reason="carrier_closed_before_start",
-        duration_ms=0, error_code="no_start", error_message=f"stream ended during the handshake ({type(exc).__name__})",
+        services.store.finalise_call, call_id, status="failed", end_reason=reason,
+        duration_ms=0, error_code=code, error_message=message,
     ))
     try:
         await asyncio.shield(asyncio.wait_for(work, limit_s))

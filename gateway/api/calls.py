@@ -2,7 +2,9 @@
 
 Stream URLs: ``<ws base>/stream/<connectionType>/<callId>/<token>``, built by
 :func:`gateway.api.urls.public_url` (the same function the stream endpoint checks Twilio's
-signature against). Creating a call answers 503 ``unavailable`` with ``Retry-After`` while
+signature against). A ``webrtc`` call gets its offer URL instead
+(``<http base>/webrtc/<callId>/<token>/offer``, :func:`gateway.api.urls.offer_url`), as both
+``streamUrl`` and ``offerUrl``, and the ``iceServers`` of the operator's settings. Creating a call answers 503 ``unavailable`` with ``Retry-After`` while
 ``Settings.max_calls`` calls are live.
 """
 
@@ -33,10 +35,11 @@ from gateway.api.schemas import (
     CallCreate,
     CallCreated,
     CallOut,
+    IceServer,
     InlineCallCreate,
     Instructions,
 )
-from gateway.api.urls import stream_url
+from gateway.api.urls import offer_url, stream_url
 from gateway.api.call_views import call_out
 from gateway.store import CallConfig, CallRecord, UnknownAgent
 
@@ -64,6 +67,19 @@ def check_capacity(api: ApiServices) -> None:
         )  # fmt: skip
 
 
+def ice_servers(settings: Any) -> list[IceServer]:
+    """The ``iceServers`` of a WebRTC call: ``GATEWAY_WEBRTC_STUN_URLS`` as one entry, and
+    ``GATEWAY_WEBRTC_TURN_URLS`` as another with its username and credential (none set: ``[]``,
+    host candidates only)."""
+    servers = []
+    if settings.webrtc_stun_urls:
+        servers.append(IceServer(urls=list(settings.webrtc_stun_urls)))
+    if settings.webrtc_turn_urls:
+        servers.append(IceServer(urls=list(settings.webrtc_turn_urls), username=settings.webrtc_turn_username or None,
+                                 credential=settings.webrtc_turn_credential.get_secret_value() or None))
+    return servers
+
+
 async def _issue(
     request: Request, response: Response, api: ApiServices, tenant: str,
     config: CallConfig, connection_type: str, agent_id: str | None, after: AfterCallFields,
@@ -78,9 +94,14 @@ async def _issue(
         )  # fmt: skip
     except UnknownAgent:
         raise ApiError(404, "not_found", f"agent {agent_id!r} not found") from None
-    url = stream_url(api.settings, request, connection_type, call.id, token)
-    doc = api.instruction_document(connection_type, url, parameters=None)
-    instructions = None if doc is None else Instructions(content_type=doc[0], body=doc[1])
+    webrtc = connection_type == "webrtc"
+    if webrtc:  # the browser posts its SDP offer to this URL (gateway.webrtc.offer)
+        url = offer_url(api.settings, request, call.id, token)
+        instructions = None
+    else:
+        url = stream_url(api.settings, request, connection_type, call.id, token)
+        doc = api.instruction_document(connection_type, url, parameters=None)
+        instructions = None if doc is None else Instructions(content_type=doc[0], body=doc[1])
     log.info("call %s created (%s, agent %s)", call.id, connection_type, agent_id or "inline")
     if api.on_call_created is not None:
         await maybe_await(api.on_call_created(call))
@@ -88,6 +109,7 @@ async def _issue(
     return CallCreated(
         call_id=call.id, stream_url=url, stream_url_expires_at=call.stream_token_expires_at,
         connection_type=connection_type, instructions=instructions,  # type: ignore[arg-type]
+        offer_url=url if webrtc else None, ice_servers=ice_servers(api.settings) if webrtc else None,
     )  # fmt: skip
 
 

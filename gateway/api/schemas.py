@@ -13,7 +13,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_serializer
 
 from gateway.api.after_call_schemas import AfterCallFields
 from gateway.api.context import scope_of
@@ -32,6 +32,7 @@ __all__ = [
     "AgentOut",
     "Instructions",
     "CallCreated",
+    "IceServer",
     "TurnOut",
     "EventOut",
     "CallErrorOut",
@@ -47,7 +48,7 @@ __all__ = [
     "HealthOut",
 ]
 
-ConnectionType = Literal["twilio", "telnyx", "plivo", "vonage", "exotel", "raw"]
+ConnectionType = Literal["twilio", "telnyx", "plivo", "vonage", "exotel", "raw", "webrtc"]
 FirstSpeaker = Literal["agent", "user"]
 TurnModeT = Literal["gateway", "server_vad", "semantic_vad"]
 BargeInModeT = Literal["off", "immediate", "pause_then_commit"]
@@ -280,19 +281,43 @@ class Instructions(_Response):
     body: str
 
 
+class IceServer(_Response):
+    """A STUN or TURN server for the browser's ``RTCPeerConnection`` (``iceServers`` entry)."""
+
+    urls: list[str] = Field(description="stun:host:port, turn:host:port?transport=udp, turns:…")
+    username: str | None = Field(None, description="TURN only (absent for STUN).")
+    credential: str | None = Field(None, description="TURN only (absent for STUN).")
+
+    @model_serializer(mode="wrap")
+    def _drop_absent(self, handler: Any) -> dict[str, Any]:
+        """``username`` and ``credential`` are left out, not null, when unset (a browser reads
+        a null username as the string "null")."""
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
 class CallCreated(_Response):
     """Response of ``POST /calls/create`` and ``POST /calls/inline``."""
 
     call_id: str
     stream_url: str = Field(
         description="wss://<host>/stream/<connectionType>/<callId>/<token>; the token is in the "
-        "path because some carriers drop query strings. Valid once, until streamUrlExpiresAt."
+        "path because some carriers drop query strings. Valid once, until streamUrlExpiresAt. "
+        "For webrtc: the offer URL (offerUrl)."
     )
     stream_url_expires_at: datetime
     connection_type: ConnectionType
     instructions: Instructions | None = Field(
         description="Carrier instruction document (TwiML for twilio), or null when the carrier "
-        "has none (raw)."
+        "has none (raw, webrtc)."
+    )
+    offer_url: str | None = Field(
+        None, description="webrtc only: https://<host>/webrtc/<callId>/<token>/offer; POST the "
+        "SDP offer there ({type: offer, sdp}) to get the answer. One use, until streamUrlExpiresAt; "
+        "null for other connection types.",
+    )
+    ice_servers: list[IceServer] | None = Field(
+        None, description="webrtc only: the STUN/TURN servers for the RTCPeerConnection (empty: "
+        "host candidates only); null for other connection types.",
     )
 
 

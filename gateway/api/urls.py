@@ -25,7 +25,7 @@ from starlette.requests import HTTPConnection
 
 from gateway.config import Settings
 
-__all__ = ["public_url", "stream_path", "stream_url", "media_base"]
+__all__ = ["public_url", "stream_path", "stream_url", "media_base", "offer_path", "offer_url"]
 
 _HTTP = {"http": "http", "ws": "http", "https": "https", "wss": "https"}
 _WS = {"http": "ws", "ws": "ws", "https": "wss", "wss": "wss"}
@@ -38,6 +38,25 @@ def stream_path(connection_type: str, call_id: str, token: str) -> str:
     URL-safe base64, so nothing needs escaping.
     """
     return f"/stream/{connection_type}/{call_id}/{token}"
+
+
+def offer_path(call_id: str, token: str) -> str:
+    """``/webrtc/<callId>/<token>/offer``, a WebRTC call's one-use offer path (the token is
+    the credential, as in a stream path; :mod:`gateway.webrtc.offer` serves it)."""
+    return f"/webrtc/{call_id}/{token}/offer"
+
+
+def offer_url(settings: Settings, conn: HTTPConnection | None, call_id: str, token: str) -> str:
+    """The ``http(s)://`` offer URL of a WebRTC call: always the app's own HTTP routes (whatever
+    ``GATEWAY_MEDIA_LISTENER``), on the base :func:`public_url` takes (``https`` when the public
+    URL is ``https``/``wss``).
+
+    Raises:
+        ValueError: ``conn`` is ``None`` and ``public_url`` is not set.
+    """
+    if conn is None and not settings.public_url:
+        raise ValueError("no GATEWAY_PUBLIC_URL and no request to take the offer URL's base from")
+    return public_url(settings, conn, offer_path(call_id, token))  # type: ignore[arg-type]
 
 
 def public_url(settings: Settings, conn: HTTPConnection, path: str, *, websocket: bool = False) -> str:

@@ -22,9 +22,10 @@ webhook), so the carrier opens a WebSocket to ``stream_url``:
   ``content-type: audio/l16;rate=16000`` and ``headers`` = ``parameters`` (512 bytes at most;
   they come back flattened in ``websocket:connected``).
   https://developer.vonage.com/en/voice/voice-api/ncco-reference
-* **exotel**, **raw** — ``None``: Exotel's Voicebot applet is configured with the stream URL in
-  Exotel's App Bazaar flow builder (custom parameters go in the URL's query string, up to three);
-  raw clients connect by themselves.
+* **exotel**, **raw**, **webrtc** — ``None``: Exotel's Voicebot applet is configured with the
+  stream URL in Exotel's App Bazaar flow builder (custom parameters go in the URL's query string,
+  up to three); raw clients connect by themselves; a WebRTC peer posts its SDP offer to the
+  call's offer URL (:mod:`gateway.webrtc`).
 
 XML is built with :mod:`xml.etree.ElementTree`, never by string concatenation, so URLs and
 parameter values are escaped.
@@ -144,7 +145,7 @@ def instruction_document(
     Returns:
         ``(content_type, body)`` — ``text/xml`` for TwiML / TeXML / Plivo XML,
         ``application/json`` for a Vonage NCCO — or ``None`` for carriers configured out of band
-        (``exotel``, ``raw``).
+        (``exotel``, ``raw``, ``webrtc``).
 
     Raises:
         UnknownCarrier: ``carrier`` is not a known carrier.

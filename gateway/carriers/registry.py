@@ -15,6 +15,7 @@ from gateway.carriers.raw import RawAdapter
 from gateway.carriers.telnyx import TelnyxAdapter
 from gateway.carriers.twilio import TwilioAdapter
 from gateway.carriers.vonage import VonageAdapter
+from gateway.carriers.webrtc import WebRtcAdapter
 
 __all__ = ["CARRIERS", "make_adapter", "UnknownCarrier"]
 
@@ -25,6 +26,7 @@ _FACTORIES: dict[str, Callable[[], CarrierAdapter]] = {
     "vonage": VonageAdapter,
     "exotel": ExotelAdapter,
     "raw": RawAdapter,
+    "webrtc": WebRtcAdapter,
 }
 
 #: Every carrier name accepted by :func:`make_adapter`, in a stable order.

@@ -31,6 +31,12 @@ class Transport(Protocol):
     # Optional: ``send_pending_s() -> float``, how long (s, real time) the send now in progress
     # has waited for the peer (0 when none is). A session ends the call as ``carrier_stalled``
     # once it passes :data:`gateway.session.call.SEND_STALL_S`.
+    #
+    # Optional: ``observe(kind: str, payload: dict) -> None``, called synchronously and never
+    # raising, with the call's journal events (``"event"``, the record's event dict), its
+    # transcript turns as they are added or change (``"turn"``, ``{"index", "turn"}``) and its
+    # end (``"ended"``, ``{"status", "endReason"}``, before :meth:`close`): a transport with a
+    # live view of the call (the WebRTC data channel, :mod:`gateway.webrtc.transport`).
 
     async def close(self, code: int = 1000, reason: str = "") -> None: ...
 

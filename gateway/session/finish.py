@@ -150,6 +150,9 @@ async def finish_call(parts: CallParts, ended: CallEnded, *, requested: bool) ->
         await bounded(clock, log, "bridge close", parts.bridge.close(), BRIDGE_CLOSE_S)
     recording = parts.recorder.close() if parts.recorder is not None else None  # never raises
     code = close_code(ended, requested=requested)
+    observe = getattr(parts.transport, "observe", None)  # optional: see Transport
+    if observe is not None:
+        observe("ended", {"status": ended.status, "endReason": ended.reason})
     await bounded(clock, log, "transport close", parts.transport.close(code, ended.reason[:100]), TRANSPORT_CLOSE_S)
     outcome = CallOutcome(
         status=ended.status,

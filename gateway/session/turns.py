@@ -19,6 +19,7 @@ Pure and synchronous: time comes in as ms from the call's start.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from gateway.llm import base as llm
@@ -36,7 +37,7 @@ class Turns:
     """
 
     __slots__ = ("transcript", "cancelled", "_agent_turns", "_stats", "speech_end_ms", "speech_onset_ms",
-                 "_user_span", "_last_user", "_items")
+                 "_user_span", "_last_user", "_items", "on_change")
 
     def __init__(self, stats: CallStats) -> None:
         self.transcript: list[dict[str, Any]] = []
@@ -48,6 +49,13 @@ class Turns:
         self._user_span: list[float | None] = [None, None]  # the next caller turn's first onset, last end
         self._last_user: dict[str, Any] | None = None  # the latest caller turn, while its speech may go on
         self._items: dict[str, _ItemSpan] = {}  # agent item -> its audio's span
+        #: Optional observer, called with ``(index, turn)`` when a turn is added or changed (its
+        #: text corrected or cut, its latency known): the WebRTC transport's live view.
+        self.on_change: Callable[[int, dict[str, Any]], None] | None = None
+
+    def _changed(self, idx: int) -> None:
+        if self.on_change is not None:
+            self.on_change(idx, self.transcript[idx])
 
     def speech_started(self, onset_ms: float) -> None:
         """The caller started speaking at ``onset_ms``."""
@@ -80,6 +88,7 @@ class Turns:
         if item_id in self.cancelled:
             return False
         span = self._items.get(item_id)
+        first = span is None
         if span is None:
             span = self._items[item_id] = _ItemSpan(now_ms)
         if self.speech_end_ms is not None:
@@ -93,6 +102,8 @@ class Turns:
         idx = self._agent_turns.get(item_id)
         if idx is not None:
             self._place(self.transcript[idx], span)
+            if first:  # its first audio: the turn's start and latency are known now
+                self._changed(idx)
         return True
 
     @staticmethod
@@ -115,6 +126,7 @@ class Turns:
         idx = self._agent_turns.get(event.item_id) if event.role == "agent" and event.item_id else None
         if idx is not None:
             self.transcript[idx]["text"] = event.text
+            self._changed(idx)
             return
         turn: dict[str, Any] = {"role": event.role, "text": event.text, "at_ms": int(now_ms), "interrupted": False}
         if event.role == "agent" and event.item_id in self.cancelled:
@@ -136,6 +148,7 @@ class Turns:
             self._user_span = [None, None]
             self._last_user = turn if start is not None else None
         self.transcript.append(turn)
+        self._changed(len(self.transcript) - 1)
 
     def barge_in(self, item_id: str | None, heard_ms: int, queued_ms: int, reaction_ms: float | None) -> None:
         """A barge-in cut ``item_id`` after ``heard_ms`` of its ``queued_ms`` (ms).
@@ -161,6 +174,7 @@ class Turns:
         span = self._items.get(item_id)
         if span is not None:
             self._place(turn, span)
+        self._changed(idx)
 
 
 class _ItemSpan:

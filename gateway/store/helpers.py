@@ -42,8 +42,9 @@ if TYPE_CHECKING:
 
 __all__ = ["CONNECTION_TYPES", "API_KEY_PREFIX", "hash_secret", "new_id"]
 
-#: Carrier names a call can be created for (``raw`` is the custom WebSocket protocol).
-CONNECTION_TYPES: tuple[str, ...] = ("twilio", "telnyx", "plivo", "vonage", "exotel", "raw")
+#: Carrier names a call can be created for (``raw`` is the custom WebSocket protocol,
+#: ``webrtc`` a browser's peer connection: :mod:`gateway.webrtc`).
+CONNECTION_TYPES: tuple[str, ...] = ("twilio", "telnyx", "plivo", "vonage", "exotel", "raw", "webrtc")
 
 API_KEY_PREFIX = "gw_"
 

@@ -74,7 +74,7 @@ def test_request_bodies_use_wire_names() -> None:
     assert props["firstSpeaker"]["enum"] == ["agent", "user"]
     assert agent["additionalProperties"] is False
     inline = schemas["InlineCallCreate"]["properties"]
-    assert set(inline["connectionType"]["enum"]) == {"twilio", "telnyx", "plivo", "vonage", "exotel", "raw"}
+    assert set(inline["connectionType"]["enum"]) == {"twilio", "telnyx", "plivo", "vonage", "exotel", "raw", "webrtc"}
     created = schemas["CallCreated"]["properties"]
     assert {"callId", "streamUrl", "streamUrlExpiresAt", "connectionType", "instructions"} <= set(created)
     assert "from" in schemas["CallOut"]["properties"]

@@ -142,8 +142,9 @@ async def test_create_call_from_agent(client: httpx.AsyncClient, store: Store) -
     r = await client.post("/calls/create", json={"agentId": agent["id"]})
     assert r.status_code == 201, r.text
     body = r.json()
-    assert set(body) == {"callId", "streamUrl", "streamUrlExpiresAt", "connectionType", "instructions"}
-    assert body["connectionType"] == "twilio"
+    assert set(body) == {"callId", "streamUrl", "streamUrlExpiresAt", "connectionType", "instructions", "offerUrl",
+                         "iceServers"}
+    assert body["connectionType"] == "twilio" and body["offerUrl"] is None and body["iceServers"] is None
     m = STREAM.match(body["streamUrl"])
     assert m, body["streamUrl"]
     scheme, host, carrier, call_id, token = m.groups()

@@ -64,6 +64,7 @@ CARRIER_TABLE = {
     "exotel": Carrier("exotel", [text(_EX["inbound"]["start"])], _json_media(_EX["inbound"]["media"]), False),
     "vonage": Carrier("vonage", [text(_VO["inbound"]["connected_minimal"])], None, True),
     "raw": Carrier("raw", ['{"event":"start","sampleRate":16000}'], None, True),
+    "webrtc": Carrier("webrtc", ['{"event":"start","streamId":"pc","sampleRate":16000}'], None, True),
 }
 
 
@@ -251,6 +252,15 @@ def _documented_messages(name: str) -> list[dict]:
             {"event": "start", "sampleRate": 16000, "encoding": "l16", "customParameters": {"a": "b"}, "callId": "c"},
             {"event": "mark", "name": "m"},
             {"event": "dtmf", "digit": "5"},
+            {"event": "stop", "reason": "r"},
+        ]
+    if name == "webrtc":  # the WebRTC transport's internal frames (gateway.carriers.webrtc)
+        return [
+            {"event": "start", "streamId": "pc", "sampleRate": 16000},
+            {"event": "mark", "name": "m"},
+            {"event": "cleared"},
+            {"event": "page", "text": '{"type": "dtmf", "digit": "5"}'},
+            {"event": "page", "binary": 3},
             {"event": "stop", "reason": "r"},
         ]
     doc = golden(name)["inbound"]

@@ -55,10 +55,24 @@ _RAW_DOCUMENTED = [
 ]
 
 
+#: The WebRTC transport's internal frames (gateway.carriers.webrtc's docstring).
+_WEBRTC_DOCUMENTED = [
+    {"event": "start", "streamId": "webrtc-call_1", "sampleRate": 16000},
+    {"event": "mark", "name": "m"},
+    {"event": "cleared"},
+    {"event": "page", "text": '{"type": "dtmf", "digit": "5"}'},
+    {"event": "page", "text": '{"type": "hangup"}'},
+    {"event": "page", "binary": 12},
+    {"event": "stop", "reason": "peer_closed"},
+]
+
+
 def documented(name: str) -> list[dict]:
-    """The carrier's documented inbound messages (golden files; the raw protocol's own doc)."""
+    """The carrier's documented inbound messages (golden files; the raw and webrtc protocols' own docs)."""
     if name == "raw":
         return copy.deepcopy(_RAW_DOCUMENTED)
+    if name == "webrtc":
+        return copy.deepcopy(_WEBRTC_DOCUMENTED)
     return [m for m in golden(name)["inbound"].values() if isinstance(m, dict)]
 
 
@@ -66,6 +80,8 @@ def start_frames(name: str) -> list[str]:
     """Frames that take a fresh adapter to streaming."""
     if name == "raw":
         return [text(_RAW_DOCUMENTED[0])]
+    if name == "webrtc":
+        return [text(_WEBRTC_DOCUMENTED[0])]
     doc = golden(name)["inbound"]
     return [text(doc["connected_minimal" if name == "vonage" else "start"])]
 

@@ -102,7 +102,7 @@ def test_vonage_headers_are_limited_to_512_bytes() -> None:
         instruction_document("vonage", URL, parameters={"k": "v" * 600})
 
 
-@pytest.mark.parametrize("carrier", ["exotel", "raw"])
+@pytest.mark.parametrize("carrier", ["exotel", "raw", "webrtc"])
 def test_carriers_configured_out_of_band(carrier: str) -> None:
     assert instruction_document(carrier, URL) is None
 

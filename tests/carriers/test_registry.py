@@ -14,7 +14,7 @@ FORBIDDEN_IMPORTS = {"asyncio", "socket", "starlette", "websockets", "httpx", "u
 
 
 def test_carrier_names() -> None:
-    assert CARRIERS == ("twilio", "telnyx", "plivo", "vonage", "exotel", "raw")
+    assert CARRIERS == ("twilio", "telnyx", "plivo", "vonage", "exotel", "raw", "webrtc")
 
 
 @pytest.mark.parametrize("name", CARRIERS)

@@ -91,6 +91,8 @@ MARK_DOCS = {
     "vonage": (_doc("vonage", "connected_minimal"), golden("vonage")["outbound"]["action_notify"], ("payload", "name"),
                [(_doc("vonage", "notify"), ("payload", "name"))]),
     "raw": (_RAW_START, {"event": "mark", "name": "m"}, ("name",), [({"event": "mark", "name": "m"}, ("name",))]),
+    "webrtc": ({"event": "start", "streamId": "pc", "sampleRate": 16000}, {"event": "mark", "name": "m"}, ("name",),
+               [({"event": "mark", "name": "m"}, ("name",))]),
 }  # fmt: skip
 
 

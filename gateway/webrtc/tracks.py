@@ -1,0 +1,172 @@
+"""The media of one WebRTC call: the paced outbound track and the inbound decode → resample.
+
+**Outbound** (:class:`PacedTrack`, an aiortc ``MediaStreamTrack``): the session's playout
+ledger releases agent audio (L16 at the session's rate) a little ahead of real time
+(``lead_ms``); :meth:`PacedTrack.push` queues it. aiortc's RTP sender awaits
+:meth:`PacedTrack.recv` in a loop, and each call returns one 20 ms ``AudioFrame`` when it is
+due on the track's real-time clock (silence when the queue is empty, so RTP flows
+continuously and the browser's jitter buffer never starves). A frame's ``pts`` counts samples
+since the track started (time base 1/rate); the sender turns it into the packet's RTP
+timestamp. A mark placed with :meth:`PacedTrack.mark` is acknowledged (``on_mark``) when the
+track has emitted every byte queued before it, i.e. from the frames actually sent, so the
+ledger's heard-ms is what went out on the wire (network and the browser's jitter buffer add a
+few tens of ms on top). :meth:`PacedTrack.clear` drops the queue at once and returns the
+pending marks (the session acknowledges them as cleared, as Twilio does). The queue is bounded
+(:data:`MAX_QUEUE_MS`); audio past it is dropped and counted.
+
+**Inbound** (:class:`InboundAudio`): aiortc decodes the browser's Opus (48 kHz stereo s16
+``AudioFrame``) in the receiver's own decoder thread (``aiortc.rtcrtpreceiver.decoder_worker``,
+one per call); :meth:`InboundAudio.convert` resamples it (PyAV ``AudioResampler``, FFmpeg's
+swresample, in the event loop: a few µs per 20 ms frame) to mono s16 at the session's rate and
+cuts it into 20 ms chunks.
+
+CPU: the Opus *encode* of each outbound 20 ms frame runs in the event loop's default thread
+pool (``RTCRtpSender._next_encoded_frame`` uses ``run_in_executor``), the *decode* in the
+receiver's thread; libopus releases the GIL while it works, so neither holds the session's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import AudioFrame, AudioResampler
+
+__all__ = ["PacedTrack", "InboundAudio", "FRAME_MS", "MAX_QUEUE_MS", "MAX_LAG_S"]
+
+FRAME_MS = 20
+#: Most agent audio the track queues (ms): the ledger keeps ~100 ms there, so more is a bug or
+#: a stalled track; the excess is dropped (counted in :attr:`PacedTrack.dropped_bytes`).
+MAX_QUEUE_MS = 2000
+#: A frame due more than this long ago (s; the loop was busy) restarts the track's clock rather
+#: than sending a burst to catch up.
+MAX_LAG_S = 0.1
+
+
+class PacedTrack(MediaStreamTrack):
+    """Agent audio out, one 20 ms frame per 20 ms of real time (module docstring).
+
+    Args:
+        sample_rate: the session's rate (Hz); frames are mono s16 at it.
+        on_mark: called with a mark's name once the audio before it was emitted.
+        on_frame: called after each frame with whether it carried agent audio (the agent state).
+        clock: monotonic seconds (tests may pass another).
+
+    Attributes:
+        emitted_bytes: agent audio bytes emitted so far; ``dropped_bytes``: dropped at the bound.
+    """
+
+    kind = "audio"
+
+    def __init__(self, sample_rate: int, *, on_mark: Callable[[str], None],
+                 on_frame: Callable[[bool], None] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.sample_rate = sample_rate
+        self.frame_samples = sample_rate * FRAME_MS // 1000
+        self._frame_bytes = 2 * self.frame_samples
+        self._max_bytes = 2 * sample_rate * MAX_QUEUE_MS // 1000
+        self._time_base = fractions.Fraction(1, sample_rate)
+        self._silence = bytes(self._frame_bytes)
+        self._queue = bytearray()
+        self._marks: deque[tuple[int, str]] = deque()  # (queued position in bytes, name)
+        self._on_mark, self._on_frame, self._clock = on_mark, on_frame, clock
+        self.emitted_bytes = 0
+        self.dropped_bytes = 0
+        self._pts = 0
+        self._start: float | None = None
+
+    @property
+    def queued_ms(self) -> float:
+        """Agent audio waiting in the queue (ms)."""
+        return len(self._queue) * 500.0 / self.sample_rate
+
+    def push(self, pcm: bytes) -> None:
+        """Queue agent audio (mono s16 little-endian at ``sample_rate``; whole samples)."""
+        room = self._max_bytes - len(self._queue)
+        if len(pcm) > room:
+            self.dropped_bytes += len(pcm) - max(room, 0)
+            pcm = pcm[: max(room, 0)]
+        self._queue += pcm
+
+    def mark(self, name: str) -> None:
+        """Acknowledge ``name`` once everything queued so far has been emitted (now, if nothing is)."""
+        if not self._queue:
+            self._on_mark(name)
+        else:
+            self._marks.append((self.emitted_bytes + len(self._queue), name))
+
+    def clear(self) -> list[str]:
+        """Drop the queued audio at once; the pending marks' names (in order), now settled."""
+        self._queue.clear()
+        names = [name for _, name in self._marks]
+        self._marks.clear()
+        return names
+
+    async def recv(self) -> AudioFrame:
+        """The next 20 ms frame, when it is due (aiortc's sender awaits this in a loop).
+
+        Raises:
+            MediaStreamError: the track was stopped.
+        """
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = self._clock()
+        if self._start is None:
+            self._start = now
+        due = self._start + self._pts / self.sample_rate
+        if due > now:
+            await asyncio.sleep(due - now)
+        elif now - due > MAX_LAG_S:  # the loop was held up: restart the clock, no burst
+            self._start = now - self._pts / self.sample_rate
+        return self._next_frame()
+
+    def _next_frame(self) -> AudioFrame:
+        queue, n = self._queue, self._frame_bytes
+        agent = bool(queue)
+        if agent:
+            chunk = bytes(queue[:n])
+            del queue[:n]
+            self.emitted_bytes += len(chunk)
+            if len(chunk) < n:
+                chunk += self._silence[len(chunk):]
+        else:
+            chunk = self._silence
+        frame = AudioFrame.from_ndarray(np.frombuffer(chunk, dtype="<i2").reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = self.sample_rate
+        frame.pts = self._pts
+        frame.time_base = self._time_base
+        self._pts += self.frame_samples
+        marks = self._marks
+        while marks and marks[0][0] <= self.emitted_bytes:
+            self._on_mark(marks.popleft()[1])
+        if self._on_frame is not None:
+            self._on_frame(agent)
+        return frame
+
+
+class InboundAudio:
+    """The browser's decoded audio → mono s16 at ``sample_rate``, in 20 ms chunks.
+
+    Args:
+        sample_rate: the session's rate (Hz).
+    """
+
+    def __init__(self, sample_rate: int) -> None:
+        self._resampler = AudioResampler(format="s16", layout="mono", rate=sample_rate)
+        self._chunk = 2 * sample_rate * FRAME_MS // 1000
+        self._buf = bytearray()
+
+    def convert(self, frame: AudioFrame) -> list[bytes]:
+        """The whole 20 ms chunks ``frame`` completes (any rate and layout in; 0 or more out)."""
+        for out in self._resampler.resample(frame):
+            self._buf += out.to_ndarray().tobytes()
+        n, buf = self._chunk, self._buf
+        chunks = [bytes(buf[i:i + n]) for i in range(0, len(buf) - n + 1, n)]
+        if chunks:
+            del buf[: n * len(chunks)]
+        return chunks
