@@ -45,14 +45,15 @@ def local_engines():
 
 def pytest_collection_modifyitems(config, items):
     """With pytest-xdist (``make test`` runs two workers, ``--dist loadgroup``): the end-to-end
-    tests (``tests/e2e``: real calls, the local agent's speech engines, timings on a real clock)
+    tests (``tests/e2e`` and ``tests/browser``: real calls, the local agent's speech engines,
+    timings on a real clock)
     run one at a time on one worker, while the other worker takes the rest, so two of them never
     compete for the machine's cores."""
     here = Path(__file__).parent
-    e2e = here / "e2e"
+    groups = (here / "e2e", here / "browser")  # the browser tests: a real call in Chromium
     # Also on that worker: the engine-worker pool's timing tests (deadlines of about a second).
     timed = {here / "llm" / "test_workers.py"}
     for item in items:
         path = Path(str(item.fspath))
-        if e2e in path.parents or path in timed:
+        if any(g in path.parents for g in groups) or path in timed:
             item.add_marker(pytest.mark.xdist_group("e2e"))
