@@ -30,7 +30,7 @@ import numpy as np
 import orjson
 
 from gateway.webrtc.ice import include_loopback
-from gateway.webrtc.tracks import InboundAudio, PacedTrack
+from gateway.webrtc.tracks import InboundAudio, PacedTrack, set_jitter_frames
 
 __all__ = ["WebRtcCaller", "OfferRefused", "SpokenLine", "ONSET_RMS", "AUDIBLE_RMS", "speech_onset"]
 
@@ -75,9 +75,13 @@ class WebRtcCaller:
         offer_url: the call's ``offerUrl``.
         sample_rate: the rate (Hz) lines are given in and received audio is kept at.
         ice_servers: ``RTCIceServer`` objects for this peer (none: host candidates).
+        jitter_frames: this peer's jitter buffer (frames of 20 ms before decoding; aiortc's
+            default 4 is 80 ms, more than a browser's adaptive buffer holds on loopback, which
+            runs at 20 to 40 ms): what "at the peer" timings include.
     """
 
-    def __init__(self, offer_url: str, *, sample_rate: int = 16000, ice_servers: list | None = None) -> None:
+    def __init__(self, offer_url: str, *, sample_rate: int = 16000, ice_servers: list | None = None,
+                 jitter_frames: int = 1) -> None:
         from aiortc import RTCConfiguration, RTCPeerConnection
 
         include_loopback()
@@ -97,7 +101,9 @@ class WebRtcCaller:
         self.channel.on("open", self._opened.set)
         self.channel.on("message", self._message)
         self.pc.on("track", self._track)
-        self.pc.addTrack(self.mic)
+        sender = self.pc.addTrack(self.mic)
+        receiver = next(t.receiver for t in self.pc.getTransceivers() if t.sender is sender)
+        set_jitter_frames(receiver, jitter_frames)
 
     # ------------------------------------------------------------------ connection
     async def connect(self, *, timeout_s: float = 10.0) -> None:

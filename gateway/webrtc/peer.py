@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from gateway.webrtc.ice import ice_servers, include_loopback
+from gateway.webrtc.tracks import set_jitter_frames
 from gateway.webrtc.transport import WebRtcTransport, close_peer
 
 __all__ = ["BadOffer", "ConnectFailed", "WebRtcPeer", "check_offer", "answer_offer", "MAX_OFFER_BYTES"]
@@ -164,6 +165,8 @@ async def answer_offer(sdp: str, settings: Any, *, label: str = "") -> WebRtcPee
         audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
         if not audio or audio[0].direction not in ("sendrecv", "recvonly") or not transport.has_audio:
             raise BadOffer("sdp", "the audio m-line must send and receive audio (sendrecv)")
+        if not set_jitter_frames(audio[0].receiver, settings.webrtc_jitter_frames):
+            log.warning("webrtc: this aiortc has no receiver jitter buffer to set; keeping its own")
         codecs = RTCRtpSender.getCapabilities("audio").codecs
         audio[0].setCodecPreferences(sorted(codecs, key=lambda c: c.mimeType.lower() != "audio/opus"))
         pc.addTrack(transport.track)

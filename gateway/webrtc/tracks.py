@@ -37,7 +37,7 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame, AudioResampler
 
-__all__ = ["PacedTrack", "InboundAudio", "FRAME_MS", "MAX_QUEUE_MS", "MAX_LAG_S"]
+__all__ = ["PacedTrack", "InboundAudio", "FRAME_MS", "MAX_QUEUE_MS", "MAX_LAG_S", "set_jitter_frames"]
 
 FRAME_MS = 20
 #: Most agent audio the track queues (ms): the ledger keeps ~100 ms there, so more is a bug or
@@ -147,6 +147,27 @@ class PacedTrack(MediaStreamTrack):
         if self._on_frame is not None:
             self._on_frame(agent)
         return frame
+
+
+def set_jitter_frames(receiver: object, frames: int) -> bool:
+    """Give an audio ``RTCRtpReceiver`` a jitter buffer that releases each frame once ``frames``
+    later frames arrived (aiortc's audio default is 4: 80 ms of delay on every packet).
+
+    aiortc's buffer reorders, and waits on a missing packet, whatever its prefetch; the
+    prefetch only adds delay. On loopback and LAN links one frame (20 ms) is enough, and every
+    frame of delay here is a frame later that a barge-in is heard. aiortc has no public option
+    for it, so the receiver's private buffer (``_RTCRtpReceiver__jitter_buffer``, made in its
+    ``__init__``) is replaced before any packet arrives. Returns False, changing nothing, if
+    this aiortc version has no such attribute.
+    """
+    from aiortc.jitterbuffer import JitterBuffer
+
+    name = "_RTCRtpReceiver__jitter_buffer"
+    current = getattr(receiver, name, None)
+    if not isinstance(current, JitterBuffer):
+        return False
+    setattr(receiver, name, JitterBuffer(capacity=current.capacity, prefetch=max(1, frames)))
+    return True
 
 
 class InboundAudio:
