@@ -215,7 +215,9 @@ async function startCall() {
     const [path, body] = callRequest();
     if (!$("apiKey").value.trim()) throw new ApiError(401, "unauthorized", NO_KEY); // before the mic
     c.ctx = new AudioContext();
-    c.mic = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true }, video: false });
+    const processing = $("processing").checked; // the browser's echo cancellation, noise suppression, gain
+    const audio = { echoCancellation: processing, noiseSuppression: processing, autoGainControl: processing };
+    c.mic = await navigator.mediaDevices.getUserMedia({ audio, video: false });
     for (const t of c.mic.getAudioTracks()) t.enabled = !muted;
     c.micNode = analyser(c.ctx, c.mic);
     startMeters(c);
@@ -283,17 +285,24 @@ function onMessage(c, text) {
   }
 }
 
+// One list item per transcript turn: a message with the index of a turn shown already replaces
+// it (a barge-in cut it, its latency became known, its text was corrected); interim text (final
+// false, optional) fills the role's pending item until its final message.
 function addTurn(m) {
   const list = $("transcript");
-  let li = list.querySelector(`li.interim[data-role="${m.role}"]`);
+  let li = (m.index != null && list.querySelector(`li[data-index="${Number(m.index)}"]`)) ||
+    list.querySelector(`li.interim[data-role="${m.role === "agent" ? "agent" : "user"}"]`);
   if (!li) {
     li = document.createElement("li");
-    li.dataset.role = m.role;
-    li.append(document.createElement("span"));
+    li.dataset.role = m.role === "agent" ? "agent" : "user";
     list.append(li);
   }
-  li.firstChild.textContent = m.text;
+  const text = document.createElement("span");
+  text.className = "text";
+  text.textContent = m.text;
+  li.replaceChildren(text);
   li.classList.toggle("interim", !m.final);
+  if (m.index != null) li.dataset.index = String(Number(m.index));
   if (!m.final) return;
   const notes = [];
   if (m.latencyMs != null) notes.push(`${m.latencyMs} ms`);
@@ -386,8 +395,8 @@ async function showRecord(id, { wait }) {
     pre.textContent = JSON.stringify(rec, null, 2);
     details.append(summary, pre);
     view.replaceChildren(dl, json, details);
-    view.dataset.status = rec.status;
     await showRecording(rec, dl);
+    view.dataset.status = rec.status; // the view is complete
   } catch (err) {
     showError(err);
   }
