@@ -251,10 +251,10 @@ class WebRtcCaller:
 
         await self.wait_for(done, timeout_s=timeout_s)
 
-    async def wait_for_message(self, kind: str, *, timeout_s: float = 10.0, **match: Any) -> dict:
-        """The first data channel message of ``type`` ``kind`` whose fields equal ``match``."""
+    async def wait_for_message(self, type_: str, /, *, timeout_s: float = 10.0, **match: Any) -> dict:
+        """The first data channel message of ``type`` ``type_`` whose fields equal ``match``."""
         def found() -> dict | None:
-            return next((m for m in self.of_type(kind) if all(m.get(k) == v for k, v in match.items())), None)
+            return next((m for m in self.of_type(type_) if all(m.get(k) == v for k, v in match.items())), None)
 
         await self.wait_for(lambda: found() is not None, timeout_s=timeout_s)
         return found()  # type: ignore[return-value]

@@ -52,6 +52,10 @@ async def test_webrtc_call_is_understood_answered_and_recorded(gateway, shared_a
         await peer.wait_for_agent(timeout_s=20, quiet_s=1.0)  # the greeting
         await peer.say(line(shared_audio, "speech/cards-003.wav"))
         await peer.wait_for_agent(timeout_s=20, quiet_s=1.0)  # the reply
+        peer.channel.send("{not json")  # a malformed page message: counted, the call goes on
+        peer.send({"type": "wave"})  # an unknown one: counted as unhandled
+        peer.send({"type": "dtmf", "digit": "5"})
+        await peer.wait_for_message("event", kind="dtmf", timeout_s=5)
         await peer.hangup()
         ended = await peer.wait_for_message("ended", timeout_s=10)
     finally:
@@ -75,6 +79,9 @@ async def test_webrtc_call_is_understood_answered_and_recorded(gateway, shared_a
         stereo = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, 2)
     assert np.abs(stereo[:, 0]).max() > 1000 and np.abs(stereo[:, 1]).max() > 1000
     assert rec["metrics"]["marksAcked"] > 5 and rec["metrics"]["framesIn"] > 100
+    assert rec["metrics"]["protocolErrors"] == {"malformed_json": 1}, rec["metrics"]
+    assert rec["metrics"]["unhandledEvents"] == {"page:wave": 1}, rec["metrics"]
+    assert [e["data"] for e in rec["events"] if e["kind"] == "dtmf"] == [{"digit": "5"}]
 
 
 async def test_barge_in_stops_the_agent_audio_at_the_peer_within_300_ms(gateway, shared_audio):
@@ -230,3 +237,41 @@ async def test_a_peer_that_never_connects_ends_the_call_with_a_clear_reason(gate
         await pc.close()
     assert (rec["status"], rec["endReason"]) == ("failed", "webrtc_connect_timeout"), rec
     assert rec["error"]["code"] == "no_start" and "1 s" in rec["error"]["message"], rec["error"]
+
+
+async def test_shutdown_during_webrtc_calls_finalises_their_records(tmp_path, local_engines):
+    from aiortc import RTCPeerConnection
+
+    from gateway.config import Settings
+    from gateway.simulator.demo import serve_in_background
+    from gateway.webrtc.tracks import PacedTrack
+    from tests.e2e.conftest import Gateway, free_port
+
+    port = free_port()
+    settings = Settings(host="127.0.0.1", port=port, public_url=f"http://127.0.0.1:{port}",
+                        database_url=f"sqlite:///{tmp_path}/gw.db", recordings_dir=tmp_path / "recordings")
+    server, task, app = await serve_in_background(settings, engines=local_engines, warm_up=False)
+    store = app.state.services.store
+    gw = Gateway(f"http://127.0.0.1:{port}", store.create_api_key("test")[0], app, settings)
+    live, peer = await webrtc_call(gw)
+    connecting = await gw.create_inline_call(connectionType="webrtc")
+    pc = RTCPeerConnection()  # posts its offer, never applies the answer: still connecting at shutdown
+    pc.addTrack(PacedTrack(16000, on_mark=lambda name: None))
+    await pc.setLocalDescription(await pc.createOffer())
+    assert (await post_offer(connecting["offerUrl"], {"type": "offer", "sdp": pc.localDescription.sdp})).status_code == 200
+    try:
+        await peer.wait_for(lambda: bool(peer.audible()), timeout_s=20)
+        t = time.monotonic()
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+        assert time.monotonic() - t < 15
+        ended = await peer.wait_for_message("ended", timeout_s=5)
+    finally:
+        await peer.close()
+        await pc.close()
+    rec = store.get_call(live["callId"])
+    assert (rec.status, rec.end_reason) == ("completed", "shutdown"), rec
+    assert ended == {"type": "ended", "status": "completed", "endReason": "shutdown"}
+    assert rec.recording_state == "completed" and rec.turns and any(e.kind == "ended" for e in rec.events), rec
+    rec = store.get_call(connecting["callId"])
+    assert (rec.status, rec.end_reason) == ("failed", "shutdown"), rec
