@@ -59,8 +59,9 @@ async def test_page_needs_no_key_and_allows_this_origin_only(anon: httpx.AsyncCl
     assert r.headers["x-content-type-options"] == "nosniff" and r.headers["cache-control"] == "no-cache"
     page = _parse(r.text)
     assert STABLE_IDS <= page.ids
-    # assets are relative to the page (so a path prefix in the public URL is kept), none external
-    assert sorted(page.refs) == ["playground/static/playground.css", "playground/static/playground.js"]
+    # assets are relative to the page (so a path prefix in the public URL is kept), none external;
+    # an empty icon, so the browser asks for no /favicon.ico
+    assert sorted(page.refs) == ["data:,", "playground/static/playground.css", "playground/static/playground.js"]
     assert (await anon.head("/playground")).status_code == 200
 
 
