@@ -1,0 +1,59 @@
+"""The offer body's checks, the refusal statuses, and the offer token kept out of logs."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+import pytest
+
+from gateway.webrtc.offer import REFUSAL_STATUS, refusal_response  # first: gateway.streams alone meets an import cycle
+from gateway.logs import RedactStreamTokens, redact
+from gateway.streams import CLOSE_CODES, Refusal
+from gateway.webrtc.peer import MAX_OFFER_BYTES, BadOffer, check_offer
+
+SDP = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+
+
+def body(obj) -> bytes:
+    return obj if isinstance(obj, bytes) else orjson.dumps(obj)
+
+
+def test_a_good_offer_gives_its_sdp():
+    assert check_offer(body({"type": "offer", "sdp": SDP})) == SDP
+    assert check_offer(body({"type": "offer", "sdp": SDP.replace("\r\n", "\n")})).startswith("v=0\n")
+
+
+@pytest.mark.parametrize(("raw", "field"), [
+    (b"", "body"), (b"{", "body"), (b"[]", "body"), (b'"offer"', "body"),
+    (b"x" * (MAX_OFFER_BYTES + 1), "body"),
+    ({"sdp": SDP}, "type"), ({"type": "answer", "sdp": SDP}, "type"), ({"type": 1, "sdp": SDP}, "type"),
+    ({"type": "offer"}, "sdp"), ({"type": "offer", "sdp": ""}, "sdp"), ({"type": "offer", "sdp": 5}, "sdp"),
+    ({"type": "offer", "sdp": "hello"}, "sdp"),
+    ({"type": "offer", "sdp": SDP.replace("m=audio", "m=video")}, "sdp"),
+])  # fmt: skip
+def test_bad_offers_name_the_field(raw, field):
+    with pytest.raises(BadOffer) as exc:
+        check_offer(body(raw))
+    assert exc.value.field == field and exc.value.message
+
+
+def test_every_refusal_key_has_a_status():
+    assert set(REFUSAL_STATUS) == set(CLOSE_CODES)
+    expected = {"unknown_call": 404, "bad_token": 401, "token_expired": 410, "not_connectable": 409,
+                "bad_carrier": 400, "at_capacity": 503}
+    for key, status in expected.items():
+        r = refusal_response(Refusal(key, "why"))
+        assert r.status_code == status
+        assert orjson.loads(r.body) == {"error": {"code": key, "message": "why"}}
+        assert ("retry-after" in r.headers) == (key == "at_capacity")
+
+
+def test_the_offer_token_is_redacted_from_logs():
+    line = 'POST /webrtc/call_1f/Zx-9_aB/offer HTTP/1.1" 200'
+    assert redact(line) == 'POST /webrtc/call_1f/***/offer HTTP/1.1" 200'
+    assert redact("http://h:1/webrtc/call_1/tok?x=tok") == "http://h:1/webrtc/call_1/***?***"
+    record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s - "%s %s"', ("127.0.0.1", "POST",
+                               "/webrtc/call_1/secret-token/offer"), None)  # fmt: skip
+    RedactStreamTokens().filter(record)
+    assert "secret-token" not in record.getMessage()

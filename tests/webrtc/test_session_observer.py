@@ -1,0 +1,71 @@
+"""The session's optional observer hook (a transport's ``observe``): events, turns, the end.
+
+On the virtual-clock session of tests/test_session.py: a transport with ``observe`` hears every
+journal event the record keeps, each transcript turn as it is added and as a barge-in cuts it,
+and the end before it is closed; a transport without it changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.llm import base as llm
+from gateway.vadrun import VadStart
+from tests.test_session import QUIET, FakeBridge, MemoryTransport, make_session, run
+
+
+class ObservedTransport(MemoryTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.observed: list[tuple[str, dict]] = []
+
+    def observe(self, kind: str, payload: dict) -> None:
+        assert self.closed is None, "observed after close"
+        self.observed.append((kind, {**payload, "turn": dict(payload["turn"])} if kind == "turn" else dict(payload)))
+
+
+def observed_session(bridge: FakeBridge):
+    session, clock, transport, vad, dialect, finished = make_session(bridge, QUIET)
+    observed = ObservedTransport()
+    while not transport.inbox.empty():  # the Twilio opening make_session queued
+        observed.inbox.put_nowait(transport.inbox.get_nowait())
+    # the hook is taken when the session is made: make it again on the observed transport
+    fresh = type(session)(call_id="call_test", adapter=session.adapter, transport=observed,
+                          bridge_factory=lambda cfg: bridge, config=session.config, policy=QUIET,
+                          vad=lambda rate: vad, hooks=session.hooks, clock=clock)
+    return fresh, clock, observed, vad, dialect
+
+
+async def test_observer_hears_events_turns_their_cut_and_the_end():
+    bridge = FakeBridge()
+    session, clock, transport, vad, dialect = observed_session(bridge)
+    bridge.queue.put_nowait(llm.Transcript("agent", "one two three four five six seven eight nine ten", "item_1"))
+    bridge.queue.put_nowait(llm.AudioOut("item_1", b"\x00" * 8000))  # 1 s of μ-law
+
+    async def caller():
+        await clock.sleep(0.5)
+        vad.pending = [VadStart(0, 200.0)]
+        transport.inbox.put_nowait(dialect.media(b"\xff" * 160))
+        await clock.sleep(0.5)
+        transport.inbox.put_nowait(dialect.stop())
+
+    asyncio.get_running_loop().create_task(caller())
+    outcome = await run(session, clock)
+    kinds = [k for k, _ in transport.observed]
+    assert kinds[-1] == "ended" and transport.observed[-1][1] == {"status": "completed", "endReason": "carrier_stop"}
+    events = [p for k, p in transport.observed if k == "event"]
+    assert events == outcome.events  # every event the record keeps, in order, as it keeps them
+    turns = [p for k, p in transport.observed if k == "turn"]
+    assert {t["index"] for t in turns} == {0}
+    assert turns[0]["turn"]["interrupted"] is False and turns[0]["turn"]["text"].startswith("one two")
+    assert turns[-1]["turn"] == outcome.transcript[0] and outcome.transcript[0]["interrupted"] is True
+    assert turns[-1]["turn"]["heard_ms"] is not None
+
+
+async def test_a_transport_without_observe_is_left_alone():
+    bridge = FakeBridge()
+    session, clock, transport, vad, dialect, _ = make_session(bridge, QUIET)
+    assert session.journal.on_event is None and session.turns.on_change is None
+    transport.inbox.put_nowait(dialect.stop())
+    outcome = await run(session, clock)
+    assert outcome.end_reason == "carrier_stop"

@@ -1,0 +1,133 @@
+"""The paced outbound track (marks from emitted frames, clear, bounds) and the inbound resampling."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+from av import AudioFrame
+
+from gateway.simulator.run import to_rate
+from gateway.webrtc.tracks import MAX_LAG_S, MAX_QUEUE_MS, InboundAudio, PacedTrack, set_jitter_frames
+from tests.conftest import load_wav
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def track(clock=None):
+    acked: list[str] = []
+    frames: list[bool] = []
+    t = PacedTrack(16000, on_mark=acked.append, on_frame=frames.append, clock=clock or Clock())
+    return t, acked, frames
+
+
+async def test_frames_are_20_ms_with_sample_pts_and_silence_when_empty():
+    t, acked, frames = track()
+    t.push(np.full(480, 1000, "<i2").tobytes())  # 30 ms
+    out = [await t.recv() for _ in range(3)]
+    assert [f.pts for f in out] == [0, 320, 640] and all(f.samples == 320 for f in out)
+    assert all(f.sample_rate == 16000 and f.format.name == "s16" and f.layout.name == "mono" for f in out)
+    pcm = [f.to_ndarray()[0] for f in out]
+    assert (pcm[0] == 1000).all() and (pcm[1][:160] == 1000).all() and not pcm[1][160:].any() and not pcm[2].any()
+    assert frames == [True, True, False] and t.emitted_bytes == 960
+
+
+async def test_a_mark_is_acknowledged_once_the_audio_before_it_was_emitted():
+    t, acked, _ = track()
+    t.mark("m0")
+    assert acked == ["m0"]  # nothing queued: at once
+    t.push(bytes(640 * 3))
+    t.mark("m1")
+    t.push(bytes(640))
+    t.mark("m2")
+    await t.recv()
+    await t.recv()
+    assert acked == ["m0"]
+    await t.recv()
+    assert acked == ["m0", "m1"]
+    await t.recv()
+    assert acked == ["m0", "m1", "m2"] and t.queued_ms == 0
+
+
+async def test_clear_drops_the_queue_at_once_and_returns_the_pending_marks():
+    t, acked, _ = track()
+    t.push(bytes(640 * 10))
+    t.mark("a")
+    t.push(bytes(640 * 10))
+    t.mark("b")
+    await t.recv()
+    assert t.clear() == ["a", "b"] and t.queued_ms == 0
+    assert (await t.recv()).to_ndarray().any() == False and acked == []  # noqa: E712 - silence next
+
+
+def test_the_queue_is_bounded():
+    t, _, _ = track()
+    limit = 2 * 16000 * MAX_QUEUE_MS // 1000
+    t.push(bytes(limit - 100))
+    t.push(bytes(300))
+    assert t.queued_ms == MAX_QUEUE_MS and t.dropped_bytes == 200
+
+
+async def test_recv_paces_on_real_time_and_restarts_after_a_long_lag():
+    t = PacedTrack(16000, on_mark=lambda name: None)
+    start = time.monotonic()
+    for _ in range(6):
+        await t.recv()
+    assert 0.095 <= time.monotonic() - start < 0.3  # five waits of 20 ms after the first frame
+    clock = Clock()
+    t, _, _ = track(clock)
+    await t.recv()
+    clock.t += 5 * MAX_LAG_S  # the loop was held up: frames are not sent in a burst to catch up
+    await t.recv()
+    wait = asyncio.ensure_future(t.recv())
+    await asyncio.sleep(0.005)
+    assert not wait.done()  # the next one is due 20 ms on
+    await wait
+
+
+async def test_a_stopped_track_raises():
+    from aiortc.mediastreams import MediaStreamError
+
+    t, _, _ = track()
+    t.stop()
+    with pytest.raises(MediaStreamError):
+        await t.recv()
+
+
+def test_inbound_audio_is_resampled_to_the_session_rate_in_20_ms_chunks(shared_audio):
+    pcm, rate = load_wav(shared_audio / "speech/goforward.wav")
+    at48 = to_rate(pcm, rate, 48000)
+    stereo = np.repeat(at48[:, None], 2, axis=1).reshape(1, -1)  # packed s16 stereo, as aiortc decodes
+    inbound, chunks = InboundAudio(16000), []
+    for i in range(0, stereo.shape[1] - 1920 + 1, 1920):  # 20 ms frames of 960 samples × 2 channels
+        frame = AudioFrame.from_ndarray(np.ascontiguousarray(stereo[:, i:i + 1920]), format="s16", layout="stereo")
+        frame.sample_rate = 48000
+        chunks += inbound.convert(frame)
+    assert chunks and all(len(c) == 640 for c in chunks)
+    out = np.frombuffer(b"".join(chunks), "<i2").astype(float)
+    ref = to_rate(pcm, rate, 16000)[: out.size].astype(float)
+    lag = int(np.argmax(np.correlate(out[:16000], ref[:16000], "full"))) - 15999
+    assert abs(lag) < 40
+    a, b = out[max(lag, 0):], ref[max(-lag, 0):]
+    n = min(a.size, b.size)
+    assert np.corrcoef(a[:n], b[:n])[0, 1] > 0.95
+
+
+async def test_the_receiver_jitter_buffer_is_set():
+    from aiortc import RTCPeerConnection
+
+    pc = RTCPeerConnection()
+    transceiver = pc.addTransceiver("audio")
+    assert transceiver.receiver._RTCRtpReceiver__jitter_buffer._prefetch == 4  # aiortc's own
+    assert set_jitter_frames(transceiver.receiver, 1)
+    assert transceiver.receiver._RTCRtpReceiver__jitter_buffer._prefetch == 1
+    assert not set_jitter_frames(object(), 1)
+    await pc.close()
