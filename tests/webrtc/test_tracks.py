@@ -22,10 +22,10 @@ class Clock:
         return self.t
 
 
-def track(clock=None):
+def track(clock=None, out_rate=16000):
     acked: list[str] = []
     frames: list[bool] = []
-    t = PacedTrack(16000, on_mark=acked.append, on_frame=frames.append, clock=clock or Clock())
+    t = PacedTrack(16000, on_mark=acked.append, on_frame=frames.append, clock=clock or Clock(), out_rate=out_rate)
     return t, acked, frames
 
 
@@ -38,6 +38,18 @@ async def test_frames_are_20_ms_with_sample_pts_and_silence_when_empty():
     pcm = [f.to_ndarray()[0] for f in out]
     assert (pcm[0] == 1000).all() and (pcm[1][:160] == 1000).all() and not pcm[1][160:].any() and not pcm[2].any()
     assert frames == [True, True, False] and t.emitted_bytes == 960
+
+
+async def test_frames_leave_at_48_khz_lagging_the_audio_by_the_resampler_delay_only():
+    t, _, frames = track(out_rate=48000)
+    t.push(np.full(480, 1000, "<i2").tobytes())  # 30 ms at 16 kHz
+    out = [await t.recv() for _ in range(3)]
+    assert [f.pts for f in out] == [0, 960, 1920] and all(f.samples == 960 and f.sample_rate == 48000 for f in out)
+    pcm = np.concatenate([f.to_ndarray()[0] for f in out]).astype(int)
+    loud = np.flatnonzero(np.abs(pcm) > 500)
+    assert loud[0] <= 60  # about 1 ms of filter delay, not a frame held back
+    assert 1440 - 60 <= loud[-1] <= 1440 + 100 and abs(np.median(pcm[200:1300]) - 1000) < 20
+    assert frames == [True, True, False]
 
 
 async def test_a_mark_is_acknowledged_once_the_audio_before_it_was_emitted():
