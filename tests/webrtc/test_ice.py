@@ -11,12 +11,12 @@ from gateway.webrtc.ice import ice_servers
 
 def test_comma_lists_become_ice_servers_for_the_gateway():
     s = Settings(_env_file=None, webrtc_stun_urls="stun:a.example:3478, stun:b.example", webrtc_turn_urls="turn:t.example:3478",
-                 webrtc_turn_username="u", webrtc_turn_credential="secret")  # fmt: skip
+                 webrtc_turn_username="u", webrtc_turn_credential="pa55-w0rd")  # fmt: skip
     assert s.webrtc_stun_urls == ["stun:a.example:3478", "stun:b.example"]
     stun, turn = ice_servers(s)
     assert stun.urls == ["stun:a.example:3478", "stun:b.example"] and stun.username is None
-    assert turn.urls == ["turn:t.example:3478"] and (turn.username, turn.credential) == ("u", "secret")
-    assert "secret" not in repr(s)
+    assert turn.urls == ["turn:t.example:3478"] and (turn.username, turn.credential) == ("u", "pa55-w0rd")
+    assert "pa55-w0rd" not in repr(s)
     assert ice_servers(Settings(_env_file=None)) == []
 
 
