@@ -245,6 +245,9 @@ async function connect(c, created, offerUrl) {
   c.dc.onclose = () => c.ended || finish(c, null);
   for (const t of c.mic.getAudioTracks()) pc.addTrack(t, c.mic);
   pc.ontrack = (e) => {
+    // the smallest receive delay the network allows (Chromium's jitter buffer otherwise settles
+    // near 100 ms even on loopback): what the agent says, and its stop on a barge-in, come sooner
+    if ("jitterBufferTarget" in e.receiver) e.receiver.jitterBufferTarget = 0;
     c.remote = e.streams[0] || new MediaStream([e.track]);
     $("remoteAudio").srcObject = c.remote; // Chromium feeds WebAudio a remote stream only while an element plays it
     c.agentNode = analyser(c.ctx, c.remote);
