@@ -49,9 +49,11 @@ FRAME_MS = 20
 #: Most agent audio the track queues (ms): the ledger keeps ~100 ms there, so more is a bug or
 #: a stalled track; the excess is dropped (counted in :attr:`PacedTrack.dropped_bytes`).
 MAX_QUEUE_MS = 2000
-#: A frame due more than this long ago (s; the loop was busy) restarts the track's clock rather
-#: than sending a burst to catch up.
-MAX_LAG_S = 0.1
+#: A frame due more than this long ago (s; the loop was busy) skips the frames missed: their
+#: timestamps are left out (the browser conceals the gap) rather than sent late or in a burst,
+#: so RTP timestamps keep following real time and the browser's adaptive jitter buffer does
+#: not grow (every ms it grows is a ms later that a barge-in is heard). No audio is dropped.
+MAX_LAG_S = 0.06
 
 
 class PacedTrack(MediaStreamTrack):
@@ -66,7 +68,8 @@ class PacedTrack(MediaStreamTrack):
             encoder; ``sample_rate``: frames as pushed).
 
     Attributes:
-        emitted_bytes: agent audio bytes emitted so far; ``dropped_bytes``: dropped at the bound.
+        emitted_bytes: agent audio bytes emitted so far; ``dropped_bytes``: dropped at the bound;
+        ``skipped_frames``: frame times skipped after the loop was held up (:data:`MAX_LAG_S`).
     """
 
     kind = "audio"
@@ -89,6 +92,7 @@ class PacedTrack(MediaStreamTrack):
         self._on_mark, self._on_frame, self._clock = on_mark, on_frame, clock
         self.emitted_bytes = 0
         self.dropped_bytes = 0
+        self.skipped_frames = 0
         self._pts = 0
         self._start: float | None = None
 
@@ -133,8 +137,10 @@ class PacedTrack(MediaStreamTrack):
         due = self._start + self._pts / self.out_rate
         if due > now:
             await asyncio.sleep(due - now)
-        elif now - due > MAX_LAG_S:  # the loop was held up: restart the clock, no burst
-            self._start = now - self._pts / self.out_rate
+        elif now - due > MAX_LAG_S:  # the loop was held up: skip the missed timestamps, no burst
+            missed = int((now - due) * self.out_rate) // self.frame_samples
+            self._pts += missed * self.frame_samples
+            self.skipped_frames += missed
         return self._next_frame()
 
     def _next_frame(self) -> AudioFrame:

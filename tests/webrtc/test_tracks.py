@@ -88,7 +88,7 @@ def test_the_queue_is_bounded():
     assert t.queued_ms == MAX_QUEUE_MS and t.dropped_bytes == 200
 
 
-async def test_recv_paces_on_real_time_and_restarts_after_a_long_lag():
+async def test_recv_paces_on_real_time_and_skips_the_frame_times_a_long_lag_missed():
     t = PacedTrack(16000, on_mark=lambda name: None)
     start = time.monotonic()
     for _ in range(6):
@@ -96,13 +96,16 @@ async def test_recv_paces_on_real_time_and_restarts_after_a_long_lag():
     assert 0.095 <= time.monotonic() - start < 0.3  # five waits of 20 ms after the first frame
     clock = Clock()
     t, _, _ = track(clock)
-    await t.recv()
-    clock.t += 5 * MAX_LAG_S  # the loop was held up: frames are not sent in a burst to catch up
-    await t.recv()
+    t.push(bytes(640 * 3))
+    assert (await t.recv()).pts == 0
+    clock.t += 0.02 + 0.2  # the loop was held up 200 ms past the next frame's time
+    assert (await t.recv()).pts == 320 * 11  # the 10 frame times missed are skipped, not sent late
+    assert t.skipped_frames == 10 and t.emitted_bytes == 1280  # no audio was dropped
     wait = asyncio.ensure_future(t.recv())
     await asyncio.sleep(0.005)
-    assert not wait.done()  # the next one is due 20 ms on
-    await wait
+    assert not wait.done()  # no burst: the next one is due 20 ms on
+    clock.t += 0.02
+    assert (await wait).pts == 320 * 12
 
 
 async def test_a_stopped_track_raises():
