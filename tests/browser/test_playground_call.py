@@ -92,8 +92,11 @@ def capture_wav(shared_audio: Path, tmp_path_factory) -> Path:
     return out
 
 
-async def until(page, js: str, *, timeout_s: float, what: str, arg=None):
-    """Evaluate ``js`` in the page every 20 ms until it returns something truthy (that value)."""
+async def until(page, js: str, *, timeout_s: float, what: str, arg=None, every_s: float = 0.05):
+    """Evaluate ``js`` in the page every ``every_s`` until it returns something truthy (that value).
+
+    The gateway shares this test's event loop: around the barge-in the test polls seldom, so the
+    measurement (in the page, on its own clock) does not compete with the call's media."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = await page.evaluate(js, arg)
@@ -101,7 +104,7 @@ async def until(page, js: str, *, timeout_s: float, what: str, arg=None):
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(every_s)
 
 
 #: ms since the capture last played the recording (null: not seen yet).
@@ -164,9 +167,10 @@ async def test_a_playground_call_with_barge_in(page, served) -> None:
                 timeout_s=10, what="a silence gap in the capture")  # fmt: skip
     unmuted_at = await page.evaluate("performance.now()")
     await page.click("#mute")
-    onset = await until(page, ONSET_AFTER, arg=unmuted_at, timeout_s=GAP_S + 2, what="the caller's onset")
+    onset = await until(page, ONSET_AFTER, arg=unmuted_at, timeout_s=GAP_S + 2, what="the caller's onset", every_s=0.25)
     assert onset["agentBefore"] > AGENT_FLOOR, "the agent had stopped before the caller spoke (greeting too short?)"
-    stopped = await until(page, SILENCE_AFTER, arg=onset["t"], timeout_s=5, what="the agent's audio to stop")
+    await asyncio.sleep(QUIET_MS / 1000 + 0.3)
+    stopped = await until(page, SILENCE_AFTER, arg=onset["t"], timeout_s=5, what="the agent's audio to stop", every_s=0.25)
     stop_ms = stopped - onset["t"]
     await expect(page.locator("#state")).to_have_text(re.compile("interrupted|listening"))
 
