@@ -17,6 +17,7 @@ const REQUEST_MS = 20000; // every request to the gateway
 const HANGUP_MS = 3000; // after our hang-up, how long the gateway's "ended" may take
 const RECORD_WAIT_MS = 20000; // how long the call's record may take to be final
 const METER_MS = 50;
+const INTERRUPTED_MS = 800; // how long "interrupted" stays on screen at least
 const NO_KEY = "Type an API key first (gateway keys create playground).";
 // API field (wire name) → the input that sets it, marked invalid when the API names it.
 const FIELD_INPUTS = { systemPrompt: "systemPrompt", greeting: "greeting", voice: "voice", language: "language",
@@ -166,9 +167,19 @@ function startMeters(c) {
 
 // -- the call -------------------------------------------------------------------------------
 
+// The gateway sends "interrupted" and then at once "listening": "interrupted" stays on screen a
+// moment (unless the call moves on first), so a barge-in is seen.
+let stateHold = null;
+
 function setState(state) {
-  $("state").textContent = state;
-  $("state").dataset.state = state;
+  clearTimeout(stateHold);
+  const el = $("state");
+  const show = (s) => {
+    el.textContent = s;
+    el.dataset.state = s;
+  };
+  if (el.dataset.state === "interrupted" && state === "listening") stateHold = setTimeout(() => show(state), INTERRUPTED_MS);
+  else show(state);
 }
 
 function setMuted(value) {
