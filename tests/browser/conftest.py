@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from tests.conftest import SHARED_AUDIO
 from tests.e2e.conftest import start_gateway, stop_gateway
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -94,5 +93,3 @@ async def page(browser, served):
     yield pg
     await context.close()
 
-
-__all__ = ["CHROMIUM", "SHARED_AUDIO", "chromium_args"]

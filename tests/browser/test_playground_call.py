@@ -8,8 +8,8 @@ interruptible) and then the caller's turn. The page's browser audio processing (
 cancellation, noise suppression, gain control) is switched off, as with headphones: no
 loudspeaker plays into the fake microphone, and Chromium's echo canceller, given the agent's
 audio as its reference, otherwise suppresses the caller's first words while the agent talks.
-Measured in the page, on its clock
-(``performance.now()``), with WebAudio analysers the test adds to the page's streams:
+Measured in the page, on its clock (``performance.now()``), with WebAudio analysers the test adds
+to the page's streams:
 
 * the fake microphone's own signal (a clone of the track that is never muted: where the recording
   is), what the page sends (the muted or unmuted track) and what it receives (the agent's track);
