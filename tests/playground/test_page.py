@@ -94,3 +94,13 @@ def test_no_external_resources_and_no_storage_of_the_key() -> None:
         assert api not in script, api
     # every request to the gateway leaves cookies out (the key goes in X-API-Key only)
     assert 'credentials: "omit"' in script and script.count("fetch(") == 1
+
+
+def test_every_page_file_ships_in_the_package() -> None:
+    """A wheel carries only the non-Python files MANIFEST.in names (include-package-data)."""
+    from tests.conftest import ROOT
+
+    rule = next(line.split() for line in (ROOT / "MANIFEST.in").read_text().splitlines()
+                if line.startswith("recursive-include gateway/playground/static"))  # fmt: skip
+    shipped = {p.name for p in STATIC.iterdir() if any(p.match(g) for g in rule[2:])}
+    assert shipped == {p.name for p in STATIC.iterdir()} == set(ASSETS) | {"index.html"}
