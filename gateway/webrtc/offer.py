@@ -131,6 +131,17 @@ class WebRtcCalls:
                 await asyncio.wait(left, timeout=timeout_s)
 
 
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, read no further than ``limit`` bytes (a longer one is cut there, and
+    :func:`~gateway.webrtc.peer.check_offer` refuses it as too long)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk[: limit - len(body)]
+        if len(body) >= limit:
+            break
+    return bytes(body)
+
+
 def _calls(services: Services) -> WebRtcCalls:
     if services.webrtc is None:
         services.webrtc = WebRtcCalls(services)
@@ -149,10 +160,10 @@ async def offer_endpoint(request: Request) -> Response:
         return refusal_response(admitted)
     started = False
     try:
-        from gateway.webrtc.peer import BadOffer, answer_offer, check_offer
+        from gateway.webrtc.peer import MAX_OFFER_BYTES, BadOffer, answer_offer, check_offer
 
         try:
-            sdp = check_offer(await request.body())
+            sdp = check_offer(await _read_body(request, MAX_OFFER_BYTES + 1))
             async with asyncio.timeout(ANSWER_S):
                 peer = await answer_offer(sdp, services.settings, label=f"webrtc-{call_id}")
         except BadOffer as exc:  # the token stays unused: the page may offer again

@@ -180,7 +180,7 @@ async def test_offers_are_refused_with_the_stream_rules_and_bad_offers_with_422(
     await asyncio.sleep(0.1)
     await refused(f"{gw.http}/webrtc/{rec.id}/{expired}/offer", 410, "token_expired")
     # bad offers: 422 naming the field, and the token stays usable
-    for body, field in [(b"{not json", "body"), ([1, 2], "body"), ({"sdp": "v=0"}, "type"),
+    for body, field in [(b"{not json", "body"), ([1, 2], "body"), (b" " * 1_000_000, "body"), ({"sdp": "v=0"}, "type"),
                         ({"type": "answer", "sdp": "v=0"}, "type"), ({"type": "offer"}, "sdp"),
                         ({"type": "offer", "sdp": "hello"}, "sdp"),
                         ({"type": "offer", "sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"}, "sdp"),
