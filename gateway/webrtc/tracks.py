@@ -43,7 +43,8 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame, AudioResampler
 
-__all__ = ["PacedTrack", "InboundAudio", "FRAME_MS", "MAX_QUEUE_MS", "MAX_LAG_S", "set_jitter_frames"]
+__all__ = ["PacedTrack", "InboundAudio", "FRAME_MS", "MAX_QUEUE_MS", "MAX_LAG_S", "set_jitter_frames",
+           "prompt_audio_buffer"]
 
 FRAME_MS = 20
 #: Most agent audio the track queues (ms): the ledger keeps ~100 ms there, so more is a bug or
@@ -184,14 +185,17 @@ class PacedTrack(MediaStreamTrack):
 
 
 def set_jitter_frames(receiver: object, frames: int) -> bool:
-    """Give an audio ``RTCRtpReceiver`` a jitter buffer that releases each frame once ``frames``
-    later frames arrived (aiortc's audio default is 4: 80 ms of delay on every packet).
+    """Give an audio ``RTCRtpReceiver`` a jitter buffer of ``frames`` frames (aiortc's audio
+    default is 4: 80 ms of delay on every packet).
 
     aiortc's buffer reorders, and waits on a missing packet, whatever its prefetch; the
-    prefetch only adds delay. On loopback and LAN links one frame (20 ms) is enough, and every
-    frame of delay here is a frame later that a barge-in is heard. aiortc has no public option
-    for it, so the receiver's private buffer (``_RTCRtpReceiver__jitter_buffer``, made in its
-    ``__init__``) is replaced before any packet arrives. Returns False, changing nothing, if
+    prefetch only adds delay: it releases a frame once ``frames`` later frames arrived. On
+    loopback and LAN links less is enough, and every frame of delay here is a frame later that
+    a barge-in is heard. With ``frames`` 1 the buffer is :func:`prompt_audio_buffer`'s: a packet
+    that arrives in order with nothing waiting is released at once (an Opus frame is one
+    packet), the rest goes through aiortc's buffer with a prefetch of 1. aiortc has no public
+    option for it, so the receiver's private buffer (``_RTCRtpReceiver__jitter_buffer``, made in
+    its ``__init__``) is replaced before any packet arrives. Returns False, changing nothing, if
     this aiortc version has no such attribute.
     """
     from aiortc.jitterbuffer import JitterBuffer
@@ -200,8 +204,28 @@ def set_jitter_frames(receiver: object, frames: int) -> bool:
     current = getattr(receiver, name, None)
     if not isinstance(current, JitterBuffer):
         return False
-    setattr(receiver, name, JitterBuffer(capacity=current.capacity, prefetch=max(1, frames)))
+    if frames <= 1:
+        setattr(receiver, name, prompt_audio_buffer(current.capacity))
+    else:
+        setattr(receiver, name, JitterBuffer(capacity=current.capacity, prefetch=frames))
     return True
+
+
+def prompt_audio_buffer(capacity: int = 16) -> object:
+    """aiortc's ``JitterBuffer`` (prefetch 1) releasing the next packet at once when nothing
+    waits: the audio frame it carries is complete, so waiting for the one after it (20 ms, as
+    aiortc does) only delays it. A gap or a reordered packet is aiortc's to handle as usual."""
+    from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+    from aiortc.utils import uint16_add
+
+    class PromptAudioBuffer(JitterBuffer):
+        def add(self, packet):  # type: ignore[no-untyped-def]
+            if self._origin is None or (packet.sequence_number == self._origin and not any(self._packets)):
+                self._origin = uint16_add(packet.sequence_number, 1)
+                return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)
+            return super().add(packet)
+
+    return PromptAudioBuffer(capacity=capacity, prefetch=1)
 
 
 class InboundAudio:

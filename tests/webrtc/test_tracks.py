@@ -146,3 +146,23 @@ async def test_the_receiver_jitter_buffer_is_set():
     assert transceiver.receiver._RTCRtpReceiver__jitter_buffer._prefetch == 1
     assert not set_jitter_frames(object(), 1)
     await pc.close()
+
+
+def _packet(seq: int):
+    from aiortc.rtp import RtpPacket
+
+    p = RtpPacket(sequence_number=seq % 65536, timestamp=960 * seq % 2**32)
+    p._data = b"f%d" % seq
+    return p
+
+
+def test_the_prompt_buffer_releases_in_order_packets_at_once_and_reorders_the_rest():
+    from gateway.webrtc.tracks import prompt_audio_buffer
+
+    buf = prompt_audio_buffer()
+    out = lambda seq: (f := buf.add(_packet(seq))[1]) and f.data  # noqa: E731
+    assert [out(s) for s in (65534, 65535, 0, 1)] == [b"f65534", b"f65535", b"f0", b"f1"]  # wraps too
+    assert out(3) is None  # 2 is missing: held back
+    assert out(2) == b"f2"  # the gap filled: released in order, 3 after the next packet (aiortc's prefetch 1)
+    assert out(4) == b"f3" and out(5) == b"f4"
+    assert out(1) is None  # a late duplicate is dropped
