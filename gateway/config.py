@@ -302,8 +302,9 @@ class Settings(BaseSettings):
     #: A WebRTC call's ICE and DTLS must complete within this long (s) after its offer is
     #: answered, else the call ends (``failed``, ``webrtc_connect_timeout``).
     webrtc_connect_timeout_s: float = Field(15.0, ge=1, le=120)
-    #: Frames (20 ms) the caller's audio waits in the gateway's jitter buffer before decoding
-    #: (aiortc's own default is 4): each one delays the VAD, so barge-in, by 20 ms.
+    #: The gateway's jitter buffer for the caller's audio, in 20 ms frames (aiortc's own default
+    #: is 4): each one delays the VAD, so barge-in, by 20 ms. At 1, a packet that arrives in
+    #: order is decoded at once (:func:`gateway.webrtc.tracks.set_jitter_frames`).
     webrtc_jitter_frames: int = Field(1, ge=1, le=8)
     #: Load the local agent's speech models at start-up (in the background) rather than at
     #: the first ``local`` call. Off: cheaper start-up for gateways that use hosted models.
