@@ -6,13 +6,14 @@ gateway does what aiortc's codec classes do for it (:mod:`aiortc.codecs.opus`, l
 PyAV), plus the resampling between Opus's 48 kHz and the session's rate:
 
 * **inbound** (browser → session): one Opus packet decoded by aiortc's ``OpusDecoder`` (48 kHz
-  stereo s16, as aiortc's receiver decodes it), then PyAV's ``AudioResampler`` to mono s16 at
-  the session's rate and the samples as a numpy array (what the call's WebRTC transport hands
-  the session);
-* **outbound** (session → browser): 20 ms of agent audio at the session's rate wrapped in an
-  ``av.AudioFrame`` and encoded by aiortc's ``OpusEncoder`` (which resamples to 48 kHz stereo
-  and encodes at aiortc's 96 kbit/s, ``application=voip``), as aiortc's sender does for every
-  frame the call's outbound track emits.
+  stereo s16, as aiortc's receiver decodes it), then the call's
+  :class:`~gateway.webrtc.tracks.InboundAudio` (PyAV's ``AudioResampler`` to mono s16 at the
+  session's rate, cut into the 20 ms chunks the transport hands the session);
+* **outbound** (session → browser): 20 ms of agent audio at the session's rate pushed on the
+  call's :class:`~gateway.webrtc.tracks.PacedTrack` and taken off it as the 48 kHz frame it
+  emits (its resampler), then encoded by aiortc's ``OpusEncoder`` (mono to stereo, 96 kbit/s,
+  ``application=voip``), as aiortc's sender does for every frame the track emits. The track's
+  pacing (a sleep until each frame is due) is left out: the frame is taken as soon as pushed.
 
 ``calls`` calls each keep their own codec and resampler state and are served frame by frame in
 turn, as simultaneous live calls are. The packets decoded are the shared 60 s recording encoded
@@ -91,9 +92,10 @@ def measure_webrtc(calls: int, *, seconds: float = 2.0, session_rate: int = 1600
         "us_resample_per_frame", "us_out_per_frame", "cpu_ms_per_call_second", "bytes_per_packet"}``
         (µs of CPU per call per 20 ms frame; ms of CPU per call-second, both directions).
     """
-    import av
     from aiortc.codecs.opus import OpusDecoder, OpusEncoder
     from aiortc.jitterbuffer import JitterFrame
+
+    from gateway.webrtc.tracks import InboundAudio, PacedTrack
 
     audio = audio or load_audio()
     frames = max(1, int(round(seconds * 1000 / FRAME_MS)))
@@ -102,7 +104,8 @@ def measure_webrtc(calls: int, *, seconds: float = 2.0, session_rate: int = 1600
     agent = audio.at(session_rate)
     packets = [_packets(audio, warm + frames, i * 977) for i in range(calls)]
     decoders = [OpusDecoder() for _ in range(calls)]
-    resamplers = [av.AudioResampler(format="s16", layout="mono", rate=session_rate) for _ in range(calls)]
+    inbound = [InboundAudio(session_rate) for _ in range(calls)]
+    tracks = [PacedTrack(session_rate, on_mark=lambda name: None) for _ in range(calls)]
     encoders = [OpusEncoder() for _ in range(calls)]
     decode_ns = resample_ns = out_ns = 0
     gc.collect()
@@ -116,11 +119,11 @@ def measure_webrtc(calls: int, *, seconds: float = 2.0, session_rate: int = 1600
                 decoded = decoders[i].decode(JitterFrame(packets[i][f], f * _OPUS_FRAME))
                 t1 = time.process_time_ns()
                 for frame in decoded:
-                    for out in resamplers[i].resample(frame):
-                        out.to_ndarray()
+                    inbound[i].convert(frame)
                 t2 = time.process_time_ns()
                 start = ((i * 977 + f) * step) % max(1, agent.size - step)
-                encoders[i].encode(_frame(agent[start : start + step], session_rate, "mono", f * step))
+                tracks[i].push(agent[start : start + step].tobytes())
+                encoders[i].encode(tracks[i]._next_frame())  # what recv() returns once the frame is due
                 t3 = time.process_time_ns()
                 decode_ns += t1 - t0
                 resample_ns += t2 - t1

@@ -16,19 +16,20 @@ def audio():
 
 def test_the_packets_decoded_are_the_recording_through_opus(audio):
     """What the inbound row decodes is real speech: the packets, decoded and resampled to 16 kHz
-    as the row does, match the recording (after the codec's delay) to within Opus's loss."""
-    import av
+    as the call's transport does (the row's inbound path), match the recording (after the codec's delay) to within Opus's loss."""
     from aiortc.codecs.opus import OpusDecoder
     from aiortc.jitterbuffer import JitterFrame
 
+    from gateway.webrtc.tracks import InboundAudio
+
     frames = 100
     packets = media_webrtc._packets(audio, frames, offset_frames=250)  # 5 s in: speech
-    decoder, resampler = OpusDecoder(), av.AudioResampler(format="s16", layout="mono", rate=16000)
+    decoder, inbound = OpusDecoder(), InboundAudio(16000)
     out = []
     for f, packet in enumerate(packets):
         for frame in decoder.decode(JitterFrame(packet, f * 960)):
-            out += [r.to_ndarray().reshape(-1) for r in resampler.resample(frame)]
-    got = np.concatenate(out).astype(np.float64)
+            out += inbound.convert(frame)
+    got = np.frombuffer(b"".join(out), "<i2").astype(np.float64)
     step = 16000 * FRAME_MS // 1000
     ref = audio.at(16000)[250 * step : (250 + frames) * step].astype(np.float64)
     n = min(got.size, ref.size) - 800
