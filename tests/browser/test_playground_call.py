@@ -114,6 +114,15 @@ SINCE_VOICED = """() => {
   return null;
 }""" % VOICED
 
+#: Chromium's receive jitter buffer so far: ``[total delay s, samples emitted]`` (inbound-rtp).
+JITTER = """async () => {
+  let out = null;
+  (await window.playground.peerConnection.getStats()).forEach((r) => {
+    if (r.type === "inbound-rtp" && r.kind === "audio") out = [r.jitterBufferDelay, r.jitterBufferEmittedCount];
+  });
+  return out;
+}"""
+
 #: How long (ms) the agent's audio has been above the floor, in total.
 AGENT_MS = """() => window.__levels.samples.filter((r) => r[3] > %f).length * 5""" % AGENT_FLOOR
 
@@ -166,12 +175,15 @@ async def test_a_playground_call_with_barge_in(page, served) -> None:
     await until(page, f"() => {{ const v = ({SINCE_VOICED})(); return v && v[0] > 300 && v[0] < 1500; }}",
                 timeout_s=10, what="a silence gap in the capture")  # fmt: skip
     unmuted_at = await page.evaluate("performance.now()")
+    jitter_before = await page.evaluate(JITTER)
     await page.click("#mute")
     onset = await until(page, ONSET_AFTER, arg=unmuted_at, timeout_s=GAP_S + 2, what="the caller's onset", every_s=0.25)
     assert onset["agentBefore"] > AGENT_FLOOR, "the agent had stopped before the caller spoke (greeting too short?)"
     await asyncio.sleep(QUIET_MS / 1000 + 0.3)
     stopped = await until(page, SILENCE_AFTER, arg=onset["t"], timeout_s=5, what="the agent's audio to stop", every_s=0.25)
     stop_ms = stopped - onset["t"]
+    jitter_after = await page.evaluate(JITTER)
+    buffered_ms = 1000 * (jitter_after[0] - jitter_before[0]) / max(1, jitter_after[1] - jitter_before[1])
     await expect(page.locator("#state")).to_have_text(re.compile("interrupted|listening"))
 
     # the caller's turn: one pass of the recording, then muted again before the next one
@@ -195,7 +207,8 @@ async def test_a_playground_call_with_barge_in(page, served) -> None:
     assert "barge_in" in await page.text_content("#events")  # the call's journal, live
     user_text = await user.first.text_content()
     in_gap = "" if onset["agentJustBefore"] > AGENT_FLOOR else " (the onset fell in a gap between the agent's words)"
-    print(f"\nbarge-in stop at the page: {stop_ms:.0f} ms{in_gap}; turn latency {latency_ms} ms; caller: {user_text!r}")
+    print(f"\nbarge-in stop at the page: {stop_ms:.0f} ms{in_gap} (Chromium's jitter buffer held {buffered_ms:.0f} ms);"
+          f" turn latency {latency_ms} ms; caller: {user_text!r}")  # fmt: skip
 
     await page.click("#hangup")
     await expect(page.locator("#record")).to_have_attribute("data-status", "completed", timeout=20_000)
@@ -222,6 +235,6 @@ async def test_a_playground_call_with_barge_in(page, served) -> None:
     assert rec["recording"]["status"] == "completed"
     assert not page.console_errors, page.console_errors
     assert 0 < stop_ms <= BARGE_IN_STOP_MS, (
-        f"agent audio stopped {stop_ms:.0f} ms after the caller's onset at the page "
-        f"(the gateway decided {decided_ms} ms after the onset it heard)")  # fmt: skip
+        f"agent audio stopped {stop_ms:.0f} ms after the caller's onset at the page (the gateway decided "
+        f"{decided_ms} ms after the onset it heard; Chromium's jitter buffer held {buffered_ms:.0f} ms)")  # fmt: skip
     print(f"playground call test: {time.monotonic() - started:.1f} s")
