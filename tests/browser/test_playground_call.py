@@ -53,7 +53,8 @@ BARGE_IN_STOP_MS = 300  # the issue's bound: caller onset → agent silence at t
 SCREENSHOT = ROOT / "artifacts" / "playground-call.png"
 
 #: Analysers on the page's streams, sampled every 5 ms: ``window.__levels.samples`` rows of
-#: ``[performance.now() ms, capture RMS, sent RMS, received RMS]``.
+#: ``[performance.now() ms, capture RMS, sent RMS, received RMS]``; and the agent states the page
+#: shows, as they change: ``window.__levels.states`` rows of ``[performance.now() ms, state]``.
 INSTALL_LEVELS = """() => {
   const pg = window.playground;
   const ctx = new AudioContext();
@@ -73,7 +74,10 @@ INSTALL_LEVELS = """() => {
     for (const x of buf) s += x * x;
     return Math.sqrt(s / buf.length);
   };
-  const levels = (window.__levels = { samples: [], raw, ctx });
+  const levels = (window.__levels = { samples: [], raw, ctx, states: [] });
+  const state = document.querySelector("#state");
+  new MutationObserver(() => levels.states.push([performance.now(), state.textContent]))
+    .observe(state, { childList: true, characterData: true, subtree: true });
   levels.timer = setInterval(() => levels.samples.push([performance.now(), ...nodes.map(rms)]), 5);
   return ctx.state;
 }"""
@@ -127,13 +131,13 @@ JITTER = """async () => {
 AGENT_MS = """() => window.__levels.samples.filter((r) => r[3] > %f).length * 5""" % AGENT_FLOOR
 
 #: The sent track's first voiced sample after time ``t`` (ms), with the agent's loudest in the 400 ms
-#: and in the 60 ms before it (the onset may fall in a gap between two of the agent's words).
+#: before it (the onset may fall in a gap between two of the agent's words).
 ONSET_AFTER = """(t) => {
   const s = window.__levels.samples;
   for (let i = 0; i < s.length; i++) {
     if (s[i][0] > t && s[i][2] > %f) {
       const before = (ms) => Math.max(...s.filter((r) => r[0] > s[i][0] - ms && r[0] <= s[i][0]).map((r) => r[3]));
-      return { t: s[i][0], agentBefore: before(400), agentJustBefore: before(60) };
+      return { t: s[i][0], agentBefore: before(400) };
     }
   }
   return null;
@@ -183,6 +187,9 @@ async def test_a_playground_call_with_barge_in(page, served) -> None:
     stopped = await until(page, SILENCE_AFTER, arg=onset["t"], timeout_s=5, what="the agent's audio to stop", every_s=0.25)
     stop_ms = stopped - onset["t"]
     jitter_after = await page.evaluate(JITTER)
+    states = await page.evaluate("window.__levels.states")
+    told_ms = next((t - onset["t"] for t, name in states if name == "interrupted" and t > onset["t"]), None)
+    assert told_ms is not None, states  # the page was told of the barge-in (the data channel's state)
     buffered_ms = 1000 * (jitter_after[0] - jitter_before[0]) / max(1, jitter_after[1] - jitter_before[1])
     await expect(page.locator("#state")).to_have_text(re.compile("interrupted|listening"))
 
@@ -206,9 +213,12 @@ async def test_a_playground_call_with_barge_in(page, served) -> None:
     assert roles == ["agent", "user", "agent"], roles
     assert "barge_in" in await page.text_content("#events")  # the call's journal, live
     user_text = await user.first.text_content()
-    in_gap = "" if onset["agentJustBefore"] > AGENT_FLOOR else " (the onset fell in a gap between the agent's words)"
-    print(f"\nbarge-in stop at the page: {stop_ms:.0f} ms{in_gap} (Chromium's jitter buffer held {buffered_ms:.0f} ms);"
-          f" turn latency {latency_ms} ms; caller: {user_text!r}")  # fmt: skip
+    # a stop before the page was told of the barge-in: the agent was between two words then (its
+    # audio paused on its own and the barge-in kept it from resuming): true, but a lucky figure
+    lucky = stop_ms < told_ms
+    in_gap = " (in a gap between the agent's words)" if lucky else ""
+    print(f"\nbarge-in stop at the page: {stop_ms:.0f} ms{in_gap} (Chromium's jitter buffer held {buffered_ms:.0f} ms;"
+          f" the page was told {told_ms:.0f} ms after the onset); turn latency {latency_ms} ms; caller: {user_text!r}")  # fmt: skip
 
     await page.click("#hangup")
     await expect(page.locator("#record")).to_have_attribute("data-status", "completed", timeout=20_000)
