@@ -40,7 +40,6 @@ from typing import Any, Literal
 
 from starlette.requests import HTTPConnection
 
-from gateway.api.urls import public_url, stream_url
 from gateway.carriers.instructions import stream_format
 from gateway.config import Settings
 from gateway.dialer.base import (
@@ -184,6 +183,10 @@ class OutboundService:
         Raises:
             ValueError: the record lacks its numbers (not an outbound call).
         """
+        # Deferred: importing gateway.api.urls runs gateway/api/__init__.py, which imports every
+        # router, and the routers import this module (a cycle when this module loads first).
+        from gateway.api.urls import public_url, stream_url
+
         kind, settings = call.connection_type, self.settings
         details = call.outbound or {}
         config = call.call_config()
@@ -416,6 +419,8 @@ class OutboundService:
             _account, creds = await self._account(call)
         except CredentialsUnavailable as exc:
             raise CarrierError("credentials", str(exc)) from None
+        from gateway.api.urls import public_url  # deferred: see request_for (an import cycle)
+
         kind = call.connection_type
         url = public_url(self.settings, conn, transfer_path(kind, call.id, to)) if kind in TRANSFER_URL_KINDS else None
         transfer = Transfer(to=to, caller_id=call.from_number, instructions_url=url)
