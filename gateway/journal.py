@@ -62,20 +62,24 @@ class CallJournal:
         self._log_every_ms = log_every_s * 1000.0
         self._logged_at_ms: float | None = None
         self._suppressed = 0
-        #: Optional observer, called with each event kept (the record's dict, not a copy): the
-        #: WebRTC transport's live view (:meth:`gateway.webrtc.transport.WebRtcTransport.observe`).
-        self.on_event: Callable[[dict[str, Any]], None] | None = None
+        #: Optional observer, called with ``(event, kept)`` for every event, kept or not (the
+        #: record's dict, not a copy; ``kept`` False: a bound dropped it from the record): the
+        #: WebRTC transport's live view (:meth:`gateway.webrtc.transport.WebRtcTransport.observe`),
+        #: whose agent state follows the caller's speech however long the call.
+        self.on_event: Callable[[dict[str, Any], bool], None] | None = None
 
     def event(self, kind: str, at_ms: float, data: dict[str, Any], *, final: bool = False) -> bool:
         """Append an event unless a bound is reached (then count it); True if it was kept."""
         if not final and (len(self.events) >= self._max_events or self._kinds[kind] >= self._max_per_kind):
             self.dropped[kind] += 1
+            if self.on_event is not None:
+                self.on_event({"kind": kind, "at_ms": int(at_ms), "data": data}, False)
             return False
         self._kinds[kind] += 1
         entry = {"kind": kind, "at_ms": int(at_ms), "data": data}
         self.events.append(entry)
         if self.on_event is not None:
-            self.on_event(entry)
+            self.on_event(entry, True)
         return True
 
     def protocol_error(self, kind: str, detail: str, at_ms: float) -> None:

@@ -43,3 +43,14 @@ def test_unhandled_names_are_bounded_and_each_is_logged_once(caplog):
     assert len(j.unhandled) == 5 and j.unhandled[OTHER] == 600
     assert all(len(k) <= 64 for k in j.unhandled)
     assert len(caplog.records) == 5
+
+
+def test_the_observer_hears_every_event_and_whether_the_record_kept_it():
+    j = CallJournal(logging.getLogger("t"), max_events=50, max_per_kind=3)
+    heard: list[tuple[str, int, bool]] = []
+    j.on_event = lambda event, kept: heard.append((event["kind"], event["at_ms"], kept))
+    for i in range(5):
+        j.event("caller_speech_end", i, {})
+    assert j.event("ended", 9, {}, final=True)
+    assert heard == [("caller_speech_end", i, i < 3) for i in range(5)] + [("ended", 9, True)]
+    assert len(j.events) == 4 and j.dropped["caller_speech_end"] == 2

@@ -167,7 +167,7 @@ class CallSession(InboundSide):
         self.journal = CallJournal(self.log)
         observe = getattr(transport, "observe", None)  # optional: see Transport
         if observe is not None:  # e.g. the WebRTC data channel: the page's live view of the call
-            self.journal.on_event = lambda event: observe("event", event)
+            self.journal.on_event = lambda event, kept: observe("event" if kept else "moment", event)
             self.turns.on_change = lambda index, turn: observe("turn", {"index": index, "turn": turn})
         self._t0 = self.clock.now()
         self.control = control if control is not None else ControlPolicy(self.clock)

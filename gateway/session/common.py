@@ -33,7 +33,8 @@ class Transport(Protocol):
     # once it passes :data:`gateway.session.call.SEND_STALL_S`.
     #
     # Optional: ``observe(kind: str, payload: dict) -> None``, called synchronously and never
-    # raising, with the call's journal events (``"event"``, the record's event dict), its
+    # raising, with the call's journal events (``"event"``, the record's event dict; an event
+    # a journal bound left out of the record comes as ``"moment"``, same dict), its
     # transcript turns as they are added or change (``"turn"``, ``{"index", "turn"}``) and its
     # end (``"ended"``, ``{"status", "endReason"}``, before :meth:`close`): a transport with a
     # live view of the call (the WebRTC data channel, :mod:`gateway.webrtc.transport`).

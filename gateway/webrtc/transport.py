@@ -212,10 +212,13 @@ class WebRtcTransport:
 
     def observe(self, kind: str, payload: dict[str, Any]) -> None:
         """The session's observer hook: ``("event", journal event)``, ``("turn", {"index",
-        "turn"})``, ``("ended", {"status", "endReason"})`` → data channel messages. Never raises."""
+        "turn"})``, ``("ended", {"status", "endReason"})`` → data channel messages; a
+        ``("moment", journal event)`` the record left out (its bounds) only moves the agent
+        state (``thinking`` after the 200th ``caller_speech_end`` too). Never raises."""
         try:
-            if kind == "event":
-                self._to_page(event_message(payload))
+            if kind in ("event", "moment"):
+                if kind == "event":
+                    self._to_page(event_message(payload))
                 states = self._state.event(payload.get("kind", ""))
                 if states:
                     self._states(states)

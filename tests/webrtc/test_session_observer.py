@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
+
 from gateway.llm import base as llm
 from gateway.vadrun import VadStart
 from tests.test_session import QUIET, FakeBridge, MemoryTransport, make_session, run
@@ -69,3 +71,24 @@ async def test_a_transport_without_observe_is_left_alone():
     transport.inbox.put_nowait(dialect.stop())
     outcome = await run(session, clock)
     assert outcome.end_reason == "carrier_stop"
+
+
+async def test_events_past_the_journal_bound_still_reach_the_observer_as_moments():
+    """The page's "thinking" follows the caller's 201st speech end: the record keeps 200."""
+    session, clock, transport, vad, dialect = observed_session(FakeBridge())
+    for _ in range(201):
+        session._event("caller_speech_end")
+    assert [k for k, _ in transport.observed] == ["event"] * 200 + ["moment"]
+    assert transport.observed[-1][1]["kind"] == "caller_speech_end"
+    assert len(session.events) == 200 and session.journal.dropped["caller_speech_end"] == 1
+
+
+async def test_a_moment_moves_the_pages_agent_state_without_an_event_message():
+    from gateway.webrtc.transport import WebRtcTransport
+
+    transport = WebRtcTransport(pc=None)  # no channel yet: messages wait in its pending queue
+    transport.observe("event", {"kind": "caller_speech_start", "at_ms": 1, "data": {}})
+    transport.observe("moment", {"kind": "caller_speech_end", "at_ms": 2, "data": {}})
+    sent = [orjson.loads(m) for m in transport._pending]
+    assert [(m["type"], m.get("kind", m.get("state"))) for m in sent] == [
+        ("event", "caller_speech_start"), ("state", "thinking")]  # fmt: skip
