@@ -15,11 +15,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/gateway demo $(DEMO_ARGS)
 
-# Two pytest-xdist workers; the end-to-end tests keep to one of them (tests/conftest.py).
+# Two pytest-xdist workers; the end-to-end tests keep to one of them (tests/conftest.py). Then
+# the tests marked solo (a latency measured on the real clock: barge-in in Chromium and at a
+# WebRTC peer) run alone, with the machine to themselves.
 PYTEST_WORKERS ?= 2
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup -m "not solo" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 0 -m solo $(PYTEST_ARGS)
 
 # The whole end-to-end suite with every stream served by the picows media listener.
 test-e2e-picows: $(STAMP)

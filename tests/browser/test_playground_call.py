@@ -36,7 +36,7 @@ from playwright.async_api import expect
 
 from tests.conftest import ROOT, load_wav
 
-pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.slow, pytest.mark.solo, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(180)]
 
 RECORDING = "speech/goforward.wav"
 GAP_S = 3.0  # silence after the recording in the looped capture file

@@ -84,6 +84,7 @@ async def test_webrtc_call_is_understood_answered_and_recorded(gateway, shared_a
     assert [e["data"] for e in rec["events"] if e["kind"] == "dtmf"] == [{"digit": "5"}]
 
 
+@pytest.mark.solo  # a latency on the real clock: run alone (make test)
 async def test_barge_in_stops_the_agent_audio_at_the_peer_within_300_ms(gateway, shared_audio):
     gw = await gateway()
     call, peer = await webrtc_call(gw, interruptible=True, greeting=LONG_GREETING)
