@@ -52,6 +52,7 @@ from gateway.app import create_app
 from gateway.config import Settings
 from gateway.netpolicy import OutboundPolicy, OutboundRefused
 from gateway.store import CREDENTIALS, Store
+from gateway.store.models import Base
 
 #: Generated requests per operation (each mode); the CI bound.
 MAX_EXAMPLES = int(os.environ.get("GATEWAY_SCHEMATHESIS_EXAMPLES", "40"))
@@ -190,15 +191,22 @@ def test_each_operation_conforms_to_the_document(case: Any) -> None:
 class Workflows(schema.as_state_machine()):  # type: ignore[misc]
     """Sequences of calls linked by the ids the API returns.
 
-    Each sequence starts with no carrier accounts: ``GET /carrier-accounts`` lists what earlier
-    sequences made otherwise, and schemathesis draws differently from a different list
-    (hypothesis then reports the generation as flaky).
+    Each sequence starts from an empty store (but for the API key): a link from a list
+    (``GET /agents`` → ``data/*/id``, ``GET /calls`` → ``calls/*/agentId``, ``GET
+    /carrier-accounts``) makes schemathesis draw one of the listed values, so a list that grew
+    with earlier sequences (or with the test above, in the same store) changes what the same
+    choices draw, and hypothesis reports the generation as flaky ("inconsistent data
+    generation").
     """
 
     def setup(self) -> None:
         store = _APP.state.api.store
         for account in store.list_carrier_accounts(tenant="default"):
             store.delete_carrier_account(account.id, tenant="default")
+        with store.engine.begin() as conn:  # children first: the foreign keys hold
+            for table in reversed(Base.metadata.sorted_tables):
+                if table.name != "api_keys":
+                    conn.execute(table.delete())
 
     def before_call(self, case: Any) -> None:
         _satisfy_server_state(case)
@@ -211,3 +219,12 @@ def test_workflows_conform_to_the_document() -> None:
             suppress_health_check=list(HealthCheck),
         )
     )  # fmt: skip
+
+
+def test_each_workflow_starts_from_an_empty_store_but_for_the_key() -> None:
+    store = _APP.state.api.store
+    agent = store.create_agent(name="a", system_prompt="Help.", voice="v", language="en", greeting="Hi.")
+    store.create_call({"system_prompt": "Help."}, "webrtc", agent_id=agent.id)
+    Workflows.setup(None)  # type: ignore[arg-type]  # what each sequence's setup does
+    assert store.list_agents(tenant="default") == [] and store.list_calls(tenant="default").total == 0
+    assert store.list_api_keys()  # the key every request carries is kept
