@@ -236,12 +236,24 @@ class InboundAudio:
     """
 
     def __init__(self, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
         self._resampler = AudioResampler(format="s16", layout="mono", rate=sample_rate)
+        self._input: tuple[str, str, int] | None = None  # the frames' format, layout, rate
         self._chunk = 2 * sample_rate * FRAME_MS // 1000
         self._buf = bytearray()
 
     def convert(self, frame: AudioFrame) -> list[bytes]:
-        """The whole 20 ms chunks ``frame`` completes (any rate and layout in; 0 or more out)."""
+        """The whole 20 ms chunks ``frame`` completes (any rate and layout in; 0 or more out).
+
+        A frame of another rate, layout or format than the ones before (the peer switched
+        codec, e.g. Opus at 48 kHz to PCMU at 8 kHz: aiortc decodes each packet with its
+        payload type's codec) gets a new resampler: PyAV's refuses such a frame (ValueError).
+        """
+        shape = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if shape != self._input:
+            if self._input is not None:
+                self._resampler = AudioResampler(format="s16", layout="mono", rate=self.sample_rate)
+            self._input = shape
         for out in self._resampler.resample(frame):
             self._buf += out.to_ndarray().tobytes()
         n, buf = self._chunk, self._buf

@@ -148,7 +148,12 @@ class WebRtcTransport:
                 return self.peer_gone("peer_closed")
             except TimeoutError:
                 return self.peer_gone("media_timeout")
-            for chunk in inbound.convert(frame):
+            try:
+                chunks = inbound.convert(frame)
+            except Exception:  # noqa: BLE001 - a frame PyAV cannot convert: the call ends, it never hangs
+                log.warning("webrtc: the caller's audio could not be converted", exc_info=True)
+                return self.peer_gone("media_error")
+            for chunk in chunks:
                 if len(audio) >= MAX_AUDIO_FRAMES:
                     audio.popleft()
                     self.dropped["audio"] += 1

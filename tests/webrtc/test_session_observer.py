@@ -92,3 +92,21 @@ async def test_a_moment_moves_the_pages_agent_state_without_an_event_message():
     sent = [orjson.loads(m) for m in transport._pending]
     assert [(m["type"], m.get("kind", m.get("state"))) for m in sent] == [
         ("event", "caller_speech_start"), ("state", "thinking")]  # fmt: skip
+
+
+async def test_caller_audio_that_cannot_be_converted_ends_the_stream_instead_of_hanging_it():
+    from gateway.webrtc.transport import WebRtcTransport
+
+    class Track:
+        kind = "audio"
+
+        async def recv(self):
+            return object()  # not an audio frame: the conversion raises
+
+    transport = WebRtcTransport(pc=None)
+    transport.remote_track(Track())
+    transport.start()
+    async with asyncio.timeout(2):
+        assert orjson.loads(await transport.receive())["event"] == "start"
+        assert orjson.loads(await transport.receive()) == {"event": "stop", "reason": "media_error"}
+        assert await transport.receive() is None

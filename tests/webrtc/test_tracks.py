@@ -166,3 +166,15 @@ def test_the_prompt_buffer_releases_in_order_packets_at_once_and_reorders_the_re
     assert out(2) == b"f2"  # the gap filled: released in order, 3 after the next packet (aiortc's prefetch 1)
     assert out(4) == b"f3" and out(5) == b"f4"
     assert out(1) is None  # a late duplicate is dropped
+
+
+def test_inbound_audio_follows_a_codec_switch_to_another_rate():
+    """Opus (48 kHz stereo) then PCMU (8 kHz mono), as aiortc decodes a peer that switches
+    payload type: PyAV's resampler refuses the second shape, so a new one takes it."""
+    inbound = InboundAudio(16000)
+    opus = AudioFrame.from_ndarray(np.zeros((1, 1920), "<i2"), format="s16", layout="stereo")
+    opus.sample_rate = 48000
+    pcmu = AudioFrame.from_ndarray(np.full((1, 160), 1000, "<i2"), format="s16", layout="mono")
+    pcmu.sample_rate = 8000
+    chunks = [c for f in (opus, opus, pcmu, pcmu, pcmu) for c in inbound.convert(f)]
+    assert len(chunks) >= 3 and all(len(c) == 640 for c in chunks)
