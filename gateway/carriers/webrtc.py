@@ -25,7 +25,8 @@ Nothing here does I/O or imports aiortc.
   a JSON object with a string ``type`` is a :class:`ProtocolError` (counted, the call goes
   on); another ``type`` is :class:`Unhandled` (``page:<type>``).
 * ``{"event": "page", "binary": <bytes>}``: the page sent a binary message (a
-  ``ProtocolError("unexpected_binary")``).
+  ``ProtocolError("unexpected_binary")``); ``{"event": "page", "chars": <n>}``: a text message
+  over :data:`MAX_PAGE_CHARS` (``ProtocolError("oversize")``), its text left out.
 * ``{"event": "stop", "reason": "peer_closed"}``: the peer went away (it closed the
   connection, ICE consent or DTLS failed, or its media stopped); the transport closes then.
 
@@ -98,10 +99,13 @@ def mark_frame(name: str) -> str:
 
 
 def page_frame(message: str | bytes) -> str:
-    """One data channel message of the page, wrapped for the adapter (text as is; binary by size)."""
-    if isinstance(message, str):
-        return orjson.dumps({"event": "page", "text": message}).decode()
-    return orjson.dumps({"event": "page", "binary": len(message)}).decode()
+    """One data channel message of the page, wrapped for the adapter (text as is; binary, and
+    text over :data:`MAX_PAGE_CHARS`, by size only: what waits for the session stays small)."""
+    if not isinstance(message, str):
+        return orjson.dumps({"event": "page", "binary": len(message)}).decode()
+    if len(message) > MAX_PAGE_CHARS:
+        return orjson.dumps({"event": "page", "chars": len(message)}).decode()
+    return orjson.dumps({"event": "page", "text": message}).decode()
 
 
 def stop_frame(reason: str) -> str:
@@ -178,6 +182,8 @@ class WebRtcAdapter(JsonEventStream):
     def _on_page(self, msg: dict) -> CarrierEvent:
         text = msg.get("text")
         if type(text) is not str:
+            if "chars" in msg:  # cut by the transport (page_frame)
+                return ProtocolError("oversize", f"page: {msg['chars']} chars > {MAX_PAGE_CHARS}")
             return ProtocolError("unexpected_binary", f"page: {msg.get('binary')} bytes")
         if len(text) > MAX_PAGE_CHARS:
             return ProtocolError("oversize", f"page: {len(text)} chars > {MAX_PAGE_CHARS}")

@@ -82,3 +82,10 @@ def test_outbound_frames_are_the_transport_protocol():
     assert orjson.loads(adapter.mark("gen2:7")) == {"event": "mark", "name": "gen2:7"}
     assert orjson.loads(adapter.clear()) == {"event": "clear"}
     assert (adapter.name, adapter.frame_ms, adapter.has_marks) == ("webrtc", 20, True)
+
+
+def test_an_oversize_page_message_waits_for_the_session_by_its_size_only():
+    frame = page_frame("x" * 1_000_000)  # what the transport queues (up to 64 of them)
+    assert len(frame) < 64
+    assert streaming().receive(frame) == [ProtocolError("oversize", f"page: 1000000 chars > {MAX_PAGE_CHARS}")]
+    assert len(page_frame("x" * MAX_PAGE_CHARS)) > MAX_PAGE_CHARS  # a message at the bound is kept whole
