@@ -5,7 +5,8 @@ redacted from every log line, :mod:`gateway.logs`). The request is admitted by t
 rules of :func:`gateway.streams.admit` (carrier ``webrtc``), answered in the API's error
 envelope when refused (:data:`REFUSAL_STATUS`: ``unknown_call`` 404, ``bad_token`` 401,
 ``token_expired`` 410, ``not_connectable`` 409, ``bad_carrier`` 400, ``at_capacity`` 503 with
-``Retry-After``). A body that is not a usable offer is a 422 ``validation_error`` naming the
+``Retry-After``). A body that does not arrive within :data:`READ_S` is a 408
+``request_timeout``. A body that is not a usable offer is a 422 ``validation_error`` naming the
 field (``body``, ``type`` or ``sdp``), and leaves the token unused. Then the peer connection is
 made and answered (:func:`gateway.webrtc.peer.answer_offer`), and :class:`WebRtcCalls` runs the
 call in a task of its own through :func:`gateway.streams.serve`: the call is claimed (the token
@@ -24,7 +25,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.api.errors import error_response
@@ -47,6 +48,8 @@ REFUSAL_STATUS = {
 }  # fmt: skip
 #: Longest wait (s) for the call's claim in the store before the offer is answered.
 CLAIM_S = 10.0
+#: Longest wait (s) for the offer's body once the request was admitted (its slot is held).
+READ_S = 10.0
 #: Longest wait (s) for the answer (aiortc gathers its candidates; with STUN/TURN servers, a
 #: server round trip).
 ANSWER_S = 10.0
@@ -163,7 +166,14 @@ async def offer_endpoint(request: Request) -> Response:
         from gateway.webrtc.peer import MAX_OFFER_BYTES, BadOffer, answer_offer, check_offer
 
         try:
-            sdp = check_offer(await _read_body(request, MAX_OFFER_BYTES + 1))
+            async with asyncio.timeout(READ_S):
+                body = await _read_body(request, MAX_OFFER_BYTES + 1)
+        except TimeoutError:  # a client dribbling its body must not hold the call's slot
+            return error_response(408, "request_timeout", f"the offer did not arrive within {READ_S:g} s")
+        except ClientDisconnect:  # the client left: nobody reads the answer
+            return Response(status_code=400)
+        try:
+            sdp = check_offer(body)
             async with asyncio.timeout(ANSWER_S):
                 peer = await answer_offer(sdp, services.settings, label=f"webrtc-{call_id}")
         except BadOffer as exc:  # the token stays unused: the page may offer again

@@ -276,3 +276,25 @@ async def test_shutdown_during_webrtc_calls_finalises_their_records(tmp_path, lo
     assert rec.recording_state == "completed" and rec.turns and any(e.kind == "ended" for e in rec.events), rec
     rec = store.get_call(connecting["callId"])
     assert (rec.status, rec.end_reason) == ("failed", "shutdown"), rec
+
+
+async def test_an_offer_body_that_never_arrives_frees_the_calls_slot(gateway, monkeypatch):
+    import gateway.webrtc.offer as offer_route
+
+    monkeypatch.setattr(offer_route, "READ_S", 0.3)
+    gw = await gateway()
+    call = await gw.create_inline_call(connectionType="webrtc")
+    url = httpx.URL(call["offerUrl"])
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:  # admitted, then one byte of the 1000 the request announces
+        writer.write(f"POST {url.raw_path.decode()} HTTP/1.1\r\nHost: {url.host}\r\nContent-Type: application/json\r\n"
+                     "Content-Length: 1000\r\n\r\n{".encode())
+        await writer.drain()
+        async with asyncio.timeout(5):
+            status = await reader.readline()
+    finally:
+        writer.close()
+    assert status.split()[1] == b"408", status
+    assert call["callId"] not in gw.services.admitting
+    r = await post_offer(call["offerUrl"], b"{not json")  # the slot is free and the token unused: a 422
+    assert r.status_code == 422, r.text
