@@ -91,7 +91,12 @@ class WebRtcCalls:
     async def start(self, call: CallRecord, peer: WebRtcPeer) -> Refusal | None:
         """Run admitted ``call`` over ``peer`` in a task of its own; once the store claimed it,
         ``None`` (answer the offer), else the :class:`Refusal`. The admission slot is released
-        when the task ends."""
+        when the task ends (here, when the gateway began shutting down while the offer was
+        being answered: :meth:`aclose` no longer waits for new tasks)."""
+        if self.closing.is_set():
+            await peer.close()
+            self.services.admitting.discard(call.id)
+            return Refusal("at_capacity", "the gateway is shutting down")
         channel = _Channel(peer, self.services.settings.webrtc_connect_timeout_s, self.closing)
         task = asyncio.create_task(self._run(call, channel), name=f"webrtc-{call.id}")
         self.tasks[task] = call.id

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 
 import orjson
 import pytest
 
-from gateway.webrtc.offer import REFUSAL_STATUS, refusal_response  # first: gateway.streams alone meets an import cycle
 from gateway.logs import RedactStreamTokens, redact
 from gateway.streams import CLOSE_CODES, Refusal
+from gateway.webrtc.offer import REFUSAL_STATUS, WebRtcCalls, refusal_response
 from gateway.webrtc.peer import MAX_OFFER_BYTES, BadOffer, check_offer
 
 SDP = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
@@ -57,3 +58,20 @@ def test_the_offer_token_is_redacted_from_logs():
                                "/webrtc/call_1/secret-token/offer"), None)  # fmt: skip
     RedactStreamTokens().filter(record)
     assert "secret-token" not in record.getMessage()
+
+
+async def test_an_offer_answered_after_shutdown_began_gets_no_task_and_frees_its_slot():
+    """aclose waits for the tasks it saw: one made after it would outlive the store."""
+
+    class Peer:
+        closed = False
+
+        async def close(self) -> None:
+            self.closed = True
+
+    services = SimpleNamespace(admitting={"call_1"}, live={}, settings=SimpleNamespace(webrtc_connect_timeout_s=1))
+    calls, peer = WebRtcCalls(services), Peer()  # type: ignore[arg-type]
+    await calls.aclose()
+    refusal = await calls.start(SimpleNamespace(id="call_1"), peer)  # type: ignore[arg-type]
+    assert refusal is not None and refusal.key == "at_capacity"
+    assert calls.tasks == {} and peer.closed and services.admitting == set()
