@@ -249,12 +249,23 @@ class WebRtcTransport:
         elif channel.bufferedAmount > MAX_CHANNEL_BUFFER:
             self.dropped["channel"] += 1
         else:
-            channel.send(text)
+            self._send(channel, text)
 
     def _flush_pending(self) -> None:
+        """The channel opened (aiortc's ``open`` event): send what waited."""
         channel = self._channel
         while self._pending and channel is not None and channel.readyState == "open":
-            channel.send(self._pending.popleft())
+            self._send(channel, self._pending.popleft())
+
+    def _send(self, channel: Any, text: str) -> None:
+        """``channel.send``, never raising into aiortc's event emitter (which would re-raise an
+        unhandled handler error inside its SCTP code): a message over the peer's largest
+        (``max-message-size``, 64 KiB by default) or a channel closing under it is dropped, counted."""
+        try:
+            channel.send(text)
+        except Exception:  # noqa: BLE001 - aiortc's InvalidStateError, ValueError (too long)
+            self.dropped["channel"] += 1
+            log.debug("webrtc: a message to the page was dropped", exc_info=True)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Flush the data channel (bounded), stop the tracks, close the peer connection (bounded)."""

@@ -110,3 +110,32 @@ async def test_caller_audio_that_cannot_be_converted_ends_the_stream_instead_of_
         assert orjson.loads(await transport.receive())["event"] == "start"
         assert orjson.loads(await transport.receive()) == {"event": "stop", "reason": "media_error"}
         assert await transport.receive() is None
+
+
+async def test_a_message_the_channel_refuses_is_dropped_and_counted_even_at_its_open():
+    from gateway.webrtc.transport import WebRtcTransport
+
+    class Channel:
+        label, readyState, bufferedAmount = "events", "connecting", 0
+
+        def __init__(self) -> None:
+            self.handlers: dict = {}
+            self.sent: list[str] = []
+
+        def on(self, event, handler) -> None:
+            self.handlers[event] = handler
+
+        def send(self, text: str) -> None:
+            if len(text) > 65536:  # aiortc: over the peer's max-message-size
+                raise ValueError("Data channel message too long")
+            self.sent.append(text)
+
+    transport, channel = WebRtcTransport(pc=None), Channel()
+    transport.data_channel(channel)
+    transport.observe("turn", {"index": 0, "turn": {"role": "agent", "text": "x" * 70_000, "at_ms": 1}})
+    transport.observe("turn", {"index": 1, "turn": {"role": "agent", "text": "short", "at_ms": 2}})
+    channel.readyState = "open"
+    channel.handlers["open"]()  # as aiortc's emitter calls it: it must not raise
+    assert [orjson.loads(m)["index"] for m in channel.sent] == [1] and transport.dropped["channel"] == 1
+    transport.observe("turn", {"index": 2, "turn": {"role": "agent", "text": "y" * 70_000, "at_ms": 3}})
+    assert transport.dropped["channel"] == 2
