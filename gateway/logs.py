@@ -113,6 +113,15 @@ def _at_least_info(level: str) -> str:
     return "INFO" if logging.getLevelName(level) == logging.DEBUG else level
 
 
+#: aiortc's ICE agent logs each candidate pair's every state change at INFO: a few dozen lines
+#: per call, thousands for an offer that names hundreds of candidates. Warnings unless DEBUG.
+_ICE_LOGGERS = ("aioice",)
+
+
+def _warnings_unless_debug(level: str) -> str:
+    return level if logging.getLevelName(level) <= logging.DEBUG else max(level, "WARNING", key=logging.getLevelName)
+
+
 def log_config(level: str = "INFO") -> dict[str, Any]:
     """A ``dictConfig`` document for the gateway and uvicorn, every handler redacting tokens.
 
@@ -149,6 +158,7 @@ def log_config(level: str = "INFO") -> dict[str, Any]:
             "uvicorn.access": {"handlers": ["access"], "level": level, "propagate": False},
             # Carrier SDKs log request headers (credentials, signed JWTs) at DEBUG: never below INFO.
             **{name: {"level": _at_least_info(level)} for name in _CREDENTIAL_LOGGERS},
+            **{name: {"level": _warnings_unless_debug(level)} for name in _ICE_LOGGERS},
         },
         "root": {"handlers": ["root"], "level": level},
     }

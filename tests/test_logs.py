@@ -108,3 +108,21 @@ def test_carrier_sdk_loggers_never_log_below_info_even_at_debug():
     finally:
         logging.config.dictConfig({"version": 1, "disable_existing_loggers": False,
                                    "root": {"handlers": [], "level": "WARNING"}})  # fmt: skip
+
+
+def test_ice_pair_checks_are_logged_only_at_debug():
+    """aioice logs every candidate pair's state change at INFO (an offer names the candidates)."""
+    import logging
+
+    from gateway.logs import setup_logging
+
+    try:
+        for level, info, warning in (("INFO", False, True), ("WARNING", False, True), ("ERROR", False, False),
+                                     ("DEBUG", True, True)):  # fmt: skip
+            setup_logging(level)
+            ice = logging.getLogger("aioice.ice")
+            assert (ice.isEnabledFor(logging.INFO), ice.isEnabledFor(logging.WARNING)) == (info, warning), level
+        assert logging.getLogger("gateway.webrtc").isEnabledFor(logging.DEBUG)
+    finally:
+        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False,
+                                   "root": {"handlers": [], "level": "WARNING"}})  # fmt: skip
