@@ -25,12 +25,18 @@ from gateway.webrtc.ice import ice_servers, include_loopback
 from gateway.webrtc.tracks import set_jitter_frames
 from gateway.webrtc.transport import WebRtcTransport, close_peer
 
-__all__ = ["BadOffer", "ConnectFailed", "WebRtcPeer", "check_offer", "answer_offer", "MAX_OFFER_BYTES"]
+__all__ = ["BadOffer", "ConnectFailed", "WebRtcPeer", "check_offer", "answer_offer", "MAX_OFFER_BYTES",
+           "MAX_CANDIDATES"]
 
 log = logging.getLogger("gateway.webrtc")
 
 #: Largest offer body read (bytes): a browser's audio + data channel offer is 2 to 6 KB.
 MAX_OFFER_BYTES = 64 * 1024
+#: Most ICE candidates an offer may name (all its m-sections): a browser names a few per
+#: network interface and section. The gateway checks every one (STUN binding requests to the
+#: address it names, an mDNS query for a ``.local`` name: inherent to ICE, RFC 8445 §6.1.2),
+#: so the bound caps what one offer makes the gateway send.
+MAX_CANDIDATES = 100
 
 
 class BadOffer(ValueError):
@@ -60,7 +66,7 @@ def check_offer(body: bytes) -> str:
 
     Raises:
         BadOffer: not JSON, not an object, ``type`` not ``offer``, ``sdp`` missing, empty, too
-            long or without an audio m-line.
+            long, without an audio m-line or with over :data:`MAX_CANDIDATES` candidates.
     """
     if len(body) > MAX_OFFER_BYTES:
         raise BadOffer("body", f"over {MAX_OFFER_BYTES} bytes")
@@ -80,6 +86,8 @@ def check_offer(body: bytes) -> str:
         raise BadOffer("sdp", "not an SDP session description (no v=0 line)")
     if not any(line.startswith("m=audio ") for line in lines):
         raise BadOffer("sdp", "no audio m-line")
+    if sum(line.startswith("a=candidate:") for line in lines) > MAX_CANDIDATES:
+        raise BadOffer("sdp", f"over {MAX_CANDIDATES} ICE candidates")
     return sdp
 
 

@@ -11,7 +11,7 @@ import pytest
 from gateway.logs import RedactStreamTokens, redact
 from gateway.streams import CLOSE_CODES, Refusal
 from gateway.webrtc.offer import REFUSAL_STATUS, WebRtcCalls, refusal_response
-from gateway.webrtc.peer import MAX_OFFER_BYTES, BadOffer, check_offer
+from gateway.webrtc.peer import MAX_CANDIDATES, MAX_OFFER_BYTES, BadOffer, check_offer
 
 SDP = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
 
@@ -20,8 +20,13 @@ def body(obj) -> bytes:
     return obj if isinstance(obj, bytes) else orjson.dumps(obj)
 
 
+CANDIDATE = "a=candidate:1 1 udp 2122260223 192.0.2.7 50000 typ host\r\n"
+
+
 def test_a_good_offer_gives_its_sdp():
     assert check_offer(body({"type": "offer", "sdp": SDP})) == SDP
+    many = SDP + CANDIDATE * MAX_CANDIDATES  # at the bound
+    assert check_offer(body({"type": "offer", "sdp": many})) == many
     assert check_offer(body({"type": "offer", "sdp": SDP.replace("\r\n", "\n")})).startswith("v=0\n")
 
 
@@ -32,6 +37,7 @@ def test_a_good_offer_gives_its_sdp():
     ({"type": "offer"}, "sdp"), ({"type": "offer", "sdp": ""}, "sdp"), ({"type": "offer", "sdp": 5}, "sdp"),
     ({"type": "offer", "sdp": "hello"}, "sdp"),
     ({"type": "offer", "sdp": SDP.replace("m=audio", "m=video")}, "sdp"),
+    ({"type": "offer", "sdp": SDP + CANDIDATE * (MAX_CANDIDATES + 1)}, "sdp"),
 ])  # fmt: skip
 def test_bad_offers_name_the_field(raw, field):
     with pytest.raises(BadOffer) as exc:
