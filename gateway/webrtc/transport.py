@@ -275,6 +275,10 @@ class WebRtcTransport:
         self._wake.set()
         if self._reader is not None:
             self._reader.cancel()
+        if any(self.dropped.values()) or self.track.dropped_bytes:  # what the bounds cost, once per call
+            log.info("webrtc %s: dropped %d caller audio chunks, %d page messages, %d messages to the page, "
+                     "%d bytes of agent audio", self.label, self.dropped["audio"], self.dropped["page"],
+                     self.dropped["channel"], self.track.dropped_bytes)  # fmt: skip
         channel = self._channel
         if channel is not None and channel.readyState == "open":
             with contextlib.suppress(TimeoutError):

@@ -139,3 +139,23 @@ async def test_a_message_the_channel_refuses_is_dropped_and_counted_even_at_its_
     assert [orjson.loads(m)["index"] for m in channel.sent] == [1] and transport.dropped["channel"] == 1
     transport.observe("turn", {"index": 2, "turn": {"role": "agent", "text": "y" * 70_000, "at_ms": 3}})
     assert transport.dropped["channel"] == 2
+
+
+async def test_what_the_bounds_dropped_is_logged_once_at_close(caplog):
+    import logging
+
+    from gateway.webrtc.transport import MAX_PAGE_PENDING, WebRtcTransport
+
+    class Pc:
+        async def close(self) -> None:
+            pass
+
+    transport = WebRtcTransport(Pc(), label="webrtc-call_1")
+    for _ in range(MAX_PAGE_PENDING + 3):  # the session reads none of them
+        transport._page_message('{"type": "wave"}')
+    with caplog.at_level(logging.INFO, logger="gateway.webrtc"):
+        await transport.close()
+        await transport.close()
+    lines = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert lines == ["webrtc webrtc-call_1: dropped 0 caller audio chunks, 3 page messages, 0 messages to the page, "
+                     "0 bytes of agent audio"]  # fmt: skip
