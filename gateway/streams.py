@@ -58,6 +58,9 @@ CLOSE_CODES = {
     "token_expired": 4410,
     "at_capacity": 1013,
 }
+#: Longest wait (s) for the store's claim of a call once its stream was cancelled meanwhile
+#: (shutdown, the peer's request gone): a claim that lands is finalised, not left ``streaming``.
+CLAIM_WAIT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,13 +202,19 @@ async def serve(services: Services, call: CallRecord, carrier: str, channel: Str
     """
     call_id = call.id
     wav = recording_path(services.settings, call_id) if call.call_config().recording_enabled else None
+    claim = asyncio.ensure_future(asyncio.to_thread(
+        services.store.mark_call_started, call_id, node_id=services.settings.node_id,
+        node_run=services.run_id, lease_s=services.settings.call_lease_s, recording_path=wav,
+    ))  # fmt: skip
     try:
-        await asyncio.to_thread(
-            services.store.mark_call_started, call_id, node_id=services.settings.node_id,
-            node_run=services.run_id, lease_s=services.settings.call_lease_s, recording_path=wav,
-        )
+        await asyncio.shield(claim)
     except IllegalTransition:
         return await channel.refuse(Refusal("not_connectable", "call already streaming or ended"))
+    except asyncio.CancelledError as exc:  # the store's thread goes on: once it claimed the call, finalise it
+        await asyncio.wait([claim], timeout=CLAIM_WAIT_S)
+        if claim.done() and not claim.cancelled() and claim.exception() is None:
+            await _finalise_unserved(services, call_id, exc)
+        raise
     try:  # claimed: from here on the record is finalised whatever happens
         transport = await channel.accept()
         session = build_session(services, call, carrier, transport)

@@ -160,3 +160,32 @@ def test_a_picows_listener_needs_a_base_carriers_can_reach() -> None:
         Settings(_env_file=None, media_public_url="https://media.example.com")
     with pytest.raises(ValueError, match="no GATEWAY_PUBLIC_URL"):
         stream_url(Settings(_env_file=None), None, "raw", "c", "t")
+
+
+async def test_a_stream_cancelled_while_its_claim_is_written_leaves_a_final_record(services: Services) -> None:
+    """Shutdown (or the peer's request going away) cancels serve while the store's thread claims
+    the call: the claim lands after the cancellation, and the record must not stay streaming."""
+    import asyncio
+    import threading
+
+    from gateway.streams import serve
+
+    call_id, _ = _call(services)
+    started, release = threading.Event(), threading.Event()
+    mark = services.store.mark_call_started
+
+    def slow_mark(*args, **kwargs):
+        started.set()
+        release.wait(5)
+        return mark(*args, **kwargs)
+
+    services.store.mark_call_started = slow_mark  # type: ignore[method-assign]
+    task = asyncio.ensure_future(serve(services, services.store.get_call(call_id), "telnyx", _Channel()))
+    await asyncio.to_thread(started.wait, 5)
+    task.cancel()
+    await asyncio.sleep(0.05)
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    rec = services.store.get_call(call_id)
+    assert (rec.status.value, rec.end_reason) == ("failed", "carrier_closed_before_start"), rec
