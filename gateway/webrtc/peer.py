@@ -62,11 +62,14 @@ class ConnectFailed(Exception):
 def check_offer(body: bytes) -> str:
     """The SDP of an offer body ``{"type": "offer", "sdp": "<SDP>"}``.
 
-    The SDP must start ``v=0`` and have an audio m-line (RFC 8866 §5, §5.14).
+    The SDP must start ``v=0`` and have one audio m-line (RFC 8866 §5, §5.14), and besides it
+    at most the data channel's ``application`` m-line: aiortc starts a decoder thread for every
+    media section it receives, and the call uses one.
 
     Raises:
         BadOffer: not JSON, not an object, ``type`` not ``offer``, ``sdp`` missing, empty, too
-            long, without an audio m-line or with over :data:`MAX_CANDIDATES` candidates.
+            long, without an audio m-line, with other media sections than one audio and one
+            application, or with over :data:`MAX_CANDIDATES` candidates.
     """
     if len(body) > MAX_OFFER_BYTES:
         raise BadOffer("body", f"over {MAX_OFFER_BYTES} bytes")
@@ -84,8 +87,11 @@ def check_offer(body: bytes) -> str:
     lines = sdp.replace("\r\n", "\n").split("\n")
     if lines[0].strip() != "v=0":
         raise BadOffer("sdp", "not an SDP session description (no v=0 line)")
-    if not any(line.startswith("m=audio ") for line in lines):
+    media = [line[2:].split(" ", 1)[0] for line in lines if line.startswith("m=")]
+    if "audio" not in media:
         raise BadOffer("sdp", "no audio m-line")
+    if media.count("audio") > 1 or media.count("application") > 1 or set(media) - {"audio", "application"}:
+        raise BadOffer("sdp", "one audio m-line and at most one data channel (application) m-line")
     if sum(line.startswith("a=candidate:") for line in lines) > MAX_CANDIDATES:
         raise BadOffer("sdp", f"over {MAX_CANDIDATES} ICE candidates")
     return sdp

@@ -20,6 +20,7 @@ def body(obj) -> bytes:
     return obj if isinstance(obj, bytes) else orjson.dumps(obj)
 
 
+APPLICATION = "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"
 CANDIDATE = "a=candidate:1 1 udp 2122260223 192.0.2.7 50000 typ host\r\n"
 
 
@@ -27,6 +28,8 @@ def test_a_good_offer_gives_its_sdp():
     assert check_offer(body({"type": "offer", "sdp": SDP})) == SDP
     many = SDP + CANDIDATE * MAX_CANDIDATES  # at the bound
     assert check_offer(body({"type": "offer", "sdp": many})) == many
+    with_channel = SDP + APPLICATION  # a browser's audio + events channel offer
+    assert check_offer(body({"type": "offer", "sdp": with_channel})) == with_channel
     assert check_offer(body({"type": "offer", "sdp": SDP.replace("\r\n", "\n")})).startswith("v=0\n")
 
 
@@ -38,6 +41,9 @@ def test_a_good_offer_gives_its_sdp():
     ({"type": "offer", "sdp": "hello"}, "sdp"),
     ({"type": "offer", "sdp": SDP.replace("m=audio", "m=video")}, "sdp"),
     ({"type": "offer", "sdp": SDP + CANDIDATE * (MAX_CANDIDATES + 1)}, "sdp"),
+    ({"type": "offer", "sdp": SDP + "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"}, "sdp"),  # a decoder thread each
+    ({"type": "offer", "sdp": SDP + "m=video 9 UDP/TLS/RTP/SAVPF 96\r\n"}, "sdp"),
+    ({"type": "offer", "sdp": SDP + APPLICATION * 2}, "sdp"),
 ])  # fmt: skip
 def test_bad_offers_name_the_field(raw, field):
     with pytest.raises(BadOffer) as exc:
