@@ -298,3 +298,31 @@ async def test_an_offer_body_that_never_arrives_frees_the_calls_slot(gateway, mo
     assert call["callId"] not in gw.services.admitting
     r = await post_offer(call["offerUrl"], b"{not json")  # the slot is free and the token unused: a 422
     assert r.status_code == 422, r.text
+
+
+async def test_a_client_gone_before_its_answer_leaves_a_final_record(gateway):
+    """The page posts its offer and leaves (tab closed) before the answer: the call was claimed,
+    the answer goes nowhere, no peer ever connects; the record ends failed with its reason."""
+    from aiortc import RTCPeerConnection
+    from gateway.webrtc.tracks import PacedTrack
+
+    gw = await gateway(webrtc_connect_timeout_s=1)
+    call = await gw.create_inline_call(connectionType="webrtc")
+    pc = RTCPeerConnection()
+    pc.addTrack(PacedTrack(16000, on_mark=lambda name: None))
+    pc.createDataChannel("events")
+    await pc.setLocalDescription(await pc.createOffer())
+    await pc.close()
+    body = httpx.Request("POST", call["offerUrl"], json={"type": "offer", "sdp": pc.localDescription.sdp})
+    url = body.url
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    writer.write(f"POST {url.raw_path.decode()} HTTP/1.1\r\nHost: {url.host}\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(body.content)}\r\n\r\n".encode() + body.content)
+    await writer.drain()
+    async with asyncio.timeout(5):  # the offer was read and is being answered
+        while gw.services.webrtc is None or call["callId"] not in gw.services.webrtc.tasks.values():
+            await asyncio.sleep(0.005)
+    writer.close()  # gone before the answer
+    rec = await gw.call_record(call["callId"])
+    assert (rec["status"], rec["endReason"]) == ("failed", "webrtc_connect_timeout"), rec
+    assert call["callId"] not in gw.services.admitting and call["callId"] not in gw.services.live
