@@ -104,7 +104,8 @@ class WebRtcCalls:
         try:
             async with asyncio.timeout(CLAIM_S):
                 return await asyncio.shield(channel.claimed)
-        except TimeoutError:
+        except TimeoutError:  # the page is told to retry: its answer never goes out, so no peer can
+            task.cancel()  # connect; the call ends now (finalised once claimed) rather than at the connect timeout
             return Refusal("at_capacity", "the call could not be claimed in time; try again later")
 
     async def _run(self, call: CallRecord, channel: _Channel) -> None:

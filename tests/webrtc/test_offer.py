@@ -87,3 +87,52 @@ async def test_an_offer_answered_after_shutdown_began_gets_no_task_and_frees_its
     refusal = await calls.start(SimpleNamespace(id="call_1"), peer)  # type: ignore[arg-type]
     assert refusal is not None and refusal.key == "at_capacity"
     assert calls.tasks == {} and peer.closed and services.admitting == set()
+
+
+async def test_a_claim_that_takes_too_long_is_refused_and_its_call_ends_at_once(tmp_path, monkeypatch):
+    """The store took over CLAIM_S to claim the call: the offer gets 503, and the call's task
+    ends then (finalised once the claim lands), not after the connect timeout."""
+    import asyncio
+    import threading
+
+    import gateway.webrtc.offer as offer_route
+    from gateway.app import Services
+    from gateway.config import Settings
+    from gateway.store import CallConfig, Store
+
+    store = Store(f"sqlite:///{tmp_path}/gw.db")
+    store.create_all()
+    settings = Settings(_env_file=None, database_url=f"sqlite:///{tmp_path}/gw.db", recordings_dir=tmp_path / "rec")
+    services = Services(settings=settings, store=store, vad=None, engines=None)  # type: ignore[arg-type]
+    call, _ = store.create_call(CallConfig(), "webrtc")
+    release, mark = threading.Event(), store.mark_call_started
+
+    def slow_mark(*args, **kwargs):
+        release.wait(5)
+        return mark(*args, **kwargs)
+
+    class Peer:
+        closed = False
+
+        async def close(self) -> None:
+            self.closed = True
+
+        async def connected(self, timeout_s, closing):  # pragma: no cover - never reached
+            await asyncio.sleep(timeout_s)
+
+    store.mark_call_started = slow_mark  # type: ignore[method-assign]
+    monkeypatch.setattr(offer_route, "CLAIM_S", 0.1)
+    services.admitting.add(call.id)
+    calls, peer = WebRtcCalls(services), Peer()
+    try:
+        refusal = await calls.start(call, peer)  # type: ignore[arg-type]
+        assert refusal is not None and refusal.key == "at_capacity"
+        release.set()
+        async with asyncio.timeout(3):
+            while calls.tasks:
+                await asyncio.sleep(0.01)
+        rec = store.get_call(call.id)
+        assert rec.status.value == "failed" and peer.closed and services.admitting == set()
+    finally:
+        release.set()
+        store.close()
