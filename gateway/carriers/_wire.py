@@ -46,6 +46,7 @@ from gateway.carriers.events import (
     MarkAck,
     ProtocolError,
     Started,
+    Stopped,
     Unhandled,
 )
 from gateway.formats import AudioFormat, Encoding
@@ -72,6 +73,8 @@ __all__ = [
     "media_position",
     "dtmf_event",
     "mark_ack",
+    "binary_error",
+    "stop_event",
     "frame_type_error",
     "internal_error",
 ]
@@ -311,6 +314,26 @@ def mark_ack(name: object, path: str) -> CarrierEvent:
     if type(name) is not str:
         return field_error(path, name)
     return MarkAck(name)
+
+
+def binary_error(n: int, state: StreamState) -> ProtocolError:
+    """Why a binary frame of ``n`` bytes is not caller audio, for the L16/G.711 binary protocols
+    (raw, webrtc) in ``state``: ``oversize`` (over :data:`MAX_FRAME_BYTES`), ``before_start``,
+    ``unexpected_event`` (after stop), else ``bad_field`` (not a whole number of samples)."""
+    if n > MAX_FRAME_BYTES:
+        return ProtocolError("oversize", f"{n} bytes > {MAX_FRAME_BYTES}")
+    if state is StreamState.AWAITING_START:
+        return ProtocolError("before_start", f"audio ({n} bytes)")
+    if state is StreamState.STOPPED:
+        return ProtocolError("unexpected_event", f"audio ({n} bytes) after stop")
+    return ProtocolError("bad_field", f"audio: {n} bytes is not a whole number of samples")
+
+
+def stop_event(msg: dict) -> Stopped:
+    """:class:`Stopped` from a ``{"event": "stop", "reason"?}`` message (reason cut to 64
+    characters; not a string: empty)."""
+    reason = msg.get("reason", "")
+    return Stopped(reason[:64] if type(reason) is str else "")
 
 
 def frame_type_error(frame: object) -> ProtocolError:

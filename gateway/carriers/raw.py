@@ -53,7 +53,9 @@ from __future__ import annotations
 import orjson
 
 from gateway.carriers._wire import (
+    binary_error,
     check_started,
+    stop_event,
     JsonEventStream,
     StreamState,
     dtmf_event,
@@ -68,7 +70,6 @@ from gateway.carriers.events import (
     Media,
     ProtocolError,
     Started,
-    Stopped,
 )
 from gateway.formats import AudioFormat, Encoding
 
@@ -127,21 +128,12 @@ class RawAdapter(JsonEventStream):
                 # Hot path: caller audio of a sane size.
                 if self.state is RawState.STREAMING and n <= MAX_FRAME_BYTES and n % self._sample_bytes == 0:
                     return [Media(frame)]
-                return [self._binary_error(n)]
+                return [binary_error(n, self.state)]
             if isinstance(frame, (bytearray, memoryview)):
                 return self.receive(bytes(frame))
             return super().receive(frame)  # text: JSON checks, the table, the handlers
         except Exception as exc:  # a parser bug must not end the call
             return [internal_error(exc)]
-
-    def _binary_error(self, n: int) -> ProtocolError:
-        if n > MAX_FRAME_BYTES:
-            return ProtocolError("oversize", f"{n} bytes > {MAX_FRAME_BYTES}")
-        if self.state is RawState.AWAITING_START:
-            return ProtocolError("before_start", f"audio ({n} bytes)")
-        if self.state is RawState.STOPPED:
-            return ProtocolError("unexpected_event", f"audio ({n} bytes) after stop")
-        return ProtocolError("bad_field", f"audio: {n} bytes is not a whole number of samples")
 
     def _on_start(self, msg: dict) -> CarrierEvent:
         raw_encoding = msg.get("encoding", "l16")
@@ -179,8 +171,7 @@ class RawAdapter(JsonEventStream):
         return Cleared()
 
     def _on_stop(self, msg: dict) -> CarrierEvent:
-        reason = msg.get("reason", "")
-        return Stopped(reason[:64] if type(reason) is str else "")
+        return stop_event(msg)
 
     # ----------------------------------------------------------------- outbound
 

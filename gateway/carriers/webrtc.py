@@ -47,11 +47,13 @@ import orjson
 from gateway.carriers._wire import (
     JsonEventStream,
     StreamState,
+    binary_error,
     check_started,
     dtmf_event,
     field_error,
     internal_error,
     mark_ack,
+    stop_event,
 )
 from gateway.carriers.events import (
     MAX_FRAME_BYTES,
@@ -64,13 +66,14 @@ from gateway.carriers.events import (
     Stopped,
     Unhandled,
 )
+from gateway.carriers.raw import L16_RATES as RAW_L16_RATES
 from gateway.formats import AudioFormat, Encoding
 
 __all__ = ["WebRtcAdapter", "L16_RATES", "MAX_PAGE_CHARS", "start_frame", "mark_frame", "page_frame",
            "stop_frame", "CLEARED_FRAME"]  # fmt: skip
 
-#: Sample rates (Hz) the transport may decode the caller's audio to.
-L16_RATES = frozenset({8000, 16000, 24000, 48000})
+#: Sample rates (Hz) the transport may decode the caller's audio to (those of the raw protocol).
+L16_RATES = RAW_L16_RATES
 #: Longest page message read (characters); a longer one is ``oversize`` (a data channel message
 #: of the interface is well under 200).
 MAX_PAGE_CHARS = 4096
@@ -142,22 +145,13 @@ class WebRtcAdapter(JsonEventStream):
                 n = len(frame)
                 if self.state is StreamState.STREAMING and n <= MAX_FRAME_BYTES and n % 2 == 0:
                     return [Media(frame)]  # the hot path: 20 ms of caller audio
-                return [self._binary_error(n)]
+                return [binary_error(n, self.state)]
             events = super().receive(frame)
             if events and type(events[0]) is Stopped:
                 self.state = StreamState.STOPPED  # a page's hangup ends the stream too
             return events
         except Exception as exc:  # a parser bug must not end the call
             return [internal_error(exc)]
-
-    def _binary_error(self, n: int) -> ProtocolError:
-        if n > MAX_FRAME_BYTES:
-            return ProtocolError("oversize", f"{n} bytes > {MAX_FRAME_BYTES}")
-        if self.state is StreamState.AWAITING_START:
-            return ProtocolError("before_start", f"audio ({n} bytes)")
-        if self.state is StreamState.STOPPED:
-            return ProtocolError("unexpected_event", f"audio ({n} bytes) after stop")
-        return ProtocolError("bad_field", f"audio: {n} bytes is not a whole number of samples")
 
     def _on_start(self, msg: dict) -> CarrierEvent:
         rate = msg.get("sampleRate")
@@ -176,8 +170,7 @@ class WebRtcAdapter(JsonEventStream):
         return Cleared()
 
     def _on_stop(self, msg: dict) -> CarrierEvent:
-        reason = msg.get("reason", "")
-        return Stopped(reason[:64] if type(reason) is str else "")
+        return stop_event(msg)
 
     def _on_page(self, msg: dict) -> CarrierEvent:
         text = msg.get("text")
