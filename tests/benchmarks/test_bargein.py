@@ -38,7 +38,9 @@ def test_tiny_run_recalls_a_loud_caller_and_ignores_a_45_db_echo(tmp_path) -> No
     assert row["recall600"] == 1.0, row  # the caller talking over it did, within 600 ms of its onset
     assert row["earlyStops"] == 0 and row["recallCalls"] == 1
     assert row["onsetToPauseMs"]["n"] == 1 and 0 < row["onsetToPauseMs"]["p50"] <= 600
-    assert row["onsetToCommitMs"]["n"] == 1 and row["onsetToCommitMs"]["p50"] >= row["onsetToPauseMs"]["p50"]
+    # Commit no sooner than the pause, to within the two clocks' alignment (the record's events are
+    # moved onto the caller's clock by the started event: about 1 ms on loopback; seen 270.8 vs 271.0).
+    assert row["onsetToCommitMs"]["n"] == 1 and row["onsetToCommitMs"]["p50"] >= row["onsetToPauseMs"]["p50"] - 5.0
     assert 40.0 < row["echoReturnLossDbMedian"] < 50.0  # the caller returned about the echo asked for
     assert set(row["backchannel"]) == {"n", "paused", "resumed", "committed"} and row["backchannel"]["n"] == 1, row
 
