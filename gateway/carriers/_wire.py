@@ -41,6 +41,7 @@ import pybase64
 from gateway.carriers.events import (
     MAX_FRAME_BYTES,
     CarrierEvent,
+    Cleared,
     Dtmf,
     Frame,
     MarkAck,
@@ -74,7 +75,9 @@ __all__ = [
     "dtmf_event",
     "mark_ack",
     "binary_error",
-    "stop_event",
+    "on_mark",
+    "on_cleared",
+    "on_stop",
     "frame_type_error",
     "internal_error",
 ]
@@ -329,9 +332,22 @@ def binary_error(n: int, state: StreamState) -> ProtocolError:
     return ProtocolError("bad_field", f"audio: {n} bytes is not a whole number of samples")
 
 
-def stop_event(msg: dict) -> Stopped:
-    """:class:`Stopped` from a ``{"event": "stop", "reason"?}`` message (reason cut to 64
-    characters; not a string: empty)."""
+# Handlers shared by the binary protocols' tables (raw, webrtc), called as ``handler(adapter, msg)``.
+
+
+def on_mark(adapter: object, msg: dict) -> CarrierEvent:
+    """``{"event": "mark", "name"}``: the client acknowledges a mark (:func:`mark_ack`)."""
+    return mark_ack(msg.get("name"), "name")
+
+
+def on_cleared(adapter: object, msg: dict) -> CarrierEvent:
+    """``{"event": "cleared"}``: the client emptied its playback buffer."""
+    return Cleared()
+
+
+def on_stop(adapter: object, msg: dict) -> CarrierEvent:
+    """``{"event": "stop", "reason"?}``: :class:`Stopped` (reason cut to 64 characters; not a
+    string: empty)."""
     reason = msg.get("reason", "")
     return Stopped(reason[:64] if type(reason) is str else "")
 

@@ -55,17 +55,17 @@ import orjson
 from gateway.carriers._wire import (
     binary_error,
     check_started,
-    stop_event,
+    on_cleared,
+    on_mark,
+    on_stop,
     JsonEventStream,
     StreamState,
     dtmf_event,
     internal_error,
-    mark_ack,
 )
 from gateway.carriers.events import (
     MAX_FRAME_BYTES,
     CarrierEvent,
-    Cleared,
     Frame,
     Media,
     ProtocolError,
@@ -161,17 +161,8 @@ class RawAdapter(JsonEventStream):
         self._sample_bytes = encoding.bytes_per_sample
         return check_started(Started(stream_id="", call_id=call_id, audio_format=self.audio_format, custom_parameters=params))
 
-    def _on_mark(self, msg: dict) -> CarrierEvent:
-        return mark_ack(msg.get("name"), "name")
-
     def _on_dtmf(self, msg: dict) -> CarrierEvent:
         return dtmf_event(msg.get("digit"), "digit")
-
-    def _on_cleared(self, msg: dict) -> CarrierEvent:
-        return Cleared()
-
-    def _on_stop(self, msg: dict) -> CarrierEvent:
-        return stop_event(msg)
 
     # ----------------------------------------------------------------- outbound
 
@@ -199,8 +190,8 @@ class RawAdapter(JsonEventStream):
     #: event → handler (JsonEventStream runs it when _TRANSITIONS allows the event).
     _handlers = {
         "start": _on_start,
-        "mark": _on_mark,
+        "mark": on_mark,
         "dtmf": _on_dtmf,
-        "cleared": _on_cleared,
-        "stop": _on_stop,
+        "cleared": on_cleared,
+        "stop": on_stop,
     }

@@ -52,13 +52,13 @@ from gateway.carriers._wire import (
     dtmf_event,
     field_error,
     internal_error,
-    mark_ack,
-    stop_event,
+    on_cleared,
+    on_mark,
+    on_stop,
 )
 from gateway.carriers.events import (
     MAX_FRAME_BYTES,
     CarrierEvent,
-    Cleared,
     Frame,
     Media,
     ProtocolError,
@@ -163,15 +163,6 @@ class WebRtcAdapter(JsonEventStream):
         self.audio_format = AudioFormat(Encoding.L16, rate)
         return check_started(Started(stream_id=stream_id, call_id="", audio_format=self.audio_format))
 
-    def _on_mark(self, msg: dict) -> CarrierEvent:
-        return mark_ack(msg.get("name"), "name")
-
-    def _on_cleared(self, msg: dict) -> CarrierEvent:
-        return Cleared()
-
-    def _on_stop(self, msg: dict) -> CarrierEvent:
-        return stop_event(msg)
-
     def _on_page(self, msg: dict) -> CarrierEvent:
         text = msg.get("text")
         if type(text) is not str:
@@ -221,8 +212,8 @@ class WebRtcAdapter(JsonEventStream):
     #: event → handler (JsonEventStream runs it when _TRANSITIONS allows the event).
     _handlers = {
         "start": _on_start,
-        "mark": _on_mark,
-        "cleared": _on_cleared,
+        "mark": on_mark,
+        "cleared": on_cleared,
         "page": _on_page,
-        "stop": _on_stop,
+        "stop": on_stop,
     }
