@@ -71,6 +71,16 @@ __all__ = ["CallsMixin"]
 log = logging.getLogger("gateway.store")
 
 
+def _config_snapshot(config: CallConfig | AgentConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """A call's configuration as stored: JSON of its :class:`CallConfig` (an :class:`AgentConfig`
+    gets default call policy; a mapping is checked as call config JSON)."""
+    if isinstance(config, CallConfig):
+        return config.to_json()
+    if isinstance(config, AgentConfig):
+        return CallConfig.from_agent_config(config).to_json()
+    return CallConfig.from_json(config).to_json()
+
+
 class CallsMixin(TransitionsMixin):
     """Calls and their status lifecycle, stream tokens, transcripts and events."""
 
@@ -121,12 +131,7 @@ class CallsMixin(TransitionsMixin):
             raise ValueError(f"connection_type must be one of {CONNECTION_TYPES}, got {connection_type!r}")
         if ttl_s <= 0:
             raise ValueError("ttl_s must be positive")
-        if isinstance(config, CallConfig):
-            snapshot = config.to_json()
-        elif isinstance(config, AgentConfig):
-            snapshot = CallConfig.from_agent_config(config).to_json()
-        else:
-            snapshot = CallConfig.from_json(config).to_json()
+        snapshot = _config_snapshot(config)
         token = secrets.token_urlsafe(32)
         now = self.now()
         row = Call(
