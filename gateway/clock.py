@@ -5,11 +5,24 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable
+from datetime import datetime, timezone
 from typing import Protocol, TypeVar
 
-__all__ = ["Clock", "MonotonicClock", "wait_for"]
+__all__ = ["Clock", "MonotonicClock", "iso_utc", "wait_for"]
 
 T = TypeVar("T")
+
+
+def iso_utc(at: datetime) -> str:
+    """``at`` as ISO 8601 UTC with microseconds and a ``Z``: ``2026-12-02T08:24:20.000000Z``.
+
+    One fixed width, so instants written by the gateway and those taken from a carrier's
+    whole-second timestamps sort as text in time order (``…20Z`` sorts after ``…20.3Z``).
+    A naive ``at`` is read as UTC. Source: ISO 8601-1:2019 §5.3.4.2, RFC 3339 §5.6.
+    """
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=timezone.utc)
+    return at.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 class Clock(Protocol):

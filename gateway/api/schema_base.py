@@ -8,9 +8,13 @@ them without a circular import; :mod:`gateway.api.schemas` re-exports all three 
 from __future__ import annotations
 
 import re
+from datetime import datetime
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializationInfo, SerializerFunctionWrapHandler, field_serializer
 from pydantic.alias_generators import to_camel
+
+from gateway.clock import iso_utc
 
 __all__ = ["TOOL_URL", "_Request", "_Response"]
 
@@ -33,6 +37,11 @@ class _Request(BaseModel):
 
 
 class _Response(BaseModel):
-    """A response body: camelCase on the wire."""
+    """A response body: camelCase on the wire; every instant in JSON as :func:`~gateway.clock.iso_utc`
+    writes it (microseconds, ``Z``), so a record's instants sort as text in time order."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    @field_serializer("*", mode="wrap", when_used="json")
+    def _instants(self, value: Any, handler: SerializerFunctionWrapHandler, info: SerializationInfo):  # noqa: ANN202  (no return type: each field keeps its own schema)
+        return iso_utc(value) if isinstance(value, datetime) else handler(value)

@@ -31,6 +31,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from gateway.clock import iso_utc
 from gateway.llm.base import AgentConfig
 from gateway.store.errors import (
     BadToken,
@@ -471,7 +472,7 @@ class CallsMixin(TransitionsMixin):
                 s.execute(
                     update(CallTransition)
                     .where(CallTransition.call_id == call_id, CallTransition.to_status == failed.value)
-                    .values(at=at, source=source, detail=_str_detail({**marked, "presumedAt": presumed.isoformat()}))
+                    .values(at=at, source=source, detail=_str_detail({**marked, "presumedAt": iso_utc(presumed)}))
                     .execution_options(synchronize_session=False)
                 )  # fmt: skip
                 return

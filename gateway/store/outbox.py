@@ -51,6 +51,7 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, exists, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from gateway.clock import iso_utc
 from gateway.store.models import TERMINAL_STATUSES, Base, Call, CallStatus, UTCDateTime, utcnow
 
 __all__ = [
@@ -219,14 +220,14 @@ def write_call_events(
     ).one()  # fmt: skip
     data = {
         "callId": call_id, "status": new.value, "previousStatus": old.value if old is not None else None,
-        "seq": seq, "at": at.isoformat(), "source": source, "direction": row.direction,
+        "seq": seq, "at": iso_utc(at), "source": source, "direction": row.direction,
         "connectionType": row.connection_type, "agentId": row.agent_id, "to": row.to_number,
         "from": row.from_number, "endReason": row.end_reason, "errorCode": row.error_code,
         "durationMs": row.duration_ms, "detail": dict(detail),
     }  # fmt: skip
     added = 0
     for event_type in types:
-        payload = {"type": event_type, "timestamp": at.isoformat(), "data": data}
+        payload = {"type": event_type, "timestamp": iso_utc(at), "data": data}
         added += _add_rows(s, row.tenant, call_id, row.webhook_url, event_type, payload, at)
     return added
 

@@ -55,6 +55,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from gateway.clock import iso_utc
 from gateway.netpolicy import OutboundPolicy, OutboundRefused
 from gateway.outbound import outbound_client
 from gateway.store.webhook_delivery import OutboxDelivery
@@ -308,7 +309,7 @@ class WebhookWorker:
         if data is None:
             await self._finish(item, "failed", error="the call no longer exists")
             return None
-        payload = {"type": item.event_type, "timestamp": self._store.now().isoformat(), "data": data}
+        payload = {"type": item.event_type, "timestamp": iso_utc(self._store.now()), "data": data}
         if not await offload(self._store.save_webhook_payload, item.id, self.owner, payload):
             return None
         return payload

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from gateway.clock import iso_utc
 from gateway.store import (
     NODE_LOST,
     CallConfig,
@@ -242,7 +243,7 @@ def test_a_failed_real_outcome_rewrites_the_node_lost_row(store: Store, clock: C
     assert rec.transitions[-1] == {
         "from": "in_progress", "to": "failed", "at": clock.now, "source": "gateway",
         "detail": {"endReason": "model_error", "errorCode": "model_auth", "supersedes": NODE_LOST,
-                   "presumedAt": lost_at.isoformat()},
+                   "presumedAt": iso_utc(lost_at)},
     }  # fmt: skip
     assert len(rec.transitions) == 3
 
