@@ -33,6 +33,7 @@ from typing import Any, Literal
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
+from gateway.clock import iso_utc
 from gateway.store.base import StoreBase
 from gateway.store.errors import CallNotConnectable, StoreError, UnknownCall
 from gateway.store.helpers import _call_record, _rowcount, hash_secret
@@ -112,7 +113,7 @@ class TransitionsMixin(StoreBase):
         if seq is None:
             last = s.scalar(select(func.max(CallTransition.seq)).where(CallTransition.call_id == call_id))
             seq = 0 if last is None else last + 1
-        at, row_detail = at or self.now(), _str_detail(detail)
+        at, row_detail = _in_order(s, call_id, at or self.now()), _str_detail(detail)
         s.add(
             CallTransition(
                 call_id=call_id, seq=seq, from_status=old.value if old is not None else None,
@@ -249,7 +250,9 @@ class TransitionsMixin(StoreBase):
             status: one of :data:`CARRIER_STATUSES` (the dialer's normalised vocabulary).
             raw_status: the carrier's own word (``no-answer``, ``call.hangup`` …), kept in the
                 transition's ``detail["rawStatus"]``.
-            at: the carrier's time of the event (aware); default now.
+            at: the carrier's time of the event (aware); default now. One earlier than the
+                call's last transition is recorded at that transition's instant, the carrier's
+                own in ``detail["carrierAt"]``, so the lifecycle stays in time order.
             detail: more for the transition row (values made ``str``); for ``failed``,
                 ``errorCode`` (else ``sipCode``, else ``carrier_failed``) and
                 ``errorMessage`` (else ``cause``) become the call's error fields.
@@ -295,6 +298,8 @@ class TransitionsMixin(StoreBase):
         if row is None:
             raise UnknownCall(call_id)
         old = CallStatus(row.status)
+        if (ordered := _in_order(s, call_id, when)) != when:  # answered_at / ended_at too
+            when, detail = ordered, {**detail, "carrierAt": iso_utc(when)}
         reached = self._reached(s, call_id)
         terminal = new in TERMINAL_STATUSES
         by = reached.get(new.value, "gateway" if new is old else None)  # no row: an older database's
@@ -381,6 +386,18 @@ class TransitionsMixin(StoreBase):
                                        detail={"endReason": values["end_reason"]}, seq=seq)  # fmt: skip
             moved += len(mine)
         return moved
+
+
+def _in_order(s: Session, call_id: str, at: datetime) -> datetime:
+    """``at``, or the call's last transition's instant when that is later.
+
+    A carrier's own timestamps are coarser than the gateway's (Twilio's ``Timestamp`` is RFC 2822,
+    whole seconds) and its clock is not ours, so its "ringing" can read earlier than the gateway's
+    "queued" a few hundred ms before. The record keeps its moves in order; the carrier's own time
+    stays in the row's ``carrierAt`` detail.
+    """
+    last = s.scalar(select(func.max(CallTransition.at)).where(CallTransition.call_id == call_id))
+    return at if last is None or at >= last else last
 
 
 def _carrier_values(new: CallStatus, when: datetime, detail: Mapping[str, str]) -> dict[str, Any]:

@@ -74,3 +74,22 @@ def test_a_carrier_s_whole_second_instant_sorts_among_the_gateway_s(world) -> No
     assert INSTANT.fullmatch(body["createdAt"]) and INSTANT.fullmatch(body["answeredAt"]), body
     for row in store.list_outbox(call_id=call):
         assert INSTANT.fullmatch(row.payload["timestamp"]) and INSTANT.fullmatch(row.payload["data"]["at"])
+
+
+def test_a_carrier_instant_before_the_last_move_is_recorded_in_order_with_its_own(world) -> None:
+    """Twilio's ``Timestamp`` is whole seconds (RFC 2822): its "ringing" can read before the
+    gateway's "queued" of a few hundred ms earlier. The record stays in time order; the
+    carrier's own instant is kept in the row's ``carrierAt``."""
+    store, call = world["store"], world["id"]
+    store.mark_call_placed(call, "CA1")
+    early = datetime.now(timezone.utc) - timedelta(seconds=2)
+    store.apply_carrier_status(call, "ringing", raw_status="ringing", at=early)
+    store.apply_carrier_status(call, "in_progress", raw_status="in-progress", at=early)
+    body = world["http"].get(f"/calls/{call}").json()
+    moves = body["transitions"]
+    assert [m["to"] for m in moves] == ["queued", "initiated", "ringing", "in_progress"]
+    stamps = [m["at"] for m in moves]
+    assert stamps == sorted(stamps) and stamps[2] == stamps[3] == stamps[1], stamps
+    assert moves[2]["detail"]["carrierAt"] == moves[3]["detail"]["carrierAt"] == iso_utc(early)
+    assert "carrierAt" not in moves[1]["detail"]
+    assert body["answeredAt"] == stamps[3]

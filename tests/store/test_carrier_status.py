@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from gateway.clock import iso_utc
 from gateway.store import CallConfig, CallStatus, Store, UnknownCall
 from gateway.store.transitions import CARRIER_STATUSES
 from tests.store.conftest import T0, Clock
@@ -28,15 +29,20 @@ def test_the_vocabulary_is_the_dialers() -> None:
                                                    "no_answer", "busy", "declined", "failed", "canceled"}  # fmt: skip
 
 
-def test_a_forward_move_is_applied_at_the_carriers_time_and_a_repeat_is_a_duplicate(
+def test_a_forward_move_is_applied_at_the_carriers_time_in_order_and_a_repeat_is_a_duplicate(
     store: Store, clock: Clock
 ) -> None:
     call_id = placed(store)
-    rang = T0 - timedelta(seconds=3)  # the carrier's clock, behind ours
+    rang = T0 - timedelta(seconds=3)  # the carrier's clock, behind ours: kept in order, its own time in carrierAt
     assert store.apply_carrier_status(call_id, "ringing", raw_status="ringing", at=rang, detail={"seq": 2}) == "applied"
     before = store.get_call(call_id)
-    assert before.transitions[-1] == {"from": "initiated", "to": "ringing", "at": rang, "source": "carrier",
-                                      "detail": {"rawStatus": "ringing", "seq": "2"}}  # fmt: skip
+    assert before.transitions[-1] == {"from": "initiated", "to": "ringing", "at": T0, "source": "carrier",
+                                      "detail": {"rawStatus": "ringing", "seq": "2", "carrierAt": iso_utc(rang)}}  # fmt: skip
+    answered = T0 + timedelta(seconds=2)  # ahead of the last move: the carrier's time itself
+    assert store.apply_carrier_status(call_id, "in_progress", raw_status="in-progress", at=answered) == "applied"
+    assert store.get_call(call_id).transitions[-1]["at"] == answered == store.get_call(call_id).answered_at
+    assert "carrierAt" not in store.get_call(call_id).transitions[-1]["detail"]
+    before = store.get_call(call_id)
     clock.advance(4)
     assert store.apply_carrier_status(call_id, "ringing", raw_status="ringing", at=rang, detail={"seq": 2}) == "duplicate"
     assert store.get_call(call_id) == before  # nothing changed
