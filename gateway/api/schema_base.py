@@ -11,7 +11,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, SerializationInfo, SerializerFunctionWrapHandler, field_serializer
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, field_serializer
 from pydantic.alias_generators import to_camel
 
 from gateway.clock import iso_utc
@@ -43,5 +43,5 @@ class _Response(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
     @field_serializer("*", mode="wrap", when_used="json")
-    def _instants(self, value: Any, handler: SerializerFunctionWrapHandler, info: SerializationInfo):  # noqa: ANN202  (no return type: each field keeps its own schema)
+    def _instants(self, value: Any, handler: SerializerFunctionWrapHandler):  # noqa: ANN202  (no return type: each field keeps its own schema)
         return iso_utc(value) if isinstance(value, datetime) else handler(value)

@@ -110,10 +110,14 @@ class TransitionsMixin(StoreBase):
             ValueError: ``source`` is not one of :data:`TRANSITION_SOURCES`.
         """
         _check_source(source)
+        last_seq, last_at = s.execute(
+            select(func.max(CallTransition.seq), func.max(CallTransition.at)).where(CallTransition.call_id == call_id)
+        ).one()  # fmt: skip
         if seq is None:
-            last = s.scalar(select(func.max(CallTransition.seq)).where(CallTransition.call_id == call_id))
-            seq = 0 if last is None else last + 1
-        at, row_detail = _in_order(s, call_id, at or self.now()), _str_detail(detail)
+            seq = 0 if last_seq is None else last_seq + 1
+        at, row_detail = at or self.now(), _str_detail(detail)
+        if last_at is not None:  # in order after the call's last move (the clock may step back)
+            at = max(at, last_at)
         s.add(
             CallTransition(
                 call_id=call_id, seq=seq, from_status=old.value if old is not None else None,
