@@ -25,6 +25,8 @@ from gateway.formats import AudioFormat
 __all__ = [
     "AgentConfig",
     "TurnMode",
+    "TurnVerdict",
+    "holds_server_turns",
     "AudioOut",
     "Transcript",
     "ResponseDone",
@@ -38,6 +40,9 @@ __all__ = [
 ]
 
 TurnMode = Literal["gateway", "server_vad", "semantic_vad"]
+#: The gateway's judgement of the caller speech a model's own turn detection hears, while the
+#: gateway owns barge-in (:meth:`ModelBridge.turn_verdict`).
+TurnVerdict = Literal["pending", "backchannel", "turn", "unheard"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +57,10 @@ class AgentConfig:
         model: backend selector, e.g. ``local``, ``openai:gpt-realtime``, ``gemini:…``.
         temperature: sampling temperature, 0–1.
         first_speaker: ``agent`` speaks the greeting first; ``user`` waits for the caller.
-        interruptible: whether caller speech barges in on agent audio.
+        interruptible: whether caller speech barges in on agent audio. The gateway's VAD
+            decides it (barge-in mode ``immediate`` or ``pause_then_commit``; a call whose mode
+            is ``off`` reaches the bridge as not interruptible), so with the model's own turn
+            detection the model is told never to interrupt itself (:func:`holds_server_turns`).
         turn_mode: who decides end of turn: ``gateway`` (our VAD), or the model's own VAD.
         tools: function declarations (JSON schema dicts) forwarded to the model.
         secrets: per-call credentials resolved from settings or secret references; never
@@ -70,6 +78,19 @@ class AgentConfig:
     turn_mode: TurnMode = "gateway"
     tools: tuple[dict[str, Any], ...] = ()
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
+
+
+def holds_server_turns(config: AgentConfig) -> bool:
+    """Whether the model's own turn detection runs while the gateway owns barge-in.
+
+    Then the model must not cut its reply on what its VAD hears (the raw caller leg, the
+    agent's own echo and backchannels included): OpenAI ``turn_detection.interrupt_response:
+    false`` (and ``create_response: false``: the bridge answers a committed turn only once the
+    gateway judged it, :meth:`ModelBridge.turn_verdict`); Gemini ``realtimeInputConfig.
+    activityHandling: NO_INTERRUPTION``. The gateway's commit cancels and truncates through
+    :meth:`ModelBridge.interrupt`, as in ``gateway`` turn mode.
+    """
+    return config.interruptible and config.turn_mode != "gateway"
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,9 +185,14 @@ class ModelBridge(abc.ABC):
         input_format: what :meth:`send_audio` takes (set by :meth:`start` at the latest).
         output_format: what :class:`AudioOut` carries (set by :meth:`start` at the latest).
         name: backend name for logs and records.
+        model_interrupts: the model's own VAD cuts its reply when the caller speaks (a server
+            turn mode on a server that cannot be told otherwise, e.g. xAI's bare
+            ``turn_detection``): the session then treats its :class:`SpeechStarted` over agent
+            audio as a barge-in. Set by :meth:`start` at the latest.
     """
 
     name: str = "model"
+    model_interrupts: bool = False
     input_format: AudioFormat
     output_format: AudioFormat
 
@@ -189,6 +215,25 @@ class ModelBridge(abc.ABC):
 
     async def end_of_turn(self) -> None:
         """The gateway's VAD decided the caller's turn ended (``gateway`` turn mode)."""
+
+    async def turn_verdict(self, verdict: TurnVerdict) -> None:
+        """The gateway's judgement of the caller's speech over agent audio (server turn modes).
+
+        Sent by the session on every call; a bridge acts on it only when
+        :func:`holds_server_turns` (otherwise it is a no-op, as this default).
+
+        Args:
+            verdict: ``pending``: caller speech paused the agent (pause-then-commit), its
+                verdict is not in yet: a user turn the model commits meanwhile waits for it;
+                ``backchannel``: that pause resumed on short speech: the user turn the model
+                heard in it is not answered nor kept; ``turn``: the caller's speech is a turn
+                (a committed barge-in, or speech with no agent audio): answer it. A pause
+                always ends (``PAUSE_GRACE_MS`` in :mod:`gateway.session.bargein`), so
+                ``pending`` is always followed by one of the others; ``unheard``: the model's
+                VAD started over agent audio while the gateway's VAD hears no caller (the
+                agent's echo, noise): unless the gateway's VAD hears the caller before that user
+                turn is committed (a later verdict), it is not answered nor kept.
+        """
 
     async def say(self, text: str) -> None:
         """Speak ``text`` now as the agent (e.g. an inactivity prompt).

@@ -54,6 +54,15 @@ class RealtimeCommands:
     _create_pending: bool
     _say_wanted: str
     _uncommitted_bytes: int
+    holds_turns: bool
+    _gate_pending: bool
+    _server_turn_open: bool
+    _backchannel: bool
+    _unheard: bool
+    _held_users: list[str]
+    _dropped_users: set[str]
+    _user_items: set[str]
+    _server_reply_expected: bool
     caller_speaking: bool
     _queue: deque[_Entry]
     _keep_turn_audio: Callable[[bytes], None]
@@ -84,16 +93,25 @@ class RealtimeCommands:
         return {v.lower(): v for v in known}.get(wanted.lower(), self.backend.default_voice)
 
     def _turn_detection(self) -> dict[str, Any] | None:
+        """``audio.input.turn_detection``: ``None`` in gateway turn mode, else the server's VAD.
+
+        ``interrupt_response`` is always ``false``: barge-in is the gateway's (its echo-aware
+        VAD, pause-then-commit), never the server VAD's, which hears the raw caller leg (the
+        agent's echo, backchannels) and would cut the reply at once. ``create_response`` is
+        ``false`` when the gateway owns barge-in (:attr:`holds_turns`): the bridge asks for the
+        answer itself once the gateway judged the turn (:meth:`turn_verdict`). Fields: OpenAI
+        ``RealtimeAudioInputTurnDetection`` (``openai.types.realtime``; "if both are false,
+        the model will never respond automatically but VAD events will still be emitted"),
+        developers.openai.com/api/reference/resources/realtime/client-events (session.update).
+        xAI takes a bare ``{"type": "server_vad"}``: its model answers and interrupts itself
+        (:attr:`~gateway.llm.base.ModelBridge.model_interrupts`).
+        """
         mode = self.config.turn_mode
         if mode == "gateway":
             return None
         if self.backend.session_style == "xai":
             return {"type": "server_vad"}
-        return {
-            "type": mode,
-            "create_response": True,
-            "interrupt_response": bool(self.config.interruptible),
-        }
+        return {"type": mode, "create_response": not self.holds_turns, "interrupt_response": False}
 
     def session_update(self, *, continuing: bool = False) -> dict[str, Any]:
         """Queue the ``session.update`` that configures the whole session.
@@ -269,6 +287,67 @@ class RealtimeCommands:
                 content_index=0,
                 audio_end_ms=int(heard),
             )
+
+    # ------------------------------------------------------------------ held server turns
+    def turn_verdict(self, verdict: str) -> None:
+        """The gateway's verdict on caller speech (:meth:`~gateway.llm.base.ModelBridge.turn_verdict`);
+        a no-op unless :attr:`holds_turns`.
+
+        ``pending`` holds every user turn the server commits until the verdict; ``turn``
+        answers the held ones (``response.create``, after any response still running);
+        ``backchannel`` deletes them (``conversation.item.delete``) or, if none was committed
+        yet, the server's user turn still open (speech started, not committed) when it commits.
+        A backchannel the server's VAD did not hear leaves nothing behind. ``unheard`` marks
+        the open server turn as speech the gateway's VAD did not hear over agent audio: deleted
+        at its commit unless another verdict comes first.
+        """
+        if not self.holds_turns:
+            return
+        if verdict == "unheard":
+            self._unheard = self._server_turn_open and not self._gate_pending
+            return
+        self._unheard = False
+        if verdict == "pending":
+            self._gate_pending = True
+            return
+        self._gate_pending = False
+        held, self._held_users = self._held_users, []
+        if verdict == "backchannel":
+            for item_id in held:
+                self._drop_user(item_id)
+            self._backchannel = self._server_turn_open and not held
+            return
+        self._backchannel = False
+        if held:
+            self._response_wanted = True
+            self._maybe_respond()
+
+    def _server_committed(self, item_id: str) -> bool:
+        """A user turn the server's VAD committed while :attr:`holds_turns`: answer it now,
+        hold it for the gateway's verdict, or delete it (an open backchannel). Whether it is
+        kept (False: deleted)."""
+        self._server_turn_open = False
+        self._server_reply_expected = False  # the server does not answer (create_response false)
+        if self._gate_pending:
+            self._held_users.append(item_id)
+        elif self._backchannel or self._unheard:
+            self._backchannel = self._unheard = False
+            self._drop_user(item_id)
+            return False
+        else:
+            self._response_wanted = True
+            self._maybe_respond()
+        return True
+
+    def _drop_user(self, item_id: str) -> None:
+        """Forget a backchannel's user item here and on the server (best effort)."""
+        if not item_id or item_id in self._dropped_users:
+            return
+        self._dropped_users.add(item_id)
+        self._user_items.discard(item_id)
+        self._queue = deque(e for e in self._queue if not (e.role == "user" and e.item_id == item_id))
+        if self.supports_truncate:  # a server without delete keeps it, unanswered
+            self._send("conversation.item.delete", item_id=item_id)
 
     def take_tool_calls(self) -> list[ToolCall]:
         """Function calls the model asked for since the last call (each once)."""

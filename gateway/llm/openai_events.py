@@ -131,6 +131,10 @@ class RealtimeEvents:
     _calls_running: set[str]
     _create_pending: bool
     _server_reply_expected: bool
+    holds_turns: bool
+    _server_turn_open: bool
+    _dropped_users: set[str]
+    _server_committed: Callable[[str], bool]
     _handlers: dict[str, Callable[[dict[str, Any]], list[BridgeEvent]]]
     _turn_committed: Callable[[], None]
     _turn_began: Callable[[], None]
@@ -168,6 +172,7 @@ class RealtimeEvents:
 
     def _on_speech_started(self, ev: dict[str, Any]) -> list[BridgeEvent]:
         self._turn_began()
+        self._server_turn_open = True
         return [SpeechStarted()]
 
     def _on_speech_stopped(self, ev: dict[str, Any]) -> list[BridgeEvent]:
@@ -176,7 +181,7 @@ class RealtimeEvents:
         return []
 
     def _add_user(self, item_id: str) -> list[BridgeEvent]:
-        if not item_id or item_id in self._user_items:
+        if not item_id or item_id in self._user_items or item_id in self._dropped_users:
             return []
         self._user_items.add(item_id)
         # A transcript still missing when the caller's next turn arrives is not waited for (a
@@ -187,10 +192,13 @@ class RealtimeEvents:
         return self._pump()
 
     def _on_committed(self, ev: dict[str, Any]) -> list[BridgeEvent]:
+        item_id = str(ev.get("item_id") or "")
         if self.config.turn_mode != "gateway":  # the server cut the turn (ours: end_of_turn)
             self._turn_committed()
             self._server_reply_expected = True
-        return self._add_user(str(ev.get("item_id") or ""))
+            if self.holds_turns and not self._server_committed(item_id):
+                return self._pump()  # a backchannel: deleted, no transcript
+        return self._add_user(item_id)
 
     def _on_item_added(self, ev: dict[str, Any]) -> list[BridgeEvent]:
         item = ev.get("item") or {}
@@ -201,6 +209,8 @@ class RealtimeEvents:
 
     def _on_user_transcript(self, ev: dict[str, Any]) -> list[BridgeEvent]:
         item_id = str(ev.get("item_id") or "")
+        if item_id in self._dropped_users:
+            return []  # a backchannel the gateway deleted: not part of the conversation
         for entry in self._queue:
             if entry.role == "user" and entry.item_id == item_id:
                 entry.text = str(ev.get("transcript") or "")

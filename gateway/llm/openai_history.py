@@ -144,6 +144,8 @@ class RealtimeHandover:
     _muted: set[str]
     _create_pending: bool
     _server_reply_expected: bool
+    _held_users: list[str]
+    _gate_pending: bool
     _response_wanted: bool
     _outputs_waiting: bool
     _say_wanted: str
@@ -164,7 +166,7 @@ class RealtimeHandover:
         return bool(
             self.response_id is not None or self._create_pending or self._response_wanted
             or self._say_wanted or self._outputs_waiting or self._calls_running
-            or self._server_reply_expected
+            or self._server_reply_expected or self._held_users
         )  # fmt: skip
 
     @property
@@ -231,6 +233,7 @@ class RealtimeHandover:
         self._calls_seen |= old._calls_seen
         self._calls_running = set(old._calls_running)
         self._say_wanted = old._say_wanted
+        self._gate_pending = old._gate_pending  # a pause still undecided holds this session's turns too
         server_vad = self.config.turn_mode != "gateway"
         owed = old.response_owed and not old._calls_running
         if old.caller_speaking:

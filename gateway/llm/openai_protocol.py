@@ -20,6 +20,18 @@ caller was hearing at the whole ms heard, clamped to the ms of audio received fo
 ``conversation.item.delete`` when nothing was heard; later audio items of that response, never
 heard, are deleted.
 
+Server turn modes (``server_vad`` / ``semantic_vad``): the server's VAD never interrupts the
+reply (``interrupt_response: false``): it hears the raw caller leg, the agent's echo and
+backchannels included, and barge-in is the gateway's (its echo-aware VAD, pause-then-commit),
+carried out by :meth:`RealtimeProtocol.interrupt` as in gateway turn mode. When the gateway owns
+barge-in (an interruptible call, :attr:`RealtimeProtocol.holds_turns`) the server does not
+answer either (``create_response: false``): each user turn it commits
+(``input_audio_buffer.committed``) is answered with ``response.create`` by the protocol, at once
+when no pause is pending, or held until the gateway's verdict
+(:meth:`~gateway.llm.openai_commands.RealtimeCommands.turn_verdict`) and then answered or, for
+a backchannel that resumed, deleted (``conversation.item.delete``; its transcript dropped).
+xAI takes only ``{"type": "server_vad"}``: its server answers and interrupts on its own.
+
 Transcripts are released in conversation order (an agent item waits for the caller's
 transcript before it, which OpenAI delivers late), each once its response is done. An agent
 transcript released after :meth:`RealtimeProtocol.interrupt` is cut to the share of its audio
@@ -39,7 +51,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from gateway.formats import AudioFormat
-from gateway.llm.base import AgentConfig, BridgeEvent
+from gateway.llm.base import AgentConfig, BridgeEvent, holds_server_turns
 from gateway.llm.openai_backends import RealtimeBackend
 # Client commands live in gateway.llm.openai_commands, server events and their state in
 # gateway.llm.openai_events; the module-level names of the pre-split module stay importable here.
@@ -115,6 +127,14 @@ class RealtimeProtocol(RealtimeCommands, RealtimeEvents, RealtimeHandover):
         self._create_pending = False  # a response.create not yet answered by response.created
         self._server_reply_expected = False  # the server's VAD ended a turn: its reply is due
         self._say_wanted = ""  # instructions of a say() waiting for the running response
+        # Server turns held for the gateway's verdict (RealtimeCommands.turn_verdict).
+        self.holds_turns = holds_server_turns(config) and backend.session_style != "xai"
+        self._gate_pending = False  # the gateway's pause is undecided
+        self._server_turn_open = False  # the server's VAD heard a start, no commit yet
+        self._backchannel = False  # that open server turn was judged a backchannel
+        self._unheard = False  # that open server turn began over agent audio, no caller heard
+        self._held_users: list[str] = []  # committed user items waiting for the verdict
+        self._dropped_users: set[str] = set()  # backchannel items deleted (transcripts ignored)
         self._uncommitted_bytes = 0
         # Carry-over (RealtimeHandover): the conversation so far, caller speech, turn audio.
         self.history: list[Turn] = []

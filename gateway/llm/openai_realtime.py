@@ -46,6 +46,7 @@ from gateway.llm.base import (
     BridgeFailed,
     ModelBridge,
     SessionRenewed,
+    TurnVerdict,
 )
 from gateway.llm.common import WIRE_LOG, agent_tools, cut_heard_text, redact
 from gateway.llm.openai_backends import (
@@ -232,6 +233,8 @@ class OpenAIRealtimeBridge(ModelBridge):
         self._wire, fmt = choose_formats(self._backend, carrier_format)
         self.input_format = self.output_format = fmt
         self._config = config
+        # xAI takes no interrupt_response: its VAD cuts the reply (see RealtimeCommands._turn_detection)
+        self.model_interrupts = config.turn_mode != "gateway" and self._backend.session_style == "xai"
         self._runner = ToolRunner(tools, client=self._tool_client, policy=self._tool_policy)
         self._proto, setup = self._new_protocol(continuing=False)
         try:
@@ -317,6 +320,12 @@ class OpenAIRealtimeBridge(ModelBridge):
         if self._proto is None or self._closing:
             return
         self._proto.say(text)
+        await self._flush()
+
+    async def turn_verdict(self, verdict: TurnVerdict) -> None:
+        if self._proto is None or self._closing:
+            return
+        self._proto.turn_verdict(verdict)
         await self._flush()
 
     def _start_tools(self) -> None:

@@ -122,7 +122,10 @@ def test_formats_pass_g711_through_else_l16_24k(carrier, wire, fmt):
     ("mode", "interruptible", "expected"),
     [
         ("gateway", True, None),
-        ("server_vad", True, {"type": "server_vad", "create_response": True, "interrupt_response": True}),
+        # The gateway owns barge-in (interruptible): the server neither cuts nor answers on its own.
+        ("server_vad", True, {"type": "server_vad", "create_response": False, "interrupt_response": False}),
+        ("semantic_vad", True, {"type": "semantic_vad", "create_response": False, "interrupt_response": False}),
+        # Nobody barges in: the server answers its turns itself, never cutting its reply.
         ("semantic_vad", False, {"type": "semantic_vad", "create_response": True, "interrupt_response": False}),
     ],
 )
