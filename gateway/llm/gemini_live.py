@@ -33,7 +33,14 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from gateway.formats import L16_16K, L16_24K, AudioFormat
-from gateway.llm.base import AgentConfig, BridgeError, BridgeEvent, BridgeFailed, ModelBridge
+from gateway.llm.base import (
+    AgentConfig,
+    BridgeError,
+    BridgeEvent,
+    BridgeFailed,
+    ModelBridge,
+    TurnVerdict,
+)
 from gateway.llm.common import agent_tools, redact
 from gateway.llm.gemini_protocol import GEMINI_VOICES, LiveProtocol
 from gateway.llm.tool_runner import ToolRunner
@@ -211,7 +218,14 @@ class GeminiLiveBridge(ModelBridge):
     async def send_audio(self, audio: bytes) -> None:
         if self._proto is None or self._closing or not audio:
             return
-        await self._send_input(self._proto.audio_message(audio))
+        for chunk in self._proto.input_audio(audio):
+            await self._send_input(self._proto.audio_message(chunk))
+
+    async def turn_verdict(self, verdict: TurnVerdict) -> None:
+        if self._proto is None or self._closing:
+            return
+        for chunk in self._proto.turn_verdict(verdict):
+            await self._send_input(self._proto.audio_message(chunk))
 
     async def speech_started(self) -> None:
         if self._proto is None or self._closing or self._proto.config.turn_mode != "gateway":

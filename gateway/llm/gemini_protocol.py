@@ -11,6 +11,21 @@ Transcripts are released in conversation order once their turn ended. No sockets
 
 Source: ai.google.dev/api/live (message shapes, camelCase on the wire); audio in is L16 16 kHz
 (``audio/pcm;rate=16000``), audio out L16 24 kHz.
+
+Barge-in and ``realtimeInputConfig.activityHandling`` (``google.genai.types.ActivityHandling``:
+``START_OF_ACTIVITY_INTERRUPTS`` "will interrupt the model's response", ``NO_INTERRUPTION``
+"the model's response will not be interrupted"): only in gateway turn mode on an interruptible
+call may activity cut a reply, and that activity is the gateway's own ``activityStart``, sent
+once its VAD proved a turn. With Gemini's automatic activity detection the setup asks for
+``NO_INTERRUPTION``: its detector hears the raw caller leg (echo, backchannels) and the gateway
+owns barge-in; a commit cuts the reply locally (:meth:`LiveProtocol.interrupt`: the rest of its
+audio dropped, its transcript cut to what was heard) while the model finishes generating it.
+Gemini has no item delete and no truncate, so what a backchannel can do is limited: while a
+gateway pause is pending the caller's audio is held back (:meth:`LiveProtocol.turn_verdict`)
+and, if the pause resumes as a backchannel, replaced by as much silence. The backchannel's
+first moments (before the gateway's VAD confirmed it and paused, ~100 ms with cues) still
+reach the model: if its detector took them for activity it may answer after its turn, and the
+model's memory keeps the whole of a reply the caller cut.
 """
 
 from __future__ import annotations
@@ -33,11 +48,12 @@ from gateway.llm.base import (
     Interrupted,
     ResponseDone,
     Transcript,
+    holds_server_turns,
 )
 from gateway.llm.common import cut_heard_text
 from gateway.llm.tools import ToolCall, ToolSpec, gemini_function_declaration
 
-__all__ = ["LiveProtocol", "GEMINI_VOICES", "DEFAULT_VOICE"]
+__all__ = ["LiveProtocol", "GEMINI_VOICES", "DEFAULT_VOICE", "HOLD_LIMIT_BYTES"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +64,9 @@ GEMINI_VOICES = (
     "Schedar", "Sulafat", "Umbriel", "Vindemiatrix", "Zubenelgenubi",
 )  # fmt: skip
 DEFAULT_VOICE = "Puck"
+#: Most caller audio held back while a gateway pause is pending (bytes of L16 16 kHz: 5 s);
+#: a pause ends well before (``commit_ms + resume_gap_ms + PAUSE_GRACE_MS``).
+HOLD_LIMIT_BYTES = 16000 * 2 * 5
 _INPUT_MIME = "audio/pcm;rate=16000"
 
 
@@ -95,6 +114,10 @@ class LiveProtocol:
         self._user: _Entry | None = None
         self._tool_requests: list[ToolCall] = []
         self._handle_updated = False
+        self.holds_turns = holds_server_turns(config)
+        self._holding = False  # a gateway pause is pending: caller audio is held back
+        self._held_audio: list[bytes] = []
+        self._held_bytes = 0
 
     # ----------------------------------------------------------------- client messages
 
@@ -112,12 +135,11 @@ class LiveProtocol:
         }
         if cfg.temperature > 0:
             generation["temperature"] = float(cfg.temperature)
-        if cfg.turn_mode == "gateway":
-            realtime: dict[str, Any] = {"automaticActivityDetection": {"disabled": True}}
-        else:
-            realtime = {"automaticActivityDetection": {"disabled": False}}
+        gateway_turns = cfg.turn_mode == "gateway"
+        realtime: dict[str, Any] = {"automaticActivityDetection": {"disabled": gateway_turns}}
+        # Only the gateway's own activityStart (a proven turn) may cut a reply; see the class doc.
         realtime["activityHandling"] = (
-            "START_OF_ACTIVITY_INTERRUPTS" if cfg.interruptible else "NO_INTERRUPTION"
+            "START_OF_ACTIVITY_INTERRUPTS" if cfg.interruptible and gateway_turns else "NO_INTERRUPTION"
         )
         setup: dict[str, Any] = {
             "model": self.model,
@@ -197,6 +219,34 @@ class LiveProtocol:
                 "functionResponses": [{"id": call.call_id, "name": call.name, "response": response}]
             }
         }
+
+    def input_audio(self, audio: bytes) -> list[bytes]:
+        """Caller audio (L16 16 kHz) to send now: ``[audio]``, or nothing while a gateway pause
+        is pending (:meth:`turn_verdict`; at most :data:`HOLD_LIMIT_BYTES`, then all goes)."""
+        if not self._holding:
+            return [audio]
+        self._held_audio.append(audio)
+        self._held_bytes += len(audio)
+        return self._release_held(silence=False) if self._held_bytes > HOLD_LIMIT_BYTES else []
+
+    def turn_verdict(self, verdict: str) -> list[bytes]:
+        """The gateway's verdict on caller speech (server turn modes while the gateway owns
+        barge-in; otherwise a no-op); the caller audio to send now.
+
+        ``pending`` starts holding caller audio back; ``turn`` sends it as it was (late by
+        the pause's decision, at most the commit threshold); ``backchannel`` sends the same
+        length of silence instead, so the model's VAD never hears the bulk of the backchannel.
+        """
+        if not self.holds_turns:
+            return []
+        if verdict == "pending":
+            self._holding = True
+            return []
+        return self._release_held(silence=verdict == "backchannel")
+
+    def _release_held(self, *, silence: bool) -> list[bytes]:
+        held, self._held_audio, self._held_bytes, self._holding = self._held_audio, [], 0, False
+        return [bytes(len(chunk)) for chunk in held] if silence else held
 
     def interrupt(self, item_id: str | None, heard_ms: int) -> None:
         """Record that the caller heard only ``heard_ms`` of turn ``item_id`` (or the current

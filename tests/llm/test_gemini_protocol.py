@@ -50,7 +50,10 @@ TURN_COMPLETE = {"serverContent": {"turnComplete": True}}
 @pytest.mark.parametrize(("mode", "interruptible", "ric"), [
     ("gateway", True, {"automaticActivityDetection": {"disabled": True}, "activityHandling": "START_OF_ACTIVITY_INTERRUPTS"}),
     ("gateway", False, {"automaticActivityDetection": {"disabled": True}, "activityHandling": "NO_INTERRUPTION"}),
-    ("server_vad", True, {"automaticActivityDetection": {"disabled": False}, "activityHandling": "START_OF_ACTIVITY_INTERRUPTS"}),
+    # The gateway owns barge-in: Gemini's own detector never cuts the reply (its VAD hears echo
+    # and backchannels); the gateway's commit cuts the audio and transcript locally.
+    ("server_vad", True, {"automaticActivityDetection": {"disabled": False}, "activityHandling": "NO_INTERRUPTION"}),
+    ("server_vad", False, {"automaticActivityDetection": {"disabled": False}, "activityHandling": "NO_INTERRUPTION"}),
 ])  # fmt: skip
 def test_setup_golden(mode, interruptible, ric):
     p = make(AgentConfig(system_prompt="Be brief.", voice="kore", temperature=0.4, turn_mode=mode, interruptible=interruptible), tools=[TOOL])
@@ -180,3 +183,46 @@ def test_checker_rejects_snake_case_and_unknown_fields():
         check_gemini_client_message({"realtime_input": {"audio": {"data": "AA==", "mime_type": "audio/pcm;rate=16000"}}})
     with pytest.raises(pydantic.ValidationError):
         check_gemini_client_message({"realtimeInput": {"audioChunk": {}}})
+
+
+# ------------------------------------------------------------ server turns, gateway barge-in
+
+
+def test_a_pending_pause_holds_caller_audio_a_backchannel_becomes_silence():
+    p = make(AgentConfig(turn_mode="server_vad", interruptible=True))
+    assert p.holds_turns
+    assert p.input_audio(b"\x01\x02" * 160) == [b"\x01\x02" * 160]
+    assert p.turn_verdict("pending") == []
+    assert p.input_audio(b"\x03\x04" * 320) == [] and p.input_audio(b"\x05\x06" * 160) == []
+    # Short speech: the model's VAD hears the same length of silence, never the backchannel.
+    assert p.turn_verdict("backchannel") == [bytes(640), bytes(320)]
+    assert p.input_audio(b"\x07\x08") == [b"\x07\x08"]
+    for chunk in (b"\x03\x04" * 320, bytes(640)):
+        check_gemini_client_message(p.audio_message(chunk))
+
+
+def test_a_pending_pause_that_proves_a_turn_sends_the_held_audio_as_it_was():
+    p = make(AgentConfig(turn_mode="semantic_vad", interruptible=True))
+    p.turn_verdict("pending")
+    p.input_audio(b"\x03\x04" * 320)
+    assert p.turn_verdict("turn") == [b"\x03\x04" * 320]
+    assert p.turn_verdict("turn") == []
+
+
+def test_held_audio_is_bounded():
+    from gateway.llm.gemini_protocol import HOLD_LIMIT_BYTES
+
+    p = make(AgentConfig(turn_mode="server_vad", interruptible=True))
+    p.turn_verdict("pending")
+    chunk = bytes(640)
+    sent_now = [p.input_audio(chunk) for _ in range(HOLD_LIMIT_BYTES // 640 + 1)]
+    assert sum(len(c) for out in sent_now for c in out) == HOLD_LIMIT_BYTES + 640  # all of it, in order
+    assert p.input_audio(chunk) == [chunk]  # no longer holding
+
+
+@pytest.mark.parametrize("config", [AgentConfig(turn_mode="server_vad"), AgentConfig(interruptible=True)])
+def test_verdicts_do_nothing_unless_the_gateway_owns_barge_in_over_server_turns(config):
+    p = make(config)
+    assert not p.holds_turns
+    assert p.turn_verdict("pending") == []
+    assert p.input_audio(b"\x01\x02") == [b"\x01\x02"]
