@@ -9,7 +9,10 @@ reaches the :class:`~gateway.session.playout.Playout`:
 - **pause-then-commit** (:meth:`AgentAudio.pause`, :meth:`AgentAudio.caller_voiced`,
   :meth:`AgentAudio.resume`; :mod:`gateway.session.bargein`): a barge-in candidate pauses the
   playout (no ``clear``, the model not told); short speech resumes it, long speech commits it
-  as a barge-in. Any barge-in while paused (the model's too) commits it; a stop ends it;
+  as a barge-in. Any barge-in while paused (the model's too) commits it; a stop ends it. Each
+  step is told to the bridge (``bridge.turn_verdict``: ``pending``, then ``backchannel`` or
+  ``turn``), which, with the model's own turn detection, holds the model's committed user
+  turn until then and answers or deletes it;
 - **barge-in** (:meth:`AgentAudio.barge_in`) and **stop** (:meth:`AgentAudio.stop`, a policy's
   ``StopAgentAudio``): the carrier ``clear`` first, the queue dropped (and, for a stop, the
   held audio too), every reply cut marked in the transcript so its late audio is dropped, and
@@ -238,6 +241,7 @@ class AgentAudio:
         self.stats.barge_in_pauses += 1
         self._event("barge_in_paused", onsetMs=int(onset_ms), itemId=self.playout.ledger.latest_sent_item())
         self.log.info("barge-in candidate: agent audio paused")
+        await self.bridge.turn_verdict("pending")  # a turn the model's VAD commits now waits
         await self.caller_voiced(voiced_to_ms, heard_to_ms)
 
     async def caller_voiced(self, voiced_to_ms: float, heard_to_ms: float,
@@ -251,6 +255,7 @@ class AgentAudio:
             if voiced_to_ms > rearm:
                 self._rearm_ms = None
                 if not self.playout.playing(self._ms()):  # the caller talks on with no agent audio:
+                    await self.bridge.turn_verdict("turn")
                     return await self._release_turn()  # a turn, not a backchannel
                 onset = min(voiced_to_ms, max(previous, rearm))
                 now_ms = self._ms()
@@ -300,6 +305,7 @@ class AgentAudio:
         self.stats.barge_in_resumes += 1
         self._event("barge_in_resumed", reason=reason, pausedMs=round(paused_ms), voicedMs=round(voiced_ms))
         self.log.info("barge-in candidate resumed (%s) after %d ms", reason, paused_ms)
+        await self.bridge.turn_verdict("backchannel" if reason == "short" else "turn")
         if reason != "short":  # the caller's speech was no backchannel
             await self._release_turn()
 
@@ -331,6 +337,7 @@ class AgentAudio:
         self.log.info("barge-in (%s): caller heard %d ms of %s", source, heard_ms, item_id)
         if source != "model":
             await self._interrupt(heard, now_ms)
+        await self.bridge.turn_verdict("turn")  # after the cancel: the caller's turn is answered
         await self._release_turn()
 
     async def stop(self, reason: str) -> None:
@@ -340,7 +347,8 @@ class AgentAudio:
         audio is dropped); the model is told about the one it was saying. A pause ends with it.
         """
         self._rearm_ms = None
-        if self._pause.paused:
+        paused = self._pause.paused
+        if paused:
             self._pause.end(PauseInput.ABANDON)
         heard, cut, now_ms = await self.playout.clear()
         item_id, heard_ms = self._cut(heard, cut, None)
@@ -354,6 +362,8 @@ class AgentAudio:
         if heard is None and gated:  # nothing played: the model's reply is the one it was gated on
             heard = Heard(gated[-1], 0, 0)
         await self._interrupt(heard, now_ms)
+        if paused:
+            await self.bridge.turn_verdict("turn")
         await self._release_turn()  # the caller's speech that paused the agent goes on as a turn
 
     def _cut(self, heard: Heard | None, cut: list[Heard], reaction_ms: float | None) -> tuple[str | None, int]:

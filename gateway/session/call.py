@@ -21,7 +21,11 @@ carrier ``clear`` first, then drop queued audio, reset the outbound resampler, a
 bridge to cancel its reply and cut its memory to the ms the caller heard (from mark
 acknowledgements). The call's barge-in mode (``CallPolicy.barge_in_mode``, :mod:`~gateway.session.bargein`)
 makes that ``immediate``, ``pause_then_commit`` (pause first; commit only on speech longer than
-the threshold, else resume) or ``off``.
+the threshold, else resume) or ``off``. The gateway's VAD decides it in every turn mode: with
+the model's own turn detection the model is told not to interrupt itself, its ``SpeechStarted``
+is no barge-in (unless :attr:`~gateway.llm.base.ModelBridge.model_interrupts`), and the bridge
+hears the gateway's verdict on each caller utterance (:meth:`~gateway.llm.base.ModelBridge.turn_verdict`:
+a resumed backchannel is neither answered nor kept).
 
 A call ends on the carrier's ``stop``, the socket closing, a policy (``maxDuration``,
 inactivity, voicemail, a control request), a fatal model error, or
@@ -32,6 +36,7 @@ reason, transcript, events, metrics, the recording and the voicemail outcome.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -148,6 +153,8 @@ class CallSession(InboundSide):
         self.call_id = call_id
         self.adapter = adapter
         self.transport = transport
+        if config.interruptible and policy.barge_in_mode == "off":  # nor does the model cut itself
+            config = dataclasses.replace(config, interruptible=False)
         self.config = config
         self.policy = policy
         self.hooks = hooks or CallHooks()
@@ -176,6 +183,7 @@ class CallSession(InboundSide):
         self._policies: list[Policy] = [TimerPolicy(policy, self._t0), self.control, *policies]
         self._listeners: list[Policy] = []  # policies hearing the caller (hears_audio and listening)
         self._muted = False  # MuteCaller: the model does not hear the caller
+        self._caller_speaking = False  # the gateway's VAD is in a caller utterance (start → end)
         self._barge = BargeInConfig(  # a call that is not interruptible never barges in
             policy.barge_in_mode if config.interruptible else "off",  # type: ignore[arg-type]
             policy.barge_in_commit_ms, policy.barge_in_resume_gap_ms,
@@ -381,8 +389,14 @@ class CallSession(InboundSide):
             elif isinstance(event, llm.ResponseDone):
                 agent.item_done(event)
             elif isinstance(event, (llm.SpeechStarted, llm.Interrupted)):
-                if playout.playing(self._ms()) and self._barge.enabled and not self._muted:
+                # The model's VAD starting is a barge-in only where the model cuts itself on it
+                # (model_interrupts); elsewhere the gateway's echo-aware VAD decides.
+                cut = isinstance(event, llm.Interrupted) or self.bridge.model_interrupts
+                over_agent = playout.playing(self._ms()) and self._barge.enabled and not self._muted
+                if cut and over_agent:
                     await agent.barge_in("model" if isinstance(event, llm.Interrupted) else "model_vad")
+                elif over_agent and not self._caller_speaking and not agent.paused:
+                    await self.bridge.turn_verdict("unheard")  # its VAD heard what ours did not: echo
             elif isinstance(event, llm.SessionRenewed):  # the bridge moved to a new model session
                 self._event("model_session", reason=event.reason, attempts=event.attempts, gapMs=event.gap_ms,
                             carried=event.carried, replayedBytes=event.replayed_bytes)  # fmt: skip

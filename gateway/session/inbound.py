@@ -198,6 +198,7 @@ class InboundSide:
             return
         self._last_activity = self.clock.now()
         gateway_turns = self.config.turn_mode == "gateway" and not self._muted
+        self._caller_speaking = isinstance(event, VadStart)
         if isinstance(event, VadStart):
             onset_ms = now_ms - event.confirm_delay_ms
             self.turns.speech_started(onset_ms)
@@ -205,6 +206,8 @@ class InboundSide:
             await self._caller.flush()
             if self._barge.enabled and not self._muted and self._agent.playout.playing(self._ms()):
                 await self._barge_in(event, onset_ms, voicing)
+            elif not self._agent.paused:  # speech with no agent audio: a turn, whatever came before
+                await self.bridge.turn_verdict("turn")
             if gateway_turns:
                 if self._agent.paused:  # the model hears of this turn only once the pause proves it
                     self._agent.hold_turn()
