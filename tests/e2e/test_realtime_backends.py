@@ -5,9 +5,12 @@ loopback, a fake model server speaking the wire protocol with real recorded spee
 carrier caller that streams real speech in real time and measures what it played.
 
 - OpenAI with the model's own turn detection (``server_vad`` / ``semantic_vad``): the fake
-  server runs an energy VAD over the audio it receives (``FakeRealtimeServer(server_vad=True)``),
-  commits turns and starts replies itself; its ``speech_started`` over the agent's reply is a
-  barge-in (``model_vad``) and the truncate still lands on what the caller heard.
+  server runs an energy VAD over the audio it receives (``FakeRealtimeServer(server_vad=True)``)
+  and commits turns; the gateway owns barge-in, so the server is asked neither to interrupt nor
+  to answer on its own: its ``speech_started`` over the agent's reply is no barge-in, the
+  gateway's VAD cuts the reply (the truncate lands on what the caller heard) and the gateway
+  asks for the answer to each committed turn (:mod:`tests.e2e.test_server_turns_bargein`: the
+  same with pause-then-commit and a backchannel).
 - Azure OpenAI (``azure:<deployment>``): ``api-key`` header, ``/openai/v1/realtime?model=…``.
 - xAI (``xai:<model>``): top-level voice / turn_detection, L16 at 8 kHz for an 8 kHz carrier
   with no resampling, barge-in silenced locally (no cancel, no truncate).
@@ -74,12 +77,12 @@ def barge_in_replies(*, third: bool = False) -> dict[str, Any]:
 
 @pytest.mark.parametrize("turn_mode", ["server_vad", "semantic_vad"])
 async def test_openai_model_turn_detection_barge_in_truncates_at_heard_ms(gateway, turn_mode):
-    # Which detector stops the agent first is set up, one each way: with server_vad the
+    # Which detector hears the caller first is set up, one each way: with server_vad the
     # gateway's own barge-in confirmation is slowed (400 ms of speech) and the model's
-    # speech_started does it (model_vad); with semantic_vad the model's detector is slowed
-    # (200 ms of speech, still short of the caller's 280 ms "hello") and the gateway's quickened
-    # (40 ms): the gateway's VAD cuts first, and the model's speech_started that follows, with
-    # nothing playing any more, must not barge in again.
+    # speech_started comes first: it must not cut the reply, the gateway's VAD does, later; with
+    # semantic_vad the model's detector is slowed (200 ms of speech, still short of the caller's
+    # 280 ms "hello") and the gateway's quickened (40 ms): the gateway's VAD cuts first, and the
+    # model's speech_started that follows must not barge in again.
     model_first = turn_mode == "server_vad"
     srv = FakeRealtimeServer(
         api_key=KEY, server_vad=True, vad_start_ms=60 if model_first else 200, **barge_in_replies(third=True)
@@ -95,16 +98,16 @@ async def test_openai_model_turn_detection_barge_in_truncates_at_heard_ms(gatewa
     rec, report = call.record, call.report
     assert rec["status"] == "completed" and rec["endReason"] == "carrier_stop", rec["error"]
     assert not call.events("model_error")
-    # The session asks for the model's turn detection, replying and interrupting on its own.
+    # The session asks for the model's turn detection, never replying nor interrupting on its own.
     assert srv.session["audio"]["input"]["turn_detection"] == {
-        "type": turn_mode, "create_response": True, "interrupt_response": True,
+        "type": turn_mode, "create_response": False, "interrupt_response": False,
     }  # fmt: skip
     assert srv.session["audio"]["input"]["format"] == {"type": "audio/pcmu"}
-    # The gateway never ends a turn itself: no commit, and its only response.create is the
-    # greeting; the server's VAD committed both caller turns and started both replies.
+    # The gateway never ends a turn itself: no commit; the server's VAD committed both caller
+    # turns and the gateway asked for each answer (and the greeting).
     types = client_types(srv)
     assert "input_audio_buffer.commit" not in types
-    assert types.count("response.create") == 1 and srv.responses_started == 3
+    assert types.count("response.create") == 3 and srv.responses_started == 3
     assert [kind for kind, _ in srv.vad_events] == ["speech_started", "speech_stopped"] * 2
     # The gateway's VAD still heard the caller (it ends turns in gateway mode only).
     assert len(call.events("caller_speech_end")) >= 2
@@ -112,7 +115,7 @@ async def test_openai_model_turn_detection_barge_in_truncates_at_heard_ms(gatewa
     greet_item, reply_item, third_item = list(srv.item_ms)
     assert report.clears == 1
     [barge] = call.events("barge_in")
-    assert barge["source"] == ("model_vad" if model_first else "vad")
+    assert barge["source"] == "vad"  # with server_vad the model's VAD heard it first, and cut nothing
     assert barge["itemId"] == reply_item
     cut = types.index("conversation.item.truncate")
     assert types[cut - 1] == "response.cancel"
@@ -124,7 +127,7 @@ async def test_openai_model_turn_detection_barge_in_truncates_at_heard_ms(gatewa
     assert end_ms == barge["heardMs"]
     assert abs(end_ms - played) <= FRAME_MS, (end_ms, played)
     assert 300 <= played < srv.item_ms[reply_item]
-    # The server stopped its own reply (interrupt_response) or on the gateway's cancel.
+    # The server stopped its reply on the gateway's cancel (never on its own VAD).
     assert any(e["type"] == "response.done" and e["response"]["status"] == "cancelled" for e in srv.sent)
     # The reply the server's VAD started after the interruption was heard whole.
     _, frames = find_played(report, PCMU_8K, srv.item_audio[third_item])
