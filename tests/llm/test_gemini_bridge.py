@@ -282,3 +282,30 @@ async def test_say_speaks_an_arbitrary_line_and_is_not_replayed():
         prompts = [m["clientContent"]["turns"][0]["parts"][0]["text"] for m in srv.received if "clientContent" in m]
         assert len(prompts) == 2 and "Are you still there?" in prompts[1]
         conforms(srv)
+
+
+@pytest.mark.parametrize(("verdict", "heard"), [("backchannel", "silence"), ("turn", "voice")])
+async def test_server_turns_with_gateway_barge_in_hold_a_paused_callers_audio(verdict, heard):
+    # Automatic activity detection on an interruptible call: Gemini's detector must not cut the
+    # reply; while a gateway pause is pending the caller's audio waits for its verdict.
+    async with FakeLiveServer(replies=["speech/cards-003"]) as srv:
+        bridge = GeminiLiveBridge("gemini-live-test", "test", url=srv.url)
+        await bridge.start(AgentConfig(greeting="", turn_mode="server_vad", interruptible=True), L16_16K)
+        ric = srv.setups[0]["setup"]["realtimeInputConfig"]
+        assert ric == {"automaticActivityDetection": {"disabled": False}, "activityHandling": "NO_INTERRUPTION"}
+        before, during, after = caller("caller/hello")[:3], caller("caller/hello")[3:15], caller("caller/hello")[15:18]
+        for f in before:
+            await bridge.send_audio(f)
+        await bridge.turn_verdict("pending")
+        for f in during:
+            await bridge.send_audio(f)
+        await srv.wait_for(lambda: len(srv.session.audio) >= 3 * 640)
+        assert bytes(srv.session.audio) == b"".join(before)  # held while the pause is undecided
+        await bridge.turn_verdict(verdict)
+        for f in after:
+            await bridge.send_audio(f)
+        expected = b"".join(during) if heard == "voice" else bytes(len(b"".join(during)))
+        await srv.wait_for(lambda: len(srv.session.audio) >= 18 * 640)
+        assert bytes(srv.session.audio) == b"".join(before) + expected + b"".join(after)
+        await bridge.close()
+    conforms(srv)
