@@ -1,10 +1,10 @@
 """The batched driver behind :func:`gateway.audio.aec.cancel_many`: cuts each call's caller
 chunk on its canceller's block grid and runs the :mod:`gateway.audio.mdf` kernels for every
 call of a geometry in batches (one 20 ms frame that is exactly one block takes an all-array
-path, :func:`whole`: :func:`gateway.audio.mdf.step` predicts and adapts it in one pass and the
+path, :func:`whole`: :func:`gateway.audio.mdf_step.step` predicts and adapts it in one pass and the
 outputs stay arrays, :class:`~gateway.audio.mdf.Blocks`; other chunk sizes go piece by piece, a
-round of pieces at a time, :func:`~gateway.audio.mdf.predict` then
-:func:`~gateway.audio.mdf.adapt`, to the same output). Works on
+round of pieces at a time, :func:`~gateway.audio.mdf_step.predict` then
+:func:`~gateway.audio.mdf_step.adapt`, to the same output). Works on
 :class:`~gateway.audio.aec.EchoCanceller` internals; nothing here is public API.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gateway.audio import mdf
+from gateway.audio import mdf, mdf_step
 from gateway.audio.mdf import AecOut, Blocks
 
 __all__ = ["BATCH_BINS", "pieces", "whole"]
@@ -23,36 +23,46 @@ __all__ = ["BATCH_BINS", "pieces", "whole"]
 def whole(stages: Sequence, xs: list[np.ndarray], ats: Sequence[int], idx: list[int]) -> Blocks:
     """Stages whose chunk is exactly their next block: predict, subtract, adapt, per batch.
     Returns their outputs as arrays, in the order of ``idx``."""
-    m, b = len(idx), stages[idx[0]].block
+    m = len(idx)
     x16 = np.stack([xs[i] for i in idx])
-    out = Blocks(list(idx), x16.copy(), np.zeros((m, b), np.float32), np.zeros(m), np.zeros(m, bool),
+    out = Blocks(list(idx), x16.copy(), np.zeros(x16.shape, np.float32), np.empty(m), np.empty(m, bool),
                  np.zeros(m, bool), np.zeros(m))
-    go: dict[int, int] = {}  # id(stage) -> its row
+    groups: dict[int, list] = {}  # id(pool) -> [(row, stage)] of the stages with agent audio in span
+    off = []  # (row, stage) passed through
+    refp = out.ref_power
     for j, i in enumerate(idx):
         st = stages[i]
         st._t0, st._on = ats[i], False
         if st._active(st._t0):
-            go[id(st)] = j
-            out.ref_power[j] = st._refp
-
-    def work(group: list) -> None:
-        slots, newest, shift = _prepare(group)
-        rows = np.array([go[id(st)] for st in group])
-        x = x16[rows].astype(np.float64)
-        pl = group[0]._pool
-        y = mdf.step(pl, slots, newest, shift, x)
-        out.residual[rows] = np.minimum(np.maximum(np.rint(x - y), -32768), 32767)  # (np.clip, cheaper)
-        out.echo[rows] = y
-        out.leak[rows], out.adapted[rows] = pl.V[slots, mdf.LEAK], pl.V[slots, mdf.ADAPTED]  # as the block left them
-
-    rows_on = set(go.values())
-    _grouped([stages[idx[j]] for j in go.values()], work)
-    out.active[list(go.values())] = True
-    for j, i in enumerate(idx if len(rows_on) < m else ()):
-        if j not in rows_on:  # passed through: the filter's figures as they were
-            st = stages[i]
-            out.leak[j], out.adapted[j] = st._pool.V[st._slot, mdf.LEAK], st._pool.V[st._slot, mdf.ADAPTED]
+            groups.setdefault(id(st._pool), []).append((j, st))
+            refp[j] = st._refp
+        else:
+            off.append((j, st))
+    for group in groups.values():
+        size = _even(len(group), group[0][1])
+        for g in range(0, len(group), size):
+            _whole_batch(group[g:g + size], x16, out)
+    for j, st in off:  # passed through: the filter's figures as they were
+        v = st._pool.V[st._slot]
+        out.leak[j], out.adapted[j] = v[mdf.LEAK], v[mdf.ADAPTED]
     return out
+
+
+def _whole_batch(batch: list, x16: np.ndarray, out: Blocks) -> None:
+    """One batch of :func:`whole`: ``(row, stage)`` pairs of one pool, each a whole block near
+    agent audio."""
+    rows = np.array([j for j, _ in batch])
+    group = [st for _, st in batch]
+    slots, newest, shift = _prepare(group)
+    x = x16[rows].astype(np.float64)
+    pl = group[0]._pool
+    y = mdf_step.step(pl, slots, newest, shift, x)
+    x -= y
+    np.rint(x, out=x)
+    out.residual[rows] = np.minimum(np.maximum(x, -32768), 32767)  # (np.clip, cheaper)
+    out.echo[rows] = y
+    v = pl.V[slots]  # as the block left them
+    out.leak[rows], out.adapted[rows], out.active[rows] = v[:, mdf.LEAK], v[:, mdf.ADAPTED], True
 
 
 def pieces(stages: Sequence, xs: list[np.ndarray], ats: Sequence[int], idx: list[int],
@@ -91,7 +101,7 @@ def pieces(stages: Sequence, xs: list[np.ndarray], ats: Sequence[int], idx: list
                 st._fill = 0
                 if st._on:
                     done.append(st)
-        _grouped(done, lambda g: mdf.adapt(g[0]._pool, np.array([st._slot for st in g])))
+        _grouped(done, lambda g: mdf_step.adapt(g[0]._pool, np.array([st._slot for st in g])))
         left = [i for i in left if pos[i] < xs[i].size]
     for i in idx:
         st, r = stages[i], res[i]
@@ -111,13 +121,21 @@ def pieces(stages: Sequence, xs: list[np.ndarray], ats: Sequence[int], idx: list
 BATCH_BINS = 64 * 3 * 161
 
 
+def _even(n: int, st) -> int:
+    """The batch size for ``n`` stages like ``st``: at most :data:`BATCH_BINS` bins (at least 8
+    stages), the batches as even as can be (200 stages of 64 at most: 4 of 50, not 64, 64, 64
+    and 8, whose fixed cost per numpy call is shared by only 8)."""
+    size = max(8, BATCH_BINS // (st.partitions * (st.block + 1)))
+    return -(-n // -(-n // size))
+
+
 def _grouped(stages: list, work) -> None:
     """Calls ``work(group)`` per batch of stages with the same key (:data:`BATCH_BINS`)."""
     groups: dict[tuple, list] = {}
     for st in stages:
         groups.setdefault(st.key, []).append(st)
     for group in groups.values():
-        size = max(8, BATCH_BINS // (group[0].partitions * (group[0].block + 1)))
+        size = _even(len(group), group[0])
         for i in range(0, len(group), size):
             work(group[i:i + size])
 
@@ -136,17 +154,21 @@ def _prepare(group: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     by one block (else it is recomputed from the ring here)."""
     b, pl = group[0].block, group[0]._pool
     newest = np.empty((len(group), 2 * b))
-    shift = []
+    shift, slots = [], []
     for row, st in zip(newest, group):
-        st._ref.read_into(row, st._t0 - st.bulk - b)
-        shift.append(st._xt == st._t0 - b)
-        if not shift[-1]:  # after a pass-through, a gap or a new span: the whole history from the ring
-            pl.X[st._slot] = _history(st)
-        st._xt, st._on = st._t0, True
-    return np.array([st._slot for st in group]), newest, np.array(shift)
+        t0 = st._t0
+        st._ref.read_into(row, t0 - st.bulk - b)
+        slots.append(st._slot)
+        if st._xt == t0 - b:
+            shift.append(True)
+        else:  # after a pass-through, a gap or a new span: the whole history from the ring
+            shift.append(False)
+            pl.set_history(st._slot, _history(st))
+        st._xt, st._on = t0, True
+    return np.array(slots), newest, np.array(shift)
 
 
 def _start(group: list) -> None:
     """Starts a block in every stage of ``group``: reference spectra and echo estimate."""
     slots, newest, shift = _prepare(group)
-    mdf.predict(group[0]._pool, slots, newest, shift)
+    mdf_step.predict(group[0]._pool, slots, newest, shift)
