@@ -205,22 +205,33 @@ def feed_blocks(gates: Sequence[DoubleTalkGate], blocks: Blocks, at_samples: Seq
     squares, the echo left and the floor's block sums in array operations over all rows, then
     one ring write per gate. Same state as feeding each row's :class:`AecOut` in turn."""
     m = len(gates)
-    if m == 0 or blocks.residual.shape[1] == 0:
+    n = blocks.residual.shape[1]
+    if m == 0 or n == 0:
         return
-    rows = np.empty((m, 3, blocks.residual.shape[1]))
-    r2 = rows[:, 0]
+    rows = np.empty((m, 3, n))
+    r2, left = rows[:, 0], rows[:, 1]
     np.multiply(blocks.residual, blocks.residual, out=r2, dtype=np.float64)
     energy = r2.sum(axis=1).tolist()  # int16² sums stay exact in float64, whatever the order
-    e = blocks.echo.astype(np.float64)
-    prior = np.array([g.prior_gain for g in gates]) * blocks.ref_power
-    left = np.where(blocks.adapted[:, None], blocks.leak[:, None] * e * e, prior[:, None])
-    rows[:, 1] = np.where(blocks.active[:, None], left, 0.0)
-    rows[:, 2] = blocks.active[:, None]
-    n = blocks.residual.shape[1]
-    for j, (g, at) in enumerate(zip(gates, at_samples)):
+    if blocks.adapted.all() and blocks.active.all():  # the usual batch: leak · echo², as below
+        np.multiply(blocks.leak[:, None], blocks.echo, out=left, dtype=np.float64)
+        left *= blocks.echo
+        rows[:, 2] = 1.0
+    else:
+        e = blocks.echo.astype(np.float64)
+        prior = np.array([g.prior_gain for g in gates]) * blocks.ref_power
+        left[...] = np.where(blocks.adapted[:, None], blocks.leak[:, None] * e * e, prior[:, None])
+        left[~blocks.active] = 0.0
+        rows[:, 2] = blocks.active[:, None]
+    for j, g, at in zip(range(m), gates, at_samples):
         if n == g.floor_block and at % n == 0:  # the usual piece: one whole floor block
             g._floor_block_power(energy[j])
             g._acc_next = at + n
         else:
             g._track_floor(r2[j], at)
-        g._ring.write(rows[j], at)
+        ring = g._ring
+        i = at % ring.capacity
+        if at == ring.end and i + n <= ring.capacity:  # (the ring's usual write, inline)
+            ring._buf[:, i:i + n] = rows[j]
+            ring.end = at + n
+        else:
+            ring.write(rows[j], at)

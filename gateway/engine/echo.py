@@ -360,16 +360,15 @@ def process_many(stages: Sequence[EchoStage], pcms: Sequence[np.ndarray], arriva
         if st.canceller is None or not n or not st._near_block(start, 0, n):
             st.analyse(p, start)
             continue
-        cut = st._pieces(start, n)
-        if n == st._block and len(cut) == 1:  # the usual frame: its one piece at once, as a round would
-            st.analyse(p, start)
+        if n == st._block and (st._vad_pos - st._grid) % n == 0:  # the usual frame: one whole block
+            st.analyse(p, start)  # (its one piece at once, as a round would)
             if st._pending is not None:
                 c = st.canceller
                 st._apply_pending(start, c._fill == 0 or c._next != start)
             ready.append(i)
         else:
             work.append(i)
-            pieces[i] = cut
+            pieces[i] = st._pieces(start, n)
     for r in range(max((len(p) for p in pieces.values()), default=1 if ready else 0)):
         now = [i for i in work if len(pieces[i]) > r]
         for i in now:  # piece by piece: a new estimate reaches the canceller at the same sample
