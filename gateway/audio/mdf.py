@@ -49,6 +49,9 @@ MIN_LEAK = 0.005  # mdf.c: "we don't really hope to get better than 33 dB attenu
 PEY, PYY, LEAK, SUM_ADAPT, ADAPTED, COUNT, SXX, DAVG1, DAVG2, DVAR1, DVAR2 = range(11)
 VAR1_UPDATE, VAR2_UPDATE, VAR_BACKTRACK = 0.5, 0.25, 4.0  # mdf.c's two-path thresholds
 RER_Y = 0.0  # weight of mdf.c's "y in e" lower bound on RER (dropped: see the module docstring)
+#: dtype of the filters' and the reference history's spectra (complex64, as Speex's float build:
+#: half the memory each batch's gathers, products and scatters move; transforms stay float64)
+SPECTRUM = np.complex64
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +130,7 @@ class Pool:
 
     def _grow(self, cap: int) -> None:
         k, f, b = self.partitions, self.block + 1, self.block
-        shapes = {"W": ((k, f), complex), "F": ((k, f), complex), "X": ((k, f), complex), "S": ((3, f), float),
+        shapes = {"W": ((k, f), SPECTRUM), "F": ((k, f), SPECTRUM), "X": ((k, f), SPECTRUM), "S": ((3, f), float),
                   "P": ((k,), float), "V": ((11,), float), "D": ((b,), float), "Y": ((b,), float),
                   "YF": ((b,), float), "H": ((), np.intp)}
         for name, (shape, dtype) in shapes.items():

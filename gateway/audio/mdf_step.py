@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from gateway.audio.mdf import (ADAPTED, COUNT, DAVG1, DVAR2, LEAK, MIN_LEAK, PEY, PYY, RER_Y, SUM_ADAPT, SXX,
-                               VAR1_UPDATE, VAR2_UPDATE, VAR_BACKTRACK, Pool, proportions, spectra)
+                               SPECTRUM, VAR1_UPDATE, VAR2_UPDATE, VAR_BACKTRACK, Pool, proportions, spectra)
 
 __all__ = ["adapt", "predict", "step"]
 
@@ -38,7 +38,7 @@ class _Work:
     def __init__(self, rows: int, k: int, b: int) -> None:
         f, n = b + 1, 2 * b
         self.rows = rows
-        self.W, self.F, self.X, self.T = (np.empty((rows, k, f), complex) for _ in range(4))
+        self.W, self.F, self.X, self.T = (np.empty((rows, k, f), SPECTRUM) for _ in range(4))
         self.N, self.G = np.empty((rows, f), complex), np.empty((rows, f), complex)
         self.Z = np.empty((2 * rows, f), complex)
         self.R, self.E0 = np.empty((2 * rows, n)), np.zeros((2 * rows, n))
@@ -187,7 +187,7 @@ def _adapt(p: Pool, ws: _Work, slots: np.ndarray, d: np.ndarray, v: np.ndarray, 
     U *= G[:, None, :]
     W += U
     _constrain(W, v[:, COUNT].astype(int), b, ws)
-    bad = None if np.isfinite(W.view(float)).all() else ~np.isfinite(W).all(axis=(1, 2))
+    bad = None if np.isfinite(W.view(W.real.dtype)).all() else ~np.isfinite(W).all(axis=(1, 2))
     v[:, COUNT] += 1
     p.W[slots], p.S[slots], p.P[slots], p.V[slots] = W, S, prop, v
     if bad is not None:
