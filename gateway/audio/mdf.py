@@ -196,7 +196,10 @@ def proportions(W: np.ndarray) -> np.ndarray:
     """Proportionate step per partition (``mdf_adjust_prop``): each partition's share of the
     filter's magnitude plus a tenth of the largest, summing to 0.99. ``[m, K]``."""
     f = W.shape[2]
-    mag = np.sqrt(1e-6 * f + np.einsum("mkf,mkf->mk", W.real, W.real) + np.einsum("mkf,mkf->mk", W.imag, W.imag))
+    w = np.ascontiguousarray(W).view(W.real.dtype)  # [m, K, 2 (B + 1)]: real and imaginary parts in turn
+    mag = np.einsum("mkf,mkf->mk", w, w).astype(np.float64)
+    mag += 1e-6 * f
+    np.sqrt(mag, out=mag)
     mag += 0.1 * mag.max(axis=1, keepdims=True)
     return 0.99 * mag / mag.sum(axis=1, keepdims=True)
 
