@@ -25,38 +25,41 @@ def whole(stages: Sequence, xs: list[np.ndarray], ats: Sequence[int], idx: list[
     Returns their outputs as arrays, in the order of ``idx``."""
     m = len(idx)
     x16 = np.stack([xs[i] for i in idx])
+    b = x16.shape[1]
     out = Blocks(list(idx), x16.copy(), np.zeros(x16.shape, np.float32), np.empty(m), np.empty(m, bool),
                  np.zeros(m, bool), np.zeros(m))
-    groups: dict[int, list] = {}  # id(pool) -> [(row, stage)] of the stages with agent audio in span
-    off = []  # (row, stage) passed through
-    refp = out.ref_power
-    for j, i in enumerate(idx):
-        st = stages[i]
-        st._t0, st._on = ats[i], False
-        if st._active(st._t0):
-            groups.setdefault(id(st._pool), []).append((j, st))
-            refp[j] = st._refp
-        else:
-            off.append((j, st))
-    for group in groups.values():
-        size = _even(len(group), group[0][1])
+    newest = np.empty((m, 2 * b))  # each row's reference [t0 - B, t0 + B) (bulk delay applied)
+    groups: dict[int, list] = {}  # id(pool) -> [(row, slot, shift)] of the stages near agent audio
+    refp, leak, adapted = out.ref_power, out.leak, out.adapted
+    for j, i in enumerate(idx):  # each stage starts its block (what _prepare does, in the same pass)
+        st, t0 = stages[i], ats[i]
+        st._t0 = t0
+        pl = st._pool
+        if not st._active(t0):  # passed through: the filter's figures as they were
+            st._on = False
+            v = pl.V[st._slot]
+            leak[j], adapted[j] = v[mdf.LEAK], v[mdf.ADAPTED]
+            continue
+        refp[j] = st._refp
+        st._ref.read_into(newest[j], t0 - st.bulk - b)
+        shift = st._xt == t0 - b
+        if not shift:  # after a pass-through, a gap or a new span: the whole history from the ring
+            pl.set_history(st._slot, _history(st))
+        st._xt, st._on = t0, True
+        groups.setdefault(id(pl), [pl]).append((j, st._slot, shift))
+    for pl, *group in groups.values():
+        size = _even(len(group), pl)
         for g in range(0, len(group), size):
-            _whole_batch(group[g:g + size], x16, out)
-    for j, st in off:  # passed through: the filter's figures as they were
-        v = st._pool.V[st._slot]
-        out.leak[j], out.adapted[j] = v[mdf.LEAK], v[mdf.ADAPTED]
+            _whole_batch(pl, group[g:g + size], newest, x16, out)
     return out
 
 
-def _whole_batch(batch: list, x16: np.ndarray, out: Blocks) -> None:
-    """One batch of :func:`whole`: ``(row, stage)`` pairs of one pool, each a whole block near
-    agent audio."""
-    rows = np.array([j for j, _ in batch])
-    group = [st for _, st in batch]
-    slots, newest, shift = _prepare(group)
+def _whole_batch(pl: mdf.Pool, batch: list, newest: np.ndarray, x16: np.ndarray, out: Blocks) -> None:
+    """One batch of :func:`whole`: ``(row, slot, shift)`` of stages of pool ``pl``, each a whole
+    block near agent audio whose reference is ``newest[row]``."""
+    rows, slots, shift = (np.array(c) for c in zip(*batch))
     x = x16[rows].astype(np.float64)
-    pl = group[0]._pool
-    y = mdf_step.step(pl, slots, newest, shift, x)
+    y = mdf_step.step(pl, slots, newest[rows], shift, x)
     x -= y
     np.rint(x, out=x)
     out.residual[rows] = np.minimum(np.maximum(x, -32768), 32767)  # (np.clip, cheaper)
@@ -122,7 +125,7 @@ BATCH_BINS = 64 * 3 * 161
 
 
 def _even(n: int, st) -> int:
-    """The batch size for ``n`` stages like ``st``: at most :data:`BATCH_BINS` bins (at least 8
+    """The batch size for ``n`` stages like ``st`` (a stage or its pool): at most :data:`BATCH_BINS` bins (at least 8
     stages), the batches as even as can be (200 stages of 64 at most: 4 of 50, not 64, 64, 64
     and 8, whose fixed cost per numpy call is shared by only 8)."""
     size = max(8, BATCH_BINS // (st.partitions * (st.block + 1)))

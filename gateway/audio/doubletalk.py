@@ -222,16 +222,16 @@ def feed_blocks(gates: Sequence[DoubleTalkGate], blocks: Blocks, at_samples: Seq
         left[...] = np.where(blocks.adapted[:, None], blocks.leak[:, None] * e * e, prior[:, None])
         left[~blocks.active] = 0.0
         rows[:, 2] = blocks.active[:, None]
-    for j, g, at in zip(range(m), gates, at_samples):
+    for row, g, at, en in zip(rows, gates, at_samples, energy):
         if n == g.floor_block and at % n == 0:  # the usual piece: one whole floor block
-            g._floor_block_power(energy[j])
+            g._floor_block_power(en)
             g._acc_next = at + n
         else:
-            g._track_floor(r2[j], at)
+            g._track_floor(row[0], at)
         ring = g._ring
         i = at % ring.capacity
         if at == ring.end and i + n <= ring.capacity:  # (the ring's usual write, inline)
-            ring._buf[:, i:i + n] = rows[j]
+            ring._buf[:, i:i + n] = row
             ring.end = at + n
         else:
-            ring.write(rows[j], at)
+            ring.write(row, at)

@@ -399,11 +399,23 @@ def _cancel_round(stages: Sequence[EchoStage], near: list[int], cuts: list[tuple
     batches, outs = cancel_batch([stages[i].canceller for i in near], chunks,  # type: ignore[misc]
                                  [starts[i] + o for i, (o, _) in zip(near, cuts)])
     for blocks in batches:
-        feed_blocks([stages[near[j]].gate for j in blocks.rows],  # type: ignore[misc]
-                    blocks, [stages[near[j]]._vad_pos + cuts[j][0] for j in blocks.rows])
-        for j, active, adapted in zip(blocks.rows, blocks.active.tolist(), blocks.adapted.tolist()):
-            if active:
-                _took(stages[near[j]], near[j], cuts[j], pcms, out, blocks.residual[j], adapted)
+        here = [stages[near[j]] for j in blocks.rows]
+        feed_blocks([st.gate for st in here], blocks,  # type: ignore[misc]
+                    [st._vad_pos + cuts[j][0] for st, j in zip(here, blocks.rows)])
+        for j, st, active, adapted, res in zip(blocks.rows, here, blocks.active.tolist(), blocks.adapted.tolist(),
+                                               blocks.residual):
+            if not active:
+                continue
+            i, cut = near[j], cuts[j]
+            if cut[0] == 0 and cut[1] == pcms[i].size and out[i] is pcms[i]:  # the whole block: _took's first case
+                out[i] = res
+                st.cancelled_samples += cut[1]
+                if adapted:
+                    st._sampled += 1
+                    if st._sampled % 4 == 0:
+                        st._measure(pcms[i], res, st._vad_pos)
+            else:
+                _took(st, i, cut, pcms, out, res, adapted)
     for j, res in enumerate(outs):
         if res is not None:
             st = stages[near[j]]
