@@ -63,13 +63,23 @@ the caller intact (28.9 dB SDR, 0.0 dB level), removes the most after convergenc
 new dependency, and is the only one that batches. (Those costs are this module's alone, measured
 then.) The whole echo stage as ``gateway bench media`` runs it (:mod:`benchmarks.media_echo`:
 reference writes, estimator, canceller, gate, bookkeeping), steady state with the 60 ms filter,
-beside the code before the batched gate, the fused :func:`~gateway.audio.mdf.step` and the
+beside the code before the batched gate, the fused ``step`` (:mod:`gateway.audio.mdf_step`) and the
 estimator's duty cycle, interleaved in one process (medians of 4–6 runs each on the shared
 2-core box, 2026-12-02): 100 calls 78 → 41 µs per call per frame, 400 calls 106 → 54, a lone
 call 336 → 239; the canceller is about half of it (per row nine 320-point transforms and a few
 dozen array operations over its spectra). A call's first ~2 s (the 260 ms filter) 145 → 89 µs
-at 100 calls; idle calls (no agent audio) about 1 µs. The issue's target is 30.
-See :data:`gateway.audio.aec_batch.BATCH_BINS` for the batch size (page faults of large temporaries).
+at 100 calls; idle calls (no agent audio) about 1 µs. The issue's target is 30. Then the
+kernels' scratch arrays (:mod:`gateway.audio.mdf_step`: reused, ``out=`` throughout, the
+reference history a ring), complex64 spectra and fewer Python calls per call, beside the code
+before them, alternated 3 times each in one run (medians; the shared 2-core box loaded to
+4.4–4.8 by other work, 2026-12-02, so every figure reads high): steady 100 calls 55.2 → 50.9
+µs, 400 calls 62.8 → 57.3; the first 2 s 115 → 101 and 124 → 104; a lone call 340–420 →
+310–380 (noisy); idle calls still about 1 µs. Where a steady call's µs go (100 calls, same
+load): the kernel call about 28 (nine 320-point transforms per row, about 120 numpy calls per
+batch, the state and scratch arrays of a batch of 50 past a core's L2), the echo path
+estimator 6–8, the reference writes 4–5, the double-talk gate's feed 4–5, the rest the
+per-call bookkeeping of the stage, the canceller and the batching.
+See :data:`gateway.audio.aec_batch.BATCH_BINS` for the batch size.
 
 Sources: J.-M. Valin, "On adjusting the learning rate in frequency domain echo cancellation
 with double-talk", IEEE Trans. ASLP 15(3), 2007; J.-S. Soo, K. K. Pang, "Multidelay block

@@ -117,10 +117,14 @@ def pieces(stages: Sequence, xs: list[np.ndarray], ats: Sequence[int], idx: list
 
 
 #: Filter bins (partitions × bins × stages) per batched kernel call. Larger batches share
-#: numpy's per-call overhead, but past a size their temporaries are page-faulted in afresh on
-#: every call (glibc hands them back to the system), which on the shared dev box cost more than
-#: the arithmetic: at 100 calls of the 60 ms filter (8 kHz: 3 × 161 bins), µs per call per frame
-#: for 16 / 32 / 64 / 100 stages per call: 69–71 / 57–59 / 51–55 / 120 (loaded box).
+#: numpy's per-call overhead (about 190 µs of a batch's kernel call is fixed), but a batch's
+#: state and scratch arrays should stay within a core's 2 MB L2 (about 40 kB per stage of the
+#: 60 ms filter). Measured before the kernels reused scratch arrays (their temporaries were
+#: page-faulted in afresh on every call): at 100 calls of the 60 ms filter (8 kHz: 3 × 161
+#: bins), µs per call per frame for 16 / 32 / 64 / 100 stages per call: 69–71 / 57–59 / 51–55 /
+#: 120 (loaded box); with the scratch arrays, 400 calls at 64 / 100 / 200 stages per batch
+#: (batches of 50 / 100 / 200) measured 53–55 / 52–59 / 57–59 (box loaded to 4–5, 2026-12-02):
+#: no clear difference, so the size stays.
 BATCH_BINS = 64 * 3 * 161
 
 

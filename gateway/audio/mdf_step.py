@@ -4,10 +4,13 @@ over a batch of one :class:`~gateway.audio.mdf.Pool`'s slots.
 
 A batch gathers its slots' state into the pool's scratch arrays (:class:`_Work`, reused: a
 batch allocates no large temporaries, which were page-faulted in afresh on every call), works
-on contiguous arrays with ``out=`` arguments, and scatters the state back. The arithmetic is
-the same operation for operation as before those changes (the same output to the bit). Per row
-the work is nine ``2 B``-point real transforms (about a third of the cost) and a few dozen array
-operations; per batch about 120 numpy calls, whose fixed cost is most of what a lone call pays.
+on contiguous arrays with ``out=`` arguments, and scatters the state back (the same arithmetic,
+operation for operation, as the kernels that allocated their temporaries: the same output to
+the bit, before the spectra became complex64, :data:`~gateway.audio.mdf.SPECTRUM`). Per row the
+work is nine ``2 B``-point real transforms and a few dozen array operations; per batch about 120
+numpy calls, about 190 µs of fixed cost, which is most of what a lone call pays. A batch of 46
+rows of the 60 ms filter, called back to back (warm caches): about 21 µs per row (2026-12-02,
+loaded box); inside the echo stage, between other work, about 28.
 """
 
 from __future__ import annotations
