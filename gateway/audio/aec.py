@@ -61,7 +61,9 @@ but suppresses the caller in double talk, which is exactly what a barge-in detec
 speexdsp is cheapest but distorts the caller too and removes little of a weak echo. Ours keeps
 the caller intact (28.9 dB SDR, 0.0 dB level), removes the most after convergence, needs no
 new dependency, and is the only one that batches. (Those costs are this module's alone, measured
-then.) The whole echo stage as ``gateway bench media`` runs it (:mod:`benchmarks.media_echo`:
+then; with the scratch arrays and complex64 spectra, run beside the code before them on the box
+loaded to 5: 60 ms filter 276 → 281 µs for a lone call, 35.4 → 32.9 at 100 calls; 260 ms 317 →
+322 and 89.2 → 75.0; every quality figure above the same to 0.1 dB.) The whole echo stage as ``gateway bench media`` runs it (:mod:`benchmarks.media_echo`:
 reference writes, estimator, canceller, gate, bookkeeping), steady state with the 60 ms filter,
 beside the code before the batched gate, the fused ``step`` (:mod:`gateway.audio.mdf_step`) and the
 estimator's duty cycle, interleaved in one process (medians of 4–6 runs each on the shared
