@@ -24,27 +24,31 @@ Method (pure numpy, no I/O; time counted in samples from the call's start):
    the confidence is at least ``min_confidence`` (0.45: without echo, with and without the
    caller talking, the highest confidence seen at any block over 48 ten-second calls of the
    shared speech was 0.30; a true 45 dB echo under −45 dBFS noise reads 0.55–0.82).
-5. The ERL comes from the least-squares gain of the reference delayed by the peak lag onto
-   the caller leg, ``g = sum c[n] r[n - d] / sum r[n - d]^2`` (both sums smoothed with the same
-   block weights, the reference energy taken at exactly that lag), so ERL = ``-20 log10 |g|``.
-   Uncorrelated caller speech and line noise do not bias the gain, only add variance.
-   Limitation: a one-tap fit. On a dispersive path the peak tap stands for the whole
-   response only as far as the reference is correlated over it (speech is, over a few
-   samples): a 6-tap hybrid-like response at 25 dB total read 23.4 dB; a long, diffuse
-   room tail would read higher than its total echo energy.
+5. The ERL comes from a least-squares fit, over the last second of both legs, of a filter with
+   taps from 1 ms before the peak lag to 10 ms after it onto the caller leg (echo power
+   ``xc' R^-1 xc``, ``R`` the lagged reference's autocorrelation; what is not echo adds
+   ``taps / m`` of its power to such a fit and that share is taken off), against the reference
+   power at the delay: ERL = reference power / echo power, in dB. A one-tap gain at the peak
+   (``g = sum c[n] r[n - d] / sum r[n - d]^2``, what this did before) reads a dispersive path
+   short: a line hybrid's taps alternate in sign over a correlated speech reference, and the
+   simulator's 12-tap hybrid read 6–7 dB too quiet, so the double-talk rule's prior let its
+   echo through. A dispersive path's loss depends on the speech's spectrum (±3 dB from one
+   second to the next on the hybrid), so the ERL is read from the fits' powers summed: a fit
+   for each of the first four estimates (one per ~2.5 s of agent audio) and every eighth after
+   (~20 s; ~0.3 ms each), started over when the delay moves. Uncorrelated caller speech and
+   line noise do not bias it beyond ``taps / m``, only add variance; the one-tap gain is the
+   fallback until a fit had an active reference.
 
 Without a confident peak :attr:`EchoPathEstimator.erl_lower_bound_db` still bounds the
 return loss: an echo can be no louder than the whole caller leg.
 
 Accuracy (``tests/audio/test_echo.py``: speech from ``../shared/audio/speech``, μ-law, line
 noise −60…−45 dBFS, 8 kHz): delay within ±1 sample (±0.125 ms) and ERL within ±2 dB for
-delays 40/120/200 ms and ERL 12/25/35/45 dB. Measured over 3 delays × 2 noise levels × 3
-voices per band after 10 s of agent speech: delay exact in every case; ERL error −0.06…0 dB
-at 12 dB, −0.24…+0.01 at 25, −0.68…+0.07 at 35, −1.89…+0.38 at 45 (noise adds variance to
-the correlation, which the squared gain turns into a lean toward a louder echo: the safe side
-for barge-in); with the caller talking over the second half, the same up to 35 dB and
-−2.3…+0.3 at 45 dB. The first estimate comes after three active blocks (1.9 s of agent
-audio) at 12–35 dB; at 45 dB under −45 dBFS noise after 1.9–8 s. The one case that finds
+delays 40/120/200 ms and ERL 12/25/35/45 dB on a flat path; on the simulator's hybrid and
+small-room paths (:mod:`gateway.simulator.echo`) at 12/25/35 dB the ERL reads within ±1.5 dB of
+the loss the echo achieved (measured: −0.6…+1.1 dB; the one-tap gain read +5.7…+7.9 dB on the
+hybrid). The first estimate comes after three active blocks (1.9 s of agent audio) at
+12–35 dB; at 45 dB under −45 dBFS noise after 1.9–8 s. The one case that finds
 nothing (``None``, never a wrong delay) is a 45 dB echo under −45 dBFS noise with the caller
 talking over the agent the whole time.
 
@@ -71,6 +75,23 @@ import numpy as np
 __all__ = ["EchoEstimate", "EchoPathEstimator", "to_metrics"]
 
 _FULL_SCALE = 32768.0
+#: The return loss's fit: taps from this long before the delay's peak (ms) ...
+FIT_PRE_MS = 1.0
+#: ... to this long after it (ms): a line hybrid's dispersion (~2 ms) and a small room's first
+#: reflections (~10 ms).
+FIT_POST_MS = 10.0
+#: Diagonal loading of the fit's autocorrelation (share of the reference power): speech at
+#: 8 kHz leaves it ill-conditioned, and noise in the correlation would be amplified there.
+FIT_LOADING = 0.01
+#: The span of both legs the fit reads (ms, up to the end of the block that made the estimate):
+#: about a second, with the fit's taps within one 8,192-point FFT at 8 kHz (16,384 at 16 kHz).
+FIT_MS = 990.0
+#: The fit runs for each of the first this many estimates (one every ~2.5 s of agent audio at
+#: 8 kHz; again after the delay moved) ...
+FIT_FIRST = 4
+#: ... then for every this many (~20 s). The loss is read from the fits' powers summed: a
+#: dispersive path's loss depends on the speech's spectrum, ±3 dB from one second to the next.
+FIT_EVERY = 8
 _EPS = 1e-12
 
 
@@ -245,6 +266,9 @@ class EchoPathEstimator:
         self._seen = 0  # active blocks seen (analysed or skipped by the duty cycle)
         self._active_samples = 0
         self._last: EchoEstimate | None = None
+        self._updates = 0  # estimates published
+        self._fits = 0  # return-loss fits summed (since the delay last moved)
+        self._fit_sums = [0.0, 0.0]  # their reference and echo powers
 
     def reference(self, pcm: np.ndarray, at_sample: int) -> None:
         """Agent audio as it played at the carrier.
@@ -350,17 +374,76 @@ class EchoPathEstimator:
         conf = float(max(0.0, 1.0 - side.max() / (mag[peak] + _EPS)))
         if conf < self._min_conf:
             return
-        # sum c[n] r[n - peak] / B: one coefficient of the inverse real FFT of the cross-spectrum
+        last = self._last
+        moved = last is not None and abs(round(last.delay_ms * self.sample_rate / 1000) - peak) > self._guard
+        if moved:  # another path: its fits start over
+            self._fits = 0
+            self._fit_sums = [0.0, 0.0]
+        if self._fits < FIT_FIRST or self._updates % FIT_EVERY == 0:
+            self._fit(peak, at)
+        self._updates += 1
+        ref_p, echo_p = self._fit_sums
+        # the fits' powers summed: a loss over all the speech they saw; else the one-tap gain
+        erl = 10 * np.log10((ref_p + _EPS) / (echo_p + _EPS)) if self._fits else self._one_tap_erl(peak)
+        self._last = EchoEstimate(delay_ms=peak * 1000.0 / self.sample_rate, erl_db=erl, confidence=conf,
+                                  updated_at_sample=at)
+
+
+    def _one_tap_erl(self, peak: int) -> float:
+        """The return loss (dB) of the least-squares one-tap gain at ``peak`` from the smoothed
+        cross-spectrum: ``g = sum c[n] r[n - peak] / sum r[n - peak]^2``."""
         wt = np.full(self._scr.size, 2.0)
         wt[0] = 1.0
         wt[-1] = 1.0
         phase = np.exp(2j * np.pi * np.arange(self._scr.size) * peak / self._n)
         xc = float(np.dot(wt, (self._scr * phase).real)) / self._n / self._b
         ref = float(self._ser[peak])  # reference power at the echo's lag, per sample
-        echo = xc * xc / (ref + _EPS)  # least-squares gain g = xc / ref; echo power g^2 ref
-        erl = float(10 * np.log10((ref + _EPS) / (echo + _EPS)))
-        self._last = EchoEstimate(delay_ms=peak * 1000.0 / self.sample_rate, erl_db=erl, confidence=conf,
-                                  updated_at_sample=at)
+        echo = xc * xc / (ref + _EPS)  # echo power g^2 ref
+        return float(10 * np.log10((ref + _EPS) / (echo + _EPS)))
+
+    def _fit(self, peak: int, at: int) -> None:
+        """One :meth:`_fit_powers` into the sums the return loss is read from."""
+        got = self._fit_powers(peak, at)
+        if got is not None:
+            self._fit_sums[0] += got[0]
+            self._fit_sums[1] += got[1]
+            self._fits += 1
+
+    def _fit_powers(self, peak: int, at: int) -> tuple[float, float] | None:
+        """The reference's and the echo's power per sample from a least-squares fit, over the last :data:`FIT_MS` of both legs
+        up to ``at``, of a filter with taps at lags ``peak - pre .. peak + post``
+        (:data:`FIT_PRE_MS`, :data:`FIT_POST_MS`) onto the caller leg: echo power
+        ``xc' R^-1 xc`` (``xc``: the cross-correlation at those lags; ``R``: the lagged
+        reference's autocorrelation, Toeplitz, loaded by :data:`FIT_LOADING`) against the
+        reference's power at the delay, so a dispersive path counts whole (a one-tap fit at the
+        peak reads a line hybrid's echo 6–7 dB too quiet: its taps alternate in sign over a
+        correlated reference). What is not echo (noise, the caller) adds ``taps / m`` of its
+        power to such a fit; that share is taken off. ``None`` if the reference was silent there."""
+        m = int(FIT_MS * self.sample_rate / 1000)
+        lo = max(0, peak - int(round(FIT_PRE_MS * self.sample_rate / 1000)))
+        hi = min(self._d, peak + int(round(FIT_POST_MS * self.sample_rate / 1000)))
+        taps = hi - lo + 1
+        c = self._cal.read(at - m, at)
+        seg = self._ref.read(at - m - hi, at - lo)  # seg[i] = r[at - m - hi + i]
+        power = float(seg[taps - 1:] @ seg[taps - 1:])  # the reference at lag lo, over the m samples
+        if power < self._active * m:
+            return None
+        n = 1 << int(np.ceil(np.log2(seg.size)))
+        fs = np.fft.rfft(seg, n)
+        # xc[j] = sum c[n] r[n - lo - j] = sum c[n] seg[n + taps - 1 - j]: a correlation, by FFT
+        xc = np.fft.irfft(np.conj(np.fft.rfft(c, n)) * fs, n)[taps - 1::-1]
+        acf = np.fft.irfft(fs.real ** 2 + fs.imag ** 2, n)[:taps]
+        acf *= power / (acf[0] + _EPS)  # (the segment's own autocorrelation, scaled to its m samples)
+        idx = np.arange(taps)
+        big_r = acf[np.abs(idx[:, None] - idx[None, :])]
+        big_r[idx, idx] += FIT_LOADING * power
+        fitted = float(xc @ np.linalg.solve(big_r, xc)) / m  # per sample
+        # what is not echo adds taps / m of its power to the fit (least squares on m samples):
+        # take it off, but never below the one tap at the peak the fit spans
+        rest = float(c @ c) / m - fitted
+        one = float(xc[peak - lo]) ** 2 / power / m
+        echo = max((fitted - taps / m * max(rest, 0.0)) / (1.0 - taps / m), one)
+        return power / m, echo
 
 
 def to_metrics(estimate: EchoEstimate | None, *, erl_lower_bound_db: float | None = None) -> dict:
