@@ -30,8 +30,9 @@ def judge(ref: np.ndarray, leg: np.ndarray, gate: DoubleTalkGate | None = None):
         aec.reference(ref16[o:o + FRAME], o)
         est.reference(ref16[o:o + FRAME], o)
         est.caller(leg[o:o + FRAME], o)
-        if est.estimate is not None:
+        if est.estimate is not None:  # as the echo stage hands it on: the delay and the return loss
             aec.set_delay(est.estimate.delay_ms)
+            gate.set_erl(est.estimate.erl_db)
         gate.feed(aec.process(leg[o:o + FRAME], o), o)
         while (len(out) + 1) * CHUNK <= o + FRAME:
             j = len(out)
@@ -120,11 +121,65 @@ def test_adapted_uses_the_leak():
     assert gate.allows(n, 2 * n)  # −33.4 dBFS: 10.9 dB above
 
 
+def test_the_rule_holds_over_the_echo_tail():
+    """A VAD keeps calling speech for a while after what it last heard (Silero's state): residual
+    echo the rule refused, then the line's noise once the agent stops. Within the hangover after
+    agent audio a span must stand above the noise floor; speech does, the floor does not."""
+    n = FRAME
+    gate = DoubleTalkGate(RATE, hangover_ms=300.0)
+    rng = np.random.default_rng(0)
+    noise = lambda: (rng.standard_normal(n) * 40).astype(np.int16)  # noqa: E731  ≈ −58 dBFS
+    for k in range(20):  # agent audio: the canceller active
+        gate.feed(AecOut(noise(), np.zeros(n, np.float32), 0.01, True, True, 3000.0 ** 2), k * n)
+    for k in range(20, 60):  # the agent stopped: no agent audio in the spans
+        gate.feed(AecOut(noise(), np.zeros(n, np.float32), 1.0, False, False), k * n)
+    after = 20 * n
+    assert gate.decide(after, after + CHUNK).agent  # 0–32 ms after: the rule still applies ...
+    assert not gate.allows(after, after + CHUNK)  # ... and the noise floor is refused
+    late = after + int(0.3 * RATE)
+    assert gate.allows(late, late + CHUNK) and not gate.decide(late, late + CHUNK).agent
+    g2 = DoubleTalkGate(RATE, hangover_ms=300.0)  # speech (−24 dBFS) right after agent audio passes
+    for k in range(20):
+        g2.feed(AecOut(noise(), np.zeros(n, np.float32), 0.01, True, True, 3000.0 ** 2), k * n)
+    g2.feed(AecOut((rng.standard_normal(n) * 2000).astype(np.int16), np.zeros(n, np.float32), 1.0, False, False),
+            20 * n)
+    assert g2.allows(20 * n, 21 * n)
+
+
+def test_an_adapted_canceller_is_trusted_only_so_far_once_the_loss_is_known():
+    """Once the echo path's return loss is known, the echo left is never predicted below the
+    prior's echo less the assured enhancement (9 dB): a canceller that calls itself adapted
+    while it still leaves most of the echo (its first qualification; a path that moved) does
+    not let that echo count as speech. Before the loss is known, the leak alone."""
+    n = FRAME
+    echo = np.full(n, 100.0, np.float32)  # the canceller's own estimate: small
+    res = np.full(n, 700, np.int16)  # −33.4 dBFS left on the leg
+    out = AecOut(res, echo, 0.01, True, True, 10000.0 ** 2)  # the loudest reference −10.3 dBFS
+    gate = DoubleTalkGate(RATE, assured_erle_db=9.0)
+    gate.floor = 1.0
+    gate.feed(out, 0)
+    assert gate.allows(0, n)  # leak · y² = −70 dBFS: "far above the echo left"
+    gate.set_erl(15.0)  # the echo ≤ −25.3 dBFS; assured at most 9 dB below: −34.3, +6 dB margin
+    gate.feed(out, n)
+    d = gate.decide(n, 2 * n)
+    assert not d.allowed and d.echo_left_dbfs == pytest.approx(-10.3 - 15 - 9, abs=0.1)
+    gate.set_erl(None)
+    gate.feed(out, 2 * n)
+    assert gate.allows(2 * n, 3 * n)
+    off = DoubleTalkGate(RATE, assured_erle_db=None)
+    off.floor = 1.0
+    off.set_erl(15.0)
+    off.feed(out, 0)
+    assert off.allows(0, n)
+
+
 def test_validation():
     with pytest.raises(ValueError):
         DoubleTalkGate(0)
     with pytest.raises(ValueError):
         DoubleTalkGate(RATE, history_ms=0)
+    with pytest.raises(ValueError):
+        DoubleTalkGate(RATE, hangover_ms=-1.0)
 
 
 def _floors(pcm: np.ndarray, cuts: list[int], at: int = 0) -> dict[int, float]:
