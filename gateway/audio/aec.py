@@ -104,6 +104,11 @@ __all__ = ["AecOut", "Blocks", "EchoCanceller", "cancel_batch", "cancel_many"]
 
 
 
+#: Blocks of adaptation (20 ms each, agent audio active) an unsettled canceller waits, beyond its
+#: start-of-call qualification, before the double-talk rule trusts its leak again
+#: (:meth:`EchoCanceller.unsettle`): about 1 s.
+UNSETTLE_BLOCKS = 50
+
 class EchoCanceller:
     """One call's echo canceller (numpy MDF), on the call's sample clock.
 
@@ -176,6 +181,19 @@ class EchoCanceller:
     def adapted(self) -> bool:
         """Whether the filter has passed its initial adaptation."""
         return bool(self._pool.V[self._slot, mdf.ADAPTED])
+
+    def unsettle(self) -> None:
+        """The echo path may have moved (the agent audio resumed after a gap inside a run of it:
+        the carrier ran dry and starts again on its own frame clock, up to a frame later than
+        the ledger says): the filter counts as not adapted again, so the double-talk rule falls
+        back on its prior until it is; the weights are kept (if the path did not move, they
+        still cancel). It re-qualifies only after about :data:`UNSETTLE_BLOCKS` more blocks of
+        adaptation than at the call's start (Speex's ``sum_adapt`` gains at most 0.25 a block):
+        the first blocks after the move re-converge the filter, and its leak estimate lags."""
+        v = self._pool.V[self._slot]
+        v[mdf.ADAPTED] = 0.0
+        v[mdf.SUM_ADAPT] = -0.25 * UNSETTLE_BLOCKS
+        v[mdf.LEAK] = 1.0
 
     def _place(self, bulk: int, k: int) -> None:
         """Moves this canceller's state to the pool of ``k`` partitions (a fresh slot)."""

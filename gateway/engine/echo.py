@@ -156,6 +156,8 @@ class EchoStage:
             return
         if self._ref_end is None or at_sample > self._ref_end + self._tail:
             self._burst = at_sample  # a new run of agent audio after the echo tail of the last
+        elif at_sample > self._ref_end and self.canceller is not None:
+            self.canceller.unsettle()  # a gap inside the run: where the carrier resumed is a guess
         if self._first is None:
             self._first = at_sample
         self._ref_end = max(self._ref_end or 0, at_sample + n)
