@@ -127,14 +127,7 @@ class RealtimeProtocol(RealtimeCommands, RealtimeEvents, RealtimeHandover):
         self._create_pending = False  # a response.create not yet answered by response.created
         self._server_reply_expected = False  # the server's VAD ended a turn: its reply is due
         self._say_wanted = ""  # instructions of a say() waiting for the running response
-        # Server turns held for the gateway's verdict (RealtimeCommands.turn_verdict).
-        self.holds_turns = holds_server_turns(config) and backend.session_style != "xai"
-        self._gate_pending = False  # the gateway's pause is undecided
-        self._server_turn_open = False  # the server's VAD heard a start, no commit yet
-        self._backchannel = False  # that open server turn was judged a backchannel
-        self._unheard = False  # that open server turn began over agent audio, no caller heard
-        self._held_users: list[str] = []  # committed user items waiting for the verdict
-        self._dropped_users: set[str] = set()  # backchannel items deleted (transcripts ignored)
+        self._init_held_turns()
         self._uncommitted_bytes = 0
         # Carry-over (RealtimeHandover): the conversation so far, caller speech, turn audio.
         self.history: list[Turn] = []
@@ -164,3 +157,12 @@ class RealtimeProtocol(RealtimeCommands, RealtimeEvents, RealtimeHandover):
             "error": self._on_error,
         }
 
+    def _init_held_turns(self) -> None:
+        """Server turns held for the gateway's verdict (:meth:`RealtimeCommands.turn_verdict`)."""
+        self.holds_turns = holds_server_turns(self.config) and self.backend.session_style != "xai"
+        self._gate_pending = False  # the gateway's pause is undecided
+        self._server_turn_open = False  # the server's VAD heard a start, no commit yet
+        self._backchannel = False  # that open server turn was judged a backchannel
+        self._unheard = False  # that open server turn began over agent audio, no caller heard
+        self._held_users: list[str] = []  # committed user items waiting for the verdict
+        self._dropped_users: set[str] = set()  # backchannel items deleted (transcripts ignored)
