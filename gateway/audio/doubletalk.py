@@ -150,6 +150,7 @@ class DoubleTalkGate:
     def reset(self) -> None:
         """Forgets everything (a new call)."""
         self._ring.end = 0
+        self._active_to = 0  # one past the last sample fed with agent audio active
         self.floor = 0.0  # noise floor, int16 units squared (0: none seen yet; else >= _MIN_FLOOR)
         self._acc_e, self._acc_n, self._acc_next = 0.0, 0, -1  # the floor block in progress
 
@@ -174,6 +175,7 @@ class DoubleTalkGate:
             prior = out.ref_power * self.prior_gain
             rows[1] = np.maximum(out.leak * e * e, self.assured * prior) if out.adapted else prior
             rows[2] = 1.0
+            self._active_to = max(self._active_to, at_sample + n)
         self._ring.write(rows, at_sample)
 
     def _floor(self, r2: np.ndarray, energy: float, at: int) -> None:
@@ -234,6 +236,8 @@ class DoubleTalkGate:
         if rows[2].any():
             return True
         lo = max(0, start - self.hangover)
+        if self._active_to <= lo:  # (nothing active fed since: the usual span far from agent audio)
+            return False
         return lo < start and bool(self._ring.read(lo, start)[2].any())
 
 
@@ -265,7 +269,9 @@ def feed_blocks(gates: Sequence[DoubleTalkGate], blocks: Blocks, at_samples: Seq
                              prior[:, None])
         left[~blocks.active] = 0.0
         rows[:, 2] = blocks.active[:, None]
-    for row, g, at, en in zip(rows, gates, at_samples, energy):
+    for row, g, at, en, act in zip(rows, gates, at_samples, energy, blocks.active.tolist()):
+        if act and at + n > g._active_to:
+            g._active_to = at + n
         if n == g.floor_block and at % n == 0:  # the usual piece: one whole floor block
             g._floor_block_power(en)
             g._acc_next = at + n
