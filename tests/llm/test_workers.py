@@ -191,14 +191,12 @@ def test_admission_control_and_the_queue_bound_fail_requests_not_the_worker():
                     f.result(10)
         finally:
             os.kill(pid, signal.SIGCONT)
-        t = time.monotonic()
-        _until(lambda: not p._workers[0].inflight, 10)  # each skip was confirmed by the worker
-        assert time.monotonic() - t < 3.0  # the three long ones were skipped, not synthesised
+        _until(lambda: not p._workers[0].inflight, 30)  # each skip was confirmed by the worker
+        assert p.skipped == 3  # the three long ones were skipped, not synthesised (no timing:
+        # a loaded machine took 3.7 s to resume the worker and confirm)
         # Asked only now: behind the skips on a loaded machine it could outwait the 1 s bound.
-        t = time.monotonic()
         assert len(p.synthesize("Ready.").result(30)) > 0
-        assert time.monotonic() - t < 3.0
-        assert p.restarts == 0 and p.pids() == [pid]
+        assert p.skipped == 3 and p.restarts == 0 and p.pids() == [pid]
     finally:
         p.close()
 

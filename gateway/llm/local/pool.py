@@ -102,6 +102,8 @@ class WorkerPool:
         self._spawn_error: str | None = None
         self._respawn_at = 0.0
         self.restarts = 0
+        #: Requests a worker confirmed it skipped, never run (they had outwaited the queue bound).
+        self.skipped = 0
         #: Resolved once every first-generation worker has loaded its models.
         self.ready: Future = Future()
 
@@ -307,6 +309,8 @@ class WorkerPool:
                         entry.started_at = w.heard_at
                     continue
                 entry = w.inflight.pop(msg[1], None)  # answered, or skipped ("dropped")
+                if msg[0] == "dropped":
+                    self.skipped += 1
             if entry is not None and msg[0] != "dropped":  # a dropped one has failed already
                 if msg[0] == "ok":
                     _resolve(entry.future, result=msg[2])
