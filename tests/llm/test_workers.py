@@ -189,6 +189,10 @@ def test_admission_control_and_the_queue_bound_fail_requests_not_the_worker():
             for f in accepted:
                 with pytest.raises(WorkerBusy, match="waited longer than 1 s"):
                     f.result(10)
+            # the drops reach the frozen worker's pipe through the pool's sender thread: a drop
+            # still in the outbox when the worker resumes comes after its request (which then runs)
+            _until(lambda: p._workers[0].outbox.empty(), 5)
+            time.sleep(0.2)
         finally:
             os.kill(pid, signal.SIGCONT)
         _until(lambda: not p._workers[0].inflight, 30)  # each skip was confirmed by the worker
