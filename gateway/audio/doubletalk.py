@@ -254,16 +254,17 @@ def feed_blocks(gates: Sequence[DoubleTalkGate], blocks: Blocks, at_samples: Seq
     r2, left = rows[:, 0], rows[:, 1]
     np.multiply(blocks.residual, blocks.residual, out=r2, dtype=np.float64)
     energy = r2.sum(axis=1).tolist()  # int16² sums stay exact in float64, whatever the order
-    prior = np.array([g.prior_gain for g in gates]) * blocks.ref_power
     if blocks.adapted.all() and blocks.active.all():  # the usual batch: leak · echo², as below
         np.multiply(blocks.leak[:, None], blocks.echo, out=left, dtype=np.float64)
         left *= blocks.echo
-        assured = np.array([g.assured for g in gates]) * prior
-        if assured.any():
-            np.maximum(left, assured[:, None], out=left)
+        assured = [g.assured for g in gates]  # (0 for a gate without a measured loss)
+        if any(assured):
+            prior = np.array([g.prior_gain for g in gates]) * blocks.ref_power
+            np.maximum(left, (np.array(assured) * prior)[:, None], out=left)
         rows[:, 2] = 1.0
     else:
         e = blocks.echo.astype(np.float64)
+        prior = np.array([g.prior_gain for g in gates]) * blocks.ref_power
         assured = np.array([g.assured for g in gates])[:, None] * prior[:, None]
         left[...] = np.where(blocks.adapted[:, None], np.maximum(blocks.leak[:, None] * e * e, assured),
                              prior[:, None])
