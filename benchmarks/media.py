@@ -158,7 +158,7 @@ def run(
         "kernels": measure_kernels(kernel_calls, seconds=min(seconds, 0.4), audio=audio) if kernel_calls else [],
         "engine": run_engine(engine_calls, seconds=min(seconds, 2.0), carriers=("twilio", "vonage"), audio=audio,
                              model=model) if engine_calls else [],  # fmt: skip
-        "echo": run_echo(echo_calls, seconds=min(seconds, 2.0), audio=audio) if echo_calls else [],
+        "echo": run_echo(echo_calls, seconds=min(seconds, 2.0), audio=audio) if echo_calls else [],  # (steady: STEADY_S)
         "webrtc": run_webrtc(webrtc_calls, seconds=min(seconds, 2.0), audio=audio) if webrtc_calls else [],
         "echo_target_us_per_frame": ECHO_TARGET_US,
         "target_cpu_ms_per_call_second": TARGET_CPU_MS,

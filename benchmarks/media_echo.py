@@ -12,7 +12,9 @@ as the media engine's ``echo`` stage does. Frames arrive spread over each 20 ms,
 Three rows per call count: ``talking`` (the agent speaks the whole time: every frame is near
 agent audio, the canceller works on each one: the worst case), measured in the steady state
 after :data:`STEADY_WARM_S` of warm-up (the echo path estimator has published its estimate, the
-canceller has narrowed to its 60 ms filter and the estimator runs at its duty cycle);
+canceller has narrowed to its 60 ms filter and the estimator runs at its duty cycle), over
+:data:`STEADY_S` (two of the estimator's duty periods, so its analysed blocks and return-loss
+fits count in proportion, whatever the measured window's phase);
 ``first 2 s`` (the same from the call's first agent audio: the 260 ms filter and the estimator
 on every block until the first estimate, ~1.9 s in: what each call's first agent turn costs
 once); and ``silent`` (no agent audio: what every other frame of a call costs). The agent is a stretch of the shared recording from
@@ -34,7 +36,7 @@ from gateway.codecs.g711 import ulaw_decode, ulaw_encode
 from gateway.engine.echo import EchoStage, process_many
 from gateway.simulator.noise import LineNoise
 
-__all__ = ["measure_echo", "run_echo", "echo_table", "ECHO_CALLS", "ECHO_TARGET_US", "STEADY_WARM_S"]
+__all__ = ["measure_echo", "run_echo", "echo_table", "ECHO_CALLS", "ECHO_TARGET_US", "STEADY_S", "STEADY_WARM_S"]
 
 #: The issue's call counts for the echo row.
 ECHO_CALLS = (1, 100, 400)
@@ -43,6 +45,10 @@ ECHO_TARGET_US = 30.0
 #: Warm-up before the steady-state ``talking`` rows, s of agent audio: past the echo path
 #: estimator's first estimate (~1.9 s) on most calls.
 STEADY_WARM_S = 3.0
+#: The steady rows' measured span, s of agent audio: two of the echo path estimator's duty
+#: periods (:data:`gateway.engine.echo.ESTIMATOR_DUTY` blocks of 624 ms at 8 kHz, 5 s), so the
+#: blocks it analyses (and their return-loss fits) count in proportion, not by the window's phase.
+STEADY_S = 10.0
 _RATE = 8000
 _FRAME = _RATE * FRAME_MS // 1000
 
@@ -111,11 +117,12 @@ def measure_echo(calls: int, *, talking: bool = True, seconds: float = 2.0, tick
     }  # fmt: skip
 
 
-def run_echo(calls: Sequence[int] = ECHO_CALLS, *, seconds: float = 2.0, audio: Audio | None = None) -> list[dict]:
-    """The rows: each call count with the agent talking (steady state), in its first 2 s, then
-    silent."""
+def run_echo(calls: Sequence[int] = ECHO_CALLS, *, seconds: float = 2.0, audio: Audio | None = None,
+             steady_s: float = STEADY_S) -> list[dict]:
+    """The rows: each call count with the agent talking (steady state, over ``steady_s``), in its
+    first 2 s, then silent (over ``seconds``)."""
     audio = audio or load_audio()
-    rows = [measure_echo(n, seconds=seconds, audio=audio, warm_s=STEADY_WARM_S) for n in calls]
+    rows = [measure_echo(n, seconds=steady_s, audio=audio, warm_s=STEADY_WARM_S) for n in calls]
     rows += [measure_echo(n, seconds=min(2.0, seconds), audio=audio, warm_s=0.0) for n in calls]
     return rows + [measure_echo(n, talking=False, seconds=seconds, audio=audio, warm_s=min(1.0, seconds)) for n in calls]
 

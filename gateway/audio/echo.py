@@ -57,10 +57,12 @@ Cost: bounded memory (two int16 rings of ``2**ceil(log2(4 s))`` samples, 64 KiB 
 (measured on the shared 2-core dev box, 60 s of audio): ≈ 13–22 µs while the agent talks
 (two 8,192-point real FFTs per 624 ms block, the delay search every 4th block), ≈ 6–9 µs
 while it is silent (ring writes; an idle block costs one read and an RMS). With
-``duty_every=4`` (as the echo stage runs it) the blocks after the first estimate cost a quarter
-of that: ~11 → ~3 µs per frame for the blocks. The first estimate is the same (the duty cycle
+``duty_every=4`` the blocks after the first estimate cost a quarter of that: ~11 → ~3 µs per
+frame for the blocks; the echo stage runs ``duty_every=8``
+(:data:`gateway.engine.echo.ESTIMATOR_DUTY`). The first estimate is the same (the duty cycle
 starts after it); over 12 s on 40 generated calls (``benchmarks/media_echo.py``'s legs) the
-delay stayed the same and the ERL within 0.1 dB of the full rate (``tests/audio/test_echo.py``).
+delay stayed the same and the ERL within 0.1 dB of the full rate at 4
+(``tests/audio/test_echo.py``).
 
 Sources: G. C. Carter, "Coherence and time delay estimation", Proc. IEEE 75(2), 1987
 (GCC, SCOT weighting); ITU-T G.168 (2015) §3 for echo return loss and echo path delay.

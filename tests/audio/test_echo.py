@@ -13,6 +13,7 @@ import pytest
 
 from gateway.audio.echo import EchoEstimate, EchoPathEstimator, to_metrics
 from gateway.codecs.g711 import ulaw_decode, ulaw_encode
+from gateway.engine.echo import ESTIMATOR_DUTY
 from gateway.simulator.echo import EchoPath
 from gateway.simulator.noise import LineNoise
 from gateway.simulator.run import to_rate
@@ -284,11 +285,13 @@ def test_a_duty_cycle_after_the_first_estimate_keeps_it_and_analyses_a_quarter(v
     assert abs(full.estimate.erl_db - duty.estimate.erl_db) <= 1.0
 
 
-def test_a_duty_cycle_still_follows_a_change_of_echo_path(voices):
+@pytest.mark.parametrize("duty", [4, ESTIMATOR_DUTY])
+def test_a_duty_cycle_still_follows_a_change_of_echo_path(voices, duty):
+    """Also at the echo stage's duty cycle (an analysed block every 5 s of agent audio)."""
     ref = talk(voices, 0, 40.0)
     cut = 12 * RATE
     leg = np.concatenate([line(ref[:cut], 40, 25, -55), line(ref, 200, 35, -55, seed=2)[cut:]])
-    est = EchoPathEstimator(RATE, duty_every=4)
+    est = EchoPathEstimator(RATE, duty_every=duty)
     feed(est, ref, leg)
     e = est.estimate
     assert e is not None and e.delay_ms == 200.0 and abs(e.erl_db - 35) <= 2.0
