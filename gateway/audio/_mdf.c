@@ -50,6 +50,44 @@ static inline double nmin(double a, double b) { return (a < b || a != a) ? a : b
 /* The ring index of the j-th newest reference spectrum of a slot whose newest is at h. */
 static inline int64_t ring(int64_t h, int64_t j, int64_t k) { return h - j < 0 ? h - j + k : h - j; }
 
+/* The sum of squares of a[n], in four interleaved partial sums (numpy sums pairwise: the same
+ * to rounding; one chain of additions would cost its latency per element). */
+static double sumsq(const double *a, int64_t n)
+{
+    double s[4] = {0.0, 0.0, 0.0, 0.0};
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int q = 0; q < 4; q++)
+            s[q] += a[i + q] * a[i + q];
+    for (; i < n; i++)
+        s[0] += a[i] * a[i];
+    return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+/* The same for float32 squares (each rounded to float32, as numpy's, summed in float64). */
+static double sumsqf(const float *a, int64_t n)
+{
+    double s[4] = {0.0, 0.0, 0.0, 0.0};
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int q = 0; q < 4; q++)
+            s[q] += (double)(a[i + q] * a[i + q]);
+    for (; i < n; i++)
+        s[0] += (double)(a[i] * a[i]);
+    return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+/* Whether all of a[n] are finite (no exponent of all ones: vectorizes, unlike a float test). */
+static int all_finite(const float *a, int64_t n)
+{
+    uint32_t u, any = 0;
+    for (int64_t i = 0; i < n; i++) {
+        memcpy(&u, a + i, sizeof u);
+        any |= (u & 0x7f800000u) == 0x7f800000u;
+    }
+    return !any;
+}
+
 /* zb += w x, zf += g x over f complex64 bins (interleaved re, im). */
 static void cmac(float *restrict zb, float *restrict zf, const float *restrict w, const float *restrict g,
                  const float *restrict x, int64_t f)
@@ -82,11 +120,7 @@ void mdf_push_estimate(const mdf_pool *p, int64_t m, const int64_t *slots, const
             for (int64_t i = 0; i < 2 * f; i++)
                 x[i] = (float)c[i];
         }
-        const double *nw = newest + j * 2 * B + B;
-        double sxx = 0.0;
-        for (int64_t i = 0; i < B; i++)
-            sxx += nw[i] * nw[i];
-        p->V[s * NV + SXX] = sxx;
+        p->V[s * NV + SXX] = sumsq(newest + j * 2 * B + B, B);
         const float *W = p->W + 2 * s * kf, *F = p->F + 2 * s * kf, *X = p->X + 2 * s * kf;
         float *restrict zb = Z + 2 * j * f, *restrict zf = Z + 2 * (m + j) * f;
         memset(zb, 0, 2 * f * sizeof(float));
@@ -190,11 +224,8 @@ static void proportions(const float *W, int64_t K, int64_t f, double *prop)
 {
     double mx = 0.0, sum = 0.0;
     for (int64_t k = 0; k < K; k++) {
-        double acc = 0.0;  /* (numpy sums the float32 squares in float32: within its rounding) */
-        const float *w = W + 2 * k * f;
-        for (int64_t i = 0; i < 2 * f; i++)
-            acc += (double)(w[i] * w[i]);
-        prop[k] = sqrt(acc + 1e-6 * (double)f);
+        /* (numpy sums the float32 squares in float32: the same within its rounding) */
+        prop[k] = sqrt(sumsqf(W + 2 * k * f, 2 * f) + 1e-6 * (double)f);
         mx = nmax(mx, prop[k]);
     }
     for (int64_t k = 0; k < K; k++)
@@ -316,10 +347,7 @@ int64_t mdf_finish(const mdf_pool *p, int64_t m, const int64_t *slots, const dou
             for (int64_t i = 0; i < 2 * f; i++)
                 w[i] = (float)c[i];
         }
-        float acc = 0.0f;  /* (0 * inf is NaN: finite iff the sum of zeros is) */
-        for (int64_t i = 0; i < 2 * kf; i++)
-            acc += W[i] * 0.0f;
-        bad[j] = acc != 0.0f || acc != acc;
+        bad[j] = !all_finite(W, 2 * kf);
         nbad += bad[j];
         v[COUNT] += 1.0;
     }
