@@ -3,21 +3,23 @@
  * The same arithmetic as the numpy kernels of gateway/audio/mdf_step.py (the reference: Speex
  * libspeexdsp/mdf.c, float build, two-path; J.-M. Valin, "On Adjusting the Learning Rate in
  * Frequency Domain Echo Cancellation With Double-Talk", IEEE TASLP 2007), on a pool's arrays in
- * place, by slot index. The transforms stay in numpy, between the phases:
+ * place, by slot index. Between the phases, the transforms (mdf_rfft, mdf_irfft: _mdf_fft.h,
+ * four rows at a time; or numpy's):
  *
  *   mdf_push_estimate  push the newest reference spectrum, Sxx, both filters' sum_k W_k X_k
- *   (numpy irfft of the sums: the time-domain echo estimates)
+ *   (irfft of the sums: the time-domain echo estimates)
  *   mdf_store_estimate write them to the pool's Y, YF (predict: a block in progress)
  *   mdf_errors         e, ef, the block sums, the two-path logic, e and y behind B zeros
- *   (numpy rfft: the error's and the echo estimate's spectra)
+ *   (rfft: the error's and the echo estimate's spectra)
  *   mdf_update         power spectra, leak, RER, the rates mu, proportions, the W update,
  *                      the rows to constrain (AUMDF: partition 0 and one other)
- *   (numpy irfft, zero the second half, rfft)
+ *   (irfft, zero the second half, rfft)
  *   mdf_finish         the constrained rows back, the non-finite check, count + 1
  *
  * Layout (C order): complex64 arrays are float pairs; W, F, X [cap][K][B + 1], S [cap][3][B + 1],
- * P [cap][K], V [cap][11], D, Y, YF [cap][B] (float64), H [cap] (int64). Plain C99, no numpy
- * API: the Python side (gateway/audio/mdf_native.py) passes pointers through ctypes. The module
+ * P [cap][K], V [cap][11], D, Y, YF [cap][B] (float64), H [cap] (int64). C99 with GCC's vector
+ * extensions (the FFT's lanes; SSE2 on x86-64, no -march needed), no numpy API: the Python side
+ * (gateway/audio/mdf_native.py) passes pointers through ctypes. The module
  * init below only makes this file an importable extension (so that pip builds it).
  *
  * Build without -ffast-math: NaN must propagate (a non-finite filter resets its slot), and
@@ -28,6 +30,8 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "_mdf_fft.h"
 
 enum { PEY, PYY, LEAK, SUM_ADAPT, ADAPTED, COUNT, SXX, DAVG1, DAVG2, DVAR1, DVAR2, NV };
 
@@ -352,6 +356,55 @@ int64_t mdf_finish(const mdf_pool *p, int64_t m, const int64_t *slots, const dou
         v[COUNT] += 1.0;
     }
     return nbad;
+}
+
+/* A plan for real transforms of N = 2n points (NULL when out of memory); mdf_fft_free frees it. */
+void *mdf_fft_new(int64_t n) { return fft_new(n); }
+void mdf_fft_free(void *pl) { fft_free(pl); }
+
+/* Forward real transforms of m rows of x [m][N] (float64, or float32 where single) into
+ * X [m][n + 1] (complex128), times scale. */
+void mdf_rfft(const void *plan, int64_t m, const void *x, int single, double *X, double scale)
+{
+    const fft_plan *pl = plan;
+    const int64_t n = pl->n;
+    const size_t es = single ? sizeof(float) : sizeof(double);
+    v4 zr[n], zi[n], Xr[n + 1], Xi[n + 1];
+    for (int64_t g = 0; g < m; g += LANES) {
+        const int lanes = m - g < LANES ? (int)(m - g) : LANES;
+        const void *in[LANES];
+        void *out[LANES];
+        for (int l = 0; l < LANES; l++) {
+            const int64_t row = g + (l < lanes ? l : 0);
+            in[l] = (const char *)x + row * 2 * n * es;
+            out[l] = X + row * 2 * (n + 1);
+        }
+        load_pairs(zr, zi, in, single, n);
+        rfft_lanes(pl, zr, zi, Xr, Xi, (float)scale);
+        store_pairs(Xr, Xi, out, lanes, 0, n + 1);
+    }
+}
+
+/* Inverse real transforms (numpy's irfft) of m rows X [m][n + 1] (complex64) into x [m][N]
+ * (float32). */
+void mdf_irfft(const void *plan, int64_t m, const float *X, float *x)
+{
+    const fft_plan *pl = plan;
+    const int64_t n = pl->n;
+    v4 zr[n], zi[n], tr[n], ti[n], Xr[n + 1], Xi[n + 1];
+    for (int64_t g = 0; g < m; g += LANES) {
+        const int lanes = m - g < LANES ? (int)(m - g) : LANES;
+        const void *in[LANES];
+        void *out[LANES];
+        for (int l = 0; l < LANES; l++) {
+            const int64_t row = g + (l < lanes ? l : 0);
+            in[l] = X + row * 2 * (n + 1);
+            out[l] = x + row * 2 * n;
+        }
+        load_pairs(Xr, Xi, in, 1, n + 1);
+        irfft_lanes(pl, Xr, Xi, zr, zi, tr, ti);
+        store_pairs(zr, zi, out, lanes, 1, n);
+    }
 }
 
 static struct PyModuleDef module = {

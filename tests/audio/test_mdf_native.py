@@ -252,3 +252,27 @@ def test_erle_and_output_match_numpy(voices, kernel, chunk):
     assert np.abs(np.subtract(e["numpy"], e["native"])).max() < 0.1, e
     diff = np.abs(outs["numpy"] - outs["native"])
     assert diff.max() <= 4 and np.mean(diff > 0) < 0.05, (diff.max(), np.mean(diff > 0))
+
+
+@needs_native
+@pytest.mark.parametrize("n", [160, 320, 80, 44, 15, 1])
+def test_the_c_fft_is_numpys_to_float32_rounding(n):
+    """mdf_rfft / mdf_irfft (radices 4, 2, 3, 5 and a generic one; 7 rows: a partial group of
+    lanes) against numpy's rfft / irfft, which ignores the imaginary parts of bins 0 and n."""
+    rng = np.random.default_rng(n)
+    plan = mdf_native._plan(n)
+    x = rng.standard_normal((7, 2 * n)) * 1000
+    got = np.empty((7, n + 1), complex)
+    mdf_native._rfft(plan, 7, mdf_native._addr(x), 0, mdf_native._addr(got), 0.5 / n)
+    close(np.fft.rfft(x, axis=1, norm="forward"), got, "rfft", 1e-6)
+    spec = (rng.standard_normal((7, n + 1)) + 1j * rng.standard_normal((7, n + 1))).astype(np.complex64)
+    back = np.empty((7, 2 * n), np.float32)
+    mdf_native._irfft(plan, 7, mdf_native._addr(spec), mdf_native._addr(back))
+    close(np.fft.irfft(spec.astype(complex), n=2 * n, axis=1), back, "irfft", 1e-6)
+
+
+@needs_native
+def test_numpys_transforms_in_the_native_kernel(monkeypatch):
+    """The native kernel with numpy's transforms (C_FFT off) agrees too."""
+    monkeypatch.setattr(mdf_native, "C_FFT", False)
+    test_step_from_the_same_state(3, 160, 8000)
