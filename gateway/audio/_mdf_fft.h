@@ -178,6 +178,94 @@ static void store_pairs(const v4 *zr, const v4 *zi, void *const rows[LANES], int
         }
 }
 
+/* The radix-p butterflies of a stage (forward: w_p = e^(-2 pi i / p)) on the twiddled inputs
+ * (ar, ai)[p], into y[out + q k2]. */
+static inline __attribute__((always_inline)) void
+bfly4(const v4 *ar, const v4 *ai, v4 *restrict yr, v4 *restrict yi, int64_t out, int64_t q)
+{
+    const v4 s0r = ar[0] + ar[2], s0i = ai[0] + ai[2], d0r = ar[0] - ar[2], d0i = ai[0] - ai[2];
+    const v4 s1r = ar[1] + ar[3], s1i = ai[1] + ai[3], d1r = ar[1] - ar[3], d1i = ai[1] - ai[3];
+    yr[out] = s0r + s1r;
+    yi[out] = s0i + s1i;
+    yr[out + q] = d0r + d1i;
+    yi[out + q] = d0i - d1r;
+    yr[out + 2 * q] = s0r - s1r;
+    yi[out + 2 * q] = s0i - s1i;
+    yr[out + 3 * q] = d0r - d1i;
+    yi[out + 3 * q] = d0i + d1r;
+}
+
+static inline __attribute__((always_inline)) void
+bfly2(const v4 *ar, const v4 *ai, v4 *restrict yr, v4 *restrict yi, int64_t out, int64_t q)
+{
+    yr[out] = ar[0] + ar[1];
+    yi[out] = ai[0] + ai[1];
+    yr[out + q] = ar[0] - ar[1];
+    yi[out + q] = ai[0] - ai[1];
+}
+
+static inline __attribute__((always_inline)) void
+bfly3(const v4 *ar, const v4 *ai, v4 *restrict yr, v4 *restrict yi, int64_t out, int64_t q)
+{
+    const v4 cc = splat(-0.5f), sn = splat(0.86602540378443865f);
+    const v4 tr = ar[1] + ar[2], ti = ai[1] + ai[2], ur = sn * (ar[1] - ar[2]), ui = sn * (ai[1] - ai[2]);
+    const v4 mr = ar[0] + cc * tr, mi = ai[0] + cc * ti;
+    yr[out] = ar[0] + tr;
+    yi[out] = ai[0] + ti;
+    yr[out + q] = mr + ui;
+    yi[out + q] = mi - ur;
+    yr[out + 2 * q] = mr - ui;
+    yi[out + 2 * q] = mi + ur;
+}
+
+static inline __attribute__((always_inline)) void
+bfly5(const v4 *ar, const v4 *ai, v4 *restrict yr, v4 *restrict yi, int64_t out, int64_t q)
+{
+    const v4 c1 = splat(0.30901699437494742f), c2 = splat(-0.80901699437494742f);
+    const v4 s1 = splat(0.95105651629515357f), s2 = splat(0.58778525229247313f);
+    const v4 t1r = ar[1] + ar[4], t1i = ai[1] + ai[4], t2r = ar[2] + ar[3], t2i = ai[2] + ai[3];
+    const v4 t3r = ar[1] - ar[4], t3i = ai[1] - ai[4], t4r = ar[2] - ar[3], t4i = ai[2] - ai[3];
+    const v4 m1r = ar[0] + c1 * t1r + c2 * t2r, m1i = ai[0] + c1 * t1i + c2 * t2i;
+    const v4 m2r = ar[0] + c2 * t1r + c1 * t2r, m2i = ai[0] + c2 * t1i + c1 * t2i;
+    const v4 n1r = s1 * t3r + s2 * t4r, n1i = s1 * t3i + s2 * t4i;
+    const v4 n2r = s2 * t3r - s1 * t4r, n2i = s2 * t3i - s1 * t4i;
+    yr[out] = ar[0] + t1r + t2r;
+    yi[out] = ai[0] + t1i + t2i;
+    yr[out + q] = m1r + n1i;       /* m1 - i n1 */
+    yi[out + q] = m1i - n1r;
+    yr[out + 4 * q] = m1r - n1i;   /* m1 + i n1 */
+    yi[out + 4 * q] = m1i + n1r;
+    yr[out + 2 * q] = m2r + n2i;
+    yi[out + 2 * q] = m2i - n2r;
+    yr[out + 3 * q] = m2r - n2i;
+    yi[out + 3 * q] = m2i + n2r;
+}
+
+/* The generic butterfly (a prime radix above 5): b_k2 = sum_r a_r e^(-2 pi i r k2 / p), the
+ * inputs twiddled here. */
+static void bfly_generic(const v4 *restrict xr, const v4 *restrict xi, v4 *restrict yr, v4 *restrict yi,
+                         int64_t in, int64_t out, int64_t sp, int64_t q, const float *w, int p)
+{
+    for (int k2 = 0; k2 < p; k2++) {
+        v4 br = splat(0.0f), bi = splat(0.0f);
+        for (int r = 0; r < p; r++) {
+            v4 a = xr[in + sp * r], b = xi[in + sp * r];
+            if (r) {
+                const v4 wc = splat(w[2 * (r - 1)]), wd = splat(w[2 * (r - 1) + 1]);
+                const v4 t = a * wc - b * wd;
+                b = a * wd + b * wc;
+                a = t;
+            }
+            const double ang = -2.0 * M_PI * (double)((r * k2) % p) / (double)p;
+            const v4 ec = splat((float)cos(ang)), ed = splat((float)sin(ang));
+            br += a * ec - b * ed;
+            bi += a * ed + b * ec;
+        }
+        yr[out + q * k2] = br;
+        yi[out + q * k2] = bi;
+    }
+}
+
 /* One Stockham stage of radix p: s = s' p residues of length-L transforms in (xr, xi) into
  * s' residues of length L p in (yr, yi):
  *   Y'[j + s' k1 + (n / p) k2] = sum_r w_{L p}^(r k1) w_p^(r k2) Y[j + s' r + s k1]
@@ -205,71 +293,16 @@ fft_stage_p(const fft_plan *pl, int st, int64_t L, const v4 *restrict xr, const 
                 ar[r] = a * c[r] - b * d[r];
                 ai[r] = a * d[r] + b * c[r];
             }
-            if (p == 4) {
-                const v4 s0r = ar[0] + ar[2], s0i = ai[0] + ai[2], d0r = ar[0] - ar[2], d0i = ai[0] - ai[2];
-                const v4 s1r = ar[1] + ar[3], s1i = ai[1] + ai[3], d1r = ar[1] - ar[3], d1i = ai[1] - ai[3];
-                yr[out] = s0r + s1r;
-                yi[out] = s0i + s1i;
-                yr[out + q] = d0r + d1i;
-                yi[out + q] = d0i - d1r;
-                yr[out + 2 * q] = s0r - s1r;
-                yi[out + 2 * q] = s0i - s1i;
-                yr[out + 3 * q] = d0r - d1i;
-                yi[out + 3 * q] = d0i + d1r;
-            } else if (p == 2) {
-                yr[out] = ar[0] + ar[1];
-                yi[out] = ai[0] + ai[1];
-                yr[out + q] = ar[0] - ar[1];
-                yi[out + q] = ai[0] - ai[1];
-            } else if (p == 3) {
-                const v4 cc = splat(-0.5f), sn = splat(0.86602540378443865f);
-                const v4 tr = ar[1] + ar[2], ti = ai[1] + ai[2], ur = sn * (ar[1] - ar[2]), ui = sn * (ai[1] - ai[2]);
-                const v4 mr = ar[0] + cc * tr, mi = ai[0] + cc * ti;
-                yr[out] = ar[0] + tr;
-                yi[out] = ai[0] + ti;
-                yr[out + q] = mr + ui;
-                yi[out + q] = mi - ur;
-                yr[out + 2 * q] = mr - ui;
-                yi[out + 2 * q] = mi + ur;
-            } else if (p == 5) {
-                const v4 c1 = splat(0.30901699437494742f), c2 = splat(-0.80901699437494742f);
-                const v4 s1 = splat(0.95105651629515357f), s2 = splat(0.58778525229247313f);
-                const v4 t1r = ar[1] + ar[4], t1i = ai[1] + ai[4], t2r = ar[2] + ar[3], t2i = ai[2] + ai[3];
-                const v4 t3r = ar[1] - ar[4], t3i = ai[1] - ai[4], t4r = ar[2] - ar[3], t4i = ai[2] - ai[3];
-                const v4 m1r = ar[0] + c1 * t1r + c2 * t2r, m1i = ai[0] + c1 * t1i + c2 * t2i;
-                const v4 m2r = ar[0] + c2 * t1r + c1 * t2r, m2i = ai[0] + c2 * t1i + c1 * t2i;
-                const v4 n1r = s1 * t3r + s2 * t4r, n1i = s1 * t3i + s2 * t4i;
-                const v4 n2r = s2 * t3r - s1 * t4r, n2i = s2 * t3i - s1 * t4i;
-                yr[out] = ar[0] + t1r + t2r;
-                yi[out] = ai[0] + t1i + t2i;
-                yr[out + q] = m1r + n1i;       /* m1 - i n1 */
-                yi[out + q] = m1i - n1r;
-                yr[out + 4 * q] = m1r - n1i;   /* m1 + i n1 */
-                yi[out + 4 * q] = m1i + n1r;
-                yr[out + 2 * q] = m2r + n2i;
-                yi[out + 2 * q] = m2i - n2r;
-                yr[out + 3 * q] = m2r - n2i;
-                yi[out + 3 * q] = m2i + n2r;
-            } else {  /* generic (a prime above 5): b_k2 = sum_r a_r e^(-2 pi i r k2 / p) */
-                for (int k2 = 0; k2 < p; k2++) {
-                    v4 br = splat(0.0f), bi = splat(0.0f);
-                    for (int r = 0; r < p; r++) {
-                        v4 a = xr[in + sp * r], b = xi[in + sp * r];
-                        if (r) {
-                            const v4 wc = splat(w[2 * (r - 1)]), wd = splat(w[2 * (r - 1) + 1]);
-                            const v4 t = a * wc - b * wd;
-                            b = a * wd + b * wc;
-                            a = t;
-                        }
-                        const double ang = -2.0 * M_PI * (double)((r * k2) % p) / (double)p;
-                        const v4 ec = splat((float)cos(ang)), ed = splat((float)sin(ang));
-                        br += a * ec - b * ed;
-                        bi += a * ed + b * ec;
-                    }
-                    yr[out + q * k2] = br;
-                    yi[out + q * k2] = bi;
-                }
-            }
+            if (p == 4)
+                bfly4(ar, ai, yr, yi, out, q);
+            else if (p == 2)
+                bfly2(ar, ai, yr, yi, out, q);
+            else if (p == 3)
+                bfly3(ar, ai, yr, yi, out, q);
+            else if (p == 5)
+                bfly5(ar, ai, yr, yi, out, q);
+            else
+                bfly_generic(xr, xi, yr, yi, in, out, sp, q, w, p);
         }
     }
 }
