@@ -344,26 +344,26 @@ static void rfft_lanes(const fft_plan *pl, v4 *zr, v4 *zi, v4 *Xr, v4 *Xi, float
     const int64_t n = pl->n;
     fft_complex(pl, zr, zi, Xr, Xi);
     const v4 h = splat(0.5f * scale);
-    for (int64_t k = 0; k <= n / 2; k++) {
-        const int64_t c = (n - k) % n;
+    {  /* k = 0: X[0] = E[0] + O[0], X[n] = E[0] - O[0] (both real) */
+        const v4 er = zr[0] + zr[0], orr = zi[0] + zi[0];
+        Xr[0] = h * (er + orr);
+        Xr[n] = h * (er - orr);
+        Xi[0] = Xi[n] = splat(0.0f);
+    }
+    for (int64_t k = 1; 2 * k <= n; k++) {
+        const int64_t c = n - k;
         const v4 ar = zr[k], ai = zi[k], br = zr[c], bi = -zi[c];  /* Z[k], conj Z[n - k] */
         const v4 er = ar + br, ei = ai + bi;                       /* 2 E */
         const v4 orr = ai - bi, oi = br - ar;                      /* 2 O = (Z - conj Z') / i */
-        for (int side = 0; side < 2; side++) {
-            const int64_t kk = side ? n - k : k;
-            if (side && (kk == k || k == 0))
-                continue;
-            const v4 wr = splat(pl->rt[2 * kk]), wi = splat(pl->rt[2 * kk + 1]);
-            /* X[k] = E + w O; X[n - k] = conj(E) + w' conj(O) (the same pair seen from n - k) */
-            const v4 Er = er, Ei = side ? -ei : ei, Or = orr, Oi = side ? -oi : oi;
-            Xr[kk] = h * (Er + wr * Or - wi * Oi);
-            Xi[kk] = h * (Ei + wr * Oi + wi * Or);
-        }
-        if (k == 0) {
-            Xr[n] = h * (er - orr);  /* X[n] = E[0] - O[0] (w^n = -1) */
-            Xi[n] = splat(0.0f);
-            Xi[0] = splat(0.0f);
-        }
+        v4 wr = splat(pl->rt[2 * k]), wi = splat(pl->rt[2 * k + 1]);
+        Xr[k] = h * (er + wr * orr - wi * oi);                     /* X[k] = E + w_k O */
+        Xi[k] = h * (ei + wr * oi + wi * orr);
+        if (c == k)
+            break;
+        wr = splat(pl->rt[2 * c]);
+        wi = splat(pl->rt[2 * c + 1]);
+        Xr[c] = h * (er + wr * orr + wi * oi);                     /* X[n - k] = conj E + w_(n-k) conj O */
+        Xi[c] = h * (-ei - wr * oi + wi * orr);
     }
 }
 
