@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-e2e-picows serve bench-media bench-load bench-peers bench-report clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py gateway/audio/_mdf.c gateway/audio/_mdf_fft.h
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

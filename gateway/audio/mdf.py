@@ -8,7 +8,8 @@ blocks its forward transform costs 1.3 times the float64 one and its inverse 0.7
 the casts; measured 2026-12-02) with Speex's scaling: the forward transform is divided by the
 FFT size ``2 B``, so Speex's constants keep their meaning on int16-scale samples.
 
-The kernels are in :mod:`gateway.audio.mdf_step`. A block that arrives whole (the usual 20 ms
+The kernels are in :mod:`gateway.audio.mdf_step` (numpy, the reference) and
+:mod:`gateway.audio.mdf_native` (the same in C, with float32 transforms; used when built). A block that arrives whole (the usual 20 ms
 frame) goes through its ``step``, which is ``predict`` and ``adapt`` with each slot's state
 gathered and scattered once; a block that arrives in pieces is predicted when its first sample
 comes and adapted when it completes. Both give the same output to the bit
